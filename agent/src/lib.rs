@@ -1,0 +1,1 @@
+//! The wasmos agent: the executor that runs WASI tasks in wasmtime lands next.

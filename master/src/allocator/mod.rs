@@ -1,0 +1,970 @@
+//! The allocator: who is offered which agent's resources, by hierarchical
+//! weighted Dominant Resource Fairness (DRF).
+//!
+//! A pure module: no I/O, no clock (callers pass `now`), no knowledge of
+//! offers, tasks or the wire. The master core tells it what exists (agents,
+//! frameworks, roles), what is allocated and what comes back; it answers with
+//! [`Allocation`]s, which the core turns into offers.
+//!
+//! # The allocation cycle
+//!
+//! ```text
+//!                 ┌──────────────────────── for each agent with free resources ─┐
+//!  rebuild keys   │ 1. quota:     roles below their quota guarantee, lowest      │
+//!  if the cluster │               weighted share first, get the agent's free     │
+//!  total changed  │               unreserved resources                           │
+//!  ─────────────▶ │ 2. reserved:  each reservation of the agent goes to the      │
+//!                 │               lowest-share framework of its role             │
+//!                 │ 3. fair:      roles by weighted dominant share (share/weight)│
+//!                 │                └▶ frameworks of the role by dominant share   │
+//!                 │                   └▶ first one not filtered on this agent    │
+//!                 │                      gets all free unreserved resources,     │
+//!                 │                      unless that eats the quota headroom     │
+//!                 │  after each grant: framework and role move in their sorters  │
+//!                 └──────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Progressive filling falls out of step 3: each grant raises the receiver's
+//! share, so the next agent goes to whoever is now lowest. Only frameworks
+//! that want offers (connected, not suppressed) sit in the sorters, and a
+//! share change moves one entry of a `BTreeSet`, so a cycle costs
+//! O(agents × log frameworks) when few filters apply. Free crumbs smaller than
+//! `min_allocatable` are not offered.
+//!
+//! Files: `mod.rs` holds the state and the cycle, `sorter.rs` the ordered set.
+
+mod sorter;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::ids::{AgentId, FrameworkId, Role};
+use crate::resources::Resources;
+use crate::time::Time;
+use sorter::{Key, Sorter};
+
+/// Settings of the allocator.
+#[derive(Clone, Debug)]
+pub struct AllocatorConfig {
+    /// Free resources are offered only when they hold at least this many cpus
+    /// *and* this much memory: every task needs both, so a crumb with one and
+    /// not the other is useless. Default: 0.01 cpus and 4 MiB.
+    pub min_allocatable: Resources,
+}
+
+impl Default for AllocatorConfig {
+    fn default() -> Self {
+        AllocatorConfig {
+            min_allocatable: Resources::new(0.01, 4 << 20, 0),
+        }
+    }
+}
+
+/// Resources of one agent granted to one framework.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Allocation {
+    pub framework: FrameworkId,
+    pub agent: AgentId,
+    pub resources: Resources,
+    /// `Some(role)` when the resources come from the agent's reservation for
+    /// that role.
+    pub reservation: Option<Role>,
+}
+
+/// Which agents a cycle considers.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    /// Every agent: the periodic cycle, and after a framework arrives or
+    /// revives.
+    All,
+    /// Just these: resources were freed on them.
+    Agents(&'a [AgentId]),
+}
+
+/// A refused request to the allocator.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum AllocatorError {
+    #[error("agent {0} is already known")]
+    DuplicateAgent(AgentId),
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+    #[error("framework {0} is already known")]
+    DuplicateFramework(FrameworkId),
+    #[error("unknown framework {0}")]
+    UnknownFramework(FrameworkId),
+    #[error("reservations ({reserved}) exceed the agent's total resources ({total})")]
+    ReservationsExceedTotal {
+        reserved: Resources,
+        total: Resources,
+    },
+    #[error("weight of role {0} must be a finite number > 0, got {1}")]
+    BadWeight(Role, f64),
+}
+
+/// An agent's pools as the allocator sees them.
+#[derive(Clone, Debug)]
+pub struct AgentAllocation {
+    pub total: Resources,
+    pub unreserved_total: Resources,
+    pub unreserved_allocated: Resources,
+    /// (role, reserved total, allocated).
+    pub reserved: Vec<(Role, Resources, Resources)>,
+    pub active: bool,
+}
+
+/// What an operator sees of a role.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoleSummary {
+    pub name: Role,
+    pub weight: f64,
+    pub quota: Resources,
+    pub allocated: Resources,
+    /// Dominant share divided by weight.
+    pub weighted_share: f64,
+    pub frameworks: u32,
+}
+
+struct ReservedPool {
+    role: u32,
+    total: Resources,
+    allocated: Resources,
+}
+
+struct AgentEntry {
+    id: AgentId,
+    /// Distinguishes this agent from earlier ones in the same slot, so a stale
+    /// filter never applies to a newcomer.
+    generation: u32,
+    total: Resources,
+    unreserved_total: Resources,
+    unreserved_allocated: Resources,
+    reserved: Vec<ReservedPool>,
+    active: bool,
+}
+
+impl AgentEntry {
+    fn unreserved_free(&self) -> Resources {
+        self.unreserved_total - self.unreserved_allocated
+    }
+}
+
+struct FrameworkEntry {
+    id: FrameworkId,
+    role: u32,
+    allocated: Resources,
+    connected: bool,
+    suppressed: bool,
+    /// Agent slot → (agent generation, refused until).
+    filters: HashMap<u32, (u32, Time)>,
+    /// Present iff the framework sits in its role's sorter (wants offers).
+    key: Option<Key>,
+}
+
+struct RoleEntry {
+    name: Role,
+    weight: f64,
+    quota: Resources,
+    allocated: Resources,
+    /// Frameworks of the role that want offers.
+    frameworks: Sorter,
+    members: u32,
+    /// Present iff the role sits in the role sorter (has a wanting framework).
+    key: Option<Key>,
+}
+
+/// The hierarchical weighted DRF allocator. See the module docs.
+pub struct Allocator {
+    config: AllocatorConfig,
+    agents: Vec<Option<AgentEntry>>,
+    free_agent_slots: Vec<u32>,
+    agent_slots: HashMap<AgentId, u32>,
+    frameworks: Vec<Option<FrameworkEntry>>,
+    free_framework_slots: Vec<u32>,
+    framework_slots: HashMap<FrameworkId, u32>,
+    roles: Vec<RoleEntry>,
+    role_slots: HashMap<Role, u32>,
+    role_order: Sorter,
+    /// Roles with a non-zero quota.
+    quota_roles: Vec<u32>,
+    /// Everything every registered agent has: the denominator of shares.
+    total: Resources,
+    /// Free unreserved resources on active agents: what quota headroom is
+    /// checked against.
+    free_unreserved: Resources,
+    /// Set when `total` changed: every key is stale until rebuilt.
+    dirty: bool,
+    next_generation: u32,
+    rotation: usize,
+    audit: Option<Vec<String>>,
+}
+
+impl Allocator {
+    pub fn new(config: AllocatorConfig) -> Allocator {
+        Allocator {
+            config,
+            agents: Vec::new(),
+            free_agent_slots: Vec::new(),
+            agent_slots: HashMap::new(),
+            frameworks: Vec::new(),
+            free_framework_slots: Vec::new(),
+            framework_slots: HashMap::new(),
+            roles: Vec::new(),
+            role_slots: HashMap::new(),
+            role_order: Sorter::default(),
+            quota_roles: Vec::new(),
+            total: Resources::ZERO,
+            free_unreserved: Resources::ZERO,
+            dirty: false,
+            next_generation: 0,
+            rotation: 0,
+            audit: None,
+        }
+    }
+
+    /// Turns on fairness auditing: every fair-share grant is checked by brute
+    /// force against all frameworks, with shares recomputed from scratch, and
+    /// violations are recorded. Slow; for tests and simulations.
+    pub fn enable_audit(&mut self) {
+        self.audit = Some(Vec::new());
+    }
+
+    /// Fairness violations found by the audit since the last call.
+    pub fn take_audit_violations(&mut self) -> Vec<String> {
+        self.audit.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The sum of all agents' resources.
+    pub fn total(&self) -> Resources {
+        self.total
+    }
+
+    // ----- agents -----------------------------------------------------------
+
+    /// Adds an agent with its total resources and reservations (parts of the
+    /// total set aside for roles). It starts active.
+    pub fn add_agent(
+        &mut self,
+        id: AgentId,
+        total: Resources,
+        reservations: &[(Role, Resources)],
+    ) -> Result<(), AllocatorError> {
+        if self.agent_slots.contains_key(&id) {
+            return Err(AllocatorError::DuplicateAgent(id));
+        }
+        let reserved_sum = reservations
+            .iter()
+            .fold(Resources::ZERO, |acc, (_, r)| acc + *r);
+        if !reserved_sum.fits_in(&total) {
+            return Err(AllocatorError::ReservationsExceedTotal {
+                reserved: reserved_sum,
+                total,
+            });
+        }
+        let mut pools: Vec<ReservedPool> = Vec::new();
+        for (role, resources) in reservations {
+            let role = self.role_slot(role);
+            match pools.iter_mut().find(|p| p.role == role) {
+                Some(pool) => pool.total += *resources,
+                None => pools.push(ReservedPool {
+                    role,
+                    total: *resources,
+                    allocated: Resources::ZERO,
+                }),
+            }
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let entry = AgentEntry {
+            id: id.clone(),
+            generation: self.next_generation,
+            total,
+            unreserved_total: total - reserved_sum,
+            unreserved_allocated: Resources::ZERO,
+            reserved: pools,
+            active: true,
+        };
+        self.free_unreserved += entry.unreserved_free();
+        let slot = match self.free_agent_slots.pop() {
+            Some(slot) => {
+                self.agents[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.agents.push(Some(entry));
+                (self.agents.len() - 1) as u32
+            }
+        };
+        self.agent_slots.insert(id, slot);
+        self.total += total;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Removes an agent. The caller first recovers everything allocated on
+    /// it (offers and tasks), so that frameworks' shares stay right.
+    pub fn remove_agent(&mut self, id: &AgentId) -> Result<(), AllocatorError> {
+        let slot = self
+            .agent_slots
+            .remove(id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(id.clone()))?;
+        let agent = self.agents[slot as usize].take().expect("slot in use");
+        if agent.active {
+            self.free_unreserved -= agent.unreserved_free();
+        }
+        self.total -= agent.total;
+        self.free_agent_slots.push(slot);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// An inactive agent (disconnected, draining) is not offered.
+    pub fn set_agent_active(&mut self, id: &AgentId, active: bool) -> Result<(), AllocatorError> {
+        let slot = self.agent_slot(id)?;
+        let agent = self.agents[slot as usize].as_mut().expect("slot in use");
+        if agent.active != active {
+            agent.active = active;
+            if active {
+                self.free_unreserved += agent.unreserved_free();
+            } else {
+                self.free_unreserved -= agent.unreserved_free();
+            }
+        }
+        Ok(())
+    }
+
+    // ----- frameworks -------------------------------------------------------
+
+    /// Adds a connected framework in `role`; it wants offers at once.
+    pub fn add_framework(&mut self, id: FrameworkId, role: &Role) -> Result<(), AllocatorError> {
+        if self.framework_slots.contains_key(&id) {
+            return Err(AllocatorError::DuplicateFramework(id));
+        }
+        let role = self.role_slot(role);
+        self.roles[role as usize].members += 1;
+        let entry = FrameworkEntry {
+            id: id.clone(),
+            role,
+            allocated: Resources::ZERO,
+            connected: true,
+            suppressed: false,
+            filters: HashMap::new(),
+            key: None,
+        };
+        let slot = match self.free_framework_slots.pop() {
+            Some(slot) => {
+                self.frameworks[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.frameworks.push(Some(entry));
+                (self.frameworks.len() - 1) as u32
+            }
+        };
+        self.framework_slots.insert(id, slot);
+        self.refresh_framework(slot);
+        Ok(())
+    }
+
+    /// Removes a framework. The caller first recovers everything allocated to
+    /// it.
+    pub fn remove_framework(&mut self, id: &FrameworkId) -> Result<(), AllocatorError> {
+        let slot = self.framework_slot(id)?;
+        self.set_framework_flags(slot, |f| f.connected = false);
+        self.framework_slots.remove(id);
+        let fw = self.frameworks[slot as usize].take().expect("slot in use");
+        debug_assert!(
+            fw.allocated.is_zero(),
+            "removed {id} with {:?}",
+            fw.allocated
+        );
+        let role = &mut self.roles[fw.role as usize];
+        role.members -= 1;
+        role.allocated = role.allocated.saturating_sub(&fw.allocated);
+        self.refresh_role(fw.role);
+        self.free_framework_slots.push(slot);
+        Ok(())
+    }
+
+    /// A disconnected framework keeps its allocation but is not offered.
+    pub fn set_framework_connected(
+        &mut self,
+        id: &FrameworkId,
+        connected: bool,
+    ) -> Result<(), AllocatorError> {
+        let slot = self.framework_slot(id)?;
+        self.set_framework_flags(slot, |f| f.connected = connected);
+        Ok(())
+    }
+
+    /// Stops offers to a framework until it revives.
+    pub fn suppress(&mut self, id: &FrameworkId) -> Result<(), AllocatorError> {
+        let slot = self.framework_slot(id)?;
+        self.set_framework_flags(slot, |f| f.suppressed = true);
+        Ok(())
+    }
+
+    /// Resumes offers to a framework and clears all its filters.
+    pub fn revive(&mut self, id: &FrameworkId) -> Result<(), AllocatorError> {
+        let slot = self.framework_slot(id)?;
+        self.set_framework_flags(slot, |f| {
+            f.suppressed = false;
+            f.filters.clear();
+        });
+        Ok(())
+    }
+
+    /// Whether a framework wants offers (connected and not suppressed).
+    pub fn wants_offers(&self, id: &FrameworkId) -> bool {
+        self.framework_slots
+            .get(id)
+            .map(|&slot| {
+                self.frameworks[slot as usize]
+                    .as_ref()
+                    .expect("slot")
+                    .key
+                    .is_some()
+            })
+            .unwrap_or(false)
+    }
+
+    /// A framework's dominant share of the cluster.
+    pub fn framework_share(&self, id: &FrameworkId) -> Option<f64> {
+        let slot = *self.framework_slots.get(id)?;
+        let fw = self.frameworks[slot as usize].as_ref()?;
+        Some(fw.allocated.dominant_share(&self.total))
+    }
+
+    /// What a framework holds (offered or used).
+    pub fn framework_allocation(&self, id: &FrameworkId) -> Option<Resources> {
+        let slot = *self.framework_slots.get(id)?;
+        Some(self.frameworks[slot as usize].as_ref()?.allocated)
+    }
+
+    /// How an agent's resources are split between pools and how much of each
+    /// is allocated.
+    pub fn agent_allocation(&self, id: &AgentId) -> Option<AgentAllocation> {
+        let agent = self.agents[*self.agent_slots.get(id)? as usize].as_ref()?;
+        Some(AgentAllocation {
+            total: agent.total,
+            unreserved_total: agent.unreserved_total,
+            unreserved_allocated: agent.unreserved_allocated,
+            reserved: agent
+                .reserved
+                .iter()
+                .map(|p| {
+                    (
+                        self.roles[p.role as usize].name.clone(),
+                        p.total,
+                        p.allocated,
+                    )
+                })
+                .collect(),
+            active: agent.active,
+        })
+    }
+
+    /// Checks the allocator's own sums: every pool's allocation fits in it,
+    /// shares in the sorters match the allocations, and the free unreserved
+    /// total matches the agents. For tests and simulations.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let mut free = Resources::ZERO;
+        let mut total = Resources::ZERO;
+        for agent in self.agents.iter().flatten() {
+            total += agent.total;
+            if !agent.unreserved_allocated.fits_in(&agent.unreserved_total) {
+                return Err(format!("agent {} over-allocated", agent.id));
+            }
+            for pool in &agent.reserved {
+                if !pool.allocated.fits_in(&pool.total) {
+                    return Err(format!("agent {} reservation over-allocated", agent.id));
+                }
+            }
+            if agent.active {
+                free += agent.unreserved_free();
+            }
+        }
+        if total != self.total || free != self.free_unreserved {
+            return Err(format!(
+                "totals drifted: total {total} vs {}, free {free} vs {}",
+                self.total, self.free_unreserved
+            ));
+        }
+        let mut by_role = vec![Resources::ZERO; self.roles.len()];
+        for fw in self.frameworks.iter().flatten() {
+            by_role[fw.role as usize] += fw.allocated;
+            let wants = fw.connected && !fw.suppressed;
+            if wants != fw.key.is_some() {
+                return Err(format!("framework {} sorter membership is wrong", fw.id));
+            }
+        }
+        for (role, sum) in self.roles.iter().zip(by_role) {
+            if role.allocated != sum {
+                return Err(format!(
+                    "role {} allocation {} != sum of its frameworks {sum}",
+                    role.name, role.allocated
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- roles ------------------------------------------------------------
+
+    /// Sets a role's weight (default 1): its share is divided by it.
+    pub fn set_weight(&mut self, role: &Role, weight: f64) -> Result<(), AllocatorError> {
+        if !weight.is_finite() || weight <= 0.0 {
+            return Err(AllocatorError::BadWeight(role.clone(), weight));
+        }
+        let slot = self.role_slot(role);
+        self.roles[slot as usize].weight = weight;
+        self.refresh_role(slot);
+        Ok(())
+    }
+
+    /// Sets a role's quota guarantee (zero removes it).
+    pub fn set_quota(&mut self, role: &Role, quota: Resources) {
+        let slot = self.role_slot(role);
+        self.roles[slot as usize].quota = quota;
+        self.quota_roles.retain(|&r| r != slot);
+        if !quota.is_zero() {
+            self.quota_roles.push(slot);
+        }
+    }
+
+    /// Every role the allocator knows, by name.
+    pub fn roles(&self) -> Vec<RoleSummary> {
+        let mut roles: Vec<RoleSummary> = self
+            .roles
+            .iter()
+            .map(|r| RoleSummary {
+                name: r.name.clone(),
+                weight: r.weight,
+                quota: r.quota,
+                allocated: r.allocated,
+                weighted_share: r.allocated.dominant_share(&self.total) / r.weight,
+                frameworks: r.members,
+            })
+            .collect();
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        roles
+    }
+
+    // ----- allocation and recovery -----------------------------------------
+
+    /// Counts resources as allocated without offering them: tasks an agent
+    /// already runs when it re-registers.
+    pub fn allocate_used(
+        &mut self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        reservation: Option<&Role>,
+        resources: Resources,
+    ) -> Result<(), AllocatorError> {
+        let fw = self.framework_slot(framework)?;
+        let slot = self.agent_slot(agent)?;
+        let pool = reservation.and_then(|role| self.pool_index(slot, role));
+        self.grant(fw, slot, pool, resources);
+        Ok(())
+    }
+
+    /// Returns resources to the pool: a declined or rescinded offer, the
+    /// unused part of an accepted one, or a finished task. With `refuse`, the
+    /// framework is not offered this agent again until `now + refuse`.
+    pub fn recover(
+        &mut self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        reservation: Option<&Role>,
+        resources: Resources,
+        refuse: Option<Duration>,
+        now: Time,
+    ) -> Result<(), AllocatorError> {
+        let fw_slot = self.framework_slot(framework)?;
+        let agent_slot = self.agent_slot(agent)?;
+        let pool = reservation.and_then(|role| self.pool_index(agent_slot, role));
+        let agent = self.agents[agent_slot as usize].as_mut().expect("slot");
+        match pool {
+            Some(p) => {
+                let pool = &mut agent.reserved[p];
+                debug_assert!(resources.fits_in(&pool.allocated));
+                pool.allocated = pool.allocated.saturating_sub(&resources);
+            }
+            None => {
+                debug_assert!(resources.fits_in(&agent.unreserved_allocated));
+                agent.unreserved_allocated = agent.unreserved_allocated.saturating_sub(&resources);
+                if agent.active {
+                    self.free_unreserved += resources;
+                }
+            }
+        }
+        let generation = agent.generation;
+        let fw = self.frameworks[fw_slot as usize].as_mut().expect("slot");
+        debug_assert!(resources.fits_in(&fw.allocated));
+        fw.allocated = fw.allocated.saturating_sub(&resources);
+        if let Some(refuse) = refuse.filter(|d| !d.is_zero()) {
+            fw.filters.insert(agent_slot, (generation, now + refuse));
+        }
+        let role = fw.role;
+        let role_entry = &mut self.roles[role as usize];
+        role_entry.allocated = role_entry.allocated.saturating_sub(&resources);
+        self.refresh_framework(fw_slot);
+        Ok(())
+    }
+
+    /// Forgets filters that have run out, so they cost nothing later.
+    pub fn expire_filters(&mut self, now: Time) {
+        for fw in self.frameworks.iter_mut().flatten() {
+            if !fw.filters.is_empty() {
+                fw.filters.retain(|_, (_, until)| now < *until);
+            }
+        }
+    }
+
+    /// Runs an allocation cycle over `scope` and returns the grants. Each
+    /// grant counts as allocated to its framework until recovered.
+    pub fn allocate(&mut self, now: Time, scope: Scope<'_>) -> Vec<Allocation> {
+        if self.dirty {
+            self.rebuild();
+        }
+        let mut grants = Vec::new();
+        if self.role_order.is_empty() || self.agents.is_empty() {
+            return grants;
+        }
+        let slots: Vec<u32> = match scope {
+            Scope::All => {
+                let n = self.agents.len();
+                self.rotation = (self.rotation + 1) % n;
+                (0..n)
+                    .map(|i| ((self.rotation + i) % n) as u32)
+                    .filter(|&s| self.agents[s as usize].is_some())
+                    .collect()
+            }
+            Scope::Agents(ids) => ids
+                .iter()
+                .filter_map(|id| self.agent_slots.get(id).copied())
+                .collect(),
+        };
+        if self.any_unmet_quota() {
+            for &slot in &slots {
+                self.allocate_quota(slot, now, &mut grants);
+            }
+        }
+        for &slot in &slots {
+            self.allocate_reserved(slot, now, &mut grants);
+            self.allocate_fair(slot, now, &mut grants);
+        }
+        grants
+    }
+
+    /// Stage 1: roles below their quota guarantee come first.
+    fn allocate_quota(&mut self, slot: u32, now: Time, grants: &mut Vec<Allocation>) {
+        let Some(agent) = self.agents[slot as usize].as_ref() else {
+            return;
+        };
+        let free = agent.unreserved_free();
+        if !agent.active || !self.allocatable(&free) {
+            return;
+        }
+        let mut candidates: Vec<(Key, u32)> = self
+            .quota_roles
+            .iter()
+            .filter_map(|&r| {
+                let role = &self.roles[r as usize];
+                let unmet = !role.quota.saturating_sub(&role.allocated).is_zero();
+                role.key.filter(|_| unmet).map(|k| (k, r))
+            })
+            .collect();
+        candidates.sort_unstable();
+        for (_, role) in candidates {
+            if let Some(fw) = self.first_unfiltered(role, slot, now) {
+                self.grant(fw, slot, None, free);
+                grants.push(self.allocation(fw, slot, None, free));
+                return;
+            }
+        }
+    }
+
+    /// Stage 2: each reservation goes to the lowest-share framework of its
+    /// role.
+    fn allocate_reserved(&mut self, slot: u32, now: Time, grants: &mut Vec<Allocation>) {
+        let Some(agent) = self.agents[slot as usize].as_ref() else {
+            return;
+        };
+        if !agent.active || agent.reserved.is_empty() {
+            return;
+        }
+        for p in 0..agent.reserved.len() {
+            let pool = &self.agents[slot as usize].as_ref().expect("slot").reserved[p];
+            let free = pool.total - pool.allocated;
+            if !self.allocatable(&free) {
+                continue;
+            }
+            if let Some(fw) = self.first_unfiltered(pool.role, slot, now) {
+                self.grant(fw, slot, Some(p), free);
+                grants.push(self.allocation(fw, slot, Some(p), free));
+            }
+        }
+    }
+
+    /// Stage 3: the agent's free unreserved resources go to the framework of
+    /// lowest share in the role of lowest weighted share, keeping enough
+    /// headroom for unmet quotas.
+    fn allocate_fair(&mut self, slot: u32, now: Time, grants: &mut Vec<Allocation>) {
+        let Some(agent) = self.agents[slot as usize].as_ref() else {
+            return;
+        };
+        let free = agent.unreserved_free();
+        if !agent.active || !self.allocatable(&free) {
+            return;
+        }
+        let headroom = self.required_headroom();
+        let others_allowed =
+            headroom.is_zero() || headroom.fits_in(&self.free_unreserved.saturating_sub(&free));
+        let mut pick = None;
+        for (_, role) in self.role_order.iter() {
+            if !others_allowed && !self.has_unmet_quota(role) {
+                continue;
+            }
+            if let Some(fw) = self.first_unfiltered(role, slot, now) {
+                pick = Some(fw);
+                break;
+            }
+        }
+        if let Some(fw) = pick {
+            if self.audit.is_some() {
+                self.audit_grant(fw, slot, now, others_allowed);
+            }
+            self.grant(fw, slot, None, free);
+            grants.push(self.allocation(fw, slot, None, free));
+        }
+    }
+
+    /// The lowest-share framework of `role` not filtered on agent `slot`.
+    fn first_unfiltered(&self, role: u32, slot: u32, now: Time) -> Option<u32> {
+        self.roles[role as usize]
+            .frameworks
+            .iter()
+            .map(|(_, fw)| fw)
+            .find(|&fw| !self.filtered(fw, slot, now))
+    }
+
+    fn filtered(&self, fw: u32, agent: u32, now: Time) -> bool {
+        let fw = self.frameworks[fw as usize].as_ref().expect("slot");
+        if fw.filters.is_empty() {
+            return false;
+        }
+        let generation = self.agents[agent as usize].as_ref().map(|a| a.generation);
+        match fw.filters.get(&agent) {
+            Some(&(g, until)) => Some(g) == generation && now < until,
+            None => false,
+        }
+    }
+
+    fn allocatable(&self, free: &Resources) -> bool {
+        let min = &self.config.min_allocatable;
+        free.cpu_millis >= min.cpu_millis.max(1) && free.mem >= min.mem.max(1)
+    }
+
+    fn has_unmet_quota(&self, role: u32) -> bool {
+        let role = &self.roles[role as usize];
+        !role.quota.is_zero() && !role.quota.saturating_sub(&role.allocated).is_zero()
+    }
+
+    fn any_unmet_quota(&self) -> bool {
+        self.quota_roles.iter().any(|&r| self.has_unmet_quota(r))
+    }
+
+    /// Unreserved resources that must stay free so every role can still reach
+    /// its quota.
+    fn required_headroom(&self) -> Resources {
+        self.quota_roles.iter().fold(Resources::ZERO, |acc, &r| {
+            let role = &self.roles[r as usize];
+            acc + role.quota.saturating_sub(&role.allocated)
+        })
+    }
+
+    fn grant(&mut self, fw_slot: u32, agent_slot: u32, pool: Option<usize>, resources: Resources) {
+        let agent = self.agents[agent_slot as usize].as_mut().expect("slot");
+        match pool {
+            Some(p) => agent.reserved[p].allocated += resources,
+            None => {
+                agent.unreserved_allocated += resources;
+                if agent.active {
+                    self.free_unreserved = self.free_unreserved.saturating_sub(&resources);
+                }
+            }
+        }
+        let fw = self.frameworks[fw_slot as usize].as_mut().expect("slot");
+        fw.allocated += resources;
+        let role = fw.role;
+        self.roles[role as usize].allocated += resources;
+        self.refresh_framework(fw_slot);
+    }
+
+    fn allocation(
+        &self,
+        fw: u32,
+        agent: u32,
+        pool: Option<usize>,
+        resources: Resources,
+    ) -> Allocation {
+        let agent = self.agents[agent as usize].as_ref().expect("slot");
+        Allocation {
+            framework: self.frameworks[fw as usize]
+                .as_ref()
+                .expect("slot")
+                .id
+                .clone(),
+            agent: agent.id.clone(),
+            resources,
+            reservation: pool.map(|p| self.roles[agent.reserved[p].role as usize].name.clone()),
+        }
+    }
+
+    // ----- keeping the sorters right -----------------------------------------
+
+    fn set_framework_flags(&mut self, slot: u32, change: impl FnOnce(&mut FrameworkEntry)) {
+        change(self.frameworks[slot as usize].as_mut().expect("slot"));
+        self.refresh_framework(slot);
+    }
+
+    /// Puts a framework where it belongs in its role's sorter (or out of it),
+    /// then does the same for the role.
+    fn refresh_framework(&mut self, slot: u32) {
+        let total = self.total;
+        let fw = self.frameworks[slot as usize].as_mut().expect("slot");
+        let wants = fw.connected && !fw.suppressed;
+        let new_key = wants.then(|| sorter::key(fw.allocated.dominant_share(&total), slot));
+        let role = &mut self.roles[fw.role as usize];
+        match (fw.key, new_key) {
+            (Some(old), Some(new)) => role.frameworks.update(old, new),
+            (Some(old), None) => role.frameworks.remove(old),
+            (None, Some(new)) => role.frameworks.insert(new),
+            (None, None) => {}
+        }
+        fw.key = new_key;
+        let role = fw.role;
+        self.refresh_role(role);
+    }
+
+    fn refresh_role(&mut self, slot: u32) {
+        let total = self.total;
+        let role = &mut self.roles[slot as usize];
+        let new_key = (!role.frameworks.is_empty())
+            .then(|| sorter::key(role.allocated.dominant_share(&total) / role.weight, slot));
+        match (role.key, new_key) {
+            (Some(old), Some(new)) => self.role_order.update(old, new),
+            (Some(old), None) => self.role_order.remove(old),
+            (None, Some(new)) => self.role_order.insert(new),
+            (None, None) => {}
+        }
+        role.key = new_key;
+    }
+
+    /// Recomputes every key after the cluster total changed.
+    fn rebuild(&mut self) {
+        self.role_order.clear();
+        for role in &mut self.roles {
+            role.frameworks.clear();
+            role.key = None;
+        }
+        for fw in self.frameworks.iter_mut().flatten() {
+            fw.key = None;
+        }
+        for slot in 0..self.frameworks.len() as u32 {
+            if self.frameworks[slot as usize].is_some() {
+                self.refresh_framework(slot);
+            }
+        }
+        self.dirty = false;
+    }
+
+    /// Checks a fair-share grant to `fw` on `agent` by brute force: no other
+    /// eligible framework may have a lower weighted role share, or a lower
+    /// share within the same role.
+    fn audit_grant(&mut self, fw: u32, agent: u32, now: Time, others_allowed: bool) {
+        let total = self.total;
+        let role_share = |r: u32| {
+            let role = &self.roles[r as usize];
+            role.allocated.dominant_share(&total) / role.weight
+        };
+        let chosen = self.frameworks[fw as usize].as_ref().expect("slot");
+        let (chosen_rs, chosen_s) = (
+            role_share(chosen.role),
+            chosen.allocated.dominant_share(&total),
+        );
+        let mut violations = Vec::new();
+        for (slot, other) in self.frameworks.iter().enumerate() {
+            let Some(other) = other else { continue };
+            let slot = slot as u32;
+            if slot == fw
+                || !other.connected
+                || other.suppressed
+                || self.filtered(slot, agent, now)
+                || (!others_allowed && !self.has_unmet_quota(other.role))
+            {
+                continue;
+            }
+            let other_rs = role_share(other.role);
+            let other_s = other.allocated.dominant_share(&total);
+            let lower_role = other_rs < chosen_rs - 1e-9;
+            let lower_in_role = other.role == chosen.role && other_s < chosen_s - 1e-9;
+            if lower_role || lower_in_role {
+                violations.push(format!(
+                    "agent {} went to {} (role share {chosen_rs:.6}, share {chosen_s:.6}) while {} (role share {other_rs:.6}, share {other_s:.6}) wanted it",
+                    self.agents[agent as usize].as_ref().expect("slot").id,
+                    chosen.id,
+                    other.id,
+                ));
+            }
+        }
+        self.audit.as_mut().expect("audit on").extend(violations);
+    }
+
+    // ----- lookups ----------------------------------------------------------
+
+    fn role_slot(&mut self, role: &Role) -> u32 {
+        if let Some(&slot) = self.role_slots.get(role) {
+            return slot;
+        }
+        let slot = self.roles.len() as u32;
+        self.roles.push(RoleEntry {
+            name: role.clone(),
+            weight: 1.0,
+            quota: Resources::ZERO,
+            allocated: Resources::ZERO,
+            frameworks: Sorter::default(),
+            members: 0,
+            key: None,
+        });
+        self.role_slots.insert(role.clone(), slot);
+        slot
+    }
+
+    fn agent_slot(&self, id: &AgentId) -> Result<u32, AllocatorError> {
+        self.agent_slots
+            .get(id)
+            .copied()
+            .ok_or_else(|| AllocatorError::UnknownAgent(id.clone()))
+    }
+
+    fn framework_slot(&self, id: &FrameworkId) -> Result<u32, AllocatorError> {
+        self.framework_slots
+            .get(id)
+            .copied()
+            .ok_or_else(|| AllocatorError::UnknownFramework(id.clone()))
+    }
+
+    fn pool_index(&self, agent: u32, role: &Role) -> Option<usize> {
+        let role = *self.role_slots.get(role)?;
+        self.agents[agent as usize]
+            .as_ref()?
+            .reserved
+            .iter()
+            .position(|p| p.role == role)
+    }
+}
+
+#[cfg(test)]
+mod tests;

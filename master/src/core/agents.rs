@@ -1,0 +1,240 @@
+//! Agents: registration, re-registration, heartbeats, loss.
+//!
+//! An agent's stream may drop and come back; only silence longer than
+//! `agent_timeout` makes the master declare it lost, report its tasks `LOST`
+//! and forget it. An agent that comes back after that rejoins under its old
+//! id but is told to kill what it still runs: those tasks were reported lost
+//! and may already have run elsewhere.
+
+use std::collections::HashSet;
+
+use wasmos_proto::v1;
+use wasmos_proto::v1::event::Kind as EventKind;
+use wasmos_proto::v1::master_message::Kind as AgentKind;
+
+use super::{Agent, ConnectionId, Core, CoreError, Reply};
+use crate::allocator::Scope;
+use crate::ids::{AgentId, Role, TaskId, validate_role};
+use crate::resources::Resources;
+use crate::time::Time;
+
+impl Core {
+    pub(super) fn register_agent(
+        &mut self,
+        connection: ConnectionId,
+        register: v1::Register,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let info = register.agent.unwrap_or_default();
+        let (total, reservations) = agent_resources(&info)?;
+        let id = if info.agent_id.is_empty() {
+            AgentId::from(self.fresh_id('A'))
+        } else {
+            AgentId::from(info.agent_id.as_str())
+        };
+        let reported: Vec<TaskId> = register
+            .tasks
+            .iter()
+            .map(|t| TaskId::from(t.task_id.as_str()))
+            .collect();
+        let mut kill = Vec::new();
+
+        if let Some(agent) = self.agents.get_mut(&id) {
+            // Re-registration of an agent the master still knows: keep it and
+            // the tasks both sides agree on.
+            agent.connection = Some(connection);
+            agent.last_seen = now;
+            let known: Vec<TaskId> = agent.tasks.iter().cloned().collect();
+            let draining = agent.draining;
+            if !draining {
+                self.allocator
+                    .set_agent_active(&id, true)
+                    .expect("agent known to allocator");
+            }
+            let reported_set: HashSet<&TaskId> = reported.iter().collect();
+            for task in &reported {
+                match self.tasks.get(task) {
+                    Some(t) if t.agent == id && !t.released => {
+                        if t.kill_requested {
+                            kill.push(task.to_string());
+                        }
+                    }
+                    _ => kill.push(task.to_string()),
+                }
+            }
+            // Tasks the master placed here that the agent no longer has.
+            for task in known {
+                let t = &self.tasks[&task];
+                if !t.released && !reported_set.contains(&task) && is_launched(t.status.state()) {
+                    self.master_update(
+                        &task,
+                        v1::TaskState::Lost,
+                        v1::Reason::AgentError,
+                        "the agent re-registered without this task",
+                        now,
+                    );
+                }
+            }
+        } else {
+            // A new agent, or one the master declared lost: either way it
+            // starts empty, and anything it still runs must die.
+            kill.extend(reported.iter().map(|t| t.to_string()));
+            self.allocator
+                .add_agent(id.clone(), total, &reservations)
+                .map_err(|e| CoreError::InvalidAgent(e.to_string()))?;
+            let mut info = info;
+            info.agent_id = id.to_string();
+            self.agents.insert(
+                id.clone(),
+                Agent {
+                    id: id.clone(),
+                    info,
+                    total,
+                    reservations,
+                    connection: Some(connection),
+                    last_seen: now,
+                    draining: false,
+                    offers: HashSet::new(),
+                    tasks: HashSet::new(),
+                },
+            );
+        }
+
+        self.out.agent_message(
+            &id,
+            AgentKind::Registered(v1::Registered {
+                agent_id: id.to_string(),
+                heartbeat_interval_ms: self.config.agent_heartbeat_interval.as_millis() as u64,
+                kill_task_ids: kill,
+            }),
+        );
+        self.allocate(now, Scope::Agents(std::slice::from_ref(&id)));
+        Ok(Reply::Registered(id))
+    }
+
+    pub(super) fn agent_heartbeat(&mut self, id: &AgentId, now: Time) -> Result<Reply, CoreError> {
+        let agent = self
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| CoreError::UnknownAgent(id.clone()))?;
+        agent.last_seen = now;
+        Ok(Reply::Done)
+    }
+
+    /// The stream dropped: stop offering the agent and take back its offers,
+    /// but keep its tasks until it times out.
+    pub(super) fn agent_disconnected(
+        &mut self,
+        id: &AgentId,
+        connection: ConnectionId,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let Some(agent) = self.agents.get_mut(id) else {
+            return Ok(Reply::Done);
+        };
+        if agent.connection != Some(connection) {
+            return Ok(Reply::Done); // an older stream; a newer one is live
+        }
+        agent.connection = None;
+        self.allocator
+            .set_agent_active(id, false)
+            .expect("agent known to allocator");
+        self.rescind_agent_offers(id, now);
+        Ok(Reply::Done)
+    }
+
+    /// An operator drains an agent: no more offers; its tasks run on.
+    pub(super) fn drain_agent(&mut self, id: &AgentId) -> Result<Reply, CoreError> {
+        let agent = self
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| CoreError::UnknownAgent(id.clone()))?;
+        agent.draining = true;
+        self.allocator
+            .set_agent_active(id, false)
+            .expect("agent known to allocator");
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn expire_agents(&mut self, now: Time) {
+        let timeout = self.config.agent_timeout;
+        let lost: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| now.since(a.last_seen) > timeout)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in lost {
+            self.remove_agent(&id, "the agent stopped sending heartbeats", now);
+        }
+    }
+
+    /// Forgets an agent: rescinds its offers, reports its tasks `LOST`, tells
+    /// frameworks that had tasks there.
+    fn remove_agent(&mut self, id: &AgentId, why: &str, now: Time) {
+        self.rescind_agent_offers(id, now);
+        let agent = self.agents.get(id).expect("known agent");
+        let tasks: Vec<TaskId> = agent.tasks.iter().cloned().collect();
+        let mut frameworks = HashSet::new();
+        for task in &tasks {
+            let t = &self.tasks[task];
+            frameworks.insert(t.framework.clone());
+            if !t.released {
+                self.master_update(task, v1::TaskState::Lost, v1::Reason::AgentLost, why, now);
+            }
+        }
+        // Forget the agent's hold on tasks; the tasks stay (LOST) until their
+        // frameworks acknowledge.
+        self.agents.remove(id);
+        self.allocator
+            .remove_agent(id)
+            .expect("agent known to allocator");
+        for framework in frameworks {
+            if self.frameworks.contains_key(&framework) {
+                self.out.framework_event(
+                    &framework,
+                    EventKind::Failure(v1::Failure {
+                        agent_id: id.to_string(),
+                        message: why.to_string(),
+                    }),
+                );
+            }
+        }
+        self.out.close(super::Output::CloseAgent(id.clone()));
+    }
+}
+
+/// Is the task on its agent (as opposed to not yet, or no longer)?
+pub(super) fn is_launched(state: v1::TaskState) -> bool {
+    matches!(
+        state,
+        v1::TaskState::Staging | v1::TaskState::Starting | v1::TaskState::Running
+    )
+}
+
+/// Checks and converts what an agent says it has.
+fn agent_resources(info: &v1::AgentInfo) -> Result<(Resources, Vec<(Role, Resources)>), CoreError> {
+    let total = info
+        .resources
+        .as_ref()
+        .ok_or_else(|| CoreError::InvalidAgent("no resources given".into()))
+        .and_then(|r| Resources::try_from(r).map_err(|e| CoreError::InvalidAgent(e.to_string())))?;
+    if total.cpu_millis == 0 || total.mem == 0 {
+        return Err(CoreError::InvalidAgent(format!(
+            "an agent needs cpus and mem, got {total}"
+        )));
+    }
+    let mut reservations = Vec::new();
+    for reservation in &info.reservations {
+        validate_role(&reservation.role).map_err(CoreError::InvalidAgent)?;
+        let resources = reservation
+            .resources
+            .as_ref()
+            .map(Resources::try_from)
+            .transpose()
+            .map_err(|e| CoreError::InvalidAgent(e.to_string()))?
+            .unwrap_or_default();
+        reservations.push((Role::from(reservation.role.as_str()), resources));
+    }
+    Ok((total, reservations))
+}

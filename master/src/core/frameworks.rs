@@ -1,0 +1,197 @@
+//! Frameworks: subscription, failover, suppress/revive, teardown.
+//!
+//! A framework whose stream drops keeps its tasks for its failover timeout;
+//! re-subscribing with its id in time picks up where it left off (including
+//! any status updates it has not acknowledged). After the timeout, or on
+//! teardown, its tasks are killed and it is forgotten.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use wasmos_proto::v1;
+use wasmos_proto::v1::event::Kind as EventKind;
+
+use super::{ConnectionId, Core, CoreError, Framework, Output, Reply};
+use crate::allocator::Scope;
+use crate::ids::{DEFAULT_ROLE, FrameworkId, Role, TaskId, validate_role};
+use crate::time::Time;
+
+impl Core {
+    pub(super) fn subscribe(
+        &mut self,
+        connection: ConnectionId,
+        info: v1::FrameworkInfo,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let role = if info.role.is_empty() {
+            DEFAULT_ROLE
+        } else {
+            info.role.as_str()
+        };
+        validate_role(role).map_err(CoreError::InvalidRole)?;
+        let role = Role::from(role);
+        let failover_timeout = match info.failover_timeout_ms {
+            0 => self.config.default_failover_timeout,
+            ms => Duration::from_millis(ms).min(self.config.max_failover_timeout),
+        };
+
+        let id = if info.framework_id.is_empty() {
+            let id = FrameworkId::from(self.fresh_id('F'));
+            self.allocator
+                .add_framework(id.clone(), &role)
+                .expect("fresh framework id");
+            let mut info = info;
+            info.framework_id = id.to_string();
+            info.role = role.to_string();
+            self.frameworks.insert(
+                id.clone(),
+                Framework {
+                    id: id.clone(),
+                    info,
+                    role,
+                    connection: Some(connection),
+                    failover_timeout,
+                    failover_deadline: None,
+                    suppressed: false,
+                    offers: HashSet::new(),
+                    tasks: HashSet::new(),
+                    completed: VecDeque::new(),
+                },
+            );
+            id
+        } else {
+            let id = FrameworkId::from(info.framework_id.as_str());
+            let fw = self.framework_mut(&id)?;
+            if fw.role != role {
+                return Err(CoreError::RoleChange(
+                    id,
+                    fw.role.to_string(),
+                    role.to_string(),
+                ));
+            }
+            fw.connection = Some(connection);
+            fw.failover_deadline = None;
+            fw.failover_timeout = failover_timeout;
+            fw.info.name = info.name;
+            fw.info.user = info.user;
+            fw.info.failover_timeout_ms = info.failover_timeout_ms;
+            // Offers made to the old stream are unknown to the new one.
+            self.rescind_framework_offers(&id, now);
+            self.allocator
+                .set_framework_connected(&id, true)
+                .expect("framework known to allocator");
+            id
+        };
+
+        self.out.framework_event(
+            &id,
+            EventKind::Subscribed(v1::Subscribed {
+                framework_id: id.to_string(),
+                heartbeat_interval_ms: self.config.agent_heartbeat_interval.as_millis() as u64,
+                failover_timeout_ms: failover_timeout.as_millis() as u64,
+            }),
+        );
+        self.resend_master_updates(&id);
+        self.allocate(now, Scope::All);
+        Ok(Reply::Subscribed(id))
+    }
+
+    pub(super) fn framework_disconnected(
+        &mut self,
+        id: &FrameworkId,
+        connection: ConnectionId,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let Some(fw) = self.frameworks.get_mut(id) else {
+            return Ok(Reply::Done);
+        };
+        if fw.connection != Some(connection) {
+            return Ok(Reply::Done); // an older stream; a newer one is live
+        }
+        fw.connection = None;
+        fw.failover_deadline = Some(now + fw.failover_timeout);
+        self.allocator
+            .set_framework_connected(id, false)
+            .expect("framework known to allocator");
+        self.rescind_framework_offers(id, now);
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn expire_frameworks(&mut self, now: Time) {
+        let expired: Vec<FrameworkId> = self
+            .frameworks
+            .values()
+            .filter(|f| f.failover_deadline.is_some_and(|d| now >= d))
+            .map(|f| f.id.clone())
+            .collect();
+        for id in expired {
+            self.remove_framework(
+                &id,
+                "the framework did not re-subscribe within its failover timeout",
+                now,
+            );
+        }
+    }
+
+    pub(super) fn suppress(&mut self, id: &FrameworkId) -> Result<Reply, CoreError> {
+        self.framework_mut(id)?.suppressed = true;
+        self.allocator
+            .suppress(id)
+            .expect("framework known to allocator");
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn revive(&mut self, id: &FrameworkId, now: Time) -> Result<Reply, CoreError> {
+        self.framework_mut(id)?.suppressed = false;
+        self.allocator
+            .revive(id)
+            .expect("framework known to allocator");
+        self.allocate(now, Scope::All);
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn teardown(&mut self, id: &FrameworkId, now: Time) -> Result<Reply, CoreError> {
+        self.framework_mut(id)?;
+        self.remove_framework(id, "the framework was torn down", now);
+        Ok(Reply::Done)
+    }
+
+    /// Kills a framework's tasks, takes back its offers, and forgets it.
+    fn remove_framework(&mut self, id: &FrameworkId, why: &str, now: Time) {
+        self.rescind_framework_offers(id, now);
+        let fw = self.frameworks.get(id).expect("known framework");
+        let tasks: Vec<TaskId> = fw
+            .tasks
+            .iter()
+            .chain(fw.completed.iter())
+            .cloned()
+            .collect();
+        let mut freed_agents = Vec::new();
+        for task_id in tasks {
+            let task = self.tasks.remove(&task_id).expect("framework's task");
+            if let Some(agent) = self.agents.get_mut(&task.agent) {
+                agent.tasks.remove(&task_id);
+                if !task.released {
+                    self.out.kill(&task.agent, task_id.to_string());
+                    freed_agents.push(task.agent.clone());
+                }
+            }
+            if !task.released {
+                self.release(&task.framework, &task.agent, &task.consumption);
+            }
+        }
+        self.frameworks.remove(id);
+        self.allocator
+            .remove_framework(id)
+            .expect("framework known to allocator");
+        self.out.framework_event(
+            id,
+            EventKind::Error(v1::Error {
+                message: why.to_string(),
+            }),
+        );
+        self.out.close(Output::CloseFramework(id.clone()));
+        freed_agents.dedup();
+        self.allocate(now, Scope::Agents(&freed_agents));
+    }
+}

@@ -1,0 +1,368 @@
+//! The master's state machine: agents, frameworks, offers and tasks.
+//!
+//! Sans-IO in the manner of quinn-proto: [`Core::handle`] takes one
+//! [`Input`] and the current [`Time`] and returns [`Outputs`]: the answer to
+//! the call, and the messages to send to frameworks and agents. The core never
+//! reads a clock, opens a socket or spawns a task; a single actor in the shell
+//! owns it and feeds it. That makes every behaviour testable by calling
+//! `handle` directly, and a 50,000-agent simulation cheap.
+//!
+//! The core trusts nothing it is given: every call is validated first and
+//! either applied whole or refused with a [`CoreError`] that changes nothing.
+//!
+//! Files: `agents.rs` (register, heartbeat, lose), `frameworks.rs`
+//! (subscribe, failover, teardown), `offers.rs` (offer, accept, decline,
+//! rescind), `tasks.rs` (status updates, acks, kill, reconcile),
+//! `validate.rs` (task specs), `outbox.rs` (batching messages), `view.rs`
+//! (what operators see), `invariants.rs` (the accounting checks tests run).
+
+mod agents;
+mod error;
+mod frameworks;
+mod invariants;
+mod offers;
+mod outbox;
+mod tasks;
+mod validate;
+mod view;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use wasmos_proto::v1;
+
+use crate::allocator::{Allocator, AllocatorConfig, Scope};
+use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+use crate::resources::Resources;
+use crate::time::Time;
+pub use error::CoreError;
+use outbox::Outbox;
+pub use view::{AgentView, FrameworkView, TaskView};
+
+/// Settings of the core, with the defaults an operator would expect.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Prefix of every id this master hands out. The shell picks a random one
+    /// per run so ids never repeat across restarts.
+    pub master_id: String,
+    pub allocator: AllocatorConfig,
+    /// How often agents send heartbeats. Default 1 s.
+    pub agent_heartbeat_interval: Duration,
+    /// An agent silent for this long is declared lost and its tasks `LOST`.
+    /// Default 3 heartbeat intervals (3 s).
+    pub agent_timeout: Duration,
+    /// Failover timeout for frameworks that ask for none. Default 60 s.
+    pub default_failover_timeout: Duration,
+    /// The longest failover timeout a framework may ask for. Default 1 week.
+    pub max_failover_timeout: Duration,
+    /// Offers not used for this long are rescinded. Default 60 s.
+    pub offer_timeout: Option<Duration>,
+    /// How long a declined agent is held back when the framework gives no
+    /// filter. Default 5 s.
+    pub default_refuse: Duration,
+    /// Finished tasks remembered per framework (for `ps` and reconciliation).
+    /// Default 1,000.
+    pub completed_tasks_per_framework: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            master_id: "m".into(),
+            allocator: AllocatorConfig::default(),
+            agent_heartbeat_interval: Duration::from_secs(1),
+            agent_timeout: Duration::from_secs(3),
+            default_failover_timeout: Duration::from_secs(60),
+            max_failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            offer_timeout: Some(Duration::from_secs(60)),
+            default_refuse: Duration::from_secs(5),
+            completed_tasks_per_framework: 1000,
+        }
+    }
+}
+
+/// Identifies one stream of an agent or framework, chosen by the shell, so
+/// that the end of an old stream is not mistaken for the end of a new one.
+pub type ConnectionId = u64;
+
+/// Everything that can happen to the master.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// An agent's first message on a new stream.
+    AgentRegister {
+        connection: ConnectionId,
+        register: v1::Register,
+    },
+    /// Any sign of life from an agent.
+    AgentHeartbeat {
+        agent: AgentId,
+    },
+    /// Status updates from an agent.
+    AgentUpdates {
+        agent: AgentId,
+        statuses: Vec<v1::TaskStatus>,
+    },
+    /// An agent's stream ended.
+    AgentDisconnected {
+        agent: AgentId,
+        connection: ConnectionId,
+    },
+    /// A framework opened its event stream.
+    Subscribe {
+        connection: ConnectionId,
+        framework: v1::FrameworkInfo,
+    },
+    /// A framework's event stream ended.
+    FrameworkDisconnected {
+        framework: FrameworkId,
+        connection: ConnectionId,
+    },
+    Accept(v1::AcceptRequest),
+    Decline(v1::DeclineRequest),
+    Kill(v1::KillRequest),
+    Acknowledge(v1::AcknowledgeRequest),
+    Reconcile(v1::ReconcileRequest),
+    Revive(v1::ReviveRequest),
+    Suppress(v1::SuppressRequest),
+    Teardown(v1::TeardownRequest),
+    /// An operator sets a role's weight and/or quota.
+    UpdateRole {
+        role: String,
+        weight: Option<f64>,
+        quota: Option<Resources>,
+    },
+    /// An operator stops offers of an agent.
+    DrainAgent {
+        agent: AgentId,
+    },
+    /// Time passed: expire offers, filters, agents and frameworks, then run a
+    /// full allocation cycle. The shell sends it every allocation interval.
+    Tick,
+}
+
+/// The answer to one input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// Nothing to say beyond "done".
+    Done,
+    /// The agent's id (new, or confirmed on re-registration).
+    Registered(AgentId),
+    /// The framework's id (new, or confirmed on re-subscription).
+    Subscribed(FrameworkId),
+    /// The tasks an accept launched.
+    Launched(Vec<TaskId>),
+}
+
+/// A message for the shell to deliver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// An event on a framework's stream.
+    Framework(FrameworkId, v1::Event),
+    /// A message on an agent's stream.
+    Agent(AgentId, v1::MasterMessage),
+    /// End a framework's stream: it was removed.
+    CloseFramework(FrameworkId),
+    /// End an agent's stream: it was removed.
+    CloseAgent(AgentId),
+}
+
+/// What `handle` returns.
+#[derive(Debug)]
+pub struct Outputs {
+    pub reply: Result<Reply, CoreError>,
+    pub messages: Vec<Output>,
+}
+
+struct Agent {
+    id: AgentId,
+    info: v1::AgentInfo,
+    total: Resources,
+    reservations: Vec<(Role, Resources)>,
+    connection: Option<ConnectionId>,
+    last_seen: Time,
+    draining: bool,
+    offers: HashSet<OfferId>,
+    /// Tasks on this agent that still hold resources or await an ack.
+    tasks: HashSet<TaskId>,
+}
+
+struct Framework {
+    id: FrameworkId,
+    info: v1::FrameworkInfo,
+    role: Role,
+    connection: Option<ConnectionId>,
+    failover_timeout: Duration,
+    /// Set while disconnected: removed when it passes.
+    failover_deadline: Option<Time>,
+    suppressed: bool,
+    offers: HashSet<OfferId>,
+    /// Tasks not yet archived (running, or terminal and unacknowledged).
+    tasks: HashSet<TaskId>,
+    /// Archived tasks, oldest first, capped.
+    completed: VecDeque<TaskId>,
+}
+
+struct Offer {
+    id: OfferId,
+    framework: FrameworkId,
+    agent: AgentId,
+    resources: Resources,
+    reservation: Option<Role>,
+    expires: Option<Time>,
+}
+
+struct Task {
+    id: TaskId,
+    framework: FrameworkId,
+    agent: AgentId,
+    spec: v1::TaskSpec,
+    resources: Resources,
+    /// Where the resources came from: (reservation role or unreserved, amount).
+    consumption: Vec<(Option<Role>, Resources)>,
+    /// The latest status.
+    status: v1::TaskStatus,
+    /// True once the resources went back to the allocator (terminal).
+    released: bool,
+    /// A kill was asked for; resent when the agent comes back.
+    kill_requested: bool,
+    /// A status the master made itself (e.g. LOST) that awaits an ack.
+    master_update: Option<v1::TaskStatus>,
+    archived: bool,
+}
+
+/// The master's state machine. See the module docs.
+pub struct Core {
+    config: CoreConfig,
+    allocator: Allocator,
+    agents: HashMap<AgentId, Agent>,
+    frameworks: HashMap<FrameworkId, Framework>,
+    offers: HashMap<OfferId, Offer>,
+    tasks: HashMap<TaskId, Task>,
+    next_id: u64,
+    out: Outbox,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig) -> Core {
+        Core {
+            allocator: Allocator::new(config.allocator.clone()),
+            config,
+            agents: HashMap::new(),
+            frameworks: HashMap::new(),
+            offers: HashMap::new(),
+            tasks: HashMap::new(),
+            next_id: 0,
+            out: Outbox::default(),
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The allocator, for reading shares and roles.
+    pub fn allocator(&self) -> &Allocator {
+        &self.allocator
+    }
+
+    /// Turns on the allocator's fairness audit (tests and simulations).
+    pub fn enable_audit(&mut self) {
+        self.allocator.enable_audit();
+    }
+
+    /// Fairness violations the audit found since the last call.
+    pub fn take_audit_violations(&mut self) -> Vec<String> {
+        self.allocator.take_audit_violations()
+    }
+
+    /// Applies one input at time `now`.
+    pub fn handle(&mut self, input: Input, now: Time) -> Outputs {
+        let reply = match input {
+            Input::AgentRegister {
+                connection,
+                register,
+            } => self.register_agent(connection, register, now),
+            Input::AgentHeartbeat { agent } => self.agent_heartbeat(&agent, now),
+            Input::AgentUpdates { agent, statuses } => self.agent_updates(&agent, statuses, now),
+            Input::AgentDisconnected { agent, connection } => {
+                self.agent_disconnected(&agent, connection, now)
+            }
+            Input::Subscribe {
+                connection,
+                framework,
+            } => self.subscribe(connection, framework, now),
+            Input::FrameworkDisconnected {
+                framework,
+                connection,
+            } => self.framework_disconnected(&framework, connection, now),
+            Input::Accept(request) => self.accept(request, now),
+            Input::Decline(request) => self.decline(request, now),
+            Input::Kill(request) => self.kill(request, now),
+            Input::Acknowledge(request) => self.acknowledge(request, now),
+            Input::Reconcile(request) => self.reconcile(request, now),
+            Input::Revive(request) => self.revive(&request.framework_id.as_str().into(), now),
+            Input::Suppress(request) => self.suppress(&request.framework_id.as_str().into()),
+            Input::Teardown(request) => self.teardown(&request.framework_id.as_str().into(), now),
+            Input::UpdateRole {
+                role,
+                weight,
+                quota,
+            } => self.update_role(&role, weight, quota, now),
+            Input::DrainAgent { agent } => self.drain_agent(&agent),
+            Input::Tick => self.tick(now),
+        };
+        Outputs {
+            reply,
+            messages: self.out.drain(),
+        }
+    }
+
+    /// Expires what is due, then runs a full allocation cycle.
+    fn tick(&mut self, now: Time) -> Result<Reply, CoreError> {
+        self.expire_offers(now);
+        self.expire_agents(now);
+        self.expire_frameworks(now);
+        self.allocator.expire_filters(now);
+        self.allocate(now, Scope::All);
+        Ok(Reply::Done)
+    }
+
+    fn update_role(
+        &mut self,
+        role: &str,
+        weight: Option<f64>,
+        quota: Option<Resources>,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        crate::ids::validate_role(role).map_err(CoreError::InvalidRole)?;
+        let role = Role::from(role);
+        if let Some(weight) = weight {
+            self.allocator
+                .set_weight(&role, weight)
+                .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+        }
+        if let Some(quota) = quota {
+            self.allocator.set_quota(&role, quota);
+        }
+        self.allocate(now, Scope::All);
+        Ok(Reply::Done)
+    }
+
+    /// A fresh id of `kind` (`A` agent, `F` framework, `O` offer, `U` update).
+    fn fresh_id(&mut self, kind: char) -> String {
+        self.next_id += 1;
+        format!("{}-{kind}{}", self.config.master_id, self.next_id)
+    }
+
+    fn framework_mut(&mut self, id: &FrameworkId) -> Result<&mut Framework, CoreError> {
+        self.frameworks
+            .get_mut(id)
+            .ok_or_else(|| CoreError::UnknownFramework(id.clone()))
+    }
+}
+
+/// Milliseconds since the Unix epoch are the shell's business; the core
+/// stamps statuses with its own `Time`, which the shell maps to wall time.
+fn timestamp(now: Time) -> u64 {
+    now.millis()
+}

@@ -1,0 +1,137 @@
+//! Collects the messages one input produces and batches them: all offers for
+//! a framework become one `Offers` event, all launches for an agent one
+//! `RunTasks` message, and so on. Batching is what keeps the per-task cost of
+//! the wire low (see DESIGN.md, "Cost of the wire").
+
+use wasmos_proto::v1;
+use wasmos_proto::v1::event::Kind as EventKind;
+use wasmos_proto::v1::master_message::Kind as AgentKind;
+
+use super::Output;
+use crate::ids::{AgentId, FrameworkId};
+
+/// Messages gathered while handling one input, in batches keyed by recipient.
+#[derive(Default)]
+pub(super) struct Outbox {
+    /// Messages that are sent as they are, in order (SUBSCRIBED, FAILURE, ...).
+    direct: Vec<Output>,
+    rescinds: Batches<FrameworkId, String>,
+    updates: Batches<FrameworkId, v1::TaskStatus>,
+    offers: Batches<FrameworkId, v1::Offer>,
+    runs: Batches<AgentId, v1::TaskLaunch>,
+    kills: Batches<AgentId, String>,
+    acks: Batches<AgentId, v1::StatusAck>,
+    /// Streams to close, after everything else was sent on them.
+    closes: Vec<Output>,
+}
+
+/// Items grouped by recipient, recipients in first-seen order.
+struct Batches<K, T> {
+    order: Vec<(K, Vec<T>)>,
+}
+
+impl<K, T> Default for Batches<K, T> {
+    fn default() -> Self {
+        Batches { order: Vec::new() }
+    }
+}
+
+impl<K: PartialEq + Clone, T> Batches<K, T> {
+    fn push(&mut self, key: &K, item: T) {
+        // Recipients per input are few; the last one is the likely match.
+        match self.order.iter_mut().rev().find(|(k, _)| k == key) {
+            Some((_, items)) => items.push(item),
+            None => self.order.push((key.clone(), vec![item])),
+        }
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (K, Vec<T>)> + '_ {
+        self.order.drain(..)
+    }
+}
+
+impl Outbox {
+    pub fn framework_event(&mut self, framework: &FrameworkId, kind: EventKind) {
+        self.direct.push(Output::Framework(
+            framework.clone(),
+            v1::Event { kind: Some(kind) },
+        ));
+    }
+
+    pub fn agent_message(&mut self, agent: &AgentId, kind: AgentKind) {
+        self.direct.push(Output::Agent(
+            agent.clone(),
+            v1::MasterMessage { kind: Some(kind) },
+        ));
+    }
+
+    pub fn rescind(&mut self, framework: &FrameworkId, offer: String) {
+        self.rescinds.push(framework, offer);
+    }
+
+    pub fn update(&mut self, framework: &FrameworkId, status: v1::TaskStatus) {
+        self.updates.push(framework, status);
+    }
+
+    pub fn offer(&mut self, framework: &FrameworkId, offer: v1::Offer) {
+        self.offers.push(framework, offer);
+    }
+
+    pub fn run(&mut self, agent: &AgentId, launch: v1::TaskLaunch) {
+        self.runs.push(agent, launch);
+    }
+
+    pub fn kill(&mut self, agent: &AgentId, task: String) {
+        self.kills.push(agent, task);
+    }
+
+    pub fn ack(&mut self, agent: &AgentId, ack: v1::StatusAck) {
+        self.acks.push(agent, ack);
+    }
+
+    pub fn close(&mut self, output: Output) {
+        self.closes.push(output);
+    }
+
+    /// Everything gathered, batched: direct messages first, then rescinds
+    /// before updates before new offers (so a framework never sees an offer
+    /// for resources it still thinks another offer holds), then agent batches,
+    /// then closes.
+    pub fn drain(&mut self) -> Vec<Output> {
+        let mut out = std::mem::take(&mut self.direct);
+        for (fw, offer_ids) in self.rescinds.drain() {
+            out.push(event(fw, EventKind::Rescind(v1::Rescind { offer_ids })));
+        }
+        for (fw, statuses) in self.updates.drain() {
+            out.push(event(fw, EventKind::Updates(v1::Updates { statuses })));
+        }
+        for (fw, offers) in self.offers.drain() {
+            out.push(event(fw, EventKind::Offers(v1::Offers { offers })));
+        }
+        for (agent, tasks) in self.kills.drain() {
+            out.push(message(
+                agent,
+                AgentKind::KillTasks(v1::KillTasks { task_ids: tasks }),
+            ));
+        }
+        for (agent, tasks) in self.runs.drain() {
+            out.push(message(agent, AgentKind::RunTasks(v1::RunTasks { tasks })));
+        }
+        for (agent, acks) in self.acks.drain() {
+            out.push(message(
+                agent,
+                AgentKind::AckUpdates(v1::AckUpdates { acks }),
+            ));
+        }
+        out.append(&mut self.closes);
+        out
+    }
+}
+
+fn event(fw: FrameworkId, kind: EventKind) -> Output {
+    Output::Framework(fw, v1::Event { kind: Some(kind) })
+}
+
+fn message(agent: AgentId, kind: AgentKind) -> Output {
+    Output::Agent(agent, v1::MasterMessage { kind: Some(kind) })
+}

@@ -1,0 +1,313 @@
+//! Tasks: status updates, acknowledgements, kills, reconciliation.
+//!
+//! Status updates are delivered at least once. An agent keeps each update
+//! until the framework acknowledges it; the master forwards updates and acks
+//! and remembers the latest state. Updates the master makes itself (`LOST`
+//! when an agent is gone) are kept by the master until acknowledged and are
+//! sent again when the framework re-subscribes. A terminal task gives its
+//! resources back at once; once its terminal update is acknowledged it is
+//! archived, and only the newest `completed_tasks_per_framework` are kept.
+
+use wasmos_proto::v1;
+
+use super::{Core, CoreError, Reply};
+use crate::allocator::Scope;
+use crate::ids::{AgentId, FrameworkId, TaskId};
+use crate::time::Time;
+
+/// Is this a state a task never leaves?
+pub fn is_terminal(state: v1::TaskState) -> bool {
+    matches!(
+        state,
+        v1::TaskState::Finished
+            | v1::TaskState::Failed
+            | v1::TaskState::Killed
+            | v1::TaskState::Lost
+            | v1::TaskState::Error
+    )
+}
+
+impl Core {
+    pub(super) fn agent_updates(
+        &mut self,
+        agent: &AgentId,
+        statuses: Vec<v1::TaskStatus>,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let a = self
+            .agents
+            .get_mut(agent)
+            .ok_or_else(|| CoreError::UnknownAgent(agent.clone()))?;
+        a.last_seen = now;
+        let mut freed = false;
+        for mut status in statuses {
+            let id = TaskId::from(status.task_id.as_str());
+            let known = self.tasks.get(&id).filter(|t| &t.agent == agent);
+            let Some(task) = known else {
+                // Not ours to forward: let the agent forget it, and stop it.
+                if !is_terminal(status.state()) {
+                    self.out.kill(agent, status.task_id.clone());
+                }
+                self.out.ack(
+                    agent,
+                    v1::StatusAck {
+                        task_id: status.task_id,
+                        uuid: status.uuid,
+                    },
+                );
+                continue;
+            };
+            if task.released && task.status.uuid != status.uuid {
+                // The master already settled this task (e.g. LOST); a late
+                // word from the agent changes nothing.
+                self.out.ack(
+                    agent,
+                    v1::StatusAck {
+                        task_id: status.task_id,
+                        uuid: status.uuid,
+                    },
+                );
+                continue;
+            }
+            status.framework_id = task.framework.to_string();
+            status.agent_id = agent.to_string();
+            let framework = task.framework.clone();
+            let terminal = is_terminal(status.state());
+            let task = self.tasks.get_mut(&id).expect("known task");
+            task.status = status.clone();
+            if terminal && !task.released {
+                self.release_task(&id);
+                freed = true;
+            }
+            if self.framework_connected(&framework) {
+                self.out.update(&framework, status);
+            }
+        }
+        if freed {
+            self.allocate(now, Scope::Agents(std::slice::from_ref(agent)));
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn acknowledge(
+        &mut self,
+        req: v1::AcknowledgeRequest,
+        _now: Time,
+    ) -> Result<Reply, CoreError> {
+        let framework = FrameworkId::from(req.framework_id.as_str());
+        self.framework_mut(&framework)?;
+        for ack in &req.acks {
+            self.check_owner(&framework, &ack.task_id, true)?;
+        }
+        for ack in req.acks {
+            let id = TaskId::from(ack.task_id.as_str());
+            // Unknown (already archived) tasks: a duplicate ack, harmless.
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            let terminal_acked = is_terminal(task.status.state()) && task.status.uuid == ack.uuid;
+            if task
+                .master_update
+                .as_ref()
+                .is_some_and(|u| u.uuid == ack.uuid)
+            {
+                task.master_update = None;
+            } else if self
+                .agents
+                .get(&task.agent)
+                .is_some_and(|a| a.connection.is_some())
+            {
+                self.out.ack(
+                    &task.agent,
+                    v1::StatusAck {
+                        task_id: ack.task_id,
+                        uuid: ack.uuid,
+                    },
+                );
+            }
+            if terminal_acked {
+                self.archive(&id);
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn kill(&mut self, req: v1::KillRequest, _now: Time) -> Result<Reply, CoreError> {
+        let framework = FrameworkId::from(req.framework_id.as_str());
+        self.framework_mut(&framework)?;
+        for id in &req.task_ids {
+            self.check_owner(&framework, id, false)?;
+        }
+        for id in req.task_ids {
+            let task = self.tasks.get_mut(id.as_str()).expect("checked");
+            if task.released {
+                continue; // already over
+            }
+            task.kill_requested = true;
+            let agent = task.agent.clone();
+            if self
+                .agents
+                .get(&agent)
+                .is_some_and(|a| a.connection.is_some())
+            {
+                self.out.kill(&agent, id);
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn reconcile(
+        &mut self,
+        req: v1::ReconcileRequest,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let framework = FrameworkId::from(req.framework_id.as_str());
+        let fw = self.framework_mut(&framework)?;
+        let ids: Vec<TaskId> = if req.task_ids.is_empty() {
+            fw.tasks
+                .iter()
+                .chain(fw.completed.iter())
+                .cloned()
+                .collect()
+        } else {
+            for id in &req.task_ids {
+                self.check_owner(&framework, id, true)?;
+            }
+            req.task_ids
+                .iter()
+                .map(|id| TaskId::from(id.as_str()))
+                .collect()
+        };
+        for id in ids {
+            let status = match self.tasks.get(&id) {
+                Some(task) => {
+                    let mut status = task.status.clone();
+                    status.uuid.clear();
+                    if status.reason == v1::Reason::Unspecified as i32 {
+                        status.reason = v1::Reason::Reconciliation as i32;
+                    }
+                    status
+                }
+                None => v1::TaskStatus {
+                    task_id: id.to_string(),
+                    framework_id: framework.to_string(),
+                    state: v1::TaskState::Lost as i32,
+                    reason: v1::Reason::TaskUnknown as i32,
+                    message: "the master does not know this task".into(),
+                    timestamp_ms: super::timestamp(now),
+                    source: v1::StatusSource::Master as i32,
+                    ..Default::default()
+                },
+            };
+            self.out.update(&framework, status);
+        }
+        Ok(Reply::Done)
+    }
+
+    /// Records a status the master decided on, and sends it.
+    pub(super) fn master_update(
+        &mut self,
+        id: &TaskId,
+        state: v1::TaskState,
+        reason: v1::Reason,
+        message: &str,
+        now: Time,
+    ) {
+        let uuid = self.fresh_id('U').into_bytes();
+        let task = self.tasks.get_mut(id).expect("known task");
+        let status = v1::TaskStatus {
+            task_id: id.to_string(),
+            framework_id: task.framework.to_string(),
+            agent_id: task.agent.to_string(),
+            state: state as i32,
+            reason: reason as i32,
+            message: message.to_string(),
+            exit_code: None,
+            usage: task.status.usage,
+            uuid,
+            timestamp_ms: super::timestamp(now),
+            source: v1::StatusSource::Master as i32,
+        };
+        task.status = status.clone();
+        task.master_update = Some(status.clone());
+        let framework = task.framework.clone();
+        if is_terminal(state) {
+            self.release_task(id);
+        }
+        if self.framework_connected(&framework) {
+            self.out.update(&framework, status);
+        }
+    }
+
+    /// Sends again the master's own updates that a framework has not
+    /// acknowledged (after it re-subscribes).
+    pub(super) fn resend_master_updates(&mut self, framework: &FrameworkId) {
+        let fw = &self.frameworks[framework];
+        for id in &fw.tasks {
+            if let Some(update) = &self.tasks[id].master_update {
+                self.out.update(framework, update.clone());
+            }
+        }
+    }
+
+    /// Gives a task's resources back, once.
+    fn release_task(&mut self, id: &TaskId) {
+        let task = self.tasks.get_mut(id).expect("known task");
+        if task.released {
+            return;
+        }
+        task.released = true;
+        let (framework, agent) = (task.framework.clone(), task.agent.clone());
+        let consumption = task.consumption.clone();
+        self.release(&framework, &agent, &consumption);
+    }
+
+    /// Moves an acknowledged terminal task to its framework's archive.
+    fn archive(&mut self, id: &TaskId) {
+        let task = self.tasks.get_mut(id).expect("known task");
+        if task.archived {
+            return;
+        }
+        task.archived = true;
+        let (framework, agent) = (task.framework.clone(), task.agent.clone());
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.tasks.remove(id);
+        }
+        let cap = self.config.completed_tasks_per_framework;
+        let fw = self
+            .frameworks
+            .get_mut(&framework)
+            .expect("task's framework");
+        fw.tasks.remove(id);
+        fw.completed.push_back(id.clone());
+        while fw.completed.len() > cap {
+            let old = fw.completed.pop_front().expect("non-empty");
+            self.tasks.remove(&old);
+        }
+    }
+
+    fn framework_connected(&self, id: &FrameworkId) -> bool {
+        self.frameworks
+            .get(id)
+            .is_some_and(|f| f.connection.is_some())
+    }
+
+    /// Checks that `task` belongs to `framework`. Unknown tasks pass when
+    /// `allow_unknown` (acks and reconciliation may name forgotten tasks).
+    fn check_owner(
+        &self,
+        framework: &FrameworkId,
+        task: &str,
+        allow_unknown: bool,
+    ) -> Result<(), CoreError> {
+        match self.tasks.get(task) {
+            Some(t) if &t.framework != framework => Err(CoreError::ForeignTask {
+                task: TaskId::from(task),
+                framework: framework.clone(),
+            }),
+            Some(_) => Ok(()),
+            None if allow_unknown => Ok(()),
+            None => Err(CoreError::UnknownTask(TaskId::from(task))),
+        }
+    }
+}

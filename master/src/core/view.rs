@@ -1,0 +1,142 @@
+//! Read-only views of the core for operators, the HTTP `/state` and tests.
+
+use serde::Serialize;
+use wasmos_proto::v1;
+
+use super::Core;
+use crate::ids::{AgentId, FrameworkId, Role, TaskId};
+use crate::resources::Resources;
+
+/// A task as the master knows it.
+#[derive(Clone, Debug)]
+pub struct TaskView {
+    pub id: TaskId,
+    pub framework: FrameworkId,
+    pub agent: AgentId,
+    pub resources: Resources,
+    /// The spec as launched.
+    pub spec: v1::TaskSpec,
+    pub status: v1::TaskStatus,
+}
+
+impl TaskView {
+    pub fn state(&self) -> v1::TaskState {
+        self.status.state()
+    }
+}
+
+/// An agent as the master knows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentView {
+    pub id: AgentId,
+    pub hostname: String,
+    pub total: Resources,
+    /// Resources in offers.
+    pub offered: Resources,
+    /// Resources held by tasks.
+    pub used: Resources,
+    pub connected: bool,
+    pub draining: bool,
+    pub tasks: usize,
+}
+
+/// A framework as the master knows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrameworkView {
+    pub id: FrameworkId,
+    pub name: String,
+    pub role: Role,
+    pub connected: bool,
+    pub suppressed: bool,
+    /// Offered plus used.
+    pub allocated: Resources,
+    pub dominant_share: f64,
+    pub offers: usize,
+    pub active_tasks: usize,
+}
+
+impl Core {
+    /// One task, if the master still knows it.
+    pub fn task(&self, id: &str) -> Option<TaskView> {
+        self.tasks.get(id).map(|t| TaskView {
+            id: t.id.clone(),
+            framework: t.framework.clone(),
+            agent: t.agent.clone(),
+            resources: t.resources,
+            spec: t.spec.clone(),
+            status: t.status.clone(),
+        })
+    }
+
+    /// Every task the master knows (active and archived), in id order.
+    pub fn tasks(&self) -> Vec<TaskView> {
+        let mut ids: Vec<&TaskId> = self.tasks.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| self.task(id.as_str()))
+            .collect()
+    }
+
+    /// Every agent, in id order.
+    pub fn agents(&self) -> Vec<AgentView> {
+        let mut agents: Vec<AgentView> = self
+            .agents
+            .values()
+            .map(|a| {
+                let offered = a
+                    .offers
+                    .iter()
+                    .map(|o| self.offers[o].resources)
+                    .fold(Resources::ZERO, |x, y| x + y);
+                let used = a
+                    .tasks
+                    .iter()
+                    .filter_map(|t| self.tasks.get(t))
+                    .filter(|t| !t.released)
+                    .map(|t| t.resources)
+                    .fold(Resources::ZERO, |x, y| x + y);
+                AgentView {
+                    id: a.id.clone(),
+                    hostname: a.info.hostname.clone(),
+                    total: a.total,
+                    offered,
+                    used,
+                    connected: a.connection.is_some(),
+                    draining: a.draining,
+                    tasks: a.tasks.len(),
+                }
+            })
+            .collect();
+        agents.sort_by(|a, b| a.id.cmp(&b.id));
+        agents
+    }
+
+    /// Every framework, in id order.
+    pub fn frameworks(&self) -> Vec<FrameworkView> {
+        let mut frameworks: Vec<FrameworkView> = self
+            .frameworks
+            .values()
+            .map(|f| FrameworkView {
+                id: f.id.clone(),
+                name: f.info.name.clone(),
+                role: f.role.clone(),
+                connected: f.connection.is_some(),
+                suppressed: f.suppressed,
+                allocated: self
+                    .allocator
+                    .framework_allocation(&f.id)
+                    .unwrap_or_default(),
+                dominant_share: self.allocator.framework_share(&f.id).unwrap_or_default(),
+                offers: f.offers.len(),
+                active_tasks: f.tasks.len(),
+            })
+            .collect();
+        frameworks.sort_by(|a, b| a.id.cmp(&b.id));
+        frameworks
+    }
+
+    /// The reservations an agent registered with.
+    pub fn agent_reservations(&self, id: &AgentId) -> Option<&[(Role, Resources)]> {
+        self.agents.get(id).map(|a| a.reservations.as_slice())
+    }
+}

@@ -1,0 +1,320 @@
+//! A harness that drives the core directly, as the shell would, and keeps
+//! what the core sent: outstanding offers, status updates, agent messages.
+//! Every step checks the core's invariants.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use wasmos_master::core::{Core, CoreConfig, CoreError, Input, Output, Reply};
+use wasmos_master::{AgentId, FrameworkId, Resources, Time};
+use wasmos_proto::v1;
+use wasmos_proto::v1::event::Kind as EventKind;
+use wasmos_proto::v1::master_message::Kind as AgentKind;
+
+pub const GIB: u64 = 1 << 30;
+
+pub struct Harness {
+    pub core: Core,
+    pub now: Time,
+    next_connection: u64,
+    pub agent_connections: HashMap<AgentId, u64>,
+    pub framework_connections: HashMap<FrameworkId, u64>,
+    /// Outstanding offers per framework, as the framework would track them.
+    pub offers: HashMap<FrameworkId, Vec<v1::Offer>>,
+    pub updates: HashMap<FrameworkId, Vec<v1::TaskStatus>>,
+    pub events: HashMap<FrameworkId, Vec<v1::Event>>,
+    pub agent_messages: HashMap<AgentId, Vec<v1::MasterMessage>>,
+    pub closed_frameworks: Vec<FrameworkId>,
+    pub closed_agents: Vec<AgentId>,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with_config(CoreConfig::default())
+    }
+
+    pub fn with_config(config: CoreConfig) -> Harness {
+        Harness {
+            core: Core::new(config),
+            now: Time(1_000_000),
+            next_connection: 0,
+            agent_connections: HashMap::new(),
+            framework_connections: HashMap::new(),
+            offers: HashMap::new(),
+            updates: HashMap::new(),
+            events: HashMap::new(),
+            agent_messages: HashMap::new(),
+            closed_frameworks: Vec::new(),
+            closed_agents: Vec::new(),
+        }
+    }
+
+    /// Feeds one input, records the outputs, checks invariants.
+    pub fn handle(&mut self, input: Input) -> Result<Reply, CoreError> {
+        let out = self.core.handle(input, self.now);
+        for message in out.messages {
+            self.absorb(message);
+        }
+        if let Err(e) = self.core.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+        out.reply
+    }
+
+    fn absorb(&mut self, message: Output) {
+        match message {
+            Output::Framework(fw, event) => {
+                match event.kind.as_ref().expect("event kind") {
+                    EventKind::Offers(o) => self
+                        .offers
+                        .entry(fw.clone())
+                        .or_default()
+                        .extend(o.offers.clone()),
+                    EventKind::Rescind(r) => {
+                        if let Some(list) = self.offers.get_mut(&fw) {
+                            list.retain(|o| !r.offer_ids.contains(&o.offer_id));
+                        }
+                    }
+                    EventKind::Updates(u) => self
+                        .updates
+                        .entry(fw.clone())
+                        .or_default()
+                        .extend(u.statuses.clone()),
+                    _ => {}
+                }
+                self.events.entry(fw).or_default().push(event);
+            }
+            Output::Agent(agent, message) => {
+                self.agent_messages.entry(agent).or_default().push(message)
+            }
+            Output::CloseFramework(fw) => self.closed_frameworks.push(fw),
+            Output::CloseAgent(agent) => self.closed_agents.push(agent),
+        }
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.now = Time(self.now.0 + ms);
+        self.handle(Input::Tick).expect("tick");
+    }
+
+    fn connection(&mut self) -> u64 {
+        self.next_connection += 1;
+        self.next_connection
+    }
+
+    pub fn agent_info(cpus: f64, mem: u64) -> v1::AgentInfo {
+        v1::AgentInfo {
+            hostname: "host".into(),
+            resources: Some(v1::Resources { cpus, mem, disk: 0 }),
+            ..Default::default()
+        }
+    }
+
+    pub fn add_agent(&mut self, cpus: f64, mem: u64) -> AgentId {
+        self.register_agent(Harness::agent_info(cpus, mem), vec![])
+            .expect("agent registers")
+    }
+
+    pub fn register_agent(
+        &mut self,
+        info: v1::AgentInfo,
+        tasks: Vec<v1::RunningTask>,
+    ) -> Result<AgentId, CoreError> {
+        let connection = self.connection();
+        let reply = self.handle(Input::AgentRegister {
+            connection,
+            register: v1::Register {
+                agent: Some(info),
+                tasks,
+            },
+        })?;
+        let Reply::Registered(id) = reply else {
+            panic!("unexpected reply {reply:?}")
+        };
+        self.agent_connections.insert(id.clone(), connection);
+        Ok(id)
+    }
+
+    pub fn disconnect_agent(&mut self, agent: &AgentId) {
+        let connection = self.agent_connections[agent];
+        self.handle(Input::AgentDisconnected {
+            agent: agent.clone(),
+            connection,
+        })
+        .unwrap();
+    }
+
+    pub fn subscribe(&mut self, name: &str, role: &str) -> FrameworkId {
+        self.subscribe_with(v1::FrameworkInfo {
+            name: name.into(),
+            role: role.into(),
+            ..Default::default()
+        })
+        .expect("subscribes")
+    }
+
+    pub fn subscribe_with(&mut self, info: v1::FrameworkInfo) -> Result<FrameworkId, CoreError> {
+        let connection = self.connection();
+        let reply = self.handle(Input::Subscribe {
+            connection,
+            framework: info,
+        })?;
+        let Reply::Subscribed(id) = reply else {
+            panic!("unexpected reply {reply:?}")
+        };
+        self.framework_connections.insert(id.clone(), connection);
+        Ok(id)
+    }
+
+    pub fn disconnect_framework(&mut self, fw: &FrameworkId) {
+        let connection = self.framework_connections[fw];
+        self.handle(Input::FrameworkDisconnected {
+            framework: fw.clone(),
+            connection,
+        })
+        .unwrap();
+    }
+
+    /// Takes the framework's outstanding offers.
+    pub fn take_offers(&mut self, fw: &FrameworkId) -> Vec<v1::Offer> {
+        self.offers.remove(fw).unwrap_or_default()
+    }
+
+    pub fn take_updates(&mut self, fw: &FrameworkId) -> Vec<v1::TaskStatus> {
+        self.updates.remove(fw).unwrap_or_default()
+    }
+
+    pub fn take_agent_messages(&mut self, agent: &AgentId) -> Vec<v1::MasterMessage> {
+        self.agent_messages.remove(agent).unwrap_or_default()
+    }
+
+    pub fn accept(
+        &mut self,
+        fw: &FrameworkId,
+        offers: &[&v1::Offer],
+        tasks: Vec<v1::TaskSpec>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<Reply, CoreError> {
+        let ids: Vec<String> = offers.iter().map(|o| o.offer_id.clone()).collect();
+        self.accept_ids(fw, ids, tasks, refuse_seconds)
+    }
+
+    pub fn accept_ids(
+        &mut self,
+        fw: &FrameworkId,
+        offer_ids: Vec<String>,
+        tasks: Vec<v1::TaskSpec>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<Reply, CoreError> {
+        let result = self.handle(Input::Accept(v1::AcceptRequest {
+            framework_id: fw.to_string(),
+            offer_ids: offer_ids.clone(),
+            tasks,
+            filters: Some(v1::Filters { refuse_seconds }),
+        }));
+        if result.is_ok()
+            && let Some(list) = self.offers.get_mut(fw)
+        {
+            list.retain(|o| !offer_ids.contains(&o.offer_id));
+        }
+        result
+    }
+
+    pub fn decline(
+        &mut self,
+        fw: &FrameworkId,
+        offers: &[v1::Offer],
+        refuse_seconds: Option<f64>,
+    ) -> Result<Reply, CoreError> {
+        let ids: Vec<String> = offers.iter().map(|o| o.offer_id.clone()).collect();
+        if let Some(list) = self.offers.get_mut(fw) {
+            list.retain(|o| !ids.contains(&o.offer_id));
+        }
+        self.handle(Input::Decline(v1::DeclineRequest {
+            framework_id: fw.to_string(),
+            offer_ids: ids,
+            filters: Some(v1::Filters { refuse_seconds }),
+        }))
+    }
+
+    /// An agent reports a task's new state, as the executor would.
+    pub fn report(&mut self, agent: &AgentId, task: &str, state: v1::TaskState) -> v1::TaskStatus {
+        let status = v1::TaskStatus {
+            task_id: task.into(),
+            state: state as i32,
+            uuid: format!("{task}-{state:?}-{}", self.now.0).into_bytes(),
+            source: v1::StatusSource::Agent as i32,
+            ..Default::default()
+        };
+        self.handle(Input::AgentUpdates {
+            agent: agent.clone(),
+            statuses: vec![status.clone()],
+        })
+        .expect("updates");
+        status
+    }
+
+    pub fn ack(&mut self, fw: &FrameworkId, statuses: &[v1::TaskStatus]) {
+        let acks = statuses
+            .iter()
+            .filter(|s| !s.uuid.is_empty())
+            .map(|s| v1::Ack {
+                task_id: s.task_id.clone(),
+                agent_id: s.agent_id.clone(),
+                uuid: s.uuid.clone(),
+            })
+            .collect();
+        self.handle(Input::Acknowledge(v1::AcknowledgeRequest {
+            framework_id: fw.to_string(),
+            acks,
+        }))
+        .expect("ack");
+    }
+
+    pub fn state_of(&self, task: &str) -> Option<v1::TaskState> {
+        self.core.task(task).map(|t| t.state())
+    }
+}
+
+/// A valid task spec asking for `cpus` and `mem`.
+pub fn task(id: &str, cpus: f64, mem: u64) -> v1::TaskSpec {
+    v1::TaskSpec {
+        task_id: id.into(),
+        artifact: "ab".repeat(32),
+        resources: Some(v1::Resources { cpus, mem, disk: 0 }),
+        ..Default::default()
+    }
+}
+
+pub fn offered(offer: &v1::Offer) -> Resources {
+    Resources::try_from(offer.resources.as_ref().unwrap()).unwrap()
+}
+
+/// Tasks an agent was told to run, from its messages.
+pub fn launched(messages: &[v1::MasterMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Some(AgentKind::RunTasks(r)) => Some(
+                r.tasks
+                    .iter()
+                    .map(|t| t.spec.as_ref().unwrap().task_id.clone()),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Tasks an agent was told to kill, from its messages.
+pub fn killed(messages: &[v1::MasterMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Some(AgentKind::KillTasks(k)) => Some(k.task_ids.clone()),
+            Some(AgentKind::Registered(r)) => Some(r.kill_task_ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
