@@ -37,6 +37,7 @@ use crate::resources::Resources;
 use crate::time::Time;
 pub use error::CoreError;
 use outbox::Outbox;
+pub use tasks::is_terminal;
 pub use view::{AgentView, FrameworkView, TaskView};
 
 /// Settings of the core, with the defaults an operator would expect.

@@ -1,0 +1,511 @@
+//! Seeded randomized simulation of the master core.
+//!
+//! Agents join, drop their streams, come back, die and return from the dead;
+//! frameworks subscribe, fail over, tear down, decline with filters, launch
+//! tasks, suppress and revive; tasks run, finish, fail and are killed; roles
+//! change weights and quotas; time passes. After every step the harness checks
+//! the core's invariants (per agent and pool, offered + used + free = total,
+//! so nothing is offered twice; each framework's allocation is the sum of its
+//! offers and tasks; no task is left running on a removed agent), and the
+//! allocator's audit checks that no grant skipped a framework of lower
+//! (weighted) share that wanted the resources.
+//!
+//! `WASMOS_SIM_SEEDS=N` runs seeds 0..N (default 40; `scripts/test` runs 300).
+//! A failing seed prints itself; `WASMOS_SIM_SEED=S` replays just that one.
+
+mod support;
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use support::{GIB, Harness, offered};
+use wasmos_master::core::{CoreConfig, Input};
+use wasmos_master::{AgentId, FrameworkId, Resources};
+use wasmos_proto::v1;
+
+const STEPS: usize = 400;
+const ROLES: [&str; 3] = ["alpha", "beta", "gamma"];
+
+struct SimAgent {
+    id: AgentId,
+    info: v1::AgentInfo,
+    /// Sends heartbeats; a dead agent is silent until the master gives up.
+    alive: bool,
+    connected: bool,
+    /// Tasks the agent still runs, remembered across its death.
+    remembered: Vec<v1::RunningTask>,
+}
+
+struct Sim {
+    h: Harness,
+    rng: StdRng,
+    agents: Vec<SimAgent>,
+    frameworks: Vec<(FrameworkId, String, bool)>,
+    next_task: u64,
+}
+
+fn run_seed(seed: u64) {
+    let config = CoreConfig {
+        master_id: format!("s{seed}"),
+        offer_timeout: Some(std::time::Duration::from_secs(20)),
+        ..CoreConfig::default()
+    };
+    let mut sim = Sim {
+        h: Harness::with_config(config),
+        rng: StdRng::seed_from_u64(seed),
+        agents: Vec::new(),
+        frameworks: Vec::new(),
+        next_task: 0,
+    };
+    sim.h.core.enable_audit();
+    for _ in 0..3 {
+        sim.add_agent();
+    }
+    for _ in 0..2 {
+        sim.subscribe();
+    }
+    for step in 0..STEPS {
+        let action = sim.rng.random_range(0..100);
+        match action {
+            0..=4 => sim.add_agent(),
+            5..=6 => sim.drop_agent_stream(),
+            7..=9 => sim.reconnect_agent(),
+            10..=11 => sim.kill_agent(),
+            12..=15 => sim.subscribe(),
+            16..=17 => sim.drop_framework_stream(),
+            18..=20 => sim.resubscribe(),
+            21 => sim.teardown(),
+            22..=49 => sim.use_offers(),
+            50..=69 => sim.progress_tasks(),
+            70..=74 => sim.kill_task(),
+            75..=77 => sim.suppress_or_revive(),
+            78..=79 => sim.change_role(),
+            80..=84 => sim.reconcile(),
+            _ => sim.pass_time(),
+        }
+        let violations = sim.h.core.take_audit_violations();
+        assert!(
+            violations.is_empty(),
+            "step {step} (action {action}): fairness violated: {violations:#?}"
+        );
+    }
+    if std::env::var("WASMOS_SIM_STATS").is_ok() {
+        let tasks = sim.h.core.tasks();
+        let mut by_state: HashMap<String, usize> = HashMap::new();
+        for t in &tasks {
+            *by_state.entry(format!("{:?}", t.state())).or_default() += 1;
+        }
+        eprintln!(
+            "seed {seed}: {} tasks launched, {} agents, {} frameworks, states now {by_state:?}",
+            sim.next_task,
+            sim.h.core.agents().len(),
+            sim.h.core.frameworks().len()
+        );
+    }
+}
+
+impl Sim {
+    fn add_agent(&mut self) {
+        let cpus = self.rng.random_range(1..=8) as f64;
+        let mem = self.rng.random_range(1..=16) * GIB;
+        let mut info = Harness::agent_info(cpus, mem);
+        if self.rng.random_bool(0.2) {
+            info.reservations.push(v1::Reservation {
+                role: ROLES.choose(&mut self.rng).unwrap().to_string(),
+                resources: Some(v1::Resources {
+                    cpus: cpus / 2.0,
+                    mem: mem / 2,
+                    disk: 0,
+                }),
+            });
+        }
+        let id = self.h.register_agent(info.clone(), vec![]).unwrap();
+        info.agent_id = id.to_string();
+        self.agents.push(SimAgent {
+            id,
+            info,
+            alive: true,
+            connected: true,
+            remembered: Vec::new(),
+        });
+    }
+
+    fn pick_agent(&mut self) -> Option<usize> {
+        (!self.agents.is_empty()).then(|| self.rng.random_range(0..self.agents.len()))
+    }
+
+    fn drop_agent_stream(&mut self) {
+        if let Some(i) = self.pick_agent()
+            && self.agents[i].connected
+        {
+            let id = self.agents[i].id.clone();
+            self.h.disconnect_agent(&id);
+            self.agents[i].connected = false;
+        }
+    }
+
+    /// A disconnected (or dead) agent registers again with its id and the
+    /// tasks it still runs.
+    fn reconnect_agent(&mut self) {
+        let Some(i) = self.pick_agent() else { return };
+        if self.agents[i].connected && self.agents[i].alive {
+            return;
+        }
+        let id = self.agents[i].id.clone();
+        let tasks = if self.agents[i].alive {
+            self.tasks_on(&id)
+        } else {
+            std::mem::take(&mut self.agents[i].remembered)
+        };
+        let reported: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        let back = self
+            .h
+            .register_agent(self.agents[i].info.clone(), tasks)
+            .unwrap();
+        assert_eq!(back, id, "an agent keeps its id");
+        // A task the master no longer holds on this agent must be killed.
+        let kills = support::killed(&self.h.take_agent_messages(&id));
+        for task in reported {
+            let held = self
+                .h
+                .core
+                .task(&task)
+                .is_some_and(|t| t.agent == id && !is_terminal(t.state()));
+            assert!(
+                held || kills.contains(&task),
+                "task {task} reported by {id} is neither kept nor killed"
+            );
+        }
+        self.agents[i].alive = true;
+        self.agents[i].connected = true;
+    }
+
+    /// The agent goes silent; the master will declare it lost.
+    fn kill_agent(&mut self) {
+        if let Some(i) = self.pick_agent()
+            && self.agents[i].alive
+        {
+            let id = self.agents[i].id.clone();
+            self.agents[i].remembered = self.tasks_on(&id);
+            self.agents[i].alive = false;
+        }
+    }
+
+    fn tasks_on(&self, agent: &AgentId) -> Vec<v1::RunningTask> {
+        self.h
+            .core
+            .tasks()
+            .into_iter()
+            .filter(|t| &t.agent == agent && !is_terminal(t.state()))
+            .map(|t| v1::RunningTask {
+                task_id: t.id.to_string(),
+                framework_id: t.framework.to_string(),
+                resources: Some((&t.resources).into()),
+                state: t.status.state,
+            })
+            .collect()
+    }
+
+    fn subscribe(&mut self) {
+        let role = ROLES.choose(&mut self.rng).unwrap().to_string();
+        let id = self
+            .h
+            .subscribe(&format!("fw{}", self.frameworks.len()), &role);
+        self.frameworks.push((id, role, true));
+    }
+
+    fn pick_framework(&mut self) -> Option<usize> {
+        (!self.frameworks.is_empty()).then(|| self.rng.random_range(0..self.frameworks.len()))
+    }
+
+    fn drop_framework_stream(&mut self) {
+        if let Some(i) = self.pick_framework()
+            && self.frameworks[i].2
+        {
+            let id = self.frameworks[i].0.clone();
+            self.h.disconnect_framework(&id);
+            self.h.offers.remove(&id);
+            self.frameworks[i].2 = false;
+        }
+    }
+
+    fn resubscribe(&mut self) {
+        let Some(i) = self.pick_framework() else {
+            return;
+        };
+        let (id, role, connected) = self.frameworks[i].clone();
+        if connected {
+            return;
+        }
+        let result = self.h.subscribe_with(v1::FrameworkInfo {
+            framework_id: id.to_string(),
+            role,
+            ..Default::default()
+        });
+        match result {
+            Ok(back) => {
+                assert_eq!(back, id);
+                self.frameworks[i].2 = true;
+            }
+            // Its failover timeout passed: it is gone for good.
+            Err(_) => {
+                assert!(self.h.core.frameworks().iter().all(|f| f.id != id));
+                self.frameworks.remove(i);
+            }
+        }
+    }
+
+    fn teardown(&mut self) {
+        if let Some(i) = self.pick_framework() {
+            let (id, _, _) = self.frameworks.remove(i);
+            let result = self.h.handle(Input::Teardown(v1::TeardownRequest {
+                framework_id: id.to_string(),
+            }));
+            if result.is_ok() {
+                assert!(self.h.closed_frameworks.contains(&id));
+            }
+            assert!(self.h.core.tasks().iter().all(|t| t.framework != id));
+        }
+    }
+
+    /// Every connected framework looks at its offers: launches tasks that
+    /// fit (sometimes across two offers of one agent) or declines.
+    fn use_offers(&mut self) {
+        let connected: Vec<FrameworkId> = self
+            .frameworks
+            .iter()
+            .filter(|f| f.2)
+            .map(|f| f.0.clone())
+            .collect();
+        for fw in connected {
+            let offers = self.h.take_offers(&fw);
+            let mut by_agent: HashMap<String, Vec<v1::Offer>> = HashMap::new();
+            for offer in offers {
+                by_agent
+                    .entry(offer.agent_id.clone())
+                    .or_default()
+                    .push(offer);
+            }
+            for (_, offers) in by_agent {
+                if self.rng.random_bool(0.3) {
+                    let refuse = [None, Some(0.0), Some(1.0), Some(3.0)]
+                        .choose(&mut self.rng)
+                        .copied()
+                        .unwrap();
+                    self.h.decline(&fw, &offers, refuse).unwrap();
+                    continue;
+                }
+                let total = offers
+                    .iter()
+                    .map(offered)
+                    .fold(Resources::ZERO, |a, b| a + b);
+                let mut left = total;
+                let mut tasks = Vec::new();
+                for _ in 0..self.rng.random_range(1..=4) {
+                    let need = Resources::new(
+                        self.rng.random_range(1..=20) as f64 / 10.0,
+                        self.rng.random_range(1..=8) * (GIB / 4),
+                        0,
+                    );
+                    if need.fits_in(&left) {
+                        left -= need;
+                        self.next_task += 1;
+                        tasks.push(support::task(
+                            &format!("t{}", self.next_task),
+                            need.cpus(),
+                            need.mem,
+                        ));
+                    }
+                }
+                let refs: Vec<&v1::Offer> = offers.iter().collect();
+                let n = tasks.len();
+                let reply =
+                    self.h
+                        .accept(&fw, &refs, tasks, Some(self.rng.random_range(0..3) as f64));
+                assert!(
+                    reply.is_ok(),
+                    "accept of {n} fitting tasks refused: {reply:?}"
+                );
+            }
+        }
+    }
+
+    /// Some tasks on live, connected agents move on; frameworks ack.
+    fn progress_tasks(&mut self) {
+        let live: Vec<(AgentId, bool)> = self
+            .agents
+            .iter()
+            .map(|a| (a.id.clone(), a.alive && a.connected))
+            .collect();
+        for task in self.h.core.tasks() {
+            if is_terminal(task.state()) || !self.rng.random_bool(0.3) {
+                continue;
+            }
+            if !live.iter().any(|(id, ok)| *id == task.agent && *ok) {
+                continue;
+            }
+            let next = match task.state() {
+                v1::TaskState::Staging => v1::TaskState::Running,
+                _ => *[
+                    v1::TaskState::Finished,
+                    v1::TaskState::Failed,
+                    v1::TaskState::Running,
+                ]
+                .choose(&mut self.rng)
+                .unwrap(),
+            };
+            self.h.report(&task.agent, task.id.as_str(), next);
+        }
+        let frameworks: Vec<FrameworkId> = self.frameworks.iter().map(|f| f.0.clone()).collect();
+        for fw in frameworks {
+            let updates = self.h.take_updates(&fw);
+            if self.rng.random_bool(0.8) {
+                self.h.ack(&fw, &updates);
+            }
+        }
+    }
+
+    fn kill_task(&mut self) {
+        let tasks = self.h.core.tasks();
+        if let Some(task) = tasks.choose(&mut self.rng) {
+            self.h
+                .handle(Input::Kill(v1::KillRequest {
+                    framework_id: task.framework.to_string(),
+                    task_ids: vec![task.id.to_string()],
+                }))
+                .unwrap();
+        }
+    }
+
+    fn suppress_or_revive(&mut self) {
+        if let Some(i) = self.pick_framework() {
+            let framework_id = self.frameworks[i].0.to_string();
+            let input = if self.rng.random_bool(0.5) {
+                Input::Suppress(v1::SuppressRequest { framework_id })
+            } else {
+                Input::Revive(v1::ReviveRequest { framework_id })
+            };
+            self.h.handle(input).unwrap();
+        }
+    }
+
+    fn change_role(&mut self) {
+        let role = ROLES.choose(&mut self.rng).unwrap().to_string();
+        let weight = Some(self.rng.random_range(1..=4) as f64);
+        let quota = self.rng.random_bool(0.3).then(|| {
+            Resources::new(
+                self.rng.random_range(0..4) as f64,
+                self.rng.random_range(0..4) * GIB,
+                0,
+            )
+        });
+        self.h
+            .handle(Input::UpdateRole {
+                role,
+                weight,
+                quota,
+            })
+            .unwrap();
+    }
+
+    fn reconcile(&mut self) {
+        if let Some(i) = self.pick_framework() {
+            let fw = self.frameworks[i].0.clone();
+            self.h
+                .handle(Input::Reconcile(v1::ReconcileRequest {
+                    framework_id: fw.to_string(),
+                    task_ids: vec![],
+                }))
+                .unwrap();
+            let known = self
+                .h
+                .core
+                .tasks()
+                .iter()
+                .filter(|t| t.framework == fw)
+                .count();
+            let answers = self
+                .h
+                .take_updates(&fw)
+                .into_iter()
+                .filter(|s| s.uuid.is_empty())
+                .count();
+            if self.frameworks[i].2 {
+                assert_eq!(answers, known, "implicit reconciliation answers every task");
+            }
+        }
+    }
+
+    /// Time passes; live agents heartbeat; the master ticks.
+    fn pass_time(&mut self) {
+        let ms = self.rng.random_range(100..=2_500);
+        let mut running_before = HashMap::new();
+        for agent in &self.agents {
+            if agent.alive && agent.connected {
+                self.h
+                    .handle(Input::AgentHeartbeat {
+                        agent: agent.id.clone(),
+                    })
+                    .unwrap();
+            }
+            if agent.alive {
+                running_before.insert(agent.id.clone(), self.tasks_on(&agent.id));
+            }
+        }
+        self.h.advance(ms);
+        // Agents the master removed stay away until they come back; those
+        // still alive remember what they run and report it when they do.
+        let known: Vec<AgentId> = self.h.core.agents().into_iter().map(|a| a.id).collect();
+        for agent in &mut self.agents {
+            if known.contains(&agent.id) {
+                continue;
+            }
+            assert!(
+                !(agent.alive && agent.connected),
+                "a heartbeating agent was lost"
+            );
+            if let Some(tasks) = running_before.remove(&agent.id) {
+                agent.remembered = tasks;
+            }
+            agent.alive = false;
+            agent.connected = false;
+        }
+        // Frameworks past their failover timeout are gone.
+        let known: Vec<FrameworkId> = self.h.core.frameworks().into_iter().map(|f| f.id).collect();
+        self.frameworks.retain(|f| known.contains(&f.0));
+    }
+}
+
+fn is_terminal(state: v1::TaskState) -> bool {
+    wasmos_master::core::is_terminal(state)
+}
+
+#[test]
+fn randomized_runs_keep_every_invariant() {
+    let seeds: Vec<u64> = match std::env::var("WASMOS_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("WASMOS_SIM_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("WASMOS_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(40);
+            (0..n).collect()
+        }
+    };
+    for seed in seeds {
+        let result = catch_unwind(AssertUnwindSafe(|| run_seed(seed)));
+        if let Err(panic) = result {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!(
+                "simulation seed {seed} failed: {message}\nreplay with: WASMOS_SIM_SEED={seed} cargo test --release -p wasmos-master --test simulation"
+            );
+        }
+    }
+}
