@@ -5,13 +5,14 @@
 //!   `Core::handle(input, now) -> outputs`, with no tokio, no sockets and no
 //!   clock, so it can be driven by tests and simulations directly.
 //!
-//! The gRPC/HTTP shell that feeds the core from the network is built on top
-//! and is the only part that knows about tonic.
+//! - [`server`]: the gRPC/HTTP shell that feeds the core from the network;
+//!   the only part that knows about tokio, tonic or axum.
 
 pub mod allocator;
 pub mod core;
 pub mod ids;
 pub mod resources;
+pub mod server;
 pub mod time;
 
 pub use allocator::{Allocation, Allocator, AllocatorConfig};

@@ -88,6 +88,15 @@ impl Resources {
         })
     }
 
+    /// `self + other`, or `None` if some resource would overflow.
+    pub fn checked_add(&self, other: &Resources) -> Option<Resources> {
+        Some(Resources {
+            cpu_millis: self.cpu_millis.checked_add(other.cpu_millis)?,
+            mem: self.mem.checked_add(other.mem)?,
+            disk: self.disk.checked_add(other.disk)?,
+        })
+    }
+
     /// `self - other`, clamping each resource at zero.
     pub fn saturating_sub(&self, other: &Resources) -> Resources {
         Resources {

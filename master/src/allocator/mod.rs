@@ -778,9 +778,16 @@ impl Allocator {
     /// Unreserved resources that must stay free so every role can still reach
     /// its quota.
     fn required_headroom(&self) -> Resources {
+        // Saturating: quotas come from operators and may be absurdly large;
+        // a headroom that wrapped around would hold nothing back.
         self.quota_roles.iter().fold(Resources::ZERO, |acc, &r| {
             let role = &self.roles[r as usize];
-            acc + role.quota.saturating_sub(&role.allocated)
+            let unmet = role.quota.saturating_sub(&role.allocated);
+            acc.checked_add(&unmet).unwrap_or(Resources {
+                cpu_millis: u64::MAX,
+                mem: u64::MAX,
+                disk: u64::MAX,
+            })
         })
     }
 

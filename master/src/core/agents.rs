@@ -28,7 +28,15 @@ impl Core {
         let info = register.agent.unwrap_or_default();
         let (total, reservations) = agent_resources(&info)?;
         let id = if info.agent_id.is_empty() {
-            AgentId::from(self.fresh_id('A'))
+            // Agents may name any id, even one of the master's own form they
+            // were never given: skip those, or a newcomer would be taken for
+            // the agent that named it and lose its resources.
+            loop {
+                let id = AgentId::from(self.fresh_id('A'));
+                if !self.agents.contains_key(&id) {
+                    break id;
+                }
+            }
         } else {
             AgentId::from(info.agent_id.as_str())
         };
@@ -79,6 +87,13 @@ impl Core {
             // A new agent, or one the master declared lost: either way it
             // starts empty, and anything it still runs must die.
             kill.extend(reported.iter().map(|t| t.to_string()));
+            // Totals are exact integers: refuse an agent whose claim would
+            // wrap the cluster's total around rather than corrupt every share.
+            if self.allocator.total().checked_add(&total).is_none() {
+                return Err(CoreError::InvalidAgent(format!(
+                    "{total} would overflow the cluster's total resources"
+                )));
+            }
             self.allocator
                 .add_agent(id.clone(), total, &reservations)
                 .map_err(|e| CoreError::InvalidAgent(e.to_string()))?;

@@ -87,7 +87,7 @@ impl Core {
             &id,
             EventKind::Subscribed(v1::Subscribed {
                 framework_id: id.to_string(),
-                heartbeat_interval_ms: self.config.agent_heartbeat_interval.as_millis() as u64,
+                heartbeat_interval_ms: self.config.framework_heartbeat_interval.as_millis() as u64,
                 failover_timeout_ms: failover_timeout.as_millis() as u64,
             }),
         );

@@ -52,6 +52,9 @@ pub struct CoreConfig {
     /// An agent silent for this long is declared lost and its tasks `LOST`.
     /// Default 3 heartbeat intervals (3 s).
     pub agent_timeout: Duration,
+    /// How often the shell sends frameworks a HEARTBEAT event (told to them
+    /// in SUBSCRIBED). Default 5 s.
+    pub framework_heartbeat_interval: Duration,
     /// Failover timeout for frameworks that ask for none. Default 60 s.
     pub default_failover_timeout: Duration,
     /// The longest failover timeout a framework may ask for. Default 1 week.
@@ -73,6 +76,7 @@ impl Default for CoreConfig {
             allocator: AllocatorConfig::default(),
             agent_heartbeat_interval: Duration::from_secs(1),
             agent_timeout: Duration::from_secs(3),
+            framework_heartbeat_interval: Duration::from_secs(5),
             default_failover_timeout: Duration::from_secs(60),
             max_failover_timeout: Duration::from_secs(7 * 24 * 3600),
             offer_timeout: Some(Duration::from_secs(60)),

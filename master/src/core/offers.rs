@@ -92,9 +92,16 @@ impl Core {
         // Reserved pools are drawn first: they can serve no one else.
         pools.sort_by_key(|(role, _)| role.is_none());
         let offered = pools.iter().fold(Resources::ZERO, |acc, (_, r)| acc + *r);
+        // Summed with overflow checks: the sizes come from the framework, and
+        // a sum that wrapped around would pass for a small one.
         let needed = specs
             .iter()
-            .fold(Resources::ZERO, |acc, (_, _, r)| acc + *r);
+            .try_fold(Resources::ZERO, |acc, (_, _, r)| acc.checked_add(r))
+            .ok_or_else(|| {
+                CoreError::InvalidArgument(format!(
+                    "the tasks together ask for more than can be counted; the offers hold {offered}"
+                ))
+            })?;
         if let Some(resource) = needed.first_excess(&offered) {
             return Err(CoreError::InsufficientResources {
                 resource,
@@ -183,9 +190,16 @@ impl Core {
         let framework = FrameworkId::from(req.framework_id.as_str());
         self.framework_mut(&framework)?;
         let refuse = self.refuse_duration(req.filters.as_ref())?;
+        // An offer listed twice would be given back twice; a set keeps the
+        // check cheap for a decline of thousands of offers.
         let mut offers = Vec::new();
+        let mut seen = HashSet::new();
         for id in &req.offer_ids {
-            offers.push(self.check_offer(&framework, id)?);
+            let id = self.check_offer(&framework, id)?;
+            if !seen.insert(id.clone()) {
+                return Err(CoreError::DuplicateOffer(id));
+            }
+            offers.push(id);
         }
         let mut agents = Vec::new();
         for id in offers {

@@ -41,6 +41,21 @@ impl Core {
         a.last_seen = now;
         let mut freed = false;
         for mut status in statuses {
+            // No state, or one this master does not know: recording it would
+            // leave the task neither launched nor terminal, so a re-registering
+            // agent that dropped it would never get it declared LOST. Ack it so
+            // the agent stops resending, and keep the last good state.
+            if !matches!(v1::TaskState::try_from(status.state), Ok(s) if s != v1::TaskState::Unspecified)
+            {
+                self.out.ack(
+                    agent,
+                    v1::StatusAck {
+                        task_id: status.task_id,
+                        uuid: status.uuid,
+                    },
+                );
+                continue;
+            }
             let id = TaskId::from(status.task_id.as_str());
             let known = self.tasks.get(&id).filter(|t| &t.agent == agent);
             let Some(task) = known else {

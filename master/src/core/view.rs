@@ -50,6 +50,8 @@ pub struct FrameworkView {
     pub suppressed: bool,
     /// Offered plus used.
     pub allocated: Resources,
+    /// In outstanding offers.
+    pub offered: Resources,
     pub dominant_share: f64,
     pub offers: usize,
     pub active_tasks: usize,
@@ -126,6 +128,11 @@ impl Core {
                     .allocator
                     .framework_allocation(&f.id)
                     .unwrap_or_default(),
+                offered: f
+                    .offers
+                    .iter()
+                    .map(|o| self.offers[o].resources)
+                    .fold(Resources::ZERO, |x, y| x + y),
                 dominant_share: self.allocator.framework_share(&f.id).unwrap_or_default(),
                 offers: f.offers.len(),
                 active_tasks: f.tasks.len(),
@@ -133,6 +140,21 @@ impl Core {
             .collect();
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
         frameworks
+    }
+
+    /// What an agent said about itself when it registered.
+    pub fn agent_info(&self, id: &AgentId) -> Option<&v1::AgentInfo> {
+        self.agents.get(id).map(|a| &a.info)
+    }
+
+    /// A framework's role.
+    pub fn framework_role(&self, id: &str) -> Option<&Role> {
+        self.frameworks.get(id).map(|f| &f.role)
+    }
+
+    /// How many offers are outstanding.
+    pub fn offer_count(&self) -> usize {
+        self.offers.len()
     }
 
     /// The reservations an agent registered with.

@@ -318,3 +318,144 @@ pub fn killed(messages: &[v1::MasterMessage]) -> Vec<String> {
         .flatten()
         .collect()
 }
+
+/// Calls the scenario tests in `tests/core.rs` make beyond the basics.
+impl Harness {
+    /// Like [`Harness::handle`], but also returns the messages the input
+    /// produced, so a test can check that a refused call sent nothing.
+    pub fn handle_seen(&mut self, input: Input) -> (Result<Reply, CoreError>, Vec<Output>) {
+        let out = self.core.handle(input, self.now);
+        for message in out.messages.clone() {
+            self.absorb(message);
+        }
+        if let Err(e) = self.core.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+        (out.reply, out.messages)
+    }
+
+    pub fn heartbeat(&mut self, agent: &AgentId) {
+        self.handle(Input::AgentHeartbeat {
+            agent: agent.clone(),
+        })
+        .expect("heartbeat");
+    }
+
+    /// Advances `ms` in steps of one second, ticking each time, while the
+    /// given agents keep heartbeating.
+    pub fn advance_with_heartbeats(&mut self, ms: u64, agents: &[&AgentId]) {
+        let mut left = ms;
+        while left > 0 {
+            let step = left.min(1000);
+            for agent in agents {
+                self.heartbeat(agent);
+            }
+            self.advance(step);
+            left -= step;
+        }
+    }
+
+    /// Re-registers a known (or lost) agent under its id on a new stream,
+    /// reporting `tasks` as still running.
+    pub fn reregister_agent(
+        &mut self,
+        agent: &AgentId,
+        mut info: v1::AgentInfo,
+        tasks: &[&str],
+    ) -> Result<AgentId, CoreError> {
+        info.agent_id = agent.to_string();
+        let tasks = tasks
+            .iter()
+            .map(|t| v1::RunningTask {
+                task_id: t.to_string(),
+                state: v1::TaskState::Running as i32,
+                ..Default::default()
+            })
+            .collect();
+        self.register_agent(info, tasks)
+    }
+
+    /// Subscribes again with an existing framework id (failover).
+    pub fn resubscribe(&mut self, fw: &FrameworkId, role: &str) -> Result<FrameworkId, CoreError> {
+        self.subscribe_with(v1::FrameworkInfo {
+            framework_id: fw.to_string(),
+            name: "again".into(),
+            role: role.into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn kill(&mut self, fw: &FrameworkId, tasks: &[&str]) -> Result<Reply, CoreError> {
+        self.handle(Input::Kill(v1::KillRequest {
+            framework_id: fw.to_string(),
+            task_ids: tasks.iter().map(|t| t.to_string()).collect(),
+        }))
+    }
+
+    pub fn reconcile(&mut self, fw: &FrameworkId, tasks: &[&str]) -> Result<Reply, CoreError> {
+        self.handle(Input::Reconcile(v1::ReconcileRequest {
+            framework_id: fw.to_string(),
+            task_ids: tasks.iter().map(|t| t.to_string()).collect(),
+        }))
+    }
+
+    pub fn suppress(&mut self, fw: &FrameworkId) -> Result<Reply, CoreError> {
+        self.handle(Input::Suppress(v1::SuppressRequest {
+            framework_id: fw.to_string(),
+        }))
+    }
+
+    pub fn revive(&mut self, fw: &FrameworkId) -> Result<Reply, CoreError> {
+        self.handle(Input::Revive(v1::ReviveRequest {
+            framework_id: fw.to_string(),
+        }))
+    }
+
+    pub fn teardown(&mut self, fw: &FrameworkId) -> Result<Reply, CoreError> {
+        self.handle(Input::Teardown(v1::TeardownRequest {
+            framework_id: fw.to_string(),
+        }))
+    }
+
+    pub fn take_events(&mut self, fw: &FrameworkId) -> Vec<v1::Event> {
+        self.events.remove(fw).unwrap_or_default()
+    }
+
+    /// Forgets everything recorded so far (offers stay outstanding).
+    pub fn clear_messages(&mut self) {
+        self.updates.clear();
+        self.events.clear();
+        self.agent_messages.clear();
+        self.closed_frameworks.clear();
+        self.closed_agents.clear();
+    }
+}
+
+/// Offer ids rescinded in these events.
+pub fn rescinded(events: &[v1::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(EventKind::Rescind(r)) => Some(r.offer_ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Acks an agent was sent, as (task id, uuid).
+pub fn acked(messages: &[v1::MasterMessage]) -> Vec<(String, Vec<u8>)> {
+    messages
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Some(AgentKind::AckUpdates(a)) => Some(
+                a.acks
+                    .iter()
+                    .map(|a| (a.task_id.clone(), a.uuid.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}

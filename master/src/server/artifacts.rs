@@ -1,0 +1,197 @@
+//! Content-addressed artifact storage and the `Artifacts` service.
+//!
+//! An artifact is stored once, as `<dir>/<sha256>`, written to a temporary
+//! file while its hash is computed and renamed into place only when the
+//! digest matches: a torn or corrupt upload never becomes visible.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use wasmos_proto::v1;
+use wasmos_proto::v1::artifacts_server::Artifacts;
+
+use crate::ids::validate_digest;
+
+/// Chunk size of fetch streams: well under gRPC's 4 MiB message limit.
+const CHUNK: usize = 256 * 1024;
+
+/// Artifacts on the master's disk.
+#[derive(Clone)]
+pub struct ArtifactStore {
+    dir: PathBuf,
+    max_size: u64,
+}
+
+impl ArtifactStore {
+    /// Opens (creating) the store under `dir`. Uploads larger than
+    /// `max_size` bytes are refused.
+    pub fn open(dir: &Path, max_size: u64) -> std::io::Result<ArtifactStore> {
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        Ok(ArtifactStore {
+            dir: dir.to_path_buf(),
+            max_size,
+        })
+    }
+
+    fn path(&self, digest: &str) -> Result<PathBuf, Status> {
+        validate_digest(digest).map_err(Status::invalid_argument)?;
+        Ok(self.dir.join(digest))
+    }
+
+    /// Size of a stored artifact, if present.
+    pub async fn stat(&self, digest: &str) -> Result<Option<u64>, Status> {
+        match tokio::fs::metadata(self.path(digest)?).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Status::internal(format!("artifact store: {e}"))),
+        }
+    }
+
+    /// Stores bytes from `chunks`; checks them against `expected` (if any).
+    pub async fn put(
+        &self,
+        expected: Option<String>,
+        mut chunks: impl Stream<Item = Result<Vec<u8>, Status>> + Unpin,
+    ) -> Result<v1::ArtifactInfo, Status> {
+        if let Some(expected) = &expected {
+            validate_digest(expected).map_err(Status::invalid_argument)?;
+        }
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{:016x}", rand::random::<u64>()));
+        let internal = |e: std::io::Error| Status::internal(format!("artifact store: {e}"));
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(internal)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let result = async {
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                if size > self.max_size {
+                    return Err(Status::resource_exhausted(format!(
+                        "artifact larger than the master's limit of {} bytes",
+                        self.max_size
+                    )));
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(internal)?;
+            }
+            file.flush().await.map_err(internal)?;
+            let digest = hex::encode(hasher.finalize());
+            if let Some(expected) = &expected
+                && *expected != digest
+            {
+                return Err(Status::invalid_argument(format!(
+                    "artifact digest mismatch: expected {expected}, the bytes hash to {digest}; the upload is corrupt"
+                )));
+            }
+            tokio::fs::rename(&tmp, self.dir.join(&digest))
+                .await
+                .map_err(internal)?;
+            Ok(v1::ArtifactInfo { digest, size })
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// Opens a stored artifact for reading.
+    pub async fn open_file(&self, digest: &str) -> Result<tokio::fs::File, Status> {
+        tokio::fs::File::open(self.path(digest)?)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Status::not_found(format!("no artifact {digest}: upload it first"))
+                }
+                _ => Status::internal(format!("artifact store: {e}")),
+            })
+    }
+}
+
+pub struct ArtifactsService {
+    pub store: ArtifactStore,
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<v1::FetchChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Artifacts for ArtifactsService {
+    async fn upload(
+        &self,
+        request: Request<Streaming<v1::UploadChunk>>,
+    ) -> Result<Response<v1::ArtifactInfo>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.next().await.transpose()?.unwrap_or_default();
+        let expected = (!first.digest.is_empty()).then_some(first.digest);
+        let chunks =
+            tokio_stream::once(Ok(first.data)).chain(inbound.map(|chunk| chunk.map(|c| c.data)));
+        let info = self.store.put(expected, Box::pin(chunks)).await?;
+        tracing::info!(digest = %info.digest, size = info.size, "artifact stored");
+        Ok(Response::new(info))
+    }
+
+    type FetchStream = FetchStream;
+
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<FetchStream>, Status> {
+        let mut file = self.store.open_file(&request.into_inner().digest).await?;
+        let stream = async_stream(move |tx| async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx
+                            .send(Ok(v1::FetchChunk {
+                                data: buf[..n].to_vec(),
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("artifact read: {e}"))))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn stat(
+        &self,
+        request: Request<v1::StatRequest>,
+    ) -> Result<Response<v1::ArtifactInfo>, Status> {
+        let digest = request.into_inner().digest;
+        match self.store.stat(&digest).await? {
+            Some(size) => Ok(Response::new(v1::ArtifactInfo { digest, size })),
+            None => Err(Status::not_found(format!("no artifact {digest}"))),
+        }
+    }
+}
+
+/// A stream fed by a spawned task through a small channel (back-pressure:
+/// the task reads the file only as fast as the client takes chunks).
+fn async_stream<F, Fut>(produce: F) -> FetchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<v1::FetchChunk, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,68 @@
+//! A cheap, cloneable way for gRPC and HTTP handlers to talk to the actor.
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use super::actor::Command;
+use super::metrics::Metrics;
+use crate::core::{Core, CoreError, Input, Reply};
+
+#[derive(Clone)]
+pub struct ActorHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl ActorHandle {
+    pub fn new(commands: mpsc::Sender<Command>) -> ActorHandle {
+        ActorHandle { commands }
+    }
+
+    /// Sends a command; fails only when the master is shutting down.
+    pub async fn send(&self, command: Command) -> Result<(), Status> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Status::unavailable("the master is shutting down"))
+    }
+
+    /// Feeds one input to the core and returns its reply as a gRPC result.
+    pub async fn call(&self, input: Input) -> Result<Reply, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Call { input, reply }).await?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the master is shutting down"))?
+            .map_err(status_of)
+    }
+
+    /// Reads the core.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Core, &Metrics) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Query(Box::new(move |core, metrics| {
+            let _ = reply.send(read(core, metrics));
+        })))
+        .await?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the master is shutting down"))
+    }
+}
+
+/// The gRPC status for a refused call: the core's message, as it is.
+pub fn status_of(error: CoreError) -> Status {
+    let message = error.to_string();
+    match error {
+        CoreError::UnknownFramework(_)
+        | CoreError::UnknownOffer(_)
+        | CoreError::UnknownTask(_)
+        | CoreError::UnknownAgent(_) => Status::not_found(message),
+        CoreError::ForeignOffer { .. } | CoreError::ForeignTask { .. } => {
+            Status::permission_denied(message)
+        }
+        CoreError::DuplicateTask(_) => Status::already_exists(message),
+        _ => Status::invalid_argument(message),
+    }
+}

@@ -1,0 +1,217 @@
+//! Counters the master keeps for `/metrics` (Prometheus text format).
+//!
+//! Gauges (agents, frameworks, offers, tasks by state) are read from the core
+//! at scrape time; counters (terminal tasks by reason, fuel and task-seconds
+//! per role and framework, allocation cycle time) are kept here, fed by the
+//! events the actor routes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
+use std::time::Duration;
+
+use wasmos_proto::v1;
+use wasmos_proto::v1::event::Kind as EventKind;
+
+use crate::core::{Core, is_terminal};
+
+/// Usage accounted to one (role, framework).
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    fuel: u64,
+    task_seconds: f64,
+    tasks: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    cycles: u64,
+    cycle_seconds_sum: f64,
+    last_cycle_seconds: f64,
+    terminal: BTreeMap<(String, String), u64>,
+    usage: BTreeMap<(String, String), Usage>,
+    /// Update ids already counted: updates are delivered at least once.
+    counted: HashSet<Vec<u8>>,
+}
+
+/// Forget counted ids past this many: a resend that old is not worth the
+/// memory, and the count it might double is a metric, not a bill.
+const MAX_COUNTED: usize = 1_000_000;
+
+impl Metrics {
+    pub fn record_cycle(&mut self, elapsed: Duration) {
+        self.cycles += 1;
+        self.last_cycle_seconds = elapsed.as_secs_f64();
+        self.cycle_seconds_sum += self.last_cycle_seconds;
+    }
+
+    /// Counts terminal status updates on their way to frameworks.
+    pub fn observe_event(&mut self, event: &v1::Event, core: &Core) {
+        let Some(EventKind::Updates(updates)) = &event.kind else {
+            return;
+        };
+        for status in &updates.statuses {
+            if !is_terminal(status.state()) || status.uuid.is_empty() {
+                continue;
+            }
+            if self.counted.len() >= MAX_COUNTED {
+                self.counted.clear();
+            }
+            if !self.counted.insert(status.uuid.clone()) {
+                continue;
+            }
+            let state = format!("{:?}", status.state()).to_lowercase();
+            let reason = format!("{:?}", status.reason()).to_lowercase();
+            *self.terminal.entry((state, reason)).or_default() += 1;
+            let role = core
+                .framework_role(&status.framework_id)
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            let usage = self
+                .usage
+                .entry((role, status.framework_id.clone()))
+                .or_default();
+            let u = status.usage.unwrap_or_default();
+            usage.fuel += u.fuel_consumed;
+            usage.task_seconds += u.wall_time_ms as f64 / 1000.0;
+            usage.tasks += 1;
+        }
+    }
+
+    /// The Prometheus text exposition of the core's gauges and these counters.
+    pub fn render(&self, core: &Core) -> String {
+        let mut out = String::new();
+        let agents = core.agents();
+        let connected = agents.iter().filter(|a| a.connected).count();
+        gauge(
+            &mut out,
+            "wasmos_agents",
+            "Agents known to the master.",
+            &[
+                (r#"state="connected""#.into(), connected as f64),
+                (
+                    r#"state="disconnected""#.into(),
+                    (agents.len() - connected) as f64,
+                ),
+            ],
+        );
+        let frameworks = core.frameworks();
+        let connected = frameworks.iter().filter(|f| f.connected).count();
+        gauge(
+            &mut out,
+            "wasmos_frameworks",
+            "Frameworks known to the master.",
+            &[
+                (r#"state="connected""#.into(), connected as f64),
+                (
+                    r#"state="disconnected""#.into(),
+                    (frameworks.len() - connected) as f64,
+                ),
+            ],
+        );
+        gauge(
+            &mut out,
+            "wasmos_offers",
+            "Outstanding offers.",
+            &[(String::new(), core.offer_count() as f64)],
+        );
+        let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+        for task in core.tasks() {
+            *by_state
+                .entry(format!("{:?}", task.state()).to_lowercase())
+                .or_default() += 1;
+        }
+        let rows: Vec<(String, f64)> = by_state
+            .into_iter()
+            .map(|(s, n)| (format!(r#"state="{s}""#), n as f64))
+            .collect();
+        gauge(
+            &mut out,
+            "wasmos_tasks",
+            "Tasks the master knows, by state.",
+            &rows,
+        );
+        let rows: Vec<(String, f64)> = self
+            .terminal
+            .iter()
+            .map(|((s, r), n)| (format!(r#"state="{s}",reason="{r}""#), *n as f64))
+            .collect();
+        counter(
+            &mut out,
+            "wasmos_tasks_terminal_total",
+            "Tasks that ended, by state and reason.",
+            &rows,
+        );
+        counter(
+            &mut out,
+            "wasmos_allocation_cycles_total",
+            "Allocation cycles run.",
+            &[(String::new(), self.cycles as f64)],
+        );
+        counter(
+            &mut out,
+            "wasmos_allocation_cycle_seconds_total",
+            "Time spent in allocation cycles.",
+            &[(String::new(), self.cycle_seconds_sum)],
+        );
+        gauge(
+            &mut out,
+            "wasmos_allocation_cycle_seconds",
+            "Duration of the last allocation cycle.",
+            &[(String::new(), self.last_cycle_seconds)],
+        );
+        let label = |(role, fw): &(String, String)| format!(r#"role="{role}",framework="{fw}""#);
+        let fuel: Vec<(String, f64)> = self
+            .usage
+            .iter()
+            .map(|(k, u)| (label(k), u.fuel as f64))
+            .collect();
+        counter(
+            &mut out,
+            "wasmos_fuel_consumed_total",
+            "Fuel burnt by finished tasks.",
+            &fuel,
+        );
+        let secs: Vec<(String, f64)> = self
+            .usage
+            .iter()
+            .map(|(k, u)| (label(k), u.task_seconds))
+            .collect();
+        counter(
+            &mut out,
+            "wasmos_task_seconds_total",
+            "Wall-clock seconds of finished tasks.",
+            &secs,
+        );
+        let tasks: Vec<(String, f64)> = self
+            .usage
+            .iter()
+            .map(|(k, u)| (label(k), u.tasks as f64))
+            .collect();
+        counter(
+            &mut out,
+            "wasmos_tasks_accounted_total",
+            "Finished tasks accounted.",
+            &tasks,
+        );
+        out
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
+    family(out, name, help, "gauge", rows);
+}
+
+fn counter(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
+    family(out, name, help, "counter", rows);
+}
+
+fn family(out: &mut String, name: &str, help: &str, kind: &str, rows: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `wasmos master`: runs the master until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wasmos_master::Resources;
+use wasmos_master::server::{Master, MasterConfig};
+
+use crate::cli_args;
+
+/// Run the master: pools the agents' resources and offers them to
+/// frameworks with weighted Dominant Resource Fairness.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// gRPC address for frameworks, agents and operators.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    listen: SocketAddr,
+    /// HTTP address for /health, /state (JSON) and /metrics (Prometheus).
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    http: SocketAddr,
+    /// Serve no HTTP port.
+    #[arg(long, conflicts_with = "http")]
+    no_http: bool,
+    /// Where the master keeps artifacts.
+    #[arg(long, default_value = "wasmos-master")]
+    work_dir: PathBuf,
+    /// A role's weight, e.g. `--role-weight batch=2` (repeatable; default 1).
+    #[arg(long = "role-weight", value_name = "ROLE=WEIGHT", value_parser = cli_args::role_weight)]
+    role_weights: Vec<(String, f64)>,
+    /// A role's quota guarantee, e.g. `--quota batch=cpus:4,mem:8GiB`.
+    #[arg(long = "quota", value_name = "ROLE=RESOURCES", value_parser = cli_args::role_resources)]
+    quotas: Vec<(String, Resources)>,
+    /// How often agents heartbeat.
+    #[arg(long, default_value = "1s", value_parser = cli_args::duration)]
+    agent_heartbeat: Duration,
+    /// Silence after which an agent is declared lost and its tasks LOST.
+    #[arg(long, default_value = "3s", value_parser = cli_args::duration)]
+    agent_timeout: Duration,
+    /// How often a full allocation cycle runs (freed resources are offered
+    /// at once regardless).
+    #[arg(long, default_value = "200ms", value_parser = cli_args::duration)]
+    allocation_interval: Duration,
+    /// Unused offers are rescinded after this long.
+    #[arg(long, default_value = "60s", value_parser = cli_args::duration)]
+    offer_timeout: Duration,
+    /// Failover timeout for frameworks that ask for none.
+    #[arg(long, default_value = "60s", value_parser = cli_args::duration)]
+    failover_timeout: Duration,
+    /// How often frameworks get a heartbeat event.
+    #[arg(long, default_value = "5s", value_parser = cli_args::duration)]
+    framework_heartbeat: Duration,
+    /// Finished tasks remembered per framework.
+    #[arg(long, default_value_t = 1000)]
+    completed_tasks: usize,
+    /// The largest artifact accepted.
+    #[arg(long, default_value = "256MiB", value_parser = cli_args::size)]
+    max_artifact_size: u64,
+}
+
+impl Args {
+    pub fn config(&self) -> MasterConfig {
+        let mut config = MasterConfig::new(self.listen, self.work_dir.clone());
+        config.http = (!self.no_http).then_some(self.http);
+        config.role_weights = self.role_weights.clone();
+        config.quotas = self.quotas.clone();
+        config.core.agent_heartbeat_interval = self.agent_heartbeat;
+        config.core.agent_timeout = self.agent_timeout;
+        config.core.offer_timeout = Some(self.offer_timeout);
+        config.core.default_failover_timeout = self.failover_timeout;
+        config.core.completed_tasks_per_framework = self.completed_tasks;
+        config.actor.allocation_interval = self.allocation_interval;
+        config.core.framework_heartbeat_interval = self.framework_heartbeat;
+        config.max_artifact_size = self.max_artifact_size;
+        config
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let master = Master::start(args.config()).await?;
+    println!("wasmos master listening on http://{}", master.grpc_addr());
+    if let Some(http) = master.http_addr() {
+        println!("  /state and /metrics on http://{http}");
+    }
+    tokio::select! {
+        _ = master.wait() => {}
+        _ = tokio::signal::ctrl_c() => println!("stopping"),
+    }
+    Ok(())
+}
