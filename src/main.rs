@@ -1,15 +1,23 @@
 //! `wasmos`: the one binary of the cluster: master, agent, and the commands
 //! people and scripts use to drive it.
 
+mod agent;
 mod cli_args;
+mod local;
 mod master;
+mod ops;
 mod simulate;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// wasmos: a cluster manager where every task is a WebAssembly module.
+///
+/// The master address for client commands comes from --master, then the
+/// WASMOS_MASTER environment variable, then http://127.0.0.1:5050.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,15 +25,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a master and agents in this process, on the default addresses.
+    Local(local::Args),
     /// Run the master: pools agents' resources, offers them to frameworks.
     Master(Box<master::Args>),
+    /// Run an agent: runs the wasm tasks a master sends it.
+    Agent(Box<agent::Args>),
+    /// List tasks: id, state, reason, agent, framework, resources.
+    Ps(ops::PsArgs),
+    /// Print a task's stdout (or --stderr), optionally following it.
+    Logs(ops::LogsArgs),
+    /// Kill tasks.
+    Kill(ops::KillArgs),
+    /// List the files a task wrote in its root directory.
+    Ls(ops::LsArgs),
+    /// Print a file a task wrote.
+    Cat(ops::CatArgs),
+    /// List agents: resources, usage, state.
+    Agents(ops::ListArgs),
+    /// List frameworks: role, state, tasks, dominant share.
+    Frameworks(ops::ListArgs),
+    /// List roles with weights, quotas and shares; `roles set` changes them.
+    Roles(ops::RolesArgs),
     /// Simulate the master's core and DRF allocator in one process: agents,
     /// frameworks in weighted roles, tasks coming and going, in simulated
     /// time. Prints each framework's dominant share as it changes.
     Simulate(simulate::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMOS_LOG")
@@ -35,14 +63,34 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Master(args) => runtime()?.block_on(master::run(*args)),
-        Command::Simulate(args) => simulate::run(args),
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasmos: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    match command {
+        Command::Local(args) => rt()?.block_on(local::run(args))?,
+        Command::Master(args) => rt()?.block_on(master::run(*args))?,
+        Command::Agent(args) => rt()?.block_on(agent::run(*args))?,
+        Command::Ps(args) => rt()?.block_on(ops::ps(args))?,
+        Command::Logs(args) => rt()?.block_on(ops::logs(args))?,
+        Command::Kill(args) => rt()?.block_on(ops::kill(args))?,
+        Command::Ls(args) => rt()?.block_on(ops::ls(args))?,
+        Command::Cat(args) => rt()?.block_on(ops::cat(args))?,
+        Command::Agents(args) => rt()?.block_on(ops::agents(args))?,
+        Command::Frameworks(args) => rt()?.block_on(ops::frameworks(args))?,
+        Command::Roles(args) => rt()?.block_on(ops::roles(args))?,
+        Command::Simulate(args) => simulate::run(args)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }

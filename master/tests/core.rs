@@ -1269,6 +1269,26 @@ fn kill_of_an_unknown_task_is_refused() {
 }
 
 #[test]
+fn an_operator_kills_tasks_of_any_framework_and_unknown_ids_kill_nothing() {
+    let (mut h, agent, fw, offer) = one_agent_one_framework();
+    launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB), ("t2", 1.0, GIB)]);
+    h.clear_messages();
+    let err = refused(
+        &mut h,
+        Input::OperatorKill {
+            task_ids: vec!["t1".into(), "nope".into()],
+        },
+    );
+    assert_eq!(err, CoreError::UnknownTask(TaskId::from("nope")));
+    h.handle(Input::OperatorKill {
+        task_ids: vec!["t2".into()],
+    })
+    .unwrap();
+    let messages = h.take_agent_messages(&agent);
+    assert_eq!(kill_messages(&messages), vec!["t2".to_string()]);
+}
+
+#[test]
 fn kill_while_the_agent_is_away_is_delivered_when_it_reregisters() {
     let (mut h, agent, fw, offer) = one_agent_one_framework();
     launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB), ("t2", 1.0, GIB)]);
@@ -1472,7 +1492,10 @@ fn framework_past_its_failover_timeout_is_removed_and_its_tasks_killed() {
         kill_messages(&h.take_agent_messages(&agent)),
         vec!["t1".to_string()]
     );
-    assert_eq!(h.state_of("t1"), None);
+    // Operators still see the task, killed for its framework's sake.
+    let t1 = h.core.task("t1").expect("remembered for operators");
+    assert_eq!(t1.state(), v1::TaskState::Killed);
+    assert_eq!(t1.status.reason(), v1::Reason::FrameworkRemoved);
     assert_eq!(h.core.allocator().framework_allocation(&fw), None);
     let view = agent_view(&h, &agent);
     assert_eq!((view.used, view.tasks), (Resources::ZERO, 0));
@@ -1547,7 +1570,13 @@ fn teardown_kills_the_tasks_and_closes_the_stream() {
     kills.sort();
     assert_eq!(kills, vec!["t1".to_string(), "t2".to_string()]);
     assert!(h.core.frameworks().is_empty());
-    assert!(h.core.tasks().is_empty());
+    assert!(
+        h.core
+            .tasks()
+            .iter()
+            .all(|t| t.state() == v1::TaskState::Killed
+                && t.status.reason() == v1::Reason::FrameworkRemoved)
+    );
     let view = agent_view(&h, &agent);
     assert_eq!(
         (view.used, view.offered),

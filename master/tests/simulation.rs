@@ -267,7 +267,14 @@ impl Sim {
             if result.is_ok() {
                 assert!(self.h.closed_frameworks.contains(&id));
             }
-            assert!(self.h.core.tasks().iter().all(|t| t.framework != id));
+            assert!(
+                self.h
+                    .core
+                    .tasks()
+                    .iter()
+                    .all(|t| t.framework != id || is_terminal(t.state())),
+                "a torn-down framework left a task running"
+            );
         }
     }
 
@@ -369,7 +376,16 @@ impl Sim {
     }
 
     fn kill_task(&mut self) {
-        let tasks = self.h.core.tasks();
+        // Tasks of live frameworks (those of removed ones stay visible).
+        let frameworks: Vec<FrameworkId> =
+            self.h.core.frameworks().into_iter().map(|f| f.id).collect();
+        let tasks: Vec<_> = self
+            .h
+            .core
+            .tasks()
+            .into_iter()
+            .filter(|t| frameworks.contains(&t.framework))
+            .collect();
         if let Some(task) = tasks.choose(&mut self.rng) {
             self.h
                 .handle(Input::Kill(v1::KillRequest {

@@ -168,7 +168,7 @@ impl Core {
             .collect();
         let mut freed_agents = Vec::new();
         for task_id in tasks {
-            let task = self.tasks.remove(&task_id).expect("framework's task");
+            let mut task = self.tasks.remove(&task_id).expect("framework's task");
             if let Some(agent) = self.agents.get_mut(&task.agent) {
                 agent.tasks.remove(&task_id);
                 if !task.released {
@@ -178,7 +178,19 @@ impl Core {
             }
             if !task.released {
                 self.release(&task.framework, &task.agent, &task.consumption);
+                task.released = true;
+                task.status = v1::TaskStatus {
+                    state: v1::TaskState::Killed as i32,
+                    reason: v1::Reason::FrameworkRemoved as i32,
+                    message: why.to_string(),
+                    uuid: Vec::new(),
+                    timestamp_ms: super::timestamp(now),
+                    source: v1::StatusSource::Master as i32,
+                    ..task.status
+                };
             }
+            task.master_update = None;
+            self.bury(task);
         }
         self.frameworks.remove(id);
         self.allocator

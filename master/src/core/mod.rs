@@ -67,6 +67,9 @@ pub struct CoreConfig {
     /// Finished tasks remembered per framework (for `ps` and reconciliation).
     /// Default 1,000.
     pub completed_tasks_per_framework: usize,
+    /// Tasks of frameworks that are gone, remembered for `ps` and `logs`
+    /// (oldest forgotten first). Default 10,000.
+    pub removed_framework_tasks: usize,
 }
 
 impl Default for CoreConfig {
@@ -82,6 +85,7 @@ impl Default for CoreConfig {
             offer_timeout: Some(Duration::from_secs(60)),
             default_refuse: Duration::from_secs(5),
             completed_tasks_per_framework: 1000,
+            removed_framework_tasks: 10_000,
         }
     }
 }
@@ -135,6 +139,10 @@ pub enum Input {
         role: String,
         weight: Option<f64>,
         quota: Option<Resources>,
+    },
+    /// An operator kills tasks, whichever framework they belong to.
+    OperatorKill {
+        task_ids: Vec<String>,
     },
     /// An operator stops offers of an agent.
     DrainAgent {
@@ -243,6 +251,9 @@ pub struct Core {
     frameworks: HashMap<FrameworkId, Framework>,
     offers: HashMap<OfferId, Offer>,
     tasks: HashMap<TaskId, Task>,
+    /// Tasks of removed frameworks, kept read-only for operators.
+    graveyard: HashMap<TaskId, Task>,
+    graveyard_order: VecDeque<TaskId>,
     next_id: u64,
     out: Outbox,
 }
@@ -256,6 +267,8 @@ impl Core {
             frameworks: HashMap::new(),
             offers: HashMap::new(),
             tasks: HashMap::new(),
+            graveyard: HashMap::new(),
+            graveyard_order: VecDeque::new(),
             next_id: 0,
             out: Outbox::default(),
         }
@@ -314,6 +327,7 @@ impl Core {
                 quota,
             } => self.update_role(&role, weight, quota, now),
             Input::DrainAgent { agent } => self.drain_agent(&agent),
+            Input::OperatorKill { task_ids } => self.operator_kill(task_ids, now),
             Input::Tick => self.tick(now),
         };
         Outputs {
@@ -357,6 +371,21 @@ impl Core {
     fn fresh_id(&mut self, kind: char) -> String {
         self.next_id += 1;
         format!("{}-{kind}{}", self.config.master_id, self.next_id)
+    }
+
+    /// Keeps a task of a removed framework for operators to look at.
+    fn bury(&mut self, task: Task) {
+        self.graveyard_order.push_back(task.id.clone());
+        self.graveyard.insert(task.id.clone(), task);
+        while self.graveyard_order.len() > self.config.removed_framework_tasks {
+            let old = self.graveyard_order.pop_front().expect("non-empty");
+            self.graveyard.remove(&old);
+        }
+    }
+
+    /// Is this task id taken, by a live task or a remembered one?
+    fn task_id_taken(&self, id: &TaskId) -> bool {
+        self.tasks.contains_key(id) || self.graveyard.contains_key(id)
     }
 
     fn framework_mut(&mut self, id: &FrameworkId) -> Result<&mut Framework, CoreError> {

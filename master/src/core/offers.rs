@@ -74,7 +74,7 @@ impl Core {
         for spec in req.tasks {
             let resources = validate_task(&spec)?;
             let id = TaskId::from(spec.task_id.as_str());
-            if self.tasks.contains_key(&id) || !seen.insert(id.clone()) {
+            if self.task_id_taken(&id) || !seen.insert(id.clone()) {
                 return Err(CoreError::DuplicateTask(id));
             }
             specs.push((id, spec, resources));

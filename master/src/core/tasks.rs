@@ -171,6 +171,35 @@ impl Core {
         Ok(Reply::Done)
     }
 
+    /// Kills tasks for an operator: each on behalf of its own framework.
+    pub(super) fn operator_kill(
+        &mut self,
+        task_ids: Vec<String>,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let mut by_framework: Vec<(FrameworkId, Vec<String>)> = Vec::new();
+        for id in task_ids {
+            let task = self
+                .tasks
+                .get(id.as_str())
+                .ok_or_else(|| CoreError::UnknownTask(TaskId::from(id.as_str())))?;
+            match by_framework.iter_mut().find(|(f, _)| *f == task.framework) {
+                Some((_, ids)) => ids.push(id),
+                None => by_framework.push((task.framework.clone(), vec![id])),
+            }
+        }
+        for (framework, task_ids) in by_framework {
+            self.kill(
+                v1::KillRequest {
+                    framework_id: framework.to_string(),
+                    task_ids,
+                },
+                now,
+            )?;
+        }
+        Ok(Reply::Done)
+    }
+
     pub(super) fn reconcile(
         &mut self,
         req: v1::ReconcileRequest,

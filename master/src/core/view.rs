@@ -60,7 +60,8 @@ pub struct FrameworkView {
 impl Core {
     /// One task, if the master still knows it.
     pub fn task(&self, id: &str) -> Option<TaskView> {
-        self.tasks.get(id).map(|t| TaskView {
+        let task = self.tasks.get(id).or_else(|| self.graveyard.get(id));
+        task.map(|t| TaskView {
             id: t.id.clone(),
             framework: t.framework.clone(),
             agent: t.agent.clone(),
@@ -70,9 +71,10 @@ impl Core {
         })
     }
 
-    /// Every task the master knows (active and archived), in id order.
+    /// Every task the master knows (active, archived, and those of removed
+    /// frameworks), in id order.
     pub fn tasks(&self) -> Vec<TaskView> {
-        let mut ids: Vec<&TaskId> = self.tasks.keys().collect();
+        let mut ids: Vec<&TaskId> = self.tasks.keys().chain(self.graveyard.keys()).collect();
         ids.sort();
         ids.into_iter()
             .filter_map(|id| self.task(id.as_str()))

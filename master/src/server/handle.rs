@@ -63,6 +63,9 @@ pub fn status_of(error: CoreError) -> Status {
             Status::permission_denied(message)
         }
         CoreError::DuplicateTask(_) => Status::already_exists(message),
+        // The framework's packing was off, not its request: a distinct code
+        // lets it tell the two apart.
+        CoreError::InsufficientResources { .. } => Status::failed_precondition(message),
         _ => Status::invalid_argument(message),
     }
 }

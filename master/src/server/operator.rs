@@ -178,6 +178,15 @@ impl Operator for OperatorService {
         Ok(Response::new(v1::DrainAgentResponse {}))
     }
 
+    async fn kill_tasks(
+        &self,
+        request: Request<v1::OperatorKillRequest>,
+    ) -> Result<Response<v1::OperatorKillResponse>, Status> {
+        let task_ids = request.into_inner().task_ids;
+        self.actor.call(Input::OperatorKill { task_ids }).await?;
+        Ok(Response::new(v1::OperatorKillResponse {}))
+    }
+
     async fn read_sandbox(
         &self,
         request: Request<v1::ReadSandboxRequest>,

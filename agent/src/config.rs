@@ -1,0 +1,158 @@
+//! Executor configuration: one plain struct with documented defaults and
+//! chainable setters, so the agent binary can map its flags onto it and tests
+//! can shrink intervals without touching anything else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::artifacts::ArtifactSource;
+
+/// Default cap on each of a task's stdout and stderr files: 10 MiB.
+pub const DEFAULT_OUTPUT_CAP: u64 = 10 << 20;
+
+/// How an [`Executor`](crate::Executor) runs tasks.
+///
+/// ```
+/// use wasmos_agent::ExecutorConfig;
+///
+/// let config = ExecutorConfig::new("/var/lib/wasmos")
+///     .cpus(2.0)
+///     .output_cap(1 << 20);
+/// assert_eq!(config.worker_threads(), 2);
+/// ```
+#[derive(Clone)]
+pub struct ExecutorConfig {
+    /// Where sandboxes (`sandboxes/<task_id>/`) and, unless
+    /// [`cache_dir`](Self::cache_dir) says otherwise, compiled modules
+    /// (`modules/`) live.
+    pub work_dir: PathBuf,
+    /// On-disk cache of compiled modules. Default `<work_dir>/modules`;
+    /// `None` keeps compiled modules in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// CPU cores this agent gives to tasks. Tasks run on `ceil(cpus)` worker
+    /// threads. Default: the machine's available parallelism.
+    pub cpus: f64,
+    /// Cap on each of stdout and stderr, in bytes. Default 10 MiB.
+    pub output_cap: u64,
+    /// Fuel between two yield points of a running task: the granularity of
+    /// CPU sharing, kills and timeouts. Default 1,000,000 (well under a
+    /// millisecond of wasm).
+    pub fuel_yield_interval: u64,
+    /// How often the disk usage of running tasks is measured. Default 200 ms.
+    pub disk_check_interval: Duration,
+    /// Use wasmtime's pooling instance allocator (faster instantiation, fixed
+    /// virtual-memory reservation per slot). Default true.
+    pub pooling: bool,
+    /// Slots in the pooling allocator: the most tasks that can be
+    /// instantiated at once. Default 2,000.
+    pub max_instances: u32,
+    /// Compiled modules kept in memory. Default 256.
+    pub memory_cache_entries: usize,
+    /// Where `launch` fetches modules and inputs named by digest.
+    pub artifacts: Option<Arc<dyn ArtifactSource>>,
+    /// Identifies this agent in the statuses it sends (`agent_id`).
+    pub agent_id: String,
+}
+
+impl std::fmt::Debug for ExecutorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorConfig")
+            .field("work_dir", &self.work_dir)
+            .field("cache_dir", &self.cache_dir)
+            .field("cpus", &self.cpus)
+            .field("output_cap", &self.output_cap)
+            .field("fuel_yield_interval", &self.fuel_yield_interval)
+            .field("disk_check_interval", &self.disk_check_interval)
+            .field("pooling", &self.pooling)
+            .field("max_instances", &self.max_instances)
+            .field("memory_cache_entries", &self.memory_cache_entries)
+            .field("artifacts", &self.artifacts.is_some())
+            .field("agent_id", &self.agent_id)
+            .finish()
+    }
+}
+
+impl ExecutorConfig {
+    /// The defaults above, with everything stored under `work_dir`.
+    pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        let work_dir = work_dir.into();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        Self {
+            cache_dir: Some(work_dir.join("modules")),
+            work_dir,
+            cpus,
+            output_cap: DEFAULT_OUTPUT_CAP,
+            fuel_yield_interval: 1_000_000,
+            disk_check_interval: Duration::from_millis(200),
+            pooling: true,
+            max_instances: 2_000,
+            memory_cache_entries: 256,
+            artifacts: None,
+            agent_id: String::new(),
+        }
+    }
+
+    /// Sets [`cpus`](Self::cpus).
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Sets [`cache_dir`](Self::cache_dir).
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    /// Sets [`output_cap`](Self::output_cap).
+    pub fn output_cap(mut self, bytes: u64) -> Self {
+        self.output_cap = bytes;
+        self
+    }
+
+    /// Sets [`fuel_yield_interval`](Self::fuel_yield_interval).
+    pub fn fuel_yield_interval(mut self, fuel: u64) -> Self {
+        self.fuel_yield_interval = fuel;
+        self
+    }
+
+    /// Sets [`disk_check_interval`](Self::disk_check_interval).
+    pub fn disk_check_interval(mut self, every: Duration) -> Self {
+        self.disk_check_interval = every;
+        self
+    }
+
+    /// Sets [`pooling`](Self::pooling).
+    pub fn pooling(mut self, on: bool) -> Self {
+        self.pooling = on;
+        self
+    }
+
+    /// Sets [`max_instances`](Self::max_instances).
+    pub fn max_instances(mut self, slots: u32) -> Self {
+        self.max_instances = slots;
+        self
+    }
+
+    /// Sets [`artifacts`](Self::artifacts).
+    pub fn artifacts(mut self, source: Arc<dyn ArtifactSource>) -> Self {
+        self.artifacts = Some(source);
+        self
+    }
+
+    /// Sets [`agent_id`](Self::agent_id).
+    pub fn agent_id(mut self, id: impl Into<String>) -> Self {
+        self.agent_id = id.into();
+        self
+    }
+
+    /// Worker threads that run wasm: `ceil(cpus)`, at least one.
+    pub fn worker_threads(&self) -> usize {
+        if self.cpus.is_finite() && self.cpus > 0.0 {
+            self.cpus.ceil() as usize
+        } else {
+            1
+        }
+    }
+}

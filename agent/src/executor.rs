@@ -1,0 +1,378 @@
+//! The executor: the agent's public face for running tasks.
+//!
+//! It owns the engine, the module cache, the worker threads, the disk
+//! monitor and a small tokio runtime for host I/O, and knows every task it
+//! launched since it started (sandboxes of earlier runs stay readable by
+//! task id). It knows nothing of the master: a launch is a `TaskSpec` in,
+//! statuses out on a channel, so the cluster link can forward both verbatim.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc::UnboundedSender;
+use wasmos_proto::v1::{TaskSpec, TaskState, TaskStatus};
+use wasmtime::{Engine, Linker, Store};
+
+use crate::artifacts::{digest_of, is_digest};
+use crate::cache::{CacheStats, Compiled, LoadError, ModuleCache};
+use crate::config::ExecutorConfig;
+use crate::disk::DiskMonitor;
+use crate::engine::{EngineSettings, build_engine, wasi_linker};
+use crate::limits::MemLimiter;
+use crate::sandbox::{Sandbox, SandboxFile, check_task_id};
+use crate::status::Reporter;
+use crate::task::{self, Launch, Stop, TaskControl, TaskData};
+use crate::worker::Workers;
+
+/// Where the module of a launch comes from.
+#[derive(Debug, Clone)]
+pub enum ModuleSource {
+    /// These bytes (`.wasm` or `.wat`). If the spec names an artifact, the
+    /// bytes must have that digest.
+    Bytes(Arc<[u8]>),
+    /// Fetch `spec.artifact` from the configured [`ArtifactSource`] (unless
+    /// the compiled module is already cached).
+    Artifact,
+}
+
+/// Why a launch was refused outright (no status is sent for it).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Another task with this id is known to this executor.
+    #[error("task `{0}` is already known to this agent")]
+    Duplicate(String),
+    /// The id cannot name a sandbox.
+    #[error("{0}")]
+    InvalidId(String),
+}
+
+/// Errors of [`Executor::kill`] and [`Executor::read`].
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// No such task on this executor (or sandbox on disk).
+    #[error("task `{0}` is unknown to this agent")]
+    Unknown(String),
+    /// The task already ended.
+    #[error("task `{0}` has already ended")]
+    Ended(String),
+    /// Reading the sandbox failed.
+    #[error("reading the sandbox of `{task}`: {source}")]
+    Io {
+        /// The task.
+        task: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the executor handle and its tasks.
+pub struct Shared {
+    pub(crate) config: ExecutorConfig,
+    pub(crate) engine: Engine,
+    pub(crate) cache: ModuleCache,
+    pub(crate) disk: DiskMonitor,
+    tasks: Mutex<HashMap<String, Arc<TaskControl>>>,
+}
+
+impl Shared {
+    /// The compiled module for a launch.
+    pub(crate) async fn load_module(
+        &self,
+        artifact: &str,
+        source: ModuleSource,
+    ) -> Result<Arc<Compiled>, LoadError> {
+        match source {
+            ModuleSource::Bytes(bytes) => {
+                let digest = digest_of(&bytes);
+                if !artifact.is_empty() && artifact != digest {
+                    return Err(LoadError::Unavailable(format!(
+                        "module bytes have sha256 {digest}, but the task names artifact {artifact}"
+                    )));
+                }
+                self.cache
+                    .get(&digest, async move { Ok(bytes.to_vec()) })
+                    .await
+            }
+            ModuleSource::Artifact => {
+                if !is_digest(artifact) {
+                    return Err(LoadError::Unavailable(format!(
+                        "task names artifact `{artifact}`, which is not a sha256 digest"
+                    )));
+                }
+                self.cache
+                    .get(artifact, async {
+                        self.fetch(artifact).await.map_err(LoadError::Unavailable)
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn fetch(&self, digest: &str) -> Result<Vec<u8>, String> {
+        let source = self
+            .config
+            .artifacts
+            .as_ref()
+            .ok_or_else(|| format!("no artifact source is configured to fetch {digest}"))?;
+        source
+            .fetch(digest)
+            .await
+            .map_err(|e| format!("cannot fetch artifact {digest}: {e}"))
+    }
+
+    /// An artifact's bytes, checked against its digest.
+    pub(crate) async fn fetch_verified(&self, digest: &str) -> Result<Vec<u8>, String> {
+        let bytes = self.fetch(digest).await?;
+        let actual = digest_of(&bytes);
+        if actual != digest {
+            return Err(format!("artifact {digest} arrived with sha256 {actual}"));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Runs WASI tasks under hard limits. See the crate docs for an example.
+pub struct Executor {
+    shared: Arc<Shared>,
+    workers: Workers,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Executor {
+    /// Starts an executor: creates the work directory, the engine, the
+    /// worker threads and the I/O runtime.
+    pub fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(config.work_dir.join("sandboxes"))
+            .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
+        let settings = EngineSettings {
+            pooling: config.pooling,
+            max_instances: config.max_instances,
+            ..EngineSettings::default()
+        };
+        let engine = build_engine(&settings)
+            .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:#}"))?;
+        let linker =
+            Arc::new(wasi_linker(&engine).map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?);
+        let functions = wasi_function_names(&engine, &linker);
+        let cache = ModuleCache::new(
+            engine.clone(),
+            linker,
+            functions,
+            config.cache_dir.clone(),
+            config.memory_cache_entries,
+        )
+        .context("creating the module cache")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wasmos-io")
+            .enable_all()
+            .build()
+            .context("starting the I/O runtime")?;
+        let workers = Workers::start(config.worker_threads(), runtime.handle().clone())
+            .context("starting worker threads")?;
+        let disk =
+            DiskMonitor::start(config.disk_check_interval).context("starting the disk monitor")?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                engine,
+                cache,
+                disk,
+                tasks: Mutex::new(HashMap::new()),
+            }),
+            workers,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.shared.config
+    }
+
+    /// The engine tasks run on (for benchmarks comparing raw wasmtime).
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    /// Module cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared.cache.stats()
+    }
+
+    /// Where the compiled code of `digest` is cached on disk, if anywhere.
+    pub fn cached_module_path(&self, digest: &str) -> Option<std::path::PathBuf> {
+        self.shared.cache.disk_path(digest)
+    }
+
+    /// Starts a task. Returns at once; its statuses (`STARTING`, `RUNNING`,
+    /// then exactly one terminal status) arrive on `statuses`, batched per
+    /// worker and at most about a millisecond after they happen. A spec the
+    /// agent cannot run (bad resources, bad inputs, invalid module) ends in
+    /// an `ERROR`/`FAILED` status, not in an `Err` here: `Err` is only for a
+    /// task id that cannot be used at all.
+    pub fn launch(
+        &self,
+        framework_id: &str,
+        spec: TaskSpec,
+        module: ModuleSource,
+        statuses: UnboundedSender<TaskStatus>,
+    ) -> Result<(), LaunchError> {
+        check_task_id(&spec.task_id).map_err(LaunchError::InvalidId)?;
+        let cpus = spec.resources.map_or(0.0, |r| r.cpus);
+        let sandbox = Sandbox::at(&self.shared.config.work_dir, &spec.task_id);
+        let control = Arc::new(TaskControl::new(framework_id.to_owned(), sandbox, cpus));
+        {
+            let mut tasks = self.shared.tasks.lock().unwrap();
+            if tasks.contains_key(&spec.task_id) {
+                return Err(LaunchError::Duplicate(spec.task_id));
+            }
+            tasks.insert(spec.task_id.clone(), control.clone());
+        }
+        let reporter = Reporter::new(
+            statuses,
+            spec.task_id.clone(),
+            framework_id.to_owned(),
+            self.shared.config.agent_id.clone(),
+            control.state.clone(),
+        );
+        let sched = control.sched.clone();
+        let launch = Launch {
+            spec,
+            module,
+            reporter,
+            control,
+            shared: self.shared.clone(),
+        };
+        self.workers.spawn(Box::pin(task::run(launch)), sched);
+        Ok(())
+    }
+
+    /// Kills a running task: it ends `KILLED` within one fuel-yield interval
+    /// (well under 100 ms), even in a tight loop.
+    pub fn kill(&self, task_id: &str) -> Result<(), TaskError> {
+        let control = self.control(task_id)?;
+        if crate::status::is_terminal(*control.state.lock().unwrap()) {
+            return Err(TaskError::Ended(task_id.to_owned()));
+        }
+        control.request_stop(Stop::Killed);
+        Ok(())
+    }
+
+    /// The latest state of a task launched by this executor.
+    pub fn state(&self, task_id: &str) -> Option<TaskState> {
+        let control = self.control(task_id).ok()?;
+        let state = *control.state.lock().unwrap();
+        Some(state)
+    }
+
+    /// The framework that launched `task_id`.
+    pub fn framework_of(&self, task_id: &str) -> Option<String> {
+        self.control(task_id).ok().map(|c| c.framework_id.clone())
+    }
+
+    /// Ids of the tasks that have not ended.
+    pub fn running_tasks(&self) -> Vec<String> {
+        let tasks = self.shared.tasks.lock().unwrap();
+        let mut ids: Vec<String> = tasks
+            .iter()
+            .filter(|(_, c)| !crate::status::is_terminal(*c.state.lock().unwrap()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Reads up to `max` bytes from `offset` of a sandbox file, while the
+    /// task runs or after it ended (also for tasks of an earlier run of the
+    /// agent, found by id on disk). Reads inside the root never follow a
+    /// path out of it.
+    pub fn read(
+        &self,
+        task_id: &str,
+        file: &SandboxFile,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<u8>, TaskError> {
+        check_task_id(task_id).map_err(|_| TaskError::Unknown(task_id.to_owned()))?;
+        let sandbox = Sandbox::at(&self.shared.config.work_dir, task_id);
+        if !sandbox.dir.is_dir() {
+            return Err(TaskError::Unknown(task_id.to_owned()));
+        }
+        sandbox
+            .read(file, offset, max)
+            .map_err(|source| TaskError::Io {
+                task: task_id.to_owned(),
+                source,
+            })
+    }
+
+    /// The sandbox paths of a task (existing or not).
+    pub fn sandbox(&self, task_id: &str) -> Sandbox {
+        Sandbox::at(&self.shared.config.work_dir, task_id)
+    }
+
+    /// Forgets an ended task and deletes its sandbox.
+    pub fn remove(&self, task_id: &str) -> Result<(), TaskError> {
+        check_task_id(task_id).map_err(|_| TaskError::Unknown(task_id.to_owned()))?;
+        {
+            let mut tasks = self.shared.tasks.lock().unwrap();
+            if let Some(c) = tasks.get(task_id) {
+                if !crate::status::is_terminal(*c.state.lock().unwrap()) {
+                    return Err(TaskError::Io {
+                        task: task_id.to_owned(),
+                        source: std::io::Error::other("the task is still running"),
+                    });
+                }
+                tasks.remove(task_id);
+            }
+        }
+        let sandbox = Sandbox::at(&self.shared.config.work_dir, task_id);
+        match std::fs::remove_dir_all(&sandbox.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(TaskError::Unknown(task_id.to_owned()))
+            }
+            other => other.map_err(|source| TaskError::Io {
+                task: task_id.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn control(&self, task_id: &str) -> Result<Arc<TaskControl>, TaskError> {
+        self.shared
+            .tasks
+            .lock()
+            .unwrap()
+            .get(task_id)
+            .cloned()
+            .ok_or_else(|| TaskError::Unknown(task_id.to_owned()))
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Workers first (their tasks report AGENT_ERROR), then the runtime
+        // they used, without blocking if dropped inside another runtime.
+        let workers = std::mem::replace(&mut self.workers, Workers::none());
+        drop(workers);
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The function names the WASI linker defines.
+fn wasi_function_names(engine: &Engine, linker: &Linker<TaskData>) -> HashSet<String> {
+    let data = TaskData {
+        wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+        limiter: MemLimiter::new(0),
+    };
+    let mut store = Store::new(engine, data);
+    linker
+        .iter(&mut store)
+        .filter(|(module, _, _)| *module == crate::validate::WASI_P1)
+        .map(|(_, name, _)| name.to_owned())
+        .collect()
+}

@@ -1,0 +1,496 @@
+//! The agent's link to the master: one `AgentLink.Attach` stream, dialled by
+//! the agent, carrying registration, heartbeats, status updates and sandbox
+//! reads one way, and launches, kills, acks and read requests the other.
+//!
+//! The executor never depends on this module; this module drives it. The
+//! link keeps every status update until the framework acknowledges it
+//! (through the master) and sends unacknowledged ones again after each
+//! reconnect and every `resend_interval`, so updates survive dropped streams.
+//! The agent's id is kept in `<work_dir>/agent_id`, so a restarted agent
+//! re-registers as itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use wasmos_proto::v1;
+use wasmos_proto::v1::agent_link_client::AgentLinkClient;
+use wasmos_proto::v1::agent_message::Kind as ToMaster;
+use wasmos_proto::v1::artifacts_client::ArtifactsClient;
+use wasmos_proto::v1::master_message::Kind as FromMaster;
+
+use crate::{ArtifactSource, Executor, ExecutorConfig, FetchFuture, ModuleSource, SandboxFile};
+
+/// Everything `wasmos agent` can be told.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The master's gRPC URL, e.g. `http://127.0.0.1:5050`.
+    pub master: String,
+    /// What the agent offers (resources, attributes, reservations, hostname).
+    /// `agent_id` is filled in from `<work_dir>/agent_id` when present.
+    pub info: v1::AgentInfo,
+    /// How tasks are run; its `work_dir` also holds the agent id.
+    pub executor: ExecutorConfig,
+    /// First reconnect delay, doubled on each failure up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Unacknowledged updates are sent again this often. Default 2 s.
+    pub resend_interval: Duration,
+    /// Sandboxes of acknowledged finished tasks are deleted after this long.
+    /// Default 1 hour.
+    pub sandbox_retention: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(master: String, info: v1::AgentInfo, executor: ExecutorConfig) -> AgentConfig {
+        AgentConfig {
+            master,
+            info,
+            executor,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            resend_interval: Duration::from_secs(2),
+            sandbox_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Fetches artifacts from the master's `Artifacts` service.
+struct MasterArtifacts {
+    client: ArtifactsClient<Channel>,
+}
+
+impl ArtifactSource for MasterArtifacts {
+    fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let mut stream = client
+                .fetch(v1::FetchRequest {
+                    digest: digest.to_string(),
+                })
+                .await
+                .map_err(|s| std::io::Error::other(s.message().to_string()))?
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|s| std::io::Error::other(s.message().to_string()))?;
+                bytes.extend_from_slice(&chunk.data);
+            }
+            Ok(bytes)
+        })
+    }
+}
+
+/// An update waiting for its acknowledgement.
+struct Unacked {
+    status: v1::TaskStatus,
+    sent: Instant,
+}
+
+/// The running agent.
+pub struct Agent {
+    config: AgentConfig,
+    executor: Arc<Executor>,
+    statuses: mpsc::UnboundedReceiver<v1::TaskStatus>,
+    status_sender: mpsc::UnboundedSender<v1::TaskStatus>,
+    /// Unacknowledged updates in the order they were made.
+    unacked: BTreeMap<u64, Unacked>,
+    by_uuid: HashMap<Vec<u8>, u64>,
+    next_seq: u64,
+    agent_id: String,
+    heartbeat_interval: Duration,
+}
+
+impl Agent {
+    /// Creates the executor (fetching artifacts from the master) and reads a
+    /// saved agent id.
+    pub fn new(mut config: AgentConfig) -> anyhow::Result<Agent> {
+        let endpoint = Endpoint::from_shared(config.master.clone())
+            .with_context(|| {
+                format!(
+                    "`{}` is not a master URL (e.g. http://127.0.0.1:5050)",
+                    config.master
+                )
+            })?
+            .connect_timeout(Duration::from_secs(3));
+        let channel = endpoint.connect_lazy();
+        config.executor.artifacts = Some(Arc::new(MasterArtifacts {
+            client: ArtifactsClient::new(channel).max_decoding_message_size(8 << 20),
+        }));
+        std::fs::create_dir_all(&config.executor.work_dir)
+            .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
+        let agent_id = std::fs::read_to_string(id_path(&config))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let executor = Arc::new(Executor::new(config.executor.clone())?);
+        let (status_sender, statuses) = mpsc::unbounded_channel();
+        Ok(Agent {
+            config,
+            executor,
+            statuses,
+            status_sender,
+            unacked: BTreeMap::new(),
+            by_uuid: HashMap::new(),
+            next_seq: 0,
+            agent_id,
+            heartbeat_interval: Duration::from_secs(1),
+        })
+    }
+
+    /// The executor, for the agent's own HTTP port.
+    pub fn executor(&self) -> Arc<Executor> {
+        self.executor.clone()
+    }
+
+    /// Connects, and reconnects with backoff, forever.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut backoff = self.config.min_backoff;
+        loop {
+            match self.session().await {
+                Ok(()) => {
+                    tracing::warn!("the master closed the stream; reconnecting");
+                    backoff = self.config.min_backoff;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "link to {} failed: {e:#}; retrying in {backoff:?}",
+                        self.config.master
+                    );
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// One stream: register, then serve until it ends.
+    async fn session(&mut self) -> anyhow::Result<()> {
+        let channel = Endpoint::from_shared(self.config.master.clone())?
+            .connect_timeout(Duration::from_secs(3))
+            .connect()
+            .await
+            .with_context(|| format!("no master at {}", self.config.master))?;
+        let mut client = AgentLinkClient::new(channel).max_decoding_message_size(64 << 20);
+        let (outbound, rx) = mpsc::channel::<v1::AgentMessage>(4096);
+        let mut info = self.config.info.clone();
+        info.agent_id = self.agent_id.clone();
+        let tasks = self.running_tasks();
+        send(
+            &outbound,
+            ToMaster::Register(v1::Register {
+                agent: Some(info),
+                tasks,
+            }),
+        )
+        .await?;
+        let mut inbound = client
+            .attach(ReceiverStream::new(rx))
+            .await
+            .context("the master refused the agent")?
+            .into_inner();
+
+        let first = inbound
+            .next()
+            .await
+            .context("the stream ended before registration")??;
+        let Some(FromMaster::Registered(registered)) = first.kind else {
+            anyhow::bail!("the master's first message was not `registered`");
+        };
+        self.registered(registered)?;
+        tracing::info!(agent = %self.agent_id, master = %self.config.master, "registered");
+        self.resend(&outbound, Duration::ZERO).await?;
+
+        let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
+        let mut resend = tokio::time::interval(self.config.resend_interval);
+        loop {
+            tokio::select! {
+                message = inbound.next() => match message {
+                    Some(Ok(message)) => self.master_message(message, &outbound).await?,
+                    Some(Err(status)) => anyhow::bail!("stream failed: {}", status.message()),
+                    None => return Ok(()),
+                },
+                Some(status) = self.statuses.recv() => {
+                    let mut batch = vec![status];
+                    while batch.len() < 4096 {
+                        match self.statuses.try_recv() {
+                            Ok(status) => batch.push(status),
+                            Err(_) => break,
+                        }
+                    }
+                    for status in &batch {
+                        self.keep(status.clone());
+                    }
+                    send(&outbound, ToMaster::Updates(v1::StatusUpdates { statuses: batch })).await?;
+                }
+                _ = heartbeat.tick() => {
+                    send(&outbound, ToMaster::Heartbeat(v1::AgentHeartbeat {})).await?;
+                }
+                _ = resend.tick() => self.resend(&outbound, self.config.resend_interval).await?,
+            }
+        }
+    }
+
+    fn registered(&mut self, registered: v1::Registered) -> anyhow::Result<()> {
+        if registered.agent_id != self.agent_id {
+            self.agent_id = registered.agent_id.clone();
+            std::fs::write(id_path(&self.config), &self.agent_id)
+                .context("cannot save the agent id")?;
+        }
+        if registered.heartbeat_interval_ms > 0 {
+            self.heartbeat_interval = Duration::from_millis(registered.heartbeat_interval_ms);
+        }
+        for task in registered.kill_task_ids {
+            tracing::info!(%task, "the master says this task was lost: killing it");
+            let _ = self.executor.kill(&task);
+        }
+        Ok(())
+    }
+
+    async fn master_message(
+        &mut self,
+        message: v1::MasterMessage,
+        outbound: &mpsc::Sender<v1::AgentMessage>,
+    ) -> anyhow::Result<()> {
+        match message.kind {
+            Some(FromMaster::RunTasks(run)) => {
+                for launch in run.tasks {
+                    let Some(spec) = launch.spec else { continue };
+                    let task_id = spec.task_id.clone();
+                    match self.executor.launch(
+                        &launch.framework_id,
+                        spec,
+                        ModuleSource::Artifact,
+                        self.status_sender.clone(),
+                    ) {
+                        Ok(()) => tracing::debug!(%task_id, "launched"),
+                        // The master sent it again (e.g. after a reconnect).
+                        Err(crate::LaunchError::Duplicate(_)) => {}
+                        Err(e) => self.synthesize(
+                            &launch.framework_id,
+                            &task_id,
+                            v1::TaskState::Error,
+                            v1::Reason::InvalidTask,
+                            &e.to_string(),
+                        ),
+                    }
+                }
+            }
+            Some(FromMaster::KillTasks(kill)) => {
+                for task in kill.task_ids {
+                    if let Err(crate::TaskError::Unknown(_)) = self.executor.kill(&task) {
+                        // Never launched here: say so, so the master settles it.
+                        self.synthesize(
+                            "",
+                            &task,
+                            v1::TaskState::Killed,
+                            v1::Reason::Killed,
+                            "killed before it reached this agent",
+                        );
+                    }
+                }
+            }
+            Some(FromMaster::AckUpdates(acks)) => {
+                for ack in acks.acks {
+                    if let Some(seq) = self.by_uuid.remove(&ack.uuid)
+                        && let Some(entry) = self.unacked.remove(&seq)
+                        && crate::is_terminal(entry.status.state())
+                    {
+                        self.retire(ack.task_id);
+                    }
+                }
+            }
+            Some(FromMaster::SandboxRead(read)) => {
+                let executor = self.executor.clone();
+                let outbound = outbound.clone();
+                tokio::task::spawn_blocking(move || {
+                    let reply = sandbox_read(&executor, read);
+                    let _ = outbound.blocking_send(v1::AgentMessage {
+                        kind: Some(ToMaster::SandboxReadReply(reply)),
+                    });
+                });
+            }
+            Some(FromMaster::Registered(_)) | None => {}
+        }
+        Ok(())
+    }
+
+    /// A status the agent makes itself for a task the executor cannot.
+    fn synthesize(
+        &mut self,
+        framework: &str,
+        task: &str,
+        state: v1::TaskState,
+        reason: v1::Reason,
+        message: &str,
+    ) {
+        let status = v1::TaskStatus {
+            task_id: task.to_string(),
+            framework_id: framework.to_string(),
+            agent_id: self.agent_id.clone(),
+            state: state as i32,
+            reason: reason as i32,
+            message: message.to_string(),
+            uuid: rand_uuid(),
+            source: v1::StatusSource::Agent as i32,
+            ..Default::default()
+        };
+        let _ = self.status_sender.send(status);
+    }
+
+    fn keep(&mut self, status: v1::TaskStatus) {
+        self.next_seq += 1;
+        self.by_uuid.insert(status.uuid.clone(), self.next_seq);
+        self.unacked.insert(
+            self.next_seq,
+            Unacked {
+                status,
+                sent: Instant::now(),
+            },
+        );
+    }
+
+    /// Sends again every unacknowledged update older than `age`.
+    async fn resend(
+        &mut self,
+        outbound: &mpsc::Sender<v1::AgentMessage>,
+        age: Duration,
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        for entry in self.unacked.values_mut() {
+            if now.duration_since(entry.sent) >= age {
+                entry.sent = now;
+                batch.push(entry.status.clone());
+            }
+        }
+        for chunk in batch.chunks(4096) {
+            send(
+                outbound,
+                ToMaster::Updates(v1::StatusUpdates {
+                    statuses: chunk.to_vec(),
+                }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A finished task's last update was acknowledged: delete its sandbox
+    /// after the retention time.
+    fn retire(&self, task: String) {
+        let executor = self.executor.clone();
+        let retention = self.config.sandbox_retention;
+        tokio::spawn(async move {
+            tokio::time::sleep(retention).await;
+            let _ = tokio::task::spawn_blocking(move || executor.remove(&task)).await;
+        });
+    }
+
+    fn running_tasks(&self) -> Vec<v1::RunningTask> {
+        self.executor
+            .running_tasks()
+            .into_iter()
+            .map(|task| v1::RunningTask {
+                framework_id: self.executor.framework_of(&task).unwrap_or_default(),
+                state: self.executor.state(&task).unwrap_or(v1::TaskState::Running) as i32,
+                task_id: task,
+                resources: None,
+            })
+            .collect()
+    }
+}
+
+fn id_path(config: &AgentConfig) -> std::path::PathBuf {
+    config.executor.work_dir.join("agent_id")
+}
+
+fn rand_uuid() -> Vec<u8> {
+    uuid::Uuid::new_v4().as_bytes().to_vec()
+}
+
+async fn send(outbound: &mpsc::Sender<v1::AgentMessage>, kind: ToMaster) -> anyhow::Result<()> {
+    outbound
+        .send(v1::AgentMessage { kind: Some(kind) })
+        .await
+        .map_err(|_| anyhow::anyhow!("the stream to the master closed"))
+}
+
+/// Serves a sandbox read for the master.
+fn sandbox_read(executor: &Executor, read: v1::SandboxRead) -> v1::SandboxReadReply {
+    let mut reply = v1::SandboxReadReply {
+        request_id: read.request_id,
+        ..Default::default()
+    };
+    let length = if read.length == 0 {
+        1 << 20
+    } else {
+        read.length.min(4 << 20)
+    } as usize;
+    let target = v1::SandboxTarget::try_from(read.target).unwrap_or(v1::SandboxTarget::Unspecified);
+    let sandbox = executor.sandbox(&read.task_id);
+    reply.complete = executor.state(&read.task_id).is_none_or(crate::is_terminal);
+    let file = match target {
+        v1::SandboxTarget::Stdout => SandboxFile::Stdout,
+        v1::SandboxTarget::Stderr => SandboxFile::Stderr,
+        v1::SandboxTarget::File => SandboxFile::Root(read.path.clone()),
+        v1::SandboxTarget::List => {
+            match list_dir(&sandbox, &read.path) {
+                Ok(entries) => reply.entries = entries,
+                Err(e) => reply.error = e,
+            }
+            return reply;
+        }
+        v1::SandboxTarget::Unspecified => {
+            reply.error = "sandbox read names no target (stdout, stderr, file or list)".into();
+            return reply;
+        }
+    };
+    match executor.read(&read.task_id, &file, read.offset, length) {
+        Ok(data) => {
+            let size = match &file {
+                SandboxFile::Stdout => std::fs::metadata(&sandbox.stdout).map(|m| m.len()).ok(),
+                SandboxFile::Stderr => std::fs::metadata(&sandbox.stderr).map(|m| m.len()).ok(),
+                SandboxFile::Root(path) => sandbox
+                    .root_dir()
+                    .and_then(|root| root.metadata(path.trim_start_matches('/')))
+                    .map(|m| m.len())
+                    .ok(),
+            };
+            reply.size = size.unwrap_or(read.offset + data.len() as u64);
+            reply.data = data;
+        }
+        Err(e) => reply.error = e.to_string(),
+    }
+    reply
+}
+
+/// Lists a directory under a task's root, never leaving it.
+fn list_dir(sandbox: &crate::Sandbox, path: &str) -> Result<Vec<v1::FileEntry>, String> {
+    let root = sandbox
+        .root_dir()
+        .map_err(|e| format!("no sandbox root: {e}"))?;
+    let rel = path.trim_start_matches('/');
+    let dir = if rel.is_empty() || rel == "." {
+        root
+    } else {
+        root.open_dir(rel)
+            .map_err(|e| format!("cannot open `{path}`: {e}"))?
+    };
+    let mut entries = Vec::new();
+    for entry in dir.entries().map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let meta = entry.metadata().map_err(|e| e.to_string())?;
+        entries.push(v1::FileEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            is_dir: meta.is_dir(),
+            size: meta.len(),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}

@@ -1,0 +1,259 @@
+//! A task's sandbox on the agent's disk:
+//!
+//! ```text
+//! <work_dir>/sandboxes/<task_id>/
+//!     root/     preopened as `/` (and the working directory) for the task
+//!     stdout    capped output, beside the root: the task cannot reach it
+//!     stderr
+//! ```
+//!
+//! Task ids are unique in the cluster, so the path is stable across agent
+//! restarts. Everything the agent itself does inside `root/` (placing
+//! inputs, reading files for operators) goes through `cap-std`, so a symlink
+//! a task planted can never make the agent touch a host file.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+/// The paths of one sandbox.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// `sandboxes/<task_id>`.
+    pub dir: PathBuf,
+    /// The task's `/`.
+    pub root: PathBuf,
+    /// The task's stdout file.
+    pub stdout: PathBuf,
+    /// The task's stderr file.
+    pub stderr: PathBuf,
+}
+
+/// A file of a sandbox that can be read from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxFile {
+    /// The task's standard output.
+    Stdout,
+    /// The task's standard error.
+    Stderr,
+    /// A file under the task's root, by relative path (`out/result.txt`).
+    Root(String),
+}
+
+impl Sandbox {
+    /// The sandbox of `task_id` under `work_dir` (not created).
+    pub fn at(work_dir: &Path, task_id: &str) -> Self {
+        let dir = work_dir.join("sandboxes").join(task_id);
+        Self {
+            root: dir.join("root"),
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+            dir,
+        }
+    }
+
+    /// Creates the directories. Fails with `AlreadyExists` if the sandbox
+    /// exists: a task id is never reused, and an old sandbox is never
+    /// silently mixed into a new task.
+    pub fn create(&self) -> io::Result<()> {
+        match std::fs::create_dir(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(self.dir.parent().unwrap_or(Path::new(".")))?;
+                std::fs::create_dir(&self.dir)?;
+            }
+            other => other?,
+        }
+        std::fs::create_dir(&self.root)
+    }
+
+    /// The root as a capability: nothing reached through it leaves it.
+    pub fn root_dir(&self) -> io::Result<Dir> {
+        Dir::open_ambient_dir(&self.root, ambient_authority())
+    }
+
+    /// Reads up to `max` bytes of `file` from `offset`. A missing stdout or
+    /// stderr reads as empty (it is created on the first write).
+    pub fn read(&self, file: &SandboxFile, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        let mut f = match file {
+            SandboxFile::Stdout | SandboxFile::Stderr => {
+                let path = if *file == SandboxFile::Stdout {
+                    &self.stdout
+                } else {
+                    &self.stderr
+                };
+                match std::fs::File::open(path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && self.dir.exists() => {
+                        return Ok(Vec::new());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            SandboxFile::Root(rel) => {
+                let rel = relative_path(rel)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                self.root_dir()?.open(rel)?.into_std()
+            }
+        };
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        f.take(max as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// Checks a task id: 1-200 characters of `[A-Za-z0-9._-]`, not `.` or `..`
+/// (it names a directory).
+pub fn check_task_id(id: &str) -> Result<(), String> {
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if id.is_empty() || id.len() > 200 || !ok_chars || id == "." || id == ".." {
+        return Err(format!(
+            "task id `{id}` must be 1-200 characters of [A-Za-z0-9._-], not `.` or `..`"
+        ));
+    }
+    Ok(())
+}
+
+/// `path` as a relative path of plain components (no `..`, no root, not
+/// empty).
+pub fn relative_path(path: &str) -> Result<PathBuf, String> {
+    let p = Path::new(path);
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => {
+                return Err(format!(
+                    "path `{path}` must be relative and must not contain `..`"
+                ));
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(format!("path `{path}` names no file"));
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` as the file `rel` under `root`, creating parents.
+pub fn place_file(root: &Dir, rel: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        root.create_dir_all(parent)?;
+    }
+    root.write(rel, bytes)
+}
+
+/// Unpacks the tar archive `bytes` into the directory `rel` under `root`.
+/// Only regular files and directories are accepted: links in an input could
+/// point anywhere.
+pub fn unpack_tar(root: &Dir, rel: &Path, bytes: &[u8]) -> io::Result<u64> {
+    root.create_dir_all(rel)?;
+    let target = root.open_dir(rel)?;
+    let mut archive = tar::Archive::new(bytes);
+    let mut files = 0;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        let path =
+            relative_path(&name).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => target.create_dir_all(&path)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    target.create_dir_all(parent)?;
+                }
+                let mut file = target.create(&path)?;
+                io::copy(&mut entry, &mut file)?;
+                files += 1;
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "tar entry `{name}` is a {other:?}: only files and directories are allowed"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Bytes of everything under `dir`, like `du --apparent-size`: file sizes,
+/// symlinks counted as themselves (never followed). Entries that vanish
+/// while walking are skipped.
+pub fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_name_one_directory() {
+        assert!(check_task_id("job-1.a_b").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(201)] {
+            assert!(check_task_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert_eq!(relative_path("in/./x").unwrap(), PathBuf::from("in/x"));
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "."] {
+            assert!(relative_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tar_inputs_unpack_files_and_refuse_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Dir::open_ambient_dir(dir.path(), ambient_authority()).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "sub/a.txt", &b"hello"[..]).unwrap();
+        let good = b.into_inner().unwrap();
+        assert_eq!(unpack_tar(&root, Path::new("in"), &good).unwrap(), 1);
+        assert_eq!(
+            std::fs::read(dir.path().join("in/sub/a.txt")).unwrap(),
+            b"hello"
+        );
+        assert_eq!(disk_usage(dir.path()), 5);
+
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "evil", "/etc").unwrap();
+        let evil = b.into_inner().unwrap();
+        let err = unpack_tar(&root, Path::new("in2"), &evil).unwrap_err();
+        assert!(
+            err.to_string().contains("only files and directories"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! One task's life on a worker: prepare (sandbox, module, inputs),
+//! instantiate, run `_start` until it ends or is stopped, report.
+//!
+//! Everything here is one future, polled by a [`worker`](crate::worker):
+//! its CPU time is what the `cpus` limit measures, and dropping it (agent
+//! shutdown) still produces a final status through the [`Reporter`].
+//! `timeout_ms` and `usage.wall_time_ms` count from instantiation (a few
+//! microseconds before RUNNING): fetching and compiling are the agent's
+//! time, not the task's, but a module's start function is the task's.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use wasmos_proto::v1::{InputKind, TaskSpec, TaskState, TaskUsage};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::artifacts::is_digest;
+use crate::cache::{Compiled, LoadError};
+use crate::executor::{ModuleSource, Shared};
+use crate::limits::MemLimiter;
+use crate::output::CappedOutput;
+use crate::sandbox::{self, Sandbox};
+use crate::status::{Outcome, Reporter};
+use crate::worker::SchedInfo;
+
+/// What a task's [`Store`] holds.
+pub struct TaskData {
+    /// The task's WASI preview 1 context.
+    pub wasi: WasiP1Ctx,
+    /// Its `mem` cap.
+    pub limiter: MemLimiter,
+}
+
+/// Why a task is asked to stop before it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A kill request.
+    Killed,
+    /// The disk monitor saw `used` bytes written, over `limit`.
+    DiskLimit {
+        /// Bytes written.
+        used: u64,
+        /// The cap.
+        limit: u64,
+    },
+}
+
+/// The executor's handle on one task.
+pub struct TaskControl {
+    /// The framework that launched it.
+    pub framework_id: String,
+    /// Where its files are.
+    pub sandbox: Sandbox,
+    /// Shared with its worker.
+    pub sched: Arc<SchedInfo>,
+    /// Its latest state.
+    pub state: Arc<Mutex<TaskState>>,
+    stop: watch::Sender<Option<Stop>>,
+}
+
+impl TaskControl {
+    /// A control for a task with `cpus`, in `sandbox`.
+    pub fn new(framework_id: String, sandbox: Sandbox, cpus: f64) -> Self {
+        Self {
+            framework_id,
+            sandbox,
+            sched: Arc::new(SchedInfo::new(cpus)),
+            state: Arc::new(Mutex::new(TaskState::Staging)),
+            stop: watch::Sender::new(None),
+        }
+    }
+
+    /// Asks the task to stop; the first reason wins. Wakes it even when it
+    /// is over its CPU rate.
+    pub fn request_stop(&self, why: Stop) {
+        self.sched.stopping.store(true, Ordering::Relaxed);
+        self.stop.send_if_modified(|cur| {
+            if cur.is_none() {
+                *cur = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn stopped(&self) -> impl Future<Output = Stop> + use<> {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let stop = rx.wait_for(Option::is_some).await.ok().and_then(|s| *s);
+            match stop {
+                Some(stop) => stop,
+                // The control (and its sender) outlives the task future.
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// Everything one launch needs.
+pub struct Launch {
+    pub spec: TaskSpec,
+    pub module: ModuleSource,
+    pub reporter: Reporter,
+    pub control: Arc<TaskControl>,
+    pub shared: Arc<Shared>,
+}
+
+/// Runs a task to its end and sends its statuses.
+pub async fn run(launch: Launch) {
+    let Launch {
+        spec,
+        module,
+        mut reporter,
+        control,
+        shared,
+    } = launch;
+    reporter.progress(TaskState::Starting, "");
+    let prepared = tokio::select! {
+        biased;
+        stop = control.stopped() => Err(stop_outcome(stop)),
+        r = prepare(&spec, module, &control, &shared) => r,
+    };
+    let compiled = match prepared {
+        Ok(c) => c,
+        Err(outcome) => {
+            let usage = TaskUsage {
+                cpu_time_ms: control.sched.cpu_ns.load(Ordering::Relaxed) / 1_000_000,
+                ..TaskUsage::default()
+            };
+            reporter.finish(&outcome, usage);
+            return;
+        }
+    };
+    let (outcome, usage) = execute(&spec, &compiled, &control, &shared, &mut reporter).await;
+    reporter.finish(&outcome, usage);
+}
+
+fn stop_outcome(stop: Stop) -> Outcome {
+    match stop {
+        Stop::Killed => Outcome::Killed,
+        Stop::DiskLimit { used, limit } => Outcome::DiskLimit { used, limit },
+    }
+}
+
+/// Validates the spec, creates the sandbox, loads the module and places
+/// the inputs.
+async fn prepare(
+    spec: &TaskSpec,
+    module: ModuleSource,
+    control: &TaskControl,
+    shared: &Shared,
+) -> Result<Arc<Compiled>, Outcome> {
+    let resources = spec.resources.unwrap_or_default();
+    if !(resources.cpus.is_finite() && resources.cpus > 0.0) {
+        return Err(Outcome::InvalidTask(format!(
+            "cpus must be a positive number, got {}",
+            resources.cpus
+        )));
+    }
+    if resources.mem == 0 {
+        return Err(Outcome::InvalidTask("mem must be positive".into()));
+    }
+    let mut inputs = Vec::with_capacity(spec.inputs.len());
+    for input in &spec.inputs {
+        let rel = sandbox::relative_path(&input.path)
+            .map_err(|e| Outcome::InvalidTask(format!("input {e}")))?;
+        if !is_digest(&input.artifact) {
+            return Err(Outcome::InvalidTask(format!(
+                "input `{}` names artifact `{}`, which is not a sha256 digest",
+                input.path, input.artifact
+            )));
+        }
+        inputs.push((rel, input));
+    }
+    control.sandbox.create().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Outcome::InvalidTask(format!(
+                "a sandbox for this task id already exists at {}: task ids are never reused",
+                control.sandbox.dir.display()
+            ))
+        } else {
+            Outcome::AgentError(format!(
+                "cannot create sandbox {}: {e}",
+                control.sandbox.dir.display()
+            ))
+        }
+    })?;
+
+    let compiled = shared
+        .load_module(&spec.artifact, module)
+        .await
+        .map_err(|e| match e {
+            LoadError::Invalid(msg) => Outcome::InvalidModule(msg),
+            LoadError::Unavailable(msg) => Outcome::ArtifactUnavailable(msg),
+        })?;
+
+    if !inputs.is_empty() {
+        let root = control
+            .sandbox
+            .root_dir()
+            .map_err(|e| Outcome::AgentError(format!("cannot open sandbox root: {e}")))?;
+        for (rel, input) in inputs {
+            let bytes = shared.fetch_verified(&input.artifact).await.map_err(|e| {
+                Outcome::ArtifactUnavailable(format!("input `{}`: {e}", input.path))
+            })?;
+            let placed = match input.kind() {
+                InputKind::File => sandbox::place_file(&root, &rel, &bytes),
+                InputKind::TarDirectory => sandbox::unpack_tar(&root, &rel, &bytes).map(|_| ()),
+            };
+            placed.map_err(|e| {
+                Outcome::InvalidTask(format!("input `{}` cannot be placed: {e}", input.path))
+            })?;
+        }
+    }
+    Ok(compiled)
+}
+
+enum Ended {
+    Stopped(Stop),
+    TimedOut,
+    Returned(wasmtime::Result<()>),
+}
+
+/// Instantiates and runs `_start`; returns how it ended and what it used.
+async fn execute(
+    spec: &TaskSpec,
+    compiled: &Compiled,
+    control: &Arc<TaskControl>,
+    shared: &Shared,
+    reporter: &mut Reporter,
+) -> (Outcome, TaskUsage) {
+    let resources = spec.resources.unwrap_or_default();
+    let sandbox = &control.sandbox;
+    let stdout = CappedOutput::new(sandbox.stdout.clone(), shared.config.output_cap);
+    let stderr = CappedOutput::new(sandbox.stderr.clone(), shared.config.output_cap);
+    let mut usage = TaskUsage::default();
+
+    let outcome = 'run: {
+        let name = if spec.name.is_empty() {
+            &spec.task_id
+        } else {
+            &spec.name
+        };
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.arg(name)
+            .args(&spec.args)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        for var in &spec.env {
+            wasi.env(&var.name, &var.value);
+        }
+        wasi.initial_cwd("/");
+        if let Err(e) = wasi.preopened_dir(&sandbox.root, "/", FsPerms::ReadWrite) {
+            break 'run Outcome::AgentError(format!("cannot open sandbox root: {e:#}"));
+        }
+        let data = TaskData {
+            wasi: wasi.build_p1(),
+            limiter: MemLimiter::new(resources.mem),
+        };
+        let mut store = Store::new(&shared.engine, data);
+        store.limiter(|d| &mut d.limiter);
+        let fuel = if spec.max_fuel > 0 {
+            spec.max_fuel
+        } else {
+            u64::MAX
+        };
+        let setup = store
+            .set_fuel(fuel)
+            .and_then(|()| {
+                store.fuel_async_yield_interval(Some(shared.config.fuel_yield_interval.max(1)))
+            })
+            .and_then(|()| store.get_fuel());
+        let initial_fuel = match setup {
+            Ok(f) => f,
+            Err(e) => break 'run Outcome::AgentError(format!("cannot configure fuel: {e:#}")),
+        };
+        // A fresh root holds only the inputs: nothing to measure without any.
+        let baseline = if spec.inputs.is_empty() {
+            0
+        } else {
+            sandbox::disk_usage(&sandbox.root)
+        };
+        let _watch = shared
+            .disk
+            .watch(sandbox.root.clone(), baseline, resources.disk, {
+                let control = Arc::downgrade(control);
+                let limit = resources.disk;
+                Box::new(move |used| {
+                    if let Some(c) = control.upgrade() {
+                        c.request_stop(Stop::DiskLimit { used, limit });
+                    }
+                })
+            });
+
+        // Instantiation is inside the race too: a module's start function
+        // runs during it and may loop as well as `_start` can.
+        let started = Instant::now();
+        let run = async {
+            let instance = compiled.pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            reporter.progress(TaskState::Running, "");
+            start.call_async(&mut store, ()).await
+        };
+        let deadline = async {
+            match spec.timeout_ms {
+                0 => std::future::pending().await,
+                ms => tokio::time::sleep(Duration::from_millis(ms)).await,
+            }
+        };
+        let ended = tokio::select! {
+            biased;
+            stop = control.stopped() => Ended::Stopped(stop),
+            () = deadline => Ended::TimedOut,
+            r = run => Ended::Returned(r),
+        };
+        usage.wall_time_ms = started.elapsed().as_millis() as u64;
+        usage.fuel_consumed = initial_fuel.saturating_sub(store.get_fuel().unwrap_or(initial_fuel));
+        usage.peak_mem = store.data().limiter.peak_memory();
+        match ended {
+            Ended::Stopped(stop) => stop_outcome(stop),
+            Ended::TimedOut => Outcome::Timeout(spec.timeout_ms),
+            Ended::Returned(Ok(())) => Outcome::Finished,
+            Ended::Returned(Err(e)) => classify(e, &store, spec.max_fuel),
+        }
+    };
+
+    let (out, err) = (stdout.usage(), stderr.usage());
+    usage.stdout_bytes = out.bytes;
+    usage.stdout_truncated = out.truncated;
+    usage.stderr_bytes = err.bytes;
+    usage.stderr_truncated = err.truncated;
+    usage.disk_bytes = sandbox::disk_usage(&sandbox.root);
+    usage.cpu_time_ms = control.sched.cpu_ns.load(Ordering::Relaxed) / 1_000_000;
+    (outcome, usage)
+}
+
+/// Turns an error from instantiation or `_start` into an outcome.
+fn classify(err: wasmtime::Error, store: &Store<TaskData>, max_fuel: u64) -> Outcome {
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return match exit.0 {
+            0 => Outcome::Finished,
+            code => Outcome::ExitNonzero(code),
+        };
+    }
+    if let Some(limit) = store.data().limiter.exceeded() {
+        return Outcome::MemoryLimit(limit.to_string());
+    }
+    if err.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+        return Outcome::OutOfFuel(max_fuel);
+    }
+    if err.downcast_ref::<Trap>().is_some() {
+        return Outcome::Trap(format!("{err:?}"));
+    }
+    Outcome::AgentError(format!("{err:#}"))
+}

@@ -1,0 +1,86 @@
+//! Is a compiled module a WASI preview 1 command? Checked before any task
+//! runs it, so that a bad module is an `ERROR`/`REASON_INVALID_MODULE` with a
+//! message that names the problem, never a trap halfway through.
+
+use wasmtime::{ExternType, Module};
+
+/// The only import module a task may use.
+pub const WASI_P1: &str = "wasi_snapshot_preview1";
+
+/// Checks that `module` exports `_start: [] -> []` and imports only
+/// functions of WASI preview 1 that `is_wasi_function` knows. Returns why
+/// not, in one sentence.
+pub fn check_command(
+    module: &Module,
+    is_wasi_function: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    for import in module.imports() {
+        let (m, name) = (import.module(), import.name());
+        if m != WASI_P1 {
+            return Err(format!(
+                "the module imports `{m}::{name}`, which is not WASI preview 1 \
+                 (only `{WASI_P1}` imports are provided)"
+            ));
+        }
+        if !matches!(import.ty(), ExternType::Func(_)) || !is_wasi_function(name) {
+            return Err(format!(
+                "the module imports `{m}::{name}`, which WASI preview 1 does not define"
+            ));
+        }
+    }
+    match module.get_export("_start") {
+        Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
+        Some(_) => Err("the module's `_start` export is not a function `[] -> []`".into()),
+        None => Err("the module has no `_start` export: it is not a WASI command".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::Engine;
+
+    fn module(wat: &str) -> Module {
+        Module::new(&Engine::default(), wat).unwrap()
+    }
+
+    #[test]
+    fn accepts_a_command_with_wasi_imports() {
+        let m = module(
+            r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (func (export "_start")))"#,
+        );
+        assert_eq!(check_command(&m, |n| n == "proc_exit"), Ok(()));
+    }
+
+    #[test]
+    fn names_a_foreign_import() {
+        let m = module(r#"(module (import "env" "now" (func)) (func (export "_start")))"#);
+        let err = check_command(&m, |_| true).unwrap_err();
+        assert!(err.contains("`env::now`"), "{err}");
+    }
+
+    #[test]
+    fn names_an_unknown_wasi_function() {
+        let m = module(
+            r#"(module (import "wasi_snapshot_preview1" "teleport" (func)) (func (export "_start")))"#,
+        );
+        let err = check_command(&m, |n| n == "fd_write").unwrap_err();
+        assert!(
+            err.contains("teleport") && err.contains("does not define"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn requires_start() {
+        let err = check_command(&module("(module)"), |_| true).unwrap_err();
+        assert!(err.contains("_start"), "{err}");
+        let err = check_command(
+            &module(r#"(module (func (export "_start") (param i32)))"#),
+            |_| true,
+        )
+        .unwrap_err();
+        assert!(err.contains("[] -> []"), "{err}");
+    }
+}

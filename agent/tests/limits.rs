@@ -1,0 +1,217 @@
+//! mem, max_fuel, timeout and kill.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use wasmos_proto::v1::{Reason, TaskState};
+
+#[test]
+fn memory_grow_past_the_cap_traps_at_once() {
+    let h = Harness::new();
+    let mut s = spec("hog", &["64"]);
+    s.resources.as_mut().unwrap().mem = 16 << 20;
+    let end = h.run(s, guest("memhog")).pop().unwrap();
+    assert_eq!(
+        (end.state(), end.reason()),
+        (TaskState::Failed, Reason::MemoryLimit),
+        "{}",
+        end.message
+    );
+    assert!(end.message.contains("16777216"), "{}", end.message);
+    let usage = end.usage.unwrap();
+    assert!(
+        usage.peak_mem <= 16 << 20 && usage.peak_mem > 8 << 20,
+        "{usage:?}"
+    );
+    // It got partway before the cap.
+    assert!(
+        h.stdout("hog").contains("holding 8 MiB"),
+        "{}",
+        h.stdout("hog")
+    );
+
+    // The same guest under a larger cap finishes.
+    let mut s = spec("hog-ok", &["64"]);
+    s.resources.as_mut().unwrap().mem = 128 << 20;
+    let end = h.run(s, guest("memhog")).pop().unwrap();
+    assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
+    assert!(end.usage.unwrap().peak_mem >= 64 << 20);
+}
+
+#[test]
+fn a_refused_grow_never_returns_minus_one() {
+    let h = Harness::new();
+    let mut s = spec("grow", &[]);
+    s.resources.as_mut().unwrap().mem = 1 << 20;
+    let end = h.run(s, fixture("grow")).pop().unwrap();
+    // Exit 42 would mean the guest saw -1 from memory.grow.
+    assert_eq!(end.reason(), Reason::MemoryLimit, "{}", end.message);
+    assert_eq!(end.usage.unwrap().peak_mem, 1 << 20);
+}
+
+#[test]
+fn initial_memory_above_the_cap_refuses_the_start() {
+    let h = Harness::new();
+    let mut s = spec("big", &[]);
+    s.resources.as_mut().unwrap().mem = 1 << 20;
+    let statuses = h.run(s, fixture("big_memory"));
+    assert_eq!(
+        states(&statuses),
+        [TaskState::Starting, TaskState::Failed],
+        "never RUNNING"
+    );
+    let end = statuses.last().unwrap();
+    assert_eq!(end.reason(), Reason::MemoryLimit);
+    assert!(end.message.contains("initial memory"), "{}", end.message);
+}
+
+#[test]
+fn max_fuel_is_a_budget() {
+    let h = Harness::new();
+    let mut s = spec("fuel-spin", &[]);
+    s.max_fuel = 20_000_000;
+    let end = h.run(s, fixture("spin")).pop().unwrap();
+    assert_eq!(
+        (end.state(), end.reason()),
+        (TaskState::Failed, Reason::OutOfFuel),
+        "{}",
+        end.message
+    );
+    assert_eq!(end.usage.unwrap().fuel_consumed, 20_000_000);
+
+    let mut s = spec("fuel-primes", &["10000000"]);
+    s.max_fuel = 5_000_000;
+    let end = h.run(s, guest("primes")).pop().unwrap();
+    assert_eq!(end.reason(), Reason::OutOfFuel);
+
+    // Enough fuel: finishes, and reports what it used (under the budget).
+    let mut s = spec("fuel-enough", &["1000"]);
+    s.max_fuel = 50_000_000;
+    let end = h.run(s, guest("primes")).pop().unwrap();
+    assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
+    let used = end.usage.unwrap().fuel_consumed;
+    assert!(used > 10_000 && used < 50_000_000, "{used}");
+    assert_eq!(h.stdout("fuel-enough"), "primes below 1000: 168\n");
+}
+
+#[test]
+fn timeouts_stop_busy_and_idle_tasks() {
+    let h = Harness::new();
+    for (id, module, args) in [
+        ("timeout-spin", fixture("spin"), vec![]),
+        ("timeout-sleep", guest("sleeper"), vec!["60000"]),
+    ] {
+        let mut s = spec(id, &args);
+        s.timeout_ms = 300;
+        let t = Instant::now();
+        let end = h.run(s, module).pop().unwrap();
+        assert_eq!(
+            (end.state(), end.reason()),
+            (TaskState::Failed, Reason::Timeout),
+            "{id}"
+        );
+        let wall = end.usage.unwrap().wall_time_ms;
+        assert!((300..2_000).contains(&wall), "{id}: {wall} ms");
+        assert!(t.elapsed() < Duration::from_secs(20), "{id}");
+    }
+    // A task that ends before its timeout is not affected.
+    let mut s = spec("timeout-ok", &["50"]);
+    s.timeout_ms = 30_000;
+    let end = h.run(s, guest("sleeper")).pop().unwrap();
+    assert_eq!(end.state(), TaskState::Finished);
+    assert_eq!(h.stdout("timeout-ok"), "slept 50\n");
+}
+
+#[test]
+fn kill_stops_a_tight_loop_within_100ms() {
+    let h = Harness::new();
+    for (id, module, args) in [
+        ("kill-spin", fixture("spin"), vec![]),
+        ("kill-primes", guest("primes"), vec!["100000000"]),
+        ("kill-sleep", guest("sleeper"), vec!["60000"]),
+    ] {
+        let mut rx = h.launch(spec(id, &args), module);
+        assert_eq!(
+            next(&mut rx, Duration::from_secs(30)).state(),
+            TaskState::Starting
+        );
+        assert_eq!(
+            next(&mut rx, Duration::from_secs(30)).state(),
+            TaskState::Running
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        let t = Instant::now();
+        h.executor.kill(id).unwrap();
+        let end = next(&mut rx, Duration::from_secs(10));
+        let latency = t.elapsed();
+        assert_eq!(
+            (end.state(), end.reason()),
+            (TaskState::Killed, Reason::Killed),
+            "{id}"
+        );
+        assert!(
+            latency < Duration::from_millis(100),
+            "{id}: kill took {latency:?}"
+        );
+        let usage = end.usage.unwrap();
+        assert!(usage.wall_time_ms >= 140, "{id}: {usage:?}");
+        if id != "kill-sleep" {
+            assert!(usage.fuel_consumed > 1_000_000, "{id}: {usage:?}");
+            assert!(usage.cpu_time_ms > 20, "{id}: {usage:?}");
+        }
+    }
+}
+
+#[test]
+fn kill_during_a_throttled_run_is_immediate() {
+    // A cpus=0.1 task spends most of its time waiting for its share; a kill
+    // must not wait for the share to come back.
+    let h = Harness::with(|c| c.cpus(1.0));
+    let mut s = spec("kill-throttled", &[]);
+    s.resources.as_mut().unwrap().cpus = 0.1;
+    let mut rx = h.launch(s, fixture("spin"));
+    next(&mut rx, Duration::from_secs(30));
+    next(&mut rx, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    h.executor.kill("kill-throttled").unwrap();
+    let end = next(&mut rx, Duration::from_secs(10));
+    assert_eq!(end.state(), TaskState::Killed);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_start_function_that_never_returns_can_be_stopped() {
+    let h = Harness::new();
+    let mut s = spec("start-timeout", &[]);
+    s.timeout_ms = 300;
+    let statuses = h.run(s, fixture("start_spin"));
+    assert_eq!(
+        states(&statuses),
+        [TaskState::Starting, TaskState::Failed],
+        "never RUNNING"
+    );
+    assert_eq!(statuses.last().unwrap().reason(), Reason::Timeout);
+
+    let mut rx = h.launch(spec("start-kill", &[]), fixture("start_spin"));
+    assert_eq!(
+        next(&mut rx, Duration::from_secs(30)).state(),
+        TaskState::Starting
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    h.executor.kill("start-kill").unwrap();
+    let end = next(&mut rx, Duration::from_secs(10));
+    assert_eq!(end.state(), TaskState::Killed);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(end.usage.unwrap().fuel_consumed > 1_000_000);
+}

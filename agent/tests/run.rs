@@ -1,0 +1,308 @@
+//! Basic outcomes: FINISHED, EXIT_NONZERO, TRAP, INVALID_MODULE, what a task
+//! sees (args, env, cwd, stdin) and its stdout/stderr files.
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use wasmos_agent::{LaunchError, SandboxFile};
+use wasmos_proto::v1::{Reason, TaskState};
+
+#[test]
+fn hello_sees_exactly_its_args_and_env() {
+    let h = Harness::new();
+    // The test process has PATH, HOME, ...: the exact output below shows
+    // that none of it reaches the task.
+    assert!(std::env::var_os("PATH").is_some());
+    let mut s = spec("hello-1", &["one", "two words"]);
+    s.name = "greeter".into();
+    s.env = env(&[("COLOR", "blue"), ("EMPTY", "")]);
+    let statuses = h.run(s, guest("hello"));
+    assert_eq!(
+        states(&statuses),
+        [TaskState::Starting, TaskState::Running, TaskState::Finished],
+        "{statuses:#?}"
+    );
+    let end = statuses.last().unwrap();
+    assert_eq!(end.exit_code, Some(0));
+    assert_eq!(end.task_id, "hello-1");
+    assert_eq!(end.framework_id, "fw-test");
+    let out = h.stdout("hello-1");
+    assert_eq!(
+        out,
+        "argv[0]=greeter\nargv[1]=one\nargv[2]=two words\nenv COLOR=blue\nenv EMPTY=\ncwd=/\n"
+    );
+    let err = h
+        .executor
+        .read("hello-1", &SandboxFile::Stderr, 0, 1000)
+        .unwrap();
+    assert_eq!(err, b"hello on stderr\n");
+    let usage = end.usage.unwrap();
+    assert_eq!(usage.stdout_bytes, out.len() as u64);
+    assert_eq!(usage.stderr_bytes, 16);
+    assert!(!usage.stdout_truncated);
+    assert!(usage.fuel_consumed > 1000, "{usage:?}");
+    assert!(usage.peak_mem >= 64 << 10, "{usage:?}");
+    // Every status has its own 16-byte uuid.
+    let mut uuids: Vec<_> = statuses.iter().map(|s| s.uuid.clone()).collect();
+    assert!(uuids.iter().all(|u| u.len() == 16));
+    uuids.dedup();
+    assert_eq!(uuids.len(), 3);
+}
+
+#[test]
+fn stdin_is_empty() {
+    let h = Harness::new();
+    let end = h
+        .run(spec("stdin", &[]), fixture("stdin_empty"))
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (end.state(), end.exit_code),
+        (TaskState::Finished, Some(0)),
+        "{}",
+        end.message
+    );
+}
+
+#[test]
+fn argv0_defaults_to_the_task_id() {
+    let h = Harness::new();
+    let statuses = h.run(spec("unnamed-7", &[]), guest("hello"));
+    assert_eq!(statuses.last().unwrap().state(), TaskState::Finished);
+    assert!(h.stdout("unnamed-7").starts_with("argv[0]=unnamed-7\n"));
+}
+
+#[test]
+fn wat_modules_run_too() {
+    let h = Harness::new();
+    let statuses = h.run(spec("hi-wat", &[]), fixture("hi"));
+    assert_eq!(statuses.last().unwrap().state(), TaskState::Finished);
+    assert_eq!(h.stdout("hi-wat"), "hi");
+}
+
+#[test]
+fn nonzero_exit_fails_with_the_code() {
+    let h = Harness::new();
+    let end = h
+        .run(spec("exit-42", &["42"]), guest("exitcode"))
+        .pop()
+        .unwrap();
+    assert_eq!(end.state(), TaskState::Failed);
+    assert_eq!(end.reason(), Reason::ExitNonzero);
+    assert_eq!(end.exit_code, Some(42));
+    assert!(end.message.contains("42"), "{}", end.message);
+    assert_eq!(h.stdout("exit-42"), "exiting with 42\n");
+
+    let end = h.run(spec("exit-7", &[]), fixture("exit7")).pop().unwrap();
+    assert_eq!(
+        (end.reason(), end.exit_code),
+        (Reason::ExitNonzero, Some(7))
+    );
+
+    let end = h
+        .run(spec("exit-0", &["0"]), guest("exitcode"))
+        .pop()
+        .unwrap();
+    assert_eq!((end.state(), end.exit_code), (TaskState::Finished, Some(0)));
+}
+
+#[test]
+fn traps_fail_with_a_wasm_backtrace() {
+    let h = Harness::new();
+    let end = h.run(spec("trap-rust", &[]), guest("trap")).pop().unwrap();
+    assert_eq!(end.state(), TaskState::Failed);
+    assert_eq!(end.reason(), Reason::Trap);
+    assert!(end.message.contains("unreachable"), "{}", end.message);
+    assert!(
+        end.message.contains("innermost"),
+        "no backtrace: {}",
+        end.message
+    );
+    assert_eq!(end.exit_code, None);
+
+    let end = h.run(spec("trap-wat", &[]), fixture("trap")).pop().unwrap();
+    assert_eq!(end.reason(), Reason::Trap);
+    assert!(end.message.contains("deep_failure"), "{}", end.message);
+}
+
+#[test]
+fn invalid_modules_are_errors_that_name_the_problem() {
+    let h = Harness::new();
+    let cases: Vec<(&str, Arc<[u8]>, &str)> = vec![
+        (
+            "garbage",
+            Arc::from(&b"\0asm\x01\0\0\0\xff\xff"[..]),
+            "not a valid wasm module",
+        ),
+        (
+            "not-wasm",
+            Arc::from(&b"#!/bin/sh\necho hi\n"[..]),
+            "not a valid wasm module",
+        ),
+        (
+            "invalid",
+            Arc::from(&br#"(module (func (export "_start") (result i32)))"#[..]),
+            "not a valid wasm module",
+        ),
+        ("foreign", fixture("foreign_import"), "env::host_clock"),
+        ("no-start", fixture("no_start"), "_start"),
+    ];
+    for (id, bytes, needle) in cases {
+        let statuses = h.run(spec(id, &[]), bytes);
+        assert_eq!(
+            states(&statuses),
+            [TaskState::Starting, TaskState::Error],
+            "{id}"
+        );
+        let end = statuses.last().unwrap();
+        assert_eq!(end.reason(), Reason::InvalidModule, "{id}");
+        assert!(end.message.contains(needle), "{id}: {}", end.message);
+    }
+}
+
+#[test]
+fn invalid_specs_are_errors_and_ids_are_never_reused() {
+    let h = Harness::new();
+    let mut s = spec("no-mem", &[]);
+    s.resources.as_mut().unwrap().mem = 0;
+    let end = h.run(s, fixture("hi")).pop().unwrap();
+    assert_eq!(
+        (end.state(), end.reason()),
+        (TaskState::Error, Reason::InvalidTask)
+    );
+
+    let mut s = spec("bad-cpus", &[]);
+    s.resources.as_mut().unwrap().cpus = f64::NAN;
+    let end = h.run(s, fixture("hi")).pop().unwrap();
+    assert_eq!(end.reason(), Reason::InvalidTask);
+
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let err = h
+        .executor
+        .launch(
+            "fw",
+            spec("../escape", &[]),
+            wasmos_agent::ModuleSource::Bytes(fixture("hi")),
+            tx.clone(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, LaunchError::InvalidId(_)), "{err}");
+
+    h.run(spec("once", &[]), fixture("hi"));
+    let err = h
+        .executor
+        .launch(
+            "fw",
+            spec("once", &[]),
+            wasmos_agent::ModuleSource::Bytes(fixture("hi")),
+            tx,
+        )
+        .unwrap_err();
+    assert!(matches!(err, LaunchError::Duplicate(_)), "{err}");
+
+    // A new executor on the same work dir finds the old sandbox: ERROR, and
+    // the old output is untouched.
+    let again =
+        wasmos_agent::Executor::new(wasmos_agent::ExecutorConfig::new(h.dir.path().join("work")))
+            .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    again
+        .launch(
+            "fw",
+            spec("once", &[]),
+            wasmos_agent::ModuleSource::Bytes(fixture("exit7")),
+            tx,
+        )
+        .unwrap();
+    let end = collect(rx, Duration::from_secs(30)).pop().unwrap();
+    assert_eq!(
+        (end.state(), end.reason()),
+        (TaskState::Error, Reason::InvalidTask)
+    );
+    assert!(end.message.contains("already exists"), "{}", end.message);
+    assert_eq!(
+        again.read("once", &SandboxFile::Stdout, 0, 100).unwrap(),
+        b"hi"
+    );
+}
+
+#[test]
+fn output_past_the_cap_is_dropped_not_fatal() {
+    let h = Harness::with(|c| c.output_cap(40));
+    let end = h
+        .run(spec("chatty", &["a", "b", "c", "d"]), guest("hello"))
+        .pop()
+        .unwrap();
+    assert_eq!(end.state(), TaskState::Finished);
+    let usage = end.usage.unwrap();
+    assert!(usage.stdout_truncated);
+    assert!(usage.stdout_bytes > 40, "{usage:?}");
+    assert_eq!(h.stdout("chatty").len(), 40);
+    assert_eq!(
+        h.stdout("chatty"),
+        "argv[0]=chatty\nargv[1]=a\nargv[2]=b\nargv["[..40].to_string()
+    );
+}
+
+#[test]
+fn output_is_readable_while_the_task_runs() {
+    let h = Harness::new();
+    let mut rx = h.launch(spec("ticker", &[]), fixture("tick"));
+    assert_eq!(
+        next(&mut rx, Duration::from_secs(30)).state(),
+        TaskState::Starting
+    );
+    assert_eq!(
+        next(&mut rx, Duration::from_secs(30)).state(),
+        TaskState::Running
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.stdout("ticker").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no output while running"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(h.stdout("ticker"), "tick\n");
+    assert_eq!(h.executor.running_tasks(), ["ticker"]);
+    assert_eq!(h.executor.state("ticker"), Some(TaskState::Running));
+    h.executor.kill("ticker").unwrap();
+    let end = collect(rx, Duration::from_secs(10)).pop().unwrap();
+    assert_eq!(end.state(), TaskState::Killed);
+    assert_eq!(h.stdout("ticker"), "tick\n", "still readable after the end");
+    assert!(h.executor.kill("ticker").is_err(), "already ended");
+}
+
+#[test]
+fn a_failing_task_does_not_harm_its_neighbours() {
+    let h = Harness::new();
+    let receivers: Vec<_> = (0..6)
+        .map(|i| {
+            let (id, module) = match i % 3 {
+                0 => (format!("n-trap-{i}"), fixture("trap")),
+                1 => (format!("n-grow-{i}"), fixture("grow")),
+                _ => (format!("n-ok-{i}"), guest("hello")),
+            };
+            let mut s = spec(&id, &[]);
+            s.resources.as_mut().unwrap().mem = 4 << 20;
+            (id, h.launch(s, module))
+        })
+        .collect();
+    for (id, rx) in receivers {
+        let end = collect(rx, Duration::from_secs(60)).pop().unwrap();
+        let expected = if id.contains("trap") {
+            Reason::Trap
+        } else if id.contains("grow") {
+            Reason::MemoryLimit
+        } else {
+            Reason::Unspecified
+        };
+        assert_eq!(end.reason(), expected, "{id}: {}", end.message);
+    }
+    // The executor still works.
+    let end = h.run(spec("after", &[]), fixture("hi")).pop().unwrap();
+    assert_eq!(end.state(), TaskState::Finished);
+}

@@ -1,0 +1,216 @@
+//! The connection to a master, and artifact uploads.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tonic::transport::{Channel, Endpoint};
+use wasmos_proto::v1;
+use wasmos_proto::v1::artifacts_client::ArtifactsClient;
+use wasmos_proto::v1::scheduler_client::SchedulerClient;
+
+use crate::error::{Error, Result};
+use crate::scheduler::{Events, FrameworkConfig, Scheduler};
+
+/// Size of each `Upload` chunk: well under gRPC's 4 MiB message limit, large
+/// enough that a 100 MiB module takes only a hundred messages.
+pub const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// A connection to one master.
+///
+/// Cheap to clone: clones share one HTTP/2 connection, which reconnects by
+/// itself after a network error. Create one per master and pass it around.
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+    url: String,
+}
+
+/// What [`Client::upload`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The artifact's name: the sha256 of its bytes, lowercase hex. Use it as
+    /// a task's `artifact` or an input's `artifact`.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// True when the master already had these bytes and nothing was sent.
+    pub already_present: bool,
+}
+
+impl Client {
+    /// Connects to the master at `url` (`http://127.0.0.1:5050`).
+    ///
+    /// Fails at once when nothing listens there, so a typo in a URL shows up
+    /// before any work is done.
+    pub async fn connect(url: impl Into<String>) -> Result<Client> {
+        let url = url.into();
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::InvalidUrl {
+                url: url.clone(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
+            url: url.clone(),
+            source,
+        })?;
+        Ok(Client { channel, url })
+    }
+
+    /// Wraps an existing tonic channel (custom TLS, timeouts, interceptors).
+    pub fn from_channel(channel: Channel, url: impl Into<String>) -> Client {
+        Client {
+            channel,
+            url: url.into(),
+        }
+    }
+
+    /// The URL this client was created with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The underlying channel, to call services the SDK does not wrap
+    /// (e.g. `Operator`).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub(crate) fn scheduler_client(&self) -> SchedulerClient<Channel> {
+        SchedulerClient::new(self.channel.clone())
+    }
+
+    /// Registers a new framework and starts its session. See [`Scheduler`].
+    pub async fn subscribe(&self, config: FrameworkConfig) -> Result<(Scheduler, Events)> {
+        Scheduler::subscribe(self.clone(), config).await
+    }
+
+    /// Uploads a module or input file and returns its digest.
+    ///
+    /// `bytes` may be a wasm binary, any other file, or WebAssembly text
+    /// (`.wat`), which is compiled to a binary first so users can pass either.
+    /// Asks the master first (`Stat`) and skips the upload when it already
+    /// has these bytes.
+    pub async fn upload(&self, bytes: impl AsRef<[u8]>) -> Result<Uploaded> {
+        let bytes = module_bytes(bytes.as_ref())?;
+        let digest = digest_of(&bytes);
+        self.upload_expecting(&bytes, &digest).await
+    }
+
+    /// Uploads bytes exactly as they are (no `.wat` detection): for input
+    /// files that might look like WebAssembly text.
+    pub async fn upload_raw(&self, bytes: &[u8]) -> Result<Uploaded> {
+        self.upload_expecting(bytes, &digest_of(bytes)).await
+    }
+
+    /// Uploads `bytes` that must hash to `expected` (lowercase hex sha256),
+    /// e.g. a digest recorded in a manifest. The master verifies the bytes
+    /// and refuses a mismatch with `InvalidArgument`, so a corrupt copy never
+    /// gets stored under a name that is not its own. Bytes are sent as they
+    /// are (no `.wat` conversion).
+    pub async fn upload_expecting(&self, bytes: &[u8], expected: &str) -> Result<Uploaded> {
+        let mut artifacts = ArtifactsClient::new(self.channel.clone());
+        match artifacts
+            .stat(v1::StatRequest {
+                digest: expected.to_string(),
+            })
+            .await
+        {
+            Ok(info) => {
+                let info = info.into_inner();
+                return Ok(Uploaded {
+                    digest: info.digest,
+                    size: info.size,
+                    already_present: true,
+                });
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => return Err(Error::rpc("Stat")(status)),
+        }
+        let mut chunks: Vec<v1::UploadChunk> = bytes
+            .chunks(UPLOAD_CHUNK)
+            .map(|data| v1::UploadChunk {
+                digest: String::new(),
+                data: data.to_vec(),
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(v1::UploadChunk::default());
+        }
+        chunks[0].digest = expected.to_string();
+        let info = artifacts
+            .upload(tokio_stream::iter(chunks))
+            .await
+            .map_err(Error::rpc("Upload"))?
+            .into_inner();
+        Ok(Uploaded {
+            digest: info.digest,
+            size: info.size,
+            already_present: false,
+        })
+    }
+}
+
+/// The sha256 of `bytes` as lowercase hex: the name the master gives them.
+pub fn digest_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Turns WebAssembly text into a binary; passes anything else through.
+///
+/// Bytes that start with the wasm magic number, or that are not UTF-8 text,
+/// are returned unchanged. Text whose first form (after `;;` comments) is a
+/// parenthesised S-expression and that parses as `.wat` is compiled. Other
+/// text is returned unchanged (it may be an input file), unless it clearly
+/// tries to be a module (starts with `(module` or `(component`), in which
+/// case the parse error is returned so a typo is not uploaded as data. To
+/// upload bytes exactly as they are, use [`Client::upload_raw`].
+pub fn module_bytes(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    if bytes.starts_with(b"\0asm") {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(Cow::Borrowed(bytes));
+    };
+    let body = strip_wat_comments(text);
+    if !body.starts_with('(') {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    match wat::parse_str(text) {
+        Ok(binary) => Ok(Cow::Owned(binary)),
+        Err(e) if body.starts_with("(module") || body.starts_with("(component") => {
+            Err(Error::Wat(e.to_string()))
+        }
+        Err(_) => Ok(Cow::Borrowed(bytes)),
+    }
+}
+
+/// The text after leading whitespace and `;;` line comments.
+fn strip_wat_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        match text.strip_prefix(";;") {
+            Some(rest) => text = rest.split_once('\n').map_or("", |(_, r)| r),
+            None => return text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wat_is_compiled_binary_and_data_pass_through() {
+        let wasm = module_bytes(b";; hi\n(module)").unwrap();
+        assert!(wasm.starts_with(b"\0asm"));
+        assert_eq!(&*module_bytes(&wasm).unwrap(), &*wasm);
+        assert_eq!(&*module_bytes(b"plain data").unwrap(), b"plain data");
+        assert!(module_bytes(b"(module (func $f (bogus)))").is_err());
+    }
+}

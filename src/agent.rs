@@ -1,0 +1,154 @@
+//! `wasmos agent`: runs tasks for a master. Dials out; listens on nothing
+//! unless `--http` opens a local port for `/state` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use wasmos_agent::link::{Agent, AgentConfig};
+use wasmos_agent::{Executor, ExecutorConfig};
+use wasmos_master::Resources;
+use wasmos_proto::v1;
+
+use crate::cli_args;
+
+/// Run an agent: offers this machine's cpus, memory and disk to a master and
+/// runs the wasm tasks it is sent, each under hard limits in its own sandbox.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The master's URL.
+    #[arg(long, env = "WASMOS_MASTER", default_value = "http://127.0.0.1:5050")]
+    master: String,
+    /// CPU cores to offer (default: all of this machine's).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory to offer, e.g. 4GiB.
+    #[arg(long, default_value = "4GiB", value_parser = cli_args::size)]
+    mem: u64,
+    /// Disk to offer for task files, e.g. 10GiB.
+    #[arg(long, default_value = "10GiB", value_parser = cli_args::size)]
+    disk: u64,
+    /// An attribute frameworks can match on, e.g. `--attr zone=eu-1`.
+    #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = cli_args::key_value)]
+    attrs: Vec<(String, String)>,
+    /// Reserve resources for a role, e.g. `--reserve batch=cpus:1,mem:1GiB`.
+    #[arg(long = "reserve", value_name = "ROLE=RESOURCES", value_parser = cli_args::role_resources)]
+    reservations: Vec<(String, Resources)>,
+    /// Where sandboxes, compiled modules and the agent id live.
+    #[arg(long, default_value = "wasmos-agent")]
+    work_dir: PathBuf,
+    /// This agent's name for people (default: the host name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Open a local HTTP port for /state and /metrics (none by default).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Cap on each task's stdout and stderr.
+    #[arg(long, default_value = "10MiB", value_parser = cli_args::size)]
+    output_cap: u64,
+    /// Sandboxes of finished, acknowledged tasks are deleted after this long.
+    #[arg(long, default_value = "1h", value_parser = cli_args::duration)]
+    sandbox_retention: Duration,
+}
+
+impl Args {
+    pub fn config(&self) -> anyhow::Result<AgentConfig> {
+        let mut executor = ExecutorConfig::new(&self.work_dir).output_cap(self.output_cap);
+        if let Some(cpus) = self.cpus {
+            anyhow::ensure!(
+                cpus.is_finite() && cpus > 0.0,
+                "--cpus must be > 0, got {cpus}"
+            );
+            executor = executor.cpus(cpus);
+        }
+        let cpus = executor.cpus;
+        let info = v1::AgentInfo {
+            hostname: self.hostname.clone().unwrap_or_else(hostname),
+            resources: Some(v1::Resources {
+                cpus,
+                mem: self.mem,
+                disk: self.disk,
+            }),
+            attributes: self
+                .attrs
+                .iter()
+                .map(|(key, value)| v1::Attribute {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            reservations: self
+                .reservations
+                .iter()
+                .map(|(role, r)| v1::Reservation {
+                    role: role.clone(),
+                    resources: Some(r.into()),
+                })
+                .collect(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        let mut config = AgentConfig::new(self.master.clone(), info, executor);
+        config.sandbox_retention = self.sandbox_retention;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
+    println!(
+        "wasmos agent offering {} to {}",
+        Resources::try_from(config.info.resources.as_ref().expect("set above"))?,
+        config.master
+    );
+    let agent = Agent::new(config)?;
+    if let Some(addr) = args.http {
+        serve_http(addr, agent.executor()).await?;
+    }
+    tokio::select! {
+        result = agent.run() => result,
+        _ = tokio::signal::ctrl_c() => {
+            println!("stopping");
+            Ok(())
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// `/state` and `/metrics` of this agent, on a port its operator opened.
+async fn serve_http(addr: SocketAddr, executor: Arc<Executor>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("  /state and /metrics on http://{}", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/state", get(state))
+        .route("/metrics", get(metrics))
+        .with_state(executor);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
+
+async fn state(State(executor): State<Arc<Executor>>) -> axum::Json<serde_json::Value> {
+    let stats = executor.cache_stats();
+    axum::Json(serde_json::json!({
+        "running_tasks": executor.running_tasks(),
+        "cpus": executor.config().cpus,
+        "module_cache": format!("{stats:?}"),
+    }))
+}
+
+async fn metrics(State(executor): State<Arc<Executor>>) -> String {
+    format!(
+        "# HELP wasmos_agent_running_tasks Tasks running on this agent.\n# TYPE wasmos_agent_running_tasks gauge\nwasmos_agent_running_tasks {}\n",
+        executor.running_tasks().len()
+    )
+}

@@ -1,0 +1,105 @@
+//! `wasmos local`: a master and N agents in one process, on the default
+//! addresses, so every other command works with no flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use wasmos_agent::ExecutorConfig;
+use wasmos_agent::link::{Agent, AgentConfig};
+use wasmos_master::server::{Master, MasterConfig};
+use wasmos_proto::v1;
+
+use crate::cli_args;
+
+/// Run a whole cluster in this process: a master and N agents.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How many agents.
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    /// gRPC address of the master.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: SocketAddr,
+    /// HTTP address of the master (/state, /metrics).
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub http: SocketAddr,
+    /// Where the master and agents keep their files (default: a `wasmos`
+    /// directory under the user's data directory).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// CPU cores each agent offers.
+    #[arg(long, default_value_t = 1.0)]
+    pub cpus: f64,
+    /// Memory each agent offers.
+    #[arg(long, default_value = "2GiB", value_parser = cli_args::size)]
+    pub mem: u64,
+    /// Disk each agent offers.
+    #[arg(long, default_value = "2GiB", value_parser = cli_args::size)]
+    pub disk: u64,
+}
+
+/// The user's data directory: `$XDG_DATA_HOME/wasmos` or `~/.local/share/wasmos`.
+pub fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("wasmos");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/wasmos"),
+        None => std::env::temp_dir().join("wasmos"),
+    }
+}
+
+/// A running in-process cluster.
+pub struct LocalCluster {
+    pub master: Master,
+    pub url: String,
+}
+
+/// Starts the master and the agents; returns once the master listens.
+pub async fn start(args: &Args) -> anyhow::Result<LocalCluster> {
+    anyhow::ensure!(args.agents > 0, "--agents must be at least 1");
+    anyhow::ensure!(
+        args.cpus.is_finite() && args.cpus > 0.0,
+        "--cpus must be > 0"
+    );
+    let dir = args.work_dir.clone().unwrap_or_else(data_dir);
+    let mut config = MasterConfig::new(args.listen, dir.join("master"));
+    config.http = Some(args.http);
+    let master = Master::start(config).await?;
+    let url = format!("http://{}", master.grpc_addr());
+    for i in 0..args.agents {
+        let executor = ExecutorConfig::new(dir.join(format!("agent-{i}"))).cpus(args.cpus);
+        let info = v1::AgentInfo {
+            hostname: format!("local-{i}"),
+            resources: Some(v1::Resources {
+                cpus: args.cpus,
+                mem: args.mem,
+                disk: args.disk,
+            }),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        let agent = Agent::new(AgentConfig::new(url.clone(), info, executor))?;
+        tokio::spawn(async move {
+            if let Err(e) = agent.run().await {
+                tracing::error!("agent {i} stopped: {e:#}");
+            }
+        });
+    }
+    Ok(LocalCluster { master, url })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cluster = start(&args).await?;
+    println!(
+        "wasmos local cluster: master on {} with {} agents",
+        cluster.url, args.agents
+    );
+    if let Some(http) = cluster.master.http_addr() {
+        println!("  /state and /metrics on http://{http}");
+    }
+    println!("  try: wasmos agents   (Ctrl-C stops the cluster)");
+    tokio::signal::ctrl_c().await?;
+    println!("stopping");
+    Ok(())
+}

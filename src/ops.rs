@@ -1,0 +1,488 @@
+//! Operator commands: `ps`, `logs`, `kill`, `ls`, `cat`, `agents`,
+//! `frameworks`, `roles`. Each goes through the master's `Operator` service,
+//! so it works from any shell on any task, and each has `--json`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tonic::transport::Channel;
+use wasmos_master::Resources;
+use wasmos_proto::v1;
+use wasmos_proto::v1::operator_client::OperatorClient;
+
+/// Where the master is: `--master`, then `WASMOS_MASTER`, then the default.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MasterArg {
+    /// The master's URL.
+    #[arg(
+        long,
+        env = "WASMOS_MASTER",
+        default_value = "http://127.0.0.1:5050",
+        global = true
+    )]
+    pub master: String,
+}
+
+/// Connects to the master, with an error that says what to do.
+pub async fn operator(master: &str) -> anyhow::Result<OperatorClient<Channel>> {
+    let channel = connect(master).await?;
+    Ok(OperatorClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+pub async fn connect(master: &str) -> anyhow::Result<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(master.to_string())
+        .with_context(|| format!("`{master}` is not a master URL (e.g. http://127.0.0.1:5050)"))?
+        .connect_timeout(Duration::from_secs(3));
+    endpoint.connect().await.map_err(|_| {
+        anyhow::anyhow!(
+            "no master at {master}: start one with `wasmos local` or `wasmos master`, or point --master / WASMOS_MASTER at it"
+        )
+    })
+}
+
+/// A gRPC error as one line.
+pub fn grpc(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PsArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    /// Only tasks of this framework.
+    #[arg(long)]
+    framework: Option<String>,
+    /// Print one JSON object per task.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn ps(args: PsArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    let tasks = client
+        .list_tasks(v1::ListTasksRequest {
+            task_ids: vec![],
+            framework_id: args.framework.unwrap_or_default(),
+        })
+        .await
+        .map_err(grpc)?
+        .into_inner()
+        .tasks;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for t in &tasks {
+            writeln!(out, "{}", task_json(t))?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<28} {:<12} {:<10} {:<18} {:<14} {:>6} {:>9}",
+        "TASK", "STATE", "REASON", "AGENT", "FRAMEWORK", "CPUS", "MEM"
+    )?;
+    for t in &tasks {
+        let status = t.status.clone().unwrap_or_default();
+        let r = t.resources.unwrap_or_default();
+        writeln!(
+            out,
+            "{:<28} {:<12} {:<10} {:<18} {:<14} {:>6} {:>9}",
+            t.task_id,
+            state_name(status.state()),
+            reason_name(status.reason()),
+            short(&t.agent_id, 18),
+            short(&t.framework_id, 14),
+            r.cpus,
+            wasmos_master::resources::format_size(r.mem),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn task_json(t: &v1::TaskInfo) -> serde_json::Value {
+    let status = t.status.clone().unwrap_or_default();
+    let usage = status.usage.unwrap_or_default();
+    serde_json::json!({
+        "id": t.task_id,
+        "framework": t.framework_id,
+        "agent": t.agent_id,
+        "state": state_name(status.state()),
+        "reason": reason_name(status.reason()),
+        "message": status.message,
+        "exit_code": status.exit_code,
+        "usage": usage_json(&usage),
+    })
+}
+
+pub fn usage_json(u: &v1::TaskUsage) -> serde_json::Value {
+    serde_json::json!({
+        "fuel": u.fuel_consumed,
+        "peak_mem": u.peak_mem,
+        "wall_ms": u.wall_time_ms,
+        "cpu_ms": u.cpu_time_ms,
+        "stdout_bytes": u.stdout_bytes,
+        "stderr_bytes": u.stderr_bytes,
+    })
+}
+
+/// `TASK_STATE_FINISHED` → `FINISHED`.
+pub fn state_name(state: v1::TaskState) -> String {
+    state
+        .as_str_name()
+        .trim_start_matches("TASK_STATE_")
+        .to_string()
+}
+
+/// `REASON_OUT_OF_FUEL` → `OUT_OF_FUEL`; unspecified → empty.
+pub fn reason_name(reason: v1::Reason) -> String {
+    match reason {
+        v1::Reason::Unspecified => String::new(),
+        r => r.as_str_name().trim_start_matches("REASON_").to_string(),
+    }
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_string()
+    } else {
+        format!("…{}", &s[s.len() - (n - 1)..])
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    /// The task.
+    task: String,
+    /// Show stderr instead of stdout.
+    #[arg(long)]
+    stderr: bool,
+    /// Keep printing output as the task writes it, until it ends.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    let target = if args.stderr {
+        v1::SandboxTarget::Stderr
+    } else {
+        v1::SandboxTarget::Stdout
+    };
+    let mut offset = 0;
+    let mut out = std::io::stdout();
+    loop {
+        let reply = client
+            .read_sandbox(v1::ReadSandboxRequest {
+                task_id: args.task.clone(),
+                target: target as i32,
+                path: String::new(),
+                offset,
+                length: 1 << 20,
+            })
+            .await
+            .map_err(grpc)?
+            .into_inner();
+        offset += reply.data.len() as u64;
+        out.write_all(&reply.data)?;
+        out.flush()?;
+        let more = offset < reply.size;
+        if more {
+            continue;
+        }
+        if !args.follow || reply.complete {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KillArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    /// The tasks to kill.
+    #[arg(required = true)]
+    tasks: Vec<String>,
+}
+
+pub async fn kill(args: KillArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    client
+        .kill_tasks(v1::OperatorKillRequest {
+            task_ids: args.tasks.clone(),
+        })
+        .await
+        .map_err(grpc)?;
+    println!("kill sent to {}", args.tasks.join(" "));
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    /// The task.
+    task: String,
+    /// A directory under the task's root.
+    #[arg(default_value = "/")]
+    path: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    let reply = client
+        .read_sandbox(v1::ReadSandboxRequest {
+            task_id: args.task,
+            target: v1::SandboxTarget::List as i32,
+            path: args.path,
+            offset: 0,
+            length: 0,
+        })
+        .await
+        .map_err(grpc)?
+        .into_inner();
+    for e in reply.entries {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"name": e.name, "dir": e.is_dir, "size": e.size})
+            );
+        } else if e.is_dir {
+            println!("{:>10}  {}/", "-", e.name);
+        } else {
+            println!("{:>10}  {}", e.size, e.name);
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CatArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    /// The task.
+    task: String,
+    /// A file under the task's root.
+    path: String,
+}
+
+pub async fn cat(args: CatArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    let mut offset = 0;
+    let mut out = std::io::stdout();
+    loop {
+        let reply = client
+            .read_sandbox(v1::ReadSandboxRequest {
+                task_id: args.task.clone(),
+                target: v1::SandboxTarget::File as i32,
+                path: args.path.clone(),
+                offset,
+                length: 1 << 20,
+            })
+            .await
+            .map_err(grpc)?
+            .into_inner();
+        if reply.data.is_empty() {
+            return Ok(());
+        }
+        offset += reply.data.len() as u64;
+        out.write_all(&reply.data)?;
+        if offset >= reply.size {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn agents(args: ListArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    let agents = client
+        .list_agents(v1::ListAgentsRequest {})
+        .await
+        .map_err(grpc)?
+        .into_inner()
+        .agents;
+    if !args.json {
+        println!(
+            "{:<22} {:<16} {:<10} {:>6} {:>22} {:>22}",
+            "AGENT", "HOST", "STATE", "TASKS", "TOTAL", "USED"
+        );
+    }
+    for a in agents {
+        let info = a.info.unwrap_or_default();
+        let total = resources(info.resources.as_ref());
+        let used = resources(a.used.as_ref());
+        let state = if a.draining {
+            "draining"
+        } else if a.connected {
+            "connected"
+        } else {
+            "away"
+        };
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"id": info.agent_id, "hostname": info.hostname, "state": state,
+                    "tasks": a.tasks, "total": total, "used": used,
+                    "attributes": info.attributes.iter().map(|x| format!("{}={}", x.key, x.value)).collect::<Vec<_>>()})
+            );
+        } else {
+            println!(
+                "{:<22} {:<16} {:<10} {:>6} {:>22} {:>22}",
+                info.agent_id,
+                info.hostname,
+                state,
+                a.tasks,
+                total.to_string(),
+                used.to_string()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn frameworks(args: ListArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    let frameworks = client
+        .list_frameworks(v1::ListFrameworksRequest {})
+        .await
+        .map_err(grpc)?
+        .into_inner()
+        .frameworks;
+    if !args.json {
+        println!(
+            "{:<20} {:<16} {:<10} {:<10} {:>6} {:>7}",
+            "FRAMEWORK", "NAME", "ROLE", "STATE", "TASKS", "SHARE"
+        );
+    }
+    for f in frameworks {
+        let info = f.info.unwrap_or_default();
+        let state = if f.connected { "connected" } else { "failover" };
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"id": info.framework_id, "name": info.name, "role": info.role,
+                    "state": state, "active_tasks": f.active_tasks, "dominant_share": f.dominant_share,
+                    "used": resources(f.used.as_ref()), "offered": resources(f.offered.as_ref())})
+            );
+        } else {
+            println!(
+                "{:<20} {:<16} {:<10} {:<10} {:>6} {:>6.1}%",
+                info.framework_id,
+                info.name,
+                info.role,
+                state,
+                f.active_tasks,
+                f.dominant_share * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RolesArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    set: Option<RolesCommand>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RolesCommand {
+    /// Set a role's weight and/or quota guarantee.
+    Set {
+        /// The role.
+        role: String,
+        /// Its weight (its share counts as share / weight).
+        #[arg(long)]
+        weight: Option<f64>,
+        /// Its quota guarantee, e.g. cpus:4,mem:8GiB.
+        #[arg(long, value_parser = |s: &str| Resources::parse(s).map_err(|e| e.to_string()))]
+        quota: Option<Resources>,
+    },
+}
+
+pub async fn roles(args: RolesArgs) -> anyhow::Result<()> {
+    let mut client = operator(&args.master.master).await?;
+    let roles = match args.set {
+        Some(RolesCommand::Set {
+            role,
+            weight,
+            quota,
+        }) => {
+            if weight.is_none() && quota.is_none() {
+                bail!("`roles set {role}` needs --weight and/or --quota");
+            }
+            let info = client
+                .update_role(v1::UpdateRoleRequest {
+                    role,
+                    weight,
+                    quota: quota.as_ref().map(Into::into),
+                })
+                .await
+                .map_err(grpc)?
+                .into_inner();
+            vec![info]
+        }
+        None => {
+            client
+                .list_roles(v1::ListRolesRequest {})
+                .await
+                .map_err(grpc)?
+                .into_inner()
+                .roles
+        }
+    };
+    if !args.json {
+        println!(
+            "{:<16} {:>7} {:>24} {:>24} {:>8} {:>11}",
+            "ROLE", "WEIGHT", "QUOTA", "ALLOCATED", "SHARE", "FRAMEWORKS"
+        );
+    }
+    for r in roles {
+        let quota = resources(r.quota.as_ref());
+        let allocated = resources(r.allocated.as_ref());
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"role": r.name, "weight": r.weight, "quota": quota, "allocated": allocated,
+                    "weighted_share": r.weighted_share, "frameworks": r.frameworks})
+            );
+        } else {
+            let quota = if quota.is_zero() {
+                "-".to_string()
+            } else {
+                quota.to_string()
+            };
+            println!(
+                "{:<16} {:>7} {:>24} {:>24} {:>7.1}% {:>11}",
+                r.name,
+                r.weight,
+                quota,
+                allocated.to_string(),
+                r.weighted_share * 100.0,
+                r.frameworks
+            );
+        }
+    }
+    Ok(())
+}
+
+fn resources(r: Option<&v1::Resources>) -> Resources {
+    r.and_then(|r| Resources::try_from(r).ok())
+        .unwrap_or_default()
+}

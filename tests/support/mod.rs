@@ -1,0 +1,229 @@
+//! Real clusters for end-to-end tests: `wasmos master` and `wasmos agent`
+//! processes on loopback with ephemeral ports, in a temporary directory,
+//! killed when the test ends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Master flags that make failures show up fast in tests.
+pub const FAST_MASTER: &[&str] = &[
+    "--agent-heartbeat",
+    "200ms",
+    "--agent-timeout",
+    "1s",
+    "--allocation-interval",
+    "50ms",
+    "--framework-heartbeat",
+    "500ms",
+];
+
+pub fn wasmos() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wasmos"))
+}
+
+/// Starts `cmd` and waits for stdout lines containing each of `markers`, in
+/// order; returns the child and those lines. Later output goes to stderr.
+pub fn spawn_until(mut cmd: Command, markers: &[&str]) -> (Child, Vec<String>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn wasmos");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    let markers: Vec<String> = markers.iter().map(|m| m.to_string()).collect();
+    let wanted = markers.len();
+    std::thread::spawn(move || {
+        let mut next = 0;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if next < markers.len() && line.contains(&markers[next]) {
+                let _ = tx.send(line.clone());
+                next += 1;
+            }
+            eprintln!("[wasmos] {line}");
+        }
+    });
+    let lines: Vec<String> = (0..wanted)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("wasmos did not print its start-up lines within 60 s")
+        })
+        .collect();
+    (child, lines)
+}
+
+/// The last whitespace-separated word of a line (an address or URL).
+fn last_word(line: &str) -> String {
+    line.split_whitespace().last().unwrap_or_default().to_string()
+}
+
+pub struct AgentProcess {
+    pub child: Option<Child>,
+    pub work_dir: PathBuf,
+    args: Vec<String>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    master: Child,
+    /// gRPC URL of the master, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// HTTP base URL of the master.
+    pub http: String,
+    pub agents: Vec<AgentProcess>,
+}
+
+impl Cluster {
+    /// A master with `master_args` (after [`FAST_MASTER`]) and `agents`
+    /// agents with `agent_args` each.
+    pub fn start(agents: usize, master_args: &[&str], agent_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = wasmos();
+        cmd.arg("master")
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--work-dir"])
+            .arg(dir.path().join("master"))
+            .args(FAST_MASTER)
+            .args(master_args);
+        let (master, lines) = spawn_until(cmd, &["listening on", "/metrics on"]);
+        let url = last_word(&lines[0]);
+        let http = last_word(&lines[1]);
+        let mut cluster = Cluster {
+            dir,
+            master,
+            url,
+            http,
+            agents: Vec::new(),
+        };
+        for _ in 0..agents {
+            cluster.add_agent(agent_args);
+        }
+        cluster.wait_agents(agents);
+        cluster
+    }
+
+    /// Starts one more agent; returns its index.
+    pub fn add_agent(&mut self, args: &[&str]) -> usize {
+        let i = self.agents.len();
+        let work_dir = self.dir.path().join(format!("agent-{i}"));
+        let mut all: Vec<String> = vec!["--hostname".into(), format!("agent-{i}")];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut agent = AgentProcess {
+            child: None,
+            work_dir,
+            args: all,
+        };
+        agent.child = Some(self.spawn_agent(&agent));
+        self.agents.push(agent);
+        i
+    }
+
+    fn spawn_agent(&self, agent: &AgentProcess) -> Child {
+        let mut cmd = wasmos();
+        cmd.arg("agent")
+            .args(["--master", &self.url, "--work-dir"])
+            .arg(&agent.work_dir)
+            .args(&agent.args);
+        spawn_until(cmd, &["wasmos agent offering"]).0
+    }
+
+    /// `kill -9` of an agent process.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut child) = self.agents[i].child.take() {
+            child.kill().expect("kill -9 agent");
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed agent again with the same work dir (and so its id).
+    pub fn restart_agent(&mut self, i: usize) {
+        assert!(self.agents[i].child.is_none(), "agent {i} still runs");
+        let child = self.spawn_agent(&self.agents[i]);
+        self.agents[i].child = Some(child);
+    }
+
+    /// The agent's id as it saved it.
+    pub fn agent_id(&self, i: usize) -> String {
+        std::fs::read_to_string(self.agents[i].work_dir.join("agent_id"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// GET a path of the master's HTTP port.
+    pub fn get(&self, path: &str) -> String {
+        http_get(&format!("{}{path}", self.http))
+    }
+
+    /// Waits until the master has `n` connected agents.
+    pub fn wait_agents(&self, n: usize) {
+        wait_for(Duration::from_secs(60), || {
+            let state: serde_json::Value = serde_json::from_str(&self.get("/state")).ok()?;
+            let connected = state["agents"]
+                .as_array()?
+                .iter()
+                .filter(|a| a["connected"] == true)
+                .count();
+            (connected == n).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{n} agents did not connect"));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            if let Some(child) = agent.child.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it answers or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 GET over loopback (no client library needed).
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to master HTTP");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
