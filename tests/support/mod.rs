@@ -21,8 +21,21 @@ pub const FAST_MASTER: &[&str] = &[
     "500ms",
 ];
 
+/// The `defaults` flag/value pairs that `args` does not set itself.
+fn with_defaults(defaults: &[&str], args: &[&str]) -> Vec<String> {
+    defaults
+        .chunks(2)
+        .filter(|pair| !args.contains(&pair[0]))
+        .flatten()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The `wasmos` binary, logging only warnings (tests print enough).
 pub fn wasmos() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wasmos"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmos"));
+    cmd.env("WASMOS_LOG", "warn");
+    cmd
 }
 
 /// Starts `cmd` and waits for stdout lines containing each of `markers`, in
@@ -55,7 +68,10 @@ pub fn spawn_until(mut cmd: Command, markers: &[&str]) -> (Child, Vec<String>) {
 
 /// The last whitespace-separated word of a line (an address or URL).
 fn last_word(line: &str) -> String {
-    line.split_whitespace().last().unwrap_or_default().to_string()
+    line.split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub struct AgentProcess {
@@ -81,9 +97,15 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = wasmos();
         cmd.arg("master")
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--work-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--work-dir",
+            ])
             .arg(dir.path().join("master"))
-            .args(FAST_MASTER)
+            .args(with_defaults(FAST_MASTER, master_args))
             .args(master_args);
         let (master, lines) = spawn_until(cmd, &["listening on", "/metrics on"]);
         let url = last_word(&lines[0]);
@@ -142,12 +164,14 @@ impl Cluster {
         self.agents[i].child = Some(child);
     }
 
-    /// The agent's id as it saved it.
+    /// The agent's id as it saved it (waiting for it to register).
     pub fn agent_id(&self, i: usize) -> String {
-        std::fs::read_to_string(self.agents[i].work_dir.join("agent_id"))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        let path = self.agents[i].work_dir.join("agent_id");
+        wait_for(Duration::from_secs(30), || {
+            let id = std::fs::read_to_string(&path).ok()?.trim().to_string();
+            (!id.is_empty()).then_some(id)
+        })
+        .unwrap_or_else(|| panic!("agent {i} saved no id"))
     }
 
     /// GET a path of the master's HTTP port.
@@ -201,14 +225,23 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
 pub fn http_get(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host).expect("connect to master HTTP");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()

@@ -150,14 +150,27 @@ impl AgentEntry {
     }
 }
 
+/// Resources of one agent a framework refused, and for how long. As in
+/// Mesos, a filter holds back only offers it covers: once more resources
+/// are free on the agent than were refused, the framework sees them again.
+/// (Otherwise a framework that used part of an offer would be kept off the
+/// agent even as tasks finish there, and lose its fair share.)
+#[derive(Clone, Copy, Debug)]
+struct Filter {
+    /// The agent's generation, so a filter never outlives its agent.
+    generation: u32,
+    until: Time,
+    refused: Resources,
+}
+
 struct FrameworkEntry {
     id: FrameworkId,
     role: u32,
     allocated: Resources,
     connected: bool,
     suppressed: bool,
-    /// Agent slot → (agent generation, refused until).
-    filters: HashMap<u32, (u32, Time)>,
+    /// Agent slot → what the framework refused there.
+    filters: HashMap<u32, Filter>,
     /// Present iff the framework sits in its role's sorter (wants offers).
     key: Option<Key>,
 }
@@ -603,7 +616,22 @@ impl Allocator {
         debug_assert!(resources.fits_in(&fw.allocated));
         fw.allocated = fw.allocated.saturating_sub(&resources);
         if let Some(refuse) = refuse.filter(|d| !d.is_zero()) {
-            fw.filters.insert(agent_slot, (generation, now + refuse));
+            let until = now + refuse;
+            // Pools of one accept are recovered one by one: widen a live
+            // filter rather than replace it.
+            let filter = match fw.filters.get(&agent_slot) {
+                Some(f) if f.generation == generation && now < f.until => Filter {
+                    generation,
+                    until: until.max(f.until),
+                    refused: f.refused.checked_add(&resources).unwrap_or(f.refused),
+                },
+                _ => Filter {
+                    generation,
+                    until,
+                    refused: resources,
+                },
+            };
+            fw.filters.insert(agent_slot, filter);
         }
         let role = fw.role;
         let role_entry = &mut self.roles[role as usize];
@@ -616,7 +644,7 @@ impl Allocator {
     pub fn expire_filters(&mut self, now: Time) {
         for fw in self.frameworks.iter_mut().flatten() {
             if !fw.filters.is_empty() {
-                fw.filters.retain(|_, (_, until)| now < *until);
+                fw.filters.retain(|_, f| now < f.until);
             }
         }
     }
@@ -677,7 +705,7 @@ impl Allocator {
             .collect();
         candidates.sort_unstable();
         for (_, role) in candidates {
-            if let Some(fw) = self.first_unfiltered(role, slot, now) {
+            if let Some(fw) = self.first_unfiltered(role, slot, now, &free) {
                 self.grant(fw, slot, None, free);
                 grants.push(self.allocation(fw, slot, None, free));
                 return;
@@ -700,7 +728,7 @@ impl Allocator {
             if !self.allocatable(&free) {
                 continue;
             }
-            if let Some(fw) = self.first_unfiltered(pool.role, slot, now) {
+            if let Some(fw) = self.first_unfiltered(pool.role, slot, now, &free) {
                 self.grant(fw, slot, Some(p), free);
                 grants.push(self.allocation(fw, slot, Some(p), free));
             }
@@ -726,37 +754,41 @@ impl Allocator {
             if !others_allowed && !self.has_unmet_quota(role) {
                 continue;
             }
-            if let Some(fw) = self.first_unfiltered(role, slot, now) {
+            if let Some(fw) = self.first_unfiltered(role, slot, now, &free) {
                 pick = Some(fw);
                 break;
             }
         }
         if let Some(fw) = pick {
             if self.audit.is_some() {
-                self.audit_grant(fw, slot, now, others_allowed);
+                self.audit_grant(fw, slot, now, others_allowed, &free);
             }
             self.grant(fw, slot, None, free);
             grants.push(self.allocation(fw, slot, None, free));
         }
     }
 
-    /// The lowest-share framework of `role` not filtered on agent `slot`.
-    fn first_unfiltered(&self, role: u32, slot: u32, now: Time) -> Option<u32> {
+    /// The lowest-share framework of `role` that has not refused `offer`
+    /// on agent `slot`.
+    fn first_unfiltered(&self, role: u32, slot: u32, now: Time, offer: &Resources) -> Option<u32> {
         self.roles[role as usize]
             .frameworks
             .iter()
             .map(|(_, fw)| fw)
-            .find(|&fw| !self.filtered(fw, slot, now))
+            .find(|&fw| !self.filtered(fw, slot, now, offer))
     }
 
-    fn filtered(&self, fw: u32, agent: u32, now: Time) -> bool {
+    /// Did framework `fw` refuse (at least) `offer` on `agent`, recently?
+    fn filtered(&self, fw: u32, agent: u32, now: Time, offer: &Resources) -> bool {
         let fw = self.frameworks[fw as usize].as_ref().expect("slot");
         if fw.filters.is_empty() {
             return false;
         }
         let generation = self.agents[agent as usize].as_ref().map(|a| a.generation);
         match fw.filters.get(&agent) {
-            Some(&(g, until)) => Some(g) == generation && now < until,
+            Some(f) => {
+                Some(f.generation) == generation && now < f.until && offer.fits_in(&f.refused)
+            }
             None => false,
         }
     }
@@ -890,7 +922,14 @@ impl Allocator {
     /// Checks a fair-share grant to `fw` on `agent` by brute force: no other
     /// eligible framework may have a lower weighted role share, or a lower
     /// share within the same role.
-    fn audit_grant(&mut self, fw: u32, agent: u32, now: Time, others_allowed: bool) {
+    fn audit_grant(
+        &mut self,
+        fw: u32,
+        agent: u32,
+        now: Time,
+        others_allowed: bool,
+        offer: &Resources,
+    ) {
         let total = self.total;
         let role_share = |r: u32| {
             let role = &self.roles[r as usize];
@@ -908,7 +947,7 @@ impl Allocator {
             if slot == fw
                 || !other.connected
                 || other.suppressed
-                || self.filtered(slot, agent, now)
+                || self.filtered(slot, agent, now, offer)
                 || (!others_allowed && !self.has_unmet_quota(other.role))
             {
                 continue;

@@ -265,3 +265,32 @@ fn bad_weights_are_refused() {
         assert!(a.set_weight(&role("r"), bad).is_err());
     }
 }
+
+#[test]
+fn a_filter_holds_back_only_what_was_refused() {
+    let mut a = cluster(1, Resources::new(2.0, 4 << 30, 0));
+    a.add_framework(fw("f"), &role("r")).unwrap();
+    let g = a.allocate(Time::ZERO, Scope::All).remove(0);
+    // The framework uses 1 cpu and refuses the rest for a minute.
+    let used = Resources::new(1.0, 1 << 30, 0);
+    let rest = g.resources - used;
+    a.recover(
+        &g.framework,
+        &g.agent,
+        None,
+        rest,
+        Some(Duration::from_secs(60)),
+        Time::ZERO,
+    )
+    .unwrap();
+    assert!(
+        a.allocate(Time(1), Scope::All).is_empty(),
+        "the refused rest stays back"
+    );
+    // Its task ends: more is free than was refused, so it is offered again.
+    a.recover(&g.framework, &g.agent, None, used, None, Time(2))
+        .unwrap();
+    let again = a.allocate(Time(3), Scope::All);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].resources, g.resources);
+}
