@@ -49,10 +49,20 @@ pub fn data_dir() -> PathBuf {
     }
 }
 
-/// A running in-process cluster.
+/// A running in-process cluster. Dropping it stops the agents, then the
+/// master.
 pub struct LocalCluster {
     pub master: Master,
     pub url: String,
+    agents: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for agent in &self.agents {
+            agent.abort();
+        }
+    }
 }
 
 /// Starts the master and the agents; returns once the master listens.
@@ -67,6 +77,7 @@ pub async fn start(args: &Args) -> anyhow::Result<LocalCluster> {
     config.http = Some(args.http);
     let master = Master::start(config).await?;
     let url = format!("http://{}", master.grpc_addr());
+    let mut agents = Vec::with_capacity(args.agents);
     for i in 0..args.agents {
         let executor = ExecutorConfig::new(dir.join(format!("agent-{i}"))).cpus(args.cpus);
         let info = v1::AgentInfo {
@@ -80,13 +91,17 @@ pub async fn start(args: &Args) -> anyhow::Result<LocalCluster> {
             ..Default::default()
         };
         let agent = Agent::new(AgentConfig::new(url.clone(), info, executor))?;
-        tokio::spawn(async move {
+        agents.push(tokio::spawn(async move {
             if let Err(e) = agent.run().await {
                 tracing::error!("agent {i} stopped: {e:#}");
             }
-        });
+        }));
     }
-    Ok(LocalCluster { master, url })
+    Ok(LocalCluster {
+        master,
+        url,
+        agents,
+    })
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -56,6 +56,10 @@ pub struct Args {
     /// The largest artifact accepted.
     #[arg(long, default_value = "256MiB", value_parser = cli_args::size)]
     max_artifact_size: u64,
+    /// Artifacts unused (not uploaded, fetched or asked about) for this long
+    /// are deleted.
+    #[arg(long, default_value = "24h", value_parser = cli_args::duration)]
+    artifact_ttl: Duration,
 }
 
 impl Args {
@@ -72,6 +76,7 @@ impl Args {
         config.actor.allocation_interval = self.allocation_interval;
         config.core.framework_heartbeat_interval = self.framework_heartbeat;
         config.max_artifact_size = self.max_artifact_size;
+        config.artifact_ttl = self.artifact_ttl;
         config
     }
 }

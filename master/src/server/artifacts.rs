@@ -42,13 +42,45 @@ impl ArtifactStore {
         Ok(self.dir.join(digest))
     }
 
-    /// Size of a stored artifact, if present.
+    /// Size of a stored artifact, if present. Counts as a use (see
+    /// [`ArtifactStore::expire`]).
     pub async fn stat(&self, digest: &str) -> Result<Option<u64>, Status> {
-        match tokio::fs::metadata(self.path(digest)?).await {
-            Ok(meta) => Ok(Some(meta.len())),
+        let path = self.path(digest)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => {
+                touch(&path).await;
+                Ok(Some(meta.len()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Status::internal(format!("artifact store: {e}"))),
         }
+    }
+
+    /// Deletes artifacts unused (not uploaded, fetched or asked about) for
+    /// `ttl`. A job in progress keeps using its artifacts, so only those no
+    /// framework or agent has wanted for that long go. Returns how many.
+    pub async fn expire(&self, ttl: std::time::Duration) -> std::io::Result<usize> {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if validate_digest(name).is_err() {
+                continue; // tmp/ and anything not ours
+            }
+            let meta = entry.metadata().await?;
+            let idle = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok());
+            if idle.is_some_and(|idle| idle > ttl) {
+                tokio::fs::remove_file(entry.path()).await?;
+                tracing::info!(digest = name, "artifact expired");
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Stores bytes from `chunks`; checks them against `expected` (if any).
@@ -90,9 +122,9 @@ impl ArtifactStore {
                     "artifact digest mismatch: expected {expected}, the bytes hash to {digest}; the upload is corrupt"
                 )));
             }
-            tokio::fs::rename(&tmp, self.dir.join(&digest))
-                .await
-                .map_err(internal)?;
+            let path = self.dir.join(&digest);
+            tokio::fs::rename(&tmp, &path).await.map_err(internal)?;
+            touch(&path).await;
             Ok(v1::ArtifactInfo { digest, size })
         }
         .await;
@@ -102,9 +134,11 @@ impl ArtifactStore {
         result
     }
 
-    /// Opens a stored artifact for reading.
+    /// Opens a stored artifact for reading (a use, see [`ArtifactStore::expire`]).
     pub async fn open_file(&self, digest: &str) -> Result<tokio::fs::File, Status> {
-        tokio::fs::File::open(self.path(digest)?)
+        let path = self.path(digest)?;
+        touch(&path).await;
+        tokio::fs::File::open(&path)
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => {
@@ -113,6 +147,18 @@ impl ArtifactStore {
                 _ => Status::internal(format!("artifact store: {e}")),
             })
     }
+}
+
+/// Marks an artifact as used now: its modification time is its last use.
+async fn touch(path: &Path) {
+    let path = path.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+    })
+    .await;
 }
 
 pub struct ArtifactsService {

@@ -52,6 +52,9 @@ pub struct MasterConfig {
     pub quotas: Vec<(String, Resources)>,
     /// The largest artifact accepted, in bytes. Default 256 MiB.
     pub max_artifact_size: u64,
+    /// Artifacts nobody uploaded, fetched or asked about for this long are
+    /// deleted. Default 24 hours.
+    pub artifact_ttl: Duration,
 }
 
 impl MasterConfig {
@@ -72,6 +75,7 @@ impl MasterConfig {
             role_weights: Vec::new(),
             quotas: Vec::new(),
             max_artifact_size: 256 << 20,
+            artifact_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -121,11 +125,24 @@ impl Master {
             .map_err(|e| anyhow::anyhow!("--quota {role}: {e}"))?;
         }
 
+        let sweeper = store.clone();
+        let ttl = config.artifact_ttl;
+        let sweep_every = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
+
         let (commands, inbox) = mpsc::channel(65_536);
         let handle = handle::ActorHandle::new(commands);
         let mut tasks = vec![tokio::spawn(
             actor::Actor::new(core, config.actor.clone()).run(inbox),
         )];
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(sweep_every);
+            loop {
+                every.tick().await;
+                if let Err(e) = sweeper.expire(ttl).await {
+                    tracing::warn!("expiring artifacts: {e}");
+                }
+            }
+        }));
 
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
