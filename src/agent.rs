@@ -52,11 +52,38 @@ pub struct Args {
     /// Sandboxes of finished, acknowledged tasks are deleted after this long.
     #[arg(long, default_value = "1h", value_parser = cli_args::duration)]
     sandbox_retention: Duration,
+    /// Cap on the on-disk cache of compiled modules; the least recently used
+    /// are evicted past it (a restarted agent then recompiles them). The
+    /// default, 1GiB, holds hundreds of typical modules.
+    #[arg(long, default_value = "1GiB", value_parser = cli_args::size)]
+    module_cache_size: u64,
+    /// Cap on the disk all sandboxes take together: past it, sandboxes of
+    /// ended tasks are deleted oldest first, before their retention time
+    /// (a running task's never). Default: 80% of --disk, leaving headroom
+    /// for tasks that write more than they asked for.
+    #[arg(long, value_parser = cli_args::size)]
+    sandbox_disk_limit: Option<u64>,
+    /// Free space to keep on the work dir's file system: below it, sandboxes
+    /// of ended tasks are deleted oldest first. The default, 1GiB, keeps the
+    /// agent (and its machine) able to write logs and compiled modules.
+    #[arg(long, default_value = "1GiB", value_parser = cli_args::size)]
+    min_free_disk: u64,
+    /// How often disk use (sandboxes, module cache) is checked; it is also
+    /// checked whenever a task ends. The default, 10s, bounds the overshoot
+    /// of a fast writer without walking sandboxes constantly.
+    #[arg(long, default_value = "10s", value_parser = cli_args::duration)]
+    gc_interval: Duration,
 }
 
 impl Args {
     pub fn config(&self) -> anyhow::Result<AgentConfig> {
-        let mut executor = ExecutorConfig::new(&self.work_dir).output_cap(self.output_cap);
+        anyhow::ensure!(!self.gc_interval.is_zero(), "--gc-interval must be > 0");
+        let mut executor = ExecutorConfig::new(&self.work_dir)
+            .output_cap(self.output_cap)
+            .module_cache_bytes(self.module_cache_size)
+            .sandbox_disk_limit(Some(self.sandbox_disk_limit.unwrap_or(self.disk / 5 * 4)))
+            .min_free_disk(self.min_free_disk)
+            .gc_interval(self.gc_interval);
         if let Some(cpus) = self.cpus {
             anyhow::ensure!(
                 cpus.is_finite() && cpus > 0.0,

@@ -3,9 +3,11 @@
 
 mod agent;
 mod cli_args;
+mod demo;
 mod local;
 mod master;
 mod ops;
+mod run;
 mod simulate;
 
 use std::process::ExitCode;
@@ -25,6 +27,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The tour: a local cluster runs two weighted jobs of real work plus
+    /// tasks that break their limits, with live progress and a summary.
+    Demo(demo::Args),
+    /// Run a `.wasm` or `.wat` module as a job of N tasks and report each
+    /// outcome. Exits non-zero if any task failed.
+    Run(Box<run::Args>),
     /// Run a master and agents in this process, on the default addresses.
     Local(local::Args),
     /// Run the master: pools agents' resources, offers them to frameworks.
@@ -54,15 +62,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Daemons say what they do; client commands only what goes wrong.
+    // WASMOS_LOG (e.g. `debug`, `wasmos_master=debug`) overrides either.
+    let default_level = match cli.command {
+        Command::Master(_) | Command::Agent(_) | Command::Local(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMOS_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -79,6 +93,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             .build()
     };
     match command {
+        Command::Demo(args) => rt()?.block_on(demo::run(args))?,
+        Command::Run(args) => return rt()?.block_on(run::run(*args)),
         Command::Local(args) => rt()?.block_on(local::run(args))?,
         Command::Master(args) => rt()?.block_on(master::run(*args))?,
         Command::Agent(args) => rt()?.block_on(agent::run(*args))?,

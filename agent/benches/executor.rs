@@ -169,6 +169,8 @@ fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
 
     let t = Instant::now();
     let worker_cpu_before = thread_cpu_s("wasmos-worker-0");
+    let io_cpu_before = thread_cpu_s("wasmos-io");
+    let driver_cpu_before = thread_cpu_ns();
     let (mut launched, mut done, mut finished) = (0, 0, 0);
     while done < n {
         while launched < n && launched - done < in_flight {
@@ -188,7 +190,10 @@ fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
     }
     let elapsed = t.elapsed().as_secs_f64();
     let rate = n as f64 / elapsed;
-    let worker_busy = (thread_cpu_s("wasmos-worker-0") - worker_cpu_before) / elapsed;
+    let worker_cpu = thread_cpu_s("wasmos-worker-0") - worker_cpu_before;
+    let worker_busy = worker_cpu / elapsed;
+    let io_busy = (thread_cpu_s("wasmos-io") - io_cpu_before) / elapsed;
+    let driver_busy = (thread_cpu_ns() - driver_cpu_before) as f64 / 1e9 / elapsed;
     assert_eq!(finished, n, "every task must finish");
     let raw = raw_launches(ex.engine(), &wasm, n);
     let raw_on_demand = raw_launches(
@@ -204,6 +209,9 @@ fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
         "case": "launch", "tasks": n, "in_flight": in_flight, "agent_cpus": 1,
         "tasks_per_s": rate.round(), "raw_tasks_per_s": raw.round(),
         "worker_thread_busy": (worker_busy * 100.0).round() / 100.0,
+        "worker_cpu_us_per_task": (worker_cpu * 1e6 / n as f64).round(),
+        "io_thread_busy": (io_busy * 100.0).round() / 100.0,
+        "driver_thread_busy": (driver_busy * 100.0).round() / 100.0,
         "raw_on_demand_tasks_per_s": raw_on_demand.round(),
         "raw_over_executor": (raw / rate * 100.0).round() / 100.0,
         "target_tasks_per_s": 20000, "target_raw_over_executor": 1.5,

@@ -7,12 +7,20 @@
 //! and wasmtime checks only the header, so every file carries a sha256 of
 //! its payload of our own: an entry that fails it is deleted and rebuilt,
 //! never run.
+//!
+//! The disk level is bounded: [`trim_dir`] evicts the least recently used
+//! entries past a byte cap (the disk collector in [`crate::gc`] runs it).
+//! Recency is the file's mtime: set when an entry is written, and touched
+//! when it is loaded from disk or (at most once a minute) served from
+//! memory. Evicting a file never affects a module already in memory, and a
+//! file that vanished is simply compiled again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -64,7 +72,19 @@ struct Counters {
     rejected: AtomicU64,
 }
 
-type Cell = Arc<OnceCell<Arc<Compiled>>>;
+/// One module's slot in memory.
+#[derive(Default)]
+struct Slot {
+    cell: OnceCell<Arc<Compiled>>,
+    /// Seconds since the cache's epoch when its disk entry was last marked
+    /// as used.
+    touched: AtomicU64,
+}
+
+type Cell = Arc<Slot>;
+
+/// A disk entry served from memory is marked as used at most this often.
+const TOUCH_EVERY_SECS: u64 = 60;
 
 /// The two-level module cache of one engine.
 pub struct ModuleCache {
@@ -76,6 +96,7 @@ pub struct ModuleCache {
     capacity: usize,
     entries: Mutex<(HashMap<String, Cell>, VecDeque<String>)>,
     counters: Counters,
+    epoch: Instant,
 }
 
 impl ModuleCache {
@@ -99,6 +120,7 @@ impl ModuleCache {
             capacity: capacity.max(1),
             entries: Mutex::new((HashMap::new(), VecDeque::new())),
             counters: Counters::default(),
+            epoch: Instant::now(),
         })
     }
 
@@ -127,14 +149,20 @@ impl ModuleCache {
         F: Future<Output = Result<Vec<u8>, LoadError>>,
     {
         let cell = self.cell(digest);
-        if let Some(hit) = cell.get() {
+        if let Some(hit) = cell.cell.get() {
             self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+            self.mark_used(digest, &cell);
             return Ok(hit.clone());
         }
         let result = cell
+            .cell
             .get_or_try_init(|| self.load(digest, fetch))
             .await
             .cloned();
+        if result.is_ok() {
+            let now = self.epoch.elapsed().as_secs();
+            cell.touched.store(now, Ordering::Relaxed);
+        }
         if result.is_err() {
             // Do not keep failed entries: a later launch may bring good bytes.
             let mut entries = self.entries.lock().unwrap();
@@ -143,6 +171,24 @@ impl ModuleCache {
             }
         }
         result
+    }
+
+    /// Keeps the disk entry of a module served from memory from looking
+    /// unused to [`trim_dir`]: refreshes its mtime, at most once a minute.
+    fn mark_used(&self, digest: &str, cell: &Slot) {
+        let now = self.epoch.elapsed().as_secs();
+        let last = cell.touched.load(Ordering::Relaxed);
+        if now < last + TOUCH_EVERY_SECS
+            || cell
+                .touched
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Some(path) = self.disk_path(digest) {
+            touch(&path);
+        }
     }
 
     fn cell(&self, digest: &str) -> Cell {
@@ -212,7 +258,12 @@ impl ModuleCache {
             .await
             .ok()?;
         match result {
-            Ok(module) => module,
+            Ok(module) => {
+                if module.is_some() {
+                    touch(path);
+                }
+                module
+            }
             Err(why) => {
                 tracing::warn!(path = %path.display(), %why, "rejecting cached module; recompiling");
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -242,6 +293,138 @@ fn write_entry(path: &Path, payload: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, &data)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Sets `path`'s mtime to now (its recency for [`trim_dir`]); a missing
+/// file is no error.
+fn touch(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: `c_path` is a valid NUL-terminated string for the call; null
+    // `times` means "now" for both times.
+    unsafe {
+        libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), std::ptr::null(), 0);
+    }
+}
+
+/// A temporary file older than this is left over by a crash, not being
+/// written: it is deleted.
+const STALE_TEMP: Duration = Duration::from_secs(600);
+
+/// One file of the on-disk cache, for [`choose_evictions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskEntry {
+    /// File name in the cache directory.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// When it was last written or used (its mtime).
+    pub last_used: SystemTime,
+}
+
+/// What [`trim_dir`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TrimReport {
+    /// Entries deleted to get under the cap.
+    pub evicted: usize,
+    /// Leftover temporary files deleted.
+    pub stale_temps: usize,
+    /// Bytes of the cache after trimming.
+    pub bytes: u64,
+}
+
+/// Which entries to evict so that the rest take at most `cap` bytes: the
+/// least recently used first (ties by name). Pure: indices into `entries`.
+pub fn choose_evictions(entries: &[DiskEntry], cap: u64) -> Vec<usize> {
+    let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+    if total <= cap {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&entries[a], &entries[b]);
+        a.last_used
+            .cmp(&b.last_used)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let mut evict = Vec::new();
+    for i in order {
+        if total <= cap {
+            break;
+        }
+        total -= entries[i].bytes;
+        evict.push(i);
+    }
+    evict
+}
+
+/// Bounds the cache directory `dir` to `cap` bytes of entries: deletes the
+/// least recently used `.cwasm` files past it, and temporary files left
+/// over by a crash. Files being written (recent temporaries) are counted
+/// but never touched; files of other names are ignored.
+pub fn trim_dir(dir: &Path, cap: u64) -> std::io::Result<TrimReport> {
+    let mut report = TrimReport::default();
+    let mut entries = Vec::new();
+    let mut in_flight = 0u64;
+    let now = SystemTime::now();
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(e),
+    };
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let last_used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        if name.ends_with(".cwasm") {
+            entries.push(DiskEntry {
+                name,
+                bytes: meta.len(),
+                last_used,
+            });
+        } else if is_temp_name(&name) {
+            let age = now.duration_since(last_used).unwrap_or_default();
+            if age > STALE_TEMP && std::fs::remove_file(entry.path()).is_ok() {
+                report.stale_temps += 1;
+            } else {
+                in_flight += meta.len();
+            }
+        }
+    }
+    let evict = choose_evictions(&entries, cap.saturating_sub(in_flight));
+    let mut gone = vec![false; entries.len()];
+    for i in evict {
+        match std::fs::remove_file(dir.join(&entries[i].name)) {
+            Ok(()) => {
+                report.evicted += 1;
+                gone[i] = true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone[i] = true,
+            Err(e) => {
+                tracing::warn!(file = %entries[i].name, error = %e, "cannot evict cached module")
+            }
+        }
+    }
+    report.bytes = in_flight
+        + entries
+            .iter()
+            .zip(&gone)
+            .filter(|(_, gone)| !**gone)
+            .map(|(e, _)| e.bytes)
+            .sum::<u64>();
+    Ok(report)
+}
+
+/// `<digest>-<key>.tmp<pid>`, as [`write_entry`] names its temporary file.
+fn is_temp_name(name: &str) -> bool {
+    name.rsplit_once(".tmp")
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `Ok(None)`: no entry. `Err`: an entry that must not be used.
@@ -275,6 +458,76 @@ fn verify_entry(data: &[u8]) -> Result<&[u8], String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(name: &str, bytes: u64, secs: u64) -> DiskEntry {
+        DiskEntry {
+            name: name.into(),
+            bytes,
+            last_used: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn evictions_take_the_least_recently_used_until_under_the_cap() {
+        let entries = [
+            entry("c", 40, 30),
+            entry("a", 40, 10),
+            entry("b", 40, 20),
+            entry("d", 40, 40),
+        ];
+        assert_eq!(choose_evictions(&entries, 160), Vec::<usize>::new());
+        assert_eq!(choose_evictions(&entries, 159), vec![1]);
+        assert_eq!(choose_evictions(&entries, 80), vec![1, 2]);
+        assert_eq!(choose_evictions(&entries, 0), vec![1, 2, 0, 3]);
+        // Ties go by name, so the choice is deterministic.
+        let tied = [entry("y", 10, 5), entry("x", 10, 5)];
+        assert_eq!(choose_evictions(&tied, 10), vec![1]);
+    }
+
+    #[test]
+    fn trimming_a_directory_spares_files_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, bytes: usize, secs_ago: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; bytes]).unwrap();
+            let when = SystemTime::now() - Duration::from_secs(secs_ago);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        at("old-k.cwasm", 100, 300);
+        at("mid-k.cwasm", 100, 200);
+        at("new-k.cwasm", 100, 100);
+        at("busy-k.tmp42", 50, 1);
+        at("dead-k.tmp7", 50, 3600);
+        at("notes.txt", 1000, 9999);
+        let report = trim_dir(dir.path(), 260).unwrap();
+        assert_eq!(
+            report,
+            TrimReport {
+                evicted: 1,
+                stale_temps: 1,
+                bytes: 250
+            }
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["busy-k.tmp42", "mid-k.cwasm", "new-k.cwasm", "notes.txt"]
+        );
+        // A touched entry counts as recently used.
+        touch(&dir.path().join("mid-k.cwasm"));
+        trim_dir(dir.path(), 160).unwrap();
+        assert!(dir.path().join("mid-k.cwasm").exists());
+        assert!(!dir.path().join("new-k.cwasm").exists());
+    }
 
     #[test]
     fn entries_detect_any_flipped_byte() {

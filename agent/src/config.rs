@@ -11,6 +11,16 @@ use crate::artifacts::ArtifactSource;
 /// Default cap on each of a task's stdout and stderr files: 10 MiB.
 pub const DEFAULT_OUTPUT_CAP: u64 = 10 << 20;
 
+/// Default cap on the on-disk cache of compiled modules: 1 GiB, room for
+/// hundreds of typical compiled modules (tens of KiB to a few MiB each).
+pub const DEFAULT_MODULE_CACHE_BYTES: u64 = 1 << 30;
+
+/// Default free space kept on the work dir's file system: 1 GiB.
+pub const DEFAULT_MIN_FREE_DISK: u64 = 1 << 30;
+
+/// Default time between two passes of the disk garbage collector: 10 s.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How an [`Executor`](crate::Executor) runs tasks.
 ///
 /// ```
@@ -49,6 +59,23 @@ pub struct ExecutorConfig {
     pub max_instances: u32,
     /// Compiled modules kept in memory. Default 256.
     pub memory_cache_entries: usize,
+    /// Cap on the bytes of the on-disk module cache
+    /// ([`cache_dir`](Self::cache_dir)); the least recently used entries are
+    /// evicted past it by the disk collector ([`crate::gc`]). A module
+    /// already loaded stays usable: only its file goes. Default 1 GiB.
+    pub module_cache_bytes: u64,
+    /// Cap on the bytes all sandboxes take: past it, the disk collector
+    /// deletes sandboxes of ended tasks, oldest first, before their
+    /// retention time. `None`: no cap of its own (the agent sets 80% of the
+    /// disk it offers). Default `None`.
+    pub sandbox_disk_limit: Option<u64>,
+    /// Free space to keep on the work dir's file system: below it, the disk
+    /// collector deletes sandboxes of ended tasks, oldest first. Default
+    /// 1 GiB.
+    pub min_free_disk: u64,
+    /// How often the disk collector checks sandboxes and the module cache
+    /// (it also runs when a task ends). Default 10 s.
+    pub gc_interval: Duration,
     /// Where `launch` fetches modules and inputs named by digest.
     pub artifacts: Option<Arc<dyn ArtifactSource>>,
     /// Identifies this agent in the statuses it sends (`agent_id`).
@@ -67,6 +94,10 @@ impl std::fmt::Debug for ExecutorConfig {
             .field("pooling", &self.pooling)
             .field("max_instances", &self.max_instances)
             .field("memory_cache_entries", &self.memory_cache_entries)
+            .field("module_cache_bytes", &self.module_cache_bytes)
+            .field("sandbox_disk_limit", &self.sandbox_disk_limit)
+            .field("min_free_disk", &self.min_free_disk)
+            .field("gc_interval", &self.gc_interval)
             .field("artifacts", &self.artifacts.is_some())
             .field("agent_id", &self.agent_id)
             .finish()
@@ -88,6 +119,10 @@ impl ExecutorConfig {
             pooling: true,
             max_instances: 2_000,
             memory_cache_entries: 256,
+            module_cache_bytes: DEFAULT_MODULE_CACHE_BYTES,
+            sandbox_disk_limit: None,
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
+            gc_interval: DEFAULT_GC_INTERVAL,
             artifacts: None,
             agent_id: String::new(),
         }
@@ -132,6 +167,30 @@ impl ExecutorConfig {
     /// Sets [`max_instances`](Self::max_instances).
     pub fn max_instances(mut self, slots: u32) -> Self {
         self.max_instances = slots;
+        self
+    }
+
+    /// Sets [`module_cache_bytes`](Self::module_cache_bytes).
+    pub fn module_cache_bytes(mut self, bytes: u64) -> Self {
+        self.module_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`sandbox_disk_limit`](Self::sandbox_disk_limit).
+    pub fn sandbox_disk_limit(mut self, bytes: Option<u64>) -> Self {
+        self.sandbox_disk_limit = bytes;
+        self
+    }
+
+    /// Sets [`min_free_disk`](Self::min_free_disk).
+    pub fn min_free_disk(mut self, bytes: u64) -> Self {
+        self.min_free_disk = bytes;
+        self
+    }
+
+    /// Sets [`gc_interval`](Self::gc_interval).
+    pub fn gc_interval(mut self, every: Duration) -> Self {
+        self.gc_interval = every;
         self
     }
 

@@ -71,6 +71,8 @@ pub struct Shared {
     pub(crate) engine: Engine,
     pub(crate) cache: ModuleCache,
     pub(crate) disk: DiskMonitor,
+    /// `<work_dir>/sandboxes`, open: sandboxes are created relative to it.
+    pub(crate) sandboxes: std::fs::File,
     tasks: Mutex<HashMap<String, Arc<TaskControl>>>,
 }
 
@@ -143,8 +145,11 @@ impl Executor {
     /// worker threads and the I/O runtime.
     pub fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
-        std::fs::create_dir_all(config.work_dir.join("sandboxes"))
+        let sandboxes_dir = config.work_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes_dir)
             .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
+        let sandboxes = std::fs::File::open(&sandboxes_dir)
+            .with_context(|| format!("opening {}", sandboxes_dir.display()))?;
         let settings = EngineSettings {
             pooling: config.pooling,
             max_instances: config.max_instances,
@@ -179,6 +184,7 @@ impl Executor {
                 engine,
                 cache,
                 disk,
+                sandboxes,
                 tasks: Mutex::new(HashMap::new()),
             }),
             workers,

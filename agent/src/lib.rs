@@ -32,6 +32,7 @@ mod cpu;
 mod disk;
 mod engine;
 mod executor;
+pub mod gc;
 mod limits;
 pub mod link;
 mod outbox;
@@ -43,8 +44,11 @@ mod validate;
 mod worker;
 
 pub use artifacts::{ArtifactSource, DirArtifacts, FetchFuture, digest_of, is_digest};
-pub use cache::CacheStats;
-pub use config::{DEFAULT_OUTPUT_CAP, ExecutorConfig};
+pub use cache::{CacheStats, TrimReport, trim_dir as trim_module_cache};
+pub use config::{
+    DEFAULT_GC_INTERVAL, DEFAULT_MIN_FREE_DISK, DEFAULT_MODULE_CACHE_BYTES, DEFAULT_OUTPUT_CAP,
+    ExecutorConfig,
+};
 pub use cpu::thread_cpu_ns;
 pub use engine::{EngineSettings, build_engine};
 pub use executor::{Executor, LaunchError, ModuleSource, TaskError};

@@ -104,6 +104,8 @@ pub struct Agent {
     next_seq: u64,
     agent_id: String,
     heartbeat_interval: Duration,
+    /// Keeps sandboxes and the module cache within their disk limits.
+    gc: crate::gc::GcHandle,
 }
 
 impl Agent {
@@ -127,7 +129,16 @@ impl Agent {
         let agent_id = std::fs::read_to_string(id_path(&config))
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
+        if config.executor.sandbox_disk_limit.is_none() {
+            // Sandboxes may take 80% of the disk offered: the rest is
+            // headroom for tasks that outgrow their estimate.
+            let offered = config.info.resources.as_ref().map_or(0, |r| r.disk);
+            if offered > 0 {
+                config.executor.sandbox_disk_limit = Some(offered / 5 * 4);
+            }
+        }
         let executor = Arc::new(Executor::new(config.executor.clone())?);
+        let gc = crate::gc::spawn(executor.clone()).context("starting the disk collector")?;
         let (status_sender, statuses) = mpsc::unbounded_channel();
         Ok(Agent {
             config,
@@ -139,6 +150,7 @@ impl Agent {
             next_seq: 0,
             agent_id,
             heartbeat_interval: Duration::from_secs(1),
+            gc,
         })
     }
 
@@ -223,6 +235,9 @@ impl Agent {
                         }
                     }
                     for status in &batch {
+                        if crate::is_terminal(status.state()) {
+                            self.gc.task_ended(&status.task_id);
+                        }
                         self.keep(status.clone());
                     }
                     send(&outbound, ToMaster::Updates(v1::StatusUpdates { statuses: batch })).await?;

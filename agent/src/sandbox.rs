@@ -68,6 +68,31 @@ impl Sandbox {
         std::fs::create_dir(&self.root)
     }
 
+    /// [`create`](Self::create), given `sandboxes`, an open handle on the
+    /// directory that holds this sandbox (named `task_id` in it): the
+    /// `mkdir`s then resolve one or two path components instead of the
+    /// whole work-dir path, which matters at thousands of launches a second.
+    pub fn create_in(&self, sandboxes: &std::fs::File, task_id: &str) -> io::Result<()> {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        let mkdirat = |name: &str| -> io::Result<()> {
+            let name = CString::new(name).map_err(io::Error::other)?;
+            // SAFETY: a valid directory fd and a NUL-terminated path.
+            let rc = unsafe { libc::mkdirat(sandboxes.as_raw_fd(), name.as_ptr(), 0o777) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        match mkdirat(task_id) {
+            // The sandboxes directory went away: make it again by path.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.create(),
+            other => other?,
+        }
+        mkdirat(&format!("{task_id}/root"))
+    }
+
     /// The root as a capability: nothing reached through it leaves it.
     pub fn root_dir(&self) -> io::Result<Dir> {
         Dir::open_ambient_dir(&self.root, ambient_authority())

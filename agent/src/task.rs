@@ -177,19 +177,22 @@ async fn prepare(
         }
         inputs.push((rel, input));
     }
-    control.sandbox.create().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Outcome::InvalidTask(format!(
-                "a sandbox for this task id already exists at {}: task ids are never reused",
-                control.sandbox.dir.display()
-            ))
-        } else {
-            Outcome::AgentError(format!(
-                "cannot create sandbox {}: {e}",
-                control.sandbox.dir.display()
-            ))
-        }
-    })?;
+    control
+        .sandbox
+        .create_in(&shared.sandboxes, &spec.task_id)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Outcome::InvalidTask(format!(
+                    "a sandbox for this task id already exists at {}: task ids are never reused",
+                    control.sandbox.dir.display()
+                ))
+            } else {
+                Outcome::AgentError(format!(
+                    "cannot create sandbox {}: {e}",
+                    control.sandbox.dir.display()
+                ))
+            }
+        })?;
 
     let compiled = shared
         .load_module(&spec.artifact, module)
@@ -239,6 +242,8 @@ async fn execute(
     let stdout = CappedOutput::new(sandbox.stdout.clone(), shared.config.output_cap);
     let stderr = CappedOutput::new(sandbox.stderr.clone(), shared.config.output_cap);
     let mut usage = TaskUsage::default();
+    // Known without a walk when the task cannot have written files.
+    let mut disk_bytes = None;
 
     let outcome = 'run: {
         let name = if spec.name.is_empty() {
@@ -254,9 +259,16 @@ async fn execute(
         for var in &spec.env {
             wasi.env(&var.name, &var.value);
         }
-        wasi.initial_cwd("/");
-        if let Err(e) = wasi.preopened_dir(&sandbox.root, "/", FsPerms::ReadWrite) {
-            break 'run Outcome::AgentError(format!("cannot open sandbox root: {e:#}"));
+        // A module that imports no function able to reach a descriptor
+        // beyond stdio cannot tell whether its root is preopened, and cannot
+        // add a byte to it: it gets no preopen, no disk watch and no
+        // end-of-task walk (its root holds exactly its inputs).
+        let touches_files = can_touch_files(compiled);
+        if touches_files {
+            wasi.initial_cwd("/");
+            if let Err(e) = wasi.preopened_dir(&sandbox.root, "/", FsPerms::ReadWrite) {
+                break 'run Outcome::AgentError(format!("cannot open sandbox root: {e:#}"));
+            }
         }
         let data = TaskData {
             wasi: wasi.build_p1(),
@@ -285,17 +297,22 @@ async fn execute(
         } else {
             sandbox::disk_usage(&sandbox.root)
         };
-        let _watch = shared
-            .disk
-            .watch(sandbox.root.clone(), baseline, resources.disk, {
-                let control = Arc::downgrade(control);
-                let limit = resources.disk;
-                Box::new(move |used| {
-                    if let Some(c) = control.upgrade() {
-                        c.request_stop(Stop::DiskLimit { used, limit });
-                    }
+        if !touches_files {
+            disk_bytes = Some(baseline);
+        }
+        let _watch = touches_files.then(|| {
+            shared
+                .disk
+                .watch(sandbox.root.clone(), baseline, resources.disk, {
+                    let control = Arc::downgrade(control);
+                    let limit = resources.disk;
+                    Box::new(move |used| {
+                        if let Some(c) = control.upgrade() {
+                            c.request_stop(Stop::DiskLimit { used, limit });
+                        }
+                    })
                 })
-            });
+        });
 
         // Instantiation is inside the race too: a module's start function
         // runs during it and may loop as well as `_start` can.
@@ -334,9 +351,35 @@ async fn execute(
     usage.stdout_truncated = out.truncated;
     usage.stderr_bytes = err.bytes;
     usage.stderr_truncated = err.truncated;
-    usage.disk_bytes = sandbox::disk_usage(&sandbox.root);
+    usage.disk_bytes = disk_bytes.unwrap_or_else(|| sandbox::disk_usage(&sandbox.root));
     usage.cpu_time_ms = control.sched.cpu_ns.load(Ordering::Relaxed) / 1_000_000;
     (outcome, usage)
+}
+
+/// WASI preview 1 functions that reach no descriptor other than stdin,
+/// stdout and stderr (and behave the same on a directory descriptor as on a
+/// missing one: `fd_write` answers `EBADF` to both).
+const NO_FILE_ACCESS: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_write",
+    "proc_exit",
+    "proc_raise",
+    "random_get",
+    "sched_yield",
+];
+
+/// False when the module imports only functions of [`NO_FILE_ACCESS`]:
+/// it can then neither see nor change its root directory. (Imports are
+/// all a module can call: WASI preview 1 has no dynamic linking.)
+fn can_touch_files(compiled: &Compiled) -> bool {
+    compiled.pre.module().imports().any(|import| {
+        import.module() != crate::validate::WASI_P1 || !NO_FILE_ACCESS.contains(&import.name())
+    })
 }
 
 /// Turns an error from instantiation or `_start` into an outcome.

@@ -200,3 +200,118 @@ fn artifacts_are_fetched_by_digest_and_verified() {
     let end = h.run(s, fixture("exit7")).pop().unwrap();
     assert_eq!(end.reason(), Reason::ArtifactUnavailable);
 }
+
+/// A small WASI command that prints `m<NN>`: distinct modules of one size.
+fn numbered_module(n: usize) -> Arc<[u8]> {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "m{n:02}")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 3))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    )
+    .into_bytes()
+    .into()
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn the_disk_cache_keeps_the_most_recent_modules_within_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let modules: Vec<Arc<[u8]>> = (0..6).map(numbered_module).collect();
+    // The size of one entry, from a throwaway executor.
+    let entry_size = {
+        let h = Harness::new();
+        let end = h
+            .run(spec("measure", &[]), modules[0].clone())
+            .pop()
+            .unwrap();
+        assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
+        let path = h
+            .executor
+            .cached_module_path(&digest_of(&modules[0]))
+            .unwrap();
+        wait_for_file(&path);
+        std::fs::metadata(&path).unwrap().len()
+    };
+    // Room for three entries and a half.
+    let cap = entry_size * 7 / 2;
+    let config = || ExecutorConfig::new(&work).module_cache_bytes(cap);
+    let cache_dir = work.join("modules");
+    {
+        let ex = Executor::new(config()).unwrap();
+        let collector = wasmos_agent::gc::Collector::new();
+        for (i, module) in modules.iter().enumerate() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            ex.launch(
+                "fw",
+                spec(&format!("m{i}"), &[]),
+                ModuleSource::Bytes(module.clone()),
+                tx,
+            )
+            .unwrap();
+            let end = collect(rx, Duration::from_secs(60)).pop().unwrap();
+            assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
+            wait_for_file(&ex.cached_module_path(&digest_of(module)).unwrap());
+            let report = collector.collect(&ex);
+            let on_disk = dir_bytes(&cache_dir);
+            assert!(on_disk <= cap, "{on_disk} > {cap} after module {i}");
+            assert_eq!(report.module_cache_bytes, on_disk);
+            // Distinct mtimes, whatever the file system's resolution.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The three most recent stay; the older ones were evicted.
+        let kept: Vec<bool> = modules
+            .iter()
+            .map(|m| ex.cached_module_path(&digest_of(m)).unwrap().exists())
+            .collect();
+        assert_eq!(kept, [false, false, false, true, true, true]);
+        // Evicted entries do not affect the running executor: a module
+        // still in memory runs without its file.
+        let end = {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            ex.launch(
+                "fw",
+                spec("m0-again", &[]),
+                ModuleSource::Bytes(modules[0].clone()),
+                tx,
+            )
+            .unwrap();
+            collect(rx, Duration::from_secs(60)).pop().unwrap()
+        };
+        assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
+        assert_eq!(ex.cache_stats().compiled, 6);
+    }
+    // A restarted agent loads the kept ones from disk and recompiles an
+    // evicted one, which then runs correctly.
+    let ex = Executor::new(config()).unwrap();
+    for (id, n) in [("after-5", 5), ("after-0", 0)] {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        ex.launch(
+            "fw",
+            spec(id, &[]),
+            ModuleSource::Bytes(modules[n].clone()),
+            tx,
+        )
+        .unwrap();
+        let end = collect(rx, Duration::from_secs(60)).pop().unwrap();
+        assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
+        let out = ex
+            .read(id, &wasmos_agent::SandboxFile::Stdout, 0, 100)
+            .unwrap();
+        assert_eq!(out, format!("m{n:02}").as_bytes());
+    }
+    let stats = ex.cache_stats();
+    assert_eq!((stats.disk_hits, stats.compiled), (1, 1), "{stats:?}");
+}

@@ -80,6 +80,11 @@ fn wat_modules_run_too() {
     let statuses = h.run(spec("hi-wat", &[]), fixture("hi"));
     assert_eq!(statuses.last().unwrap().state(), TaskState::Finished);
     assert_eq!(h.stdout("hi-wat"), "hi");
+    // It imports only `fd_write`: no preopen, no disk walk, but still a
+    // full sandbox on disk and exact usage.
+    let usage = statuses.last().unwrap().usage.unwrap();
+    assert_eq!((usage.stdout_bytes, usage.disk_bytes), (2, 0));
+    assert!(h.executor.sandbox("hi-wat").root.is_dir());
 }
 
 #[test]

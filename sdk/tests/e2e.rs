@@ -229,6 +229,9 @@ async fn updates_are_acknowledged_in_batches_and_stop_being_resent() {
         "acknowledged updates are not resent"
     );
     assert_eq!(agent.unacked(), 0);
+    // Done: give the agent back (an idle framework would keep being offered
+    // it, as in Mesos, since filters hold back only what was refused).
+    scheduler.teardown().await.unwrap();
 
     // With automatic acknowledgement off, updates keep coming until acked.
     let (manual, mut events) = client

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use wasmos_proto::v1::agent_link_server::AgentLinkServer;
 use wasmos_proto::v1::artifacts_server::ArtifactsServer;
 use wasmos_proto::v1::operator_server::OperatorServer;
@@ -177,7 +177,10 @@ impl Master {
             }));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = router
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                // `serve_with_incoming` ignores the builder's `tcp_nodelay`:
+                // without it, Nagle's algorithm holds each small event or
+                // reply until the peer's delayed ACK (40 ms on Linux).
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
                 .await
             {
                 tracing::error!("gRPC server failed: {e}");

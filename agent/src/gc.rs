@@ -1,0 +1,423 @@
+//! The agent's disk collector: keeps what the agent stores on disk bounded.
+//!
+//! * **Sandboxes under disk pressure.** When all sandboxes together take
+//!   more than [`sandbox_disk_limit`](ExecutorConfig::sandbox_disk_limit),
+//!   or the work dir's file system has less than
+//!   [`min_free_disk`](ExecutorConfig::min_free_disk) free, sandboxes of
+//!   ended tasks are deleted, oldest end first, until both hold again (or
+//!   none is left), even before their retention time. A running task's
+//!   sandbox is never deleted.
+//! * **The on-disk module cache** is trimmed to
+//!   [`module_cache_bytes`](ExecutorConfig::module_cache_bytes), least
+//!   recently used entries first ([`crate::cache`]).
+//!
+//! One pass is [`Collector::collect`]; [`spawn`] runs passes on a thread of
+//! their own every [`gc_interval`](ExecutorConfig::gc_interval) and soon
+//! after each [`GcHandle::task_ended`]. The choice of sandboxes is the pure
+//! function [`choose_victims`]. The collector only uses the executor's public
+//! API (`running_tasks`, `state`, `remove`, `config`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::{Executor, ExecutorConfig};
+
+/// One sandbox, as [`choose_victims`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxUse {
+    /// The task id (the sandbox's directory name).
+    pub task: String,
+    /// When the task ended (ignored while it runs).
+    pub ended_at: SystemTime,
+    /// Bytes the sandbox takes.
+    pub bytes: u64,
+    /// The task has not ended: its sandbox must stay.
+    pub running: bool,
+}
+
+/// The limits and the file system's state, for [`choose_victims`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pressure {
+    /// Most bytes all sandboxes may take (`None`: no such limit).
+    pub sandbox_limit: Option<u64>,
+    /// Free bytes to keep on the file system.
+    pub min_free: u64,
+    /// Free bytes on the file system now (`None`: unknown).
+    pub free: Option<u64>,
+}
+
+/// The sandboxes to delete, in order: ended tasks, oldest end first (ties
+/// by task id), until the sandboxes are within `sandbox_limit` and deleting
+/// them frees enough to reach `min_free`. If that cannot be reached, every
+/// ended task's sandbox is chosen. Never a running task's.
+pub fn choose_victims(sandboxes: &[SandboxUse], pressure: &Pressure) -> Vec<String> {
+    let total: u64 = sandboxes.iter().map(|s| s.bytes).sum();
+    let over_limit = pressure
+        .sandbox_limit
+        .map_or(0, |limit| total.saturating_sub(limit));
+    let short_of_free = pressure
+        .free
+        .map_or(0, |free| pressure.min_free.saturating_sub(free));
+    let mut need = over_limit.max(short_of_free);
+    if need == 0 {
+        return Vec::new();
+    }
+    let mut ended: Vec<&SandboxUse> = sandboxes.iter().filter(|s| !s.running).collect();
+    ended.sort_by(|a, b| {
+        a.ended_at
+            .cmp(&b.ended_at)
+            .then_with(|| a.task.cmp(&b.task))
+    });
+    let mut victims = Vec::new();
+    for s in ended {
+        if need == 0 {
+            break;
+        }
+        need = need.saturating_sub(s.bytes);
+        victims.push(s.task.clone());
+    }
+    victims
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Sandboxes deleted, in the order they were.
+    pub removed: Vec<String>,
+    /// Bytes of all sandboxes before the pass.
+    pub sandbox_bytes: u64,
+    /// Free bytes on the work dir's file system before the pass.
+    pub free_bytes: Option<u64>,
+    /// Module cache entries evicted.
+    pub evicted_modules: usize,
+    /// Bytes of the module cache after the pass.
+    pub module_cache_bytes: u64,
+}
+
+/// What the collector remembers of an ended task's sandbox: it does not
+/// change any more, so it is measured once.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    at: SystemTime,
+    bytes: Option<u64>,
+}
+
+/// The collector's memory between passes: when tasks ended, and the sizes
+/// of their sandboxes. Entries go when their sandbox does.
+#[derive(Debug, Default)]
+pub struct Collector {
+    ended: Mutex<HashMap<String, Ended>>,
+}
+
+impl Collector {
+    /// A collector that knows no task yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `task` ended now (a better age than the sandbox's
+    /// mtimes, which is what a task the collector never heard of gets).
+    pub fn task_ended(&self, task: &str) {
+        self.task_ended_at(task, SystemTime::now());
+    }
+
+    fn task_ended_at(&self, task: &str, at: SystemTime) {
+        self.ended
+            .lock()
+            .unwrap()
+            .entry(task.to_owned())
+            .or_insert(Ended { at, bytes: None });
+    }
+
+    /// One pass over `executor`'s sandboxes and module cache. Blocking (it
+    /// walks directories): run it off async threads.
+    pub fn collect(&self, executor: &Executor) -> GcReport {
+        let config = executor.config();
+        let mut report = GcReport::default();
+        let sandboxes_dir = config.work_dir.join("sandboxes");
+        // List the directories before asking what runs: a task launched
+        // in between is then seen running, never as an ended stray.
+        let dirs = list_dirs(&sandboxes_dir);
+        let running: HashSet<String> = executor.running_tasks().into_iter().collect();
+        let mut uses = Vec::with_capacity(dirs.len());
+        {
+            let mut ended = self.ended.lock().unwrap();
+            let present: HashSet<&String> = dirs.iter().collect();
+            ended.retain(|task, _| present.contains(task));
+            for task in &dirs {
+                let dir = sandboxes_dir.join(task);
+                let is_running = running.contains(task)
+                    || executor.state(task).is_some_and(|s| !crate::is_terminal(s));
+                if is_running {
+                    uses.push(SandboxUse {
+                        task: task.clone(),
+                        ended_at: SystemTime::now(),
+                        bytes: crate::sandbox::disk_usage(&dir),
+                        running: true,
+                    });
+                    continue;
+                }
+                let record = ended.entry(task.clone()).or_insert_with(|| Ended {
+                    at: last_modified(&dir),
+                    bytes: None,
+                });
+                let bytes = *record
+                    .bytes
+                    .get_or_insert_with(|| crate::sandbox::disk_usage(&dir));
+                uses.push(SandboxUse {
+                    task: task.clone(),
+                    ended_at: record.at,
+                    bytes,
+                    running: false,
+                });
+            }
+        }
+        report.sandbox_bytes = uses.iter().map(|u| u.bytes).sum();
+        report.free_bytes = free_space(&sandboxes_dir);
+        let pressure = Pressure {
+            sandbox_limit: config.sandbox_disk_limit,
+            min_free: config.min_free_disk,
+            free: report.free_bytes,
+        };
+        for task in choose_victims(&uses, &pressure) {
+            match executor.remove(&task) {
+                Ok(()) | Err(crate::TaskError::Unknown(_)) => {
+                    tracing::info!(%task, "deleted the sandbox of an ended task: disk pressure");
+                    self.ended.lock().unwrap().remove(&task);
+                    report.removed.push(task);
+                }
+                Err(e) => tracing::warn!(%task, error = %e, "cannot delete sandbox"),
+            }
+        }
+        if let Some(dir) = &config.cache_dir {
+            match crate::cache::trim_dir(dir, config.module_cache_bytes) {
+                Ok(trim) => {
+                    report.evicted_modules = trim.evicted;
+                    report.module_cache_bytes = trim.bytes;
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot trim the module cache")
+                }
+            }
+        }
+        report
+    }
+}
+
+/// Runs a [`Collector`] on its own thread until dropped.
+pub struct GcHandle {
+    collector: Arc<Collector>,
+    wake: mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GcHandle {
+    /// Records that `task` ended and asks for a pass soon.
+    pub fn task_ended(&self, task: &str) {
+        self.collector.task_ended(task);
+        let _ = self.wake.send(());
+    }
+
+    /// Asks for a pass soon.
+    pub fn wake(&self) {
+        let _ = self.wake.send(());
+    }
+
+    /// The collector the thread runs.
+    pub fn collector(&self) -> &Arc<Collector> {
+        &self.collector
+    }
+}
+
+impl Drop for GcHandle {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's wait.
+        let (dead, _) = mpsc::channel();
+        self.wake = dead;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts collecting for `executor`: a pass every
+/// [`gc_interval`](ExecutorConfig::gc_interval) and after each
+/// [`GcHandle::task_ended`] (wake-ups that arrive together share a pass).
+pub fn spawn(executor: Arc<Executor>) -> std::io::Result<GcHandle> {
+    let collector = Arc::new(Collector::new());
+    let (wake, woken) = mpsc::channel::<()>();
+    let interval = effective_interval(executor.config());
+    let thread = std::thread::Builder::new()
+        .name("wasmos-gc".into())
+        .spawn({
+            let collector = collector.clone();
+            move || {
+                loop {
+                    let report = collector.collect(&executor);
+                    if !report.removed.is_empty() || report.evicted_modules > 0 {
+                        tracing::debug!(?report, "disk collector pass");
+                    }
+                    match woken.recv_timeout(interval) {
+                        Ok(()) => while woken.try_recv().is_ok() {},
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            }
+        })?;
+    Ok(GcHandle {
+        collector,
+        wake,
+        thread: Some(thread),
+    })
+}
+
+fn effective_interval(config: &ExecutorConfig) -> Duration {
+    config.gc_interval.max(Duration::from_millis(1))
+}
+
+/// Names of the directories in `dir` (none if it cannot be read).
+fn list_dirs(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The latest mtime of a sandbox's own files (the directory, its root,
+/// stdout and stderr): about when its task last did something.
+fn last_modified(dir: &Path) -> SystemTime {
+    ["", "root", "stdout", "stderr"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok()?.modified().ok())
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .min(SystemTime::now())
+}
+
+/// Bytes available to unprivileged users on the file system of `path`.
+pub fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is NUL-terminated and `stat` is a valid out pointer
+    // for one `statvfs`.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ by platform
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn ended(task: &str, secs: u64, bytes: u64) -> SandboxUse {
+        SandboxUse {
+            task: task.into(),
+            ended_at: at(secs),
+            bytes,
+            running: false,
+        }
+    }
+
+    fn running(task: &str, bytes: u64) -> SandboxUse {
+        SandboxUse {
+            task: task.into(),
+            ended_at: at(0),
+            bytes,
+            running: true,
+        }
+    }
+
+    fn limit(bytes: u64) -> Pressure {
+        Pressure {
+            sandbox_limit: Some(bytes),
+            min_free: 0,
+            free: None,
+        }
+    }
+
+    #[test]
+    fn nothing_is_chosen_without_pressure() {
+        let all = [ended("a", 1, 100), running("r", 100)];
+        assert!(choose_victims(&all, &limit(200)).is_empty());
+        let roomy = Pressure {
+            sandbox_limit: None,
+            min_free: 1000,
+            free: Some(1000),
+        };
+        assert!(choose_victims(&all, &roomy).is_empty());
+        assert!(choose_victims(&[], &limit(0)).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_ended_sandboxes_go_first_until_under_the_limit() {
+        let all = [
+            ended("c", 30, 100),
+            ended("a", 10, 100),
+            running("r", 100),
+            ended("b", 20, 100),
+        ];
+        assert_eq!(choose_victims(&all, &limit(399)), ["a"]);
+        assert_eq!(choose_victims(&all, &limit(250)), ["a", "b"]);
+        // Ties on the end time go by task id.
+        let tied = [ended("y", 5, 10), ended("x", 5, 10)];
+        assert_eq!(choose_victims(&tied, &limit(10)), ["x"]);
+    }
+
+    #[test]
+    fn a_running_task_is_never_chosen() {
+        let all = [running("r", 1000), ended("old", 1, 10), ended("new", 2, 10)];
+        // Even deleting every ended sandbox cannot get under the limit.
+        assert_eq!(choose_victims(&all, &limit(100)), ["old", "new"]);
+        assert!(choose_victims(&[running("r", 1000)], &limit(0)).is_empty());
+    }
+
+    #[test]
+    fn low_free_space_frees_what_is_missing() {
+        let all = [ended("a", 1, 100), ended("b", 2, 100), ended("c", 3, 100)];
+        let low = |free| Pressure {
+            sandbox_limit: None,
+            min_free: 1000,
+            free: Some(free),
+        };
+        assert_eq!(choose_victims(&all, &low(950)), ["a"]);
+        assert_eq!(choose_victims(&all, &low(850)), ["a", "b"]);
+        assert_eq!(choose_victims(&all, &low(0)), ["a", "b", "c"]);
+        // The larger of the two needs wins.
+        let both = Pressure {
+            sandbox_limit: Some(250),
+            min_free: 1000,
+            free: Some(990),
+        };
+        assert_eq!(choose_victims(&all, &both), ["a"]);
+        let both = Pressure {
+            free: Some(750),
+            ..both
+        };
+        assert_eq!(choose_victims(&all, &both), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn free_space_is_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_space(dir.path()).is_some_and(|b| b > 0));
+        assert_eq!(free_space(&dir.path().join("missing")), None);
+    }
+}

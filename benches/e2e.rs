@@ -1,0 +1,468 @@
+//! End to end: `cargo bench --bench e2e [-- --tasks N]`.
+//!
+//! Starts a real `wasmos master` and two `wasmos agent` processes (each
+//! offering 1 cpu and 4 GiB) on loopback, subscribes one framework with the
+//! SDK's lower level (`Client::subscribe`: offers, `Accept`, updates, batched
+//! automatic acknowledgements) and runs N (default 10,000) trivial tasks: a
+//! `.wat` module that writes "hi" to stdout through WASI `fd_write` and
+//! exits 0, each asking for 0.01 cpus and 8 MiB, so 100 run at once per agent.
+//! Every offer is used whole: one `Accept` per agent carries every task that
+//! fits in that agent's offers.
+//!
+//! Launch latency of a task: from the moment its `Accept` is sent until its
+//! `RUNNING` update reaches the framework (or its terminal update, if the
+//! framework never saw `RUNNING`; those are counted in
+//! `running_skipped`). Prints one JSON line.
+//!
+//! Agent work directories go on `/dev/shm` (tmpfs) when it exists, as in the
+//! executor bench: on this VM an ext4 `mkdir` costs ~300 µs, which would
+//! measure the disk, not wasmos. `WASMOS_BENCH_WORK_DIR=<dir>` puts them
+//! elsewhere.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use wasmos_sdk::proto as v1;
+use wasmos_sdk::{Client, Event, FrameworkConfig, is_terminal};
+
+/// Writes "hi" to stdout and returns (exit 0).
+const HI_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hi")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 2))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+const AGENTS: usize = 2;
+const AGENT_CPUS: &str = "1";
+const AGENT_MEM: &str = "4GiB";
+/// Default `cpus` of each task, in thousandths (`--task-cpus` changes it).
+const TASK_CPU_MILLIS: u64 = 10;
+const TASK_MEM: u64 = 8 << 20;
+/// No progress for this long: the bench fails instead of hanging.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// The value of `--name V` on the command line, if given.
+fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("bad value `{v}` for {name}"))
+        })
+}
+
+/// The processes of the cluster, killed on drop.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        // Agents first, so they do not log the master's going.
+        for child in self.0.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `wasmos <args> --work-dir <work_dir>` and waits for stdout lines
+/// containing each of `markers`, in order; returns the child and those
+/// lines. Later output is drained and dropped.
+fn spawn(args: &[&str], work_dir: &Path, markers: &[&str]) -> (Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmos"))
+        .args(args)
+        .arg("--work-dir")
+        .arg(work_dir)
+        .env("WASMOS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn wasmos");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std_mpsc::channel();
+    let wanted: Vec<String> = markers.iter().map(|m| m.to_string()).collect();
+    std::thread::spawn(move || {
+        let mut next = 0;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if next < wanted.len() && line.contains(&wanted[next]) {
+                let _ = tx.send(line);
+                next += 1;
+            }
+        }
+    });
+    let lines = markers
+        .iter()
+        .map(|marker| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("`wasmos {}` printed no `{marker}` line", args[0]))
+        })
+        .collect();
+    (child, lines)
+}
+
+/// CPU time (user + system) a process has used so far, in seconds, from
+/// `/proc` (Linux; 0 elsewhere). Clock ticks are 100 per second on Linux.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the `(comm)`, which may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after comm.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn last_word(line: &str) -> String {
+    line.split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A minimal HTTP/1.1 GET (the body; chunked encoding is good enough to
+/// search in).
+fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// Waits until the master's `/state` shows `n` connected agents.
+fn wait_agents(http: &str, n: usize) {
+    let start = Instant::now();
+    loop {
+        let state = http_get(&format!("{http}/state"));
+        let connected = state.matches(r#""connected":true"#).count();
+        if connected >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{n} agents did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn task_spec(artifact: &str, i: usize, cpu_millis: u64) -> v1::TaskSpec {
+    v1::TaskSpec {
+        task_id: format!("e2e-{i}"),
+        artifact: artifact.to_string(),
+        resources: Some(v1::Resources {
+            cpus: cpu_millis as f64 / 1000.0,
+            mem: TASK_MEM,
+            disk: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn task_index(task_id: &str) -> Option<usize> {
+    task_id.strip_prefix("e2e-")?.parse().ok()
+}
+
+#[derive(Clone, Copy, Default)]
+struct TaskTimes {
+    accepted: Option<Instant>,
+    /// Wall clock of the Accept, and the agent's timestamps of STARTING,
+    /// RUNNING and the end (ms since the epoch): where the time goes.
+    accepted_ms: u64,
+    starting_ms: u64,
+    running_ms: u64,
+    ended_ms: u64,
+    running: bool,
+    done: bool,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let tasks = arg("--tasks").unwrap_or(10_000usize);
+    let task_cpu_millis =
+        arg("--task-cpus").map_or(TASK_CPU_MILLIS, |c: f64| (c * 1000.0).round() as u64);
+    let base = std::env::var_os("WASMOS_BENCH_WORK_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Path::new("/dev/shm").is_dir().then(|| "/dev/shm".into()))
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(&base).expect("temporary work dir");
+
+    let (master, lines) = spawn(
+        &["master", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &dir.path().join("master"),
+        &["listening on", "/metrics on"],
+    );
+    let mut processes = Processes(vec![master]);
+    let url = last_word(&lines[0]);
+    let http = last_word(&lines[1]);
+    for i in 0..AGENTS {
+        let hostname = format!("agent-{i}");
+        let (agent, _) = spawn(
+            &[
+                "agent",
+                "--master",
+                &url,
+                "--cpus",
+                AGENT_CPUS,
+                "--mem",
+                AGENT_MEM,
+                "--hostname",
+                &hostname,
+            ],
+            &dir.path().join(&hostname),
+            &["wasmos agent offering"],
+        );
+        processes.0.push(agent);
+    }
+    wait_agents(&http, AGENTS);
+
+    let client = Client::connect(&url).await.expect("connect to the master");
+    let artifact = client.upload(HI_WAT).await.expect("upload").digest;
+    let (scheduler, mut events) = client
+        .subscribe(FrameworkConfig::new("e2e-bench"))
+        .await
+        .expect("subscribe");
+
+    let mut times = vec![TaskTimes::default(); tasks];
+    let mut next = 0usize; // next task never launched
+    let mut retry: Vec<usize> = Vec::new(); // refused by a failed Accept
+    let mut latencies_ms: Vec<f64> = Vec::with_capacity(tasks);
+    let (mut finished, mut failed, mut running_skipped) = (0usize, 0usize, 0usize);
+    let mut accept_calls = 0usize;
+    let mut accept_errors = 0usize;
+    let mut failures: HashMap<String, usize> = HashMap::new();
+    let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<(Vec<usize>, String)>();
+
+    let pids: Vec<u32> = processes.0.iter().map(Child::id).collect();
+    let own = std::process::id();
+    let cpu_before: Vec<f64> = pids.iter().chain([&own]).map(|&p| cpu_seconds(p)).collect();
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    while finished + failed < tasks {
+        let event = tokio::select! {
+            event = events.next() => event.expect("the event stream ended"),
+            Some((indices, error)) = refused_rx.recv() => {
+                accept_errors += 1;
+                eprintln!("accept failed ({} tasks will be retried): {error}", indices.len());
+                for &i in &indices {
+                    times[i].accepted = None;
+                }
+                retry.extend(indices);
+                continue;
+            }
+            _ = tokio::time::sleep(STALL_LIMIT.saturating_sub(last_progress.elapsed())) => {
+                panic!(
+                    "no progress for {STALL_LIMIT:?}: {finished} finished, {failed} failed, {next} launched of {tasks}"
+                );
+            }
+        };
+        match event {
+            Event::Offers(offers) => {
+                // Group by agent: one Accept per agent takes all its offers.
+                let mut by_agent: HashMap<String, (Vec<String>, u64, u64)> = HashMap::new();
+                for offer in offers {
+                    let r = offer.resources.unwrap_or_default();
+                    let entry = by_agent.entry(offer.agent_id).or_default();
+                    entry.0.push(offer.offer_id);
+                    entry.1 += (r.cpus * 1000.0).round() as u64;
+                    entry.2 += r.mem;
+                }
+                for (_agent, (offer_ids, cpu_millis, mem)) in by_agent {
+                    let fit = ((cpu_millis / task_cpu_millis).min(mem / TASK_MEM)) as usize;
+                    let mut batch = Vec::with_capacity(fit);
+                    while batch.len() < fit {
+                        if let Some(i) = retry.pop() {
+                            batch.push(i);
+                        } else if next < tasks {
+                            batch.push(next);
+                            next += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    if batch.is_empty() {
+                        // Nothing left to launch (or too small an offer).
+                        let refuse = if next >= tasks { 3600.0 } else { 0.0 };
+                        let scheduler = scheduler.clone();
+                        tokio::spawn(async move {
+                            let _ = scheduler.decline(offer_ids, Some(refuse)).await;
+                        });
+                        continue;
+                    }
+                    let specs: Vec<v1::TaskSpec> = batch
+                        .iter()
+                        .map(|&i| task_spec(&artifact, i, task_cpu_millis))
+                        .collect();
+                    let scheduler = scheduler.clone();
+                    let refused = refused_tx.clone();
+                    accept_calls += 1;
+                    let sent = Instant::now();
+                    let sent_ms = epoch_ms();
+                    for &i in &batch {
+                        times[i].accepted = Some(sent);
+                        times[i].accepted_ms = sent_ms;
+                    }
+                    tokio::spawn(async move {
+                        // Leftovers go back at once: they are offered again
+                        // with the resources the next tasks free.
+                        if let Err(e) = scheduler.accept(offer_ids, specs, Some(0.0)).await {
+                            let _ = refused.send((batch, e.to_string()));
+                        }
+                    });
+                }
+            }
+            Event::Update(status) => {
+                let now = Instant::now();
+                let Some(i) = task_index(&status.task_id).filter(|&i| i < tasks) else {
+                    continue;
+                };
+                let state = status.state();
+                let t = &mut times[i];
+                if t.done {
+                    continue; // a duplicate (delivery is at least once)
+                }
+                let terminal = is_terminal(state);
+                match state {
+                    v1::TaskState::Starting => t.starting_ms = status.timestamp_ms,
+                    v1::TaskState::Running => t.running_ms = status.timestamp_ms,
+                    _ if terminal => t.ended_ms = status.timestamp_ms,
+                    _ => {}
+                }
+                if (state == v1::TaskState::Running || terminal) && !t.running {
+                    t.running = true;
+                    if terminal {
+                        running_skipped += 1;
+                    }
+                    if let Some(accepted) = t.accepted {
+                        latencies_ms.push((now - accepted).as_secs_f64() * 1000.0);
+                    }
+                }
+                if terminal {
+                    t.done = true;
+                    last_progress = now;
+                    if state == v1::TaskState::Finished && status.exit_code == Some(0) {
+                        finished += 1;
+                    } else {
+                        failed += 1;
+                        let key = format!("{:?}/{:?}", state, status.reason());
+                        *failures.entry(key).or_default() += 1;
+                        if failed <= 5 {
+                            eprintln!("task {} failed: {status:?}", status.task_id);
+                        }
+                    }
+                }
+            }
+            Event::Error(message) => panic!("the subscription ended: {message}"),
+            Event::Disconnected { reason } => eprintln!("disconnected: {reason}"),
+            _ => {}
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu: Vec<f64> = pids
+        .iter()
+        .chain([&own])
+        .zip(&cpu_before)
+        .map(|(&p, before)| round3((cpu_seconds(p) - before) / wall))
+        .collect();
+    let stats = scheduler.stats();
+    let _ = scheduler.teardown().await;
+    drop(processes);
+
+    latencies_ms.sort_by(f64::total_cmp);
+    // Medians of each stage, from the agents' millisecond timestamps.
+    let stage = |f: &dyn Fn(&TaskTimes) -> (u64, u64)| {
+        let mut v: Vec<f64> = times
+            .iter()
+            .map(f)
+            .filter(|&(a, b)| a > 0 && b >= a)
+            .map(|(a, b)| (b - a) as f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        json!({"p50": percentile(&v, 50.0), "p99": percentile(&v, 99.0)})
+    };
+    let stages = json!({
+        "accept_to_starting": stage(&|t| (t.accepted_ms, t.starting_ms)),
+        "starting_to_running": stage(&|t| (t.starting_ms, t.running_ms)),
+        "running_to_end": stage(&|t| (t.running_ms, t.ended_ms)),
+    });
+    let result = json!({
+        "bench": "e2e",
+        "agents": AGENTS,
+        "agent_cpus": 1,
+        "tasks": tasks,
+        "finished": finished,
+        "failed": failed,
+        "failures": failures,
+        "running_skipped": running_skipped,
+        "wall_s": round3(wall),
+        "tasks_per_s": (tasks as f64 / wall).round(),
+        "launch_p50_ms": round3(percentile(&latencies_ms, 50.0)),
+        "launch_p90_ms": round3(percentile(&latencies_ms, 90.0)),
+        "launch_p99_ms": round3(percentile(&latencies_ms, 99.0)),
+        "launch_max_ms": round3(percentile(&latencies_ms, 100.0)),
+        "accept_calls": accept_calls,
+        "accept_errors": accept_errors,
+        "tasks_per_accept": round3(tasks as f64 / accept_calls.max(1) as f64),
+        "acknowledge_calls": stats.acknowledge_calls,
+        "acknowledged": stats.acknowledged,
+        "task_cpus": task_cpu_millis as f64 / 1000.0,
+        "task_mem": TASK_MEM,
+        "stages_ms": stages,
+        "work_dir": base.display().to_string(),
+        // Cores each process kept busy during the run (CPU time / wall).
+        "cores_busy": {
+            "master": cpu[0],
+            "agents": &cpu[1..=AGENTS],
+            "framework": cpu[AGENTS + 1],
+        },
+        "target_tasks_per_s": 5000,
+        "target_launch_p50_ms": 2,
+        "target_launch_p99_ms": 10,
+    });
+    println!("{result}");
+}

@@ -1,0 +1,763 @@
+//! `wasmos run`: submit a `.wasm`/`.wat` module as a job of N tasks, follow
+//! it to the end and report what happened.
+//!
+//! The module is checked locally first (`.wat` compiled, the binary
+//! validated), so a typo fails in a second with the validator's message
+//! instead of as N failed tasks. Inputs are uploaded as artifacts (a
+//! directory as a tar archive). Without `--detach` the job runs under the
+//! SDK's [`Job`], which tears its framework down at the end or on Ctrl-C;
+//! with `--detach` a framework of our own launches the tasks and leaves
+//! without tearing down, so `wasmos ps/logs/kill` follow them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tonic::transport::Channel;
+use wasmos_proto::v1;
+use wasmos_proto::v1::operator_client::OperatorClient;
+use wasmos_sdk::{Client, Event, FrameworkConfig, Job, JobReport, TaskOutcome, TaskTemplate};
+
+use crate::{cli_args, local, ops};
+
+/// How much of each task's stdout `--json` includes.
+const JSON_STDOUT_LIMIT: u64 = 64 << 10;
+
+/// How long the master keeps a detached job's tasks without a framework
+/// attached (the master caps it; its default cap is a week).
+const DETACHED_FAILOVER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The end of `wasmos run --help`: how a run goes, exit status, examples.
+/// (The subcommand's one-line about comes from its variant in main.rs.)
+const AFTER_HELP: &str = "\
+The module is validated locally before anything is sent (`.wat` text is compiled to a binary \
+first), then uploaded once, named by its sha256. Every instance gets the same ARGS and --env, \
+with `{i}` replaced by the instance's index (0, 1, ...). While the job runs, a progress bar is \
+drawn on stderr (when stderr is a terminal); at the end a summary goes to stderr: tasks by state \
+and reason, the p50/p99 run time and the fuel burnt. With --instances 1 the task's stdout is \
+printed on stdout.
+
+Exit status: 0 when every task finished, 1 when any failed (or the job could not run), 2 on a \
+usage error, 130 when interrupted. Ctrl-C kills the job's tasks, unless --detach.
+
+Examples:
+  # 100 instances, each told its index; exit status 1 if any of them fails
+  wasmos run worker.wasm -n 100 --cpus 0.5 --env SHARD={i} -- part-{i}.csv
+
+  # one instance on a throwaway in-process cluster, with a data directory
+  wasmos run --local wc.wat --input ./books -- books/moby.txt";
+
+/// Run a WebAssembly (WASI) module as a job of N tasks and report what
+/// happened to each (see [`AFTER_HELP`]).
+#[derive(clap::Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// The module: a `.wasm` binary or `.wat` text.
+    #[arg(value_name = "FILE.wasm|FILE.wat")]
+    module: PathBuf,
+
+    /// Arguments for the module (after `--`); `{i}` becomes the instance
+    /// index. The module sees its task id as argv[0].
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+
+    /// How many instances (tasks) to run.
+    #[arg(long, short = 'n', default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    instances: u32,
+
+    /// CPU share of each instance in cores (0.5 = half a core): the rate at
+    /// which it may burn CPU. At least 0.001.
+    #[arg(long, default_value_t = 0.1, value_name = "C", value_parser = cpus)]
+    cpus: f64,
+
+    /// Cap on each instance's linear memory, e.g. 64MiB or 1GiB.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = cli_args::size)]
+    mem: u64,
+
+    /// Cap on the files each instance writes in its sandbox, e.g. 100MiB.
+    /// 0 (the default) means it writes no files (inputs do not count).
+    #[arg(long, default_value = "0", value_name = "SIZE", value_parser = cli_args::size)]
+    disk: u64,
+
+    /// Fuel (about one unit per wasm instruction) each instance may burn
+    /// before it fails with OUT_OF_FUEL. 0 (the default): no limit.
+    #[arg(long, default_value_t = 0, value_name = "F")]
+    max_fuel: u64,
+
+    /// Wall-clock deadline of each instance, e.g. 500ms, 30s, 5m; past it
+    /// the instance fails with TIMEOUT. Default: none.
+    #[arg(long, value_name = "DUR", value_parser = cli_args::duration)]
+    timeout: Option<Duration>,
+
+    /// An environment variable for the module, NAME=VALUE (repeatable);
+    /// `{i}` in VALUE becomes the instance index. The module sees no other
+    /// environment.
+    #[arg(long, short = 'e', value_name = "K=V", value_parser = cli_args::key_value)]
+    env: Vec<(String, String)>,
+
+    /// A file or directory to place in each instance's sandbox root under
+    /// its own name (repeatable): `--input data/x.csv` appears as `x.csv`, a
+    /// directory `--input ./books` as `books/` with everything below it.
+    #[arg(long, value_name = "PATH")]
+    input: Vec<PathBuf>,
+
+    /// The role the job's framework runs in (its weight and quota apply).
+    #[arg(long, default_value = "default", value_name = "R")]
+    role: String,
+
+    #[command(flatten)]
+    master: ops::MasterArg,
+
+    /// Run on a throwaway cluster in this process (one agent with all of
+    /// this machine's cores) instead of a master: nothing needs to be
+    /// running. --master is ignored.
+    #[arg(long, conflicts_with = "detach")]
+    local: bool,
+
+    /// Submit the tasks, print their ids and exit 0 at once, leaving them
+    /// running: follow them with `wasmos ps`, `wasmos logs --follow ID`,
+    /// stop them with `wasmos kill ID`.
+    #[arg(long)]
+    detach: bool,
+
+    /// Print one JSON object per task on stdout instead of the summary:
+    /// id, index, state, reason, message, exit_code, usage, agent and the
+    /// first 64 KiB of its stdout. With --detach: id and framework.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--cpus`: a positive number of cores.
+fn cpus(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(c) if c.is_finite() && c >= 0.001 => Ok(c),
+        Ok(c) => Err(format!("{c} cores is too few: give at least 0.001")),
+        Err(_) => Err(format!("`{text}` is not a number of cores like 0.5 or 2")),
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Everything that can be checked here is checked before any network.
+    let module = load_module(&args.module)?;
+    let inputs = args
+        .input
+        .iter()
+        .map(|path| Input::read(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let name = job_name(&args.module);
+
+    if args.local {
+        let dir = std::env::temp_dir().join(format!(
+            "wasmos-run-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let result = run_local(&args, &name, &module, &inputs, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return result;
+    }
+    let client = connect(&args.master.master).await?;
+    let template = upload(&client, &args, &module, &inputs).await?;
+    if args.detach {
+        detach(&client, &args, &name, &template).await
+    } else {
+        attached(&client, &args, &name, &template).await
+    }
+}
+
+async fn run_local(
+    args: &Args,
+    name: &str,
+    module: &[u8],
+    inputs: &[Input],
+    dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cluster = local::start(&local::Args {
+        agents: 1,
+        listen: "127.0.0.1:0".parse()?,
+        http: "127.0.0.1:0".parse()?,
+        work_dir: Some(dir.to_path_buf()),
+        cpus: cores.max(args.cpus),
+        mem: (4u64 << 30).max(args.mem),
+        disk: (4u64 << 30).max(args.disk.saturating_mul(u64::from(args.instances))),
+    })
+    .await
+    .context("starting the local cluster")?;
+    let client = connect(&cluster.url).await?;
+    let template = upload(&client, args, module, inputs).await?;
+    let code = attached(&client, args, name, &template).await;
+    drop(cluster);
+    code
+}
+
+/// Connects with the operator commands' one-line error.
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    let channel = ops::connect(url).await?;
+    Ok(Client::from_channel(channel, url))
+}
+
+/// The job's name: the module's file stem.
+fn job_name(module: &Path) -> String {
+    let stem = module
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(60)
+        .collect();
+    if name.is_empty() { "run".into() } else { name }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "{}: no such file; check the path (relative paths start at {})",
+            path.display(),
+            std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string())
+        ),
+        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// Reads the module; compiles `.wat` text; validates the binary.
+fn load_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = read_file(path)?;
+    let is_wat_name = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wat"));
+    let binary = if bytes.starts_with(b"\0asm") {
+        bytes
+    } else if is_wat_name || looks_like_text(&bytes) {
+        wat::parse_bytes(&bytes)
+            .map(|b| b.into_owned())
+            .map_err(|mut e| {
+                e.set_path(path);
+                anyhow::anyhow!(
+                    "{} is not a wasm module: {}; fix the .wat text or pass a .wasm binary",
+                    path.display(),
+                    one_line(&e.to_string())
+                )
+            })?
+    } else {
+        bytes
+    };
+    wasmparser::Validator::new()
+        .validate_all(&binary)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a wasm module: {}; pass a .wasm binary built for wasm32-wasip1 or .wat text",
+                path.display(),
+                e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })?;
+    Ok(binary)
+}
+
+/// UTF-8 text whose first non-blank character opens an S-expression or a
+/// `;;` comment: worth trying as `.wat`.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|t| {
+        let t = t.trim_start();
+        t.starts_with('(') || t.starts_with(";;")
+    })
+}
+
+/// The `.wat` parser's multi-line report as one line: the message and
+/// where (`at FILE:LINE:COL`).
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let mut out = lines.next().unwrap_or_default().trim().to_string();
+    for line in lines {
+        if let Some(at) = line.trim().strip_prefix("-->") {
+            out.push_str(" at ");
+            out.push_str(at.trim());
+        }
+    }
+    out
+}
+
+/// An `--input`, read into memory: a file's bytes or a directory's tar.
+struct Input {
+    name: String,
+    bytes: Vec<u8>,
+    dir: bool,
+}
+
+impl Input {
+    fn read(path: &Path) -> anyhow::Result<Input> {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "--input {}: no such file or directory; check the path",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("--input {}: {e}", path.display()),
+        })?;
+        let name = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .with_context(|| format!("--input {}: has no file name", path.display()))?;
+        if meta.is_dir() {
+            let bytes = tar_dir(path)
+                .with_context(|| format!("--input {}: cannot archive it", path.display()))?;
+            Ok(Input {
+                name,
+                bytes,
+                dir: true,
+            })
+        } else {
+            Ok(Input {
+                name,
+                bytes: read_file(path)?,
+                dir: false,
+            })
+        }
+    }
+}
+
+/// A tar archive of everything under `dir`, with paths relative to it.
+fn tar_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir.join(&rel))?.collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let rel = rel.join(entry.file_name());
+            let full = entry.path();
+            // Follows symlinks: the sandbox gets the files they point at.
+            let meta = std::fs::metadata(&full)?;
+            if meta.is_dir() {
+                builder.append_dir(&rel, &full)?;
+                stack.push(rel);
+            } else if meta.is_file() {
+                builder.append_path_with_name(&full, &rel)?;
+            }
+        }
+    }
+    builder.into_inner()
+}
+
+/// Uploads the module and the inputs; returns the task template.
+async fn upload(
+    client: &Client,
+    args: &Args,
+    module: &[u8],
+    inputs: &[Input],
+) -> anyhow::Result<TaskTemplate> {
+    let uploaded = client
+        .upload_raw(module)
+        .await
+        .with_context(|| format!("uploading {}", args.module.display()))?;
+    let mut template = TaskTemplate::new(uploaded.digest)
+        .cpus(args.cpus)
+        .mem(args.mem)
+        .disk(args.disk)
+        .max_fuel(args.max_fuel);
+    if let Some(timeout) = args.timeout {
+        template = template.timeout(timeout);
+    }
+    for input in inputs {
+        let digest = client
+            .upload_raw(&input.bytes)
+            .await
+            .with_context(|| format!("uploading --input {}", input.name))?
+            .digest;
+        template = if input.dir {
+            template.input_dir(&input.name, digest)
+        } else {
+            template.input(&input.name, digest)
+        };
+    }
+    Ok(template)
+}
+
+/// The template of instance `i`: args and env values with `{i}` expanded.
+fn instance(template: &TaskTemplate, args: &Args, i: u32) -> TaskTemplate {
+    let expand = |s: &str| s.replace("{i}", &i.to_string());
+    let mut t = template.clone().args(args.args.iter().map(|a| expand(a)));
+    for (k, v) in &args.env {
+        t = t.env(k, expand(v));
+    }
+    t
+}
+
+/// Runs the job to the end under the SDK's `Job`, with progress, Ctrl-C and
+/// the report.
+async fn attached(
+    client: &Client,
+    args: &Args,
+    name: &str,
+    template: &TaskTemplate,
+) -> anyhow::Result<ExitCode> {
+    let total = args.instances as usize;
+    let mut progress = Progress::new(total);
+    let job = Job::new(name)
+        .role(&args.role)
+        .tasks((0..args.instances).map(|i| instance(template, args, i)))
+        .on_update(move |u| progress.update(u));
+    let cancel = job.cancel_handle();
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\rinterrupted: killing the job's tasks (Ctrl-C again to quit at once)");
+            cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let started = Instant::now();
+    let report = job.run(client).await;
+    interrupt.abort();
+    Progress::clear();
+    let report = report.with_context(|| format!("running {}", args.module.display()))?;
+
+    let mut operator = OperatorClient::new(client.channel()).max_decoding_message_size(64 << 20);
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        for t in &report.tasks {
+            let stdout = read_stdout(&mut operator, &t.task_id, JSON_STDOUT_LIMIT).await;
+            writeln!(out, "{}", outcome_json(t, &report, stdout))?;
+        }
+    } else {
+        if total == 1
+            && let Some(t) = report.tasks.first()
+            && !t.agent_id.is_empty()
+        {
+            match read_stdout(&mut operator, &t.task_id, u64::MAX).await {
+                Ok(data) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&data)?;
+                    out.flush()?;
+                }
+                Err(e) => eprintln!("wasmos: cannot read the task's stdout: {e:#}"),
+            }
+        }
+        summary(&report, started.elapsed());
+    }
+    Ok(if report.cancelled {
+        ExitCode::from(130)
+    } else if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn outcome_json(
+    t: &TaskOutcome,
+    report: &JobReport,
+    stdout: anyhow::Result<Vec<u8>>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": t.task_id,
+        "index": t.index,
+        "framework": report.framework_id,
+        "agent": t.agent_id,
+        "state": ops::state_name(t.state),
+        "reason": ops::reason_name(t.reason),
+        "message": t.message,
+        "exit_code": t.exit_code,
+        "attempts": t.attempts,
+        "usage": t.usage.as_ref().map(ops::usage_json),
+    });
+    match stdout {
+        Ok(data) => v["stdout"] = String::from_utf8_lossy(&data).into_owned().into(),
+        Err(e) => {
+            v["stdout"] = serde_json::Value::Null;
+            v["stdout_error"] = format!("{e:#}").into();
+        }
+    }
+    v
+}
+
+/// Up to `limit` bytes of a task's stdout.
+async fn read_stdout(
+    operator: &mut OperatorClient<Channel>,
+    task: &str,
+    limit: u64,
+) -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    loop {
+        let want = (limit - data.len() as u64).min(1 << 20);
+        if want == 0 {
+            return Ok(data);
+        }
+        let reply = operator
+            .read_sandbox(v1::ReadSandboxRequest {
+                task_id: task.to_string(),
+                target: v1::SandboxTarget::Stdout as i32,
+                path: String::new(),
+                offset: data.len() as u64,
+                length: want,
+            })
+            .await
+            .map_err(ops::grpc)?
+            .into_inner();
+        if reply.data.is_empty() {
+            return Ok(data);
+        }
+        data.extend_from_slice(&reply.data);
+        if data.len() as u64 >= reply.size {
+            return Ok(data);
+        }
+    }
+}
+
+/// The summary on stderr: tasks by state and reason, run times, fuel, and
+/// the first failures.
+fn summary(report: &JobReport, elapsed: Duration) {
+    let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for t in &report.tasks {
+        *by.entry((ops::state_name(t.state), ops::reason_name(t.reason)))
+            .or_default() += 1;
+    }
+    let mut wall: Vec<u64> = report
+        .tasks
+        .iter()
+        .filter_map(|t| t.usage.map(|u| u.wall_time_ms))
+        .collect();
+    wall.sort_unstable();
+    let fuel: u64 = report
+        .tasks
+        .iter()
+        .filter_map(|t| t.usage.map(|u| u.fuel_consumed))
+        .sum();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "job {} ({} tasks, framework {}) {} in {:.1}s",
+        report.job,
+        report.tasks.len(),
+        report.framework_id,
+        if report.cancelled {
+            "cancelled"
+        } else {
+            "ended"
+        },
+        elapsed.as_secs_f64()
+    );
+    let _ = writeln!(err, "  {:<10} {:<20} {:>7}", "STATE", "REASON", "TASKS");
+    for ((state, reason), n) in &by {
+        let reason = if reason.is_empty() { "-" } else { reason };
+        let _ = writeln!(err, "  {state:<10} {reason:<20} {n:>7}");
+    }
+    if wall.is_empty() {
+        let _ = writeln!(err, "  run time: no task reported usage");
+    } else {
+        let _ = writeln!(
+            err,
+            "  run time p50 {} ms, p99 {} ms, max {} ms; fuel {fuel}",
+            percentile(&wall, 50),
+            percentile(&wall, 99),
+            wall[wall.len() - 1]
+        );
+    }
+    let failed: Vec<&TaskOutcome> = report.failed().collect();
+    for t in failed.iter().take(5) {
+        let exit = t.exit_code.map_or(String::new(), |c| format!(" exit {c}"));
+        let _ = writeln!(
+            err,
+            "  failed: {} {} {}{exit}: {}",
+            t.task_id,
+            ops::state_name(t.state),
+            ops::reason_name(t.reason),
+            t.message.lines().next().unwrap_or_default()
+        );
+    }
+    if failed.len() > 5 {
+        let _ = writeln!(
+            err,
+            "  ... and {} more; see `wasmos run --json` for every task",
+            failed.len() - 5
+        );
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// The progress bar on stderr, drawn only when stderr is a terminal.
+struct Progress {
+    tty: bool,
+    total: usize,
+    finished: usize,
+    failed: usize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            total,
+            finished: 0,
+            failed: 0,
+        }
+    }
+
+    fn update(&mut self, u: &wasmos_sdk::JobUpdate) {
+        if wasmos_sdk::is_terminal(u.status.state()) && !u.retrying {
+            if u.status.state() == v1::TaskState::Finished {
+                self.finished += 1;
+            } else {
+                self.failed += 1;
+            }
+        }
+        if !self.tty {
+            return;
+        }
+        const WIDTH: usize = 30;
+        let done = self.finished + self.failed;
+        let filled = (done * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
+        let _ = write!(
+            std::io::stderr().lock(),
+            "\r\x1b[2K[{}{}] {done}/{} finished {} failed {}",
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            self.total,
+            self.finished,
+            self.failed
+        );
+    }
+
+    /// Erases the bar.
+    fn clear() {
+        if std::io::stderr().is_terminal() {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+        }
+    }
+}
+
+/// `--detach`: a framework of our own launches every instance, then leaves
+/// without tearing down (its tasks keep running for the failover timeout).
+async fn detach(
+    client: &Client,
+    args: &Args,
+    name: &str,
+    template: &TaskTemplate,
+) -> anyhow::Result<ExitCode> {
+    let config = FrameworkConfig::new(name)
+        .role(&args.role)
+        .failover_timeout(DETACHED_FAILOVER);
+    let (scheduler, mut events) = client
+        .subscribe(config)
+        .await
+        .context("registering the job's framework")?;
+    let prefix = format!("{name}-{:08x}", rand::random::<u32>());
+    let specs: Vec<v1::TaskSpec> = (0..args.instances)
+        .map(|i| instance(template, args, i).spec(format!("{prefix}-{i}")))
+        .collect();
+    let mut pending: VecDeque<v1::TaskSpec> = specs.into();
+    let mut launched: Vec<String> = Vec::new();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    while !pending.is_empty() {
+        let event = tokio::select! {
+            _ = &mut interrupted => {
+                eprintln!("interrupted: tearing the framework down, killing {} launched tasks", launched.len());
+                let _ = scheduler.teardown().await;
+                return Ok(ExitCode::from(130));
+            }
+            event = events.next() => event,
+        };
+        match event {
+            None => bail!("the framework's session ended before its tasks were launched"),
+            Some(Event::Error(message)) => {
+                bail!("the master ended the job's framework: {message}")
+            }
+            Some(Event::Offers(offers)) => {
+                let mut by_agent: HashMap<String, Vec<v1::Offer>> = HashMap::new();
+                for offer in offers {
+                    by_agent
+                        .entry(offer.agent_id.clone())
+                        .or_default()
+                        .push(offer);
+                }
+                let mut unused = Vec::new();
+                for offers in by_agent.into_values() {
+                    let ids: Vec<String> = offers.iter().map(|o| o.offer_id.clone()).collect();
+                    let mut free = v1::Resources::default();
+                    for r in offers.iter().filter_map(|o| o.resources.as_ref()) {
+                        free.cpus += r.cpus;
+                        free.mem += r.mem;
+                        free.disk += r.disk;
+                    }
+                    let mut chosen = Vec::new();
+                    while let Some(spec) = pending.front() {
+                        let need = spec.resources.unwrap_or_default();
+                        // Millicores, as the master counts them.
+                        let fits = (need.cpus * 1000.0).round() <= (free.cpus * 1000.0).round()
+                            && need.mem <= free.mem
+                            && need.disk <= free.disk;
+                        if !fits {
+                            break;
+                        }
+                        free.cpus -= need.cpus;
+                        free.mem -= need.mem;
+                        free.disk -= need.disk;
+                        chosen.extend(pending.pop_front());
+                    }
+                    if chosen.is_empty() {
+                        unused.extend(ids);
+                        continue;
+                    }
+                    match scheduler.accept(ids, chosen.clone(), Some(1.0)).await {
+                        Ok(ids) => {
+                            for id in ids {
+                                if args.json {
+                                    println!(
+                                        "{}",
+                                        serde_json::json!({"id": id, "framework": scheduler.framework_id()})
+                                    );
+                                } else {
+                                    println!("{id}");
+                                }
+                                launched.push(id);
+                            }
+                        }
+                        Err(e) if e.code() == Some(tonic::Code::InvalidArgument) => {
+                            let _ = scheduler.teardown().await;
+                            bail!("the master refused the tasks: {e}");
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "accept failed; waiting for other offers");
+                            for spec in chosen.into_iter().rev() {
+                                pending.push_front(spec);
+                            }
+                        }
+                    }
+                }
+                if !unused.is_empty() {
+                    let _ = scheduler.decline(unused, Some(1.0)).await;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    let _ = scheduler.suppress().await;
+    eprintln!(
+        "{} tasks launched by framework {}; follow them with `wasmos ps`, `wasmos logs --follow ID`; stop them with `wasmos kill ID`",
+        launched.len(),
+        scheduler.framework_id()
+    );
+    // Dropping the scheduler closes the event stream without a teardown.
+    drop(scheduler);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,512 @@
+//! End-to-end tests of the command line: `wasmos run` and the operator
+//! commands (`ps`, `logs`, `kill`, `ls`, `cat`, `agents`, `frameworks`,
+//! `roles`) as real processes against real `wasmos master`/`wasmos agent`
+//! processes on loopback (or, for `run --local`, no cluster at all).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Cluster, wait_for, wasmos};
+
+/// A guest built for wasm32-wasip1 by `scripts/test`.
+fn guest(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/guests/target/wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "guest {} is missing: run scripts/test (it builds examples/guests)",
+        path.display()
+    );
+    path
+}
+
+const SPIN_WAT: &str = r#"(module (memory (export "memory") 1)
+  (func (export "_start") (loop $forever (br $forever))))"#;
+
+const TRAP_WAT: &str = r#"(module (func (export "_start") unreachable))"#;
+
+/// Runs `cmd` to its end (at most 90 s, generous for a loaded machine).
+fn output(mut cmd: Command) -> Output {
+    let what = format!("{cmd:?}");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output().expect("run wasmos"));
+    });
+    rx.recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| panic!("{what} did not end within 90 s"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `wasmos ARGS --master URL`, run to its end.
+fn cli(url: &str, args: &[&str]) -> Output {
+    let mut cmd = wasmos();
+    cmd.args(args).args(["--master", url]);
+    output(cmd)
+}
+
+/// Like [`cli`], asserting success; returns stdout.
+fn cli_ok(url: &str, args: &[&str]) -> String {
+    let o = cli(url, args);
+    assert!(
+        o.status.success(),
+        "wasmos {args:?} failed ({}):\n{}",
+        o.status,
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// `wasmos run MODULE OPTIONS -- ARGS` against the cluster at `url`.
+fn run(url: &str, module: &Path, options: &[&str], args: &[&str]) -> Output {
+    let mut cmd = wasmos();
+    cmd.arg("run")
+        .arg(module)
+        .args(options)
+        .args(["--master", url, "--"])
+        .args(args);
+    output(cmd)
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The task's entry in `wasmos ps --json`.
+fn ps_task(url: &str, id: &str) -> Option<Value> {
+    json_lines(&cli_ok(url, &["ps", "--json"]))
+        .into_iter()
+        .find(|t| t["id"] == id)
+}
+
+/// Waits until `ps --json` shows the task in `state`.
+fn wait_state(url: &str, id: &str, state: &str) {
+    wait_for(Duration::from_secs(30), || {
+        (ps_task(url, id)?["state"] == state).then_some(())
+    })
+    .unwrap_or_else(|| panic!("task {id} never got {state}: {:?}", ps_task(url, id)));
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The one line of an error, checked to be one line.
+fn one_line_error(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    err
+}
+
+#[test]
+fn run_expands_the_index_reports_json_per_task_and_prints_a_single_stdout() {
+    let cluster = Cluster::start(2, &[], &["--cpus", "1"]);
+    let url = &cluster.url;
+    let o = run(
+        url,
+        &guest("hello"),
+        &["--instances", "6", "--json", "--env", "IDX=v{i}"],
+        &["item-{i}", "plain"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tasks = json_lines(&stdout(&o));
+    assert_eq!(tasks.len(), 6, "{}", stdout(&o));
+    let mut seen: Vec<u64> = tasks.iter().map(|t| t["index"].as_u64().unwrap()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..6).collect::<Vec<u64>>());
+    for t in &tasks {
+        let i = t["index"].as_u64().unwrap();
+        let out = t["stdout"].as_str().unwrap();
+        assert_eq!(t["state"], "FINISHED", "{t}");
+        assert_eq!(t["reason"], "", "{t}");
+        assert_eq!(t["exit_code"], 0, "{t}");
+        assert!(!t["agent"].as_str().unwrap().is_empty(), "{t}");
+        assert!(t["usage"]["fuel"].as_u64().unwrap() > 0, "{t}");
+        assert_eq!(
+            t["usage"]["stdout_bytes"].as_u64().unwrap(),
+            out.len() as u64
+        );
+        assert!(
+            out.contains(&format!("argv[1]=item-{i}\n")),
+            "task {i}: {out}"
+        );
+        assert!(out.contains("argv[2]=plain\n"), "task {i}: {out}");
+        assert!(out.contains(&format!("env IDX=v{i}\n")), "task {i}: {out}");
+        assert!(
+            out.contains(&format!("argv[0]={}\n", t["id"].as_str().unwrap())),
+            "{out}"
+        );
+    }
+
+    // The table: on stderr; several instances print no stdout.
+    let o = run(url, &guest("hello"), &["-n", "3"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    let table = stderr(&o);
+    assert!(table.contains("3 tasks"), "{table}");
+    assert!(table.contains("FINISHED"), "{table}");
+    assert!(table.contains("p50") && table.contains("p99"), "{table}");
+    assert!(table.contains("fuel"), "{table}");
+
+    // One instance: its stdout is ours.
+    let o = run(url, &guest("hello"), &["--env", "K=x"], &["solo-{i}"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("argv[1]=solo-0\nenv K=x\n"), "{out}");
+}
+
+#[test]
+fn a_failed_task_exits_1_and_a_usage_error_exits_2() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let url = &cluster.url;
+    let o = run(url, &guest("exitcode"), &["-n", "2"], &["3"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let table = stderr(&o);
+    assert!(table.contains("FAILED"), "{table}");
+    assert!(table.contains("EXIT_NONZERO"), "{table}");
+    assert!(table.contains("exit 3"), "{table}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let trap = write(dir.path(), "trap.wat", TRAP_WAT);
+    let o = run(url, &trap, &["--json"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let tasks = json_lines(&stdout(&o));
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["state"], "FAILED", "{}", tasks[0]);
+    assert_eq!(tasks[0]["reason"], "TRAP", "{}", tasks[0]);
+
+    // The same guest succeeding exits 0 (the failure above was the task's).
+    let o = run(url, &guest("exitcode"), &[], &["0"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "exiting with 0\n");
+
+    for (flags, named) in [
+        (&["--cpus", "abc"][..], "abc"),
+        (&["--mem", "12parsecs"][..], "12parsecs"),
+        (&["--instances", "0"][..], "0"),
+        (&["--timeout", "soon"][..], "soon"),
+        (&["--env", "NOEQUALS"][..], "NOEQUALS"),
+    ] {
+        let o = run(url, &guest("hello"), flags, &[]);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(named), "{flags:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn inputs_of_a_file_and_a_directory_land_in_the_sandbox_root() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let url = &cluster.url;
+    let dir = tempfile::tempdir().unwrap();
+    let notes = write(dir.path(), "notes.txt", "file input\n");
+    write(dir.path(), "books/sub/deep.txt", "deep input\n");
+    write(dir.path(), "books/top.txt", "top\n");
+    let books = dir.path().join("books");
+    let inputs = [
+        "--input",
+        notes.to_str().unwrap(),
+        "--input",
+        books.to_str().unwrap(),
+    ];
+    let files = guest("files");
+    for (args, expected) in [
+        (&["read", "notes.txt"][..], "file input\n"),
+        (&["read", "books/sub/deep.txt"][..], "deep input\n"),
+        (&["ls", "books"][..], "sub\ntop.txt\n"),
+        (&["ls"][..], "books\nnotes.txt\n"),
+    ] {
+        let o = run(url, &files, &inputs, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), expected, "{args:?}");
+    }
+}
+
+#[test]
+fn run_local_needs_no_cluster_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unused = unused_port();
+    let mut cmd = wasmos();
+    cmd.args(["run", "--local"])
+        .arg(guest("hello"))
+        .args(["--", "local-{i}"])
+        .env("WASMOS_MASTER", format!("http://127.0.0.1:{unused}"))
+        .env("TMPDIR", tmp.path());
+    let o = output(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("argv[1]=local-0\n"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("FINISHED"), "{}", stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the throwaway cluster left {left:?}");
+
+    // A failing task on the local cluster fails the command too.
+    let dir = tempfile::tempdir().unwrap();
+    let trap = write(dir.path(), "trap.wat", TRAP_WAT);
+    let mut cmd = wasmos();
+    cmd.args(["run", "--local"])
+        .arg(&trap)
+        .env("TMPDIR", tmp.path());
+    let o = output(cmd);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("TRAP"), "{}", stderr(&o));
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn errors_are_one_line_and_say_what_to_do() {
+    let url = format!("http://127.0.0.1:{}", unused_port());
+    let o = run(&url, &guest("hello"), &[], &[]);
+    let err = one_line_error(&o);
+    assert!(err.contains(&format!("no master at {url}")), "{err}");
+    assert!(err.contains("wasmos local"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.wasm");
+    let err = one_line_error(&run(&url, &missing, &[], &[]));
+    assert!(err.contains("missing.wasm: no such file"), "{err}");
+
+    let junk = write(dir.path(), "junk.wasm", "hello, not a module\n");
+    let err = one_line_error(&run(&url, &junk, &[], &[]));
+    assert!(err.contains("junk.wasm is not a wasm module"), "{err}");
+    assert!(err.contains("magic"), "{err}");
+
+    let bad_wat = write(
+        dir.path(),
+        "bad.wat",
+        "(module\n  (func (export \"_start\") bogus))",
+    );
+    let err = one_line_error(&run(&url, &bad_wat, &[], &[]));
+    assert!(err.contains("bad.wat is not a wasm module"), "{err}");
+    assert!(err.contains("bad.wat:2:"), "{err}");
+
+    // Valid text, invalid module: the validator's message.
+    let invalid = write(
+        dir.path(),
+        "invalid.wat",
+        r#"(module (func (export "_start") (result i32)))"#,
+    );
+    let err = one_line_error(&run(&url, &invalid, &[], &[]));
+    assert!(err.contains("invalid.wat is not a wasm module"), "{err}");
+    assert!(err.contains("type mismatch"), "{err}");
+
+    let err = one_line_error(&run(
+        &url,
+        &guest("hello"),
+        &["--input", dir.path().join("absent.csv").to_str().unwrap()],
+        &[],
+    ));
+    assert!(err.contains("absent.csv: no such file"), "{err}");
+
+    let o = output({
+        let mut cmd = wasmos();
+        cmd.args(["run", "--help"]);
+        cmd
+    });
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for flag in [
+        "--instances",
+        "--cpus",
+        "--mem",
+        "--disk",
+        "--max-fuel",
+        "--timeout",
+        "--env",
+        "--input",
+        "--role",
+        "--master",
+        "--local",
+        "--detach",
+        "--json",
+        "Examples:",
+        "{i}",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn detached_tasks_keep_running_and_ps_logs_kill_follow_them() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let url = &cluster.url;
+    let o = run(url, &guest("sleeper"), &["--detach"], &["1500"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let ids: Vec<&str> = out.lines().collect();
+    assert_eq!(ids.len(), 1, "{out}");
+    let id = ids[0];
+    let task = ps_task(url, id).expect("ps lists the detached task");
+    assert!(
+        ["STAGING", "STARTING", "RUNNING", "FINISHED"].contains(&task["state"].as_str().unwrap()),
+        "{task}"
+    );
+    // Once it runs (and has printed nothing yet), `logs --follow` waits for
+    // the end of the task and prints everything.
+    wait_for(Duration::from_secs(30), || {
+        let state = ps_task(url, id)?["state"].clone();
+        (state == "RUNNING" || state == "FINISHED").then_some(())
+    })
+    .expect("the detached task never ran");
+    let logs = cli_ok(url, &["logs", "--follow", id]);
+    assert_eq!(logs, "slept 1500\n");
+    wait_state(url, id, "FINISHED");
+    // The framework was left, not torn down.
+    let framework = task["framework"].as_str().unwrap();
+    let frameworks = json_lines(&cli_ok(url, &["frameworks", "--json"]));
+    let fw = frameworks
+        .iter()
+        .find(|f| f["id"] == framework)
+        .unwrap_or_else(|| panic!("framework {framework} is gone: {frameworks:?}"));
+    assert_eq!(fw["state"], "failover", "{fw}");
+
+    // A task that never ends, killed by `wasmos kill`.
+    let dir = tempfile::tempdir().unwrap();
+    let spin = write(dir.path(), "spin.wat", SPIN_WAT);
+    let o = run(url, &spin, &["--detach", "--json", "-n", "2"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let launched = json_lines(&stdout(&o));
+    assert_eq!(launched.len(), 2, "{}", stdout(&o));
+    let ids: Vec<&str> = launched.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    for id in &ids {
+        wait_state(url, id, "RUNNING");
+    }
+    let said = cli_ok(url, &["kill", ids[0]]);
+    assert!(said.contains(ids[0]), "{said}");
+    wait_state(url, ids[0], "KILLED");
+    // Only the one named.
+    assert_eq!(ps_task(url, ids[1]).unwrap()["state"], "RUNNING");
+    cli_ok(url, &["kill", ids[1]]);
+    wait_state(url, ids[1], "KILLED");
+
+    // Without --detach, Ctrl-C kills the job's tasks and tears it down.
+    let mut cmd = wasmos();
+    cmd.arg("run")
+        .arg(&spin)
+        .args(["-n", "2", "--json", "--master", url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id().to_string();
+    let running = wait_for(Duration::from_secs(30), || {
+        let tasks = json_lines(&cli_ok(url, &["ps", "--json"]));
+        let spinning: Vec<String> = tasks
+            .iter()
+            .filter(|t| t["state"] == "RUNNING" && !ids.contains(&t["id"].as_str().unwrap()))
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        (spinning.len() == 2).then_some(spinning)
+    })
+    .expect("the attached job's tasks never ran");
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().unwrap());
+    });
+    let o = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("run did not end after Ctrl-C");
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let reported = json_lines(&stdout(&o));
+    assert_eq!(reported.len(), 2);
+    for t in &reported {
+        assert_eq!(t["state"], "KILLED", "{t}");
+    }
+    for id in &running {
+        wait_state(url, id, "KILLED");
+    }
+}
+
+#[test]
+fn operator_commands_list_agents_frameworks_roles_and_task_files() {
+    let cluster = Cluster::start(2, &[], &[]);
+    let url = &cluster.url;
+
+    let agents = json_lines(&cli_ok(url, &["agents", "--json"]));
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    for a in &agents {
+        assert_eq!(a["state"], "connected", "{a}");
+    }
+    let table = cli_ok(url, &["agents"]);
+    assert!(table.starts_with("AGENT"), "{table}");
+    for a in &agents {
+        assert!(table.contains(a["id"].as_str().unwrap()), "{table}");
+    }
+
+    // A task that writes a file: `ls` and `cat` read it back.
+    let o = run(
+        url,
+        &guest("files"),
+        &["--json", "--disk", "1MiB"],
+        &["write", "out.txt", "hello-file"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let task = &json_lines(&stdout(&o))[0];
+    let id = task["id"].as_str().unwrap();
+    let entries = json_lines(&cli_ok(url, &["ls", id, "--json"]));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["name"] == "out.txt" && e["size"] == 10 && e["dir"] == false),
+        "{entries:?}"
+    );
+    assert!(cli_ok(url, &["ls", id]).contains("out.txt"));
+    assert_eq!(cli_ok(url, &["cat", id, "out.txt"]), "hello-file");
+    let err = cli(url, &["cat", id, "nope.txt"]);
+    assert!(!err.status.success());
+
+    // A detached job in a role of its own shows in frameworks and roles.
+    let o = run(
+        url,
+        &guest("sleeper"),
+        &["--detach", "--role", "analytics"],
+        &["30000"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sleeper = stdout(&o).trim().to_string();
+    let frameworks = json_lines(&cli_ok(url, &["frameworks", "--json"]));
+    assert!(
+        frameworks
+            .iter()
+            .any(|f| f["role"] == "analytics" && f["name"] == "sleeper"),
+        "{frameworks:?}"
+    );
+    assert!(cli_ok(url, &["frameworks"]).contains("analytics"));
+
+    let set = cli_ok(url, &["roles", "set", "analytics", "--weight", "3"]);
+    assert!(set.contains("analytics"), "{set}");
+    let roles = json_lines(&cli_ok(url, &["roles", "--json"]));
+    let role = roles
+        .iter()
+        .find(|r| r["role"] == "analytics")
+        .unwrap_or_else(|| panic!("no role analytics: {roles:?}"));
+    assert_eq!(role["weight"], 3.0, "{role}");
+    assert!(cli_ok(url, &["roles"]).contains("analytics"));
+    let o = cli(url, &["roles", "set", "analytics"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    cli_ok(url, &["kill", &sleeper]);
+    wait_state(url, &sleeper, "KILLED");
+}
