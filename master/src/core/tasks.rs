@@ -47,13 +47,7 @@ impl Core {
             // the agent stops resending, and keep the last good state.
             if !matches!(v1::TaskState::try_from(status.state), Ok(s) if s != v1::TaskState::Unspecified)
             {
-                self.out.ack(
-                    agent,
-                    v1::StatusAck {
-                        task_id: status.task_id,
-                        uuid: status.uuid,
-                    },
-                );
+                self.dismiss(agent, status);
                 continue;
             }
             let id = TaskId::from(status.task_id.as_str());
@@ -63,25 +57,13 @@ impl Core {
                 if !is_terminal(status.state()) {
                     self.out.kill(agent, status.task_id.clone());
                 }
-                self.out.ack(
-                    agent,
-                    v1::StatusAck {
-                        task_id: status.task_id,
-                        uuid: status.uuid,
-                    },
-                );
+                self.dismiss(agent, status);
                 continue;
             };
             if task.released && task.status.uuid != status.uuid {
                 // The master already settled this task (e.g. LOST); a late
                 // word from the agent changes nothing.
-                self.out.ack(
-                    agent,
-                    v1::StatusAck {
-                        task_id: status.task_id,
-                        uuid: status.uuid,
-                    },
-                );
+                self.dismiss(agent, status);
                 continue;
             }
             status.framework_id = task.framework.to_string();
@@ -246,6 +228,18 @@ impl Core {
             self.out.update(&framework, status);
         }
         Ok(Reply::Done)
+    }
+
+    /// Acknowledges an update to its agent without forwarding it, so the
+    /// agent stops resending what the master will not act on.
+    fn dismiss(&mut self, agent: &AgentId, status: v1::TaskStatus) {
+        self.out.ack(
+            agent,
+            v1::StatusAck {
+                task_id: status.task_id,
+                uuid: status.uuid,
+            },
+        );
     }
 
     /// Records a status the master decided on, and sends it.
