@@ -9,19 +9,24 @@
 //! with `--detach` a framework of our own launches the tasks and leaves
 //! without tearing down, so `wasmos ps/logs/kill` follow them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{IsTerminal, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tonic::transport::Channel;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
-use wasmos_sdk::{Client, Event, FrameworkConfig, Job, JobReport, TaskOutcome, TaskTemplate};
+use wasmos_sdk::{Client, Event, FrameworkConfig, Job, TaskTemplate};
 
 use crate::{cli_args, local, ops};
+
+mod inputs;
+mod report;
+
+use inputs::{Input, load_module, upload};
+use report::{Progress, outcome_json, read_stdout, summary};
 
 /// How much of each task's stdout `--json` includes.
 const JSON_STDOUT_LIMIT: u64 = 64 << 10;
@@ -221,60 +226,6 @@ fn job_name(module: &Path) -> String {
     if name.is_empty() { "run".into() } else { name }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow::anyhow!(
-            "{}: no such file; check the path (relative paths start at {})",
-            path.display(),
-            std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string())
-        ),
-        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
-    })
-}
-
-/// Reads the module; compiles `.wat` text; validates the binary.
-fn load_module(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = read_file(path)?;
-    let is_wat_name = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("wat"));
-    let binary = if bytes.starts_with(b"\0asm") {
-        bytes
-    } else if is_wat_name || looks_like_text(&bytes) {
-        wat::parse_bytes(&bytes)
-            .map(|b| b.into_owned())
-            .map_err(|mut e| {
-                e.set_path(path);
-                anyhow::anyhow!(
-                    "{} is not a wasm module: {}; fix the .wat text or pass a .wasm binary",
-                    path.display(),
-                    one_line(&e.to_string())
-                )
-            })?
-    } else {
-        bytes
-    };
-    wasmparser::Validator::new()
-        .validate_all(&binary)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not a wasm module: {}; pass a .wasm binary built for wasm32-wasip1 or .wat text",
-                path.display(),
-                e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
-            )
-        })?;
-    Ok(binary)
-}
-
-/// UTF-8 text whose first non-blank character opens an S-expression or a
-/// `;;` comment: worth trying as `.wat`.
-fn looks_like_text(bytes: &[u8]) -> bool {
-    std::str::from_utf8(bytes).is_ok_and(|t| {
-        let t = t.trim_start();
-        t.starts_with('(') || t.starts_with(";;")
-    })
-}
-
 /// The `.wat` parser's multi-line report as one line: the message and
 /// where (`at FILE:LINE:COL`).
 fn one_line(text: &str) -> String {
@@ -287,103 +238,6 @@ fn one_line(text: &str) -> String {
         }
     }
     out
-}
-
-/// An `--input`, read into memory: a file's bytes or a directory's tar.
-struct Input {
-    name: String,
-    bytes: Vec<u8>,
-    dir: bool,
-}
-
-impl Input {
-    fn read(path: &Path) -> anyhow::Result<Input> {
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow::anyhow!(
-                "--input {}: no such file or directory; check the path",
-                path.display()
-            ),
-            _ => anyhow::anyhow!("--input {}: {e}", path.display()),
-        })?;
-        let name = std::fs::canonicalize(path)
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .with_context(|| format!("--input {}: has no file name", path.display()))?;
-        if meta.is_dir() {
-            let bytes = tar_dir(path)
-                .with_context(|| format!("--input {}: cannot archive it", path.display()))?;
-            Ok(Input {
-                name,
-                bytes,
-                dir: true,
-            })
-        } else {
-            Ok(Input {
-                name,
-                bytes: read_file(path)?,
-                dir: false,
-            })
-        }
-    }
-}
-
-/// A tar archive of everything under `dir`, with paths relative to it.
-fn tar_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let mut entries: Vec<_> =
-            std::fs::read_dir(dir.join(&rel))?.collect::<std::io::Result<Vec<_>>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let rel = rel.join(entry.file_name());
-            let full = entry.path();
-            // Follows symlinks: the sandbox gets the files they point at.
-            let meta = std::fs::metadata(&full)?;
-            if meta.is_dir() {
-                builder.append_dir(&rel, &full)?;
-                stack.push(rel);
-            } else if meta.is_file() {
-                builder.append_path_with_name(&full, &rel)?;
-            }
-        }
-    }
-    builder.into_inner()
-}
-
-/// Uploads the module and the inputs; returns the task template.
-async fn upload(
-    client: &Client,
-    args: &Args,
-    module: &[u8],
-    inputs: &[Input],
-) -> anyhow::Result<TaskTemplate> {
-    let uploaded = client
-        .upload_raw(module)
-        .await
-        .with_context(|| format!("uploading {}", args.module.display()))?;
-    let mut template = TaskTemplate::new(uploaded.digest)
-        .cpus(args.cpus)
-        .mem(args.mem)
-        .disk(args.disk)
-        .max_fuel(args.max_fuel);
-    if let Some(timeout) = args.timeout {
-        template = template.timeout(timeout);
-    }
-    for input in inputs {
-        let digest = client
-            .upload_raw(&input.bytes)
-            .await
-            .with_context(|| format!("uploading --input {}", input.name))?
-            .digest;
-        template = if input.dir {
-            template.input_dir(&input.name, digest)
-        } else {
-            template.input(&input.name, digest)
-        };
-    }
-    Ok(template)
 }
 
 /// The template of instance `i`: args and env values with `{i}` expanded.
@@ -456,193 +310,6 @@ async fn attached(
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn outcome_json(
-    t: &TaskOutcome,
-    report: &JobReport,
-    stdout: anyhow::Result<Vec<u8>>,
-) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "id": t.task_id,
-        "index": t.index,
-        "framework": report.framework_id,
-        "agent": t.agent_id,
-        "state": ops::state_name(t.state),
-        "reason": ops::reason_name(t.reason),
-        "message": t.message,
-        "exit_code": t.exit_code,
-        "attempts": t.attempts,
-        "usage": t.usage.as_ref().map(ops::usage_json),
-    });
-    match stdout {
-        Ok(data) => v["stdout"] = String::from_utf8_lossy(&data).into_owned().into(),
-        Err(e) => {
-            v["stdout"] = serde_json::Value::Null;
-            v["stdout_error"] = format!("{e:#}").into();
-        }
-    }
-    v
-}
-
-/// Up to `limit` bytes of a task's stdout.
-async fn read_stdout(
-    operator: &mut OperatorClient<Channel>,
-    task: &str,
-    limit: u64,
-) -> anyhow::Result<Vec<u8>> {
-    let mut data = Vec::new();
-    loop {
-        let want = (limit - data.len() as u64).min(1 << 20);
-        if want == 0 {
-            return Ok(data);
-        }
-        let reply = operator
-            .read_sandbox(v1::ReadSandboxRequest {
-                task_id: task.to_string(),
-                target: v1::SandboxTarget::Stdout as i32,
-                path: String::new(),
-                offset: data.len() as u64,
-                length: want,
-            })
-            .await
-            .map_err(ops::grpc)?
-            .into_inner();
-        if reply.data.is_empty() {
-            return Ok(data);
-        }
-        data.extend_from_slice(&reply.data);
-        if data.len() as u64 >= reply.size {
-            return Ok(data);
-        }
-    }
-}
-
-/// The summary on stderr: tasks by state and reason, run times, fuel, and
-/// the first failures.
-fn summary(report: &JobReport, elapsed: Duration) {
-    let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for t in &report.tasks {
-        *by.entry((ops::state_name(t.state), ops::reason_name(t.reason)))
-            .or_default() += 1;
-    }
-    let mut wall: Vec<u64> = report
-        .tasks
-        .iter()
-        .filter_map(|t| t.usage.map(|u| u.wall_time_ms))
-        .collect();
-    wall.sort_unstable();
-    let fuel: u64 = report
-        .tasks
-        .iter()
-        .filter_map(|t| t.usage.map(|u| u.fuel_consumed))
-        .sum();
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "job {} ({} tasks, framework {}) {} in {:.1}s",
-        report.job,
-        report.tasks.len(),
-        report.framework_id,
-        if report.cancelled {
-            "cancelled"
-        } else {
-            "ended"
-        },
-        elapsed.as_secs_f64()
-    );
-    let _ = writeln!(err, "  {:<10} {:<20} {:>7}", "STATE", "REASON", "TASKS");
-    for ((state, reason), n) in &by {
-        let reason = if reason.is_empty() { "-" } else { reason };
-        let _ = writeln!(err, "  {state:<10} {reason:<20} {n:>7}");
-    }
-    if wall.is_empty() {
-        let _ = writeln!(err, "  run time: no task reported usage");
-    } else {
-        let _ = writeln!(
-            err,
-            "  run time p50 {} ms, p99 {} ms, max {} ms; fuel {fuel}",
-            percentile(&wall, 50),
-            percentile(&wall, 99),
-            wall[wall.len() - 1]
-        );
-    }
-    let failed: Vec<&TaskOutcome> = report.failed().collect();
-    for t in failed.iter().take(5) {
-        let exit = t.exit_code.map_or(String::new(), |c| format!(" exit {c}"));
-        let _ = writeln!(
-            err,
-            "  failed: {} {} {}{exit}: {}",
-            t.task_id,
-            ops::state_name(t.state),
-            ops::reason_name(t.reason),
-            t.message.lines().next().unwrap_or_default()
-        );
-    }
-    if failed.len() > 5 {
-        let _ = writeln!(
-            err,
-            "  ... and {} more; see `wasmos run --json` for every task",
-            failed.len() - 5
-        );
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: usize) -> u64 {
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-/// The progress bar on stderr, drawn only when stderr is a terminal.
-struct Progress {
-    tty: bool,
-    total: usize,
-    finished: usize,
-    failed: usize,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress {
-            tty: std::io::stderr().is_terminal(),
-            total,
-            finished: 0,
-            failed: 0,
-        }
-    }
-
-    fn update(&mut self, u: &wasmos_sdk::JobUpdate) {
-        if wasmos_sdk::is_terminal(u.status.state()) && !u.retrying {
-            if u.status.state() == v1::TaskState::Finished {
-                self.finished += 1;
-            } else {
-                self.failed += 1;
-            }
-        }
-        if !self.tty {
-            return;
-        }
-        const WIDTH: usize = 30;
-        let done = self.finished + self.failed;
-        let filled = (done * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
-        let _ = write!(
-            std::io::stderr().lock(),
-            "\r\x1b[2K[{}{}] {done}/{} finished {} failed {}",
-            "#".repeat(filled),
-            "-".repeat(WIDTH - filled),
-            self.total,
-            self.finished,
-            self.failed
-        );
-    }
-
-    /// Erases the bar.
-    fn clear() {
-        if std::io::stderr().is_terminal() {
-            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
-        }
-    }
 }
 
 /// `--detach`: a framework of our own launches every instance, then leaves

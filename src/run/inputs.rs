@@ -1,0 +1,162 @@
+//! What a run sends before any task starts: the module, checked locally
+//! (`.wat` compiled, the binary validated) so a typo fails at once with the
+//! validator's message, and the `--input` files and directories (a directory
+//! as a tar archive), uploaded as artifacts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use wasmos_sdk::{Client, TaskTemplate};
+
+use super::{Args, one_line};
+
+pub(super) fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "{}: no such file; check the path (relative paths start at {})",
+            path.display(),
+            std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string())
+        ),
+        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// Reads the module; compiles `.wat` text; validates the binary.
+pub(super) fn load_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = read_file(path)?;
+    let is_wat_name = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wat"));
+    let binary = if bytes.starts_with(b"\0asm") {
+        bytes
+    } else if is_wat_name || looks_like_text(&bytes) {
+        wat::parse_bytes(&bytes)
+            .map(|b| b.into_owned())
+            .map_err(|mut e| {
+                e.set_path(path);
+                anyhow::anyhow!(
+                    "{} is not a wasm module: {}; fix the .wat text or pass a .wasm binary",
+                    path.display(),
+                    one_line(&e.to_string())
+                )
+            })?
+    } else {
+        bytes
+    };
+    wasmparser::Validator::new()
+        .validate_all(&binary)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a wasm module: {}; pass a .wasm binary built for wasm32-wasip1 or .wat text",
+                path.display(),
+                e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })?;
+    Ok(binary)
+}
+
+/// UTF-8 text whose first non-blank character opens an S-expression or a
+/// `;;` comment: worth trying as `.wat`.
+pub(super) fn looks_like_text(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|t| {
+        let t = t.trim_start();
+        t.starts_with('(') || t.starts_with(";;")
+    })
+}
+
+/// An `--input`, read into memory: a file's bytes or a directory's tar.
+pub(super) struct Input {
+    name: String,
+    bytes: Vec<u8>,
+    dir: bool,
+}
+
+impl Input {
+    pub(super) fn read(path: &Path) -> anyhow::Result<Input> {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "--input {}: no such file or directory; check the path",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("--input {}: {e}", path.display()),
+        })?;
+        let name = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .with_context(|| format!("--input {}: has no file name", path.display()))?;
+        if meta.is_dir() {
+            let bytes = tar_dir(path)
+                .with_context(|| format!("--input {}: cannot archive it", path.display()))?;
+            Ok(Input {
+                name,
+                bytes,
+                dir: true,
+            })
+        } else {
+            Ok(Input {
+                name,
+                bytes: read_file(path)?,
+                dir: false,
+            })
+        }
+    }
+}
+
+/// A tar archive of everything under `dir`, with paths relative to it.
+pub(super) fn tar_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir.join(&rel))?.collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let rel = rel.join(entry.file_name());
+            let full = entry.path();
+            // Follows symlinks: the sandbox gets the files they point at.
+            let meta = std::fs::metadata(&full)?;
+            if meta.is_dir() {
+                builder.append_dir(&rel, &full)?;
+                stack.push(rel);
+            } else if meta.is_file() {
+                builder.append_path_with_name(&full, &rel)?;
+            }
+        }
+    }
+    builder.into_inner()
+}
+
+/// Uploads the module and the inputs; returns the task template.
+pub(super) async fn upload(
+    client: &Client,
+    args: &Args,
+    module: &[u8],
+    inputs: &[Input],
+) -> anyhow::Result<TaskTemplate> {
+    let uploaded = client
+        .upload_raw(module)
+        .await
+        .with_context(|| format!("uploading {}", args.module.display()))?;
+    let mut template = TaskTemplate::new(uploaded.digest)
+        .cpus(args.cpus)
+        .mem(args.mem)
+        .disk(args.disk)
+        .max_fuel(args.max_fuel);
+    if let Some(timeout) = args.timeout {
+        template = template.timeout(timeout);
+    }
+    for input in inputs {
+        let digest = client
+            .upload_raw(&input.bytes)
+            .await
+            .with_context(|| format!("uploading --input {}", input.name))?
+            .digest;
+        template = if input.dir {
+            template.input_dir(&input.name, digest)
+        } else {
+            template.input(&input.name, digest)
+        };
+    }
+    Ok(template)
+}
