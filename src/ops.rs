@@ -161,6 +161,9 @@ pub struct LogsArgs {
     /// Keep printing output as the task writes it, until it ends.
     #[arg(long, short)]
     follow: bool,
+    /// Print each piece read as a JSON object: task, stream, offset, text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
@@ -184,9 +187,16 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
             .await
             .map_err(grpc)?
             .into_inner();
-        offset += reply.data.len() as u64;
-        out.write_all(&reply.data)?;
+        let stream = if args.stderr { "stderr" } else { "stdout" };
+        if args.json && !reply.data.is_empty() {
+            let piece = serde_json::json!({"task": args.task, "stream": stream, "offset": offset,
+                "text": String::from_utf8_lossy(&reply.data)});
+            writeln!(out, "{piece}")?;
+        } else if !args.json {
+            out.write_all(&reply.data)?;
+        }
         out.flush()?;
+        offset += reply.data.len() as u64;
         let more = offset < reply.size;
         if more {
             continue;
@@ -205,6 +215,9 @@ pub struct KillArgs {
     /// The tasks to kill.
     #[arg(required = true)]
     tasks: Vec<String>,
+    /// Print one JSON object per task the kill was sent to.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn kill(args: KillArgs) -> anyhow::Result<()> {
@@ -215,7 +228,13 @@ pub async fn kill(args: KillArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(grpc)?;
-    println!("kill sent to {}", args.tasks.join(" "));
+    if args.json {
+        for task in &args.tasks {
+            println!("{}", serde_json::json!({"task": task, "kill_sent": true}));
+        }
+    } else {
+        println!("kill sent to {}", args.tasks.join(" "));
+    }
     Ok(())
 }
 
@@ -268,6 +287,9 @@ pub struct CatArgs {
     task: String,
     /// A file under the task's root.
     path: String,
+    /// Print the file as JSON objects: task, path, offset, text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn cat(args: CatArgs) -> anyhow::Result<()> {
@@ -289,8 +311,14 @@ pub async fn cat(args: CatArgs) -> anyhow::Result<()> {
         if reply.data.is_empty() {
             return Ok(());
         }
+        if args.json {
+            let piece = serde_json::json!({"task": args.task, "path": args.path, "offset": offset,
+                "text": String::from_utf8_lossy(&reply.data)});
+            writeln!(out, "{piece}")?;
+        } else {
+            out.write_all(&reply.data)?;
+        }
         offset += reply.data.len() as u64;
-        out.write_all(&reply.data)?;
         if offset >= reply.size {
             return Ok(());
         }

@@ -372,6 +372,10 @@ fn detached_tasks_keep_running_and_ps_logs_kill_follow_them() {
     let logs = cli_ok(url, &["logs", "--follow", id]);
     assert_eq!(logs, "slept 1500\n");
     wait_state(url, id, "FINISHED");
+    let pieces = json_lines(&cli_ok(url, &["logs", "--json", id]));
+    assert_eq!(pieces.len(), 1, "{pieces:?}");
+    assert_eq!(pieces[0]["text"], "slept 1500\n");
+    assert_eq!(pieces[0]["stream"], "stdout");
     // The framework was left, not torn down.
     let framework = task["framework"].as_str().unwrap();
     let frameworks = json_lines(&cli_ok(url, &["frameworks", "--json"]));
@@ -397,7 +401,9 @@ fn detached_tasks_keep_running_and_ps_logs_kill_follow_them() {
     wait_state(url, ids[0], "KILLED");
     // Only the one named.
     assert_eq!(ps_task(url, ids[1]).unwrap()["state"], "RUNNING");
-    cli_ok(url, &["kill", ids[1]]);
+    let said = json_lines(&cli_ok(url, &["kill", "--json", ids[1]]));
+    assert_eq!(said[0]["task"], ids[1]);
+    assert_eq!(said[0]["kill_sent"], true);
     wait_state(url, ids[1], "KILLED");
 
     // Without --detach, Ctrl-C kills the job's tasks and tears it down.
@@ -474,6 +480,9 @@ fn operator_commands_list_agents_frameworks_roles_and_task_files() {
     );
     assert!(cli_ok(url, &["ls", id]).contains("out.txt"));
     assert_eq!(cli_ok(url, &["cat", id, "out.txt"]), "hello-file");
+    let pieces = json_lines(&cli_ok(url, &["cat", "--json", id, "out.txt"]));
+    assert_eq!(pieces[0]["text"], "hello-file");
+    assert_eq!(pieces[0]["path"], "out.txt");
     let err = cli(url, &["cat", id, "nope.txt"]);
     assert!(!err.status.success());
 
