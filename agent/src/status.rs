@@ -98,10 +98,7 @@ fn fresh_uuid() -> Vec<u8> {
 
 /// True for states a task never leaves.
 pub fn is_terminal(state: TaskState) -> bool {
-    !matches!(
-        state,
-        TaskState::Unspecified | TaskState::Staging | TaskState::Starting | TaskState::Running
-    )
+    state.is_terminal()
 }
 
 /// Sends one task's statuses and remembers its latest state. If it is

@@ -19,6 +19,22 @@ pub mod v1 {
     tonic::include_proto!("wasmos.v1");
 }
 
+impl v1::TaskState {
+    /// Is this a state a task never leaves (`FINISHED`, `FAILED`, `KILLED`,
+    /// `LOST`, `ERROR`)? Part of the protocol's meaning, so the master, agents
+    /// and SDK all ask it here.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            v1::TaskState::Finished
+                | v1::TaskState::Failed
+                | v1::TaskState::Killed
+                | v1::TaskState::Lost
+                | v1::TaskState::Error
+        )
+    }
+}
+
 /// The encoded `FileDescriptorSet` of all `wasmos.v1` files, for gRPC
 /// reflection (so `grpcurl` can list and call the services).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wasmos_descriptor");

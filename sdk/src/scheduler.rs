@@ -25,14 +25,7 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Is `state` one a task never leaves (`FINISHED`, `FAILED`, `KILLED`,
 /// `LOST`, `ERROR`)?
 pub fn is_terminal(state: v1::TaskState) -> bool {
-    matches!(
-        state,
-        v1::TaskState::Finished
-            | v1::TaskState::Failed
-            | v1::TaskState::Killed
-            | v1::TaskState::Lost
-            | v1::TaskState::Error
-    )
+    state.is_terminal()
 }
 
 /// How a framework presents itself to the master, and how its session

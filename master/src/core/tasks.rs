@@ -17,14 +17,7 @@ use crate::time::Time;
 
 /// Is this a state a task never leaves?
 pub fn is_terminal(state: v1::TaskState) -> bool {
-    matches!(
-        state,
-        v1::TaskState::Finished
-            | v1::TaskState::Failed
-            | v1::TaskState::Killed
-            | v1::TaskState::Lost
-            | v1::TaskState::Error
-    )
+    state.is_terminal()
 }
 
 impl Core {

@@ -82,31 +82,21 @@ impl Metrics {
         let mut out = String::new();
         let agents = core.agents();
         let connected = agents.iter().filter(|a| a.connected).count();
-        gauge(
+        connection_gauge(
             &mut out,
             "wasmos_agents",
             "Agents known to the master.",
-            &[
-                (r#"state="connected""#.into(), connected as f64),
-                (
-                    r#"state="disconnected""#.into(),
-                    (agents.len() - connected) as f64,
-                ),
-            ],
+            connected,
+            agents.len(),
         );
         let frameworks = core.frameworks();
         let connected = frameworks.iter().filter(|f| f.connected).count();
-        gauge(
+        connection_gauge(
             &mut out,
             "wasmos_frameworks",
             "Frameworks known to the master.",
-            &[
-                (r#"state="connected""#.into(), connected as f64),
-                (
-                    r#"state="disconnected""#.into(),
-                    (frameworks.len() - connected) as f64,
-                ),
-            ],
+            connected,
+            frameworks.len(),
         );
         gauge(
             &mut out,
@@ -195,6 +185,19 @@ impl Metrics {
         );
         out
     }
+}
+
+/// A gauge split into `state="connected"` and `state="disconnected"`.
+fn connection_gauge(out: &mut String, name: &str, help: &str, connected: usize, total: usize) {
+    gauge(
+        out,
+        name,
+        help,
+        &[
+            (r#"state="connected""#.into(), connected as f64),
+            (r#"state="disconnected""#.into(), (total - connected) as f64),
+        ],
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
