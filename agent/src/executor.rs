@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
-use wasmos_proto::v1::{TaskSpec, TaskState, TaskStatus};
+use wasmos_proto::v1::{self, TaskSpec, TaskState, TaskStatus};
 use wasmtime::{Engine, Linker, Store};
 
 use crate::artifacts::{digest_of, is_digest};
@@ -19,6 +19,7 @@ use crate::config::ExecutorConfig;
 use crate::disk::DiskMonitor;
 use crate::engine::{EngineSettings, build_engine, wasi_linker};
 use crate::limits::MemLimiter;
+use crate::persist::{PersistQueue, Persister, TaskFiles};
 use crate::sandbox::{Sandbox, SandboxFile, check_task_id};
 use crate::status::Reporter;
 use crate::task::{self, Launch, Stop, TaskControl, TaskData};
@@ -72,8 +73,21 @@ pub struct Shared {
     pub(crate) cache: ModuleCache,
     pub(crate) disk: DiskMonitor,
     /// `<work_dir>/sandboxes`, open: sandboxes are created relative to it.
-    pub(crate) sandboxes: std::fs::File,
-    tasks: Mutex<HashMap<String, Arc<TaskControl>>>,
+    pub(crate) sandboxes: Arc<std::fs::File>,
+    /// Where ended tasks' files go to be written.
+    pub(crate) persist: PersistQueue,
+    tasks: Mutex<Tasks>,
+}
+
+/// The tasks an executor knows.
+struct Tasks {
+    /// Launched since it started, by id.
+    launched: HashMap<String, Arc<TaskControl>>,
+    /// Ids whose sandboxes were on disk when it started (and not removed
+    /// since): a launch with one of them is refused, since its files would
+    /// mix with another task's. Known from one listing at start, so a launch
+    /// needs no file-system call to check.
+    on_disk: HashSet<String>,
 }
 
 impl Shared {
@@ -137,6 +151,7 @@ impl Shared {
 pub struct Executor {
     shared: Arc<Shared>,
     workers: Workers,
+    persister: Option<Persister>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -150,6 +165,10 @@ impl Executor {
             .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
         let sandboxes = std::fs::File::open(&sandboxes_dir)
             .with_context(|| format!("opening {}", sandboxes_dir.display()))?;
+        let on_disk = std::fs::read_dir(&sandboxes_dir)
+            .with_context(|| format!("listing {}", sandboxes_dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
         let settings = EngineSettings {
             pooling: config.pooling,
             max_instances: config.max_instances,
@@ -178,16 +197,22 @@ impl Executor {
             .context("starting worker threads")?;
         let disk =
             DiskMonitor::start(config.disk_check_interval).context("starting the disk monitor")?;
+        let persister = Persister::start().context("starting the sandbox persister")?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 engine,
                 cache,
                 disk,
-                sandboxes,
-                tasks: Mutex::new(HashMap::new()),
+                sandboxes: Arc::new(sandboxes),
+                persist: persister.queue(),
+                tasks: Mutex::new(Tasks {
+                    launched: HashMap::new(),
+                    on_disk,
+                }),
             }),
             workers,
+            persister: Some(persister),
             runtime: Some(runtime),
         })
     }
@@ -227,15 +252,21 @@ impl Executor {
     ) -> Result<(), LaunchError> {
         check_task_id(&spec.task_id).map_err(LaunchError::InvalidId)?;
         let cpus = spec.resources.map_or(0.0, |r| r.cpus);
-        let sandbox = Sandbox::at(&self.shared.config.work_dir, &spec.task_id);
-        let control = Arc::new(TaskControl::new(framework_id.to_owned(), sandbox, cpus));
-        {
+        let files = Arc::new(TaskFiles::new(
+            &self.shared.config.work_dir,
+            self.shared.sandboxes.clone(),
+            &spec.task_id,
+            self.shared.config.output_cap,
+        ));
+        let control = Arc::new(TaskControl::new(framework_id.to_owned(), files, cpus));
+        let sandbox_exists = {
             let mut tasks = self.shared.tasks.lock().unwrap();
-            if tasks.contains_key(&spec.task_id) {
+            if tasks.launched.contains_key(&spec.task_id) {
                 return Err(LaunchError::Duplicate(spec.task_id));
             }
-            tasks.insert(spec.task_id.clone(), control.clone());
-        }
+            tasks.launched.insert(spec.task_id.clone(), control.clone());
+            tasks.on_disk.contains(&spec.task_id)
+        };
         let reporter = Reporter::new(
             statuses,
             spec.task_id.clone(),
@@ -250,6 +281,7 @@ impl Executor {
             reporter,
             control,
             shared: self.shared.clone(),
+            sandbox_exists,
         };
         self.workers.spawn(Box::pin(task::run(launch)), sched);
         Ok(())
@@ -282,6 +314,7 @@ impl Executor {
     pub fn running_tasks(&self) -> Vec<String> {
         let tasks = self.shared.tasks.lock().unwrap();
         let mut ids: Vec<String> = tasks
+            .launched
             .iter()
             .filter(|(_, c)| !crate::status::is_terminal(*c.state.lock().unwrap()))
             .map(|(id, _)| id.clone())
@@ -301,20 +334,76 @@ impl Executor {
         offset: u64,
         max: usize,
     ) -> Result<Vec<u8>, TaskError> {
+        self.read_sized(task_id, file, offset, max)
+            .map(|(data, _)| data)
+    }
+
+    /// [`read`](Self::read), with the file's whole size.
+    pub fn read_sized(
+        &self,
+        task_id: &str,
+        file: &SandboxFile,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Vec<u8>, u64), TaskError> {
+        let io_error = |source| TaskError::Io {
+            task: task_id.to_owned(),
+            source,
+        };
         check_task_id(task_id).map_err(|_| TaskError::Unknown(task_id.to_owned()))?;
+        if let Ok(control) = self.control(task_id)
+            && let Some(pending) = control.files.read_pending(file, offset, max)
+        {
+            return pending.map_err(io_error);
+        }
         let sandbox = Sandbox::at(&self.shared.config.work_dir, task_id);
         if !sandbox.dir.is_dir() {
             return Err(TaskError::Unknown(task_id.to_owned()));
         }
-        sandbox
-            .read(file, offset, max)
-            .map_err(|source| TaskError::Io {
-                task: task_id.to_owned(),
-                source,
-            })
+        sandbox.read(file, offset, max).map_err(io_error)
     }
 
-    /// The sandbox paths of a task (existing or not).
+    /// The entries of the directory `path` under a task's root (`""` or
+    /// `/` for the root itself), sorted by name; never leaves the root.
+    pub fn list(&self, task_id: &str, path: &str) -> Result<Vec<v1::FileEntry>, String> {
+        let rel = path.trim_start_matches('/');
+        let at_root = rel.is_empty() || rel == ".";
+        if let Ok(control) = self.control(task_id)
+            && control.files.root_pending()
+        {
+            // The task can touch no file: its root is empty.
+            return if at_root {
+                Ok(Vec::new())
+            } else {
+                Err(format!("cannot open `{path}`: no such directory"))
+            };
+        }
+        let root = self
+            .sandbox(task_id)
+            .root_dir()
+            .map_err(|e| format!("no sandbox root: {e}"))?;
+        let dir = if at_root {
+            root
+        } else {
+            root.open_dir(rel)
+                .map_err(|e| format!("cannot open `{path}`: {e}"))?
+        };
+        let mut entries = Vec::new();
+        for entry in dir.entries().map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let meta = entry.metadata().map_err(|e| e.to_string())?;
+            entries.push(v1::FileEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                is_dir: meta.is_dir(),
+                size: meta.len(),
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// The sandbox paths of a task (existing or not: the sandbox of a task
+    /// that can touch no file is written shortly after it ends).
     pub fn sandbox(&self, task_id: &str) -> Sandbox {
         Sandbox::at(&self.shared.config.work_dir, task_id)
     }
@@ -324,15 +413,17 @@ impl Executor {
         check_task_id(task_id).map_err(|_| TaskError::Unknown(task_id.to_owned()))?;
         {
             let mut tasks = self.shared.tasks.lock().unwrap();
-            if let Some(c) = tasks.get(task_id) {
+            if let Some(c) = tasks.launched.get(task_id) {
                 if !crate::status::is_terminal(*c.state.lock().unwrap()) {
                     return Err(TaskError::Io {
                         task: task_id.to_owned(),
                         source: std::io::Error::other("the task is still running"),
                     });
                 }
-                tasks.remove(task_id);
+                c.files.discard();
+                tasks.launched.remove(task_id);
             }
+            tasks.on_disk.remove(task_id);
         }
         let sandbox = Sandbox::at(&self.shared.config.work_dir, task_id);
         match std::fs::remove_dir_all(&sandbox.dir) {
@@ -351,6 +442,7 @@ impl Executor {
             .tasks
             .lock()
             .unwrap()
+            .launched
             .get(task_id)
             .cloned()
             .ok_or_else(|| TaskError::Unknown(task_id.to_owned()))
@@ -363,6 +455,8 @@ impl Drop for Executor {
         // they used, without blocking if dropped inside another runtime.
         let workers = std::mem::replace(&mut self.workers, Workers::none());
         drop(workers);
+        // Then the persister, which writes what the tasks left in memory.
+        drop(self.persister.take());
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }

@@ -37,6 +37,7 @@ mod limits;
 pub mod link;
 mod outbox;
 mod output;
+mod persist;
 mod sandbox;
 mod status;
 mod task;

@@ -447,14 +447,13 @@ fn sandbox_read(executor: &Executor, read: v1::SandboxRead) -> v1::SandboxReadRe
         read.length.min(4 << 20)
     } as usize;
     let target = v1::SandboxTarget::try_from(read.target).unwrap_or(v1::SandboxTarget::Unspecified);
-    let sandbox = executor.sandbox(&read.task_id);
     reply.complete = executor.state(&read.task_id).is_none_or(crate::is_terminal);
     let file = match target {
         v1::SandboxTarget::Stdout => SandboxFile::Stdout,
         v1::SandboxTarget::Stderr => SandboxFile::Stderr,
         v1::SandboxTarget::File => SandboxFile::Root(read.path.clone()),
         v1::SandboxTarget::List => {
-            match list_dir(&sandbox, &read.path) {
+            match executor.list(&read.task_id, &read.path) {
                 Ok(entries) => reply.entries = entries,
                 Err(e) => reply.error = e,
             }
@@ -465,47 +464,12 @@ fn sandbox_read(executor: &Executor, read: v1::SandboxRead) -> v1::SandboxReadRe
             return reply;
         }
     };
-    match executor.read(&read.task_id, &file, read.offset, length) {
-        Ok(data) => {
-            let size = match &file {
-                SandboxFile::Stdout => std::fs::metadata(&sandbox.stdout).map(|m| m.len()).ok(),
-                SandboxFile::Stderr => std::fs::metadata(&sandbox.stderr).map(|m| m.len()).ok(),
-                SandboxFile::Root(path) => sandbox
-                    .root_dir()
-                    .and_then(|root| root.metadata(path.trim_start_matches('/')))
-                    .map(|m| m.len())
-                    .ok(),
-            };
-            reply.size = size.unwrap_or(read.offset + data.len() as u64);
+    match executor.read_sized(&read.task_id, &file, read.offset, length) {
+        Ok((data, size)) => {
+            reply.size = size;
             reply.data = data;
         }
         Err(e) => reply.error = e.to_string(),
     }
     reply
-}
-
-/// Lists a directory under a task's root, never leaving it.
-fn list_dir(sandbox: &crate::Sandbox, path: &str) -> Result<Vec<v1::FileEntry>, String> {
-    let root = sandbox
-        .root_dir()
-        .map_err(|e| format!("no sandbox root: {e}"))?;
-    let rel = path.trim_start_matches('/');
-    let dir = if rel.is_empty() || rel == "." {
-        root
-    } else {
-        root.open_dir(rel)
-            .map_err(|e| format!("cannot open `{path}`: {e}"))?
-    };
-    let mut entries = Vec::new();
-    for entry in dir.entries().map_err(|e| e.to_string())? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let meta = entry.metadata().map_err(|e| e.to_string())?;
-        entries.push(v1::FileEntry {
-            name: entry.file_name().to_string_lossy().into_owned(),
-            is_dir: meta.is_dir(),
-            size: meta.len(),
-        });
-    }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
 }

@@ -1,10 +1,15 @@
-//! A task's stdout or stderr: a file beside its root directory (where the
-//! task cannot see or change it), capped in size.
+//! A task's stdout or stderr: capped in size, kept in memory while it is
+//! small, in a file beside the task's root directory (where the task cannot
+//! see or change it) once it grows or the task ends.
 //!
 //! Past the cap, output is dropped and the truncation recorded; a task never
-//! fails because it talks too much. Writes go straight to the file, so the
-//! output can be read while the task runs. The file is created on the first
-//! write: most tasks that write nothing cost no file.
+//! fails because it talks too much. Most tasks print a few lines: holding
+//! those in memory keeps the file system (a directory, an open, a write, a
+//! close: more than running a small task costs) off the worker thread.
+//! Output past [`SPILL_BYTES`] goes to the file as it is written, so a long
+//! task's output can be followed on disk; until then reads are served from
+//! memory ([`CappedOutput::read_pending`]). Either way the whole output is
+//! on disk shortly after the task ends ([`crate::persist`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -18,6 +23,11 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::sandbox::SandboxDirs;
+
+/// Output kept in memory before it goes to its file: 64 KiB.
+pub const SPILL_BYTES: usize = 64 << 10;
+
 /// What a capped output saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OutputUsage {
@@ -27,25 +37,41 @@ pub struct OutputUsage {
     pub truncated: bool,
 }
 
+enum Sink {
+    /// Not on disk yet. `full` once spilling failed: later output is
+    /// dropped.
+    Memory { data: Vec<u8>, full: bool },
+    /// Spilled: appending to the file.
+    File(File),
+    /// Closed: what was kept is in the file (or there was nothing).
+    OnDisk,
+}
+
 struct Inner {
     path: PathBuf,
     cap: u64,
-    file: Mutex<Option<File>>,
+    dirs: Arc<SandboxDirs>,
+    sink: Mutex<Sink>,
     written: AtomicU64,
     truncated: AtomicBool,
 }
 
-/// A size-capped output file; cheap to clone (all clones share the file).
+/// A size-capped output; cheap to clone (all clones share it).
 #[derive(Clone)]
 pub struct CappedOutput(Arc<Inner>);
 
 impl CappedOutput {
-    /// Output to `path` (created on first write), keeping at most `cap` bytes.
-    pub fn new(path: PathBuf, cap: u64) -> Self {
+    /// Output for the file `path` of the sandbox `dirs`, keeping at most
+    /// `cap` bytes.
+    pub fn new(path: PathBuf, cap: u64, dirs: Arc<SandboxDirs>) -> Self {
         Self(Arc::new(Inner {
             path,
             cap,
-            file: Mutex::new(None),
+            dirs,
+            sink: Mutex::new(Sink::Memory {
+                data: Vec::new(),
+                full: false,
+            }),
             written: AtomicU64::new(0),
             truncated: AtomicBool::new(false),
         }))
@@ -75,25 +101,77 @@ impl CappedOutput {
         if keep == 0 {
             return;
         }
-        let mut file = self.0.file.lock().unwrap();
-        if file.is_none() {
-            match OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.0.path)
-            {
-                Ok(f) => *file = Some(f),
-                Err(e) => {
-                    tracing::warn!(path = %self.0.path.display(), error = %e, "cannot open task output");
-                    self.0.truncated.store(true, Ordering::Relaxed);
-                    return;
-                }
+        let buf = &buf[..keep];
+        let mut sink = self.0.sink.lock().unwrap();
+        let spilled = match &mut *sink {
+            Sink::Memory { full: true, .. } | Sink::OnDisk => Err(()),
+            Sink::Memory { data, .. } if data.len() + buf.len() <= SPILL_BYTES => {
+                data.extend_from_slice(buf);
+                return;
             }
+            Sink::Memory { data, full } => match self.spill(data, buf) {
+                Ok(file) => Ok(Some(file)),
+                Err(e) => {
+                    tracing::warn!(path = %self.0.path.display(), error = %e, "cannot write task output");
+                    *full = true;
+                    Err(())
+                }
+            },
+            Sink::File(f) => f.write_all(buf).map(|()| None).map_err(|_| ()),
+        };
+        match spilled {
+            Ok(Some(file)) => *sink = Sink::File(file),
+            Ok(None) => {}
+            Err(()) => self.0.truncated.store(true, Ordering::Relaxed),
         }
-        if let Some(f) = file.as_mut()
-            && f.write_all(&buf[..keep]).is_err()
+    }
+
+    /// Moves the output to its file: creates the sandbox's directories if
+    /// needed, writes what memory held and `more`.
+    fn spill(&self, held: &[u8], more: &[u8]) -> std::io::Result<File> {
+        self.0.dirs.ensure()?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.0.path)?;
+        file.write_all(held)?;
+        file.write_all(more)?;
+        Ok(file)
+    }
+
+    /// Writes what is still in memory to the file and closes it; later
+    /// reads go to disk. The sandbox's directories must exist.
+    pub fn persist(&self) -> std::io::Result<()> {
+        let mut sink = self.0.sink.lock().unwrap();
+        if let Sink::Memory { data, .. } = &*sink
+            && !data.is_empty()
         {
-            self.0.truncated.store(true, Ordering::Relaxed);
+            std::fs::write(&self.0.path, data)?;
+        }
+        *sink = Sink::OnDisk;
+        Ok(())
+    }
+
+    /// Forgets what is in memory; reads go to disk from now on.
+    pub fn discard(&self) {
+        *self.0.sink.lock().unwrap() = Sink::OnDisk;
+    }
+
+    /// True while the output is in memory only.
+    pub fn is_pending(&self) -> bool {
+        matches!(*self.0.sink.lock().unwrap(), Sink::Memory { .. })
+    }
+
+    /// Up to `max` bytes from `offset` and the total size, if the output is
+    /// still in memory (`None`: read the file).
+    pub fn read_pending(&self, offset: u64, max: usize) -> Option<(Vec<u8>, u64)> {
+        match &*self.0.sink.lock().unwrap() {
+            Sink::Memory { data, .. } => {
+                let start = (offset.min(data.len() as u64)) as usize;
+                let end = start.saturating_add(max).min(data.len());
+                Some((data[start..end].to_vec(), data.len() as u64))
+            }
+            _ => None,
         }
     }
 }
@@ -157,12 +235,18 @@ impl tokio::io::AsyncWrite for CappedOutput {
 mod tests {
     use super::*;
 
+    fn output(dir: &std::path::Path, cap: u64) -> (CappedOutput, Arc<SandboxDirs>) {
+        std::fs::create_dir_all(dir.join("sandboxes")).unwrap();
+        let handle = Arc::new(File::open(dir.join("sandboxes")).unwrap());
+        let dirs = Arc::new(SandboxDirs::new(dir, handle, "t"));
+        let path = dirs.paths.stdout.clone();
+        (CappedOutput::new(path, cap, dirs.clone()), dirs)
+    }
+
     #[test]
     fn keeps_the_first_cap_bytes_and_counts_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stdout");
-        let out = CappedOutput::new(path.clone(), 10);
-        assert!(!path.exists(), "created lazily");
+        let (out, dirs) = output(dir.path(), 10);
         out.write_bytes(b"hello ");
         assert_eq!(
             out.usage(),
@@ -173,13 +257,43 @@ mod tests {
         );
         out.write_bytes(b"world, and more");
         out.write_bytes(b"!");
-        assert_eq!(std::fs::read(&path).unwrap(), b"hello worl");
+        assert!(!dirs.paths.dir.exists(), "small output stays in memory");
+        assert_eq!(
+            out.read_pending(0, 100).unwrap(),
+            (b"hello worl".to_vec(), 10)
+        );
+        assert_eq!(out.read_pending(6, 2).unwrap().0, b"wo");
+        dirs.ensure().unwrap();
+        out.persist().unwrap();
+        assert!(out.read_pending(0, 100).is_none(), "read from disk now");
+        assert_eq!(std::fs::read(&dirs.paths.stdout).unwrap(), b"hello worl");
         assert_eq!(
             out.usage(),
             OutputUsage {
                 bytes: 22,
                 truncated: true
             }
+        );
+    }
+
+    #[test]
+    fn large_output_spills_to_its_file_as_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, dirs) = output(dir.path(), 1 << 20);
+        let line = vec![b'x'; 1000];
+        for _ in 0..(SPILL_BYTES / 1000) {
+            out.write_bytes(&line);
+        }
+        assert!(out.is_pending() && !dirs.created());
+        out.write_bytes(&line);
+        assert!(!out.is_pending() && dirs.created(), "spilled");
+        let on_disk = std::fs::metadata(&dirs.paths.stdout).unwrap().len();
+        assert_eq!(on_disk, (SPILL_BYTES / 1000 * 1000 + 1000) as u64);
+        out.write_bytes(b"tail");
+        out.persist().unwrap();
+        assert_eq!(
+            std::fs::metadata(&dirs.paths.stdout).unwrap().len(),
+            on_disk + 4
         );
     }
 }

@@ -14,6 +14,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -29,6 +30,82 @@ pub struct Sandbox {
     pub stdout: PathBuf,
     /// The task's stderr file.
     pub stderr: PathBuf,
+}
+
+/// The directories of one task's sandbox as the executor holds them while
+/// it knows the task: created when first needed. A task that can touch no
+/// file and has no inputs runs without them (nothing it can do tells them
+/// apart); they are made when its output spills to disk or, after it ended,
+/// by the [`Persister`](crate::persist::Persister), off the worker thread.
+pub struct SandboxDirs {
+    /// The paths.
+    pub paths: Sandbox,
+    task_id: String,
+    /// `<work_dir>/sandboxes`, open.
+    sandboxes: Arc<std::fs::File>,
+    state: Mutex<DirState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirState {
+    Absent,
+    Created,
+    /// Deleted by the executor: never created again.
+    Removed,
+}
+
+impl SandboxDirs {
+    /// The (not yet created) directories of `task_id`'s sandbox.
+    pub fn new(work_dir: &Path, sandboxes: Arc<std::fs::File>, task_id: &str) -> Self {
+        Self {
+            paths: Sandbox::at(work_dir, task_id),
+            task_id: task_id.to_owned(),
+            sandboxes,
+            state: Mutex::new(DirState::Absent),
+        }
+    }
+
+    /// Creates the directories now. Fails with `AlreadyExists` if they
+    /// exist on disk (a task id is never reused), or if they were created
+    /// or removed before.
+    pub fn create(&self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if *state != DirState::Absent {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        self.paths.create_in(&self.sandboxes, &self.task_id)?;
+        *state = DirState::Created;
+        Ok(())
+    }
+
+    /// Creates the directories unless they were created already. Fails if
+    /// the executor removed the sandbox.
+    pub fn ensure(&self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        match *state {
+            DirState::Created => Ok(()),
+            DirState::Removed => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the sandbox was removed",
+            )),
+            DirState::Absent => {
+                self.paths.create_in(&self.sandboxes, &self.task_id)?;
+                *state = DirState::Created;
+                Ok(())
+            }
+        }
+    }
+
+    /// True once the directories exist (as far as the executor knows).
+    pub fn created(&self) -> bool {
+        *self.state.lock().unwrap() == DirState::Created
+    }
+
+    /// Marks the sandbox removed: [`ensure`](Self::ensure) never makes it
+    /// again, so a late write-behind cannot resurrect a deleted sandbox.
+    pub fn mark_removed(&self) {
+        *self.state.lock().unwrap() = DirState::Removed;
+    }
 }
 
 /// A file of a sandbox that can be read from outside.
@@ -98,9 +175,10 @@ impl Sandbox {
         Dir::open_ambient_dir(&self.root, ambient_authority())
     }
 
-    /// Reads up to `max` bytes of `file` from `offset`. A missing stdout or
-    /// stderr reads as empty (it is created on the first write).
-    pub fn read(&self, file: &SandboxFile, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+    /// Reads up to `max` bytes of `file` from `offset`, and the file's
+    /// size. A missing stdout or stderr reads as empty (a task that writes
+    /// nothing gets no file).
+    pub fn read(&self, file: &SandboxFile, offset: u64, max: usize) -> io::Result<(Vec<u8>, u64)> {
         let mut f = match file {
             SandboxFile::Stdout | SandboxFile::Stderr => {
                 let path = if *file == SandboxFile::Stdout {
@@ -111,7 +189,7 @@ impl Sandbox {
                 match std::fs::File::open(path) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound && self.dir.exists() => {
-                        return Ok(Vec::new());
+                        return Ok((Vec::new(), 0));
                     }
                     Err(e) => return Err(e),
                 }
@@ -122,10 +200,11 @@ impl Sandbox {
                 self.root_dir()?.open(rel)?.into_std()
             }
         };
+        let size = f.metadata()?.len();
         f.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::new();
         f.take(max as u64).read_to_end(&mut buf)?;
-        Ok(buf)
+        Ok((buf, size))
     }
 }
 

@@ -22,8 +22,8 @@ use crate::artifacts::is_digest;
 use crate::cache::{Compiled, LoadError};
 use crate::executor::{ModuleSource, Shared};
 use crate::limits::MemLimiter;
-use crate::output::CappedOutput;
-use crate::sandbox::{self, Sandbox};
+use crate::persist::{PersistQueue, TaskFiles};
+use crate::sandbox;
 use crate::status::{Outcome, Reporter};
 use crate::worker::SchedInfo;
 
@@ -53,8 +53,8 @@ pub enum Stop {
 pub struct TaskControl {
     /// The framework that launched it.
     pub framework_id: String,
-    /// Where its files are.
-    pub sandbox: Sandbox,
+    /// Its sandbox, stdout and stderr.
+    pub files: Arc<TaskFiles>,
     /// Shared with its worker.
     pub sched: Arc<SchedInfo>,
     /// Its latest state.
@@ -63,11 +63,11 @@ pub struct TaskControl {
 }
 
 impl TaskControl {
-    /// A control for a task with `cpus`, in `sandbox`.
-    pub fn new(framework_id: String, sandbox: Sandbox, cpus: f64) -> Self {
+    /// A control for a task with `cpus` and `files`.
+    pub fn new(framework_id: String, files: Arc<TaskFiles>, cpus: f64) -> Self {
         Self {
             framework_id,
-            sandbox,
+            files,
             sched: Arc::new(SchedInfo::new(cpus)),
             state: Arc::new(Mutex::new(TaskState::Staging)),
             stop: watch::Sender::new(None),
@@ -108,6 +108,21 @@ pub struct Launch {
     pub reporter: Reporter,
     pub control: Arc<TaskControl>,
     pub shared: Arc<Shared>,
+    /// A sandbox with this task's id was on disk when the executor started.
+    pub sandbox_exists: bool,
+}
+
+/// Hands a task's files to the persister however the task ends, even when
+/// its future is dropped.
+struct WriteBehind {
+    files: Arc<TaskFiles>,
+    queue: PersistQueue,
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        self.queue.submit(self.files.clone());
+    }
 }
 
 /// Runs a task to its end and sends its statuses.
@@ -118,14 +133,29 @@ pub async fn run(launch: Launch) {
         mut reporter,
         control,
         shared,
+        sandbox_exists,
     } = launch;
     reporter.progress(TaskState::Starting, "");
+    if sandbox_exists {
+        // Another task's files: never mixed with this one's, never written.
+        control.files.leave_to_disk();
+        let outcome = Outcome::InvalidTask(format!(
+            "a sandbox for this task id already exists at {}: task ids are never reused",
+            control.files.dirs.paths.dir.display()
+        ));
+        reporter.finish(&outcome, TaskUsage::default());
+        return;
+    }
+    let _write_behind = WriteBehind {
+        files: control.files.clone(),
+        queue: shared.persist.clone(),
+    };
     let prepared = tokio::select! {
         biased;
         stop = control.stopped() => Err(stop_outcome(stop)),
         r = prepare(&spec, module, &control, &shared) => r,
     };
-    let compiled = match prepared {
+    let (compiled, touches_files) = match prepared {
         Ok(c) => c,
         Err(outcome) => {
             let usage = TaskUsage {
@@ -136,7 +166,15 @@ pub async fn run(launch: Launch) {
             return;
         }
     };
-    let (outcome, usage) = execute(&spec, &compiled, &control, &shared, &mut reporter).await;
+    let (outcome, usage) = execute(
+        &spec,
+        &compiled,
+        touches_files,
+        &control,
+        &shared,
+        &mut reporter,
+    )
+    .await;
     reporter.finish(&outcome, usage);
 }
 
@@ -147,14 +185,16 @@ fn stop_outcome(stop: Stop) -> Outcome {
     }
 }
 
-/// Validates the spec, creates the sandbox, loads the module and places
-/// the inputs.
+/// Validates the spec, loads the module, and for a task that can touch
+/// files or has inputs creates the sandbox and places the inputs (other
+/// tasks get theirs written behind when they end). Returns the module and
+/// whether the task can touch files.
 async fn prepare(
     spec: &TaskSpec,
     module: ModuleSource,
     control: &TaskControl,
     shared: &Shared,
-) -> Result<Arc<Compiled>, Outcome> {
+) -> Result<(Arc<Compiled>, bool), Outcome> {
     let resources = spec.resources.unwrap_or_default();
     if !(resources.cpus.is_finite() && resources.cpus > 0.0) {
         return Err(Outcome::InvalidTask(format!(
@@ -177,23 +217,6 @@ async fn prepare(
         }
         inputs.push((rel, input));
     }
-    control
-        .sandbox
-        .create_in(&shared.sandboxes, &spec.task_id)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Outcome::InvalidTask(format!(
-                    "a sandbox for this task id already exists at {}: task ids are never reused",
-                    control.sandbox.dir.display()
-                ))
-            } else {
-                Outcome::AgentError(format!(
-                    "cannot create sandbox {}: {e}",
-                    control.sandbox.dir.display()
-                ))
-            }
-        })?;
-
     let compiled = shared
         .load_module(&spec.artifact, module)
         .await
@@ -202,9 +225,27 @@ async fn prepare(
             LoadError::Unavailable(msg) => Outcome::ArtifactUnavailable(msg),
         })?;
 
+    let touches_files = can_touch_files(&compiled);
+    if !touches_files && inputs.is_empty() {
+        return Ok((compiled, false));
+    }
+    let dirs = &control.files.dirs;
+    dirs.create().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Outcome::InvalidTask(format!(
+                "a sandbox for this task id already exists at {}: task ids are never reused",
+                dirs.paths.dir.display()
+            ))
+        } else {
+            Outcome::AgentError(format!(
+                "cannot create sandbox {}: {e}",
+                dirs.paths.dir.display()
+            ))
+        }
+    })?;
     if !inputs.is_empty() {
-        let root = control
-            .sandbox
+        let root = dirs
+            .paths
             .root_dir()
             .map_err(|e| Outcome::AgentError(format!("cannot open sandbox root: {e}")))?;
         for (rel, input) in inputs {
@@ -220,7 +261,7 @@ async fn prepare(
             })?;
         }
     }
-    Ok(compiled)
+    Ok((compiled, touches_files))
 }
 
 enum Ended {
@@ -233,14 +274,14 @@ enum Ended {
 async fn execute(
     spec: &TaskSpec,
     compiled: &Compiled,
+    touches_files: bool,
     control: &Arc<TaskControl>,
     shared: &Shared,
     reporter: &mut Reporter,
 ) -> (Outcome, TaskUsage) {
     let resources = spec.resources.unwrap_or_default();
-    let sandbox = &control.sandbox;
-    let stdout = CappedOutput::new(sandbox.stdout.clone(), shared.config.output_cap);
-    let stderr = CappedOutput::new(sandbox.stderr.clone(), shared.config.output_cap);
+    let sandbox = &control.files.dirs.paths;
+    let (stdout, stderr) = (&control.files.stdout, &control.files.stderr);
     let mut usage = TaskUsage::default();
     // Known without a walk when the task cannot have written files.
     let mut disk_bytes = None;
@@ -263,7 +304,6 @@ async fn execute(
         // beyond stdio cannot tell whether its root is preopened, and cannot
         // add a byte to it: it gets no preopen, no disk watch and no
         // end-of-task walk (its root holds exactly its inputs).
-        let touches_files = can_touch_files(compiled);
         if touches_files {
             wasi.initial_cwd("/");
             if let Err(e) = wasi.preopened_dir(&sandbox.root, "/", FsPerms::ReadWrite) {

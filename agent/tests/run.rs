@@ -80,11 +80,18 @@ fn wat_modules_run_too() {
     let statuses = h.run(spec("hi-wat", &[]), fixture("hi"));
     assert_eq!(statuses.last().unwrap().state(), TaskState::Finished);
     assert_eq!(h.stdout("hi-wat"), "hi");
-    // It imports only `fd_write`: no preopen, no disk walk, but still a
-    // full sandbox on disk and exact usage.
+    // It imports only `fd_write`: no preopen, no disk walk, exact usage,
+    // and a full sandbox on disk, written behind the task.
     let usage = statuses.last().unwrap().usage.unwrap();
     assert_eq!((usage.stdout_bytes, usage.disk_bytes), (2, 0));
-    assert!(h.executor.sandbox("hi-wat").root.is_dir());
+    let sandbox = h.executor.sandbox("hi-wat");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sandbox.stdout.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(sandbox.root.is_dir());
+    assert_eq!(std::fs::read(&sandbox.stdout).unwrap(), b"hi");
+    assert_eq!(h.stdout("hi-wat"), "hi", "the same read from disk");
 }
 
 #[test]

@@ -242,3 +242,40 @@ fn a_paced_writer_is_stopped_within_one_second_of_crossing_the_cap() {
     );
     assert!(usage.disk_bytes >= 4 << 20, "{usage:?}");
 }
+
+#[test]
+fn sandboxes_written_behind_read_the_same_before_and_after() {
+    let h = Harness::new();
+    let ids: Vec<String> = (0..300).map(|i| format!("wb-{i}")).collect();
+    let streams: Vec<_> = ids
+        .iter()
+        .map(|id| h.launch(spec(id, &[]), fixture("hi")))
+        .collect();
+    for (id, rx) in ids.iter().zip(streams) {
+        let end = collect(rx, Duration::from_secs(60)).pop().unwrap();
+        assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
+        // Straight after the end, on disk or not yet: the same answers.
+        let (data, size) = h
+            .executor
+            .read_sized(id, &SandboxFile::Stdout, 1, 10)
+            .unwrap();
+        assert_eq!((data.as_slice(), size), (&b"i"[..], 2));
+        assert_eq!(h.executor.list(id, "/").unwrap(), vec![]);
+        let missing = h.executor.read(id, &SandboxFile::Root("x".into()), 0, 10);
+        assert!(missing.is_err());
+    }
+    // A sandbox removed before it reached the disk never appears later.
+    h.executor.remove("wb-0").unwrap();
+    let gone = h.executor.sandbox("wb-0").dir;
+    // Dropping the executor writes every sandbox still in memory.
+    let work = h.executor.config().work_dir.clone();
+    let Harness { dir, executor } = h;
+    drop(executor);
+    assert!(!gone.exists(), "a removed sandbox came back");
+    for id in &ids[1..] {
+        let sandbox = work.join("sandboxes").join(id);
+        assert!(sandbox.join("root").is_dir(), "{id}");
+        assert_eq!(std::fs::read(sandbox.join("stdout")).unwrap(), b"hi");
+    }
+    drop(dir);
+}

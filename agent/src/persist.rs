@@ -1,0 +1,273 @@
+//! Write-behind of sandboxes: a task's files as the executor holds them
+//! ([`TaskFiles`]), and the thread that puts them on disk after the task
+//! ended ([`Persister`]).
+//!
+//! Creating a directory and writing a small file cost more system time than
+//! running a small task, and on a journaling disk a `mkdir` can block for
+//! hundreds of microseconds. Done on a worker thread, that time stalls every
+//! task the worker runs. So a task that can touch no file runs with its
+//! output in memory and no directory at all, and when it ends its sandbox is
+//! written by the persister thread, in batches: the worker goes straight on
+//! to the next task. Until then reads are answered from memory, so a reader
+//! never sees the difference. A backlog past [`MAX_BACKLOG`] tasks is
+//! written by the worker itself, which bounds the memory held.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use crate::output::CappedOutput;
+use crate::sandbox::{SandboxDirs, SandboxFile};
+
+/// Ended tasks waiting for the persister before workers write their own.
+pub const MAX_BACKLOG: usize = 10_000;
+
+/// How long the persister gathers work after a batch before it sleeps:
+/// under load it is woken about once per this interval, not once per task.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// One task's sandbox directories, stdout and stderr.
+pub struct TaskFiles {
+    /// The directories (created on first need).
+    pub dirs: Arc<SandboxDirs>,
+    /// The task's stdout.
+    pub stdout: CappedOutput,
+    /// The task's stderr.
+    pub stderr: CappedOutput,
+}
+
+impl TaskFiles {
+    /// The files of `task_id`, nothing created yet; each output capped at
+    /// `cap` bytes.
+    pub fn new(work_dir: &Path, sandboxes: Arc<std::fs::File>, task_id: &str, cap: u64) -> Self {
+        let dirs = Arc::new(SandboxDirs::new(work_dir, sandboxes, task_id));
+        Self {
+            stdout: CappedOutput::new(dirs.paths.stdout.clone(), cap, dirs.clone()),
+            stderr: CappedOutput::new(dirs.paths.stderr.clone(), cap, dirs.clone()),
+            dirs,
+        }
+    }
+
+    /// Puts the sandbox on disk: its directories and what its outputs hold
+    /// in memory. Errors are logged: the task already ended, and its output
+    /// is best effort.
+    pub fn persist(&self) {
+        if let Err(e) = self.dirs.ensure() {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(sandbox = %self.dirs.paths.dir.display(), error = %e, "cannot create sandbox; its output is lost");
+            }
+            self.stdout.discard();
+            self.stderr.discard();
+            return;
+        }
+        for out in [&self.stdout, &self.stderr] {
+            if let Err(e) = out.persist() {
+                tracing::warn!(sandbox = %self.dirs.paths.dir.display(), error = %e, "cannot write task output");
+            }
+        }
+    }
+
+    /// Leaves the sandbox to what is on disk: nothing in memory is written
+    /// (a sandbox of another task with this id, or one being deleted).
+    pub fn leave_to_disk(&self) {
+        self.stdout.discard();
+        self.stderr.discard();
+    }
+
+    /// Before the sandbox is deleted: drops what is in memory and makes
+    /// sure a late write-behind never creates it again.
+    pub fn discard(&self) {
+        self.leave_to_disk();
+        self.dirs.mark_removed();
+    }
+
+    /// Answers a read of `file` (bytes from `offset`, at most `max`, and the
+    /// file's size) while the sandbox is not on disk yet; `None` once it is
+    /// (read the disk).
+    pub fn read_pending(
+        &self,
+        file: &SandboxFile,
+        offset: u64,
+        max: usize,
+    ) -> Option<io::Result<(Vec<u8>, u64)>> {
+        match file {
+            SandboxFile::Stdout => self.stdout.read_pending(offset, max).map(Ok),
+            SandboxFile::Stderr => self.stderr.read_pending(offset, max).map(Ok),
+            // No directories yet: the task can touch no file, and its root
+            // holds nothing.
+            SandboxFile::Root(_) => self.root_pending().then(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no such file in the task's root",
+                ))
+            }),
+        }
+    }
+
+    /// True while the sandbox has no directories yet but will get them:
+    /// its root is empty.
+    pub fn root_pending(&self) -> bool {
+        !self.dirs.created() && self.stdout.is_pending()
+    }
+}
+
+struct Inner {
+    queue: Mutex<Vec<Arc<TaskFiles>>>,
+    /// Set by the persister before it parks without a timeout: the next
+    /// submitter wakes it.
+    sleeping: AtomicBool,
+    shutdown: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+/// Hands ended tasks' files to the persister thread. Cheap to clone.
+#[derive(Clone)]
+pub struct PersistQueue(Arc<Inner>);
+
+impl PersistQueue {
+    /// Queues `files` for writing; writes them here and now when the
+    /// persister is [`MAX_BACKLOG`] tasks behind (or gone).
+    pub fn submit(&self, files: Arc<TaskFiles>) {
+        let inner = &self.0;
+        {
+            let mut queue = inner.queue.lock().unwrap();
+            if queue.len() < MAX_BACKLOG && !inner.shutdown.load(Ordering::Acquire) {
+                queue.push(files);
+                drop(queue);
+                if inner.sleeping.swap(false, Ordering::AcqRel)
+                    && let Some(t) = inner.thread.get()
+                {
+                    t.unpark();
+                }
+                return;
+            }
+        }
+        files.persist();
+    }
+}
+
+/// The persister thread of one executor. Dropping it writes what is queued
+/// and stops the thread.
+pub struct Persister {
+    queue: PersistQueue,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Persister {
+    /// Starts the thread.
+    pub fn start() -> io::Result<Self> {
+        let queue = PersistQueue(Arc::new(Inner {
+            queue: Mutex::new(Vec::new()),
+            sleeping: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }));
+        let inner = queue.0.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasmos-persist".into())
+            .spawn(move || run(&inner))?;
+        let _ = queue.0.thread.set(thread.thread().clone());
+        Ok(Self {
+            queue,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where tasks hand their files.
+    pub fn queue(&self) -> PersistQueue {
+        self.queue.clone()
+    }
+}
+
+impl Drop for Persister {
+    fn drop(&mut self) {
+        self.queue.0.shutdown.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(inner: &Inner) {
+    loop {
+        let batch = std::mem::take(&mut *inner.queue.lock().unwrap());
+        if !batch.is_empty() {
+            for files in batch {
+                files.persist();
+            }
+            // Let the next batch gather without anyone having to wake us.
+            std::thread::park_timeout(GATHER);
+            continue;
+        }
+        if inner.shutdown.load(Ordering::Acquire) {
+            // Submitters write their own from now on; the queue is empty.
+            let rest = std::mem::take(&mut *inner.queue.lock().unwrap());
+            rest.iter().for_each(|f| f.persist());
+            return;
+        }
+        inner.sleeping.store(true, Ordering::Release);
+        // A submit between the take above and the flag would go unnoticed
+        // without this second look.
+        if !inner.queue.lock().unwrap().is_empty() {
+            inner.sleeping.store(false, Ordering::Release);
+            continue;
+        }
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_tasks_reach_the_disk_and_reads_never_see_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sandboxes")).unwrap();
+        let handle = Arc::new(std::fs::File::open(dir.path().join("sandboxes")).unwrap());
+        let persister = Persister::start().unwrap();
+        let all: Vec<Arc<TaskFiles>> = (0..200)
+            .map(|i| {
+                let f = Arc::new(TaskFiles::new(
+                    dir.path(),
+                    handle.clone(),
+                    &format!("t{i}"),
+                    100,
+                ));
+                f.stdout.write_bytes(format!("out {i}").as_bytes());
+                f
+            })
+            .collect();
+        for f in &all {
+            persister.queue().submit(f.clone());
+        }
+        // Whether or not the persister got to it, a read answers the same.
+        let read = |f: &TaskFiles| match f.read_pending(&SandboxFile::Stdout, 0, 100) {
+            Some(r) => r.unwrap().0,
+            None => std::fs::read(&f.dirs.paths.stdout).unwrap(),
+        };
+        assert_eq!(read(&all[7]), b"out 7");
+        drop(persister); // writes what is left
+        for (i, f) in all.iter().enumerate() {
+            assert!(f.read_pending(&SandboxFile::Stdout, 0, 1).is_none());
+            assert_eq!(read(f), format!("out {i}").as_bytes());
+            assert!(f.dirs.paths.root.is_dir());
+        }
+    }
+
+    #[test]
+    fn a_removed_sandbox_is_never_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sandboxes")).unwrap();
+        let handle = Arc::new(std::fs::File::open(dir.path().join("sandboxes")).unwrap());
+        let f = TaskFiles::new(dir.path(), handle, "gone", 100);
+        f.stdout.write_bytes(b"x");
+        f.discard();
+        f.persist();
+        assert!(!f.dirs.paths.dir.exists());
+    }
+}
