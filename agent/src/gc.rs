@@ -13,15 +13,18 @@
 //!
 //! One pass is [`Collector::collect`]; [`spawn`] runs passes on a thread of
 //! their own every [`gc_interval`](ExecutorConfig::gc_interval) and soon
-//! after each [`GcHandle::task_ended`]. The choice of sandboxes is the pure
-//! function [`choose_victims`]. The collector only uses the executor's public
-//! API (`running_tasks`, `state`, `remove`, `config`).
+//! after a [`GcHandle::task_ended`] (at most one pass per
+//! [`MAX_GAP_AFTER_TASK_END`] for those: a pass lists every sandbox). The
+//! choice of sandboxes is the pure function [`choose_victims`]. The
+//! collector only uses the executor's public API (`running_tasks`, `state`,
+//! `remove`, `config`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::{Executor, ExecutorConfig};
 
@@ -119,17 +122,18 @@ impl Collector {
     }
 
     /// Records that `task` ended now (a better age than the sandbox's
-    /// mtimes, which is what a task the collector never heard of gets).
-    pub fn task_ended(&self, task: &str) {
-        self.task_ended_at(task, SystemTime::now());
-    }
-
-    fn task_ended_at(&self, task: &str, at: SystemTime) {
+    /// mtimes, which is what a task the collector never heard of gets),
+    /// with its sandbox's size if known (from the task's final usage:
+    /// then the sandbox is never walked).
+    pub fn task_ended(&self, task: &str, bytes: Option<u64>) {
         self.ended
             .lock()
             .unwrap()
             .entry(task.to_owned())
-            .or_insert(Ended { at, bytes: None });
+            .or_insert(Ended {
+                at: SystemTime::now(),
+                bytes,
+            });
     }
 
     /// One pass over `executor`'s sandboxes and module cache. Blocking (it
@@ -146,7 +150,9 @@ impl Collector {
         {
             let mut ended = self.ended.lock().unwrap();
             let present: HashSet<&String> = dirs.iter().collect();
-            ended.retain(|task, _| present.contains(task));
+            // A sandbox written behind its task may not be listed yet.
+            let recent = SystemTime::now() - WRITE_BEHIND_GRACE;
+            ended.retain(|task, e| present.contains(task) || e.at > recent);
             for task in &dirs {
                 let dir = sandboxes_dir.join(task);
                 let is_running = running.contains(task)
@@ -207,23 +213,37 @@ impl Collector {
     }
 }
 
+/// How long the collector remembers an ended task whose sandbox it has not
+/// seen on disk: sandboxes are written shortly after their task ends.
+const WRITE_BEHIND_GRACE: Duration = Duration::from_secs(60);
+
+/// Longest a pass asked for by a task's end waits after the previous pass
+/// (or the [`gc_interval`](ExecutorConfig::gc_interval), if shorter).
+pub const MAX_GAP_AFTER_TASK_END: Duration = Duration::from_secs(1);
+
 /// Runs a [`Collector`] on its own thread until dropped.
 pub struct GcHandle {
     collector: Arc<Collector>,
+    /// Set when a pass was asked for and has not started: later requests
+    /// need not wake the thread again.
+    asked: Arc<AtomicBool>,
     wake: mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GcHandle {
-    /// Records that `task` ended and asks for a pass soon.
-    pub fn task_ended(&self, task: &str) {
-        self.collector.task_ended(task);
-        let _ = self.wake.send(());
+    /// Records that `task` ended (with its sandbox's size, if known) and
+    /// asks for a pass soon.
+    pub fn task_ended(&self, task: &str, bytes: Option<u64>) {
+        self.collector.task_ended(task, bytes);
+        self.wake();
     }
 
     /// Asks for a pass soon.
     pub fn wake(&self) {
-        let _ = self.wake.send(());
+        if !self.asked.swap(true, Ordering::AcqRel) {
+            let _ = self.wake.send(());
+        }
     }
 
     /// The collector the thread runs.
@@ -249,19 +269,35 @@ impl Drop for GcHandle {
 pub fn spawn(executor: Arc<Executor>) -> std::io::Result<GcHandle> {
     let collector = Arc::new(Collector::new());
     let (wake, woken) = mpsc::channel::<()>();
+    let asked = Arc::new(AtomicBool::new(false));
     let interval = effective_interval(executor.config());
+    let gap = interval.min(MAX_GAP_AFTER_TASK_END);
     let thread = std::thread::Builder::new()
         .name("wasmos-gc".into())
         .spawn({
             let collector = collector.clone();
+            let asked = asked.clone();
             move || {
                 loop {
+                    let started = Instant::now();
+                    asked.store(false, Ordering::Release);
                     let report = collector.collect(&executor);
                     if !report.removed.is_empty() || report.evicted_modules > 0 {
                         tracing::debug!(?report, "disk collector pass");
                     }
                     match woken.recv_timeout(interval) {
-                        Ok(()) => while woken.try_recv().is_ok() {},
+                        Ok(()) => {
+                            // Tasks end by the thousand a second, and a pass
+                            // lists every sandbox: one pass per `gap`.
+                            let next = started + gap;
+                            while let Some(wait) = next.checked_duration_since(Instant::now()) {
+                                match woken.recv_timeout(wait) {
+                                    Ok(()) => {}
+                                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                                }
+                            }
+                        }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
@@ -270,6 +306,7 @@ pub fn spawn(executor: Arc<Executor>) -> std::io::Result<GcHandle> {
         })?;
     Ok(GcHandle {
         collector,
+        asked,
         wake,
         thread: Some(thread),
     })

@@ -236,7 +236,8 @@ impl Agent {
                     }
                     for status in &batch {
                         if crate::is_terminal(status.state()) {
-                            self.gc.task_ended(&status.task_id);
+                            let bytes = status.usage.map(|u| sandbox_bytes(&u, self.executor.config().output_cap));
+                            self.gc.task_ended(&status.task_id, bytes);
                         }
                         self.keep(status.clone());
                     }
@@ -472,4 +473,10 @@ fn sandbox_read(executor: &Executor, read: v1::SandboxRead) -> v1::SandboxReadRe
         Err(e) => reply.error = e.to_string(),
     }
     reply
+}
+
+/// What a task's sandbox takes on disk, from its final usage: its root's
+/// files and the output it kept.
+fn sandbox_bytes(usage: &v1::TaskUsage, output_cap: u64) -> u64 {
+    usage.disk_bytes + usage.stdout_bytes.min(output_cap) + usage.stderr_bytes.min(output_cap)
 }

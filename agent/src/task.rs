@@ -4,9 +4,10 @@
 //! Everything here is one future, polled by a [`worker`](crate::worker):
 //! its CPU time is what the `cpus` limit measures, and dropping it (agent
 //! shutdown) still produces a final status through the [`Reporter`].
-//! `timeout_ms` and `usage.wall_time_ms` count from instantiation (a few
-//! microseconds before RUNNING): fetching and compiling are the agent's
-//! time, not the task's, but a module's start function is the task's.
+//! `timeout_ms`, `usage.wall_time_ms`, `usage.cpu_time_ms` and the `cpus`
+//! rate count from instantiation (a few microseconds before RUNNING):
+//! fetching and compiling are the agent's time, not the task's, but a
+//! module's start function is the task's.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -357,6 +358,7 @@ async fn execute(
         // Instantiation is inside the race too: a module's start function
         // runs during it and may loop as well as `_start` can.
         let started = Instant::now();
+        control.sched.started.store(true, Ordering::Relaxed);
         let run = async {
             let instance = compiled.pre.instantiate_async(&mut store).await?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;

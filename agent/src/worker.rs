@@ -31,8 +31,15 @@ pub struct SchedInfo {
     /// Set when the task must stop (kill, disk limit): it then runs even if
     /// over its rate, so that it can stop at once.
     pub stopping: AtomicBool,
-    /// CPU time its polls took so far.
+    /// CPU time its polls took so far, from the poll that set `started`.
     pub cpu_ns: AtomicU64,
+    /// Set by the task as it instantiates its module: polls before that
+    /// (fetching, compiling, placing inputs) are the agent's work, not
+    /// the task's, and are neither charged to its rate nor to its usage. A
+    /// task waiting on a compile with a hundred others would otherwise
+    /// start its run owing CPU time at `cpus` 0.01, and wait tens of
+    /// milliseconds for it.
+    pub started: AtomicBool,
 }
 
 impl SchedInfo {
@@ -42,6 +49,7 @@ impl SchedInfo {
             cpus,
             stopping: AtomicBool::new(false),
             cpu_ns: AtomicU64::new(0),
+            started: AtomicBool::new(false),
         }
     }
 }
@@ -228,9 +236,11 @@ fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle) {
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| slot.future.as_mut().poll(&mut cx)));
         let used = thread_cpu_ns().saturating_sub(before);
-        slot.bucket.charge(used, Instant::now());
-        slot.vruntime += used as f64 / slot.info.cpus.max(1e-3);
-        slot.info.cpu_ns.fetch_add(used, Ordering::Relaxed);
+        if slot.info.started.load(Ordering::Relaxed) {
+            slot.bucket.charge(used, Instant::now());
+            slot.vruntime += used as f64 / slot.info.cpus.max(1e-3);
+            slot.info.cpu_ns.fetch_add(used, Ordering::Relaxed);
+        }
         let done = match result {
             Ok(Poll::Ready(())) => true,
             Ok(Poll::Pending) => false,

@@ -88,7 +88,7 @@ fn past_the_sandbox_limit_the_oldest_ended_sandboxes_go_and_running_ones_stay() 
     let fill = |id: &str| {
         run(&ex, spec(id, &["fill", "data.bin", "1"]), files.clone());
         // As the agent's link does when a terminal status arrives.
-        collector.task_ended(id);
+        collector.task_ended(id, None);
         std::thread::sleep(Duration::from_millis(20));
     };
     fill("e0");
