@@ -96,8 +96,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => rt()?.block_on(demo::run(args))?,
         Command::Run(args) => return rt()?.block_on(run::run(*args)),
         Command::Local(args) => rt()?.block_on(local::run(args))?,
-        Command::Master(args) => rt()?.block_on(master::run(*args))?,
-        Command::Agent(args) => rt()?.block_on(agent::run(*args))?,
+        Command::Master(args) => {
+            let rt = match args.threads {
+                1 => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n.into())
+                    .enable_all()
+                    .build()?,
+            };
+            rt.block_on(master::run(*args))?
+        }
+        // The agent's tasks run on the executor's own threads; its runtime
+        // only carries the link to the master, and one thread carries it
+        // with fewer cross-thread hand-offs (launch latency) than several.
+        Command::Agent(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(agent::run(*args))?,
         Command::Ps(args) => rt()?.block_on(ops::ps(args))?,
         Command::Logs(args) => rt()?.block_on(ops::logs(args))?,
         Command::Kill(args) => rt()?.block_on(ops::kill(args))?,

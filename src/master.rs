@@ -60,6 +60,12 @@ pub struct Args {
     /// are deleted.
     #[arg(long, default_value = "24h", value_parser = cli_args::duration)]
     artifact_ttl: Duration,
+    /// Threads for network I/O. Every call goes through the one actor that
+    /// owns the core, so one thread serves best until a master carries
+    /// thousands of connections: it spares the cross-thread wake-ups that
+    /// cost more than handling a small message (measured in BENCHMARKS.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
 }
 
 impl Args {

@@ -50,7 +50,8 @@ async fn stdout_of(cluster: &Cluster, task: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_task_job_finishes_with_the_right_outputs() {
-    let cluster = Cluster::start(2, &[], &["--cpus", "1"]);
+    // Every other test runs the master on its default one thread.
+    let cluster = Cluster::start(2, &["--threads", "3"], &["--cpus", "1"]);
     let client = Client::connect(&cluster.url).await.unwrap();
     let hello = client.upload(guest("hello")).await.unwrap();
     let tasks = (0..100).map(|i| {
