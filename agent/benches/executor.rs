@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use wasmos_agent::{
-    EngineSettings, Executor, ExecutorConfig, ModuleSource, build_engine, is_terminal,
-    thread_cpu_ns,
+    DirArtifacts, EngineSettings, Executor, ExecutorConfig, ModuleSource, build_engine,
+    is_terminal, thread_cpu_ns,
 };
 use wasmos_proto::v1::{Resources, TaskSpec, TaskState, TaskStatus};
 use wasmtime::{Engine, Linker, Module, Store};
@@ -152,7 +152,16 @@ fn bench_launch(work: &std::path::Path) -> serde_json::Value {
 
 fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
     let in_flight = 256;
-    let ex = Executor::new(ExecutorConfig::new(work.join("launch")).cpus(1.0)).unwrap();
+    // As the agent launches: by artifact digest, the compiled module cached
+    // after the first launch.
+    let store = Arc::new(DirArtifacts::new(work.join("launch-artifacts")).unwrap());
+    let digest = store.put(&fixture("hi")).unwrap();
+    let ex = Executor::new(
+        ExecutorConfig::new(work.join("launch"))
+            .cpus(1.0)
+            .artifacts(store),
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -162,8 +171,11 @@ fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
     // Warm the cache (and the pool).
     ex.launch(
         "bench",
-        spec("warm".into(), &[], 1.0),
-        ModuleSource::Bytes(wasm.clone()),
+        TaskSpec {
+            artifact: digest.clone(),
+            ..spec("warm".into(), &[], 1.0)
+        },
+        ModuleSource::Artifact,
         tx.clone(),
     )
     .unwrap();
@@ -177,8 +189,11 @@ fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
     let (mut launched, mut done, mut finished) = (0, 0, 0);
     while done < n {
         while launched < n && launched - done < in_flight {
-            let s = spec(format!("t{launched}"), &[], 1.0);
-            ex.launch("bench", s, ModuleSource::Bytes(wasm.clone()), tx.clone())
+            let s = TaskSpec {
+                artifact: digest.clone(),
+                ..spec(format!("t{launched}"), &[], 1.0)
+            };
+            ex.launch("bench", s, ModuleSource::Artifact, tx.clone())
                 .unwrap();
             launched += 1;
         }

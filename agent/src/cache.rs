@@ -37,6 +37,9 @@ const HEADER: usize = MAGIC.len() + 32;
 pub struct Compiled {
     /// Imports resolved against the WASI linker once, not per task.
     pub pre: InstancePre<TaskData>,
+    /// Whether it imports a function that can reach a file
+    /// ([`validate::can_touch_files`]), known once, not per task.
+    pub touches_files: bool,
 }
 
 /// Why a module could not be loaded.
@@ -280,7 +283,10 @@ impl ModuleCache {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        Ok(Arc::new(Compiled { pre }))
+        Ok(Arc::new(Compiled {
+            touches_files: validate::can_touch_files(&module),
+            pre,
+        }))
     }
 }
 

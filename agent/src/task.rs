@@ -226,7 +226,7 @@ async fn prepare(
             LoadError::Unavailable(msg) => Outcome::ArtifactUnavailable(msg),
         })?;
 
-    let touches_files = can_touch_files(&compiled);
+    let touches_files = compiled.touches_files;
     if !touches_files && inputs.is_empty() {
         return Ok((compiled, false));
     }
@@ -396,32 +396,6 @@ async fn execute(
     usage.disk_bytes = disk_bytes.unwrap_or_else(|| sandbox::disk_usage(&sandbox.root));
     usage.cpu_time_ms = control.sched.cpu_ns.load(Ordering::Relaxed) / 1_000_000;
     (outcome, usage)
-}
-
-/// WASI preview 1 functions that reach no descriptor other than stdin,
-/// stdout and stderr (and behave the same on a directory descriptor as on a
-/// missing one: `fd_write` answers `EBADF` to both).
-const NO_FILE_ACCESS: &[&str] = &[
-    "args_get",
-    "args_sizes_get",
-    "environ_get",
-    "environ_sizes_get",
-    "clock_res_get",
-    "clock_time_get",
-    "fd_write",
-    "proc_exit",
-    "proc_raise",
-    "random_get",
-    "sched_yield",
-];
-
-/// False when the module imports only functions of [`NO_FILE_ACCESS`]:
-/// it can then neither see nor change its root directory. (Imports are
-/// all a module can call: WASI preview 1 has no dynamic linking.)
-fn can_touch_files(compiled: &Compiled) -> bool {
-    compiled.pre.module().imports().any(|import| {
-        import.module() != crate::validate::WASI_P1 || !NO_FILE_ACCESS.contains(&import.name())
-    })
 }
 
 /// Turns an error from instantiation or `_start` into an outcome.

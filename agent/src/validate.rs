@@ -35,6 +35,32 @@ pub fn check_command(
     }
 }
 
+/// WASI preview 1 functions that reach no descriptor other than stdin,
+/// stdout and stderr (and behave the same on a directory descriptor as on a
+/// missing one: `fd_write` answers `EBADF` to both).
+const NO_FILE_ACCESS: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_write",
+    "proc_exit",
+    "proc_raise",
+    "random_get",
+    "sched_yield",
+];
+
+/// False when the module imports only functions of [`NO_FILE_ACCESS`]:
+/// it can then neither see nor change its root directory. (Imports are
+/// all a module can call: WASI preview 1 has no dynamic linking.)
+pub fn can_touch_files(module: &Module) -> bool {
+    module
+        .imports()
+        .any(|import| import.module() != WASI_P1 || !NO_FILE_ACCESS.contains(&import.name()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
