@@ -411,22 +411,28 @@ impl Executor {
     /// Forgets an ended task and deletes its sandbox.
     pub fn remove(&self, task_id: &str) -> Result<(), TaskError> {
         check_task_id(task_id).map_err(|_| TaskError::Unknown(task_id.to_owned()))?;
-        {
+        let launched = {
             let mut tasks = self.shared.tasks.lock().unwrap();
-            if let Some(c) = tasks.launched.get(task_id) {
-                if !crate::status::is_terminal(*c.state.lock().unwrap()) {
+            tasks.on_disk.remove(task_id);
+            match tasks.launched.get(task_id) {
+                Some(c) if !crate::status::is_terminal(*c.state.lock().unwrap()) => {
                     return Err(TaskError::Io {
                         task: task_id.to_owned(),
                         source: std::io::Error::other("the task is still running"),
                     });
                 }
-                c.files.discard();
-                tasks.launched.remove(task_id);
+                Some(c) => {
+                    c.files.discard();
+                    tasks.launched.remove(task_id);
+                    true
+                }
+                None => false,
             }
-            tasks.on_disk.remove(task_id);
-        }
+        };
         let sandbox = Sandbox::at(&self.shared.config.work_dir, task_id);
         match std::fs::remove_dir_all(&sandbox.dir) {
+            // Ended before its sandbox was written behind: now it never is.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && launched => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(TaskError::Unknown(task_id.to_owned()))
             }

@@ -236,7 +236,12 @@ impl Agent {
                     }
                     for status in &batch {
                         if crate::is_terminal(status.state()) {
-                            let bytes = status.usage.map(|u| sandbox_bytes(&u, self.executor.config().output_cap));
+                            // An invalid task may have met another task's
+                            // sandbox: let the collector measure that one.
+                            let bytes = status
+                                .usage
+                                .filter(|_| status.reason() != v1::Reason::InvalidTask)
+                                .map(|u| sandbox_bytes(&u, self.executor.config().output_cap));
                             self.gc.task_ended(&status.task_id, bytes);
                         }
                         self.keep(status.clone());

@@ -156,7 +156,7 @@ pub async fn run(launch: Launch) {
         stop = control.stopped() => Err(stop_outcome(stop)),
         r = prepare(&spec, module, &control, &shared) => r,
     };
-    let (compiled, touches_files) = match prepared {
+    let compiled = match prepared {
         Ok(c) => c,
         Err(outcome) => {
             let usage = TaskUsage {
@@ -167,15 +167,7 @@ pub async fn run(launch: Launch) {
             return;
         }
     };
-    let (outcome, usage) = execute(
-        &spec,
-        &compiled,
-        touches_files,
-        &control,
-        &shared,
-        &mut reporter,
-    )
-    .await;
+    let (outcome, usage) = execute(&spec, &compiled, &control, &shared, &mut reporter).await;
     reporter.finish(&outcome, usage);
 }
 
@@ -188,14 +180,13 @@ fn stop_outcome(stop: Stop) -> Outcome {
 
 /// Validates the spec, loads the module, and for a task that can touch
 /// files or has inputs creates the sandbox and places the inputs (other
-/// tasks get theirs written behind when they end). Returns the module and
-/// whether the task can touch files.
+/// tasks get theirs written behind when they end).
 async fn prepare(
     spec: &TaskSpec,
     module: ModuleSource,
     control: &TaskControl,
     shared: &Shared,
-) -> Result<(Arc<Compiled>, bool), Outcome> {
+) -> Result<Arc<Compiled>, Outcome> {
     let resources = spec.resources.unwrap_or_default();
     if !(resources.cpus.is_finite() && resources.cpus > 0.0) {
         return Err(Outcome::InvalidTask(format!(
@@ -226,9 +217,8 @@ async fn prepare(
             LoadError::Unavailable(msg) => Outcome::ArtifactUnavailable(msg),
         })?;
 
-    let touches_files = compiled.touches_files;
-    if !touches_files && inputs.is_empty() {
-        return Ok((compiled, false));
+    if !compiled.touches_files && inputs.is_empty() {
+        return Ok(compiled);
     }
     let dirs = &control.files.dirs;
     dirs.create().map_err(|e| {
@@ -262,7 +252,7 @@ async fn prepare(
             })?;
         }
     }
-    Ok((compiled, touches_files))
+    Ok(compiled)
 }
 
 enum Ended {
@@ -275,7 +265,6 @@ enum Ended {
 async fn execute(
     spec: &TaskSpec,
     compiled: &Compiled,
-    touches_files: bool,
     control: &Arc<TaskControl>,
     shared: &Shared,
     reporter: &mut Reporter,
@@ -305,6 +294,7 @@ async fn execute(
         // beyond stdio cannot tell whether its root is preopened, and cannot
         // add a byte to it: it gets no preopen, no disk watch and no
         // end-of-task walk (its root holds exactly its inputs).
+        let touches_files = compiled.touches_files;
         if touches_files {
             wasi.initial_cwd("/");
             if let Err(e) = wasi.preopened_dir(&sandbox.root, "/", FsPerms::ReadWrite) {
