@@ -24,7 +24,7 @@ use crate::cache::{Compiled, LoadError};
 use crate::executor::{ModuleSource, Shared};
 use crate::limits::MemLimiter;
 use crate::persist::{PersistQueue, TaskFiles};
-use crate::sandbox;
+use crate::sandbox::{self, SandboxDirs};
 use crate::status::{Outcome, Reporter};
 use crate::worker::SchedInfo;
 
@@ -156,7 +156,7 @@ pub async fn run(launch: Launch) {
         stop = control.stopped() => Err(stop_outcome(stop)),
         r = prepare(&spec, module, &control, &shared) => r,
     };
-    let compiled = match prepared {
+    let prepared = match prepared {
         Ok(c) => c,
         Err(outcome) => {
             let usage = TaskUsage {
@@ -167,7 +167,7 @@ pub async fn run(launch: Launch) {
             return;
         }
     };
-    let (outcome, usage) = execute(&spec, &compiled, &control, &shared, &mut reporter).await;
+    let (outcome, usage) = execute(&spec, &prepared, &control, &shared, &mut reporter).await;
     reporter.finish(&outcome, usage);
 }
 
@@ -186,7 +186,7 @@ async fn prepare(
     module: ModuleSource,
     control: &TaskControl,
     shared: &Shared,
-) -> Result<Arc<Compiled>, Outcome> {
+) -> Result<Prepared, Outcome> {
     let resources = spec.resources.unwrap_or_default();
     if !(resources.cpus.is_finite() && resources.cpus > 0.0) {
         return Err(Outcome::InvalidTask(format!(
@@ -218,9 +218,44 @@ async fn prepare(
         })?;
 
     if !compiled.touches_files && inputs.is_empty() {
-        return Ok(compiled);
+        return Ok(Prepared {
+            compiled,
+            baseline_disk: 0,
+        });
     }
-    let dirs = &control.files.dirs;
+    let mut fetched = Vec::with_capacity(inputs.len());
+    for (rel, input) in inputs {
+        let bytes = shared
+            .fetch_verified(&input.artifact)
+            .await
+            .map_err(|e| Outcome::ArtifactUnavailable(format!("input `{}`: {e}", input.path)))?;
+        fetched.push((rel, input.path.clone(), input.kind(), bytes));
+    }
+    // Directories and input files are made on a blocking thread: a worker
+    // thread that waits for the disk stalls every task it runs.
+    let dirs = control.files.dirs.clone();
+    let baseline_disk = tokio::task::spawn_blocking(move || make_sandbox(&dirs, fetched))
+        .await
+        .map_err(|e| Outcome::AgentError(format!("placing inputs: {e}")))??;
+    Ok(Prepared {
+        compiled,
+        baseline_disk,
+    })
+}
+
+/// What a task needs to run.
+struct Prepared {
+    compiled: Arc<Compiled>,
+    /// Bytes of the inputs in its root.
+    baseline_disk: u64,
+}
+
+/// Creates a sandbox's directories and places its inputs (path in the root,
+/// path as the spec gave it, kind, bytes). Returns the bytes placed.
+fn make_sandbox(
+    dirs: &SandboxDirs,
+    inputs: Vec<(std::path::PathBuf, String, InputKind, Vec<u8>)>,
+) -> Result<u64, Outcome> {
     dirs.create().map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             Outcome::InvalidTask(format!(
@@ -234,25 +269,22 @@ async fn prepare(
             ))
         }
     })?;
-    if !inputs.is_empty() {
-        let root = dirs
-            .paths
-            .root_dir()
-            .map_err(|e| Outcome::AgentError(format!("cannot open sandbox root: {e}")))?;
-        for (rel, input) in inputs {
-            let bytes = shared.fetch_verified(&input.artifact).await.map_err(|e| {
-                Outcome::ArtifactUnavailable(format!("input `{}`: {e}", input.path))
-            })?;
-            let placed = match input.kind() {
-                InputKind::File => sandbox::place_file(&root, &rel, &bytes),
-                InputKind::TarDirectory => sandbox::unpack_tar(&root, &rel, &bytes).map(|_| ()),
-            };
-            placed.map_err(|e| {
-                Outcome::InvalidTask(format!("input `{}` cannot be placed: {e}", input.path))
-            })?;
-        }
+    if inputs.is_empty() {
+        return Ok(0);
     }
-    Ok(compiled)
+    let root = dirs
+        .paths
+        .root_dir()
+        .map_err(|e| Outcome::AgentError(format!("cannot open sandbox root: {e}")))?;
+    for (rel, path, kind, bytes) in inputs {
+        let placed = match kind {
+            InputKind::File => sandbox::place_file(&root, &rel, &bytes),
+            InputKind::TarDirectory => sandbox::unpack_tar(&root, &rel, &bytes).map(|_| ()),
+        };
+        placed
+            .map_err(|e| Outcome::InvalidTask(format!("input `{path}` cannot be placed: {e}")))?;
+    }
+    Ok(sandbox::disk_usage(&dirs.paths.root))
 }
 
 enum Ended {
@@ -264,12 +296,13 @@ enum Ended {
 /// Instantiates and runs `_start`; returns how it ended and what it used.
 async fn execute(
     spec: &TaskSpec,
-    compiled: &Compiled,
+    prepared: &Prepared,
     control: &Arc<TaskControl>,
     shared: &Shared,
     reporter: &mut Reporter,
 ) -> (Outcome, TaskUsage) {
     let resources = spec.resources.unwrap_or_default();
+    let compiled = &prepared.compiled;
     let sandbox = &control.files.dirs.paths;
     let (stdout, stderr) = (&control.files.stdout, &control.files.stderr);
     let mut usage = TaskUsage::default();
@@ -322,12 +355,7 @@ async fn execute(
             Ok(f) => f,
             Err(e) => break 'run Outcome::AgentError(format!("cannot configure fuel: {e:#}")),
         };
-        // A fresh root holds only the inputs: nothing to measure without any.
-        let baseline = if spec.inputs.is_empty() {
-            0
-        } else {
-            sandbox::disk_usage(&sandbox.root)
-        };
+        let baseline = prepared.baseline_disk;
         if !touches_files {
             disk_bytes = Some(baseline);
         }
@@ -383,7 +411,16 @@ async fn execute(
     usage.stdout_truncated = out.truncated;
     usage.stderr_bytes = err.bytes;
     usage.stderr_truncated = err.truncated;
-    usage.disk_bytes = disk_bytes.unwrap_or_else(|| sandbox::disk_usage(&sandbox.root));
+    usage.disk_bytes = match disk_bytes {
+        Some(bytes) => bytes,
+        // A walk of the root, off the worker thread.
+        None => {
+            let root = sandbox.root.clone();
+            tokio::task::spawn_blocking(move || sandbox::disk_usage(&root))
+                .await
+                .unwrap_or(0)
+        }
+    };
     usage.cpu_time_ms = control.sched.cpu_ns.load(Ordering::Relaxed) / 1_000_000;
     (outcome, usage)
 }
