@@ -1044,6 +1044,57 @@ fn reregistering_agent_keeps_the_tasks_it_reports() {
 }
 
 #[test]
+fn an_agent_that_reregisters_with_other_resources_is_a_new_agent_under_its_id() {
+    let (mut h, agent, fw, offer) = one_agent_one_framework();
+    launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB)]);
+    h.report(&agent, "t1", v1::TaskState::Running);
+    h.disconnect_agent(&agent);
+    h.take_offers(&fw);
+    h.clear_messages();
+    // Restarted with more cpus and less mem; it still reports t1.
+    let id = h
+        .reregister_agent(&agent, Harness::agent_info(8.0, 2 * GIB), &["t1"])
+        .unwrap();
+    assert_eq!(id, agent);
+    // The master's totals are the new ones: nothing is offered that the
+    // agent no longer has, and the new cpus are offered.
+    assert_eq!(h.core.allocator().total(), Resources::new(8.0, 2 * GIB, 0));
+    let view = agent_view(&h, &agent);
+    assert_eq!(view.used, Resources::ZERO);
+    assert_eq!(
+        offered(&only_offer(&mut h, &fw)),
+        Resources::new(8.0, 2 * GIB, 0)
+    );
+    // What ran on the old agent is LOST and killed where it still runs.
+    let updates = h.take_updates(&fw);
+    assert_eq!(states(&updates), vec![("t1".into(), v1::TaskState::Lost)]);
+    assert_eq!(updates[0].reason(), v1::Reason::AgentLost);
+    assert!(
+        updates[0].message.contains("other resources"),
+        "{}",
+        updates[0].message
+    );
+    let reg = registered(&h.take_agent_messages(&agent));
+    assert_eq!(reg[0].kill_task_ids, vec!["t1".to_string()]);
+
+    // A claim that cannot stand is refused and leaves the agent as it was.
+    let bad = v1::AgentInfo {
+        reservations: vec![v1::Reservation {
+            role: "gold".into(),
+            resources: Some(v1::Resources {
+                cpus: 16.0,
+                mem: GIB,
+                disk: 0,
+            }),
+        }],
+        ..Harness::agent_info(8.0, 2 * GIB)
+    };
+    assert!(h.reregister_agent(&agent, bad, &[]).is_err());
+    assert_eq!(h.core.allocator().total(), Resources::new(8.0, 2 * GIB, 0));
+    assert!(find_agent(&h, &agent).is_some());
+}
+
+#[test]
 fn a_task_the_reregistering_agent_does_not_report_becomes_lost() {
     let (mut h, agent, fw, offer) = one_agent_one_framework();
     launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB), ("t2", 1.0, GIB)]);

@@ -161,6 +161,20 @@ impl Sim {
             std::mem::take(&mut self.agents[i].remembered)
         };
         let reported: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        if self.rng.random_bool(0.15) {
+            // Restarted with other resources: a new agent under its old id.
+            let cpus = self.rng.random_range(1..=8) as f64;
+            let mem = self.rng.random_range(1..=16) * GIB;
+            let info = &mut self.agents[i].info;
+            info.resources = Some(v1::Resources { cpus, mem, disk: 0 });
+            for reservation in &mut info.reservations {
+                reservation.resources = Some(v1::Resources {
+                    cpus: cpus / 2.0,
+                    mem: mem / 2,
+                    disk: 0,
+                });
+            }
+        }
         let back = self
             .h
             .register_agent(self.agents[i].info.clone(), tasks)

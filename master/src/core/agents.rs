@@ -47,6 +47,35 @@ impl Core {
             .collect();
         let mut kill = Vec::new();
 
+        if let Some(known) = self.agents.get(&id)
+            && (known.total != total || known.reservations != reservations)
+        {
+            // Resources changed (the agent restarted with other flags): as in
+            // Mesos, it is a new agent under its old id. What the master
+            // placed there is LOST and what it still runs is killed, so no
+            // task holds resources the agent no longer has. Checked first,
+            // so a refused claim leaves the old agent as it was.
+            let after = self.allocator.total() - known.total;
+            if after.checked_add(&total).is_none() {
+                return Err(CoreError::InvalidAgent(format!(
+                    "{total} would overflow the cluster's total resources"
+                )));
+            }
+            let reserved = reservations
+                .iter()
+                .fold(Resources::ZERO, |sum, (_, r)| sum + *r);
+            if !reserved.fits_in(&total) {
+                return Err(CoreError::InvalidAgent(format!(
+                    "reservations ({reserved}) exceed the agent's total resources ({total})"
+                )));
+            }
+            let why = format!(
+                "the agent re-registered with other resources ({total}, was {})",
+                known.total
+            );
+            self.forget_agent(&id, &why, now);
+        }
+
         if let Some(agent) = self.agents.get_mut(&id) {
             // Re-registration of an agent the master still knows: keep it and
             // the tasks both sides agree on.
@@ -184,9 +213,15 @@ impl Core {
         }
     }
 
+    /// Forgets an agent and closes its stream.
+    fn remove_agent(&mut self, id: &AgentId, why: &str, now: Time) {
+        self.forget_agent(id, why, now);
+        self.out.close(super::Output::CloseAgent(id.clone()));
+    }
+
     /// Forgets an agent: rescinds its offers, reports its tasks `LOST`, tells
     /// frameworks that had tasks there.
-    fn remove_agent(&mut self, id: &AgentId, why: &str, now: Time) {
+    fn forget_agent(&mut self, id: &AgentId, why: &str, now: Time) {
         self.rescind_agent_offers(id, now);
         let agent = self.agents.get(id).expect("known agent");
         let tasks: Vec<TaskId> = agent.tasks.iter().cloned().collect();
@@ -215,7 +250,6 @@ impl Core {
                 );
             }
         }
-        self.out.close(super::Output::CloseAgent(id.clone()));
     }
 }
 
