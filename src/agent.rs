@@ -52,6 +52,11 @@ pub struct Args {
     /// Sandboxes of finished, acknowledged tasks are deleted after this long.
     #[arg(long, default_value = "1h", value_parser = cli_args::duration)]
     sandbox_retention: Duration,
+    /// Most sandboxes of ended tasks kept: past it the oldest are deleted
+    /// before their retention time. An agent running thousands of tasks a
+    /// second would otherwise keep millions of directories for an hour.
+    #[arg(long, default_value_t = wasmos_agent::DEFAULT_MAX_SANDBOXES)]
+    max_sandboxes: usize,
     /// Cap on the on-disk cache of compiled modules; the least recently used
     /// are evicted past it (a restarted agent then recompiles them). The
     /// default, 1GiB, holds hundreds of typical modules.
@@ -83,7 +88,9 @@ impl Args {
             .module_cache_bytes(self.module_cache_size)
             .sandbox_disk_limit(Some(self.sandbox_disk_limit.unwrap_or(self.disk / 5 * 4)))
             .min_free_disk(self.min_free_disk)
-            .gc_interval(self.gc_interval);
+            .gc_interval(self.gc_interval)
+            .sandbox_retention(self.sandbox_retention)
+            .max_sandboxes(self.max_sandboxes);
         if let Some(cpus) = self.cpus {
             anyhow::ensure!(
                 cpus.is_finite() && cpus > 0.0,
@@ -118,9 +125,7 @@ impl Args {
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         };
-        let mut config = AgentConfig::new(self.master.clone(), info, executor);
-        config.sandbox_retention = self.sandbox_retention;
-        Ok(config)
+        Ok(AgentConfig::new(self.master.clone(), info, executor))
     }
 }
 

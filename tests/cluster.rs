@@ -406,6 +406,54 @@ async fn a_sandbox_file_read_through_the_master_equals_what_the_task_wrote() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_tasks_sandbox_goes_after_the_retention_time() {
+    let cluster = Cluster::start(
+        1,
+        &[],
+        &["--sandbox-retention", "2s", "--gc-interval", "200ms"],
+    );
+    let client = Client::connect(&cluster.url).await.unwrap();
+    let hello = client.upload(guest("hello")).await.unwrap();
+    let report = Job::new("short-lived")
+        .task(TaskTemplate::new(&hello.digest).args(["kept"]))
+        .run(&client)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{:?}", report.tasks);
+    let task = report.tasks[0].task_id.clone();
+    // Readable at first (the job acknowledged its updates)...
+    assert!(stdout_of(&cluster, &task).await.contains("kept"));
+    // ...and gone once the retention time passed.
+    let read = |task: String| {
+        let cluster = &cluster;
+        async move {
+            operator(cluster)
+                .await
+                .read_sandbox(v1::ReadSandboxRequest {
+                    task_id: task,
+                    target: v1::SandboxTarget::Stdout as i32,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match read(task.clone()).await {
+            Err(_) => break,
+            Ok(r) if !r.get_ref().error.is_empty() => break,
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the sandbox outlived its retention"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_stops_a_looping_task_within_a_second() {
     let cluster = Cluster::start(1, &[], &[]);
     let client = Client::connect(&cluster.url).await.unwrap();

@@ -21,6 +21,15 @@ pub const DEFAULT_MIN_FREE_DISK: u64 = 1 << 30;
 /// Default time between two passes of the disk garbage collector: 10 s.
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Default time an ended task's sandbox is kept after its last status was
+/// acknowledged: 1 hour.
+pub const DEFAULT_SANDBOX_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Default cap on the sandboxes of ended tasks kept: 100,000. An agent that
+/// runs thousands of tasks a second would otherwise keep millions of
+/// directories (and its memory of them) for the retention time.
+pub const DEFAULT_MAX_SANDBOXES: usize = 100_000;
+
 /// How an [`Executor`](crate::Executor) runs tasks.
 ///
 /// ```
@@ -76,6 +85,13 @@ pub struct ExecutorConfig {
     /// How often the disk collector checks sandboxes and the module cache
     /// (it also runs when a task ends). Default 10 s.
     pub gc_interval: Duration,
+    /// An ended task's sandbox is deleted this long after its last status
+    /// was acknowledged (sandboxes of an earlier run of the agent: after
+    /// their last change). Default 1 hour.
+    pub sandbox_retention: Duration,
+    /// Most sandboxes of ended tasks kept: past it the oldest go, whatever
+    /// their retention. Default 100,000.
+    pub max_sandboxes: usize,
     /// Where `launch` fetches modules and inputs named by digest.
     pub artifacts: Option<Arc<dyn ArtifactSource>>,
     /// Identifies this agent in the statuses it sends (`agent_id`).
@@ -98,6 +114,8 @@ impl std::fmt::Debug for ExecutorConfig {
             .field("sandbox_disk_limit", &self.sandbox_disk_limit)
             .field("min_free_disk", &self.min_free_disk)
             .field("gc_interval", &self.gc_interval)
+            .field("sandbox_retention", &self.sandbox_retention)
+            .field("max_sandboxes", &self.max_sandboxes)
             .field("artifacts", &self.artifacts.is_some())
             .field("agent_id", &self.agent_id)
             .finish()
@@ -123,6 +141,8 @@ impl ExecutorConfig {
             sandbox_disk_limit: None,
             min_free_disk: DEFAULT_MIN_FREE_DISK,
             gc_interval: DEFAULT_GC_INTERVAL,
+            sandbox_retention: DEFAULT_SANDBOX_RETENTION,
+            max_sandboxes: DEFAULT_MAX_SANDBOXES,
             artifacts: None,
             agent_id: String::new(),
         }
@@ -191,6 +211,18 @@ impl ExecutorConfig {
     /// Sets [`gc_interval`](Self::gc_interval).
     pub fn gc_interval(mut self, every: Duration) -> Self {
         self.gc_interval = every;
+        self
+    }
+
+    /// Sets [`sandbox_retention`](Self::sandbox_retention).
+    pub fn sandbox_retention(mut self, keep: Duration) -> Self {
+        self.sandbox_retention = keep;
+        self
+    }
+
+    /// Sets [`max_sandboxes`](Self::max_sandboxes).
+    pub fn max_sandboxes(mut self, n: usize) -> Self {
+        self.max_sandboxes = n;
         self
     }
 

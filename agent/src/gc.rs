@@ -1,5 +1,11 @@
 //! The agent's disk collector: keeps what the agent stores on disk bounded.
 //!
+//! * **Sandboxes past their retention.** An ended task's sandbox is deleted
+//!   [`sandbox_retention`](ExecutorConfig::sandbox_retention) after its last
+//!   status was acknowledged ([`GcHandle::task_retired`]; a sandbox of an
+//!   earlier run of the agent: after its last change), and past
+//!   [`max_sandboxes`](ExecutorConfig::max_sandboxes) ended ones the oldest
+//!   go at once: a busy agent ends thousands of tasks a second.
 //! * **Sandboxes under disk pressure.** When all sandboxes together take
 //!   more than [`sandbox_disk_limit`](ExecutorConfig::sandbox_disk_limit),
 //!   or the work dir's file system has less than
@@ -15,7 +21,8 @@
 //! their own every [`gc_interval`](ExecutorConfig::gc_interval) and soon
 //! after a [`GcHandle::task_ended`] (at most one pass per
 //! [`MAX_GAP_AFTER_TASK_END`] for those: a pass lists every sandbox). The
-//! choice of sandboxes is the pure function [`choose_victims`]. The
+//! choice of sandboxes is the pure functions [`expired_or_excess`] and
+//! [`choose_victims`]. The
 //! collector only uses the executor's public API (`running_tasks`, `state`,
 //! `remove`, `config`).
 
@@ -35,6 +42,9 @@ pub struct SandboxUse {
     pub task: String,
     /// When the task ended (ignored while it runs).
     pub ended_at: SystemTime,
+    /// When its last status was acknowledged, if it was: the retention
+    /// counts from there.
+    pub retired_at: Option<SystemTime>,
     /// Bytes the sandbox takes.
     pub bytes: u64,
     /// The task has not ended: its sandbox must stay.
@@ -50,6 +60,40 @@ pub struct Pressure {
     pub min_free: u64,
     /// Free bytes on the file system now (`None`: unknown).
     pub free: Option<u64>,
+}
+
+/// Sandboxes of ended tasks to delete whatever the disk: those retired
+/// `retention` or longer before `now`, then, of the rest, the oldest ends
+/// past the `max` newest.
+pub fn expired_or_excess(
+    sandboxes: &[SandboxUse],
+    now: SystemTime,
+    retention: Duration,
+    max: usize,
+) -> Vec<String> {
+    let expired = |s: &SandboxUse| {
+        s.retired_at
+            .is_some_and(|t| now.duration_since(t).is_ok_and(|age| age >= retention))
+    };
+    let mut victims: Vec<String> = Vec::new();
+    let mut kept: Vec<&SandboxUse> = Vec::new();
+    for s in sandboxes.iter().filter(|s| !s.running) {
+        if expired(s) {
+            victims.push(s.task.clone());
+        } else {
+            kept.push(s);
+        }
+    }
+    if kept.len() > max {
+        kept.sort_by(|a, b| {
+            a.ended_at
+                .cmp(&b.ended_at)
+                .then_with(|| a.task.cmp(&b.task))
+        });
+        let excess = kept.len() - max;
+        victims.extend(kept[..excess].iter().map(|s| s.task.clone()));
+    }
+    victims
 }
 
 /// The sandboxes to delete, in order: ended tasks, oldest end first (ties
@@ -106,6 +150,7 @@ pub struct GcReport {
 struct Ended {
     at: SystemTime,
     bytes: Option<u64>,
+    retired_at: Option<SystemTime>,
 }
 
 /// The collector's memory between passes: when tasks ended, and the sizes
@@ -133,7 +178,25 @@ impl Collector {
             .or_insert(Ended {
                 at: SystemTime::now(),
                 bytes,
+                retired_at: None,
             });
+    }
+
+    /// Records that `task`'s last status was acknowledged: its retention
+    /// starts now.
+    pub fn task_retired(&self, task: &str) {
+        let now = SystemTime::now();
+        self.ended
+            .lock()
+            .unwrap()
+            .entry(task.to_owned())
+            .or_insert(Ended {
+                at: now,
+                bytes: None,
+                retired_at: None,
+            })
+            .retired_at
+            .get_or_insert(now);
     }
 
     /// One pass over `executor`'s sandboxes and module cache. Blocking (it
@@ -161,14 +224,21 @@ impl Collector {
                     uses.push(SandboxUse {
                         task: task.clone(),
                         ended_at: SystemTime::now(),
+                        retired_at: None,
                         bytes: crate::sandbox::disk_usage(&dir),
                         running: true,
                     });
                     continue;
                 }
-                let record = ended.entry(task.clone()).or_insert_with(|| Ended {
-                    at: last_modified(&dir),
-                    bytes: None,
+                // A sandbox the collector never heard of (an earlier run's):
+                // aged, and retired, from its last change.
+                let record = ended.entry(task.clone()).or_insert_with(|| {
+                    let at = last_modified(&dir);
+                    Ended {
+                        at,
+                        bytes: None,
+                        retired_at: Some(at),
+                    }
                 });
                 let bytes = *record
                     .bytes
@@ -176,6 +246,7 @@ impl Collector {
                 uses.push(SandboxUse {
                     task: task.clone(),
                     ended_at: record.at,
+                    retired_at: record.retired_at,
                     bytes,
                     running: false,
                 });
@@ -188,15 +259,42 @@ impl Collector {
             min_free: config.min_free_disk,
             free: report.free_bytes,
         };
-        for task in choose_victims(&uses, &pressure) {
-            match executor.remove(&task) {
+        let old = expired_or_excess(
+            &uses,
+            SystemTime::now(),
+            config.sandbox_retention,
+            config.max_sandboxes,
+        );
+        let gone: HashSet<&String> = old.iter().collect();
+        let rest: Vec<SandboxUse> = uses
+            .iter()
+            .filter(|u| !gone.contains(&u.task))
+            .cloned()
+            .collect();
+        let pressed = choose_victims(&rest, &pressure);
+        let why = |i: usize| {
+            if i < old.len() {
+                "retention time or sandbox count"
+            } else {
+                "disk pressure"
+            }
+        };
+        for (i, task) in old.iter().chain(&pressed).enumerate() {
+            match executor.remove(task) {
                 Ok(()) | Err(crate::TaskError::Unknown(_)) => {
-                    tracing::info!(%task, "deleted the sandbox of an ended task: disk pressure");
-                    self.ended.lock().unwrap().remove(&task);
-                    report.removed.push(task);
+                    tracing::debug!(%task, reason = why(i), "deleted the sandbox of an ended task");
+                    self.ended.lock().unwrap().remove(task);
+                    report.removed.push(task.clone());
                 }
                 Err(e) => tracing::warn!(%task, error = %e, "cannot delete sandbox"),
             }
+        }
+        if !report.removed.is_empty() {
+            tracing::info!(
+                removed = report.removed.len(),
+                for_disk_pressure = pressed.len(),
+                "deleted sandboxes of ended tasks"
+            );
         }
         if let Some(dir) = &config.cache_dir {
             match crate::cache::trim_dir(dir, config.module_cache_bytes) {
@@ -237,6 +335,12 @@ impl GcHandle {
     pub fn task_ended(&self, task: &str, bytes: Option<u64>) {
         self.collector.task_ended(task, bytes);
         self.wake();
+    }
+
+    /// Records that `task`'s last status was acknowledged: its sandbox is
+    /// deleted after the retention time.
+    pub fn task_retired(&self, task: &str) {
+        self.collector.task_retired(task);
     }
 
     /// Asks for a pass soon.
@@ -368,6 +472,7 @@ mod tests {
         SandboxUse {
             task: task.into(),
             ended_at: at(secs),
+            retired_at: None,
             bytes,
             running: false,
         }
@@ -377,6 +482,7 @@ mod tests {
         SandboxUse {
             task: task.into(),
             ended_at: at(0),
+            retired_at: None,
             bytes,
             running: true,
         }
@@ -388,6 +494,34 @@ mod tests {
             min_free: 0,
             free: None,
         }
+    }
+
+    #[test]
+    fn retired_sandboxes_go_after_their_retention_and_the_oldest_past_the_cap() {
+        let retired = |task: &str, secs: u64| SandboxUse {
+            retired_at: Some(at(secs)),
+            ..ended(task, secs, 1)
+        };
+        let all = [
+            retired("old", 10),
+            retired("young", 95),
+            ended("unacked", 5, 1),
+            running("r", 1),
+        ];
+        let hour = Duration::from_secs(60);
+        // At 100 s with a 60 s retention: only the one retired at 10 s.
+        assert_eq!(expired_or_excess(&all, at(100), hour, 10), ["old"]);
+        assert!(expired_or_excess(&all, at(69), hour, 10).is_empty());
+        // A cap of one ended sandbox: of those not expired, the newest stays.
+        assert_eq!(
+            expired_or_excess(&all, at(100), hour, 1),
+            ["old", "unacked"]
+        );
+        // Running sandboxes never count or go.
+        assert_eq!(
+            expired_or_excess(&all, at(0), hour, 0),
+            ["unacked", "old", "young"]
+        );
     }
 
     #[test]

@@ -47,8 +47,8 @@ mod worker;
 pub use artifacts::{ArtifactSource, DirArtifacts, FetchFuture, digest_of, is_digest};
 pub use cache::{CacheStats, TrimReport, trim_dir as trim_module_cache};
 pub use config::{
-    DEFAULT_GC_INTERVAL, DEFAULT_MIN_FREE_DISK, DEFAULT_MODULE_CACHE_BYTES, DEFAULT_OUTPUT_CAP,
-    ExecutorConfig,
+    DEFAULT_GC_INTERVAL, DEFAULT_MAX_SANDBOXES, DEFAULT_MIN_FREE_DISK, DEFAULT_MODULE_CACHE_BYTES,
+    DEFAULT_OUTPUT_CAP, DEFAULT_SANDBOX_RETENTION, ExecutorConfig,
 };
 pub use cpu::thread_cpu_ns;
 pub use engine::{EngineSettings, build_engine};

@@ -41,9 +41,6 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Unacknowledged updates are sent again this often. Default 2 s.
     pub resend_interval: Duration,
-    /// Sandboxes of acknowledged finished tasks are deleted after this long.
-    /// Default 1 hour.
-    pub sandbox_retention: Duration,
 }
 
 impl AgentConfig {
@@ -55,7 +52,6 @@ impl AgentConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             resend_interval: Duration::from_secs(2),
-            sandbox_retention: Duration::from_secs(3600),
         }
     }
 }
@@ -401,15 +397,10 @@ impl Agent {
         Ok(())
     }
 
-    /// A finished task's last update was acknowledged: delete its sandbox
-    /// after the retention time.
+    /// A finished task's last update was acknowledged: the disk collector
+    /// deletes its sandbox after the retention time.
     fn retire(&self, task: String) {
-        let executor = self.executor.clone();
-        let retention = self.config.sandbox_retention;
-        tokio::spawn(async move {
-            tokio::time::sleep(retention).await;
-            let _ = tokio::task::spawn_blocking(move || executor.remove(&task)).await;
-        });
+        self.gc.task_retired(&task);
     }
 
     fn running_tasks(&self) -> Vec<v1::RunningTask> {

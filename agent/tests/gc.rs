@@ -167,3 +167,60 @@ fn short_of_free_space_every_ended_sandbox_goes_oldest_first() {
     assert!(!exists(&ex, "running"));
     assert!(collector.collect(&ex).removed.is_empty());
 }
+
+fn gc_executor(dir: &Path, tweak: impl FnOnce(ExecutorConfig) -> ExecutorConfig) -> Executor {
+    let config = ExecutorConfig::new(dir.join("work"))
+        .cpus(1.0)
+        .min_free_disk(0)
+        .max_instances(50);
+    Executor::new(tweak(config)).unwrap()
+}
+
+#[test]
+fn past_max_sandboxes_the_oldest_ended_go_whatever_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = gc_executor(dir.path(), |c| c.max_sandboxes(3));
+    let collector = Collector::new();
+    let ids: Vec<String> = (0..6).map(|i| format!("cap-{i}")).collect();
+    for id in &ids {
+        run(&ex, spec(id, &[]), fixture("hi"));
+        collector.task_ended(id, None);
+        collector.task_retired(id);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait_until("every sandbox is on disk", || {
+        ids.iter().all(|id| ex.sandbox(id).stdout.exists())
+    });
+    let report = collector.collect(&ex);
+    assert_eq!(report.removed, ids[..3]);
+    assert!(ids[..3].iter().all(|id| !exists(&ex, id)));
+    assert!(ids[3..].iter().all(|id| exists(&ex, id)));
+    assert!(collector.collect(&ex).removed.is_empty(), "within the cap");
+}
+
+#[test]
+fn retired_and_stray_sandboxes_go_after_the_retention_time_unretired_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Duration::from_secs(1);
+    let ex = gc_executor(dir.path(), |c| c.sandbox_retention(retention));
+    // Two tasks of this run, only one of them acknowledged, and a sandbox
+    // of an earlier run of the agent.
+    let collector = Collector::new();
+    for id in ["acked", "unacked"] {
+        run(&ex, spec(id, &[]), fixture("hi"));
+        collector.task_ended(id, None);
+    }
+    wait_until("both sandboxes are on disk", || {
+        ["acked", "unacked"]
+            .iter()
+            .all(|id| ex.sandbox(id).stdout.exists())
+    });
+    std::fs::create_dir_all(dir.path().join("work/sandboxes/stray/root")).unwrap();
+    collector.task_retired("acked");
+    assert!(collector.collect(&ex).removed.is_empty(), "too young");
+    std::thread::sleep(retention + Duration::from_millis(200));
+    let mut removed = collector.collect(&ex).removed;
+    removed.sort();
+    assert_eq!(removed, ["acked", "stray"]);
+    assert!(exists(&ex, "unacked"), "never acknowledged: kept");
+}
