@@ -153,6 +153,9 @@ pub struct Executor {
     workers: Workers,
     persister: Option<Persister>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// `<work_dir>/executor.lock`, locked while the executor lives (and
+    /// released after everything it wrote behind is on disk).
+    _lock: std::fs::File,
 }
 
 impl Executor {
@@ -163,6 +166,7 @@ impl Executor {
         let sandboxes_dir = config.work_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir)
             .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
+        let lock = lock_work_dir(&config.work_dir)?;
         let sandboxes = std::fs::File::open(&sandboxes_dir)
             .with_context(|| format!("opening {}", sandboxes_dir.display()))?;
         let on_disk = std::fs::read_dir(&sandboxes_dir)
@@ -214,6 +218,7 @@ impl Executor {
             workers,
             persister: Some(persister),
             runtime: Some(runtime),
+            _lock: lock,
         })
     }
 
@@ -465,6 +470,30 @@ impl Drop for Executor {
         drop(self.persister.take());
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// Locks `<work_dir>/executor.lock` for this process: two agents on one
+/// work dir would mix their sandboxes and module caches. The kernel drops
+/// the lock when the process dies, so a crashed agent never leaves it held.
+fn lock_work_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("executor.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "work dir {} is in use by another wasmos agent (it holds {}): give each agent its own --work-dir",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("locking {}: {e}", path.display()))
         }
     }
 }

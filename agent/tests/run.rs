@@ -214,17 +214,20 @@ fn invalid_specs_are_errors_and_ids_are_never_reused() {
         .unwrap_err();
     assert!(matches!(err, LaunchError::Duplicate(_)), "{err}");
 
-    // A new executor on the same work dir (a restarted agent, once the old
-    // one wrote its sandboxes) finds the old sandbox: ERROR, and the old
-    // output is untouched.
-    let written = h.executor.sandbox("once").stdout;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !written.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let again =
-        wasmos_agent::Executor::new(wasmos_agent::ExecutorConfig::new(h.dir.path().join("work")))
-            .unwrap();
+    // A second executor on a work dir in use is refused, with the reason.
+    let work = h.dir.path().join("work");
+    let err = wasmos_agent::Executor::new(wasmos_agent::ExecutorConfig::new(&work))
+        .err()
+        .expect("the work dir is in use");
+    assert!(err.to_string().contains("in use"), "{err:#}");
+    // A restarted one finds the old sandbox: ERROR, and the old output is
+    // untouched.
+    let Harness {
+        dir: _keep,
+        executor,
+    } = h;
+    drop(executor);
+    let again = wasmos_agent::Executor::new(wasmos_agent::ExecutorConfig::new(&work)).unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     again
         .launch(
