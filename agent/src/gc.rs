@@ -21,10 +21,9 @@
 //! their own every [`gc_interval`](ExecutorConfig::gc_interval) and soon
 //! after a [`GcHandle::task_ended`] (at most one pass per
 //! [`MAX_GAP_AFTER_TASK_END`] for those: a pass lists every sandbox). The
-//! choice of sandboxes is the pure functions [`expired_or_excess`] and
-//! [`choose_victims`]. The
-//! collector only uses the executor's public API (`running_tasks`, `state`,
-//! `remove`, `config`).
+//! pure functions [`expired_or_excess`] and [`choose_victims`] choose the
+//! sandboxes. The collector only uses the executor's public API
+//! (`running_tasks`, `state`, `remove`, `config`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -508,18 +507,18 @@ mod tests {
             ended("unacked", 5, 1),
             running("r", 1),
         ];
-        let hour = Duration::from_secs(60);
+        let minute = Duration::from_secs(60);
         // At 100 s with a 60 s retention: only the one retired at 10 s.
-        assert_eq!(expired_or_excess(&all, at(100), hour, 10), ["old"]);
-        assert!(expired_or_excess(&all, at(69), hour, 10).is_empty());
+        assert_eq!(expired_or_excess(&all, at(100), minute, 10), ["old"]);
+        assert!(expired_or_excess(&all, at(69), minute, 10).is_empty());
         // A cap of one ended sandbox: of those not expired, the newest stays.
         assert_eq!(
-            expired_or_excess(&all, at(100), hour, 1),
+            expired_or_excess(&all, at(100), minute, 1),
             ["old", "unacked"]
         );
         // Running sandboxes never count or go.
         assert_eq!(
-            expired_or_excess(&all, at(0), hour, 0),
+            expired_or_excess(&all, at(0), minute, 0),
             ["unacked", "old", "young"]
         );
     }
