@@ -140,10 +140,7 @@ pub async fn run(launch: Launch) {
     if sandbox_exists {
         // Another task's files: never mixed with this one's, never written.
         control.files.leave_to_disk();
-        let outcome = Outcome::InvalidTask(format!(
-            "a sandbox for this task id already exists at {}: task ids are never reused",
-            control.files.dirs.paths.dir.display()
-        ));
+        let outcome = sandbox_exists_outcome(&control.files.dirs.paths.dir);
         reporter.finish(&outcome, TaskUsage::default());
         return;
     }
@@ -252,16 +249,22 @@ struct Prepared {
 
 /// Creates a sandbox's directories and places its inputs (path in the root,
 /// path as the spec gave it, kind, bytes). Returns the bytes placed.
+/// A launch whose id already has a sandbox on disk (from an earlier run of
+/// the agent, found at start or when creating it): never mixed in.
+fn sandbox_exists_outcome(dir: &std::path::Path) -> Outcome {
+    Outcome::InvalidTask(format!(
+        "a sandbox for this task id already exists at {}: task ids are never reused",
+        dir.display()
+    ))
+}
+
 fn make_sandbox(
     dirs: &SandboxDirs,
     inputs: Vec<(std::path::PathBuf, String, InputKind, Vec<u8>)>,
 ) -> Result<u64, Outcome> {
     dirs.create().map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Outcome::InvalidTask(format!(
-                "a sandbox for this task id already exists at {}: task ids are never reused",
-                dirs.paths.dir.display()
-            ))
+            sandbox_exists_outcome(&dirs.paths.dir)
         } else {
             Outcome::AgentError(format!(
                 "cannot create sandbox {}: {e}",
