@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/wasmos/v1/agent.proto",
     "proto/wasmos/v1/artifacts.proto",
     "proto/wasmos/v1/operator.proto",
+    "proto/wasmos/v1/registry.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmos_master::Resources;
@@ -22,9 +23,21 @@ pub struct Args {
     /// Serve no HTTP port.
     #[arg(long, conflicts_with = "http")]
     no_http: bool,
-    /// Where the master keeps artifacts.
+    /// Where the master keeps its registry (`registry.redb`: agents,
+    /// frameworks, roles, tasks, the artifact index) and artifacts. A master
+    /// restarted on the same work dir carries on where it stopped.
     #[arg(long, default_value = "wasmos-master")]
     work_dir: PathBuf,
+    /// Keep the registry in memory: nothing survives a restart (frameworks
+    /// must subscribe anew, agents re-register as new). For throwaway
+    /// clusters and benchmarks.
+    #[arg(long)]
+    ephemeral: bool,
+    /// After a restart, how long an agent has to re-register before it is
+    /// declared gone and its tasks LOST. Until then its tasks are kept and
+    /// never reported lost.
+    #[arg(long, default_value = "10m", value_parser = cli_args::duration)]
+    agent_reregister_timeout: Duration,
     /// A role's weight, e.g. `--role-weight batch=2` (repeatable; default 1).
     #[arg(long = "role-weight", value_name = "ROLE=WEIGHT", value_parser = cli_args::role_weight)]
     role_weights: Vec<(String, f64)>,
@@ -76,6 +89,10 @@ impl Args {
         config.quotas = self.quotas.clone();
         config.core.agent_heartbeat_interval = self.agent_heartbeat;
         config.core.agent_timeout = self.agent_timeout;
+        config.core.agent_reregister_timeout = self.agent_reregister_timeout;
+        if self.ephemeral {
+            config.store = Some(Arc::new(wasmos_master::store::MemoryStore::new()));
+        }
         config.core.offer_timeout = Some(self.offer_timeout);
         config.core.default_failover_timeout = self.failover_timeout;
         config.core.completed_tasks_per_framework = self.completed_tasks;
@@ -89,13 +106,19 @@ impl Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let master = Master::start(args.config()).await?;
-    println!("wasmos master listening on http://{}", master.grpc_addr());
+    println!(
+        "wasmos master listening on http://{} (epoch {})",
+        master.grpc_addr(),
+        master.epoch()
+    );
     if let Some(http) = master.http_addr() {
         println!("  /state and /metrics on http://{http}");
     }
     tokio::select! {
-        _ = master.wait() => {}
-        _ = tokio::signal::ctrl_c() => println!("stopping"),
+        result = master.wait() => result,
+        _ = tokio::signal::ctrl_c() => {
+            println!("stopping");
+            Ok(())
+        }
     }
-    Ok(())
 }

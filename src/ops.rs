@@ -150,11 +150,22 @@ fn short(s: &str, n: usize) -> String {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct AgentArg {
+    /// The agent the task ran on (`wasmos run --json` prints it): reads a
+    /// task the master no longer lists (acknowledged before a master
+    /// restart, or past its cap of completed tasks) from that agent.
+    #[arg(long, value_name = "AGENT_ID", default_value = "")]
+    agent: String,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct LogsArgs {
     #[command(flatten)]
     master: MasterArg,
     /// The task.
     task: String,
+    #[command(flatten)]
+    agent: AgentArg,
     /// Show stderr instead of stdout.
     #[arg(long)]
     stderr: bool,
@@ -183,6 +194,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
                 path: String::new(),
                 offset,
                 length: 1 << 20,
+                agent_id: args.agent.agent.clone(),
             })
             .await
             .map_err(grpc)?
@@ -244,6 +256,8 @@ pub struct LsArgs {
     master: MasterArg,
     /// The task.
     task: String,
+    #[command(flatten)]
+    agent: AgentArg,
     /// A directory under the task's root.
     #[arg(default_value = "/")]
     path: String,
@@ -260,6 +274,7 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
             path: args.path,
             offset: 0,
             length: 0,
+            agent_id: args.agent.agent,
         })
         .await
         .map_err(grpc)?
@@ -285,6 +300,8 @@ pub struct CatArgs {
     master: MasterArg,
     /// The task.
     task: String,
+    #[command(flatten)]
+    agent: AgentArg,
     /// A file under the task's root.
     path: String,
     /// Print the file as JSON objects: task, path, offset, text.
@@ -304,6 +321,7 @@ pub async fn cat(args: CatArgs) -> anyhow::Result<()> {
                 path: args.path.clone(),
                 offset,
                 length: 1 << 20,
+                agent_id: args.agent.agent.clone(),
             })
             .await
             .map_err(grpc)?

@@ -263,7 +263,12 @@ impl Executor {
             &spec.task_id,
             self.shared.config.output_cap,
         ));
-        let control = Arc::new(TaskControl::new(framework_id.to_owned(), files, cpus));
+        let control = Arc::new(TaskControl::new(
+            framework_id.to_owned(),
+            spec.artifact.clone(),
+            files,
+            cpus,
+        ));
         let sandbox_exists = {
             let mut tasks = self.shared.tasks.lock().unwrap();
             if tasks.launched.contains_key(&spec.task_id) {
@@ -313,6 +318,11 @@ impl Executor {
     /// The framework that launched `task_id`.
     pub fn framework_of(&self, task_id: &str) -> Option<String> {
         self.control(task_id).ok().map(|c| c.framework_id.clone())
+    }
+
+    /// The module digest `task_id`'s spec names (empty for inline modules).
+    pub fn artifact_of(&self, task_id: &str) -> Option<String> {
+        self.control(task_id).ok().map(|c| c.artifact.clone())
     }
 
     /// Ids of the tasks that have not ended.

@@ -99,6 +99,8 @@ pub struct Agent {
     by_uuid: HashMap<Vec<u8>, u64>,
     next_seq: u64,
     agent_id: String,
+    /// The newest master epoch seen; messages of an older master are refused.
+    master_epoch: u64,
     heartbeat_interval: Duration,
     /// Keeps sandboxes and the module cache within their disk limits.
     gc: crate::gc::GcHandle,
@@ -145,6 +147,7 @@ impl Agent {
             by_uuid: HashMap::new(),
             next_seq: 0,
             agent_id,
+            master_epoch: 0,
             heartbeat_interval: Duration::from_secs(1),
             gc,
         })
@@ -253,6 +256,27 @@ impl Agent {
     }
 
     fn registered(&mut self, registered: v1::Registered) -> anyhow::Result<()> {
+        // A master of an older epoch than one already seen is a stale master
+        // still running (a partitioned or replaced leader): taking orders
+        // from it could undo what the newer one decided.
+        if registered.master_epoch < self.master_epoch {
+            anyhow::bail!(
+                "the master at {} answered with epoch {}, older than epoch {} seen before: a stale master; refusing it",
+                self.config.master,
+                registered.master_epoch,
+                self.master_epoch
+            );
+        }
+        if registered.master_epoch > self.master_epoch {
+            if self.master_epoch > 0 {
+                tracing::info!(
+                    from = self.master_epoch,
+                    to = registered.master_epoch,
+                    "the master restarted"
+                );
+            }
+            self.master_epoch = registered.master_epoch;
+        }
         if registered.agent_id != self.agent_id {
             self.agent_id = registered.agent_id.clone();
             std::fs::write(id_path(&self.config), &self.agent_id)
@@ -410,6 +434,7 @@ impl Agent {
             .map(|task| v1::RunningTask {
                 framework_id: self.executor.framework_of(&task).unwrap_or_default(),
                 state: self.executor.state(&task).unwrap_or(v1::TaskState::Running) as i32,
+                artifact: self.executor.artifact_of(&task).unwrap_or_default(),
                 task_id: task,
                 resources: None,
             })

@@ -176,6 +176,7 @@ impl Reporter {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             source: StatusSource::Agent as i32,
+            agent_recovering: false,
         };
         crate::outbox::send(&self.tx, status);
     }

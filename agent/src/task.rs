@@ -54,6 +54,8 @@ pub enum Stop {
 pub struct TaskControl {
     /// The framework that launched it.
     pub framework_id: String,
+    /// The module digest its spec names (empty for inline modules).
+    pub artifact: String,
     /// Its sandbox, stdout and stderr.
     pub files: Arc<TaskFiles>,
     /// Shared with its worker.
@@ -65,9 +67,10 @@ pub struct TaskControl {
 
 impl TaskControl {
     /// A control for a task with `cpus` and `files`.
-    pub fn new(framework_id: String, files: Arc<TaskFiles>, cpus: f64) -> Self {
+    pub fn new(framework_id: String, artifact: String, files: Arc<TaskFiles>, cpus: f64) -> Self {
         Self {
             framework_id,
+            artifact,
             files,
             sched: Arc::new(SchedInfo::new(cpus)),
             state: Arc::new(Mutex::new(TaskState::Staging)),

@@ -13,6 +13,7 @@ pub mod core;
 pub mod ids;
 pub mod resources;
 pub mod server;
+pub mod store;
 pub mod time;
 
 pub use allocator::{Allocation, Allocator, AllocatorConfig};

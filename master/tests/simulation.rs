@@ -3,12 +3,16 @@
 //! Agents join, drop their streams, come back, die and return from the dead;
 //! frameworks subscribe, fail over, tear down, decline with filters, launch
 //! tasks, suppress and revive; tasks run, finish, fail and are killed; roles
-//! change weights and quotas; time passes. After every step the harness checks
+//! change weights and quotas; time passes; the master crashes and restarts
+//! on its registry (a core rebuilt from what it had persisted), after which
+//! agents re-register and frameworks re-subscribe. After every step the
+//! harness checks
 //! the core's invariants (per agent and pool, offered + used + free = total,
 //! so nothing is offered twice; each framework's allocation is the sum of its
 //! offers and tasks; no task is left running on a removed agent), and the
 //! allocator's audit checks that no grant skipped a framework of lower
-//! (weighted) share that wanted the resources.
+//! (weighted) share that wanted the resources, and the registry holds exactly
+//! what the core would rebuild itself from (so nothing acknowledged is lost).
 //!
 //! `WASMOS_SIM_SEEDS=N` runs seeds 0..N (default 40; `scripts/test` runs 300).
 //! A failing seed prints itself; `WASMOS_SIM_SEED=S` replays just that one.
@@ -51,6 +55,7 @@ fn run_seed(seed: u64) {
     let config = CoreConfig {
         master_id: format!("s{seed}"),
         offer_timeout: Some(std::time::Duration::from_secs(20)),
+        agent_reregister_timeout: std::time::Duration::from_secs(30),
         ..CoreConfig::default()
     };
     let mut sim = Sim {
@@ -60,7 +65,7 @@ fn run_seed(seed: u64) {
         frameworks: Vec::new(),
         next_task: 0,
     };
-    sim.h.core.enable_audit();
+    sim.h.enable_audit();
     for _ in 0..3 {
         sim.add_agent();
     }
@@ -84,6 +89,7 @@ fn run_seed(seed: u64) {
             75..=77 => sim.suppress_or_revive(),
             78..=79 => sim.change_role(),
             80..=84 => sim.reconcile(),
+            85..=86 => sim.restart_master(),
             _ => sim.pass_time(),
         }
         let violations = sim.h.core.take_audit_violations();
@@ -219,6 +225,7 @@ impl Sim {
                 framework_id: t.framework.to_string(),
                 resources: Some((&t.resources).into()),
                 state: t.status.state,
+                artifact: t.spec.artifact.clone(),
             })
             .collect()
     }
@@ -466,6 +473,40 @@ impl Sim {
             if self.frameworks[i].2 {
                 assert_eq!(answers, known, "implicit reconciliation answers every task");
             }
+        }
+    }
+
+    /// The master crashes and comes back on its registry: every task it
+    /// held comes back in the state it had, on the agent it had.
+    fn restart_master(&mut self) {
+        let tasks = |core: &wasmos_master::core::Core| {
+            let mut tasks: Vec<(String, String, i32)> = core
+                .registry_records()
+                .into_iter()
+                .filter_map(|r| match r {
+                    wasmos_master::store::Record::Task(t) => Some((
+                        t.spec.unwrap_or_default().task_id,
+                        t.agent_id,
+                        t.status.unwrap_or_default().state,
+                    )),
+                    _ => None,
+                })
+                .collect();
+            tasks.sort();
+            tasks
+        };
+        let before = tasks(&self.h.core);
+        self.h.restart();
+        assert_eq!(
+            tasks(&self.h.core),
+            before,
+            "a restart keeps every task as it was"
+        );
+        for agent in &mut self.agents {
+            agent.connected = false;
+        }
+        for framework in &mut self.frameworks {
+            framework.2 = false;
         }
     }
 

@@ -1,6 +1,6 @@
 //! Run a batch of tasks to completion: placement, retries, progress, cancel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -511,6 +511,7 @@ impl Job {
             last: vec![None; n],
             outcomes: vec![None; n],
             active: HashMap::new(),
+            in_doubt: HashSet::new(),
             done: 0,
             suppressed: false,
             cancelling: false,
@@ -624,6 +625,9 @@ struct Run {
     outcomes: Vec<Option<TaskOutcome>>,
     /// Launched attempts not yet terminal: task id -> index.
     active: HashMap<String, usize>,
+    /// Active tasks whose `Accept` got no answer: launched or not, the
+    /// master's first word on them says.
+    in_doubt: HashSet<String>,
     done: usize,
     suppressed: bool,
     cancelling: bool,
@@ -756,8 +760,20 @@ impl Run {
                 if e.code() == Some(tonic::Code::InvalidArgument) {
                     return Err(self.fail(format!("the master refused its tasks: {e}")));
                 }
-                // The offers went away (rescinded, re-subscribed) or the
-                // master is unreachable: the tasks wait for new offers.
+                if e.code().is_some_and(crate::scheduler::launch_in_doubt) {
+                    // The master may have launched them (it went away before
+                    // answering). They stay active under their ids; the
+                    // session reconciles them once it is back, and a launch
+                    // that never happened comes back as TASK_UNKNOWN.
+                    tracing::info!(error = %e, tasks = task_ids.len(), "accept in doubt; reconciling its tasks");
+                    self.in_doubt.extend(task_ids.iter().cloned());
+                    if let Err(e) = self.scheduler.reconcile(task_ids).await {
+                        tracing::debug!(error = %e, "reconcile failed; the session reconciles after re-subscribing");
+                    }
+                    continue;
+                }
+                // The offers went away (rescinded, re-subscribed): nothing
+                // was launched, and the tasks wait for new offers.
                 tracing::debug!(error = %e, "accept failed; the tasks wait for other offers");
                 for (index, id) in chosen.iter().zip(task_ids) {
                     self.active.remove(&id);
@@ -793,6 +809,14 @@ impl Run {
             return Ok(());
         };
         let state = status.state();
+        if self.in_doubt.remove(&status.task_id) && status.reason() == v1::Reason::TaskUnknown {
+            // A launch in doubt that never happened: not an attempt.
+            self.active.remove(&status.task_id);
+            self.attempts[index] -= 1;
+            self.pending.push_front(index);
+            self.revive().await;
+            return Ok(());
+        }
         let attempt = self.attempts[index];
         let terminal = is_terminal(state);
         let retrying =

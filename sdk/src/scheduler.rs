@@ -342,6 +342,13 @@ impl Scheduler {
     ///
     /// Task ids must be unique across the cluster; the whole call is refused
     /// (and nothing launched) if one spec is invalid.
+    ///
+    /// An error for which [`launch_in_doubt`] is true (the master went away
+    /// mid-call) leaves the launch in doubt: the master may have applied it.
+    /// The session then keeps the ids among its known tasks and reconciles
+    /// them after it re-subscribes; the answers (their updates, or `LOST`
+    /// with `REASON_TASK_UNKNOWN` for a launch that never happened) arrive
+    /// as events. Never launch the same ids again on a guess.
     pub async fn accept(
         &self,
         offer_ids: Vec<String>,
@@ -367,9 +374,11 @@ impl Scheduler {
         match result {
             Ok(reply) => Ok(reply.into_inner().task_ids),
             Err(status) => {
-                let mut known = self.shared.known.lock().unwrap();
-                for id in &ids {
-                    known.remove(id);
+                if !launch_in_doubt(status.code()) {
+                    let mut known = self.shared.known.lock().unwrap();
+                    for id in &ids {
+                        known.remove(id);
+                    }
                 }
                 Err(Error::rpc("Accept")(status))
             }
@@ -475,6 +484,25 @@ impl Scheduler {
     pub fn reconnect(&self) {
         self.shared.reconnect.notify_one();
     }
+}
+
+/// Does a failed `Accept` with this code leave its launch in doubt? True
+/// when the call may have reached the master and been applied before the
+/// answer was lost (the connection broke, the master restarted): only a
+/// reconciliation can tell. False for refusals, which change nothing.
+pub fn launch_in_doubt(code: tonic::Code) -> bool {
+    use tonic::Code;
+    // ALREADY_EXISTS: an earlier launch in doubt with these ids did happen.
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Aborted
+            | Code::AlreadyExists
+    )
 }
 
 fn ack_of(status: &v1::TaskStatus) -> Option<v1::Ack> {

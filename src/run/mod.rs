@@ -284,7 +284,8 @@ async fn attached(
     if args.json {
         let mut out = std::io::stdout().lock();
         for t in &report.tasks {
-            let stdout = read_stdout(&mut operator, &t.task_id, JSON_STDOUT_LIMIT).await;
+            let stdout =
+                read_stdout(&mut operator, &t.task_id, &t.agent_id, JSON_STDOUT_LIMIT).await;
             writeln!(out, "{}", outcome_json(t, &report, stdout))?;
         }
     } else {
@@ -292,7 +293,7 @@ async fn attached(
             && let Some(t) = report.tasks.first()
             && !t.agent_id.is_empty()
         {
-            match read_stdout(&mut operator, &t.task_id, u64::MAX).await {
+            match read_stdout(&mut operator, &t.task_id, &t.agent_id, u64::MAX).await {
                 Ok(data) => {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&data)?;

@@ -39,10 +39,12 @@ pub(super) fn outcome_json(
     v
 }
 
-/// Up to `limit` bytes of a task's stdout.
+/// Up to `limit` bytes of a task's stdout, read on `agent` (where the
+/// report says it ran) if the master no longer lists the task.
 pub(super) async fn read_stdout(
     operator: &mut OperatorClient<Channel>,
     task: &str,
+    agent: &str,
     limit: u64,
 ) -> anyhow::Result<Vec<u8>> {
     let mut data = Vec::new();
@@ -58,6 +60,7 @@ pub(super) async fn read_stdout(
                 path: String::new(),
                 offset: data.len() as u64,
                 length: want,
+                agent_id: agent.to_string(),
             })
             .await
             .map_err(ops::grpc)?

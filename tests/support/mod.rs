@@ -82,7 +82,8 @@ pub struct AgentProcess {
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
-    master: Child,
+    master: Option<Child>,
+    master_args: Vec<String>,
     /// gRPC URL of the master, e.g. `http://127.0.0.1:40123`.
     pub url: String,
     /// HTTP base URL of the master.
@@ -95,24 +96,13 @@ impl Cluster {
     /// agents with `agent_args` each.
     pub fn start(agents: usize, master_args: &[&str], agent_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = wasmos();
-        cmd.arg("master")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--work-dir",
-            ])
-            .arg(dir.path().join("master"))
-            .args(with_defaults(FAST_MASTER, master_args))
-            .args(master_args);
-        let (master, lines) = spawn_until(cmd, &["listening on", "/metrics on"]);
-        let url = last_word(&lines[0]);
-        let http = last_word(&lines[1]);
+        let mut args = with_defaults(FAST_MASTER, master_args);
+        args.extend(master_args.iter().map(|s| s.to_string()));
+        let (master, url, http) = spawn_master(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &args);
         let mut cluster = Cluster {
             dir,
-            master,
+            master: Some(master),
+            master_args: args,
             url,
             http,
             agents: Vec::new(),
@@ -122,6 +112,24 @@ impl Cluster {
         }
         cluster.wait_agents(agents);
         cluster
+    }
+
+    /// `kill -9` of the master process.
+    pub fn kill_master(&mut self) {
+        if let Some(mut child) = self.master.take() {
+            child.kill().expect("kill -9 master");
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed master again on the same work dir and ports, so
+    /// agents and frameworks find it where it was.
+    pub fn restart_master(&mut self) {
+        assert!(self.master.is_none(), "the master still runs");
+        let grpc = self.url.trim_start_matches("http://").to_string();
+        let http = self.http.trim_start_matches("http://").to_string();
+        let (master, _, _) = spawn_master(self.dir.path(), &grpc, &http, &self.master_args);
+        self.master = Some(master);
     }
 
     /// Starts one more agent; returns its index.
@@ -202,9 +210,33 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
-        let _ = self.master.kill();
-        let _ = self.master.wait();
+        if let Some(master) = self.master.as_mut() {
+            let _ = master.kill();
+            let _ = master.wait();
+        }
     }
+}
+
+/// Starts `wasmos master` with its work dir in `dir`; returns it with its
+/// gRPC and HTTP URLs.
+fn spawn_master(
+    dir: &std::path::Path,
+    grpc: &str,
+    http: &str,
+    args: &[String],
+) -> (Child, String, String) {
+    let mut cmd = wasmos();
+    cmd.arg("master")
+        .args(["--listen", grpc, "--http", http, "--work-dir"])
+        .arg(dir.join("master"))
+        .args(args);
+    let (master, lines) = spawn_until(cmd, &["listening on", "/metrics on"]);
+    let url = lines[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the master's URL")
+        .to_string();
+    (master, url, last_word(&lines[1]))
 }
 
 /// Polls `check` every 20 ms until it answers or `limit` passes.

@@ -5,6 +5,11 @@
 //! and forget it. An agent that comes back after that rejoins under its old
 //! id but is told to kill what it still runs: those tasks were reported lost
 //! and may already have run elsewhere.
+//!
+//! After a restart of the master, agents of the registry are *recovering*:
+//! known, not offered, their tasks kept and never reported lost, until they
+//! re-register (and the two sides reconcile their tasks) or their
+//! `agent_reregister_timeout` passes.
 
 use std::collections::HashSet;
 
@@ -40,10 +45,10 @@ impl Core {
         } else {
             AgentId::from(info.agent_id.as_str())
         };
-        let reported: Vec<TaskId> = register
+        let reported: Vec<(TaskId, &str)> = register
             .tasks
             .iter()
-            .map(|t| TaskId::from(t.task_id.as_str()))
+            .map(|t| (TaskId::from(t.task_id.as_str()), t.artifact.as_str()))
             .collect();
         let mut kill = Vec::new();
 
@@ -81,6 +86,9 @@ impl Core {
             // the tasks both sides agree on.
             agent.connection = Some(connection);
             agent.last_seen = now;
+            agent.recovering_until = None;
+            agent.info = info.clone();
+            agent.info.agent_id = id.to_string();
             let known: Vec<TaskId> = agent.tasks.iter().cloned().collect();
             let draining = agent.draining;
             if !draining {
@@ -88,10 +96,17 @@ impl Core {
                     .set_agent_active(&id, true)
                     .expect("agent known to allocator");
             }
-            let reported_set: HashSet<&TaskId> = reported.iter().collect();
-            for task in &reported {
+            // The tasks both sides agree on: the master placed them here,
+            // they still run, and they run the module they were launched with.
+            let mut reported_set: HashSet<&TaskId> = HashSet::with_capacity(reported.len());
+            for (task, artifact) in &reported {
                 match self.tasks.get(task) {
-                    Some(t) if t.agent == id && !t.released => {
+                    Some(t)
+                        if t.agent == id
+                            && !t.released
+                            && (artifact.is_empty() || *artifact == t.spec.artifact) =>
+                    {
+                        reported_set.insert(task);
                         if t.kill_requested {
                             kill.push(task.to_string());
                         }
@@ -115,7 +130,7 @@ impl Core {
         } else {
             // A new agent, or one the master declared lost: either way it
             // starts empty, and anything it still runs must die.
-            kill.extend(reported.iter().map(|t| t.to_string()));
+            kill.extend(reported.iter().map(|(t, _)| t.to_string()));
             // Totals are exact integers: refuse an agent whose claim would
             // wrap the cluster's total around rather than corrupt every share.
             if self.allocator.total().checked_add(&total).is_none() {
@@ -137,6 +152,8 @@ impl Core {
                     reservations,
                     connection: Some(connection),
                     last_seen: now,
+                    last_seen_written: now,
+                    recovering_until: None,
                     draining: false,
                     offers: HashSet::new(),
                     tasks: HashSet::new(),
@@ -144,12 +161,14 @@ impl Core {
             );
         }
 
+        self.dirty_agent(&id);
         self.out.agent_message(
             &id,
             AgentKind::Registered(v1::Registered {
                 agent_id: id.to_string(),
                 heartbeat_interval_ms: self.config.agent_heartbeat_interval.as_millis() as u64,
                 kill_task_ids: kill,
+                master_epoch: self.config.master_epoch,
             }),
         );
         self.allocate(now, Scope::Agents(std::slice::from_ref(&id)));
@@ -194,6 +213,7 @@ impl Core {
             .get_mut(id)
             .ok_or_else(|| CoreError::UnknownAgent(id.clone()))?;
         agent.draining = true;
+        self.dirty_agent(id);
         self.allocator
             .set_agent_active(id, false)
             .expect("agent known to allocator");
@@ -202,14 +222,25 @@ impl Core {
 
     pub(super) fn expire_agents(&mut self, now: Time) {
         let timeout = self.config.agent_timeout;
-        let lost: Vec<AgentId> = self
+        let lost: Vec<(AgentId, bool)> = self
             .agents
             .values()
-            .filter(|a| now.since(a.last_seen) > timeout)
-            .map(|a| a.id.clone())
+            .filter(|a| match a.recovering_until {
+                Some(until) => now >= until,
+                None => now.since(a.last_seen) > timeout,
+            })
+            .map(|a| (a.id.clone(), a.recovering_until.is_some()))
             .collect();
-        for id in lost {
-            self.remove_agent(&id, "the agent stopped sending heartbeats", now);
+        for (id, recovering) in lost {
+            let why = if recovering {
+                format!(
+                    "the agent did not re-register within {:?} of the master's restart",
+                    self.config.agent_reregister_timeout
+                )
+            } else {
+                "the agent stopped sending heartbeats".to_string()
+            };
+            self.remove_agent(&id, &why, now);
         }
     }
 
@@ -236,6 +267,7 @@ impl Core {
         // Forget the agent's hold on tasks; the tasks stay (LOST) until their
         // frameworks acknowledge.
         self.agents.remove(id);
+        self.dirty_agent(id);
         self.allocator
             .remove_agent(id)
             .expect("agent known to allocator");
@@ -262,7 +294,9 @@ pub(super) fn is_launched(state: v1::TaskState) -> bool {
 }
 
 /// Checks and converts what an agent says it has.
-fn agent_resources(info: &v1::AgentInfo) -> Result<(Resources, Vec<(Role, Resources)>), CoreError> {
+pub(super) fn agent_resources(
+    info: &v1::AgentInfo,
+) -> Result<(Resources, Vec<(Role, Resources)>), CoreError> {
     let total = info
         .resources
         .as_ref()

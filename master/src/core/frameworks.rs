@@ -83,12 +83,14 @@ impl Core {
             id
         };
 
+        self.dirty_framework(&id);
         self.out.framework_event(
             &id,
             EventKind::Subscribed(v1::Subscribed {
                 framework_id: id.to_string(),
                 heartbeat_interval_ms: self.config.framework_heartbeat_interval.as_millis() as u64,
                 failover_timeout_ms: failover_timeout.as_millis() as u64,
+                master_epoch: self.config.master_epoch,
             }),
         );
         self.resend_master_updates(&id);
@@ -110,6 +112,7 @@ impl Core {
         }
         fw.connection = None;
         fw.failover_deadline = Some(now + fw.failover_timeout);
+        self.dirty_framework(id);
         self.allocator
             .set_framework_connected(id, false)
             .expect("framework known to allocator");
@@ -135,6 +138,7 @@ impl Core {
 
     pub(super) fn suppress(&mut self, id: &FrameworkId) -> Result<Reply, CoreError> {
         self.framework_mut(id)?.suppressed = true;
+        self.dirty_framework(id);
         self.allocator
             .suppress(id)
             .expect("framework known to allocator");
@@ -143,6 +147,7 @@ impl Core {
 
     pub(super) fn revive(&mut self, id: &FrameworkId, now: Time) -> Result<Reply, CoreError> {
         self.framework_mut(id)?.suppressed = false;
+        self.dirty_framework(id);
         self.allocator
             .revive(id)
             .expect("framework known to allocator");
@@ -169,6 +174,9 @@ impl Core {
         let mut freed_agents = Vec::new();
         for task_id in tasks {
             let mut task = self.tasks.remove(&task_id).expect("framework's task");
+            if !task.archived {
+                self.dirty_task(&task_id);
+            }
             if let Some(agent) = self.agents.get_mut(&task.agent) {
                 agent.tasks.remove(&task_id);
                 if !task.released {
@@ -184,7 +192,7 @@ impl Core {
                     reason: v1::Reason::FrameworkRemoved as i32,
                     message: why.to_string(),
                     uuid: Vec::new(),
-                    timestamp_ms: super::timestamp(now),
+                    timestamp_ms: self.wall(now),
                     source: v1::StatusSource::Master as i32,
                     ..task.status
                 };
@@ -193,6 +201,7 @@ impl Core {
             self.bury(task);
         }
         self.frameworks.remove(id);
+        self.dirty_framework(id);
         self.allocator
             .remove_framework(id)
             .expect("framework known to allocator");

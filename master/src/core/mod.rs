@@ -10,6 +10,11 @@
 //! The core trusts nothing it is given: every call is validated first and
 //! either applied whole or refused with a [`CoreError`] that changes nothing.
 //!
+//! Nothing is lost with the process: every input also returns the registry
+//! [`Write`]s for what it changed (`persist.rs`), which the shell makes
+//! durable before it sends the input's messages, and [`Core::recover`]
+//! rebuilds a core from what was written (`recover.rs`).
+//!
 //! Files: `agents.rs` (register, heartbeat, lose), `frameworks.rs`
 //! (subscribe, failover, teardown), `offers.rs` (offer, accept, decline,
 //! rescind), `tasks.rs` (status updates, acks, kill, reconcile),
@@ -22,6 +27,8 @@ mod frameworks;
 mod invariants;
 mod offers;
 mod outbox;
+mod persist;
+mod recover;
 mod tasks;
 mod validate;
 mod view;
@@ -34,9 +41,12 @@ use wasmos_proto::v1;
 use crate::allocator::{Allocator, AllocatorConfig, Scope};
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::resources::Resources;
+use crate::store::Write;
 use crate::time::Time;
 pub use error::CoreError;
 use outbox::Outbox;
+pub use persist::LAST_SEEN_EVERY;
+pub use recover::Recovered;
 pub use tasks::is_terminal;
 pub use view::{AgentView, FrameworkView, TaskView};
 
@@ -70,6 +80,18 @@ pub struct CoreConfig {
     /// Tasks of frameworks that are gone, remembered for `ps` and `logs`
     /// (oldest forgotten first). Default 10,000.
     pub removed_framework_tasks: usize,
+    /// After a restart, how long an agent of the registry has to
+    /// re-register before it is declared gone and its tasks `LOST`. Until
+    /// then its tasks are never reported lost. Default 10 minutes.
+    pub agent_reregister_timeout: Duration,
+    /// Wall-clock milliseconds since the Unix epoch at `Time::ZERO`. The
+    /// core's timers run on the monotonic `Time` it is given; this maps it to
+    /// wall time for timestamps people read and for deadlines that must
+    /// survive a restart. Default 0 (tests).
+    pub wall_clock_origin_ms: u64,
+    /// This start's epoch: it grows at every start on the same registry and
+    /// is sent to agents and frameworks. Default 0.
+    pub master_epoch: u64,
 }
 
 impl Default for CoreConfig {
@@ -86,6 +108,9 @@ impl Default for CoreConfig {
             default_refuse: Duration::from_secs(5),
             completed_tasks_per_framework: 1000,
             removed_framework_tasks: 10_000,
+            agent_reregister_timeout: Duration::from_secs(600),
+            wall_clock_origin_ms: 0,
+            master_epoch: 0,
         }
     }
 }
@@ -184,6 +209,9 @@ pub enum Output {
 pub struct Outputs {
     pub reply: Result<Reply, CoreError>,
     pub messages: Vec<Output>,
+    /// What to persist: durable before any of `messages` is sent, or the
+    /// reply given.
+    pub writes: Vec<Write>,
 }
 
 struct Agent {
@@ -193,6 +221,11 @@ struct Agent {
     reservations: Vec<(Role, Resources)>,
     connection: Option<ConnectionId>,
     last_seen: Time,
+    /// When `last_seen` was last persisted.
+    last_seen_written: Time,
+    /// Set for an agent recovered from the registry that has not yet
+    /// re-registered: it is removed (its tasks `LOST`) at this time.
+    recovering_until: Option<Time>,
     draining: bool,
     offers: HashSet<OfferId>,
     /// Tasks on this agent that still hold resources or await an ack.
@@ -256,6 +289,10 @@ pub struct Core {
     graveyard_order: VecDeque<TaskId>,
     next_id: u64,
     out: Outbox,
+    /// What the current input changed, to persist.
+    dirty: persist::Dirty,
+    /// Roles an operator configured: (weight, quota), as persisted.
+    role_settings: HashMap<Role, (Option<f64>, Option<Resources>)>,
 }
 
 impl Core {
@@ -271,6 +308,8 @@ impl Core {
             graveyard_order: VecDeque::new(),
             next_id: 0,
             out: Outbox::default(),
+            dirty: persist::Dirty::default(),
+            role_settings: HashMap::new(),
         }
     }
 
@@ -333,6 +372,7 @@ impl Core {
         Outputs {
             reply,
             messages: self.out.drain(),
+            writes: self.take_writes(),
         }
     }
 
@@ -342,6 +382,7 @@ impl Core {
         self.expire_agents(now);
         self.expire_frameworks(now);
         self.allocator.expire_filters(now);
+        self.dirty_last_seen(now);
         self.allocate(now, Scope::All);
         Ok(Reply::Done)
     }
@@ -363,6 +404,10 @@ impl Core {
         if let Some(quota) = quota {
             self.allocator.set_quota(&role, quota);
         }
+        let settings = self.role_settings.entry(role.clone()).or_default();
+        settings.0 = weight.or(settings.0);
+        settings.1 = quota.or(settings.1);
+        self.dirty_role(&role);
         self.allocate(now, Scope::All);
         Ok(Reply::Done)
     }
@@ -393,10 +438,4 @@ impl Core {
             .get_mut(id)
             .ok_or_else(|| CoreError::UnknownFramework(id.clone()))
     }
-}
-
-/// Milliseconds since the Unix epoch are the shell's business; the core
-/// stamps statuses with its own `Time`, which the shell maps to wall time.
-fn timestamp(now: Time) -> u64 {
-    now.millis()
 }

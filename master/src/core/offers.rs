@@ -132,7 +132,7 @@ impl Core {
                 framework_id: framework.to_string(),
                 agent_id: agent.to_string(),
                 state: v1::TaskState::Staging as i32,
-                timestamp_ms: super::timestamp(now),
+                timestamp_ms: self.wall(now),
                 source: v1::StatusSource::Master as i32,
                 ..Default::default()
             };
@@ -162,6 +162,7 @@ impl Core {
                 .expect("checked")
                 .tasks
                 .insert(id.clone());
+            self.dirty_task(&id);
             launched.push(id);
         }
         for (reservation, rest) in pools {

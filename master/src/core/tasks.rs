@@ -65,7 +65,9 @@ impl Core {
             let terminal = is_terminal(status.state());
             let task = self.tasks.get_mut(&id).expect("known task");
             task.status = status.clone();
-            if terminal && !task.released {
+            let release = terminal && !task.released;
+            self.dirty_task(&id);
+            if release {
                 self.release_task(&id);
                 freed = true;
             }
@@ -102,6 +104,7 @@ impl Core {
                 .is_some_and(|u| u.uuid == ack.uuid)
             {
                 task.master_update = None;
+                self.dirty_task(&id);
             } else if self
                 .agents
                 .get(&task.agent)
@@ -135,6 +138,8 @@ impl Core {
             }
             task.kill_requested = true;
             let agent = task.agent.clone();
+            let task_id = TaskId::from(id.as_str());
+            self.dirty_task(&task_id);
             if self
                 .agents
                 .get(&agent)
@@ -202,6 +207,11 @@ impl Core {
                 Some(task) => {
                     let mut status = task.status.clone();
                     status.uuid.clear();
+                    status.agent_recovering = !task.released
+                        && self
+                            .agents
+                            .get(&task.agent)
+                            .is_some_and(|a| a.recovering_until.is_some());
                     if status.reason == v1::Reason::Unspecified as i32 {
                         status.reason = v1::Reason::Reconciliation as i32;
                     }
@@ -213,7 +223,7 @@ impl Core {
                     state: v1::TaskState::Lost as i32,
                     reason: v1::Reason::TaskUnknown as i32,
                     message: "the master does not know this task".into(),
-                    timestamp_ms: super::timestamp(now),
+                    timestamp_ms: self.wall(now),
                     source: v1::StatusSource::Master as i32,
                     ..Default::default()
                 },
@@ -245,6 +255,7 @@ impl Core {
         now: Time,
     ) {
         let uuid = self.fresh_id('U').into_bytes();
+        let timestamp_ms = self.wall(now);
         let task = self.tasks.get_mut(id).expect("known task");
         let status = v1::TaskStatus {
             task_id: id.to_string(),
@@ -256,12 +267,14 @@ impl Core {
             exit_code: None,
             usage: task.status.usage,
             uuid,
-            timestamp_ms: super::timestamp(now),
+            timestamp_ms,
             source: v1::StatusSource::Master as i32,
+            agent_recovering: false,
         };
         task.status = status.clone();
         task.master_update = Some(status.clone());
         let framework = task.framework.clone();
+        self.dirty_task(id);
         if is_terminal(state) {
             self.release_task(id);
         }
@@ -301,6 +314,7 @@ impl Core {
         }
         task.archived = true;
         let (framework, agent) = (task.framework.clone(), task.agent.clone());
+        self.dirty_task(id);
         if let Some(a) = self.agents.get_mut(&agent) {
             a.tasks.remove(id);
         }

@@ -4,9 +4,25 @@
 //! current time, routes the core's outputs to the right streams, ticks the
 //! core every allocation interval and sends framework heartbeats. Nothing
 //! else touches the core, so there are no locks around it.
+//!
+//! # Turns and group commit
+//!
+//! The actor works in turns: it takes every command already waiting (up to
+//! [`MAX_TURN`]), feeds each to the core, and holds what the core returns.
+//! At the end of the turn it commits the turn's registry writes as one
+//! transaction, off its thread, and only then routes the held messages and
+//! answers the held calls: nothing leaves the master that depends on a write
+//! that is not durable. While a commit runs, new commands queue up and make
+//! the next turn's batch, so the fsyncs per second stay few however many
+//! tasks go through.
+//!
+//! Time: the core runs on a monotonic clock (milliseconds since the actor's
+//! start); the wall clock is read once, at start, to map it to timestamps
+//! and persisted deadlines. A step of the wall clock changes no timer.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -17,6 +33,7 @@ use wasmos_proto::v1::master_message::Kind as AgentKind;
 use super::metrics::Metrics;
 use crate::core::{ConnectionId, Core, CoreError, Input, Output, Reply};
 use crate::ids::{AgentId, FrameworkId};
+use crate::store::{Store, StoreError, Write};
 use crate::time::Time;
 
 /// Events for one framework's stream.
@@ -30,6 +47,12 @@ pub const STREAM_BUFFER: usize = 8192;
 
 /// A read of the core, run inside the actor.
 pub type Query = Box<dyn FnOnce(&Core, &Metrics) + Send>;
+
+/// The most commands one turn takes before it commits and sends.
+pub const MAX_TURN: usize = 4096;
+
+/// An answer held until the turn's writes are durable.
+type HeldReply = Box<dyn FnOnce() + Send>;
 
 /// A request to the actor.
 pub enum Command {
@@ -81,9 +104,34 @@ pub struct ActorConfig {
     pub allocation_interval: Duration,
 }
 
+/// The core's monotonic clock: milliseconds since the actor's start.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Time {
+        Time(self.origin.elapsed().as_millis() as u64)
+    }
+}
+
 pub struct Actor {
     core: Core,
     config: ActorConfig,
+    clock: Clock,
+    store: Arc<dyn Store>,
+    /// The current turn's messages and answers, held until its writes are
+    /// durable.
+    held: Vec<Output>,
+    held_replies: Vec<HeldReply>,
+    writes: Vec<Write>,
     frameworks: HashMap<FrameworkId, (ConnectionId, EventSender)>,
     agents: HashMap<AgentId, (ConnectionId, AgentSender)>,
     sandbox_reads: HashMap<u64, oneshot::Sender<Result<v1::SandboxReadReply, Status>>>,
@@ -94,19 +142,18 @@ pub struct Actor {
     dropped: Vec<Input>,
 }
 
-/// Wall-clock time as the core sees it: milliseconds since the Unix epoch.
-pub fn now() -> Time {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Time(since.as_millis() as u64)
-}
-
 impl Actor {
-    pub fn new(core: Core, config: ActorConfig) -> Actor {
+    /// An actor for `core`, whose times come from `clock` and whose writes
+    /// go to `store`.
+    pub fn new(core: Core, config: ActorConfig, clock: Clock, store: Arc<dyn Store>) -> Actor {
         Actor {
             core,
             config,
+            clock,
+            store,
+            held: Vec::new(),
+            held_replies: Vec::new(),
+            writes: Vec::new(),
             frameworks: HashMap::new(),
             agents: HashMap::new(),
             sandbox_reads: HashMap::new(),
@@ -117,8 +164,11 @@ impl Actor {
         }
     }
 
-    /// Runs until every command sender is dropped.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    /// Runs until every command sender is dropped, or until a write to the
+    /// registry fails: then the master's memory is ahead of its disk, and the
+    /// only safe course is to stop (the error says why) and be restarted on
+    /// what is durable.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), StoreError> {
         let mut tick = tokio::time::interval(self.config.allocation_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.core.config().framework_heartbeat_interval);
@@ -126,7 +176,15 @@ impl Actor {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(command) => self.command(command),
+                    Some(command) => {
+                        self.turn_command(command).await?;
+                        for _ in 1..MAX_TURN {
+                            match commands.try_recv() {
+                                Ok(command) => self.turn_command(command).await?,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -136,14 +194,75 @@ impl Actor {
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
             }
+            self.flush().await?;
         }
+        self.flush().await
+    }
+
+    /// Handles one command of a turn. A new stream first flushes what the
+    /// turn holds, so that nothing meant for an older stream of the same
+    /// framework or agent reaches the new one before its first message.
+    async fn turn_command(&mut self, command: Command) -> Result<(), StoreError> {
+        if matches!(
+            command,
+            Command::Subscribe { .. } | Command::AttachAgent { .. }
+        ) {
+            self.flush().await?;
+        }
+        self.command(command);
+        Ok(())
+    }
+
+    /// Ends the turn: makes its writes durable, then sends what it held.
+    /// Sending may cut off full streams, which the core hears of at once;
+    /// their writes are committed in the same way before their messages go.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        while !self.writes.is_empty() || !self.held.is_empty() || !self.held_replies.is_empty() {
+            let writes = std::mem::take(&mut self.writes);
+            if !writes.is_empty() {
+                if self.store.is_in_memory() {
+                    self.store.commit(&writes)?;
+                } else {
+                    let store = self.store.clone();
+                    tokio::task::spawn_blocking(move || store.commit(&writes))
+                        .await
+                        .map_err(|e| {
+                            StoreError::Io(format!("the registry's writer failed: {e}"))
+                        })??;
+                }
+            }
+            let held = std::mem::take(&mut self.held);
+            self.deliver(held);
+            for reply in std::mem::take(&mut self.held_replies) {
+                reply();
+            }
+            while let Some(input) = self.dropped.pop() {
+                self.notify(input);
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds one input to the core and holds what it returns for the end of
+    /// the turn.
+    fn apply(&mut self, input: Input) -> Result<Reply, CoreError> {
+        let mut out = self.core.handle(input, self.clock.now());
+        self.held.append(&mut out.messages);
+        self.writes.append(&mut out.writes);
+        out.reply
+    }
+
+    fn hold_reply<T: Send + 'static>(&mut self, reply: oneshot::Sender<T>, value: T) {
+        self.held_replies.push(Box::new(move || {
+            let _ = reply.send(value);
+        }));
     }
 
     fn command(&mut self, command: Command) {
         match command {
             Command::Call { input, reply } => {
-                let result = self.input(input);
-                let _ = reply.send(result);
+                let result = self.apply(input);
+                self.hold_reply(reply, result);
             }
             Command::Subscribe {
                 info,
@@ -153,23 +272,30 @@ impl Actor {
                 let connection = self.connection();
                 // The stream must be known before the core's SUBSCRIBED and
                 // first offers are routed, so route after registering it.
-                let out = self.core.handle(
-                    Input::Subscribe {
-                        connection,
-                        framework: info,
-                    },
-                    now(),
-                );
-                let result = match out.reply {
+                let result = match self.apply(Input::Subscribe {
+                    connection,
+                    framework: info,
+                }) {
                     Ok(Reply::Subscribed(id)) => {
-                        self.frameworks.insert(id.clone(), (connection, events));
+                        if let Some((_, old)) =
+                            self.frameworks.insert(id.clone(), (connection, events))
+                        {
+                            // The old stream learns why it ends, then ends
+                            // when `old` is dropped here.
+                            let _ = old.try_send(Ok(v1::Event {
+                                kind: Some(EventKind::Error(v1::Error {
+                                    message: format!(
+                                        "framework {id} re-subscribed on another stream; this one is closed"
+                                    ),
+                                })),
+                            }));
+                        }
                         Ok((id, connection))
                     }
                     Ok(other) => unreachable!("subscribe replied {other:?}"),
                     Err(e) => Err(e),
                 };
-                self.route(out.messages);
-                let _ = reply.send(result);
+                self.hold_reply(reply, result);
             }
             Command::FrameworkGone {
                 framework,
@@ -193,14 +319,10 @@ impl Actor {
                 reply,
             } => {
                 let connection = self.connection();
-                let out = self.core.handle(
-                    Input::AgentRegister {
-                        connection,
-                        register,
-                    },
-                    now(),
-                );
-                let result = match out.reply {
+                let result = match self.apply(Input::AgentRegister {
+                    connection,
+                    register,
+                }) {
                     Ok(Reply::Registered(id)) => {
                         self.agents.insert(id.clone(), (connection, messages));
                         Ok((id, connection))
@@ -208,8 +330,7 @@ impl Actor {
                     Ok(other) => unreachable!("register replied {other:?}"),
                     Err(e) => Err(e),
                 };
-                self.route(out.messages);
-                let _ = reply.send(result);
+                self.hold_reply(reply, result);
             }
             Command::FromAgent { agent, message } => self.agent_message(agent, message),
             Command::AgentGone { agent, connection } => {
@@ -255,17 +376,24 @@ impl Actor {
         request: v1::ReadSandboxRequest,
         reply: oneshot::Sender<Result<v1::SandboxReadReply, Status>>,
     ) {
-        let Some(task) = self.core.task(&request.task_id) else {
-            let _ = reply.send(Err(Status::not_found(format!(
-                "unknown task {}",
-                request.task_id
-            ))));
-            return;
+        // A task the master forgot (acknowledged before a restart, or
+        // archived past the cap) is read where the caller says it ran: the
+        // agent keeps its sandbox and answers from disk.
+        let agent = match self.core.task(&request.task_id) {
+            Some(task) => task.agent.clone(),
+            None if !request.agent_id.is_empty() => AgentId::from(request.agent_id.as_str()),
+            None => {
+                let _ = reply.send(Err(Status::not_found(format!(
+                    "unknown task {} (the master no longer lists it: name the agent it ran on to read its sandbox there)",
+                    request.task_id
+                ))));
+                return;
+            }
         };
-        let Some((_, sender)) = self.agents.get(&task.agent) else {
+        let Some((_, sender)) = self.agents.get(&agent) else {
             let _ = reply.send(Err(Status::unavailable(format!(
-                "agent {} of task {} is not connected",
-                task.agent, request.task_id
+                "agent {agent} of task {} is not connected",
+                request.task_id
             ))));
             return;
         };
@@ -290,15 +418,9 @@ impl Actor {
         self.sandbox_reads.insert(self.next_request, reply);
     }
 
-    fn input(&mut self, input: Input) -> Result<Reply, CoreError> {
-        let out = self.core.handle(input, now());
-        self.route(out.messages);
-        out.reply
-    }
-
     /// An input nobody waits on: a refusal is only worth a log line.
     fn notify(&mut self, input: Input) {
-        if let Err(e) = self.input(input) {
+        if let Err(e) = self.apply(input) {
             tracing::warn!("{e}");
         }
     }
@@ -316,19 +438,11 @@ impl Actor {
         for id in ids {
             self.send_event(&id, heartbeat.clone());
         }
-        self.route(Vec::new());
     }
 
     /// Delivers the core's outputs to their streams. A stream that cannot
-    /// take more is cut off and the core told, as if it had dropped.
-    fn route(&mut self, outputs: Vec<Output>) {
-        self.deliver(outputs);
-        while let Some(input) = self.dropped.pop() {
-            let out = self.core.handle(input, now());
-            self.deliver(out.messages);
-        }
-    }
-
+    /// take more is cut off and the core told (by `flush`), as if it had
+    /// dropped.
     fn deliver(&mut self, outputs: Vec<Output>) {
         for output in outputs {
             match output {

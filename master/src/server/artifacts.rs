@@ -2,10 +2,14 @@
 //!
 //! An artifact is stored once, as `<dir>/<sha256>`, written to a temporary
 //! file while its hash is computed and renamed into place only when the
-//! digest matches: a torn or corrupt upload never becomes visible.
+//! digest matches: a torn or corrupt upload never becomes visible. The
+//! registry holds the index of stored artifacts (digest, size, when): an
+//! upload is answered once its file is synced and its record committed.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +19,7 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_server::Artifacts;
 
 use crate::ids::validate_digest;
+use crate::store::{Record, Store, StoreError, Table, Write};
 
 /// Chunk size of fetch streams: well under gRPC's 4 MiB message limit.
 const CHUNK: usize = 256 * 1024;
@@ -24,17 +29,59 @@ const CHUNK: usize = 256 * 1024;
 pub struct ArtifactStore {
     dir: PathBuf,
     max_size: u64,
+    registry: Arc<dyn Store>,
 }
 
 impl ArtifactStore {
-    /// Opens (creating) the store under `dir`. Uploads larger than
-    /// `max_size` bytes are refused.
-    pub fn open(dir: &Path, max_size: u64) -> std::io::Result<ArtifactStore> {
+    /// Opens (creating) the store under `dir`, with its index in `registry`
+    /// (as loaded: `indexed`). Files and index are reconciled: a file the
+    /// index lacks (stored just before a crash) is indexed, a record whose
+    /// file is gone is dropped. Uploads larger than `max_size` bytes are
+    /// refused.
+    pub fn open(
+        dir: &Path,
+        max_size: u64,
+        registry: Arc<dyn Store>,
+        indexed: &[v1::StoredArtifact],
+    ) -> anyhow::Result<ArtifactStore> {
         std::fs::create_dir_all(dir.join("tmp"))?;
+        let mut on_disk = std::collections::HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str()
+                && validate_digest(name).is_ok()
+            {
+                on_disk.insert(name.to_string(), entry.metadata()?.len());
+            }
+        }
+        let mut writes = Vec::new();
+        for record in indexed {
+            if on_disk.remove(&record.digest).is_none() {
+                writes.push(Write::Delete(Table::Artifacts, record.digest.clone()));
+            }
+        }
+        for (digest, size) in on_disk {
+            if !indexed.iter().any(|r| r.digest == digest) {
+                writes.push(Write::Put(Record::Artifact(v1::StoredArtifact {
+                    digest,
+                    size,
+                    stored_ms: wall_ms(),
+                })));
+            }
+        }
+        registry.commit(&writes)?;
         Ok(ArtifactStore {
             dir: dir.to_path_buf(),
             max_size,
+            registry,
         })
+    }
+
+    async fn index(&self, write: Write) -> Result<(), StoreError> {
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || registry.commit(&[write]))
+            .await
+            .map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))?
     }
 
     fn path(&self, digest: &str) -> Result<PathBuf, Status> {
@@ -75,6 +122,9 @@ impl ArtifactStore {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok());
             if idle.is_some_and(|idle| idle > ttl) {
+                self.index(Write::Delete(Table::Artifacts, name.to_string()))
+                    .await
+                    .map_err(std::io::Error::other)?;
                 tokio::fs::remove_file(entry.path()).await?;
                 tracing::info!(digest = name, "artifact expired");
                 removed += 1;
@@ -114,6 +164,8 @@ impl ArtifactStore {
                 file.write_all(&chunk).await.map_err(internal)?;
             }
             file.flush().await.map_err(internal)?;
+            // On disk before it is indexed and the upload answered.
+            file.sync_all().await.map_err(internal)?;
             let digest = hex::encode(hasher.finalize());
             if let Some(expected) = &expected
                 && *expected != digest
@@ -125,6 +177,13 @@ impl ArtifactStore {
             let path = self.dir.join(&digest);
             tokio::fs::rename(&tmp, &path).await.map_err(internal)?;
             touch(&path).await;
+            self.index(Write::Put(Record::Artifact(v1::StoredArtifact {
+                digest: digest.clone(),
+                size,
+                stored_ms: wall_ms(),
+            })))
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot index the artifact: {e}")))?;
             Ok(v1::ArtifactInfo { digest, size })
         }
         .await;
@@ -147,6 +206,13 @@ impl ArtifactStore {
                 _ => Status::internal(format!("artifact store: {e}")),
             })
     }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// Marks an artifact as used now: its modification time is its last use.

@@ -25,6 +25,23 @@ impl ActorHandle {
             .map_err(|_| Status::unavailable("the master is shutting down"))
     }
 
+    /// Sends a command from code that cannot wait (a `Drop`): at once if
+    /// the queue has room, else from a task of its own.
+    pub fn send_soon(&self, command: Command) {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.commands.try_send(command) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(command)) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let commands = self.commands.clone();
+                    runtime.spawn(async move {
+                        let _ = commands.send(command).await;
+                    });
+                }
+            }
+        }
+    }
+
     /// Feeds one input to the core and returns its reply as a gRPC result.
     pub async fn call(&self, input: Input) -> Result<Reply, Status> {
         let (reply, answer) = oneshot::channel();

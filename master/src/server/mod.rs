@@ -17,7 +17,8 @@ mod scheduler;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -34,6 +35,34 @@ pub use artifacts::ArtifactStore;
 use crate::core::{Core, CoreConfig, Input};
 use crate::ids::Role;
 use crate::resources::Resources;
+use crate::store::{self, RedbStore, Store};
+
+/// Reads the wall clock, in milliseconds since the Unix epoch. The master
+/// reads it once, at start (see `actor.rs`); tests pass their own.
+#[derive(Clone)]
+pub struct WallClock(pub Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl WallClock {
+    /// The system's clock.
+    pub fn system() -> WallClock {
+        WallClock(Arc::new(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64
+        }))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WallClock({} ms)", self.now_ms())
+    }
+}
 
 /// Everything `wasmos master` can be told.
 #[derive(Clone, Debug)]
@@ -55,6 +84,17 @@ pub struct MasterConfig {
     /// Artifacts nobody uploaded, fetched or asked about for this long are
     /// deleted. Default 24 hours.
     pub artifact_ttl: Duration,
+    /// Where the registry lives. Default `None`: `registry.redb` in
+    /// `work_dir`.
+    pub store: Option<Arc<dyn Store>>,
+    /// The wall clock. Default the system's.
+    pub wall_clock: WallClock,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 impl MasterConfig {
@@ -76,6 +116,8 @@ impl MasterConfig {
             quotas: Vec::new(),
             max_artifact_size: 256 << 20,
             artifact_ttl: Duration::from_secs(24 * 3600),
+            store: None,
+            wall_clock: WallClock::system(),
         }
     }
 }
@@ -84,46 +126,89 @@ impl MasterConfig {
 pub struct Master {
     grpc_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    epoch: u64,
+    actor: Option<tokio::task::JoinHandle<Result<(), store::StoreError>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Master {
-    /// Binds the ports, starts the actor and the servers, and returns at once.
+    /// Loads the registry, binds the ports, starts the actor and the
+    /// servers, and returns. Health reports SERVING only once the whole
+    /// registry is loaded and this start's epoch is durable.
     pub async fn start(config: MasterConfig) -> anyhow::Result<Master> {
-        let store =
-            ArtifactStore::open(&config.work_dir.join("artifacts"), config.max_artifact_size)
-                .with_context(|| {
-                    format!(
-                        "cannot create the artifact store under {}",
-                        config.work_dir.display()
-                    )
+        let registry: Arc<dyn Store> = match &config.store {
+            Some(store) => store.clone(),
+            None => {
+                std::fs::create_dir_all(&config.work_dir).with_context(|| {
+                    format!("cannot create the work dir {}", config.work_dir.display())
                 })?;
-        let mut core = Core::new(config.core.clone());
+                Arc::new(RedbStore::open(&RedbStore::path_in(&config.work_dir))?)
+            }
+        };
+        let loading = Instant::now();
+        let opened = {
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || store::open(&*registry)).await??
+        };
+        let clock = actor::Clock::start();
+        let mut core_config = config.core.clone();
+        core_config.master_epoch = opened.epoch;
+        core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
+        let (mut core, recovered) = Core::recover(core_config, &opened.registry, clock.now())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", registry.describe()))?;
+        for note in &recovered.notes {
+            tracing::warn!("registry: {note}");
+        }
+        tracing::info!(
+            epoch = opened.epoch,
+            agents = recovered.agents,
+            frameworks = recovered.frameworks,
+            tasks = recovered.tasks,
+            elapsed = ?loading.elapsed(),
+            "registry loaded from {}",
+            registry.describe()
+        );
+        let mut writes = core.take_writes();
         for (role, weight) in &config.role_weights {
-            core.handle(
+            let out = core.handle(
                 Input::UpdateRole {
                     role: role.clone(),
                     weight: Some(*weight),
                     quota: None,
                 },
-                actor::now(),
-            )
-            .reply
-            .map_err(|e| anyhow::anyhow!("--role-weight {role}={weight}: {e}"))?;
+                clock.now(),
+            );
+            out.reply
+                .map_err(|e| anyhow::anyhow!("--role-weight {role}={weight}: {e}"))?;
+            writes.extend(out.writes);
         }
         for (role, quota) in &config.quotas {
             crate::ids::validate_role(role).map_err(|e| anyhow::anyhow!("--quota: {e}"))?;
-            core.handle(
+            let out = core.handle(
                 Input::UpdateRole {
                     role: Role::from(role.as_str()).to_string(),
                     weight: None,
                     quota: Some(*quota),
                 },
-                actor::now(),
-            )
-            .reply
-            .map_err(|e| anyhow::anyhow!("--quota {role}: {e}"))?;
+                clock.now(),
+            );
+            out.reply
+                .map_err(|e| anyhow::anyhow!("--quota {role}: {e}"))?;
+            writes.extend(out.writes);
         }
+        registry.commit(&writes)?;
+        let store = ArtifactStore::open(
+            &config.work_dir.join("artifacts"),
+            config.max_artifact_size,
+            registry.clone(),
+            &opened.registry.artifacts,
+        )
+        .with_context(|| {
+            format!(
+                "cannot open the artifact store under {}",
+                config.work_dir.display()
+            )
+        })?;
 
         let sweeper = store.clone();
         let ttl = config.artifact_ttl;
@@ -131,10 +216,10 @@ impl Master {
 
         let (commands, inbox) = mpsc::channel(65_536);
         let handle = handle::ActorHandle::new(commands);
-        let mut tasks = vec![tokio::spawn(
-            actor::Actor::new(core, config.actor.clone()).run(inbox),
-        )];
-        tasks.push(tokio::spawn(async move {
+        let actor = tokio::spawn(
+            actor::Actor::new(core, config.actor.clone(), clock, registry.clone()).run(inbox),
+        );
+        let mut tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {
                 every.tick().await;
@@ -142,7 +227,7 @@ impl Master {
                     tracing::warn!("expiring artifacts: {e}");
                 }
             }
-        }));
+        })];
 
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
@@ -203,12 +288,19 @@ impl Master {
             }
             None => None,
         };
-        tracing::info!(%grpc_addr, ?http_addr, "master started");
+        tracing::info!(%grpc_addr, ?http_addr, epoch = opened.epoch, "master started");
         Ok(Master {
             grpc_addr,
             http_addr,
+            epoch: opened.epoch,
+            actor: Some(actor),
             tasks,
         })
+    }
+
+    /// This start's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The address the gRPC server listens on.
@@ -221,16 +313,39 @@ impl Master {
         self.http_addr
     }
 
-    /// Runs until the servers stop (they run until the process ends).
-    pub async fn wait(mut self) {
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
+    /// Runs until the master cannot go on: its actor stopped (a registry
+    /// write failed, or it panicked) or a server failed. The error says why;
+    /// `wasmos master` then exits non-zero for its supervisor to restart it,
+    /// and the restarted master loses nothing that was durable.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let actor = self.actor.take().expect("waited once");
+        let servers = futures::future::select_all(self.tasks.iter_mut());
+        tokio::select! {
+            result = actor => match result {
+                Ok(Ok(())) => anyhow::bail!("the master's actor stopped"),
+                Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the master stopped: a registry write failed")),
+                Err(e) if e.is_panic() => anyhow::bail!("the master's actor panicked: {}", panic_message(e)),
+                Err(e) => anyhow::bail!("the master's actor ended: {e}"),
+            },
+            _ = servers => anyhow::bail!("a server of the master stopped"),
         }
     }
 }
 
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 impl Drop for Master {
     fn drop(&mut self) {
+        if let Some(actor) = &self.actor {
+            actor.abort();
+        }
         for task in &self.tasks {
             task.abort();
         }

@@ -1,6 +1,10 @@
 //! The `Scheduler` service: frameworks subscribe and make calls.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use wasmos_proto::v1;
@@ -8,15 +12,45 @@ use wasmos_proto::v1::scheduler_server::Scheduler;
 
 use super::actor::{Command, STREAM_BUFFER};
 use super::handle::{ActorHandle, status_of};
-use crate::core::{Input, Reply};
+use crate::core::{ConnectionId, Input, Reply};
+use crate::ids::FrameworkId;
 
 pub struct SchedulerService {
     pub actor: ActorHandle,
 }
 
+/// A framework's event stream as tonic sends it. The actor holds the only
+/// sender, so the stream ends as soon as the actor lets go of it (teardown,
+/// a full stream, a re-subscription elsewhere); and when tonic drops it (the
+/// framework went away), the actor hears of it.
+pub struct EventStream {
+    events: ReceiverStream<Result<v1::Event, Status>>,
+    gone: Option<(ActorHandle, FrameworkId, ConnectionId)>,
+}
+
+impl Stream for EventStream {
+    type Item = Result<v1::Event, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.events).poll_next(cx)
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some((actor, framework, connection)) = self.gone.take() {
+            tracing::info!(%framework, "framework stream closed");
+            actor.send_soon(Command::FrameworkGone {
+                framework,
+                connection,
+            });
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Scheduler for SchedulerService {
-    type SubscribeStream = ReceiverStream<Result<v1::Event, Status>>;
+    type SubscribeStream = EventStream;
 
     async fn subscribe(
         &self,
@@ -31,7 +65,7 @@ impl Scheduler for SchedulerService {
         self.actor
             .send(Command::Subscribe {
                 info,
-                events: events.clone(),
+                events,
                 reply,
             })
             .await?;
@@ -40,19 +74,10 @@ impl Scheduler for SchedulerService {
             .map_err(|_| Status::unavailable("the master is shutting down"))?
             .map_err(status_of)?;
         tracing::info!(%framework, "framework subscribed");
-        // When the framework drops its stream, tell the core.
-        let actor = self.actor.clone();
-        tokio::spawn(async move {
-            events.closed().await;
-            tracing::info!(%framework, "framework stream closed");
-            let _ = actor
-                .send(Command::FrameworkGone {
-                    framework,
-                    connection,
-                })
-                .await;
-        });
-        Ok(Response::new(ReceiverStream::new(stream)))
+        Ok(Response::new(EventStream {
+            events: ReceiverStream::new(stream),
+            gone: Some((self.actor.clone(), framework, connection)),
+        }))
     }
 
     async fn accept(

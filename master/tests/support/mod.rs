@@ -3,9 +3,10 @@
 //! Every step checks the core's invariants.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use wasmos_master::core::{Core, CoreConfig, CoreError, Input, Output, Reply};
+use wasmos_master::store::{MemoryStore, Record, Store, Table};
 use wasmos_master::{AgentId, FrameworkId, Resources, Time};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
@@ -15,6 +16,11 @@ pub const GIB: u64 = 1 << 30;
 
 pub struct Harness {
     pub core: Core,
+    pub config: CoreConfig,
+    /// What the core asked to persist, applied as the shell would.
+    pub store: MemoryStore,
+    pub restarts: u32,
+    core_has_audit: bool,
     pub now: Time,
     next_connection: u64,
     pub agent_connections: HashMap<AgentId, u64>,
@@ -35,7 +41,11 @@ impl Harness {
 
     pub fn with_config(config: CoreConfig) -> Harness {
         Harness {
-            core: Core::new(config),
+            core: Core::new(config.clone()),
+            config,
+            store: MemoryStore::new(),
+            restarts: 0,
+            core_has_audit: false,
             now: Time(1_000_000),
             next_connection: 0,
             agent_connections: HashMap::new(),
@@ -49,16 +59,74 @@ impl Harness {
         }
     }
 
-    /// Feeds one input, records the outputs, checks invariants.
+    /// Feeds one input, persists and records the outputs, checks
+    /// invariants: the core's own, and that the registry holds exactly what
+    /// the core would rebuild itself from.
     pub fn handle(&mut self, input: Input) -> Result<Reply, CoreError> {
         let out = self.core.handle(input, self.now);
+        self.store.commit(&out.writes).expect("memory store");
         for message in out.messages {
             self.absorb(message);
         }
         if let Err(e) = self.core.check_invariants() {
             panic!("invariant broken: {e}");
         }
+        self.check_registry();
         out.reply
+    }
+
+    /// The registry equals the core's records (last-seen times aside, which
+    /// are written at most once a minute).
+    pub fn check_registry(&self) {
+        let persisted = records_by_key(self.store.load().expect("memory store").records());
+        let expected = records_by_key(self.core.registry_records());
+        if persisted != expected {
+            let missing: Vec<_> = expected
+                .keys()
+                .filter(|k| !persisted.contains_key(*k))
+                .collect();
+            let extra: Vec<_> = persisted
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .collect();
+            let stale: Vec<_> = expected
+                .iter()
+                .filter(|(k, v)| persisted.get(*k).is_some_and(|p| p != *v))
+                .map(|(k, _)| k)
+                .collect();
+            panic!(
+                "registry differs from the core: missing {missing:?}, extra {extra:?}, stale {stale:?}"
+            );
+        }
+    }
+
+    /// The master crashes and restarts on its registry: every stream and
+    /// offer is gone; agents and frameworks must come back.
+    pub fn restart(&mut self) {
+        self.restarts += 1;
+        let mut config = self.config.clone();
+        config.master_id = format!("{}r{}", self.config.master_id, self.restarts);
+        config.master_epoch = self.restarts as u64 + 1;
+        let registry = self.store.load().expect("memory store");
+        let (mut core, _) = Core::recover(config, &registry, self.now).expect("recovers");
+        self.store
+            .commit(&core.take_writes())
+            .expect("memory store");
+        if self.core_has_audit {
+            core.enable_audit();
+        }
+        self.core = core;
+        // What was on the old streams went with them.
+        self.agent_connections.clear();
+        self.framework_connections.clear();
+        self.offers.clear();
+        self.updates.clear();
+        self.events.clear();
+        self.agent_messages.clear();
+        if let Err(e) = self.core.check_invariants() {
+            panic!("invariant broken after restart: {e}");
+        }
+        self.check_registry();
     }
 
     fn absorb(&mut self, message: Output) {
@@ -90,6 +158,11 @@ impl Harness {
             Output::CloseFramework(fw) => self.closed_frameworks.push(fw),
             Output::CloseAgent(agent) => self.closed_agents.push(agent),
         }
+    }
+
+    pub fn enable_audit(&mut self) {
+        self.core_has_audit = true;
+        self.core.enable_audit();
     }
 
     pub fn advance(&mut self, ms: u64) {
@@ -325,12 +398,14 @@ impl Harness {
     /// produced, so a test can check that a refused call sent nothing.
     pub fn handle_seen(&mut self, input: Input) -> (Result<Reply, CoreError>, Vec<Output>) {
         let out = self.core.handle(input, self.now);
+        self.store.commit(&out.writes).expect("memory store");
         for message in out.messages.clone() {
             self.absorb(message);
         }
         if let Err(e) = self.core.check_invariants() {
             panic!("invariant broken: {e}");
         }
+        self.check_registry();
         (out.reply, out.messages)
     }
 
@@ -457,5 +532,18 @@ pub fn acked(messages: &[v1::MasterMessage]) -> Vec<(String, Vec<u8>)> {
             _ => None,
         })
         .flatten()
+        .collect()
+}
+
+/// Records keyed for comparison, agents' last-seen times zeroed.
+fn records_by_key(records: Vec<Record>) -> BTreeMap<(Table, String), Vec<u8>> {
+    records
+        .into_iter()
+        .map(|mut record| {
+            if let Record::Agent(agent) = &mut record {
+                agent.last_seen_ms = 0;
+            }
+            ((record.table(), record.key()), record.encode())
+        })
         .collect()
 }

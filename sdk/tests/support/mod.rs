@@ -125,6 +125,7 @@ impl State {
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
             timestamp_ms: now_ms(),
             source: v1::StatusSource::Agent as i32,
+            ..Default::default()
         };
         self.unacked.lock().unwrap().insert(
             (status.task_id.clone(), status.uuid.clone()),

@@ -1,11 +1,14 @@
 //! Sleeps MS milliseconds (first argument, default 1000) through WASI
-//! `poll_oneoff`, then prints `slept`. Used for timeouts, kills of an idle
-//! task and the density benchmark.
+//! `poll_oneoff`, then prints `slept MS`, followed by the second argument if
+//! there is one (so a job of sleepers has an answer per task to check). Used
+//! for timeouts, kills of an idle task, restarts mid-job and the density
+//! benchmark.
 fn main() {
-    let ms: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1000);
+    let mut args = std::env::args().skip(1);
+    let ms: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     std::thread::sleep(std::time::Duration::from_millis(ms));
-    println!("slept {ms}");
+    match args.next() {
+        Some(tag) => println!("slept {ms} {tag}"),
+        None => println!("slept {ms}"),
+    }
 }

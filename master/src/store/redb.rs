@@ -1,0 +1,136 @@
+//! The embedded registry: one redb file in the master's work dir.
+//!
+//! One redb table per [`Table`], `&str` keys, protobuf values. A commit is
+//! one redb write transaction with its default durability (data and
+//! header synced before `commit` returns).
+
+use std::path::{Path, PathBuf};
+
+use ::redb::{
+    Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition, TableError,
+};
+
+use super::{Registry, Store, StoreError, Table, Write};
+
+type Def = TableDefinition<'static, &'static str, &'static [u8]>;
+
+fn definition(table: Table) -> Def {
+    TableDefinition::new(table.name())
+}
+
+/// A registry in one redb file.
+pub struct RedbStore {
+    pub(super) db: Database,
+    name: String,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl RedbStore {
+    /// The registry's file in a work dir.
+    pub fn path_in(work_dir: &Path) -> PathBuf {
+        work_dir.join("registry.redb")
+    }
+
+    /// Opens (creating) the registry file at `path`. A file that is not a
+    /// redb database is refused, untouched.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let name = format!("the registry {}", path.display());
+        let db = Database::builder()
+            .create(path)
+            .map_err(|e| StoreError::Io(format!("cannot open {name}: {e}")))?;
+        Ok(RedbStore { db, name })
+    }
+
+    /// Opens a registry on any redb storage backend (tests use
+    /// [`super::power_loss`]); `name` says where it is in messages.
+    pub fn with_backend(
+        backend: impl StorageBackend,
+        name: impl Into<String>,
+    ) -> Result<RedbStore, StoreError> {
+        let name = name.into();
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::Io(format!("cannot open {name}: {e}")))?;
+        Ok(RedbStore { db, name })
+    }
+
+    fn io(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io(format!("cannot {what} {}: {e}", self.name))
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> Result<Registry, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io("read", e))?;
+        let mut entries = Vec::new();
+        for table in Table::ALL {
+            let handle = match txn.open_table(definition(table)) {
+                Ok(handle) => handle,
+                Err(TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(self.io("read", e)),
+            };
+            for item in handle.iter().map_err(|e| self.io("read", e))? {
+                let (key, value) = item.map_err(|e| self.io("read", e))?;
+                entries.push((table, key.value().to_string(), value.value().to_vec()));
+            }
+        }
+        Registry::decode(entries).map_err(|e| match e {
+            StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", self.name)),
+            other => other,
+        })
+    }
+
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(|e| self.io("write", e))?;
+        {
+            // Tables opened once per commit, in the order first touched.
+            let mut open: Vec<(Table, ::redb::Table<&str, &[u8]>)> = Vec::with_capacity(3);
+            for write in writes {
+                let table = match write {
+                    Write::Put(record) => record.table(),
+                    Write::Delete(table, _) => *table,
+                };
+                let index = match open.iter().position(|(t, _)| *t == table) {
+                    Some(i) => i,
+                    None => {
+                        let handle = txn
+                            .open_table(definition(table))
+                            .map_err(|e| self.io("write", e))?;
+                        open.push((table, handle));
+                        open.len() - 1
+                    }
+                };
+                let handle = &mut open[index].1;
+                match write {
+                    Write::Put(record) => {
+                        let key = record.key();
+                        let bytes = record.encode();
+                        handle
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(|e| self.io("write", e))?;
+                    }
+                    Write::Delete(_, key) => {
+                        handle
+                            .remove(key.as_str())
+                            .map_err(|e| self.io("write", e))?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.io("commit to", e))
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}

@@ -1,0 +1,178 @@
+use super::power_loss::PowerLossDisk;
+use super::*;
+
+fn task(id: &str, agent: &str) -> Record {
+    Record::Task(v1::StoredTask {
+        framework_id: "f1".into(),
+        agent_id: agent.into(),
+        spec: Some(v1::TaskSpec {
+            task_id: id.into(),
+            artifact: "ab".repeat(32),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn task_ids(registry: &Registry) -> Vec<String> {
+    let mut ids: Vec<String> = registry
+        .tasks
+        .iter()
+        .map(|t| t.spec.as_ref().unwrap().task_id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_redb_registry_keeps_records_and_counts_epochs_across_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::path_in(dir.path());
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let opened = open(&store).unwrap();
+        assert_eq!(opened.epoch, 1);
+        assert!(opened.registry.is_empty());
+        store
+            .commit(&[
+                Write::Put(task("t1", "a1")),
+                Write::Put(task("t2", "a1")),
+                Write::Put(task("t3", "a2")),
+            ])
+            .unwrap();
+        store
+            .commit(&[
+                Write::Delete(Table::Tasks, "t2".into()),
+                Write::Put(task("t3", "a3")),
+            ])
+            .unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let opened = open(&store).unwrap();
+    assert_eq!(opened.epoch, 2);
+    assert_eq!(task_ids(&opened.registry), ["t1", "t3"]);
+    let t3 = opened
+        .registry
+        .tasks
+        .iter()
+        .find(|t| t.spec.as_ref().unwrap().task_id == "t3")
+        .unwrap();
+    assert_eq!(t3.agent_id, "a3", "the later write of a key wins");
+    drop(store);
+    assert_eq!(open(&RedbStore::open(&path).unwrap()).unwrap().epoch, 3);
+}
+
+#[test]
+fn a_registry_of_another_schema_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::path_in(dir.path());
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store
+            .commit(&[
+                Write::Put(Record::Meta(v1::RegistryMeta {
+                    schema_version: SCHEMA_VERSION + 1,
+                    epoch: 7,
+                })),
+                Write::Put(task("t1", "a1")),
+            ])
+            .unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let before = store.load().unwrap();
+    let err = open(&store).unwrap_err().to_string();
+    assert!(err.contains("schema version 2"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    drop(store);
+    let after = RedbStore::open(&path).unwrap().load().unwrap();
+    assert!(after == before, "nothing was rewritten");
+    assert_eq!(after.meta.unwrap().epoch, 7);
+}
+
+#[test]
+fn records_without_a_header_are_refused() {
+    let store = MemoryStore::new();
+    store.commit(&[Write::Put(task("t1", "a1"))]).unwrap();
+    let err = open(&store).unwrap_err().to_string();
+    assert!(err.contains("no header"), "{err}");
+    assert_eq!(task_ids(&store.load().unwrap()), ["t1"]);
+}
+
+#[test]
+fn a_file_that_is_not_a_registry_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::path_in(dir.path());
+    let garbage = b"this is not a redb file, but it is somebody's data".repeat(100);
+    std::fs::write(&path, &garbage).unwrap();
+    let err = RedbStore::open(&path).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::path_in(dir.path());
+    {
+        let store = RedbStore::open(&path).unwrap();
+        open(&store).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut table = txn
+                .open_table(::redb::TableDefinition::<&str, &[u8]>::new("tasks"))
+                .unwrap();
+            table.insert("t9", &[0xff, 0xff, 0xff][..]).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = open(&RedbStore::open(&path).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tasks/t9"), "{err}");
+}
+
+#[test]
+fn committed_writes_survive_power_loss_and_unsynced_ones_do_not() {
+    let disk = PowerLossDisk::new();
+    {
+        let store = RedbStore::with_backend(disk.backend(), "the test disk").unwrap();
+        open(&store).unwrap();
+        for batch in 0..20 {
+            let writes: Vec<Write> = (0..50)
+                .map(|i| Write::Put(task(&format!("t{batch}-{i}"), "a1")))
+                .collect();
+            store.commit(&writes).unwrap();
+        }
+        // A write that never synced: redb's non-durable commit.
+        let mut txn = store.db.begin_write().unwrap();
+        txn.set_durability(::redb::Durability::None).unwrap();
+        {
+            let mut table = txn
+                .open_table(::redb::TableDefinition::<&str, &[u8]>::new("tasks"))
+                .unwrap();
+            table
+                .insert("unsynced", task("unsynced", "a1").encode().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(
+            store.load().unwrap().tasks.len(),
+            1001,
+            "visible before the power goes"
+        );
+        disk.power_off();
+        assert!(
+            store.commit(&[Write::Put(task("late", "a1"))]).is_err(),
+            "the old process is gone"
+        );
+    }
+    let store = RedbStore::with_backend(disk.backend(), "the test disk").unwrap();
+    let opened = open(&store).unwrap();
+    assert_eq!(opened.epoch, 2);
+    assert_eq!(
+        opened.registry.tasks.len(),
+        1000,
+        "every commit, and nothing unsynced"
+    );
+    assert!(!task_ids(&opened.registry).contains(&"unsynced".to_string()));
+}

@@ -1,0 +1,364 @@
+//! The master's shell in-process: a real `Master` on loopback with real
+//! gRPC, real agents running wasm, and registries that misbehave on
+//! purpose (a write that fails, a write that panics, a disk that loses
+//! power, a wall clock that steps).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+use wasmos_agent::ExecutorConfig;
+use wasmos_agent::link::{Agent, AgentConfig};
+use wasmos_master::server::{Master, MasterConfig, WallClock};
+use wasmos_master::store::power_loss::PowerLossDisk;
+use wasmos_master::store::{MemoryStore, RedbStore, Registry, Store, StoreError, Write};
+use wasmos_proto::v1;
+use wasmos_proto::v1::event::Kind;
+use wasmos_proto::v1::operator_client::OperatorClient;
+use wasmos_proto::v1::scheduler_client::SchedulerClient;
+use wasmos_sdk::{Client, TaskTemplate};
+
+const HELLO_WAT: &str = include_str!("../examples/wat/hello.wat");
+
+/// A master config with fast timers, files in `dir`.
+fn config(dir: &std::path::Path) -> MasterConfig {
+    let mut config = MasterConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("master"));
+    config.core.agent_heartbeat_interval = Duration::from_millis(100);
+    config.core.agent_timeout = Duration::from_millis(600);
+    config.core.framework_heartbeat_interval = Duration::from_millis(200);
+    config.actor.allocation_interval = Duration::from_millis(20);
+    config
+}
+
+fn url(master: &Master) -> String {
+    format!("http://{}", master.grpc_addr())
+}
+
+/// A real agent (wasmtime, sandboxes in `dir`) attached to `url`.
+fn agent(url: &str, dir: &std::path::Path) -> JoinHandle<()> {
+    let info = v1::AgentInfo {
+        hostname: "shell-agent".into(),
+        resources: Some(v1::Resources {
+            cpus: 2.0,
+            mem: 1 << 30,
+            disk: 1 << 30,
+        }),
+        ..Default::default()
+    };
+    let executor = ExecutorConfig::new(dir.join("agent")).cpus(2.0);
+    let agent = Agent::new(AgentConfig::new(url.to_string(), info, executor)).expect("agent");
+    tokio::spawn(async move {
+        let _ = agent.run().await;
+    })
+}
+
+async fn operator(url: &str) -> OperatorClient<tonic::transport::Channel> {
+    OperatorClient::connect(url.to_string()).await.unwrap()
+}
+
+async fn wait_agents(url: &str, connected: usize) -> Vec<v1::AgentState> {
+    for _ in 0..500 {
+        let agents = operator(url)
+            .await
+            .list_agents(v1::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        if agents.iter().filter(|a| a.connected).count() == connected {
+            return agents;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{connected} agents did not connect");
+}
+
+/// A raw framework session: the event stream of one `Subscribe`.
+struct Session {
+    client: SchedulerClient<tonic::transport::Channel>,
+    events: tonic::Streaming<v1::Event>,
+    framework_id: String,
+}
+
+async fn subscribe(url: &str, framework_id: &str) -> Session {
+    let mut client = SchedulerClient::connect(url.to_string()).await.unwrap();
+    let mut events = client
+        .subscribe(v1::SubscribeRequest {
+            framework: Some(v1::FrameworkInfo {
+                name: "shell".into(),
+                framework_id: framework_id.into(),
+                failover_timeout_ms: 60_000,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Kind::Subscribed(subscribed)) = next(&mut events).await else {
+        panic!("no SUBSCRIBED first")
+    };
+    Session {
+        client,
+        events,
+        framework_id: subscribed.framework_id,
+    }
+}
+
+/// The next event's kind, `None` once the stream ended; at most 5 s.
+async fn next(events: &mut tonic::Streaming<v1::Event>) -> Option<Kind> {
+    tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("no event and no end of the stream within 5 s")
+        .ok()
+        .flatten()
+        .and_then(|e| e.kind)
+}
+
+/// Skips heartbeats, offers and updates; returns the first ERROR's message,
+/// then asserts that the stream ends.
+async fn error_then_end(events: &mut tonic::Streaming<v1::Event>) -> String {
+    loop {
+        match next(events).await {
+            Some(Kind::Error(e)) => {
+                assert!(
+                    next(events).await.is_none(),
+                    "the stream goes on after ERROR"
+                );
+                return e.message;
+            }
+            Some(_) => continue,
+            None => panic!("the stream ended without an ERROR"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_ends_the_event_stream_from_the_masters_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(config(dir.path())).await.unwrap();
+    let mut session = subscribe(&url(&master), "").await;
+    session
+        .client
+        .teardown(v1::TeardownRequest {
+            framework_id: session.framework_id.clone(),
+        })
+        .await
+        .unwrap();
+    // No watchdog here: only the master ending the stream ends this wait.
+    let message = error_then_end(&mut session.events).await;
+    assert!(!message.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubscription_ends_the_old_stream_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(config(dir.path())).await.unwrap();
+    let mut old = subscribe(&url(&master), "").await;
+    let new = subscribe(&url(&master), &old.framework_id).await;
+    assert_eq!(new.framework_id, old.framework_id);
+    let message = error_then_end(&mut old.events).await;
+    assert!(message.contains("re-subscribed"), "{message}");
+}
+
+/// A registry that works until `fail` is set; then every commit fails, or
+/// panics (an in-memory registry commits on the actor itself).
+struct Faulty {
+    inner: MemoryStore,
+    fail: AtomicBool,
+    panic: bool,
+}
+
+impl Store for Faulty {
+    fn load(&self) -> Result<Registry, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            if self.panic {
+                panic!("the disk caught fire");
+            }
+            return Err(StoreError::Io("injected: no space left on device".into()));
+        }
+        self.inner.commit(writes)
+    }
+    fn describe(&self) -> String {
+        "a faulty registry".into()
+    }
+    fn is_in_memory(&self) -> bool {
+        self.panic
+    }
+}
+
+async fn master_stops_when_the_registry(panic: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty {
+        inner: MemoryStore::new(),
+        fail: AtomicBool::new(false),
+        panic,
+    });
+    let mut config = config(dir.path());
+    config.store = Some(store.clone());
+    let master = Master::start(config).await.unwrap();
+    let url = url(&master);
+    let waiting = tokio::spawn(master.wait());
+    store.fail.store(true, Ordering::SeqCst);
+    // A subscription must be durable before SUBSCRIBED: this one never is.
+    let mut client = SchedulerClient::connect(url).await.unwrap();
+    let subscribed = client
+        .subscribe(v1::SubscribeRequest {
+            framework: Some(v1::FrameworkInfo {
+                name: "doomed".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    if let Ok(events) = subscribed {
+        let mut events = events.into_inner();
+        assert!(
+            !matches!(next(&mut events).await, Some(Kind::Subscribed(_))),
+            "SUBSCRIBED without a durable registration"
+        );
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the master kept running on a broken registry")
+        .unwrap();
+    format!("{:#}", stopped.expect_err("Master::wait returned Ok"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_registry_write_stops_the_master_with_the_error() {
+    let error = master_stops_when_the_registry(false).await;
+    assert!(error.contains("registry write failed"), "{error}");
+    assert!(error.contains("no space left on device"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_of_the_actor_stops_the_master() {
+    let error = master_stops_when_the_registry(true).await;
+    assert!(error.contains("panicked"), "{error}");
+    assert!(error.contains("the disk caught fire"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_loses_no_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = Arc::new(AtomicI64::new(0));
+    let mut config = config(dir.path());
+    let offset = step.clone();
+    config.wall_clock = WallClock(Arc::new(move || {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        (now.as_millis() as i64 + offset.load(Ordering::SeqCst)) as u64
+    }));
+    let master = Master::start(config).await.unwrap();
+    let url = url(&master);
+    let _agent = agent(&url, dir.path());
+    let before = wait_agents(&url, 1).await;
+    // An hour forward, then an hour back: both far beyond the agent
+    // timeout (600 ms), each held for several timeouts.
+    for ms in [3_600_000, -3_600_000] {
+        step.store(ms, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let agents = wait_agents(&url, 1).await;
+        assert_eq!(agents[0].info, before[0].info, "the agent re-registered");
+    }
+    // And a task still runs there.
+    let client = Client::connect(&url).await.unwrap();
+    let hello = client.upload(HELLO_WAT).await.unwrap();
+    let report = wasmos_sdk::Job::new("after-the-step")
+        .task(TaskTemplate::new(&hello.digest))
+        .run(&client)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{:?}", report.tasks);
+}
+
+/// Waits for offers on a session; returns them.
+async fn offers(session: &mut Session) -> Vec<v1::Offer> {
+    loop {
+        match next(&mut session.events).await {
+            Some(Kind::Offers(o)) if !o.offers.is_empty() => return o.offers,
+            Some(_) => continue,
+            None => panic!("the stream ended before offers"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_power_loss_every_accepted_launch_is_in_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = PowerLossDisk::new();
+    let store = RedbStore::with_backend(disk.backend(), "power-loss disk").unwrap();
+    let mut first = config(dir.path());
+    first.store = Some(Arc::new(store));
+    let master = Master::start(first).await.unwrap();
+    let url = url(&master);
+    let agent = agent(&url, dir.path());
+    wait_agents(&url, 1).await;
+    let hello = Client::connect(&url)
+        .await
+        .unwrap()
+        .upload(HELLO_WAT)
+        .await
+        .unwrap();
+    // A raw framework that acknowledges nothing: every task it launched
+    // stays in the registry until acknowledged terminal.
+    let mut session = subscribe(&url, "").await;
+    let mut accepted = Vec::new();
+    for round in 0..20 {
+        let offers = offers(&mut session).await;
+        let by_agent = &offers[0];
+        let tasks: Vec<v1::TaskSpec> = (0..5)
+            .map(|i| {
+                TaskTemplate::new(&hello.digest)
+                    .cpus(0.01)
+                    .mem(16 << 20)
+                    .spec(format!("power-{round}-{i}"))
+            })
+            .collect();
+        let reply = session
+            .client
+            .accept(v1::AcceptRequest {
+                framework_id: session.framework_id.clone(),
+                offer_ids: vec![by_agent.offer_id.clone()],
+                tasks: tasks.clone(),
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(0.0),
+                }),
+            })
+            .await;
+        if reply.is_ok() {
+            accepted.extend(tasks.into_iter().map(|t| t.task_id));
+        }
+    }
+    assert!(
+        accepted.len() >= 50,
+        "only {} launches accepted",
+        accepted.len()
+    );
+    // The power goes: the process with it (its disk calls fail from now).
+    disk.power_off();
+    agent.abort();
+    drop(session);
+
+    let mut second = config(dir.path());
+    second.store = Some(Arc::new(
+        RedbStore::with_backend(disk.backend(), "power-loss disk").unwrap(),
+    ));
+    let master = Master::start(second).await.unwrap();
+    assert_eq!(master.epoch(), 2);
+    let known: std::collections::HashSet<String> =
+        operator(&format!("http://{}", master.grpc_addr()))
+            .await
+            .list_tasks(v1::ListTasksRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect();
+    let lost: Vec<&String> = accepted.iter().filter(|id| !known.contains(*id)).collect();
+    assert!(lost.is_empty(), "accepted but lost at power-off: {lost:?}");
+}

@@ -1,0 +1,222 @@
+//! End-to-end tests of restarts mid-job: `kill -9` of the master (alone, or
+//! with an agent) while `wasmos run` runs a 2,000-task job, then a start on
+//! the same work dir. Real processes on loopback; each kill lands when 25–75%
+//! of the tasks are done (the test watches the agents' sandboxes for that).
+//!
+//! What is checked: the job completes, every task `FINISHED` with its own
+//! answer, and no task ran more often than the job was told (a sandbox per
+//! attempt at most, counted on the agents' disks).
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Cluster, wait_for, wasmos};
+
+const TASKS: usize = 2000;
+
+/// Short windows so a test sees recovery decisions within seconds.
+const MASTER: &[&str] = &["--agent-reregister-timeout", "20s"];
+
+/// 2 cpus and 0.02 cpus a task: 100 tasks at a time on each agent.
+const AGENT: &[&str] = &["--cpus", "2", "--mem", "4GiB"];
+
+fn sleeper() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/guests/target/wasm32-wasip1/release/sleeper.wasm");
+    assert!(
+        path.exists(),
+        "guest {} is missing: run scripts/test (it builds examples/guests)",
+        path.display()
+    );
+    path
+}
+
+/// `wasmos run` of TASKS sleepers of a second each, task `i` printing
+/// `slept 1000 i`; its stdout (one JSON line per task) is read to the end on
+/// a thread.
+struct RunningJob {
+    child: Child,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl RunningJob {
+    fn start(cluster: &Cluster) -> RunningJob {
+        let mut child = wasmos()
+            .arg("run")
+            .arg(sleeper())
+            .args(["-n", &TASKS.to_string(), "--cpus", "0.02", "--mem", "16MiB"])
+            .args(["--json", "--master", &cluster.url])
+            .args(["--", "1000", "{i}"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn wasmos run");
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        RunningJob { child, stdout }
+    }
+
+    /// Waits for the job to end (at most 5 minutes); returns its JSON lines.
+    fn finish(mut self) -> Vec<Value> {
+        let status = wait_for(Duration::from_secs(300), || {
+            self.child.try_wait().expect("wait for wasmos run")
+        })
+        .unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!("the job did not end within 5 minutes")
+        });
+        let text = self.stdout.join().expect("stdout reader");
+        assert!(status.success(), "wasmos run failed ({status})");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+/// The sandboxes on every agent's disk: task id -> its stdout.
+fn sandboxes(cluster: &Cluster) -> HashMap<String, String> {
+    let mut found = HashMap::new();
+    for agent in &cluster.agents {
+        let Ok(dirs) = std::fs::read_dir(agent.work_dir.join("sandboxes")) else {
+            continue;
+        };
+        for dir in dirs.flatten() {
+            let id = dir.file_name().to_string_lossy().into_owned();
+            let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap_or_default();
+            found.insert(id, stdout);
+        }
+    }
+    found
+}
+
+/// Tasks whose sandbox holds their answer.
+fn done(cluster: &Cluster) -> usize {
+    sandboxes(cluster)
+        .values()
+        .filter(|out| out.starts_with("slept"))
+        .count()
+}
+
+/// Waits until a quarter of the job is done; checks that it is not yet
+/// three quarters done (so the kill lands mid-job).
+fn wait_a_quarter_done(cluster: &Cluster) {
+    wait_for(Duration::from_secs(120), || {
+        (done(cluster) >= TASKS / 4).then_some(())
+    })
+    .expect("a quarter of the job did not finish within 2 minutes");
+    let now = done(cluster);
+    assert!(now < TASKS * 3 / 4, "{now} tasks done before the kill");
+}
+
+/// The report's task ids are `<job>-<run>-<index>-<attempt>`: the sandboxes
+/// of the job, counted per index.
+fn sandboxes_per_index(cluster: &Cluster, prefix: &str) -> HashMap<u64, usize> {
+    let mut counts = HashMap::new();
+    for id in sandboxes(cluster).keys() {
+        let Some(rest) = id.strip_prefix(prefix) else {
+            continue;
+        };
+        let index: u64 = rest
+            .split('-')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("sandbox {id} is not of a job task"));
+        *counts.entry(index).or_default() += 1;
+    }
+    counts
+}
+
+/// Every task finished with its own answer; no index has more sandboxes
+/// than attempts the job counted. Returns the number of retried tasks.
+fn check_report(cluster: &Cluster, report: &[Value]) -> usize {
+    assert_eq!(report.len(), TASKS, "one line per task");
+    let first = report[0]["id"].as_str().unwrap();
+    // `<job>-<run>-<index>-<attempt>` -> `<job>-<run>-`.
+    let prefix = first
+        .rsplitn(3, '-')
+        .nth(2)
+        .map(|p| format!("{p}-"))
+        .unwrap();
+    let ran = sandboxes_per_index(cluster, &prefix);
+    let all = sandboxes(cluster);
+    let mut retried = 0;
+    for task in report {
+        let i = task["index"].as_u64().unwrap();
+        let id = task["id"].as_str().unwrap();
+        assert_eq!(task["state"], "FINISHED", "task {i}: {task}");
+        assert_eq!(
+            task["stdout"],
+            format!("slept 1000 {i}\n"),
+            "task {i}: {task}"
+        );
+        assert_eq!(all[id], format!("slept 1000 {i}\n"), "sandbox of {id}");
+        let attempts = task["attempts"].as_u64().unwrap() as usize;
+        let sandboxes = ran.get(&i).copied().unwrap_or(0);
+        assert!(
+            (1..=attempts).contains(&sandboxes),
+            "task {i}: {sandboxes} sandboxes for {attempts} attempts"
+        );
+        if attempts > 1 {
+            retried += 1;
+        }
+    }
+    eprintln!("{retried} of {TASKS} tasks ran more than once");
+    retried
+}
+
+#[test]
+fn kill_9_of_the_master_mid_job_and_a_restart_finish_the_job() {
+    let mut cluster = Cluster::start(2, MASTER, AGENT);
+    let job = RunningJob::start(&cluster);
+    wait_a_quarter_done(&cluster);
+    cluster.kill_master();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.restart_master();
+    let report = job.finish();
+    let retried = check_report(&cluster, &report);
+    // The agents kept running everything: only launches in flight at the
+    // crash can have been retried, and they were reported as attempts.
+    assert!(retried < TASKS / 10, "{retried} tasks retried");
+    let state: Value = serde_json::from_str(&cluster.get("/state")).unwrap();
+    assert_eq!(
+        state["agents"].as_array().unwrap().len(),
+        2,
+        "both agents are back: {state}"
+    );
+}
+
+#[test]
+fn kill_9_of_the_master_and_an_agent_then_the_master_first() {
+    let mut cluster = Cluster::start(2, MASTER, AGENT);
+    let job = RunningJob::start(&cluster);
+    wait_a_quarter_done(&cluster);
+    cluster.kill_master();
+    cluster.kill_agent(1);
+    cluster.restart_master();
+    cluster.restart_agent(1);
+    // The killed agent's tasks died with it: lost, and run again.
+    assert!(check_report(&cluster, &job.finish()) > 0);
+}
+
+#[test]
+fn kill_9_of_the_master_and_an_agent_then_the_agent_first() {
+    let mut cluster = Cluster::start(2, MASTER, AGENT);
+    let job = RunningJob::start(&cluster);
+    wait_a_quarter_done(&cluster);
+    cluster.kill_agent(0);
+    cluster.kill_master();
+    cluster.restart_agent(0);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.restart_master();
+    assert!(check_report(&cluster, &job.finish()) > 0);
+}
