@@ -271,25 +271,8 @@ pub struct Opened {
 /// left exactly as they are.
 pub fn open(store: &dyn Store) -> Result<Opened, StoreError> {
     let mut registry = store.load()?;
-    let epoch = match &registry.meta {
-        Some(meta) if meta.schema_version == SCHEMA_VERSION => meta.epoch + 1,
-        Some(meta) => {
-            return Err(StoreError::Schema(format!(
-                "{} has schema version {}, and this master understands version {SCHEMA_VERSION}; \
-                 refusing to touch it (run the wasmos version that wrote it, or move the file away to start an empty cluster)",
-                store.describe(),
-                meta.schema_version
-            )));
-        }
-        None if !registry.is_empty() => {
-            return Err(StoreError::Corrupt(format!(
-                "{} holds {} records but no header; refusing to touch it (move the file away to start an empty cluster)",
-                store.describe(),
-                registry.len()
-            )));
-        }
-        None => 1,
-    };
+    let epoch = check_header(registry.meta.as_ref(), registry.len(), &store.describe())?
+        .map_or(1, |last| last + 1);
     let meta = v1::RegistryMeta {
         schema_version: SCHEMA_VERSION,
         epoch,
@@ -297,6 +280,29 @@ pub fn open(store: &dyn Store) -> Result<Opened, StoreError> {
     store.commit(&[Write::Put(Record::Meta(meta.clone()))])?;
     registry.meta = Some(meta.clone());
     Ok(Opened { registry, epoch })
+}
+
+/// Checks a registry's header (`meta`, beside `records` other records):
+/// the last epoch if it is one this master may use, `None` if the registry
+/// is empty; an error naming `name` if it is of another schema version or
+/// has records but no header.
+pub(crate) fn check_header(
+    meta: Option<&v1::RegistryMeta>,
+    records: usize,
+    name: &str,
+) -> Result<Option<u64>, StoreError> {
+    match meta {
+        Some(meta) if meta.schema_version == SCHEMA_VERSION => Ok(Some(meta.epoch)),
+        Some(meta) => Err(StoreError::Schema(format!(
+            "{name} has schema version {}, and this master understands version {SCHEMA_VERSION}; \
+             refusing to touch it (run the wasmos version that wrote it, or move the file away to start an empty cluster)",
+            meta.schema_version
+        ))),
+        None if records > 0 => Err(StoreError::Corrupt(format!(
+            "{name} holds {records} records but no header; refusing to touch it (move the file away to start an empty cluster)"
+        ))),
+        None => Ok(None),
+    }
 }
 
 impl fmt::Display for Table {

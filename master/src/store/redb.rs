@@ -7,8 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use ::redb::{
-    Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition, TableError,
+    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageBackend, TableDefinition, TableError,
 };
+use prost::Message;
+use wasmos_proto::v1;
 
 use super::{Registry, Store, StoreError, Table, Write};
 
@@ -39,9 +42,14 @@ impl RedbStore {
     }
 
     /// Opens (creating) the registry file at `path`. A file that is not a
-    /// redb database is refused, untouched.
+    /// redb database, or a registry of another schema version, is refused
+    /// before anything is written to it: opening a redb file for writing
+    /// rewrites its header, so the checks read it read-only first.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let name = format!("the registry {}", path.display());
+        if path.exists() {
+            preflight(path, &name)?;
+        }
         let db = Database::builder()
             .create(path)
             .map_err(|e| StoreError::Io(format!("cannot open {name}: {e}")))?;
@@ -64,6 +72,39 @@ impl RedbStore {
     fn io(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io(format!("cannot {what} {}: {e}", self.name))
     }
+}
+
+/// Checks an existing registry file read-only: that it is a redb
+/// database, and that its header is one [`super::open`] accepts. A file a
+/// killed master left without a clean shutdown cannot be opened read-only
+/// (redb repairs it when opened for writing); its header is checked after.
+fn preflight(path: &Path, name: &str) -> Result<(), StoreError> {
+    let db = match ReadOnlyDatabase::open(path) {
+        Ok(db) => db,
+        Err(DatabaseError::RepairAborted) => return Ok(()),
+        Err(e) => return Err(StoreError::Io(format!("cannot open {name}: {e}"))),
+    };
+    let read = |e: &dyn std::fmt::Display| StoreError::Io(format!("cannot read {name}: {e}"));
+    let txn = db.begin_read().map_err(|e| read(&e))?;
+    let mut meta = None;
+    let mut records = 0;
+    for table in Table::ALL {
+        let handle = match txn.open_table(definition(table)) {
+            Ok(handle) => handle,
+            Err(TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(read(&e)),
+        };
+        if table == Table::Meta {
+            if let Some(bytes) = handle.get("meta").map_err(|e| read(&e))? {
+                let decoded = v1::RegistryMeta::decode(bytes.value())
+                    .map_err(|e| StoreError::Corrupt(format!("{name}: its header: {e}")))?;
+                meta = Some(decoded);
+            }
+        } else {
+            records += handle.len().map_err(|e| read(&e))? as usize;
+        }
+    }
+    super::check_header(meta.as_ref(), records, name).map(|_| ())
 }
 
 impl Store for RedbStore {

@@ -78,15 +78,23 @@ fn a_registry_of_another_schema_is_refused_and_left_as_it_was() {
             ])
             .unwrap();
     }
-    let store = RedbStore::open(&path).unwrap();
-    let before = store.load().unwrap();
-    let err = open(&store).unwrap_err().to_string();
+    let before = std::fs::read(&path).unwrap();
+    // Refused read-only, before the file is opened for writing.
+    let err = RedbStore::open(&path).unwrap_err().to_string();
     assert!(err.contains("schema version 2"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
-    drop(store);
-    let after = RedbStore::open(&path).unwrap().load().unwrap();
-    assert!(after == before, "nothing was rewritten");
-    assert_eq!(after.meta.unwrap().epoch, 7);
+    assert!(std::fs::read(&path).unwrap() == before, "the file changed");
+    // And by `open`, for stores without a file of their own.
+    let memory = MemoryStore::new();
+    memory
+        .commit(&[Write::Put(Record::Meta(v1::RegistryMeta {
+            schema_version: SCHEMA_VERSION + 1,
+            epoch: 7,
+        }))])
+        .unwrap();
+    let err = open(&memory).unwrap_err().to_string();
+    assert!(err.contains("schema version 2"), "{err}");
+    assert_eq!(memory.load().unwrap().meta.unwrap().epoch, 7);
 }
 
 #[test]
