@@ -1,5 +1,5 @@
 //! End to end: `cargo bench --bench e2e [-- --tasks N] [--task-cpus C]
-//! [--master-threads T]`.
+//! [--master-threads T] [--compare-in-memory]`.
 //!
 //! Starts a real `wasmos master` and two `wasmos agent` processes (each
 //! offering 1 cpu and 4 GiB) on loopback, subscribes one framework with the
@@ -24,7 +24,16 @@
 //! Agent work directories go on `/dev/shm` (tmpfs) when it exists, as in the
 //! executor bench: on this VM an ext4 `mkdir` costs ~300 µs, which would
 //! measure the disk, not wasmos. `WASMOS_BENCH_WORK_DIR=<dir>` puts them
-//! elsewhere.
+//! elsewhere. The master's work dir, and so its registry, goes on the
+//! temporary directory's disk (ext4 here; `WASMOS_BENCH_REGISTRY_DIR=<dir>`
+//! moves it): every launch is durable there before it goes to an agent, as
+//! in production. `registry_fs` says which file system that was.
+//!
+//! `--compare-in-memory` runs the bench twice in one process, first with
+//! that durable registry and then with `wasmos master --ephemeral` (an
+//! in-memory registry), and adds `in_memory_tasks_per_s`,
+//! `in_memory_launch_p50_ms` and `durable_over_in_memory` to the one JSON
+//! line.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -144,6 +153,40 @@ fn last_word(line: &str) -> String {
         .to_string()
 }
 
+/// The first URL in a line (`wasmos master listening on http://... (epoch 1)`).
+fn url_in(line: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a URL in the master's start-up line")
+        .to_string()
+}
+
+/// The type of the file system holding `path`, from `/proc/mounts` (the
+/// longest mount point that contains it); "unknown" elsewhere.
+fn file_system_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(point)
+                .then(|| (point.len(), kind.to_string()))
+        })
+        .max()
+        .map_or_else(|| "unknown".into(), |(_, kind)| kind)
+}
+
+/// Where the master keeps its registry in one run of the bench.
+#[derive(Clone, Copy, PartialEq)]
+enum Registry {
+    /// `registry.redb` in its work dir, on disk.
+    Durable,
+    /// `--ephemeral`: in memory.
+    InMemory,
+}
+
 /// A minimal HTTP/1.1 GET (the body; chunked encoding is good enough to
 /// search in).
 fn http_get(url: &str) -> String {
@@ -233,6 +276,24 @@ struct TaskTimes {
 // thread on this 2-core machine (see BENCHMARKS.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let mut result = run(Registry::Durable).await;
+    if std::env::args().any(|a| a == "--compare-in-memory") {
+        let in_memory = run(Registry::InMemory).await;
+        let (durable, memory) = (
+            result["tasks_per_s"].as_f64().unwrap_or(0.0),
+            in_memory["tasks_per_s"].as_f64().unwrap_or(0.0),
+        );
+        result["in_memory_tasks_per_s"] = in_memory["tasks_per_s"].clone();
+        result["in_memory_launch_p50_ms"] = in_memory["launch_p50_ms"].clone();
+        result["in_memory_launch_p99_ms"] = in_memory["launch_p99_ms"].clone();
+        result["durable_over_in_memory"] = round3(durable / memory.max(1.0)).into();
+        result["target_durable_over_in_memory"] = 0.9.into();
+    }
+    println!("{result}");
+}
+
+/// One run of the bench; returns its JSON.
+async fn run(registry: Registry) -> serde_json::Value {
     let tasks = arg("--tasks").unwrap_or(10_000usize);
     let task_cpu_millis =
         arg("--task-cpus").map_or(TASK_CPU_MILLIS, |c: f64| (c * 1000.0).round() as u64);
@@ -243,21 +304,28 @@ async fn main() {
     let dir = tempfile::tempdir_in(&base).expect("temporary work dir");
 
     let master_threads = arg("--master-threads").unwrap_or(1u16).to_string();
+    let registry_base = std::env::var_os("WASMOS_BENCH_REGISTRY_DIR")
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let master_dir = tempfile::tempdir_in(&registry_base).expect("the master's work dir");
+    let mut master_args = vec![
+        "master",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--threads",
+        &master_threads,
+    ];
+    if registry == Registry::InMemory {
+        master_args.push("--ephemeral");
+    }
     let (master, lines) = spawn(
-        &[
-            "master",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--threads",
-            &master_threads,
-        ],
-        &dir.path().join("master"),
+        &master_args,
+        master_dir.path(),
         &["listening on", "/metrics on"],
     );
     let mut processes = Processes(vec![master]);
-    let url = last_word(&lines[0]);
+    let url = url_in(&lines[0]);
     let http = last_word(&lines[1]);
     for i in 0..AGENTS {
         let hostname = format!("agent-{i}");
@@ -449,8 +517,19 @@ async fn main() {
         "starting_to_running": stage(&|t| (t.starting_ms, t.running_ms)),
         "running_to_end": stage(&|t| (t.running_ms, t.ended_ms)),
     });
-    let result = json!({
+    let registry_bytes =
+        std::fs::metadata(master_dir.path().join("registry.redb")).map_or(0, |m| m.len());
+    json!({
         "bench": "e2e",
+        "registry": match registry {
+            Registry::Durable => "redb",
+            Registry::InMemory => "in-memory",
+        },
+        "registry_fs": match registry {
+            Registry::Durable => file_system_of(master_dir.path()),
+            Registry::InMemory => "none".into(),
+        },
+        "registry_bytes": registry_bytes,
         "agents": AGENTS,
         "agent_cpus": 1,
         "tasks": tasks,
@@ -484,6 +563,5 @@ async fn main() {
         "target_tasks_per_s": 5000,
         "target_launch_p50_ms": 2,
         "target_launch_p99_ms": 10,
-    });
-    println!("{result}");
+    })
 }

@@ -566,17 +566,35 @@ fn randomized_runs_keep_every_invariant() {
             (0..n).collect()
         }
     };
-    for seed in seeds {
-        let result = catch_unwind(AssertUnwindSafe(|| run_seed(seed)));
-        if let Err(panic) = result {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!(
-                "simulation seed {seed} failed: {message}\nreplay with: WASMOS_SIM_SEED={seed} cargo test --release -p wasmos-master --test simulation"
-            );
+    // Seeds are independent: one worker per core takes the next seed.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(seeds.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failures.lock().unwrap().push((seed, message));
+                    }
+                }
+            });
         }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(seed, _)| *seed);
+    if let Some((seed, message)) = failures.first() {
+        panic!(
+            "{} of {} simulation seeds failed; the first, seed {seed}: {message}\nreplay with: WASMOS_SIM_SEED={seed} cargo test --release -p wasmos-master --test simulation",
+            failures.len(),
+            seeds.len()
+        );
     }
 }

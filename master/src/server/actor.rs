@@ -122,16 +122,29 @@ impl Clock {
     }
 }
 
+/// A commit in flight and the messages and answers it holds back.
+struct Committing {
+    commit: tokio::task::JoinHandle<Result<(), StoreError>>,
+    held: Vec<Output>,
+    held_replies: Vec<HeldReply>,
+}
+
 pub struct Actor {
     core: Core,
     config: ActorConfig,
     clock: Clock,
     store: Arc<dyn Store>,
-    /// The current turn's messages and answers, held until its writes are
-    /// durable.
+    /// The messages, answers and writes of the turns since the last commit
+    /// began: the messages and answers wait until the writes (and every
+    /// earlier batch) are durable.
     held: Vec<Output>,
     held_replies: Vec<HeldReply>,
     writes: Vec<Write>,
+    /// The commit in flight on a blocking thread, with what waits on it.
+    /// While it runs the actor goes on with the next turns (pipelining):
+    /// their writes form the next commit, so a busy master commits large
+    /// batches back to back instead of idling through every fsync.
+    committing: Option<Committing>,
     frameworks: HashMap<FrameworkId, (ConnectionId, EventSender)>,
     agents: HashMap<AgentId, (ConnectionId, AgentSender)>,
     sandbox_reads: HashMap<u64, oneshot::Sender<Result<v1::SandboxReadReply, Status>>>,
@@ -154,6 +167,7 @@ impl Actor {
             held: Vec::new(),
             held_replies: Vec::new(),
             writes: Vec::new(),
+            committing: None,
             frameworks: HashMap::new(),
             agents: HashMap::new(),
             sandbox_reads: HashMap::new(),
@@ -187,6 +201,8 @@ impl Actor {
                     }
                     None => break,
                 },
+                done = async { (&mut self.committing.as_mut().expect("guarded").commit).await },
+                    if self.committing.is_some() => self.committed(done)?,
                 _ = tick.tick() => {
                     let start = Instant::now();
                     self.notify(Input::Tick);
@@ -194,12 +210,12 @@ impl Actor {
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
             }
-            self.flush().await?;
+            self.end_turn()?;
         }
-        self.flush().await
+        self.drain().await
     }
 
-    /// Handles one command of a turn. A new stream first flushes what the
+    /// Handles one command of a turn. A new stream first drains what the
     /// turn holds, so that nothing meant for an older stream of the same
     /// framework or agent reaches the new one before its first message.
     async fn turn_command(&mut self, command: Command) -> Result<(), StoreError> {
@@ -207,40 +223,80 @@ impl Actor {
             command,
             Command::Subscribe { .. } | Command::AttachAgent { .. }
         ) {
-            self.flush().await?;
+            self.drain().await?;
         }
         self.command(command);
         Ok(())
     }
 
-    /// Ends the turn: makes its writes durable, then sends what it held.
-    /// Sending may cut off full streams, which the core hears of at once;
-    /// their writes are committed in the same way before their messages go.
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        while !self.writes.is_empty() || !self.held.is_empty() || !self.held_replies.is_empty() {
-            let writes = std::mem::take(&mut self.writes);
-            if !writes.is_empty() {
-                if self.store.is_in_memory() {
-                    self.store.commit(&writes)?;
-                } else {
-                    let store = self.store.clone();
-                    tokio::task::spawn_blocking(move || store.commit(&writes))
-                        .await
-                        .map_err(|e| {
-                            StoreError::Io(format!("the registry's writer failed: {e}"))
-                        })??;
+    /// Ends a turn. With a commit in flight, what the turn holds waits for
+    /// the next one. Otherwise its writes start a commit (an in-memory
+    /// registry commits at once), or, with nothing to write, its messages go
+    /// now: nothing they say depends on a write still to come.
+    fn end_turn(&mut self) -> Result<(), StoreError> {
+        while self.committing.is_none() {
+            if self.writes.is_empty() {
+                if self.held.is_empty() && self.held_replies.is_empty() {
+                    return Ok(());
                 }
+                let (held, replies) = (
+                    std::mem::take(&mut self.held),
+                    std::mem::take(&mut self.held_replies),
+                );
+                self.release(held, replies);
+                continue;
             }
-            let held = std::mem::take(&mut self.held);
-            self.deliver(held);
-            for reply in std::mem::take(&mut self.held_replies) {
-                reply();
+            let writes = std::mem::take(&mut self.writes);
+            if self.store.is_in_memory() {
+                self.store.commit(&writes)?;
+                continue;
             }
-            while let Some(input) = self.dropped.pop() {
-                self.notify(input);
-            }
+            let store = self.store.clone();
+            self.committing = Some(Committing {
+                commit: tokio::task::spawn_blocking(move || store.commit(&writes)),
+                held: std::mem::take(&mut self.held),
+                held_replies: std::mem::take(&mut self.held_replies),
+            });
         }
         Ok(())
+    }
+
+    /// The commit in flight finished: on success, what it held goes out.
+    fn committed(
+        &mut self,
+        done: Result<Result<(), StoreError>, tokio::task::JoinError>,
+    ) -> Result<(), StoreError> {
+        let batch = self.committing.take().expect("a commit was in flight");
+        done.map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))??;
+        self.release(batch.held, batch.held_replies);
+        Ok(())
+    }
+
+    /// Sends messages and answers whose writes are durable. Sending may cut
+    /// off full streams, which the core hears of at once; what that writes
+    /// and says joins the current batch.
+    fn release(&mut self, held: Vec<Output>, replies: Vec<HeldReply>) {
+        self.deliver(held);
+        for reply in replies {
+            reply();
+        }
+        while let Some(input) = self.dropped.pop() {
+            self.notify(input);
+        }
+    }
+
+    /// Makes everything durable and sent before going on: before a new
+    /// stream of a framework or agent is attached (nothing meant for its
+    /// older stream may reach it first), and at the end.
+    async fn drain(&mut self) -> Result<(), StoreError> {
+        loop {
+            self.end_turn()?;
+            let Some(batch) = self.committing.as_mut() else {
+                return Ok(());
+            };
+            let done = (&mut batch.commit).await;
+            self.committed(done)?;
+        }
     }
 
     /// Feeds one input to the core and holds what it returns for the end of
@@ -441,7 +497,7 @@ impl Actor {
     }
 
     /// Delivers the core's outputs to their streams. A stream that cannot
-    /// take more is cut off and the core told (by `flush`), as if it had
+    /// take more is cut off and the core told (by `release`), as if it had
     /// dropped.
     fn deliver(&mut self, outputs: Vec<Output>) {
         for output in outputs {

@@ -332,6 +332,28 @@ impl Master {
     }
 }
 
+impl Master {
+    /// Stops the master and waits until everything it ran has ended, so its
+    /// registry file is closed (and may be opened again) when this returns.
+    pub async fn stop(mut self) {
+        let actor = self.actor.take();
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in actor
+            .iter()
+            .map(|a| a.abort_handle())
+            .chain(tasks.iter().map(|t| t.abort_handle()))
+        {
+            task.abort();
+        }
+        if let Some(actor) = actor {
+            let _ = actor.await;
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 fn panic_message(e: tokio::task::JoinError) -> String {
     let payload = e.into_panic();
     payload
