@@ -148,7 +148,7 @@ impl Core {
     }
 
     /// The core time of a wall-clock instant (the origin if before it).
-    pub(super) fn from_wall(&self, wall_ms: u64) -> Time {
+    pub(super) fn time_at_wall(&self, wall_ms: u64) -> Time {
         Time(wall_ms.saturating_sub(self.config.wall_clock_origin_ms))
     }
 

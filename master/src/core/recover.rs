@@ -100,7 +100,7 @@ impl Core {
             let deadline = if stored.connected {
                 now + failover_timeout
             } else {
-                core.from_wall(stored.failover_deadline_ms)
+                core.time_at_wall(stored.failover_deadline_ms)
             };
             core.allocator
                 .add_framework(id.clone(), &role)
