@@ -2020,3 +2020,30 @@ fn an_agent_that_would_overflow_the_cluster_total_is_refused() {
     assert!(matches!(err, CoreError::InvalidAgent(_)), "{err}");
     assert_eq!(h.core.allocator().total(), Resources::new(4.0, u64::MAX, 0));
 }
+
+#[test]
+fn an_update_overtaken_by_a_later_one_is_acknowledged_and_does_not_move_the_task_back() {
+    let (mut h, agent, fw, offer) = one_agent_one_framework();
+    launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB)]);
+    h.take_agent_messages(&agent);
+    let starting = h.report(&agent, "t1", v1::TaskState::Starting);
+    h.report(&agent, "t1", v1::TaskState::Running);
+    h.take_updates(&fw);
+    h.take_agent_messages(&agent);
+    // The agent resends STARTING (unacknowledged): it comes after RUNNING.
+    h.handle(Input::AgentUpdates {
+        agent: agent.clone(),
+        statuses: vec![starting.clone()],
+    })
+    .unwrap();
+    assert_eq!(h.state_of("t1"), Some(v1::TaskState::Running));
+    assert!(
+        h.take_updates(&fw).is_empty(),
+        "the framework hears nothing"
+    );
+    assert_eq!(
+        acked(&h.take_agent_messages(&agent)),
+        [("t1".to_string(), starting.uuid)],
+        "the agent may forget it"
+    );
+}

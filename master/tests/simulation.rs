@@ -5,8 +5,9 @@
 //! tasks, suppress and revive; tasks run, finish, fail and are killed; roles
 //! change weights and quotas; time passes; the master crashes and restarts
 //! on its registry (a core rebuilt from what it had persisted), after which
-//! agents re-register and frameworks re-subscribe. After every step the
-//! harness checks
+//! agents re-register and frameworks re-subscribe; agents' updates are lost,
+//! duplicated and reordered on the way. After every step the harness checks
+//! that no task's state moves back from what its framework was told, and
 //! the core's invariants (per agent and pool, offered + used + free = total,
 //! so nothing is offered twice; each framework's allocation is the sum of its
 //! offers and tasks; no task is left running on a removed agent), and the
@@ -30,6 +31,17 @@ use wasmos_master::core::{CoreConfig, Input};
 use wasmos_master::{AgentId, FrameworkId, Resources};
 use wasmos_proto::v1;
 
+/// How far along a task in `state` is (the order states move in).
+fn progress(state: v1::TaskState) -> u8 {
+    match state {
+        v1::TaskState::Unspecified => 0,
+        v1::TaskState::Staging => 1,
+        v1::TaskState::Starting => 2,
+        v1::TaskState::Running => 3,
+        _ => 4,
+    }
+}
+
 const STEPS: usize = 400;
 const ROLES: [&str; 3] = ["alpha", "beta", "gamma"];
 
@@ -49,6 +61,13 @@ struct Sim {
     agents: Vec<SimAgent>,
     frameworks: Vec<(FrameworkId, String, bool)>,
     next_task: u64,
+    /// Every update an agent sent, delivered or lost on the way: agents
+    /// resend, the network duplicates and reorders, so any of them may
+    /// arrive again, late.
+    sent: Vec<(AgentId, v1::TaskStatus)>,
+    /// The latest state each task's framework was told.
+    seen: HashMap<String, v1::TaskState>,
+    next_update: u64,
 }
 
 fn run_seed(seed: u64) {
@@ -64,6 +83,9 @@ fn run_seed(seed: u64) {
         agents: Vec::new(),
         frameworks: Vec::new(),
         next_task: 0,
+        sent: Vec::new(),
+        seen: HashMap::new(),
+        next_update: 0,
     };
     sim.h.enable_audit();
     for _ in 0..3 {
@@ -90,6 +112,7 @@ fn run_seed(seed: u64) {
             78..=79 => sim.change_role(),
             80..=84 => sim.reconcile(),
             85..=86 => sim.restart_master(),
+            87..=89 => sim.replay_update(),
             _ => sim.pass_time(),
         }
         let violations = sim.h.core.take_audit_violations();
@@ -375,25 +398,97 @@ impl Sim {
             if !live.iter().any(|(id, ok)| *id == task.agent && *ok) {
                 continue;
             }
+            use v1::TaskState as S;
             let next = match task.state() {
-                v1::TaskState::Staging => v1::TaskState::Running,
-                _ => *[
-                    v1::TaskState::Finished,
-                    v1::TaskState::Failed,
-                    v1::TaskState::Running,
-                ]
-                .choose(&mut self.rng)
-                .unwrap(),
+                S::Staging => *[S::Starting, S::Running].choose(&mut self.rng).unwrap(),
+                S::Starting => *[S::Running, S::Finished, S::Failed]
+                    .choose(&mut self.rng)
+                    .unwrap(),
+                _ => *[S::Finished, S::Failed, S::Running]
+                    .choose(&mut self.rng)
+                    .unwrap(),
             };
-            self.h.report(&task.agent, task.id.as_str(), next);
+            self.next_update += 1;
+            let status = v1::TaskStatus {
+                task_id: task.id.to_string(),
+                state: next as i32,
+                uuid: format!("{}-{next:?}-{}", task.id, self.next_update).into_bytes(),
+                source: v1::StatusSource::Agent as i32,
+                ..Default::default()
+            };
+            self.sent.push((task.agent.clone(), status.clone()));
+            // One in ten is lost on the way (the agent resends it later).
+            if self.rng.random_bool(0.9) {
+                self.h
+                    .handle(Input::AgentUpdates {
+                        agent: task.agent.clone(),
+                        statuses: vec![status],
+                    })
+                    .expect("updates");
+            }
         }
         let frameworks: Vec<FrameworkId> = self.frameworks.iter().map(|f| f.0.clone()).collect();
         for fw in frameworks {
-            let updates = self.h.take_updates(&fw);
+            let updates = self.take_updates(&fw);
             if self.rng.random_bool(0.8) {
                 self.h.ack(&fw, &updates);
             }
         }
+    }
+
+    /// An update sent before arrives (again): a resend, a duplicate, or
+    /// one overtaken by later ones. Sometimes two, in reverse order.
+    fn replay_update(&mut self) {
+        if self.sent.is_empty() {
+            return;
+        }
+        let n = self.rng.random_range(1..=2);
+        let mut picked: Vec<(AgentId, v1::TaskStatus)> = (0..n)
+            .map(|_| {
+                let i = self.rng.random_range(0..self.sent.len());
+                self.sent[i].clone()
+            })
+            .collect();
+        picked.sort_by(|a, b| b.1.uuid.cmp(&a.1.uuid));
+        for (agent, status) in picked {
+            let connected = self
+                .agents
+                .iter()
+                .any(|a| a.id == agent && a.alive && a.connected);
+            if connected {
+                // An agent the master removed may be refused: that is fine.
+                let _ = self.h.handle(Input::AgentUpdates {
+                    agent,
+                    statuses: vec![status],
+                });
+            }
+        }
+    }
+
+    /// Takes a framework's updates, checking that no task's state moves
+    /// back from what the framework was told before.
+    fn take_updates(&mut self, fw: &FrameworkId) -> Vec<v1::TaskStatus> {
+        let updates = self.h.take_updates(fw);
+        for u in &updates {
+            let state = u.state();
+            if u.reason() == v1::Reason::TaskUnknown {
+                continue; // a forgotten task: no state at all
+            }
+            if let Some(&before) = self.seen.get(&u.task_id) {
+                let forward = if is_terminal(before) {
+                    state == before
+                } else {
+                    progress(state) >= progress(before)
+                };
+                assert!(
+                    forward,
+                    "task {} went from {before:?} back to {state:?}: {u:?}",
+                    u.task_id
+                );
+            }
+            self.seen.insert(u.task_id.clone(), state);
+        }
+        updates
     }
 
     fn kill_task(&mut self) {
@@ -465,7 +560,6 @@ impl Sim {
                 .filter(|t| t.framework == fw)
                 .count();
             let answers = self
-                .h
                 .take_updates(&fw)
                 .into_iter()
                 .filter(|s| s.uuid.is_empty())

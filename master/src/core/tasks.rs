@@ -20,6 +20,17 @@ pub fn is_terminal(state: v1::TaskState) -> bool {
     state.is_terminal()
 }
 
+/// How far along a task in `state` is: updates never move it back.
+pub(crate) fn progress(state: v1::TaskState) -> u8 {
+    match state {
+        v1::TaskState::Unspecified => 0,
+        v1::TaskState::Staging => 1,
+        v1::TaskState::Starting => 2,
+        v1::TaskState::Running => 3,
+        _ => 4,
+    }
+}
+
 impl Core {
     pub(super) fn agent_updates(
         &mut self,
@@ -56,6 +67,12 @@ impl Core {
             if task.released && task.status.uuid != status.uuid {
                 // The master already settled this task (e.g. LOST); a late
                 // word from the agent changes nothing.
+                self.dismiss(agent, status);
+                continue;
+            }
+            if !task.released && progress(status.state()) < progress(task.status.state()) {
+                // An older update resent, or overtaken on the way (STARTING
+                // after RUNNING): states only move forward.
                 self.dismiss(agent, status);
                 continue;
             }
