@@ -37,7 +37,7 @@ impl Core {
     /// a registry the master cannot read must not be half-used.
     pub fn recover(
         config: CoreConfig,
-        registry: &Registry,
+        registry: Registry,
         now: Time,
     ) -> Result<(Core, Recovered), String> {
         let mut core = Core::new(config);
@@ -62,8 +62,8 @@ impl Core {
         }
 
         let reregister_by = now + core.config.agent_reregister_timeout;
-        for stored in &registry.agents {
-            let info = stored.info.clone().unwrap_or_default();
+        for stored in registry.agents {
+            let info = stored.info.unwrap_or_default();
             let id = AgentId::from(info.agent_id.as_str());
             let (total, reservations) =
                 agent_resources(&info).map_err(|e| format!("agent {id}: {e}"))?;
@@ -92,8 +92,8 @@ impl Core {
         }
         report.agents = core.agents.len();
 
-        for stored in &registry.frameworks {
-            let info = stored.info.clone().unwrap_or_default();
+        for stored in registry.frameworks {
+            let info = stored.info.unwrap_or_default();
             let id = FrameworkId::from(info.framework_id.as_str());
             let role = Role::from(info.role.as_str());
             let failover_timeout = Duration::from_millis(stored.failover_timeout_ms);
@@ -132,8 +132,8 @@ impl Core {
         report.frameworks = core.frameworks.len();
 
         let mut orphans = Vec::new();
-        for stored in &registry.tasks {
-            let spec = stored.spec.clone().unwrap_or_default();
+        for stored in registry.tasks {
+            let spec = stored.spec.unwrap_or_default();
             let id = TaskId::from(spec.task_id.as_str());
             let framework = FrameworkId::from(stored.framework_id.as_str());
             let agent = AgentId::from(stored.agent_id.as_str());
@@ -156,7 +156,7 @@ impl Core {
                     resources_of(c.resources.as_ref(), &format!("task {id}"))?,
                 ));
             }
-            let status = stored.status.clone().unwrap_or_default();
+            let status = stored.status.unwrap_or_default();
             let released = status.state().is_terminal();
             let on_known_agent = core.agents.contains_key(&agent);
             if !released && on_known_agent {
@@ -187,7 +187,7 @@ impl Core {
                     // A running task on an agent that is gone holds nothing.
                     released: released || !on_known_agent,
                     kill_requested: stored.kill_requested,
-                    master_update: stored.master_update.clone(),
+                    master_update: stored.master_update,
                     archived: false,
                 },
             );

@@ -146,7 +146,7 @@ impl Master {
             }
         };
         let loading = Instant::now();
-        let opened = {
+        let mut opened = {
             let registry = registry.clone();
             tokio::task::spawn_blocking(move || store::open(&*registry)).await??
         };
@@ -154,7 +154,8 @@ impl Master {
         let mut core_config = config.core.clone();
         core_config.master_epoch = opened.epoch;
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
-        let (mut core, recovered) = Core::recover(core_config, &opened.registry, clock.now())
+        let artifacts = std::mem::take(&mut opened.registry.artifacts);
+        let (mut core, recovered) = Core::recover(core_config, opened.registry, clock.now())
             .map_err(|e| anyhow::anyhow!("{}: {e}", registry.describe()))?;
         for note in &recovered.notes {
             tracing::warn!("registry: {note}");
@@ -201,7 +202,7 @@ impl Master {
             &config.work_dir.join("artifacts"),
             config.max_artifact_size,
             registry.clone(),
-            &opened.registry.artifacts,
+            &artifacts,
         )
         .with_context(|| {
             format!(

@@ -110,7 +110,7 @@ fn preflight(path: &Path, name: &str) -> Result<(), StoreError> {
 impl Store for RedbStore {
     fn load(&self) -> Result<Registry, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io("read", e))?;
-        let mut entries = Vec::new();
+        let mut registry = Registry::default();
         for table in Table::ALL {
             let handle = match txn.open_table(definition(table)) {
                 Ok(handle) => handle,
@@ -119,13 +119,17 @@ impl Store for RedbStore {
             };
             for item in handle.iter().map_err(|e| self.io("read", e))? {
                 let (key, value) = item.map_err(|e| self.io("read", e))?;
-                entries.push((table, key.value().to_string(), value.value().to_vec()));
+                registry
+                    .insert(table, key.value(), value.value())
+                    .map_err(|e| match e {
+                        StoreError::Corrupt(m) => {
+                            StoreError::Corrupt(format!("{}: {m}", self.name))
+                        }
+                        other => other,
+                    })?;
             }
         }
-        Registry::decode(entries).map_err(|e| match e {
-            StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", self.name)),
-            other => other,
-        })
+        Ok(registry)
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {

@@ -108,7 +108,7 @@ impl Harness {
         config.master_id = format!("{}r{}", self.config.master_id, self.restarts);
         config.master_epoch = self.restarts as u64 + 1;
         let registry = self.store.load().expect("memory store");
-        let (mut core, _) = Core::recover(config, &registry, self.now).expect("recovers");
+        let (mut core, _) = Core::recover(config, registry, self.now).expect("recovers");
         self.store
             .commit(&core.take_writes())
             .expect("memory store");
