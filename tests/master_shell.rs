@@ -1,7 +1,8 @@
 //! The master's shell in-process: a real `Master` on loopback with real
 //! gRPC, real agents running wasm, and registries that misbehave on
 //! purpose (a write that fails, a write that panics, a disk that loses
-//! power, a wall clock that steps).
+//! power, a crash between applying a launch and answering it, a wall clock
+//! that steps).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -361,4 +362,101 @@ async fn after_a_power_loss_every_accepted_launch_is_in_the_registry() {
             .collect();
     let lost: Vec<&String> = accepted.iter().filter(|id| !known.contains(*id)).collect();
     assert!(lost.is_empty(), "accepted but lost at power-off: {lost:?}");
+}
+
+/// A registry that "crashes" at the first commit holding a launch: the
+/// commit fails (so the master stops, its `Accept` unanswered), after
+/// reaching the disk (`applied`) or not.
+struct CrashAtLaunch {
+    inner: Arc<MemoryStore>,
+    armed: AtomicBool,
+    applied: bool,
+}
+
+impl Store for CrashAtLaunch {
+    fn load(&self) -> Result<Registry, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let launch = writes
+            .iter()
+            .any(|w| matches!(w, Write::Put(wasmos_master::store::Record::Task(_))));
+        if launch && self.armed.swap(false, Ordering::SeqCst) {
+            if self.applied {
+                self.inner.commit(writes)?;
+            }
+            return Err(StoreError::Io("injected: the machine went down".into()));
+        }
+        self.inner.commit(writes)
+    }
+    fn describe(&self) -> String {
+        "a registry that crashes at the first launch".into()
+    }
+}
+
+/// `wasmos_sdk::Job` across a master that dies between applying (or not)
+/// an `Accept` and answering it, restarted on the same port and registry.
+async fn job_across_a_crash_at_launch(applied: bool) -> wasmos_sdk::JobReport {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(MemoryStore::new());
+    let mut first = config(dir.path());
+    first.store = Some(Arc::new(CrashAtLaunch {
+        inner: inner.clone(),
+        armed: AtomicBool::new(true),
+        applied,
+    }));
+    let master = Master::start(first).await.unwrap();
+    let addr = master.grpc_addr();
+    let url = url(&master);
+    let _agent = agent(&url, dir.path());
+    wait_agents(&url, 1).await;
+    let client = Client::connect(&url).await.unwrap();
+    let hello = client.upload(HELLO_WAT).await.unwrap();
+    let job = tokio::spawn(async move {
+        wasmos_sdk::Job::new("crash-at-launch")
+            .task(TaskTemplate::new(&hello.digest).cpus(0.1))
+            .run(&client)
+            .await
+    });
+    let stopped = tokio::time::timeout(Duration::from_secs(20), master.wait())
+        .await
+        .expect("the launch's commit did not come");
+    assert!(format!("{:#}", stopped.unwrap_err()).contains("went down"));
+    // The same port and registry, as a supervisor would restart it.
+    let mut second = config(dir.path());
+    second.listen = addr;
+    second.store = Some(inner);
+    let mut restarted = None;
+    for _ in 0..100 {
+        match Master::start(second.clone()).await {
+            Ok(master) => {
+                restarted = Some(master);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let _master = restarted.expect("the master restarts on its port");
+    tokio::time::timeout(Duration::from_secs(60), job)
+        .await
+        .expect("the job stalled after the lost answer")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_whose_answer_was_lost_is_reconciled_not_relaunched_under_its_id() {
+    // Applied: the task exists but never reached the agent; the restarted
+    // master finds the agent without it and reports it LOST; the job runs
+    // it again under a new attempt's id.
+    let report = job_across_a_crash_at_launch(true).await;
+    assert!(report.succeeded(), "{:?}", report.tasks);
+    assert_eq!(report.tasks[0].attempts, 2, "{:?}", report.tasks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_that_never_happened_is_retried_without_counting_an_attempt() {
+    let report = job_across_a_crash_at_launch(false).await;
+    assert!(report.succeeded(), "{:?}", report.tasks);
+    assert_eq!(report.tasks[0].attempts, 1, "{:?}", report.tasks);
 }

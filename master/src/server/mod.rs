@@ -129,6 +129,11 @@ pub struct Master {
     epoch: u64,
     actor: Option<tokio::task::JoinHandle<Result<(), store::StoreError>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The servers, which end gracefully when this is dropped: a dropped
+    /// task would leave its connections' tasks serving a dead actor, and
+    /// clients on them would never reconnect to a new master.
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<()>>,
 }
 
 impl Master {
@@ -220,7 +225,7 @@ impl Master {
         let actor = tokio::spawn(
             actor::Actor::new(core, config.actor.clone(), clock, registry.clone()).run(inbox),
         );
-        let mut tasks = vec![tokio::spawn(async move {
+        let tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {
                 every.tick().await;
@@ -261,12 +266,22 @@ impl Master {
             .add_service(OperatorServer::new(operator::OperatorService {
                 actor: handle.clone(),
             }));
-        tasks.push(tokio::spawn(async move {
+        let (shutdown, stopping) = tokio::sync::watch::channel(());
+        let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+            // Ends when the sender (the `Master`) is dropped.
+            while rx.changed().await.is_ok() {}
+        };
+        let mut servers = Vec::new();
+        let grpc_stopped = stopped(stopping.clone());
+        servers.push(tokio::spawn(async move {
             if let Err(e) = router
                 // `serve_with_incoming` ignores the builder's `tcp_nodelay`:
                 // without it, Nagle's algorithm holds each small event or
                 // reply until the peer's delayed ACK (40 ms on Linux).
-                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    grpc_stopped,
+                )
                 .await
             {
                 tracing::error!("gRPC server failed: {e}");
@@ -280,8 +295,12 @@ impl Master {
                     .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
                 let http_addr = listener.local_addr()?;
                 let app = http::router(handle.clone());
-                tasks.push(tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).await {
+                let http_stopped = stopped(stopping.clone());
+                servers.push(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(http_stopped)
+                        .await
+                    {
                         tracing::error!("HTTP server failed: {e}");
                     }
                 }));
@@ -296,6 +315,8 @@ impl Master {
             epoch: opened.epoch,
             actor: Some(actor),
             tasks,
+            servers,
+            shutdown: Some(shutdown),
         })
     }
 
@@ -320,7 +341,8 @@ impl Master {
     /// and the restarted master loses nothing that was durable.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let actor = self.actor.take().expect("waited once");
-        let servers = futures::future::select_all(self.tasks.iter_mut());
+        let servers =
+            futures::future::select_all(self.tasks.iter_mut().chain(self.servers.iter_mut()));
         tokio::select! {
             result = actor => match result {
                 Ok(Ok(())) => anyhow::bail!("the master's actor stopped"),
@@ -351,6 +373,18 @@ impl Master {
         }
         for task in tasks {
             let _ = task.await;
+        }
+        // The servers close their connections; a client that holds one
+        // open past a few seconds is cut off.
+        self.shutdown.take();
+        for server in std::mem::take(&mut self.servers) {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 }
