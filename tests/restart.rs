@@ -168,6 +168,13 @@ fn check_report(cluster: &Cluster, report: &[Value]) -> usize {
         );
         if attempts > 1 {
             retried += 1;
+            if retried <= 3 {
+                let mine: Vec<_> = all
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&format!("{prefix}{i}-")))
+                    .collect();
+                eprintln!("RETRIED {i} sandboxes {mine:?}");
+            }
         }
     }
     eprintln!("{retried} of {TASKS} tasks ran more than once");

@@ -427,8 +427,13 @@ impl Agent {
         self.gc.task_retired(&task);
     }
 
+    /// The tasks to report when registering: those that still run, and
+    /// those that ended with their terminal update not yet acknowledged
+    /// (they ended while the master was away). Without the latter, a master
+    /// would declare them LOST, and their work would be done twice.
     fn running_tasks(&self) -> Vec<v1::RunningTask> {
-        self.executor
+        let mut tasks: Vec<v1::RunningTask> = self
+            .executor
             .running_tasks()
             .into_iter()
             .map(|task| v1::RunningTask {
@@ -438,7 +443,28 @@ impl Agent {
                 task_id: task,
                 resources: None,
             })
-            .collect()
+            .collect();
+        let mut listed: std::collections::HashSet<String> =
+            tasks.iter().map(|t| t.task_id.clone()).collect();
+        for entry in self.unacked.values() {
+            let status = &entry.status;
+            if crate::is_terminal(status.state()) && listed.insert(status.task_id.clone()) {
+                tasks.push(v1::RunningTask {
+                    framework_id: self
+                        .executor
+                        .framework_of(&status.task_id)
+                        .unwrap_or_else(|| status.framework_id.clone()),
+                    state: status.state,
+                    artifact: self
+                        .executor
+                        .artifact_of(&status.task_id)
+                        .unwrap_or_default(),
+                    task_id: status.task_id.clone(),
+                    resources: None,
+                });
+            }
+        }
+        tasks
     }
 }
 
