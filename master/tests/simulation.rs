@@ -27,20 +27,9 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use support::{GIB, Harness, offered};
-use wasmos_master::core::{CoreConfig, Input};
+use wasmos_master::core::{CoreConfig, Input, progress};
 use wasmos_master::{AgentId, FrameworkId, Resources};
 use wasmos_proto::v1;
-
-/// How far along a task in `state` is (the order states move in).
-fn progress(state: v1::TaskState) -> u8 {
-    match state {
-        v1::TaskState::Unspecified => 0,
-        v1::TaskState::Staging => 1,
-        v1::TaskState::Starting => 2,
-        v1::TaskState::Running => 3,
-        _ => 4,
-    }
-}
 
 const STEPS: usize = 400;
 const ROLES: [&str; 3] = ["alpha", "beta", "gamma"];

@@ -47,7 +47,7 @@ pub use error::CoreError;
 use outbox::Outbox;
 pub use persist::LAST_SEEN_EVERY;
 pub use recover::Recovered;
-pub use tasks::is_terminal;
+pub use tasks::{is_terminal, progress};
 pub use view::{AgentView, FrameworkView, TaskView};
 
 /// Settings of the core, with the defaults an operator would expect.

@@ -21,7 +21,7 @@ pub fn is_terminal(state: v1::TaskState) -> bool {
 }
 
 /// How far along a task in `state` is: updates never move it back.
-pub(crate) fn progress(state: v1::TaskState) -> u8 {
+pub fn progress(state: v1::TaskState) -> u8 {
     match state {
         v1::TaskState::Unspecified => 0,
         v1::TaskState::Staging => 1,
