@@ -9,7 +9,7 @@
 //! The agent's id is kept in `<work_dir>/agent_id`, so a restarted agent
 //! re-registers as itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,11 @@ pub struct Agent {
     /// Unacknowledged updates in the order they were made.
     unacked: BTreeMap<u64, Unacked>,
     by_uuid: HashMap<Vec<u8>, u64>,
+    /// Tasks launched here whose terminal update the master has not
+    /// acknowledged: what a registration reports. The executor's own
+    /// running set is not enough: a task that ended while the master was
+    /// away has its terminal update still on its way to this link.
+    open: HashSet<String>,
     next_seq: u64,
     agent_id: String,
     /// The newest master epoch seen; messages of an older master are refused.
@@ -145,6 +150,7 @@ impl Agent {
             status_sender,
             unacked: BTreeMap::new(),
             by_uuid: HashMap::new(),
+            open: HashSet::new(),
             next_seq: 0,
             agent_id,
             master_epoch: 0,
@@ -308,7 +314,10 @@ impl Agent {
                         ModuleSource::Artifact,
                         self.status_sender.clone(),
                     ) {
-                        Ok(()) => tracing::debug!(%task_id, "launched"),
+                        Ok(()) => {
+                            tracing::debug!(%task_id, "launched");
+                            self.open.insert(task_id);
+                        }
                         // The master sent it again (e.g. after a reconnect).
                         Err(crate::LaunchError::Duplicate(_)) => {}
                         Err(e) => self.synthesize(
@@ -423,7 +432,8 @@ impl Agent {
 
     /// A finished task's last update was acknowledged: the disk collector
     /// deletes its sandbox after the retention time.
-    fn retire(&self, task: String) {
+    fn retire(&mut self, task: String) {
+        self.open.remove(&task);
         self.gc.task_retired(&task);
     }
 
@@ -432,10 +442,11 @@ impl Agent {
     /// (they ended while the master was away). Without the latter, a master
     /// would declare them LOST, and their work would be done twice.
     fn running_tasks(&self) -> Vec<v1::RunningTask> {
-        let mut tasks: Vec<v1::RunningTask> = self
-            .executor
-            .running_tasks()
+        let mut open: Vec<&String> = self.open.iter().collect();
+        open.sort();
+        let mut tasks: Vec<v1::RunningTask> = open
             .into_iter()
+            .cloned()
             .map(|task| v1::RunningTask {
                 framework_id: self.executor.framework_of(&task).unwrap_or_default(),
                 state: self.executor.state(&task).unwrap_or(v1::TaskState::Running) as i32,

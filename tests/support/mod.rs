@@ -31,10 +31,12 @@ fn with_defaults(defaults: &[&str], args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The `wasmos` binary, logging only warnings (tests print enough).
+/// The `wasmos` binary, logging only warnings (tests print enough), or what
+/// `WASMOS_TEST_LOG` asks for when a failing test needs a closer look.
 pub fn wasmos() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmos"));
-    cmd.env("WASMOS_LOG", "warn");
+    let level = std::env::var("WASMOS_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    cmd.env("WASMOS_LOG", level);
     cmd
 }
 
