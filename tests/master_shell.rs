@@ -460,3 +460,118 @@ async fn a_launch_that_never_happened_is_retried_without_counting_an_attempt() {
     assert!(report.succeeded(), "{:?}", report.tasks);
     assert_eq!(report.tasks[0].attempts, 1, "{:?}", report.tasks);
 }
+
+/// A registry whose commits wait while its gate is closed: a disk that
+/// takes as long as a test needs.
+#[derive(Default)]
+struct Gated {
+    inner: MemoryStore,
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gated {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+}
+
+impl Store for Gated {
+    fn load(&self) -> Result<Registry, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let closed = self.closed.lock().unwrap();
+        drop(self.opened.wait_while(closed, |closed| *closed).unwrap());
+        self.inner.commit(writes)
+    }
+    fn describe(&self) -> String {
+        "a gated registry".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_waits_for_its_commit_but_offers_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Gated::default());
+    let mut config = config(dir.path());
+    config.store = Some(store.clone());
+    let master = Master::start(config).await.unwrap();
+    let url = url(&master);
+    let _agent = agent(&url, dir.path());
+    wait_agents(&url, 1).await;
+    let hello = Client::connect(&url)
+        .await
+        .unwrap()
+        .upload(HELLO_WAT)
+        .await
+        .unwrap();
+    let mut session = subscribe(&url, "").await;
+    let offer = offers(&mut session).await.remove(0);
+
+    // The disk stalls: the launch cannot become durable. (Open again on
+    // any exit, or a failed assertion would hang on the stalled commit.)
+    struct OpenOnExit(Arc<Gated>);
+    impl Drop for OpenOnExit {
+        fn drop(&mut self) {
+            self.0.set_closed(false);
+        }
+    }
+    let _open = OpenOnExit(store.clone());
+    store.set_closed(true);
+    let mut client = session.client.clone();
+    let accept = tokio::spawn(async move {
+        client
+            .accept(v1::AcceptRequest {
+                framework_id: session.framework_id.clone(),
+                offer_ids: vec![offer.offer_id],
+                tasks: vec![
+                    TaskTemplate::new(&hello.digest)
+                        .cpus(0.1)
+                        .mem(16 << 20)
+                        .spec("gated-0"),
+                ],
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(0.0),
+                }),
+            })
+            .await
+    });
+    // What the launch left over is offered again while its commit waits;
+    // the task itself has not reached the agent (no update says so).
+    let again = loop {
+        match next(&mut session.events).await {
+            Some(Kind::Offers(o)) if !o.offers.is_empty() => break o.offers,
+            Some(Kind::Updates(u)) => panic!("an update before the launch was durable: {u:?}"),
+            Some(_) => continue,
+            None => panic!("the stream ended"),
+        }
+    };
+    let cpus: f64 = again.iter().map(|o| o.resources.unwrap().cpus).sum();
+    assert!((cpus - 1.9).abs() < 1e-9, "offered {cpus} cpus of 2 - 0.1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !accept.is_finished(),
+        "Accept answered before its launch was durable"
+    );
+
+    store.set_closed(false);
+    accept
+        .await
+        .unwrap()
+        .expect("the launch is accepted once durable");
+    loop {
+        match next(&mut session.events).await {
+            Some(Kind::Updates(u))
+                if u.statuses
+                    .iter()
+                    .any(|s| s.task_id == "gated-0" && s.state() == v1::TaskState::Finished) =>
+            {
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("the stream ended before the task finished"),
+        }
+    }
+}

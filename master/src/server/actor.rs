@@ -16,11 +16,20 @@
 //! the next turn's batch, so the fsyncs per second stay few however many
 //! tasks go through.
 //!
+//! Offers (and their rescinds) are the exception: they go out at the end of
+//! their turn, commit or no commit. An offer promises nothing durable, and
+//! what a framework does with it (an `Accept`) writes its launch in a later
+//! commit, which is durable only after every earlier one, so a launch on
+//! resources freed by a task's end is never durable before that end. This
+//! takes a commit off every task's cycle. An offer never overtakes a held
+//! `SUBSCRIBED` or `ERROR` of its stream; it may overtake held updates,
+//! which frameworks must not order against offers anyway.
+//!
 //! Time: the core runs on a monotonic clock (milliseconds since the actor's
 //! start); the wall clock is read once, at start, to map it to timestamps
 //! and persisted deadlines. A step of the wall clock changes no timer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,6 +136,9 @@ struct Committing {
     commit: tokio::task::JoinHandle<Result<(), StoreError>>,
     held: Vec<Output>,
     held_replies: Vec<HeldReply>,
+    /// Frameworks whose stream has a held `SUBSCRIBED`, `ERROR` or close in
+    /// `held`: their offers wait behind it.
+    held_streams: HashSet<FrameworkId>,
 }
 
 pub struct Actor {
@@ -139,7 +151,10 @@ pub struct Actor {
     /// earlier batch) are durable.
     held: Vec<Output>,
     held_replies: Vec<HeldReply>,
+    held_streams: HashSet<FrameworkId>,
     writes: Vec<Write>,
+    /// Offers and rescinds of this turn: they go at its end, durable or not.
+    early: Vec<Output>,
     /// The commit in flight on a blocking thread, with what waits on it.
     /// While it runs the actor goes on with the next turns (pipelining):
     /// their writes form the next commit, so a busy master commits large
@@ -166,7 +181,9 @@ impl Actor {
             store,
             held: Vec::new(),
             held_replies: Vec::new(),
+            held_streams: HashSet::new(),
             writes: Vec::new(),
+            early: Vec::new(),
             committing: None,
             frameworks: HashMap::new(),
             agents: HashMap::new(),
@@ -234,7 +251,14 @@ impl Actor {
     /// registry commits at once), or, with nothing to write, its messages go
     /// now: nothing they say depends on a write still to come.
     fn end_turn(&mut self) -> Result<(), StoreError> {
-        while self.committing.is_none() {
+        loop {
+            while !self.early.is_empty() {
+                let early = std::mem::take(&mut self.early);
+                self.release(early, Vec::new());
+            }
+            if self.committing.is_some() {
+                return Ok(());
+            }
             if self.writes.is_empty() {
                 if self.held.is_empty() && self.held_replies.is_empty() {
                     return Ok(());
@@ -243,6 +267,7 @@ impl Actor {
                     std::mem::take(&mut self.held),
                     std::mem::take(&mut self.held_replies),
                 );
+                self.held_streams.clear();
                 self.release(held, replies);
                 continue;
             }
@@ -256,9 +281,9 @@ impl Actor {
                 commit: tokio::task::spawn_blocking(move || store.commit(&writes)),
                 held: std::mem::take(&mut self.held),
                 held_replies: std::mem::take(&mut self.held_replies),
+                held_streams: std::mem::take(&mut self.held_streams),
             });
         }
-        Ok(())
     }
 
     /// The commit in flight finished: on success, what it held goes out.
@@ -300,12 +325,53 @@ impl Actor {
     }
 
     /// Feeds one input to the core and holds what it returns for the end of
-    /// the turn.
+    /// the turn: offers for the turn's end, the rest until it is durable.
     fn apply(&mut self, input: Input) -> Result<Reply, CoreError> {
-        let mut out = self.core.handle(input, self.clock.now());
-        self.held.append(&mut out.messages);
-        self.writes.append(&mut out.writes);
+        let out = self.core.handle(input, self.clock.now());
+        for message in out.messages {
+            self.sort(message);
+        }
+        self.writes.extend(out.writes);
         out.reply
+    }
+
+    /// Puts a message among the early ones or the held ones (see the
+    /// module's doc).
+    fn sort(&mut self, message: Output) {
+        let stream_held = |actor: &Actor, id: &FrameworkId| {
+            actor.held_streams.contains(id)
+                || actor
+                    .committing
+                    .as_ref()
+                    .is_some_and(|c| c.held_streams.contains(id))
+        };
+        match &message {
+            Output::Framework(id, event)
+                if matches!(
+                    event.kind,
+                    Some(EventKind::Offers(_) | EventKind::Rescind(_))
+                ) =>
+            {
+                if !stream_held(self, id) {
+                    self.early.push(message);
+                    return;
+                }
+                // Held behind its stream's first events: so is every later
+                // offer or rescind of this batch, keeping their order.
+                self.held_streams.insert(id.clone());
+            }
+            Output::Framework(
+                id,
+                v1::Event {
+                    kind: Some(EventKind::Subscribed(_) | EventKind::Error(_)),
+                },
+            )
+            | Output::CloseFramework(id) => {
+                self.held_streams.insert(id.clone());
+            }
+            _ => {}
+        }
+        self.held.push(message);
     }
 
     fn hold_reply<T: Send + 'static>(&mut self, reply: oneshot::Sender<T>, value: T) {
