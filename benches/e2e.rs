@@ -1,5 +1,5 @@
 //! End to end: `cargo bench --bench e2e [-- --tasks N] [--task-cpus C]
-//! [--master-threads T] [--compare-in-memory]`.
+//! [--master-threads T] [--compare-in-memory] [--compare-insecure]`.
 //!
 //! Starts a real `wasmos master` and two `wasmos agent` processes (each
 //! offering 1 cpu and 4 GiB) on loopback, subscribes one framework with the
@@ -34,6 +34,14 @@
 //! in-memory registry), and adds `in_memory_tasks_per_s`,
 //! `in_memory_launch_p50_ms` and `durable_over_in_memory` to the one JSON
 //! line.
+//!
+//! The master serves TLS, as `wasmos master` does by default: agents join
+//! with a join token and connect with their own certificates, the framework
+//! verifies the master by its CA and sends the admin token.
+//! `--compare-insecure` runs the bench a second time with `wasmos master
+//! --insecure` (plaintext, no credentials) and adds
+//! `insecure_tasks_per_s`, `insecure_launch_p50_ms` and
+//! `tls_over_insecure`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,7 +53,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc;
 use wasmos_sdk::proto as v1;
-use wasmos_sdk::{Client, Event, FrameworkConfig, is_terminal};
+use wasmos_sdk::{Client, ConnectOptions, Event, FrameworkConfig, is_terminal};
 
 /// Writes "hi" to stdout and returns (exit 0).
 const HI_WAT: &str = r#"(module
@@ -156,7 +164,7 @@ fn last_word(line: &str) -> String {
 /// The first URL in a line (`wasmos master listening on http://... (epoch 1)`).
 fn url_in(line: &str) -> String {
     line.split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .expect("a URL in the master's start-up line")
         .to_string()
 }
@@ -187,30 +195,63 @@ enum Registry {
     InMemory,
 }
 
+/// How the master's port speaks in one run of the bench.
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    /// The default: TLS, mTLS agents, a token on every call.
+    Tls,
+    /// `--insecure`: plaintext.
+    Insecure,
+}
+
+/// The CA and admin token of a TLS master.
+struct Credentials {
+    ca_pem: String,
+    token: String,
+}
+
 /// A minimal HTTP/1.1 GET (the body; chunked encoding is good enough to
-/// search in).
-fn http_get(url: &str) -> String {
-    let rest = url.strip_prefix("http://").expect("http URL");
+/// search in), over TLS with the admin token when `tls` is given.
+fn http_get(url: &str, tls: Option<&Credentials>) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+    let Ok(tcp) = std::net::TcpStream::connect(host) else {
         return String::new();
     };
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let config = wasmos_tls::ClientTls::trusting(tls.ca_pem.clone())
+                .rustls()
+                .expect("client TLS");
+            let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_string();
+            let conn = rustls::ClientConnection::new(config, name.try_into().expect("name"))
+                .expect("TLS client");
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
+    let auth = tls.map_or(String::new(), |t| {
+        format!("Authorization: Bearer {}\r\n", t.token)
+    });
     let _ = write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
     );
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 /// Waits until the master's `/state` shows `n` connected agents.
-fn wait_agents(http: &str, n: usize) {
+fn wait_agents(http: &str, n: usize, tls: Option<&Credentials>) {
     let start = Instant::now();
     loop {
-        let state = http_get(&format!("{http}/state"));
+        let state = http_get(&format!("{http}/state"), tls);
         let connected = state.matches(r#""connected":true"#).count();
         if connected >= n {
             return;
@@ -276,9 +317,21 @@ struct TaskTimes {
 // thread on this 2-core machine (see BENCHMARKS.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let mut result = run(Registry::Durable).await;
+    let mut result = run(Registry::Durable, Transport::Tls).await;
+    if std::env::args().any(|a| a == "--compare-insecure") {
+        let insecure = run(Registry::Durable, Transport::Insecure).await;
+        let (tls, plain) = (
+            result["tasks_per_s"].as_f64().unwrap_or(0.0),
+            insecure["tasks_per_s"].as_f64().unwrap_or(0.0),
+        );
+        result["insecure_tasks_per_s"] = insecure["tasks_per_s"].clone();
+        result["insecure_launch_p50_ms"] = insecure["launch_p50_ms"].clone();
+        result["insecure_launch_p99_ms"] = insecure["launch_p99_ms"].clone();
+        result["tls_over_insecure"] = round3(tls / plain.max(1.0)).into();
+        result["target_tls_over_insecure"] = 0.9.into();
+    }
     if std::env::args().any(|a| a == "--compare-in-memory") {
-        let in_memory = run(Registry::InMemory).await;
+        let in_memory = run(Registry::InMemory, Transport::Tls).await;
         let (durable, memory) = (
             result["tasks_per_s"].as_f64().unwrap_or(0.0),
             in_memory["tasks_per_s"].as_f64().unwrap_or(0.0),
@@ -293,7 +346,7 @@ async fn main() {
 }
 
 /// One run of the bench; returns its JSON.
-async fn run(registry: Registry) -> serde_json::Value {
+async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
     let tasks = arg("--tasks").unwrap_or(10_000usize);
     let task_cpu_millis =
         arg("--task-cpus").map_or(TASK_CPU_MILLIS, |c: f64| (c * 1000.0).round() as u64);
@@ -319,6 +372,9 @@ async fn run(registry: Registry) -> serde_json::Value {
     if registry == Registry::InMemory {
         master_args.push("--ephemeral");
     }
+    if transport == Transport::Insecure {
+        master_args.push("--insecure");
+    }
     let (master, lines) = spawn(
         &master_args,
         master_dir.path(),
@@ -327,28 +383,56 @@ async fn run(registry: Registry) -> serde_json::Value {
     let mut processes = Processes(vec![master]);
     let url = url_in(&lines[0]);
     let http = last_word(&lines[1]);
+    let credentials = (transport == Transport::Tls).then(|| Credentials {
+        ca_pem: std::fs::read_to_string(master_dir.path().join("ca.pem")).expect("the CA"),
+        token: std::fs::read_to_string(master_dir.path().join("admin.token"))
+            .expect("the admin token")
+            .trim()
+            .to_string(),
+    });
+    let join = credentials.as_ref().map(|c| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
+            .args(["token", "create", "--agent", "--uses", "10", "--master", &url])
+            .env("WASMOS_CA", master_dir.path().join("ca.pem"))
+            .env("WASMOS_TOKEN", &c.token)
+            .output()
+            .expect("wasmos token create");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+    });
     for i in 0..AGENTS {
         let hostname = format!("agent-{i}");
+        let mut agent_args = vec![
+            "agent",
+            "--master",
+            &url,
+            "--cpus",
+            AGENT_CPUS,
+            "--mem",
+            AGENT_MEM,
+            "--hostname",
+            &hostname,
+        ];
+        if let Some(join) = &join {
+            agent_args.extend(["--join", join.as_str()]);
+        }
         let (agent, _) = spawn(
-            &[
-                "agent",
-                "--master",
-                &url,
-                "--cpus",
-                AGENT_CPUS,
-                "--mem",
-                AGENT_MEM,
-                "--hostname",
-                &hostname,
-            ],
+            &agent_args,
             &dir.path().join(&hostname),
             &["wasmos agent offering"],
         );
         processes.0.push(agent);
     }
-    wait_agents(&http, AGENTS);
+    wait_agents(&http, AGENTS, credentials.as_ref());
 
-    let client = Client::connect(&url).await.expect("connect to the master");
+    let options = ConnectOptions {
+        ca_pem: credentials.as_ref().map(|c| c.ca_pem.clone()),
+        token: credentials.as_ref().map(|c| c.token.clone()),
+        identity: None,
+    };
+    let client = Client::connect_with(&url, options)
+        .await
+        .expect("connect to the master");
     let artifact = client.upload(HI_WAT).await.expect("upload").digest;
     let (scheduler, mut events) = client
         .subscribe(FrameworkConfig::new("e2e-bench"))
@@ -530,6 +614,10 @@ async fn run(registry: Registry) -> serde_json::Value {
             Registry::InMemory => "none".into(),
         },
         "registry_bytes": registry_bytes,
+        "transport": match transport {
+            Transport::Tls => "tls",
+            Transport::Insecure => "insecure",
+        },
         "agents": AGENTS,
         "agent_cpus": 1,
         "tasks": tasks,

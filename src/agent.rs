@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
+use wasmos_agent::identity::Identity;
 use wasmos_agent::link::{Agent, AgentConfig};
 use wasmos_agent::{Executor, ExecutorConfig};
 use wasmos_master::Resources;
@@ -18,10 +19,19 @@ use crate::cli_args;
 /// Run an agent: offers this machine's cpus, memory and disk to a master and
 /// runs the wasm tasks it is sent, each under hard limits in its own sandbox.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// The master's URL.
-    #[arg(long, env = "WASMOS_MASTER", default_value = "http://127.0.0.1:5050")]
-    master: String,
+    #[command(subcommand)]
+    pub action: Option<Action>,
+    /// The master's URL [default: the one joined, else http://127.0.0.1:5050].
+    #[arg(long, env = "WASMOS_MASTER")]
+    master: Option<String>,
+    /// Join a TLS master with the string `wasmos token create --agent`
+    /// printed: the agent pins the cluster's CA by it, makes its own key and
+    /// gets a certificate naming its agent id, kept in <work-dir>/tls/.
+    /// Needed once; a restarted agent uses the identity it has.
+    #[arg(long, env = "WASMOS_JOIN", value_name = "JOIN_STRING", hide_env_values = true)]
+    join: Option<String>,
     /// CPU cores to offer (default: all of this machine's).
     #[arg(long)]
     cpus: Option<f64>,
@@ -80,6 +90,19 @@ pub struct Args {
     gc_interval: Duration,
 }
 
+/// Operator actions on agents.
+#[derive(clap::Subcommand, Debug)]
+pub enum Action {
+    /// End an agent's certificate: its stream is closed, its tasks are
+    /// LOST, and it can never attach again under that id.
+    Revoke {
+        /// The agent's id (see `wasmos agents`).
+        agent_id: String,
+        #[command(flatten)]
+        master: crate::ops::MasterArg,
+    },
+}
+
 impl Args {
     pub fn config(&self) -> anyhow::Result<AgentConfig> {
         anyhow::ensure!(!self.gc_interval.is_zero(), "--gc-interval must be > 0");
@@ -125,12 +148,59 @@ impl Args {
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         };
-        Ok(AgentConfig::new(self.master.clone(), info, executor))
+        let master = self
+            .master
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:5050".into());
+        Ok(AgentConfig::new(master, info, executor))
+    }
+}
+
+/// The identity in the work dir, or a new one from `--join`.
+async fn identity(args: &Args, hostname: &str) -> anyhow::Result<Option<Identity>> {
+    if let Some(identity) = Identity::load(&args.work_dir)? {
+        if args.join.is_some() {
+            tracing::info!(
+                agent = identity.agent_id(),
+                "this work dir has joined already; --join is not used again"
+            );
+        }
+        return Ok(Some(identity));
+    }
+    match &args.join {
+        None => Ok(None),
+        Some(text) => {
+            let join = wasmos_tls::JoinString::parse(text)?;
+            Ok(Some(Identity::join(&args.work_dir, &join, hostname).await?))
+        }
     }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config()?;
+    if let Some(Action::Revoke { agent_id, master }) = &args.action {
+        let reply = master
+            .operator()
+            .await?
+            .revoke_agent(v1::RevokeAgentRequest {
+                agent_id: agent_id.clone(),
+            })
+            .await
+            .map_err(crate::ops::grpc)?
+            .into_inner();
+        println!(
+            "agent {agent_id} revoked; {} of its tasks reported LOST",
+            reply.tasks_lost
+        );
+        return Ok(());
+    }
+    let mut config = args.config()?;
+    config.identity = identity(&args, &config.info.hostname).await?;
+    if let Some(identity) = &config.identity {
+        if args.master.is_none() {
+            config.master = identity.master().to_string();
+        }
+        config.info.agent_id = identity.agent_id().to_string();
+    }
     println!(
         "wasmos agent offering {} to {}",
         Resources::try_from(config.info.resources.as_ref().expect("set above"))?,

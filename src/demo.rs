@@ -70,7 +70,7 @@ async fn tour(url: &str, agents: usize, started: Instant) -> anyhow::Result<()> 
             .await
             .map_err(ops::grpc)?;
     }
-    let client = Client::connect(url).await?;
+    let client = Client::connect_with(url, wasmos_sdk::ConnectOptions::default()).await?;
     // Wait for the agents: offers need them.
     wait_for_agents(&mut operator, agents).await?;
     let primes = client.upload(PRIMES_WAT).await?.digest;
@@ -209,7 +209,7 @@ async fn tour(url: &str, agents: usize, started: Instant) -> anyhow::Result<()> 
 }
 
 async fn wait_for_agents(
-    operator: &mut wasmos_proto::v1::operator_client::OperatorClient<tonic::transport::Channel>,
+    operator: &mut wasmos_proto::v1::operator_client::OperatorClient<wasmos_sdk::Channel>,
     agents: usize,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -307,7 +307,7 @@ fn print_shares(samples: &BTreeMap<String, (f64, usize)>) {
 
 /// Sums the counts the prime tasks printed, read back through the master.
 async fn count_primes(
-    operator: &mut wasmos_proto::v1::operator_client::OperatorClient<tonic::transport::Channel>,
+    operator: &mut wasmos_proto::v1::operator_client::OperatorClient<wasmos_sdk::Channel>,
     reports: &[(&str, JobReport)],
 ) -> anyhow::Result<u64> {
     let mut total = 0;

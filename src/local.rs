@@ -75,6 +75,7 @@ pub async fn start(args: &Args) -> anyhow::Result<LocalCluster> {
     let dir = args.work_dir.clone().unwrap_or_else(data_dir);
     let mut config = MasterConfig::new(args.listen, dir.join("master"));
     config.http = Some(args.http);
+    config.transport = wasmos_master::server::Transport::Insecure;
     let master = Master::start(config).await?;
     let url = format!("http://{}", master.grpc_addr());
     let mut agents = Vec::with_capacity(args.agents);

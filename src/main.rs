@@ -1,6 +1,7 @@
 //! `wasmos`: the one binary of the cluster: master, agent, and the commands
 //! people and scripts use to drive it.
 
+mod access;
 mod agent;
 mod cli_args;
 mod demo;
@@ -16,8 +17,10 @@ use clap::{Parser, Subcommand};
 
 /// wasmos: a cluster manager where every task is a WebAssembly module.
 ///
-/// The master address for client commands comes from --master, then the
-/// WASMOS_MASTER environment variable, then http://127.0.0.1:5050.
+/// Client commands find the master by --master, then WASMOS_MASTER, then
+/// the profile `wasmos login` saved, then http://127.0.0.1:5050; its CA by
+/// --ca / WASMOS_CA / the profile, and their token by --token /
+/// WASMOS_TOKEN / the profile.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -55,6 +58,11 @@ enum Command {
     Frameworks(ops::ListArgs),
     /// List roles with weights, quotas and shares; `roles set` changes them.
     Roles(ops::RolesArgs),
+    /// Make tokens: `token create --agent` prints a join string for agents.
+    Token(access::TokenArgs),
+    /// Save a master's URL, CA and token in the profile the CLI and SDK
+    /// read, after checking that the master accepts them.
+    Login(access::LoginArgs),
     /// Simulate the master's core and DRF allocator in one process: agents,
     /// frameworks in weighted roles, tasks coming and going, in simulated
     /// time. Prints each framework's dominant share as it changes.
@@ -123,6 +131,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agents(args) => rt()?.block_on(ops::agents(args))?,
         Command::Frameworks(args) => rt()?.block_on(ops::frameworks(args))?,
         Command::Roles(args) => rt()?.block_on(ops::roles(args))?,
+        Command::Token(args) => rt()?.block_on(access::token(args))?,
+        Command::Login(args) => rt()?.block_on(access::login(args))?,
         Command::Simulate(args) => simulate::run(args)?,
     }
     Ok(ExitCode::SUCCESS)

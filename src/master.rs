@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmos_master::Resources;
-use wasmos_master::server::{Master, MasterConfig};
+use anyhow::Context;
+use wasmos_master::server::{Master, MasterConfig, TlsSettings, Transport};
 
 use crate::cli_args;
 
@@ -79,10 +80,37 @@ pub struct Args {
     /// cost more than handling a small message (measured in BENCHMARKS.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
+    /// Serve plaintext and ask no credentials: only on loopback addresses
+    /// (with any other --listen or --http the master exits before binding).
+    /// For development; `wasmos local` does this for itself.
+    #[arg(long)]
+    insecure: bool,
+    /// Serve this certificate chain (PEM) instead of one the cluster's CA
+    /// issues. Agents then join with the CA of this chain's last certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "insecure")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Also accept client certificates signed by this CA (PEM).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    client_ca: Option<PathBuf>,
+    /// One more name (DNS name or IP) the issued server certificate covers,
+    /// beyond --listen, localhost, loopback and this host's name (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    /// HOST:PORT agents and clients reach this master by, put in join strings
+    /// (repeatable) [default: --listen, or this host's name and port].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Vec<String>,
+    /// How long an agent certificate is valid; agents renew theirs when two
+    /// thirds of it have passed.
+    #[arg(long, default_value = "30d", value_parser = cli_args::duration)]
+    agent_cert_ttl: Duration,
 }
 
 impl Args {
-    pub fn config(&self) -> MasterConfig {
+    pub fn config(&self) -> anyhow::Result<MasterConfig> {
         let mut config = MasterConfig::new(self.listen, self.work_dir.clone());
         config.http = (!self.no_http).then_some(self.http);
         config.role_weights = self.role_weights.clone();
@@ -100,19 +128,46 @@ impl Args {
         config.core.framework_heartbeat_interval = self.framework_heartbeat;
         config.max_artifact_size = self.max_artifact_size;
         config.artifact_ttl = self.artifact_ttl;
-        config
+        config.transport = if self.insecure {
+            Transport::Insecure
+        } else {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))
+            };
+            let mut tls = TlsSettings::new();
+            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+                tls.own_identity = Some((read(cert)?, read(key)?));
+            }
+            tls.client_ca_pem = self.client_ca.as_ref().map(read).transpose()?;
+            tls.sans = self.tls_sans.clone();
+            tls.advertise = self.advertise.clone();
+            tls.agent_cert_ttl = self.agent_cert_ttl;
+            Transport::Tls(tls)
+        };
+        Ok(config)
     }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let master = Master::start(args.config()).await?;
+    let master = Master::start(args.config()?).await?;
     println!(
-        "wasmos master listening on http://{} (epoch {})",
-        master.grpc_addr(),
+        "wasmos master listening on {} (epoch {})",
+        master.url(),
         master.epoch()
     );
+    let scheme = if master.ca_pem().is_some() { "https" } else { "http" };
     if let Some(http) = master.http_addr() {
-        println!("  /state and /metrics on http://{http}");
+        println!("  /state and /metrics on {scheme}://{http}");
+    }
+    if let Some(token) = master.admin_token_path() {
+        let ca = args.work_dir.join("ca.pem");
+        println!("  CA certificate in {} (clients: --ca)", ca.display());
+        if master.made_admin_token() {
+            println!("  new admin token in {} (clients: --token)", token.display());
+        } else {
+            println!("  admin token in {}", token.display());
+        }
     }
     tokio::select! {
         result = master.wait() => result,

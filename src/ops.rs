@@ -5,40 +5,83 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use tonic::transport::Channel;
+use anyhow::bail;
+use std::path::PathBuf;
+
+use wasmos_sdk::{Channel, Client, ConnectOptions, Profile};
 use wasmos_master::Resources;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
 
-/// Where the master is: `--master`, then `WASMOS_MASTER`, then the default.
+/// Where the master is and how to reach it. Each comes from its flag,
+/// then its environment variable, then the profile `wasmos login` wrote.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MasterArg {
-    /// The master's URL.
-    #[arg(
-        long,
-        env = "WASMOS_MASTER",
-        default_value = "http://127.0.0.1:5050",
-        global = true
-    )]
-    pub master: String,
+    /// The master's URL [default: the profile's, else http://127.0.0.1:5050].
+    #[arg(long, env = "WASMOS_MASTER", global = true)]
+    pub master: Option<String>,
+    /// The cluster's CA certificate (PEM) to verify an https:// master by
+    /// (a master writes it to <work-dir>/ca.pem).
+    #[arg(long, env = "WASMOS_CA", global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The token every call carries (a new master writes its admin token to
+    /// <work-dir>/admin.token).
+    #[arg(long, env = "WASMOS_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
-/// Connects to the master, with an error that says what to do.
-pub async fn operator(master: &str) -> anyhow::Result<OperatorClient<Channel>> {
-    let channel = connect(master).await?;
-    Ok(OperatorClient::new(channel).max_decoding_message_size(64 << 20))
+impl MasterArg {
+    /// The master's URL and what to trust and show it.
+    pub fn target(&self) -> anyhow::Result<(String, ConnectOptions)> {
+        let profile = Profile::load()?.unwrap_or_default();
+        let url = self
+            .master
+            .clone()
+            .or(profile.master)
+            .unwrap_or_else(|| "http://127.0.0.1:5050".into());
+        let mut options = ConnectOptions {
+            ca_pem: profile.ca,
+            token: profile.token,
+            identity: None,
+        };
+        if let Some(ca) = &self.ca {
+            options = options.ca_file(ca)?;
+        }
+        if let Some(token) = &self.token {
+            options.token = Some(token.clone());
+        }
+        Ok((url, options))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let (url, options) = self.target()?;
+        client(&url, options).await
+    }
+
+    pub async fn operator(&self) -> anyhow::Result<OperatorClient<Channel>> {
+        Ok(operator_of(&self.client().await?))
+    }
 }
 
-pub async fn connect(master: &str) -> anyhow::Result<Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(master.to_string())
-        .with_context(|| format!("`{master}` is not a master URL (e.g. http://127.0.0.1:5050)"))?
-        .connect_timeout(Duration::from_secs(3));
-    endpoint.connect().await.map_err(|_| {
-        anyhow::anyhow!(
-            "no master at {master}: start one with `wasmos local` or `wasmos master`, or point --master / WASMOS_MASTER at it"
-        )
-    })
+/// Connects, with an error that says what to do.
+pub async fn client(url: &str, options: ConnectOptions) -> anyhow::Result<Client> {
+    match Client::connect_with(url, options).await {
+        Ok(client) => Ok(client),
+        Err(wasmos_sdk::Error::Connect { .. }) => Err(anyhow::anyhow!(
+            "no master at {url}: start one with `wasmos local` or `wasmos master`, or point --master / WASMOS_MASTER at it"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The operator service of a connected client.
+pub fn operator_of(client: &Client) -> OperatorClient<Channel> {
+    OperatorClient::new(client.channel()).max_decoding_message_size(64 << 20)
+}
+
+/// The operator service of a local (plaintext, loopback) cluster.
+pub async fn operator(url: &str) -> anyhow::Result<OperatorClient<Channel>> {
+    Ok(operator_of(&client(url, ConnectOptions::default()).await?))
 }
 
 /// A gRPC error as one line.
@@ -59,7 +102,7 @@ pub struct PsArgs {
 }
 
 pub async fn ps(args: PsArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     let tasks = client
         .list_tasks(v1::ListTasksRequest {
             task_ids: vec![],
@@ -178,7 +221,7 @@ pub struct LogsArgs {
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     let target = if args.stderr {
         v1::SandboxTarget::Stderr
     } else {
@@ -233,7 +276,7 @@ pub struct KillArgs {
 }
 
 pub async fn kill(args: KillArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     client
         .kill_tasks(v1::OperatorKillRequest {
             task_ids: args.tasks.clone(),
@@ -266,7 +309,7 @@ pub struct LsArgs {
 }
 
 pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     let reply = client
         .read_sandbox(v1::ReadSandboxRequest {
             task_id: args.task,
@@ -310,7 +353,7 @@ pub struct CatArgs {
 }
 
 pub async fn cat(args: CatArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     let mut offset = 0;
     let mut out = std::io::stdout();
     loop {
@@ -352,7 +395,7 @@ pub struct ListArgs {
 }
 
 pub async fn agents(args: ListArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     let agents = client
         .list_agents(v1::ListAgentsRequest {})
         .await
@@ -399,7 +442,7 @@ pub async fn agents(args: ListArgs) -> anyhow::Result<()> {
 }
 
 pub async fn frameworks(args: ListArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     let frameworks = client
         .list_frameworks(v1::ListFrameworksRequest {})
         .await
@@ -463,7 +506,7 @@ pub enum RolesCommand {
 }
 
 pub async fn roles(args: RolesArgs) -> anyhow::Result<()> {
-    let mut client = operator(&args.master.master).await?;
+    let mut client = args.master.operator().await?;
     let roles = match args.set {
         Some(RolesCommand::Set {
             role,

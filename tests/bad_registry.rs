@@ -16,7 +16,7 @@ use wasmos_proto::v1;
 /// `wasmos master` on `work_dir`, expected to stop by itself.
 fn master_on(work_dir: &Path) -> Output {
     let mut cmd = wasmos();
-    cmd.args(["master", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+    cmd.args(["master", "--insecure", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .arg("--work-dir")
         .arg(work_dir);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -100,7 +100,7 @@ fn a_registry_on_a_full_disk_is_refused_and_keeps_what_it_held() {
     // A registry that holds something: a role's weight, set at start.
     let source = dir.path().join("source");
     let mut cmd = wasmos();
-    cmd.args(["master", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+    cmd.args(["master", "--insecure", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--role-weight", "gold=3", "--work-dir"])
         .arg(&source);
     let (mut master, _) = spawn_until(cmd, &["listening on"]);
@@ -116,10 +116,10 @@ fn a_registry_on_a_full_disk_is_refused_and_keeps_what_it_held() {
 mount -t tmpfs -o size=4M tmpfs '{disk}' || exit 90
 cp -r '{source}' '{disk}/m'
 cat /dev/zero > '{disk}/fill' 2>/dev/null
-WASMOS_LOG=warn timeout 30 '{bin}' master --listen 127.0.0.1:0 --http 127.0.0.1:0 --work-dir '{disk}/m'
+WASMOS_LOG=warn timeout 30 '{bin}' master --insecure --listen 127.0.0.1:0 --http 127.0.0.1:0 --work-dir '{disk}/m'
 echo "full-disk-exit=$?"
 rm '{disk}/fill'
-WASMOS_LOG=warn '{bin}' master --listen 127.0.0.1:0 --http 127.0.0.1:0 --work-dir '{disk}/m' > '{disk}/out' &
+WASMOS_LOG=warn '{bin}' master --insecure --listen 127.0.0.1:0 --http 127.0.0.1:0 --work-dir '{disk}/m' > '{disk}/out' &
 pid=$!
 for i in $(seq 300); do
   url=$(grep -o 'http://[0-9.:]*' '{disk}/out' | head -n 1)

@@ -26,6 +26,7 @@ const HELLO_WAT: &str = include_str!("../examples/wat/hello.wat");
 fn config(dir: &std::path::Path) -> MasterConfig {
     let mut config = MasterConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("master"));
     config.core.agent_heartbeat_interval = Duration::from_millis(100);
+    config.transport = wasmos_master::server::Transport::Insecure;
     config.core.agent_timeout = Duration::from_millis(600);
     config.core.framework_heartbeat_interval = Duration::from_millis(200);
     config.actor.allocation_interval = Duration::from_millis(20);

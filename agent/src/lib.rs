@@ -33,6 +33,7 @@ mod disk;
 mod engine;
 mod executor;
 pub mod gc;
+pub mod identity;
 mod limits;
 pub mod link;
 mod outbox;

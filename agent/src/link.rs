@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Unacknowledged updates are sent again this often. Default 2 s.
     pub resend_interval: Duration,
+    /// The agent's certificate and CA, for a TLS master (`https://`); `None`
+    /// for a plaintext one on loopback.
+    pub identity: Option<crate::identity::Identity>,
 }
 
 impl AgentConfig {
@@ -52,19 +55,49 @@ impl AgentConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             resend_interval: Duration::from_secs(2),
+            identity: None,
         }
+    }
+
+    /// The master's endpoint, with the agent's certificate when it has one.
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        let mut endpoint = Endpoint::from_shared(self.master.clone())
+            .with_context(|| {
+                format!(
+                    "`{}` is not a master URL (e.g. https://master:5050)",
+                    self.master
+                )
+            })?
+            .connect_timeout(Duration::from_secs(3));
+        match (&self.identity, endpoint.uri().scheme_str()) {
+            (Some(identity), Some("https")) => {
+                endpoint = endpoint.tls_config(identity.client_tls().tonic())?;
+            }
+            (None, Some("https")) => anyhow::bail!(
+                "{} serves TLS: the agent must join it first (--join <join string>, from `wasmos token create --agent`)",
+                self.master
+            ),
+            _ => {}
+        }
+        Ok(endpoint)
     }
 }
 
-/// Fetches artifacts from the master's `Artifacts` service.
+/// A lazily connected client of the master's `Artifacts` service.
+fn artifacts_client(config: &AgentConfig) -> anyhow::Result<ArtifactsClient<Channel>> {
+    Ok(ArtifactsClient::new(config.endpoint()?.connect_lazy()).max_decoding_message_size(8 << 20))
+}
+
+/// Fetches artifacts from the master's `Artifacts` service. The client is
+/// replaced when the agent's certificate is renewed.
 struct MasterArtifacts {
-    client: ArtifactsClient<Channel>,
+    client: Arc<std::sync::RwLock<ArtifactsClient<Channel>>>,
 }
 
 impl ArtifactSource for MasterArtifacts {
     fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
-            let mut client = self.client.clone();
+            let mut client = self.client.read().expect("not poisoned").clone();
             let mut stream = client
                 .fetch(v1::FetchRequest {
                     digest: digest.to_string(),
@@ -109,29 +142,26 @@ pub struct Agent {
     heartbeat_interval: Duration,
     /// Keeps sandboxes and the module cache within their disk limits.
     gc: crate::gc::GcHandle,
+    /// The artifact fetcher's client, rebuilt after a renewal.
+    artifacts: Arc<std::sync::RwLock<ArtifactsClient<Channel>>>,
 }
 
 impl Agent {
     /// Creates the executor (fetching artifacts from the master) and reads a
     /// saved agent id.
     pub fn new(mut config: AgentConfig) -> anyhow::Result<Agent> {
-        let endpoint = Endpoint::from_shared(config.master.clone())
-            .with_context(|| {
-                format!(
-                    "`{}` is not a master URL (e.g. http://127.0.0.1:5050)",
-                    config.master
-                )
-            })?
-            .connect_timeout(Duration::from_secs(3));
-        let channel = endpoint.connect_lazy();
+        let artifacts = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
         config.executor.artifacts = Some(Arc::new(MasterArtifacts {
-            client: ArtifactsClient::new(channel).max_decoding_message_size(8 << 20),
+            client: artifacts.clone(),
         }));
         std::fs::create_dir_all(&config.executor.work_dir)
             .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
-        let agent_id = std::fs::read_to_string(id_path(&config))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let agent_id = match &config.identity {
+            Some(identity) => identity.agent_id().to_string(),
+            None => std::fs::read_to_string(id_path(&config))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+        };
         if config.executor.sandbox_disk_limit.is_none() {
             // Sandboxes may take 80% of the disk offered: the rest is
             // headroom for tasks that outgrow their estimate.
@@ -156,6 +186,7 @@ impl Agent {
             master_epoch: 0,
             heartbeat_interval: Duration::from_secs(1),
             gc,
+            artifacts,
         })
     }
 
@@ -174,6 +205,16 @@ impl Agent {
                     backoff = self.config.min_backoff;
                 }
                 Err(e) => {
+                    // Refused for who it is (revoked, unknown, over its
+                    // token's resources): retrying cannot help.
+                    if let Some(status) = e.downcast_ref::<tonic::Status>()
+                        && matches!(
+                            status.code(),
+                            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                        )
+                    {
+                        anyhow::bail!("the master refused this agent: {}", status.message());
+                    }
                     tracing::warn!(
                         "link to {} failed: {e:#}; retrying in {backoff:?}",
                         self.config.master
@@ -187,12 +228,14 @@ impl Agent {
 
     /// One stream: register, then serve until it ends.
     async fn session(&mut self) -> anyhow::Result<()> {
-        let channel = Endpoint::from_shared(self.config.master.clone())?
-            .connect_timeout(Duration::from_secs(3))
+        let channel = self
+            .config
+            .endpoint()?
             .connect()
             .await
             .with_context(|| format!("no master at {}", self.config.master))?;
-        let mut client = AgentLinkClient::new(channel).max_decoding_message_size(64 << 20);
+        let mut client =
+            AgentLinkClient::new(channel.clone()).max_decoding_message_size(64 << 20);
         let (outbound, rx) = mpsc::channel::<v1::AgentMessage>(4096);
         let mut info = self.config.info.clone();
         info.agent_id = self.agent_id.clone();
@@ -224,8 +267,15 @@ impl Agent {
 
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
         let mut resend = tokio::time::interval(self.config.resend_interval);
+        let mut renewal = tokio::time::interval(
+            self.config
+                .identity
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |i| i.check_interval()),
+        );
         loop {
             tokio::select! {
+                _ = renewal.tick() => self.renew_if_due(&channel).await,
                 message = inbound.next() => match message {
                     Some(Ok(message)) => self.master_message(message, &outbound).await?,
                     Some(Err(status)) => anyhow::bail!("stream failed: {}", status.message()),
@@ -258,6 +308,26 @@ impl Agent {
                 }
                 _ = resend.tick() => self.resend(&outbound, self.config.resend_interval).await?,
             }
+        }
+    }
+
+    /// Renews the certificate once it is due, over the stream's own
+    /// connection (which goes on with the old one: no task notices). A
+    /// failure is retried at the next check.
+    async fn renew_if_due(&mut self, channel: &Channel) {
+        let Some(identity) = self.config.identity.as_mut() else {
+            return;
+        };
+        if !identity.renewal_due() {
+            return;
+        }
+        if let Err(e) = identity.renew(channel.clone()).await {
+            tracing::warn!("{e:#}");
+            return;
+        }
+        match artifacts_client(&self.config) {
+            Ok(client) => *self.artifacts.write().expect("not poisoned") = client,
+            Err(e) => tracing::warn!("rebuilding the artifact client: {e:#}"),
         }
     }
 

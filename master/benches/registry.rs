@@ -167,6 +167,7 @@ async fn main() {
     for _ in 0..5 {
         let mut config = MasterConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
         config.core.agent_reregister_timeout = Duration::from_secs(600);
+        config.transport = wasmos_master::server::Transport::Insecure;
         let start = Instant::now();
         let master = Master::start(config).await.expect("master starts");
         restart_ms.push(start.elapsed().as_secs_f64() * 1000.0);

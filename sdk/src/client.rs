@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;
 
+use crate::connect::{Channel, ConnectOptions};
 use crate::error::{Error, Result};
 use crate::scheduler::{Events, FrameworkConfig, Scheduler};
 
@@ -38,35 +40,69 @@ pub struct Uploaded {
 }
 
 impl Client {
-    /// Connects to the master at `url` (`http://127.0.0.1:5050`).
+    /// Connects to the master at `url` (`https://master:5050`, or
+    /// `http://127.0.0.1:5050` for a local cluster), trusting the CA and
+    /// sending the token of the environment (`WASMOS_CA`, `WASMOS_TOKEN`)
+    /// or the profile (see [`ConnectOptions::from_env`]).
     ///
     /// Fails at once when nothing listens there, so a typo in a URL shows up
     /// before any work is done.
     pub async fn connect(url: impl Into<String>) -> Result<Client> {
+        Client::connect_with(url, ConnectOptions::from_env()?).await
+    }
+
+    /// Connects with what `options` say to trust and show.
+    pub async fn connect_with(url: impl Into<String>, options: ConnectOptions) -> Result<Client> {
         let url = url.into();
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::InvalidUrl {
-                url: url.clone(),
-                message: e.to_string(),
-            })?
+        let invalid = |message: String| Error::InvalidUrl {
+            url: url.clone(),
+            message,
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
+        let authority = endpoint
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or_else(|| invalid("no host:port".into()))?;
+        match endpoint.uri().scheme_str() {
+            Some("https") => {
+                let ca = options.ca_pem.clone().ok_or_else(|| {
+                    Error::Config(format!(
+                        "{url} serves TLS: give the cluster's CA (--ca FILE, WASMOS_CA, or \
+                         `wasmos login`); a master writes it to <work-dir>/ca.pem"
+                    ))
+                })?;
+                let mut tls = wasmos_tls::ClientTls::trusting(ca);
+                tls.identity = options.identity.clone();
+                endpoint = endpoint
+                    .tls_config(tls.tonic())
+                    .map_err(|e| invalid(e.to_string()))?;
+            }
+            Some("http") => {
+                // A plaintext client of a TLS master would fail with a bare
+                // "transport error" on its first call: ask first.
+                if wasmos_tls::speaks_tls(&authority).await {
+                    return Err(Error::Config(format!(
+                        "the master at {url} serves TLS: use https://{authority} (with --ca)"
+                    )));
+                }
+            }
+            _ => return Err(invalid("the scheme must be https:// or http://".into())),
+        }
         let channel = endpoint.connect().await.map_err(|source| Error::Connect {
             url: url.clone(),
             source,
         })?;
-        Ok(Client { channel, url })
-    }
-
-    /// Wraps an existing tonic channel (custom TLS, timeouts, interceptors).
-    pub fn from_channel(channel: Channel, url: impl Into<String>) -> Client {
-        Client {
-            channel,
-            url: url.into(),
-        }
+        Ok(Client {
+            channel: InterceptedService::new(channel, options.credentials()?),
+            url,
+        })
     }
 
     /// The URL this client was created with.

@@ -70,11 +70,13 @@
 #![warn(missing_docs)]
 
 mod client;
+mod connect;
 mod error;
 mod job;
 mod scheduler;
 
 pub use client::{Client, UPLOAD_CHUNK, Uploaded, digest_of, module_bytes};
+pub use connect::{Channel, ConnectOptions, Credentials, Profile};
 pub use error::{Error, Result};
 pub use job::{
     CancelHandle, Job, JobReport, JobUpdate, Master, RetryPolicy, TaskOutcome, TaskTemplate,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tonic::Streaming;
-use tonic::transport::Channel;
+use crate::connect::Channel;
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;

@@ -165,7 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&dir);
         return result;
     }
-    let client = connect(&args.master.master).await?;
+    let client = args.master.client().await?;
     let template = upload(&client, &args, &module, &inputs).await?;
     if args.detach {
         detach(&client, &args, &name, &template).await
@@ -193,17 +193,11 @@ async fn run_local(
     })
     .await
     .context("starting the local cluster")?;
-    let client = connect(&cluster.url).await?;
+    let client = ops::client(&cluster.url, wasmos_sdk::ConnectOptions::default()).await?;
     let template = upload(&client, args, module, inputs).await?;
     let code = attached(&client, args, name, &template).await;
     drop(cluster);
     code
-}
-
-/// Connects with the operator commands' one-line error.
-async fn connect(url: &str) -> anyhow::Result<Client> {
-    let channel = ops::connect(url).await?;
-    Ok(Client::from_channel(channel, url))
 }
 
 /// The job's name: the module's file stem.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use wasmos_sdk::Channel;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
 use wasmos_sdk::{JobReport, TaskOutcome};

@@ -82,8 +82,21 @@ pub struct AgentProcess {
     args: Vec<String>,
 }
 
+/// What a client of a TLS cluster needs.
+pub struct Tls {
+    /// The master's CA certificate file.
+    pub ca: PathBuf,
+    pub ca_pem: String,
+    /// The admin token.
+    pub token: String,
+    /// A join string good for many agents.
+    pub join: String,
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// `Some` for a TLS cluster ([`Cluster::start_tls`]).
+    pub tls: Option<Tls>,
     master: Option<Child>,
     master_args: Vec<String>,
     /// gRPC URL of the master, e.g. `http://127.0.0.1:40123`.
@@ -96,13 +109,49 @@ pub struct Cluster {
 impl Cluster {
     /// A master with `master_args` (after [`FAST_MASTER`]) and `agents`
     /// agents with `agent_args` each.
+    /// The master serves plaintext (`--insecure`) and agents name their
+    /// own ids; [`Cluster::start_tls`] is the secure default.
     pub fn start(agents: usize, master_args: &[&str], agent_args: &[&str]) -> Cluster {
+        let mut args = master_args.to_vec();
+        args.push("--insecure");
+        Cluster::start_with(agents, &args, agent_args, false)
+    }
+
+    /// A master with TLS, its admin token and CA, and agents that join it
+    /// with a join token.
+    pub fn start_tls(agents: usize, master_args: &[&str], agent_args: &[&str]) -> Cluster {
+        Cluster::start_with(agents, master_args, agent_args, true)
+    }
+
+    fn start_with(agents: usize, master_args: &[&str], agent_args: &[&str], tls: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut args = with_defaults(FAST_MASTER, master_args);
         args.extend(master_args.iter().map(|s| s.to_string()));
         let (master, url, http) = spawn_master(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &args);
+        let tls = tls.then(|| {
+            let master_dir = dir.path().join("master");
+            let ca = master_dir.join("ca.pem");
+            let token = std::fs::read_to_string(master_dir.join("admin.token"))
+                .expect("the master wrote its admin token")
+                .trim()
+                .to_string();
+            let out = wasmos()
+                .args(["token", "create", "--agent", "--uses", "1000", "--master", &url])
+                .env("WASMOS_CA", &ca)
+                .env("WASMOS_TOKEN", &token)
+                .output()
+                .expect("run wasmos token create");
+            assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+            Tls {
+                ca_pem: std::fs::read_to_string(&ca).expect("the CA"),
+                ca,
+                token,
+                join: String::from_utf8(out.stdout).expect("utf-8").trim().to_string(),
+            }
+        });
         let mut cluster = Cluster {
             dir,
+            tls,
             master: Some(master),
             master_args: args,
             url,
@@ -128,8 +177,8 @@ impl Cluster {
     /// agents and frameworks find it where it was.
     pub fn restart_master(&mut self) {
         assert!(self.master.is_none(), "the master still runs");
-        let grpc = self.url.trim_start_matches("http://").to_string();
-        let http = self.http.trim_start_matches("http://").to_string();
+        let strip = |url: &str| url.split_once("://").map_or(url, |(_, rest)| rest).to_string();
+        let (grpc, http) = (strip(&self.url), strip(&self.http));
         let (master, _, _) = spawn_master(self.dir.path(), &grpc, &http, &self.master_args);
         self.master = Some(master);
     }
@@ -150,12 +199,25 @@ impl Cluster {
         i
     }
 
+    /// `wasmos`, with the CA and admin token of a TLS cluster in its
+    /// environment.
+    pub fn cli(&self) -> Command {
+        let mut cmd = wasmos();
+        if let Some(tls) = &self.tls {
+            cmd.env("WASMOS_CA", &tls.ca).env("WASMOS_TOKEN", &tls.token);
+        }
+        cmd
+    }
+
     fn spawn_agent(&self, agent: &AgentProcess) -> Child {
         let mut cmd = wasmos();
         cmd.arg("agent")
             .args(["--master", &self.url, "--work-dir"])
             .arg(&agent.work_dir)
             .args(&agent.args);
+        if let Some(tls) = &self.tls {
+            cmd.env("WASMOS_JOIN", &tls.join);
+        }
         spawn_until(cmd, &["wasmos agent offering"]).0
     }
 
@@ -184,9 +246,13 @@ impl Cluster {
         .unwrap_or_else(|| panic!("agent {i} saved no id"))
     }
 
-    /// GET a path of the master's HTTP port.
+    /// GET a path of the master's HTTP port (with the admin token, on a
+    /// TLS cluster).
     pub fn get(&self, path: &str) -> String {
-        http_get(&format!("{}{path}", self.http))
+        match &self.tls {
+            None => http_get(&format!("{}{path}", self.http)),
+            Some(tls) => https_get(&format!("{}{path}", self.http), &tls.ca_pem, Some(&tls.token)),
+        }
     }
 
     /// Waits until the master has `n` connected agents.
@@ -235,7 +301,7 @@ fn spawn_master(
     let (master, lines) = spawn_until(cmd, &["listening on", "/metrics on"]);
     let url = lines[0]
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .expect("the master's URL")
         .to_string();
     (master, url, last_word(&lines[1]))
@@ -253,6 +319,33 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A minimal HTTP/1.1 GET over TLS, verifying the server by `ca_pem`.
+pub fn https_get(url: &str, ca_pem: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("https://").expect("https URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_string();
+    let config = wasmos_tls::ClientTls::trusting(ca_pem).rustls().expect("client TLS");
+    let conn = rustls::ClientConnection::new(config, name.try_into().expect("server name"))
+        .expect("TLS client");
+    let tcp = std::net::TcpStream::connect(host).expect("connect to master HTTP");
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .map(|(head, body)| if head.contains(" 200 ") { body.to_string() } else { format!("{head}\n{body}") })
+        .unwrap_or(response)
 }
 
 /// A minimal HTTP/1.1 GET over loopback (no client library needed).

@@ -245,7 +245,7 @@ impl Core {
     }
 
     /// Forgets an agent and closes its stream.
-    fn remove_agent(&mut self, id: &AgentId, why: &str, now: Time) {
+    pub(super) fn remove_agent(&mut self, id: &AgentId, why: &str, now: Time) {
         self.forget_agent(id, why, now);
         self.out.close(super::Output::CloseAgent(id.clone()));
     }

@@ -173,6 +173,13 @@ pub enum Input {
     DrainAgent {
         agent: AgentId,
     },
+    /// An agent may never come back (its certificate was revoked): its
+    /// stream is closed and its tasks are `LOST` now. Done for an agent the
+    /// core does not know (it may have been lost already).
+    RemoveAgent {
+        agent: AgentId,
+        why: String,
+    },
     /// Time passed: expire offers, filters, agents and frameworks, then run a
     /// full allocation cycle. The shell sends it every allocation interval.
     Tick,
@@ -366,6 +373,12 @@ impl Core {
                 quota,
             } => self.update_role(&role, weight, quota, now),
             Input::DrainAgent { agent } => self.drain_agent(&agent),
+            Input::RemoveAgent { agent, why } => {
+                if self.agents.contains_key(&agent) {
+                    self.remove_agent(&agent, &why, now);
+                }
+                Ok(Reply::Done)
+            }
             Input::OperatorKill { task_ids } => self.operator_kill(task_ids, now),
             Input::Tick => self.tick(now),
         };

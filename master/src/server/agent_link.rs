@@ -1,5 +1,6 @@
 //! The `AgentLink` service: each agent's one bidirectional stream.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -12,12 +13,16 @@ use wasmos_proto::v1::agent_message::Kind;
 
 use super::actor::{Command, STREAM_BUFFER};
 use super::handle::{ActorHandle, status_of};
+use super::trust::Trust;
+use crate::resources::Resources;
 
 /// How long a new stream may take to send its `register` message.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct AgentLinkService {
     pub actor: ActorHandle,
+    /// `None` on an insecure master: agents name their own ids.
+    pub trust: Option<Arc<Trust>>,
 }
 
 #[tonic::async_trait]
@@ -28,6 +33,15 @@ impl AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let identity = match &self.trust {
+            Some(trust) => Some(trust.agent_of(&request)?.ok_or_else(|| {
+                Status::unauthenticated(
+                    "agents attach with the certificate they got by joining: \
+                     start the agent with --join <join string> (`wasmos token create --agent`)",
+                )
+            })?),
+            None => None,
+        };
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
             .await
@@ -38,6 +52,27 @@ impl AgentLink for AgentLinkService {
                 "the first message on an agent stream must be `register`",
             ));
         };
+        let mut register = register;
+        if let Some(identity) = identity {
+            // The id is the certificate's, whatever the message says.
+            let info = register.agent.get_or_insert_with(Default::default);
+            info.agent_id = identity.agent_id.clone();
+            if let Some(max) = identity.max_resources {
+                let claimed = info
+                    .resources
+                    .as_ref()
+                    .map(Resources::try_from)
+                    .transpose()
+                    .map_err(|e| Status::invalid_argument(format!("resources: {e}")))?
+                    .unwrap_or(Resources::ZERO);
+                if !claimed.fits_in(&max) {
+                    return Err(Status::permission_denied(format!(
+                        "agent {} advertises {claimed}, more than its join token allows ({max})",
+                        identity.agent_id
+                    )));
+                }
+            }
+        }
         let (messages, stream) = mpsc::channel(STREAM_BUFFER);
         let (reply, answer) = oneshot::channel();
         self.actor
@@ -80,4 +115,34 @@ impl AgentLink for AgentLinkService {
         });
         Ok(Response::new(ReceiverStream::new(stream)))
     }
+
+    async fn join(
+        &self,
+        request: Request<v1::JoinRequest>,
+    ) -> Result<Response<v1::JoinResponse>, Status> {
+        let trust = self.trust.as_ref().ok_or_else(insecure)?;
+        Ok(Response::new(trust.join(request.into_inner()).await?))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<v1::RenewRequest>,
+    ) -> Result<Response<v1::RenewResponse>, Status> {
+        let trust = self.trust.as_ref().ok_or_else(insecure)?;
+        let agent = trust
+            .agent_of(&request)?
+            .ok_or_else(|| Status::unauthenticated("renewal needs the agent's certificate"))?;
+        Ok(Response::new(
+            trust
+                .renew(&agent.agent_id, &request.into_inner().csr_pem)
+                .await?,
+        ))
+    }
+}
+
+/// The answer of an insecure master to calls about certificates and tokens.
+pub fn insecure() -> Status {
+    Status::failed_precondition(
+        "this master runs with --insecure: it has no CA and issues no certificates or tokens",
+    )
 }

@@ -1,20 +1,49 @@
 //! The master's HTTP port: `/health`, `/state` (JSON), `/metrics`
 //! (Prometheus text).
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
 use super::handle::ActorHandle;
+use super::trust::Trust;
 
-pub fn router(actor: ActorHandle) -> Router {
-    Router::new()
-        .route("/health", get(health))
+/// `/health` is open; `/state` and `/metrics` need the admin token on a
+/// TLS master (`trust`), as every gRPC call does.
+pub fn router(actor: ActorHandle, trust: Option<Arc<Trust>>) -> Router {
+    let guarded = Router::new()
         .route("/state", get(state))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(move |request: Request, next: Next| {
+            let trust = trust.clone();
+            async move {
+                if let Some(trust) = trust {
+                    let header = request
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if let Err(status) = trust.admin(header) {
+                        let message = if header.is_empty() {
+                            "this page needs the admin token: Authorization: Bearer <token>"
+                        } else {
+                            status.message()
+                        };
+                        return (StatusCode::UNAUTHORIZED, format!("{message}\n")).into_response();
+                    }
+                }
+                next.run(request).await
+            }
+        }));
+    Router::new()
+        .route("/health", get(health))
+        .merge(guarded)
         .with_state(actor)
 }
 

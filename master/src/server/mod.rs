@@ -14,6 +14,8 @@ mod http;
 mod metrics;
 mod operator;
 mod scheduler;
+mod tls_listener;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use wasmos_proto::v1::agent_link_server::AgentLinkServer;
 use wasmos_proto::v1::artifacts_server::ArtifactsServer;
@@ -31,6 +34,7 @@ use wasmos_proto::v1::scheduler_server::SchedulerServer;
 
 pub use actor::ActorConfig;
 pub use artifacts::ArtifactStore;
+pub use trust::{TlsSettings, Transport};
 
 use crate::core::{Core, CoreConfig, Input};
 use crate::ids::Role;
@@ -89,6 +93,8 @@ pub struct MasterConfig {
     pub store: Option<Arc<dyn Store>>,
     /// The wall clock. Default the system's.
     pub wall_clock: WallClock,
+    /// TLS (the default) or plaintext on loopback.
+    pub transport: Transport,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -118,6 +124,7 @@ impl MasterConfig {
             artifact_ttl: Duration::from_secs(24 * 3600),
             store: None,
             wall_clock: WallClock::system(),
+            transport: Transport::Tls(TlsSettings::new()),
         }
     }
 }
@@ -125,6 +132,10 @@ impl MasterConfig {
 /// A running master.
 pub struct Master {
     grpc_addr: SocketAddr,
+    /// `https` or `http`.
+    scheme: &'static str,
+    trust: Option<Arc<trust::Trust>>,
+    new_admin_token: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
     epoch: u64,
     actor: Option<tokio::task::JoinHandle<Result<(), store::StoreError>>>,
@@ -141,6 +152,16 @@ impl Master {
     /// servers, and returns. Health reports SERVING only once the whole
     /// registry is loaded and this start's epoch is durable.
     pub async fn start(config: MasterConfig) -> anyhow::Result<Master> {
+        if matches!(config.transport, Transport::Insecure) {
+            for addr in std::iter::once(config.listen).chain(config.http) {
+                if !addr.ip().is_loopback() {
+                    anyhow::bail!(
+                        "--insecure serves plaintext without credentials, so only on a loopback \
+                         address, not {addr}: drop --insecure (TLS is the default) or listen on 127.0.0.1"
+                    );
+                }
+            }
+        }
         let registry: Arc<dyn Store> = match &config.store {
             Some(store) => store.clone(),
             None => {
@@ -160,6 +181,9 @@ impl Master {
         core_config.master_epoch = opened.epoch;
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
         let artifacts = std::mem::take(&mut opened.registry.artifacts);
+        let registry_ca = opened.registry.ca.take();
+        let tokens = std::mem::take(&mut opened.registry.tokens);
+        let identities = std::mem::take(&mut opened.registry.identities);
         let (mut core, recovered) = Core::recover(core_config, opened.registry, clock.now())
             .map_err(|e| anyhow::anyhow!("{}: {e}", registry.describe()))?;
         for note in &recovered.notes {
@@ -242,6 +266,41 @@ impl Master {
             )
         })?;
         let grpc_addr = listener.local_addr()?;
+        let trust = match &config.transport {
+            Transport::Insecure => None,
+            Transport::Tls(settings) => {
+                let mut settings = settings.clone();
+                if settings.advertise.is_empty() {
+                    settings.advertise = vec![default_advertise(grpc_addr)];
+                }
+                let names = server_names(grpc_addr, &settings);
+                let registry = registry.clone();
+                let work_dir = config.work_dir.clone();
+                let clock = config.wall_clock.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    trust::Trust::open(
+                        registry,
+                        registry_ca,
+                        tokens,
+                        identities,
+                        settings,
+                        &names,
+                        &work_dir,
+                        clock,
+                    )
+                })
+                .await??;
+                Some((Arc::new(opened.trust), opened.new_admin_token))
+            }
+        };
+        let (trust, new_admin_token) = match trust {
+            Some((trust, token)) => (Some(trust), token),
+            None => (None, None),
+        };
+        let gate = |agents| trust::Gate {
+            trust: trust.clone(),
+            agents,
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<SchedulerServer<scheduler::SchedulerService>>()
@@ -250,22 +309,41 @@ impl Master {
             .register_encoded_file_descriptor_set(wasmos_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("gRPC reflection")?;
-        let router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(trust) = &trust {
+            server = server
+                .tls_config(
+                    trust
+                        .server_identity()
+                        .tonic(Some(trust.client_roots())),
+                )
+                .context("the master's TLS certificate")?;
+        }
+        let router = server
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(SchedulerServer::new(scheduler::SchedulerService {
-                actor: handle.clone(),
-            }))
+            .add_service(InterceptedService::new(
+                SchedulerServer::new(scheduler::SchedulerService {
+                    actor: handle.clone(),
+                }),
+                gate(false),
+            ))
             .add_service(AgentLinkServer::new(agent_link::AgentLinkService {
                 actor: handle.clone(),
+                trust: trust.clone(),
             }))
-            .add_service(
+            .add_service(InterceptedService::new(
                 ArtifactsServer::new(artifacts::ArtifactsService { store })
                     .max_decoding_message_size(8 << 20),
-            )
-            .add_service(OperatorServer::new(operator::OperatorService {
-                actor: handle.clone(),
-            }));
+                gate(true),
+            ))
+            .add_service(InterceptedService::new(
+                OperatorServer::new(operator::OperatorService {
+                    actor: handle.clone(),
+                    trust: trust.clone(),
+                }),
+                gate(false),
+            ));
         let (shutdown, stopping) = tokio::sync::watch::channel(());
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
             // Ends when the sender (the `Master`) is dropped.
@@ -294,13 +372,28 @@ impl Master {
                     .await
                     .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
                 let http_addr = listener.local_addr()?;
-                let app = http::router(handle.clone());
+                let app = http::router(handle.clone(), trust.clone());
                 let http_stopped = stopped(stopping.clone());
+                let served = match &trust {
+                    None => tokio::spawn(async move {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(http_stopped)
+                            .await
+                    }),
+                    Some(trust) => {
+                        let listener = tls_listener::TlsListener::new(
+                            listener,
+                            trust.server_identity().rustls()?,
+                        );
+                        tokio::spawn(async move {
+                            axum::serve(listener, app)
+                                .with_graceful_shutdown(http_stopped)
+                                .await
+                        })
+                    }
+                };
                 servers.push(tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, app)
-                        .with_graceful_shutdown(http_stopped)
-                        .await
-                    {
+                    if let Ok(Err(e)) = served.await {
                         tracing::error!("HTTP server failed: {e}");
                     }
                 }));
@@ -308,9 +401,13 @@ impl Master {
             }
             None => None,
         };
-        tracing::info!(%grpc_addr, ?http_addr, epoch = opened.epoch, "master started");
+        let scheme = if trust.is_some() { "https" } else { "http" };
+        tracing::info!(%grpc_addr, ?http_addr, epoch = opened.epoch, scheme, "master started");
         Ok(Master {
             grpc_addr,
+            scheme,
+            trust,
+            new_admin_token,
             http_addr,
             epoch: opened.epoch,
             actor: Some(actor),
@@ -328,6 +425,26 @@ impl Master {
     /// The address the gRPC server listens on.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The gRPC URL clients use: `https://` unless the master is insecure.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.grpc_addr)
+    }
+
+    /// The CA clients verify this master against (`None` if insecure).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.trust.as_deref().map(|t| t.ca_pem())
+    }
+
+    /// Where the admin token is kept (`None` if insecure).
+    pub fn admin_token_path(&self) -> Option<&std::path::Path> {
+        self.trust.as_deref().map(|t| t.admin_token_path())
+    }
+
+    /// True when this start wrote a new admin token.
+    pub fn made_admin_token(&self) -> bool {
+        self.new_admin_token.is_some()
     }
 
     /// The address the HTTP server listens on, if any.
@@ -387,6 +504,45 @@ impl Master {
             }
         }
     }
+}
+
+/// Where clients reach a master listening on `addr`: the address itself,
+/// or this host's name for an unspecified address.
+fn default_advertise(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("{}:{}", hostname().unwrap_or_else(|| "localhost".into()), addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The names an issued server certificate covers: the listen address,
+/// loopback, `localhost`, this host's name, the advertised hosts and
+/// `--tls-san`.
+fn server_names(addr: SocketAddr, settings: &TlsSettings) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    names.extend(hostname());
+    for advertised in &settings.advertise {
+        let host = advertised
+            .rsplit_once(':')
+            .map_or(advertised.as_str(), |(host, _)| host);
+        names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
+    }
+    names.extend(settings.sans.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+    names
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {

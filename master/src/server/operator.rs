@@ -18,6 +18,8 @@ const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct OperatorService {
     pub actor: ActorHandle,
+    /// `None` on an insecure master.
+    pub trust: Option<std::sync::Arc<super::trust::Trust>>,
 }
 
 fn wire(r: &Resources) -> Option<v1::Resources> {
@@ -167,6 +169,44 @@ impl Operator for OperatorService {
             .await?;
         info.map(Response::new)
             .ok_or_else(|| Status::internal("role vanished after update"))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let trust = self.trust.as_ref().ok_or_else(super::agent_link::insecure)?;
+        Ok(Response::new(trust.create_token(request.into_inner()).await?))
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<v1::RevokeAgentRequest>,
+    ) -> Result<Response<v1::RevokeAgentResponse>, Status> {
+        let trust = self.trust.as_ref().ok_or_else(super::agent_link::insecure)?;
+        let agent_id = request.into_inner().agent_id;
+        // Revoked first: from here the agent cannot attach again, so the
+        // removal below is final.
+        trust.revoke(&agent_id).await?;
+        let agent = crate::ids::AgentId::from(agent_id.as_str());
+        let tasks_lost = {
+            let agent = agent.clone();
+            self.actor
+                .query(move |core, _| {
+                    core.agents()
+                        .into_iter()
+                        .find(|a| a.id == agent)
+                        .map_or(0, |a| a.tasks as u32)
+                })
+                .await?
+        };
+        self.actor
+            .call(Input::RemoveAgent {
+                agent,
+                why: "the agent's certificate was revoked".into(),
+            })
+            .await?;
+        Ok(Response::new(v1::RevokeAgentResponse { tasks_lost }))
     }
 
     async fn drain_agent(

@@ -42,17 +42,26 @@ pub enum Table {
     Roles,
     Tasks,
     Artifacts,
+    /// The cluster's CA, under the key `ca`.
+    Trust,
+    /// Tokens by accessor (secrets kept hashed).
+    Tokens,
+    /// Agent identities the CA issued, by agent id.
+    Identities,
 }
 
 impl Table {
     /// Every table, header first.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Agents,
         Table::Frameworks,
         Table::Roles,
         Table::Tasks,
         Table::Artifacts,
+        Table::Trust,
+        Table::Tokens,
+        Table::Identities,
     ];
 
     /// The table's name: a redb table, or an etcd key prefix.
@@ -64,6 +73,9 @@ impl Table {
             Table::Roles => "roles",
             Table::Tasks => "tasks",
             Table::Artifacts => "artifacts",
+            Table::Trust => "trust",
+            Table::Tokens => "tokens",
+            Table::Identities => "identities",
         }
     }
 }
@@ -80,6 +92,9 @@ pub enum Record {
     Role(v1::StoredRole),
     Task(v1::StoredTask),
     Artifact(v1::StoredArtifact),
+    Ca(v1::StoredCa),
+    Token(v1::StoredToken),
+    Identity(v1::StoredIdentity),
 }
 
 impl Record {
@@ -92,6 +107,9 @@ impl Record {
             Record::Role(_) => Table::Roles,
             Record::Task(_) => Table::Tasks,
             Record::Artifact(_) => Table::Artifacts,
+            Record::Ca(_) => Table::Trust,
+            Record::Token(_) => Table::Tokens,
+            Record::Identity(_) => Table::Identities,
         }
     }
 
@@ -116,6 +134,9 @@ impl Record {
                 .map(|s| s.task_id.clone())
                 .unwrap_or_default(),
             Record::Artifact(a) => a.digest.clone(),
+            Record::Ca(_) => "ca".into(),
+            Record::Token(t) => t.accessor.clone(),
+            Record::Identity(i) => i.agent_id.clone(),
         }
     }
 
@@ -128,6 +149,9 @@ impl Record {
             Record::Role(r) => r.encode_to_vec(),
             Record::Task(r) => r.encode_to_vec(),
             Record::Artifact(r) => r.encode_to_vec(),
+            Record::Ca(r) => r.encode_to_vec(),
+            Record::Token(r) => r.encode_to_vec(),
+            Record::Identity(r) => r.encode_to_vec(),
         }
     }
 
@@ -139,6 +163,9 @@ impl Record {
             Table::Roles => Record::Role(Message::decode(bytes)?),
             Table::Tasks => Record::Task(Message::decode(bytes)?),
             Table::Artifacts => Record::Artifact(Message::decode(bytes)?),
+            Table::Trust => Record::Ca(Message::decode(bytes)?),
+            Table::Tokens => Record::Token(Message::decode(bytes)?),
+            Table::Identities => Record::Identity(Message::decode(bytes)?),
         })
     }
 }
@@ -171,6 +198,10 @@ pub struct Registry {
     pub roles: Vec<v1::StoredRole>,
     pub tasks: Vec<v1::StoredTask>,
     pub artifacts: Vec<v1::StoredArtifact>,
+    /// The cluster's CA; `None` until a TLS master made one.
+    pub ca: Option<v1::StoredCa>,
+    pub tokens: Vec<v1::StoredToken>,
+    pub identities: Vec<v1::StoredIdentity>,
 }
 
 impl Registry {
@@ -203,6 +234,9 @@ impl Registry {
             Record::Role(r) => self.roles.push(r),
             Record::Task(t) => self.tasks.push(t),
             Record::Artifact(a) => self.artifacts.push(a),
+            Record::Ca(c) => self.ca = Some(c),
+            Record::Token(t) => self.tokens.push(t),
+            Record::Identity(i) => self.identities.push(i),
         }
         Ok(())
     }
@@ -215,6 +249,9 @@ impl Registry {
         records.extend(self.roles.iter().cloned().map(Record::Role));
         records.extend(self.tasks.iter().cloned().map(Record::Task));
         records.extend(self.artifacts.iter().cloned().map(Record::Artifact));
+        records.extend(self.ca.iter().cloned().map(Record::Ca));
+        records.extend(self.tokens.iter().cloned().map(Record::Token));
+        records.extend(self.identities.iter().cloned().map(Record::Identity));
         records
     }
 
@@ -225,6 +262,9 @@ impl Registry {
             + self.roles.len()
             + self.tasks.len()
             + self.artifacts.len()
+            + usize::from(self.ca.is_some())
+            + self.tokens.len()
+            + self.identities.len()
     }
 
     /// Holds no record but (perhaps) the header.

@@ -47,6 +47,7 @@ pub async fn start_master() -> TestMaster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = MasterConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
     config.core.agent_heartbeat_interval = Duration::from_millis(200);
+    config.transport = wasmos_master::server::Transport::Insecure;
     config.core.agent_timeout = Duration::from_millis(1000);
     config.actor.allocation_interval = Duration::from_millis(50);
     config.core.framework_heartbeat_interval = Duration::from_millis(200);

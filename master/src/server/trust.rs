@@ -1,0 +1,538 @@
+//! Who may call the master: the cluster's CA, the tokens it issued and the
+//! agents that joined with them.
+//!
+//! State here is small and changes rarely (a join, a token, a revocation),
+//! so it lives beside the actor rather than in the core: each change is
+//! committed to the registry (tables `trust`, `tokens`, `identities`) before
+//! it is answered, like the artifact index. The core learns only what it
+//! must act on: a revoked agent is removed through [`crate::core::Input`].
+//!
+//! Rules (see `SECURITY.md`):
+//! - every call but health and reflection carries the admin token, or comes
+//!   from an agent whose certificate the CA signed (and only where agents
+//!   call: `AgentLink`, `Artifacts`);
+//! - an agent's id is the one its certificate names, never a message field;
+//! - a join token is spent by use and worthless once spent or expired; the
+//!   registry keeps secrets only as hashes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tonic::{Request, Status};
+use wasmos_proto::v1;
+use wasmos_tls::{Ca, JoinString, Secret, ServerIdentity};
+
+use super::WallClock;
+use crate::resources::Resources;
+use crate::store::{Record, Store, StoreError, Write};
+
+/// How the master's gRPC and HTTP ports speak.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// Plaintext, no credentials asked: for loopback only (`--insecure`,
+    /// `wasmos local`, tests).
+    Insecure,
+    /// TLS, with the admin token or an agent certificate on every call.
+    Tls(TlsSettings),
+}
+
+/// The TLS settings of a master.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    /// An operator's own server certificate chain and key, PEM; `None` to
+    /// have the cluster's CA issue one at every start.
+    pub own_identity: Option<(String, String)>,
+    /// More CAs whose client certificates are accepted, PEM.
+    pub client_ca_pem: Option<String>,
+    /// Names the issued server certificate covers beyond the listen
+    /// address, `localhost`, loopback and this host's name.
+    pub sans: Vec<String>,
+    /// `host:port` agents and clients reach the master by, for join
+    /// strings; default the listen address (or this host's name, for an
+    /// unspecified listen address).
+    pub advertise: Vec<String>,
+    /// How long an agent certificate is valid; agents renew at two thirds.
+    pub agent_cert_ttl: Duration,
+}
+
+impl TlsSettings {
+    pub fn new() -> TlsSettings {
+        TlsSettings {
+            agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
+            ..TlsSettings::default()
+        }
+    }
+}
+
+/// Who made a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The holder of an admin token (by accessor).
+    Admin(String),
+    /// An agent, by the id its certificate names.
+    Agent(String),
+}
+
+/// What a joined agent may do.
+#[derive(Clone, Debug)]
+pub struct AgentIdentity {
+    pub agent_id: String,
+    /// The most it may advertise, from its join token.
+    pub max_resources: Option<Resources>,
+}
+
+/// The master's CA, tokens and agent identities.
+pub struct Trust {
+    ca: Ca,
+    identity: ServerIdentity,
+    /// PEM of every CA whose client certificates are accepted.
+    client_roots: String,
+    settings: TlsSettings,
+    store: Arc<dyn Store>,
+    clock: WallClock,
+    state: Mutex<State>,
+    admin_token_path: PathBuf,
+}
+
+#[derive(Default)]
+struct State {
+    tokens: HashMap<String, v1::StoredToken>,
+    identities: HashMap<String, v1::StoredIdentity>,
+}
+
+/// What [`Trust::open`] found or made, for the master's log.
+pub struct Opened {
+    pub trust: Trust,
+    /// A new admin token was written to this file.
+    pub new_admin_token: Option<PathBuf>,
+}
+
+impl Trust {
+    /// Loads the CA (making one, durably, on first start), the tokens and
+    /// identities, issues this start's server certificate for `names`, and
+    /// makes sure `<work_dir>/admin.token` holds a valid admin token.
+    pub fn open(
+        store: Arc<dyn Store>,
+        registry_ca: Option<v1::StoredCa>,
+        tokens: Vec<v1::StoredToken>,
+        identities: Vec<v1::StoredIdentity>,
+        settings: TlsSettings,
+        names: &[String],
+        work_dir: &Path,
+        clock: WallClock,
+    ) -> anyhow::Result<Opened> {
+        let mut writes = Vec::new();
+        let ca = match registry_ca {
+            Some(stored) => Ca::from_pem(&stored.cert_pem, &stored.key_pem)
+                .map_err(|e| anyhow::anyhow!("the CA in {}: {e}", store.describe()))?,
+            None => {
+                let ca = Ca::generate(&format!("{:08x}", rand::random::<u32>()))?;
+                writes.push(Write::Put(Record::Ca(v1::StoredCa {
+                    cert_pem: ca.cert_pem().to_string(),
+                    key_pem: ca.key_pem().to_string(),
+                })));
+                tracing::info!(pin = ca.pin(), "made the cluster's CA");
+                ca
+            }
+        };
+        let identity = match &settings.own_identity {
+            Some((chain, key)) => ServerIdentity {
+                cert_chain_pem: chain.clone(),
+                key_pem: key.clone(),
+            },
+            None => ca.issue_server(names, Duration::from_secs(365 * 24 * 3600))?,
+        };
+        let mut client_roots = ca.cert_pem().to_string();
+        if let Some(extra) = &settings.client_ca_pem {
+            client_roots.push_str(extra);
+        }
+        let mut state = State {
+            tokens: tokens.into_iter().map(|t| (t.accessor.clone(), t)).collect(),
+            identities: identities
+                .into_iter()
+                .map(|i| (i.agent_id.clone(), i))
+                .collect(),
+        };
+        let admin_token_path = work_dir.join("admin.token");
+        let current = std::fs::read_to_string(&admin_token_path)
+            .ok()
+            .and_then(|text| Secret::parse(&text).ok())
+            .filter(|token| {
+                state.tokens.get(&token.accessor).is_some_and(|t| {
+                    t.kind() == v1::TokenKind::Admin && token.matches(&t.secret_sha256)
+                })
+            });
+        let mut new_admin_token = None;
+        if current.is_none() {
+            let token = Secret::generate();
+            let stored = v1::StoredToken {
+                accessor: token.accessor.clone(),
+                secret_sha256: token.hash(),
+                kind: v1::TokenKind::Admin as i32,
+                created_ms: clock.now_ms(),
+                ..Default::default()
+            };
+            writes.push(Write::Put(Record::Token(stored.clone())));
+            state.tokens.insert(stored.accessor.clone(), stored);
+            store.commit(&writes)?;
+            write_private(&admin_token_path, &format!("{token}\n"))?;
+            new_admin_token = Some(admin_token_path.clone());
+        } else if !writes.is_empty() {
+            store.commit(&writes)?;
+        }
+        // The CA certificate is public: clients need it (`--ca`).
+        std::fs::write(work_dir.join("ca.pem"), ca.cert_pem())
+            .with_context(|| format!("cannot write {}", work_dir.join("ca.pem").display()))?;
+        Ok(Opened {
+            trust: Trust {
+                ca,
+                identity,
+                client_roots,
+                settings,
+                store,
+                clock,
+                state: Mutex::new(state),
+                admin_token_path,
+            },
+            new_admin_token,
+        })
+    }
+
+    /// The chain and key the master serves.
+    pub fn server_identity(&self) -> &ServerIdentity {
+        &self.identity
+    }
+
+    /// PEM of the CAs whose client certificates are verified.
+    pub fn client_roots(&self) -> &str {
+        &self.client_roots
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    pub fn admin_token_path(&self) -> &Path {
+        &self.admin_token_path
+    }
+
+    /// Who made `request`: an admin token in `authorization: Bearer`, or an
+    /// agent certificate (accepted only when `agents` may make this call).
+    pub fn caller<T>(&self, request: &Request<T>, agents: bool) -> Result<Caller, Status> {
+        if let Some(value) = request.metadata().get("authorization") {
+            return self.admin(value.to_str().unwrap_or_default());
+        }
+        if let Some(agent) = self.agent_of(request)? {
+            if agents {
+                return Ok(Caller::Agent(agent.agent_id));
+            }
+            return Err(Status::permission_denied(format!(
+                "agent {} may not make this call",
+                agent.agent_id
+            )));
+        }
+        Err(Status::unauthenticated(
+            "this call needs a token: pass --token, set WASMOS_TOKEN or run `wasmos login` \
+             (a new master writes its admin token to <work-dir>/admin.token)",
+        ))
+    }
+
+    /// The admin behind an `authorization` header's value, `Bearer <token>`.
+    pub fn admin(&self, header: &str) -> Result<Caller, Status> {
+        let token = header
+            .strip_prefix("Bearer ")
+            .and_then(|v| Secret::parse(v).ok())
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header is not `Bearer <token>`")
+            })?;
+        let state = self.state.lock().expect("not poisoned");
+        match state.tokens.get(&token.accessor) {
+            Some(t)
+                if t.kind() == v1::TokenKind::Admin
+                    && token.matches(&t.secret_sha256)
+                    && !expired(t, self.clock.now_ms()) =>
+            {
+                Ok(Caller::Admin(token.accessor))
+            }
+            Some(t) if t.kind() == v1::TokenKind::AgentJoin => Err(Status::permission_denied(
+                "a join token only joins agents (`wasmos agent --join`)",
+            )),
+            _ => Err(Status::unauthenticated(format!(
+                "token {} is unknown, revoked or expired",
+                token.accessor
+            ))),
+        }
+    }
+
+    /// The agent whose certificate `request` came with, if any. Its chain
+    /// was verified against the CA in the TLS handshake; here it must name
+    /// an agent that joined and was not revoked.
+    pub fn agent_of<T>(&self, request: &Request<T>) -> Result<Option<AgentIdentity>, Status> {
+        let Some(certs) = request.peer_certs() else {
+            return Ok(None);
+        };
+        let Some(leaf) = certs.first() else {
+            return Ok(None);
+        };
+        let agent_id = wasmos_tls::agent_id_of(leaf).ok_or_else(|| {
+            Status::permission_denied("the client certificate names no wasmos agent")
+        })?;
+        let state = self.state.lock().expect("not poisoned");
+        match state.identities.get(&agent_id) {
+            Some(identity) if identity.revoked => Err(Status::permission_denied(format!(
+                "agent {agent_id} was revoked; join again with a new token"
+            ))),
+            Some(identity) => Ok(Some(AgentIdentity {
+                agent_id,
+                max_resources: identity
+                    .max_resources
+                    .as_ref()
+                    .and_then(|r| Resources::try_from(r).ok()),
+            })),
+            None => Err(Status::permission_denied(format!(
+                "agent {agent_id} is not known to this master"
+            ))),
+        }
+    }
+
+    /// Makes a token. Join tokens default to one use within an hour.
+    pub async fn create_token(
+        &self,
+        request: v1::CreateTokenRequest,
+    ) -> Result<v1::CreateTokenResponse, Status> {
+        let kind = request.kind();
+        if kind == v1::TokenKind::Unspecified {
+            return Err(Status::invalid_argument("say what the token is for (kind)"));
+        }
+        if let Some(max) = &request.max_resources {
+            Resources::try_from(max).map_err(|e| {
+                Status::invalid_argument(format!("max_resources: {e}"))
+            })?;
+        }
+        let now = self.clock.now_ms();
+        let ttl = match (kind, request.ttl_ms) {
+            (v1::TokenKind::AgentJoin, 0) => 3600 * 1000,
+            (_, ttl) => ttl,
+        };
+        let token = Secret::generate();
+        let stored = v1::StoredToken {
+            accessor: token.accessor.clone(),
+            secret_sha256: token.hash(),
+            kind: kind as i32,
+            created_ms: now,
+            expires_ms: if ttl == 0 { 0 } else { now.saturating_add(ttl) },
+            uses_left: if kind == v1::TokenKind::AgentJoin {
+                request.uses.max(1)
+            } else {
+                0
+            },
+            max_resources: request.max_resources,
+        };
+        self.commit(vec![Write::Put(Record::Token(stored.clone()))])
+            .await?;
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .tokens
+            .insert(stored.accessor.clone(), stored.clone());
+        tracing::info!(accessor = %token.accessor, ?kind, "token created");
+        let join = if kind == v1::TokenKind::AgentJoin {
+            JoinString {
+                token: token.clone(),
+                masters: self.settings.advertise.clone(),
+                ca_pin: self.ca.pin().to_string(),
+            }
+            .to_string()
+        } else {
+            String::new()
+        };
+        Ok(v1::CreateTokenResponse {
+            token: token.to_string(),
+            accessor: token.accessor,
+            expires_ms: stored.expires_ms,
+            join,
+        })
+    }
+
+    /// Spends one use of a join token on a certificate for a new agent id.
+    pub async fn join(&self, request: v1::JoinRequest) -> Result<v1::JoinResponse, Status> {
+        let denied = || Status::permission_denied("the join token is unknown, spent or expired");
+        let token = Secret::parse(&request.token).map_err(|_| denied())?;
+        if request.hostname.len() > 255 {
+            return Err(Status::invalid_argument("hostname longer than 255 bytes"));
+        }
+        let now = self.clock.now_ms();
+        // Take the use first (under the lock) so two joins cannot both
+        // spend a token's last use; give it back if the rest fails.
+        let (spent, agent_id) = {
+            let mut state = self.state.lock().expect("not poisoned");
+            let stored = state
+                .tokens
+                .get_mut(&token.accessor)
+                .filter(|t| {
+                    t.kind() == v1::TokenKind::AgentJoin
+                        && token.matches(&t.secret_sha256)
+                        && !expired(t, now)
+                        && t.uses_left > 0
+                })
+                .ok_or_else(denied)?;
+            stored.uses_left -= 1;
+            let spent = stored.clone();
+            let agent_id = loop {
+                let id = format!("A{}", hex::encode(rand::random::<[u8; 6]>()));
+                if !state.identities.contains_key(&id) {
+                    break id;
+                }
+            };
+            (spent, agent_id)
+        };
+        let give_back = |status: Status| {
+            if let Some(t) = self
+                .state
+                .lock()
+                .expect("not poisoned")
+                .tokens
+                .get_mut(&spent.accessor)
+            {
+                t.uses_left += 1;
+            }
+            status
+        };
+        let issued = self
+            .ca
+            .sign_agent(&request.csr_pem, &agent_id, self.settings.agent_cert_ttl)
+            .map_err(|e| give_back(Status::invalid_argument(e.to_string())))?;
+        let identity = v1::StoredIdentity {
+            agent_id: agent_id.clone(),
+            token_accessor: spent.accessor.clone(),
+            max_resources: spent.max_resources,
+            not_after_ms: issued.not_after_ms,
+            revoked: false,
+            joined_ms: now,
+            hostname: request.hostname.clone(),
+        };
+        self.commit(vec![
+            Write::Put(Record::Token(spent.clone())),
+            Write::Put(Record::Identity(identity.clone())),
+        ])
+        .await
+        .map_err(give_back)?;
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .identities
+            .insert(agent_id.clone(), identity);
+        tracing::info!(agent = %agent_id, hostname = %request.hostname, token = %spent.accessor, "agent joined");
+        Ok(v1::JoinResponse {
+            agent_id,
+            cert_pem: issued.cert_pem,
+            ca_pem: self.ca.cert_pem().to_string(),
+            not_after_ms: issued.not_after_ms,
+            max_resources: spent.max_resources,
+        })
+    }
+
+    /// A new certificate for `agent` (which proved itself with its current
+    /// one).
+    pub async fn renew(&self, agent: &str, csr_pem: &str) -> Result<v1::RenewResponse, Status> {
+        let issued = self
+            .ca
+            .sign_agent(csr_pem, agent, self.settings.agent_cert_ttl)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut identity = self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .identities
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("agent {agent} never joined")))?;
+        identity.not_after_ms = issued.not_after_ms;
+        self.commit(vec![Write::Put(Record::Identity(identity.clone()))])
+            .await?;
+        self.store_identity(identity);
+        tracing::info!(%agent, "agent certificate renewed");
+        Ok(v1::RenewResponse {
+            cert_pem: issued.cert_pem,
+            not_after_ms: issued.not_after_ms,
+        })
+    }
+
+    /// Ends an agent's identity for good.
+    pub async fn revoke(&self, agent: &str) -> Result<(), Status> {
+        let mut identity = self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .identities
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("agent {agent} never joined")))?;
+        identity.revoked = true;
+        self.commit(vec![Write::Put(Record::Identity(identity.clone()))])
+            .await?;
+        self.store_identity(identity);
+        tracing::warn!(%agent, "agent revoked");
+        Ok(())
+    }
+
+    fn store_identity(&self, identity: v1::StoredIdentity) {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .identities
+            .insert(identity.agent_id.clone(), identity);
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(&writes))
+            .await
+            .map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))
+            .and_then(|r| r)
+            .map_err(|e| Status::unavailable(format!("registry: {e}")))
+    }
+}
+
+fn expired(token: &v1::StoredToken, now_ms: u64) -> bool {
+    token.expires_ms != 0 && now_ms >= token.expires_ms
+}
+
+/// Writes `text` to `path` readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The gate in front of a gRPC service: checks the caller before the call.
+#[derive(Clone)]
+pub struct Gate {
+    /// `None`: an insecure master asks nothing.
+    pub trust: Option<Arc<Trust>>,
+    /// Agents may make this service's calls.
+    pub agents: bool,
+}
+
+impl tonic::service::Interceptor for Gate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(trust) = &self.trust {
+            trust.caller(&request, self.agents)?;
+        }
+        Ok(request)
+    }
+}
