@@ -392,13 +392,22 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
     });
     let join = credentials.as_ref().map(|c| {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
-            .args(["token", "create", "--agent", "--uses", "10", "--master", &url])
+            .args([
+                "token", "create", "--agent", "--uses", "10", "--master", &url,
+            ])
             .env("WASMOS_CA", master_dir.path().join("ca.pem"))
             .env("WASMOS_TOKEN", &c.token)
             .output()
             .expect("wasmos token create");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
     });
     for i in 0..AGENTS {
         let hostname = format!("agent-{i}");

@@ -30,7 +30,12 @@ pub struct Args {
     /// printed: the agent pins the cluster's CA by it, makes its own key and
     /// gets a certificate naming its agent id, kept in <work-dir>/tls/.
     /// Needed once; a restarted agent uses the identity it has.
-    #[arg(long, env = "WASMOS_JOIN", value_name = "JOIN_STRING", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WASMOS_JOIN",
+        value_name = "JOIN_STRING",
+        hide_env_values = true
+    )]
     join: Option<String>,
     /// CPU cores to offer (default: all of this machine's).
     #[arg(long)]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmos_master::Resources;
 use anyhow::Context;
+use wasmos_master::Resources;
 use wasmos_master::server::{Master, MasterConfig, TlsSettings, Transport};
 
 use crate::cli_args;
@@ -87,7 +87,12 @@ pub struct Args {
     insecure: bool,
     /// Serve this certificate chain (PEM) instead of one the cluster's CA
     /// issues. Agents then join with the CA of this chain's last certificate.
-    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "insecure")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "insecure"
+    )]
     tls_cert: Option<PathBuf>,
     /// The key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
@@ -156,7 +161,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         master.url(),
         master.epoch()
     );
-    let scheme = if master.ca_pem().is_some() { "https" } else { "http" };
+    let scheme = if master.ca_pem().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if let Some(http) = master.http_addr() {
         println!("  /state and /metrics on {scheme}://{http}");
     }
@@ -164,7 +173,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let ca = args.work_dir.join("ca.pem");
         println!("  CA certificate in {} (clients: --ca)", ca.display());
         if master.made_admin_token() {
-            println!("  new admin token in {} (clients: --token)", token.display());
+            println!(
+                "  new admin token in {} (clients: --token)",
+                token.display()
+            );
         } else {
             println!("  admin token in {}", token.display());
         }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::bail;
 use std::path::PathBuf;
 
-use wasmos_sdk::{Channel, Client, ConnectOptions, Profile};
 use wasmos_master::Resources;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
+use wasmos_sdk::{Channel, Client, ConnectOptions, Profile};
 
 /// Where the master is and how to reach it. Each comes from its flag,
 /// then its environment variable, then the profile `wasmos login` wrote.

@@ -16,9 +16,16 @@ use wasmos_proto::v1;
 /// `wasmos master` on `work_dir`, expected to stop by itself.
 fn master_on(work_dir: &Path) -> Output {
     let mut cmd = wasmos();
-    cmd.args(["master", "--insecure", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--work-dir")
-        .arg(work_dir);
+    cmd.args([
+        "master",
+        "--insecure",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ])
+    .arg("--work-dir")
+    .arg(work_dir);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(cmd.output().expect("run wasmos master"));
@@ -100,9 +107,16 @@ fn a_registry_on_a_full_disk_is_refused_and_keeps_what_it_held() {
     // A registry that holds something: a role's weight, set at start.
     let source = dir.path().join("source");
     let mut cmd = wasmos();
-    cmd.args(["master", "--insecure", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .args(["--role-weight", "gold=3", "--work-dir"])
-        .arg(&source);
+    cmd.args([
+        "master",
+        "--insecure",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ])
+    .args(["--role-weight", "gold=3", "--work-dir"])
+    .arg(&source);
     let (mut master, _) = spawn_until(cmd, &["listening on"]);
     master.kill().unwrap();
     master.wait().unwrap();

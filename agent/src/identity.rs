@@ -59,8 +59,9 @@ impl Identity {
     pub fn load(work_dir: &Path) -> anyhow::Result<Option<Identity>> {
         let dir = Identity::dir_in(work_dir);
         let saved = match std::fs::read_to_string(dir.join("identity.json")) {
-            Ok(text) => serde_json::from_str::<Saved>(&text)
-                .with_context(|| format!("{} does not parse", dir.join("identity.json").display()))?,
+            Ok(text) => serde_json::from_str::<Saved>(&text).with_context(|| {
+                format!("{} does not parse", dir.join("identity.json").display())
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context(format!("cannot read {}", dir.display())),
         };
@@ -78,7 +79,11 @@ impl Identity {
     }
 
     /// Joins the cluster `join` names and saves the identity in `work_dir`.
-    pub async fn join(work_dir: &Path, join: &JoinString, hostname: &str) -> anyhow::Result<Identity> {
+    pub async fn join(
+        work_dir: &Path,
+        join: &JoinString,
+        hostname: &str,
+    ) -> anyhow::Result<Identity> {
         let mut last_error = None;
         for master in &join.masters {
             match Identity::join_one(work_dir, join, master, hostname).await {
@@ -173,7 +178,12 @@ impl Identity {
                 csr_pem: key.csr_pem()?,
             })
             .await
-            .map_err(|s| anyhow::anyhow!("the master refused to renew the certificate: {}", s.message()))?
+            .map_err(|s| {
+                anyhow::anyhow!(
+                    "the master refused to renew the certificate: {}",
+                    s.message()
+                )
+            })?
             .into_inner();
         self.cert_pem = renewed.cert_pem;
         self.key_pem = key.key_pem();

@@ -157,7 +157,11 @@ impl Agent {
         std::fs::create_dir_all(&config.executor.work_dir)
             .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
         let agent_id = match &config.identity {
-            Some(identity) => identity.agent_id().to_string(),
+            Some(identity) => {
+                std::fs::write(id_path(&config), identity.agent_id())
+                    .context("cannot save the agent id")?;
+                identity.agent_id().to_string()
+            }
             None => std::fs::read_to_string(id_path(&config))
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
@@ -234,8 +238,7 @@ impl Agent {
             .connect()
             .await
             .with_context(|| format!("no master at {}", self.config.master))?;
-        let mut client =
-            AgentLinkClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+        let mut client = AgentLinkClient::new(channel.clone()).max_decoding_message_size(64 << 20);
         let (outbound, rx) = mpsc::channel::<v1::AgentMessage>(4096);
         let mut info = self.config.info.clone();
         info.agent_id = self.agent_id.clone();

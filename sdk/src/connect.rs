@@ -80,7 +80,9 @@ impl ConnectOptions {
             Some(token) => Some(
                 format!("Bearer {}", token.trim())
                     .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| Error::Config("the token has characters a header cannot carry".into()))?,
+                    .map_err(|_| {
+                        Error::Config("the token has characters a header cannot carry".into())
+                    })?,
             ),
         };
         Ok(Credentials { header })
@@ -88,9 +90,8 @@ impl ConnectOptions {
 }
 
 fn read_ca(path: &Path) -> Result<String> {
-    let pem = std::fs::read_to_string(path).map_err(|e| {
-        Error::Config(format!("cannot read the CA file {}: {e}", path.display()))
-    })?;
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read the CA file {}: {e}", path.display())))?;
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err(Error::Config(format!(
             "{} holds no PEM certificate (a master writes its CA to <work-dir>/ca.pem)",
@@ -107,7 +108,10 @@ pub struct Credentials {
 }
 
 impl tonic::service::Interceptor for Credentials {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(header) = &self.header {
             request
                 .metadata_mut()
@@ -150,10 +154,16 @@ impl Profile {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-                Error::Config(format!("the profile {} does not parse: {e}", path.display()))
+                Error::Config(format!(
+                    "the profile {} does not parse: {e}",
+                    path.display()
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Config(format!("cannot read the profile {}: {e}", path.display()))),
+            Err(e) => Err(Error::Config(format!(
+                "cannot read the profile {}: {e}",
+                path.display()
+            ))),
         }
     }
 

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::connect::Channel;
 use tokio::sync::{Notify, mpsc};
 use tonic::Streaming;
-use crate::connect::Channel;
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use wasmos_sdk::Channel;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
+use wasmos_sdk::Channel;
 use wasmos_sdk::{JobReport, TaskOutcome};
 
 use crate::ops;

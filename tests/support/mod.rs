@@ -136,17 +136,26 @@ impl Cluster {
                 .trim()
                 .to_string();
             let out = wasmos()
-                .args(["token", "create", "--agent", "--uses", "1000", "--master", &url])
+                .args([
+                    "token", "create", "--agent", "--uses", "1000", "--master", &url,
+                ])
                 .env("WASMOS_CA", &ca)
                 .env("WASMOS_TOKEN", &token)
                 .output()
                 .expect("run wasmos token create");
-            assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "token create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             Tls {
                 ca_pem: std::fs::read_to_string(&ca).expect("the CA"),
                 ca,
                 token,
-                join: String::from_utf8(out.stdout).expect("utf-8").trim().to_string(),
+                join: String::from_utf8(out.stdout)
+                    .expect("utf-8")
+                    .trim()
+                    .to_string(),
             }
         });
         let mut cluster = Cluster {
@@ -177,7 +186,11 @@ impl Cluster {
     /// agents and frameworks find it where it was.
     pub fn restart_master(&mut self) {
         assert!(self.master.is_none(), "the master still runs");
-        let strip = |url: &str| url.split_once("://").map_or(url, |(_, rest)| rest).to_string();
+        let strip = |url: &str| {
+            url.split_once("://")
+                .map_or(url, |(_, rest)| rest)
+                .to_string()
+        };
         let (grpc, http) = (strip(&self.url), strip(&self.http));
         let (master, _, _) = spawn_master(self.dir.path(), &grpc, &http, &self.master_args);
         self.master = Some(master);
@@ -204,7 +217,8 @@ impl Cluster {
     pub fn cli(&self) -> Command {
         let mut cmd = wasmos();
         if let Some(tls) = &self.tls {
-            cmd.env("WASMOS_CA", &tls.ca).env("WASMOS_TOKEN", &tls.token);
+            cmd.env("WASMOS_CA", &tls.ca)
+                .env("WASMOS_TOKEN", &tls.token);
         }
         cmd
     }
@@ -251,7 +265,11 @@ impl Cluster {
     pub fn get(&self, path: &str) -> String {
         match &self.tls {
             None => http_get(&format!("{}{path}", self.http)),
-            Some(tls) => https_get(&format!("{}{path}", self.http), &tls.ca_pem, Some(&tls.token)),
+            Some(tls) => https_get(
+                &format!("{}{path}", self.http),
+                &tls.ca_pem,
+                Some(&tls.token),
+            ),
         }
     }
 
@@ -329,7 +347,9 @@ pub fn https_get(url: &str, ca_pem: &str, token: Option<&str>) -> String {
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_string();
-    let config = wasmos_tls::ClientTls::trusting(ca_pem).rustls().expect("client TLS");
+    let config = wasmos_tls::ClientTls::trusting(ca_pem)
+        .rustls()
+        .expect("client TLS");
     let conn = rustls::ClientConnection::new(config, name.try_into().expect("server name"))
         .expect("TLS client");
     let tcp = std::net::TcpStream::connect(host).expect("connect to master HTTP");
@@ -344,7 +364,13 @@ pub fn https_get(url: &str, ca_pem: &str, token: Option<&str>) -> String {
     let _ = stream.read_to_string(&mut response);
     response
         .split_once("\r\n\r\n")
-        .map(|(head, body)| if head.contains(" 200 ") { body.to_string() } else { format!("{head}\n{body}") })
+        .map(|(head, body)| {
+            if head.contains(" 200 ") {
+                body.to_string()
+            } else {
+                format!("{head}\n{body}")
+            }
+        })
         .unwrap_or(response)
 }
 

@@ -30,7 +30,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("pin", &self.pin).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -229,10 +231,16 @@ mod tests {
         assert_eq!(cert::agent_id_of(&der).as_deref(), Some("A7"));
         let now = crate::now_ms();
         assert!(issued.not_after_ms > now && issued.not_after_ms <= now + 61_000);
-        assert_eq!(cert::not_after_ms(&der).unwrap() / 1000, issued.not_after_ms / 1000);
+        assert_eq!(
+            cert::not_after_ms(&der).unwrap() / 1000,
+            issued.not_after_ms / 1000
+        );
 
         let server = ca
-            .issue_server(&["127.0.0.1".into(), "localhost".into()], Duration::from_secs(60))
+            .issue_server(
+                &["127.0.0.1".into(), "localhost".into()],
+                Duration::from_secs(60),
+            )
             .unwrap();
         let server_der = cert::first_cert_der(&server.cert_chain_pem).unwrap();
         assert_eq!(cert::agent_id_of(&server_der), None, "a server is no agent");
@@ -249,6 +257,9 @@ mod tests {
     #[test]
     fn garbage_requests_are_refused() {
         let ca = Ca::generate("t").unwrap();
-        assert!(ca.sign_agent("not a csr", "A1", Duration::from_secs(1)).is_err());
+        assert!(
+            ca.sign_agent("not a csr", "A1", Duration::from_secs(1))
+                .is_err()
+        );
     }
 }

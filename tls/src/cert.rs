@@ -58,13 +58,17 @@ pub fn ca_pin(der: &[u8]) -> Result<String> {
 pub fn agent_id_of(der: &[u8]) -> Option<String> {
     let cert = parse(der).ok()?;
     let names = cert.subject_alternative_name().ok()??;
-    names.value.general_names.iter().find_map(|name| match name {
-        GeneralName::URI(uri) => uri
-            .strip_prefix("wasmos://agent/")
-            .filter(|id| !id.is_empty())
-            .map(str::to_string),
-        _ => None,
-    })
+    names
+        .value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            GeneralName::URI(uri) => uri
+                .strip_prefix("wasmos://agent/")
+                .filter(|id| !id.is_empty())
+                .map(str::to_string),
+            _ => None,
+        })
 }
 
 /// When the certificate stops being valid, in ms since the Unix epoch.

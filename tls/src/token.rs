@@ -48,14 +48,10 @@ impl Secret {
     pub fn parse(text: &str) -> Result<Secret> {
         let text = text.trim();
         match text.split_once('.') {
-            Some((accessor, secret))
-                if is_hex(accessor, 16) && is_hex(secret, 64) =>
-            {
-                Ok(Secret {
-                    accessor: accessor.to_string(),
-                    secret: secret.to_string(),
-                })
-            }
+            Some((accessor, secret)) if is_hex(accessor, 16) && is_hex(secret, 64) => Ok(Secret {
+                accessor: accessor.to_string(),
+                secret: secret.to_string(),
+            }),
             _ => Err(TlsError::Invalid(
                 "a token looks like <16 hex digits>.<64 hex digits>".into(),
             )),
@@ -164,7 +160,10 @@ mod tests {
         assert!(token.matches(&token.hash()));
         assert!(!Secret::generate().matches(&token.hash()));
         assert!(Secret::parse("abc.def").is_err());
-        assert!(!format!("{token:?}").contains(&token.secret), "Debug hides the secret");
+        assert!(
+            !format!("{token:?}").contains(&token.secret),
+            "Debug hides the secret"
+        );
 
         let join = JoinString {
             token,

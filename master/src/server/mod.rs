@@ -181,9 +181,7 @@ impl Master {
         core_config.master_epoch = opened.epoch;
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
         let artifacts = std::mem::take(&mut opened.registry.artifacts);
-        let registry_ca = opened.registry.ca.take();
-        let tokens = std::mem::take(&mut opened.registry.tokens);
-        let identities = std::mem::take(&mut opened.registry.identities);
+        let trust_records = trust::Records::take(&mut opened.registry);
         let (mut core, recovered) = Core::recover(core_config, opened.registry, clock.now())
             .map_err(|e| anyhow::anyhow!("{}: {e}", registry.describe()))?;
         for note in &recovered.notes {
@@ -278,16 +276,7 @@ impl Master {
                 let work_dir = config.work_dir.clone();
                 let clock = config.wall_clock.clone();
                 let opened = tokio::task::spawn_blocking(move || {
-                    trust::Trust::open(
-                        registry,
-                        registry_ca,
-                        tokens,
-                        identities,
-                        settings,
-                        &names,
-                        &work_dir,
-                        clock,
-                    )
+                    trust::Trust::open(registry, trust_records, settings, &names, &work_dir, clock)
                 })
                 .await??;
                 Some((Arc::new(opened.trust), opened.new_admin_token))
@@ -312,11 +301,7 @@ impl Master {
         let mut server = tonic::transport::Server::builder();
         if let Some(trust) = &trust {
             server = server
-                .tls_config(
-                    trust
-                        .server_identity()
-                        .tonic(Some(trust.client_roots())),
-                )
+                .tls_config(trust.server_identity().tonic(Some(trust.client_roots())))
                 .context("the master's TLS certificate")?;
         }
         let router = server
@@ -510,7 +495,11 @@ impl Master {
 /// or this host's name for an unspecified address.
 fn default_advertise(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {
-        format!("{}:{}", hostname().unwrap_or_else(|| "localhost".into()), addr.port())
+        format!(
+            "{}:{}",
+            hostname().unwrap_or_else(|| "localhost".into()),
+            addr.port()
+        )
     } else {
         addr.to_string()
     }
@@ -529,7 +518,11 @@ fn server_names(addr: SocketAddr, settings: &TlsSettings) -> Vec<String> {
         let host = advertised
             .rsplit_once(':')
             .map_or(advertised.as_str(), |(host, _)| host);
-        names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
+        names.push(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        );
     }
     names.extend(settings.sans.iter().cloned());
     let mut seen = std::collections::HashSet::new();

@@ -175,15 +175,23 @@ impl Operator for OperatorService {
         &self,
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
-        let trust = self.trust.as_ref().ok_or_else(super::agent_link::insecure)?;
-        Ok(Response::new(trust.create_token(request.into_inner()).await?))
+        let trust = self
+            .trust
+            .as_ref()
+            .ok_or_else(super::agent_link::insecure)?;
+        Ok(Response::new(
+            trust.create_token(request.into_inner()).await?,
+        ))
     }
 
     async fn revoke_agent(
         &self,
         request: Request<v1::RevokeAgentRequest>,
     ) -> Result<Response<v1::RevokeAgentResponse>, Status> {
-        let trust = self.trust.as_ref().ok_or_else(super::agent_link::insecure)?;
+        let trust = self
+            .trust
+            .as_ref()
+            .ok_or_else(super::agent_link::insecure)?;
         let agent_id = request.into_inner().agent_id;
         // Revoked first: from here the agent cannot attach again, so the
         // removal below is final.

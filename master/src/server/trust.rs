@@ -103,6 +103,25 @@ struct State {
     identities: HashMap<String, v1::StoredIdentity>,
 }
 
+/// The registry's trust records, as loaded.
+#[derive(Default)]
+pub struct Records {
+    pub ca: Option<v1::StoredCa>,
+    pub tokens: Vec<v1::StoredToken>,
+    pub identities: Vec<v1::StoredIdentity>,
+}
+
+impl Records {
+    /// Takes them out of a loaded registry (the core has no use for them).
+    pub fn take(registry: &mut crate::store::Registry) -> Records {
+        Records {
+            ca: registry.ca.take(),
+            tokens: std::mem::take(&mut registry.tokens),
+            identities: std::mem::take(&mut registry.identities),
+        }
+    }
+}
+
 /// What [`Trust::open`] found or made, for the master's log.
 pub struct Opened {
     pub trust: Trust,
@@ -116,14 +135,17 @@ impl Trust {
     /// makes sure `<work_dir>/admin.token` holds a valid admin token.
     pub fn open(
         store: Arc<dyn Store>,
-        registry_ca: Option<v1::StoredCa>,
-        tokens: Vec<v1::StoredToken>,
-        identities: Vec<v1::StoredIdentity>,
+        records: Records,
         settings: TlsSettings,
         names: &[String],
         work_dir: &Path,
         clock: WallClock,
     ) -> anyhow::Result<Opened> {
+        let Records {
+            ca: registry_ca,
+            tokens,
+            identities,
+        } = records;
         let mut writes = Vec::new();
         let ca = match registry_ca {
             Some(stored) => Ca::from_pem(&stored.cert_pem, &stored.key_pem)
@@ -150,7 +172,10 @@ impl Trust {
             client_roots.push_str(extra);
         }
         let mut state = State {
-            tokens: tokens.into_iter().map(|t| (t.accessor.clone(), t)).collect(),
+            tokens: tokens
+                .into_iter()
+                .map(|t| (t.accessor.clone(), t))
+                .collect(),
             identities: identities
                 .into_iter()
                 .map(|i| (i.agent_id.clone(), i))
@@ -308,9 +333,8 @@ impl Trust {
             return Err(Status::invalid_argument("say what the token is for (kind)"));
         }
         if let Some(max) = &request.max_resources {
-            Resources::try_from(max).map_err(|e| {
-                Status::invalid_argument(format!("max_resources: {e}"))
-            })?;
+            Resources::try_from(max)
+                .map_err(|e| Status::invalid_argument(format!("max_resources: {e}")))?;
         }
         let now = self.clock.now_ms();
         let ttl = match (kind, request.ttl_ms) {
