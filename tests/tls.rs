@@ -522,3 +522,41 @@ fn a_certificate_about_to_expire_is_renewed_without_dropping_a_task() {
     cluster.restart_master();
     cluster.wait_agents(1);
 }
+
+#[test]
+fn login_saves_a_profile_that_later_commands_use_with_no_flags() {
+    let cluster = Cluster::start_tls(1, &[], &[]);
+    let profile = cluster.dir.path().join("profile.json");
+    let bad = wasmos()
+        .env("WASMOS_PROFILE", &profile)
+        .args(["login", &cluster.url, "--ca"])
+        .arg(&tls(&cluster).ca)
+        .args(["--token", &format!("{}.{}", "0".repeat(16), "0".repeat(64))])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("refused these credentials"), "{}", stderr(&bad));
+    assert!(!profile.exists(), "nothing saved for credentials that fail");
+
+    let out = wasmos()
+        .env("WASMOS_PROFILE", &profile)
+        .args(["login", &cluster.url, "--ca"])
+        .arg(&tls(&cluster).ca)
+        .args(["--token", &tls(&cluster).token])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&profile).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the profile holds a token");
+    }
+    let out = wasmos()
+        .env("WASMOS_PROFILE", &profile)
+        .args(["agents", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
