@@ -1,5 +1,6 @@
-//! `wasmos local`: a master and N agents in one process, on the default
-//! addresses, so every other command works with no flags.
+//! `wasmos local`: a master and N agents in one process, plaintext on
+//! loopback, with its address saved in the profile, so every other command
+//! works with no flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use wasmos_agent::ExecutorConfig;
 use wasmos_agent::link::{Agent, AgentConfig};
 use wasmos_master::server::{Master, MasterConfig};
 use wasmos_proto::v1;
+use wasmos_sdk::Profile;
 
 use crate::cli_args;
 
@@ -114,8 +116,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(http) = cluster.master.http_addr() {
         println!("  /state and /metrics on http://{http}");
     }
+    match save_profile(&cluster.url) {
+        Ok(Some(path)) => println!(
+            "  profile: {} (other commands find it there)",
+            path.display()
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("not saving a profile: {e}"),
+    }
     println!("  try: wasmos agents   (Ctrl-C stops the cluster)");
     tokio::signal::ctrl_c().await?;
     println!("stopping");
     Ok(())
+}
+
+/// Points the profile at this cluster, so other commands reach it with no
+/// flags, unless the profile is someone's login (an `https://` master or a
+/// token): that one is never overwritten.
+fn save_profile(url: &str) -> anyhow::Result<Option<PathBuf>> {
+    let replaceable = match Profile::load()? {
+        None => true,
+        Some(p) => {
+            p.token.is_none() && p.master.as_deref().is_none_or(|m| m.starts_with("http://"))
+        }
+    };
+    if !replaceable {
+        return Ok(None);
+    }
+    let profile = Profile {
+        master: Some(url.to_string()),
+        ca: None,
+        token: None,
+    };
+    Ok(Some(profile.save()?))
 }

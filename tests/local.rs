@@ -8,7 +8,9 @@ use std::time::Duration;
 #[test]
 fn local_runs_a_cluster_the_other_commands_reach_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
     let mut cmd = support::wasmos();
+    cmd.env("WASMOS_PROFILE", &profile);
     cmd.args([
         "local",
         "--agents",
@@ -27,8 +29,10 @@ fn local_runs_a_cluster_the_other_commands_reach_and_stops_on_ctrl_c() {
         .expect("the master's URL")
         .to_string();
     let agents = support::wait_for(Duration::from_secs(30), || {
+        // No --master: the profile `local` saved says where it is.
         let out = support::wasmos()
-            .args(["agents", "--json", "--master", &url])
+            .env("WASMOS_PROFILE", &profile)
+            .args(["agents", "--json"])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -40,6 +44,9 @@ fn local_runs_a_cluster_the_other_commands_reach_and_stops_on_ctrl_c() {
             .lines()
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
     );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    assert_eq!(saved["master"], url.as_str());
     assert!(
         dir.path().join("master/artifacts").is_dir(),
         "files live under --work-dir"

@@ -535,7 +535,11 @@ fn login_saves_a_profile_that_later_commands_use_with_no_flags() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("refused these credentials"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("refused these credentials"),
+        "{}",
+        stderr(&bad)
+    );
     assert!(!profile.exists(), "nothing saved for credentials that fail");
 
     let out = wasmos()
