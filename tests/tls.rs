@@ -250,6 +250,41 @@ fn a_plaintext_client_of_a_tls_master_is_told_to_use_https_and_a_client_without_
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_needs_no_token_and_every_other_call_does() {
+    let cluster = Cluster::start_tls(0, &[], &[]);
+    let channel = Endpoint::from_shared(cluster.url.clone())
+        .unwrap()
+        .tls_config(ClientTls::trusting(tls(&cluster).ca_pem.clone()).tonic())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let refused = wasmos_proto::v1::operator_client::OperatorClient::new(channel.clone())
+        .list_agents(v1::ListAgentsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    let refused = wasmos_proto::v1::artifacts_client::ArtifactsClient::new(channel)
+        .stat(v1::StatRequest {
+            digest: "0".repeat(64),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+}
+
 #[test]
 fn insecure_on_a_non_loopback_address_exits_before_binding() {
     let dir = tempfile::tempdir().unwrap();
