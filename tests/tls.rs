@@ -599,3 +599,33 @@ fn login_saves_a_profile_that_later_commands_use_with_no_flags() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+#[test]
+fn an_operators_own_certificate_is_served_and_agents_join_by_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = wasmos_tls::Ca::generate("operator").unwrap();
+    let served = own
+        .issue_server(&["127.0.0.1".into()], Duration::from_secs(3600))
+        .unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::write(&cert, &served.cert_chain_pem).unwrap();
+    std::fs::write(&key, &served.key_pem).unwrap();
+    let cert = cert.to_str().unwrap().to_string();
+    let key = key.to_str().unwrap().to_string();
+    let cluster = Cluster::start_tls(1, &["--tls-cert", &cert, "--tls-key", &key], &[]);
+    assert_eq!(
+        std::fs::read_to_string(&tls(&cluster).ca).unwrap().trim(),
+        own.cert_pem().trim(),
+        "clients are told to trust the operator's CA"
+    );
+    assert!(
+        tls(&cluster).join.ends_with(own.pin()),
+        "the join string pins the operator's CA: {}",
+        tls(&cluster).join
+    );
+    assert_eq!(
+        connected_agents(&cluster).len(),
+        1,
+        "the agent joined and attached"
+    );
+}

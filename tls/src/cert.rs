@@ -28,6 +28,14 @@ pub fn first_cert_der(pem: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| TlsError::Invalid("no CERTIFICATE in the PEM".into()))
 }
 
+/// `der` as a PEM certificate, with `\n` line ends (as rcgen writes).
+pub(crate) fn to_pem(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 /// Every certificate in `pem`, as DER, in order.
 pub(crate) fn cert_ders(pem: &str) -> Result<Vec<Vec<u8>>> {
     Ok(pem::parse_many(pem)

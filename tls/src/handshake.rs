@@ -39,7 +39,7 @@ pub async fn fetch_pinned_ca(master: &str, pin: &str) -> Result<String> {
         .expect("not poisoned")
         .take()
         .ok_or_else(|| TlsError::Handshake(format!("{master} showed no certificate")))?;
-    Ok(pem::encode(&pem::Pem::new("CERTIFICATE", ca.to_vec())))
+    Ok(cert::to_pem(&ca))
 }
 
 /// True when `server` (`host:port`) answers a TLS hello with a certificate.

@@ -51,6 +51,16 @@ impl ServerIdentity {
         Ok(Arc::new(config))
     }
 
+    /// The last certificate of the chain, PEM: the CA clients verify this
+    /// server by (for chains the cluster's CA made, that CA).
+    pub fn chain_root_pem(&self) -> Result<String> {
+        let chain = cert::cert_ders(&self.cert_chain_pem)?;
+        let last = chain
+            .last()
+            .ok_or_else(|| TlsError::Invalid("no certificate in the chain".into()))?;
+        Ok(cert::to_pem(last))
+    }
+
     /// The pin of the last certificate of the chain (the CA, for chains
     /// the cluster's CA made).
     pub fn chain_pin(&self) -> Result<String> {

@@ -88,6 +88,10 @@ pub struct AgentIdentity {
 pub struct Trust {
     ca: Ca,
     identity: ServerIdentity,
+    /// The CA clients verify the server by, and its pin: the cluster's CA,
+    /// or the root of an operator's own chain (`--tls-cert`).
+    server_ca_pem: String,
+    server_pin: String,
     /// PEM of every CA whose client certificates are accepted.
     client_roots: String,
     settings: TlsSettings,
@@ -167,6 +171,8 @@ impl Trust {
             },
             None => ca.issue_server(names, Duration::from_secs(365 * 24 * 3600))?,
         };
+        let server_ca_pem = identity.chain_root_pem()?;
+        let server_pin = identity.chain_pin()?;
         let mut client_roots = ca.cert_pem().to_string();
         if let Some(extra) = &settings.client_ca_pem {
             client_roots.push_str(extra);
@@ -209,12 +215,14 @@ impl Trust {
             store.commit(&writes)?;
         }
         // The CA certificate is public: clients need it (`--ca`).
-        std::fs::write(work_dir.join("ca.pem"), ca.cert_pem())
+        std::fs::write(work_dir.join("ca.pem"), &server_ca_pem)
             .with_context(|| format!("cannot write {}", work_dir.join("ca.pem").display()))?;
         Ok(Opened {
             trust: Trust {
                 ca,
                 identity,
+                server_ca_pem,
+                server_pin,
                 client_roots,
                 settings,
                 store,
@@ -236,8 +244,9 @@ impl Trust {
         &self.client_roots
     }
 
+    /// The CA clients verify this master by.
     pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
+        &self.server_ca_pem
     }
 
     pub fn admin_token_path(&self) -> &Path {
@@ -367,7 +376,7 @@ impl Trust {
             JoinString {
                 token: token.clone(),
                 masters: self.settings.advertise.clone(),
-                ca_pin: self.ca.pin().to_string(),
+                ca_pin: self.server_pin.clone(),
             }
             .to_string()
         } else {
@@ -453,7 +462,7 @@ impl Trust {
         Ok(v1::JoinResponse {
             agent_id,
             cert_pem: issued.cert_pem,
-            ca_pem: self.ca.cert_pem().to_string(),
+            ca_pem: self.server_ca_pem.clone(),
             not_after_ms: issued.not_after_ms,
             max_resources: spent.max_resources,
         })
