@@ -1,5 +1,6 @@
 //! Compiles `proto/wasmos/v1/*.proto` with protox (pure Rust, no `protoc`)
-//! and generates prost messages plus tonic clients and servers.
+//! and generates prost messages, plus tonic clients and servers with the
+//! `grpc` feature (without it the generated code never names tonic).
 
 use std::path::PathBuf;
 
@@ -25,9 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
+        .build_server(grpc)
+        .build_client(grpc)
         .compile_fds(fds)?;
     Ok(())
 }

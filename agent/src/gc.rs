@@ -15,7 +15,7 @@
 //!   sandbox is never deleted.
 //! * **The on-disk module cache** is trimmed to
 //!   [`module_cache_bytes`](ExecutorConfig::module_cache_bytes), least
-//!   recently used entries first ([`crate::cache`]).
+//!   recently used entries first ([`trim_module_cache`](crate::trim_module_cache)).
 //!
 //! One pass is [`Collector::collect`]; [`spawn`] runs passes on a thread of
 //! their own every [`gc_interval`](ExecutorConfig::gc_interval) and soon
@@ -296,7 +296,7 @@ impl Collector {
             );
         }
         if let Some(dir) = &config.cache_dir {
-            match crate::cache::trim_dir(dir, config.module_cache_bytes) {
+            match crate::trim_module_cache(dir, config.module_cache_bytes) {
                 Ok(trim) => {
                     report.evicted_modules = trim.evicted;
                     report.module_cache_bytes = trim.bytes;

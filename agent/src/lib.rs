@@ -24,36 +24,27 @@
 //!     println!("{:?} {:?}", status.state(), status.reason());
 //! }
 //! ```
+//!
+//! The crate is three rooms, each depending only on those after it:
+//! `link` (the connection to the master and the agent's TLS identity; the
+//! default `link` feature, the only user of tonic) → `executor` (running
+//! tasks in wasmtime under limits) → `sandbox` (a task's directory and
+//! outputs, written behind). [`gc`], the disk collector, uses the executor's
+//! public API and the sandbox room.
 
-mod artifacts;
-mod cache;
-mod config;
-mod cpu;
-mod disk;
-mod engine;
 mod executor;
 pub mod gc;
-pub mod identity;
-mod limits;
+#[cfg(feature = "link")]
 pub mod link;
-mod outbox;
-mod output;
-mod persist;
 mod sandbox;
-mod status;
-mod task;
-mod validate;
-mod worker;
 
-pub use artifacts::{ArtifactSource, DirArtifacts, FetchFuture, digest_of, is_digest};
-pub use cache::{CacheStats, TrimReport, trim_dir as trim_module_cache};
-pub use config::{
-    DEFAULT_GC_INTERVAL, DEFAULT_MAX_SANDBOXES, DEFAULT_MIN_FREE_DISK, DEFAULT_MODULE_CACHE_BYTES,
-    DEFAULT_OUTPUT_CAP, DEFAULT_SANDBOX_RETENTION, ExecutorConfig,
+pub use executor::{
+    ArtifactSource, CacheStats, DEFAULT_GC_INTERVAL, DEFAULT_MAX_SANDBOXES, DEFAULT_MIN_FREE_DISK,
+    DEFAULT_MODULE_CACHE_BYTES, DEFAULT_OUTPUT_CAP, DEFAULT_SANDBOX_RETENTION, DirArtifacts,
+    EngineSettings, Executor, ExecutorConfig, FetchFuture, LaunchError, MemoryLimitExceeded,
+    ModuleSource, Outcome, TaskError, TrimReport, build_engine, digest_of, is_digest, is_terminal,
+    thread_cpu_ns, trim_module_cache,
 };
-pub use cpu::thread_cpu_ns;
-pub use engine::{EngineSettings, build_engine};
-pub use executor::{Executor, LaunchError, ModuleSource, TaskError};
-pub use limits::MemoryLimitExceeded;
+#[cfg(feature = "link")]
+pub use link::identity;
 pub use sandbox::{Sandbox, SandboxFile};
-pub use status::{Outcome, is_terminal};

@@ -1,6 +1,8 @@
 //! The `wasmos.v1` wire protocol: prost messages and tonic services generated
 //! from `proto/wasmos/v1/*.proto`, which are the single source of truth for
-//! the wire format and its reference documentation.
+//! the wire format and its reference documentation. The services (clients
+//! and servers) need the default `grpc` feature; the messages do not, so a
+//! crate that only handles messages can leave tonic out.
 //!
 //! ```
 //! use wasmos_proto::v1::{Resources, TaskSpec};
@@ -16,7 +18,7 @@
 /// Messages and services of the `wasmos.v1` package.
 pub mod v1 {
     #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
-    tonic::include_proto!("wasmos.v1");
+    include!(concat!(env!("OUT_DIR"), "/wasmos.v1.rs"));
 }
 
 impl v1::TaskState {
@@ -37,4 +39,24 @@ impl v1::TaskState {
 
 /// The encoded `FileDescriptorSet` of all `wasmos.v1` files, for gRPC
 /// reflection (so `grpcurl` can list and call the services).
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wasmos_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/wasmos_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    #[test]
+    fn descriptor_set_holds_every_file_and_service() {
+        let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        assert_eq!(fds.file.len(), 6);
+        let services: Vec<&str> = fds
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter().map(|s| s.name()))
+            .collect();
+        for name in ["AgentLink", "Artifacts", "Scheduler", "Operator"] {
+            assert!(services.contains(&name), "{name} missing from {services:?}");
+        }
+    }
+}

@@ -26,9 +26,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
-use crate::artifacts::digest_of;
-use crate::task::TaskData;
-use crate::validate;
+use super::artifacts::digest_of;
+use super::engine::TaskData;
+use super::validate;
 
 const MAGIC: &[u8; 8] = b"WASMOSC1";
 const HEADER: usize = MAGIC.len() + 32;
@@ -115,7 +115,7 @@ impl ModuleCache {
             std::fs::create_dir_all(dir)?;
         }
         Ok(Self {
-            engine_key: crate::engine::compatibility_key(&engine),
+            engine_key: super::engine::compatibility_key(&engine),
             engine,
             linker,
             wasi_functions,

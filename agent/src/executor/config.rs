@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::artifacts::ArtifactSource;
+use super::artifacts::ArtifactSource;
 
 /// Default cap on each of a task's stdout and stderr files: 10 MiB.
 pub const DEFAULT_OUTPUT_CAP: u64 = 10 << 20;

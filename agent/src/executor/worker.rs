@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
 
-use crate::cpu::{CpuBucket, thread_cpu_ns};
+use super::cpu::{CpuBucket, thread_cpu_ns};
 
 /// A task as the scheduler sees it, shared with the task's own future.
 #[derive(Debug)]
@@ -169,7 +169,7 @@ fn micro(cpus: f64) -> u64 {
 
 fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle) {
     let _enter = runtime.enter();
-    crate::outbox::enable();
+    super::outbox::enable();
     let mut slots: Vec<Slot> = Vec::new();
     let mut min_vruntime = 0.0f64;
     loop {
@@ -192,7 +192,7 @@ fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle) {
             // Dropping the futures cancels the tasks (their reporters send
             // a final status).
             slots.clear();
-            crate::outbox::flush(true);
+            super::outbox::flush(true);
             return;
         }
 
@@ -216,7 +216,7 @@ fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle) {
         let Some((i, _)) = best else {
             // Nothing to run: hand over what the tasks reported before
             // sleeping.
-            crate::outbox::flush(true);
+            super::outbox::flush(true);
             match wake_at {
                 Some(t) => std::thread::park_timeout(t.saturating_duration_since(Instant::now())),
                 None => std::thread::park(),
@@ -256,6 +256,6 @@ fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle) {
                 .fetch_sub(micro(slot.info.cpus), Ordering::Relaxed);
         }
         // A busy worker still hands statuses over within `outbox::MAX_DELAY`.
-        crate::outbox::flush(false);
+        super::outbox::flush(false);
     }
 }

@@ -1,16 +1,29 @@
-//! The one wasmtime [`Engine`] of an agent and the WASI preview 1 linker.
+//! The one wasmtime [`Engine`] of an agent, the WASI preview 1 linker and
+//! what a task's [`Store`] holds ([`TaskData`]).
 //!
 //! Fuel is on (it is how `max_fuel` is counted and where a running task can
 //! be paused, stopped or throttled: async fuel yields). Epoch interruption is
 //! off: fuel yields already give every needed stop point, and paying for both
 //! costs about 1.3x on CPU-bound guests instead of about 1.14x for fuel alone.
 
+use std::collections::HashSet;
 use std::hash::Hasher;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Store,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::task::TaskData;
+use super::limits::MemLimiter;
+
+/// What a task's [`Store`] holds.
+pub struct TaskData {
+    /// The task's WASI preview 1 context.
+    pub wasi: WasiP1Ctx,
+    /// Its `mem` cap.
+    pub limiter: MemLimiter,
+}
 
 /// The engine settings that matter for compiled code and instantiation.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +79,20 @@ pub fn wasi_linker(engine: &Engine) -> wasmtime::Result<Linker<TaskData>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |data: &mut TaskData| &mut data.wasi)?;
     Ok(linker)
+}
+
+/// The function names the WASI linker defines.
+pub fn wasi_function_names(engine: &Engine, linker: &Linker<TaskData>) -> HashSet<String> {
+    let data = TaskData {
+        wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+        limiter: MemLimiter::new(0),
+    };
+    let mut store = Store::new(engine, data);
+    linker
+        .iter(&mut store)
+        .filter(|(module, _, _)| *module == super::validate::WASI_P1)
+        .map(|(_, name, _)| name.to_owned())
+        .collect()
 }
 
 /// A short, stable name for the engine's compiled-code compatibility: part

@@ -11,6 +11,14 @@
 //! restarts. Everything the agent itself does inside `root/` (placing
 //! inputs, reading files for operators) goes through `cap-std`, so a symlink
 //! a task planted can never make the agent touch a host file.
+//!
+//! The room holds a task's directory (here), its capped stdout and stderr
+//! ([`output`]) and the thread that writes sandboxes behind their tasks
+//! ([`persist`]). It knows nothing of wasmtime's engine, of how tasks are
+//! scheduled or of the master: the executor uses it, never the other way.
+
+mod output;
+pub(crate) mod persist;
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -36,7 +44,7 @@ pub struct Sandbox {
 /// it knows the task: created when first needed. A task that can touch no
 /// file and has no inputs runs without them (nothing it can do tells them
 /// apart); they are made when its output spills to disk or, after it ended,
-/// by the [`Persister`](crate::persist::Persister), off the worker thread.
+/// by the [`Persister`](persist::Persister), off the worker thread.
 pub struct SandboxDirs {
     /// The paths.
     pub paths: Sandbox,

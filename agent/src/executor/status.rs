@@ -178,7 +178,7 @@ impl Reporter {
             source: StatusSource::Agent as i32,
             agent_recovering: false,
         };
-        crate::outbox::send(&self.tx, status);
+        super::outbox::send(&self.tx, status);
     }
 }
 

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use crate::output::CappedOutput;
-use crate::sandbox::{SandboxDirs, SandboxFile};
+use super::output::CappedOutput;
+use super::{SandboxDirs, SandboxFile};
 
 /// Ended tasks waiting for the persister before workers write their own.
 pub const MAX_BACKLOG: usize = 10_000;

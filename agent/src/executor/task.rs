@@ -1,7 +1,7 @@
 //! One task's life on a worker: prepare (sandbox, module, inputs),
 //! instantiate, run `_start` until it ends or is stopped, report.
 //!
-//! Everything here is one future, polled by a [`worker`](crate::worker):
+//! Everything here is one future, polled by a [`worker`](super::worker):
 //! its CPU time is what the `cpus` limit measures, and dropping it (agent
 //! shutdown) still produces a final status through the [`Reporter`].
 //! `timeout_ms`, `usage.wall_time_ms`, `usage.cpu_time_ms` and the `cpus`
@@ -16,25 +16,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmos_proto::v1::{InputKind, TaskSpec, TaskState, TaskUsage};
 use wasmtime::{Store, Trap};
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::artifacts::is_digest;
-use crate::cache::{Compiled, LoadError};
-use crate::executor::{ModuleSource, Shared};
-use crate::limits::MemLimiter;
-use crate::persist::{PersistQueue, TaskFiles};
+use super::artifacts::is_digest;
+use super::cache::{Compiled, LoadError};
+use super::engine::TaskData;
+use super::limits::MemLimiter;
+use super::shared::{ModuleSource, Shared};
+use super::status::{Outcome, Reporter};
+use super::worker::SchedInfo;
+use crate::sandbox::persist::{PersistQueue, TaskFiles};
 use crate::sandbox::{self, SandboxDirs};
-use crate::status::{Outcome, Reporter};
-use crate::worker::SchedInfo;
-
-/// What a task's [`Store`] holds.
-pub struct TaskData {
-    /// The task's WASI preview 1 context.
-    pub wasi: WasiP1Ctx,
-    /// Its `mem` cap.
-    pub limiter: MemLimiter,
-}
 
 /// Why a task is asked to stop before it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

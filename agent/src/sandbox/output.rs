@@ -9,7 +9,7 @@
 //! Output past [`SPILL_BYTES`] goes to the file as it is written, so a long
 //! task's output can be followed on disk; until then reads are served from
 //! memory ([`CappedOutput::read_pending`]). Either way the whole output is
-//! on disk shortly after the task ends ([`crate::persist`]).
+//! on disk shortly after the task ends ([`super::persist`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -23,7 +23,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::sandbox::SandboxDirs;
+use super::SandboxDirs;
 
 /// Output kept in memory before it goes to its file: 64 KiB.
 pub const SPILL_BYTES: usize = 64 << 10;

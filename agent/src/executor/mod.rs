@@ -5,36 +5,57 @@
 //! launched since it started (sandboxes of earlier runs stay readable by
 //! task id). It knows nothing of the master: a launch is a `TaskSpec` in,
 //! statuses out on a channel, so the cluster link can forward both verbatim.
+//!
+//! The room, in the order its modules depend on each other (each uses only
+//! those after it, and the [`sandbox`](crate::sandbox) room):
+//! [`Executor`] (here, the API) → `task` (one task's life) → `shared` (the
+//! state tasks share, [`ModuleSource`]) → `cache` (compiled modules) →
+//! `engine` (the engine, the WASI linker, what a task's store holds) →
+//! `validate`, `limits` (`mem`), `disk` (`disk`), `worker` and `cpu`
+//! (`cpus`), `status` and `outbox` (statuses out), `config`, `artifacts`.
+
+mod artifacts;
+mod cache;
+mod config;
+mod cpu;
+mod disk;
+mod engine;
+mod limits;
+mod outbox;
+mod shared;
+mod status;
+mod task;
+mod validate;
+mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 use wasmos_proto::v1::{self, TaskSpec, TaskState, TaskStatus};
-use wasmtime::{Engine, Linker, Store};
+use wasmtime::Engine;
 
-use crate::artifacts::{digest_of, is_digest};
-use crate::cache::{CacheStats, Compiled, LoadError, ModuleCache};
-use crate::config::ExecutorConfig;
-use crate::disk::DiskMonitor;
-use crate::engine::{EngineSettings, build_engine, wasi_linker};
-use crate::limits::MemLimiter;
-use crate::persist::{PersistQueue, Persister, TaskFiles};
+pub use artifacts::{ArtifactSource, DirArtifacts, FetchFuture, digest_of, is_digest};
+pub use cache::{CacheStats, TrimReport, trim_dir as trim_module_cache};
+pub use config::{
+    DEFAULT_GC_INTERVAL, DEFAULT_MAX_SANDBOXES, DEFAULT_MIN_FREE_DISK, DEFAULT_MODULE_CACHE_BYTES,
+    DEFAULT_OUTPUT_CAP, DEFAULT_SANDBOX_RETENTION, ExecutorConfig,
+};
+pub use cpu::thread_cpu_ns;
+pub use engine::{EngineSettings, build_engine};
+pub use limits::MemoryLimitExceeded;
+pub use shared::ModuleSource;
+pub use status::{Outcome, is_terminal};
+
+use crate::sandbox::persist::{Persister, TaskFiles};
 use crate::sandbox::{Sandbox, SandboxFile, check_task_id};
-use crate::status::Reporter;
-use crate::task::{self, Launch, Stop, TaskControl, TaskData};
-use crate::worker::Workers;
-
-/// Where the module of a launch comes from.
-#[derive(Debug, Clone)]
-pub enum ModuleSource {
-    /// These bytes (`.wasm` or `.wat`). If the spec names an artifact, the
-    /// bytes must have that digest.
-    Bytes(Arc<[u8]>),
-    /// Fetch `spec.artifact` from the configured [`ArtifactSource`] (unless
-    /// the compiled module is already cached).
-    Artifact,
-}
+use cache::ModuleCache;
+use disk::DiskMonitor;
+use engine::{wasi_function_names, wasi_linker};
+use shared::Shared;
+use status::Reporter;
+use task::{Launch, Stop, TaskControl};
+use worker::Workers;
 
 /// Why a launch was refused outright (no status is sent for it).
 #[derive(Debug, thiserror::Error)]
@@ -66,19 +87,6 @@ pub enum TaskError {
     },
 }
 
-/// State shared by the executor handle and its tasks.
-pub struct Shared {
-    pub(crate) config: ExecutorConfig,
-    pub(crate) engine: Engine,
-    pub(crate) cache: ModuleCache,
-    pub(crate) disk: DiskMonitor,
-    /// `<work_dir>/sandboxes`, open: sandboxes are created relative to it.
-    pub(crate) sandboxes: Arc<std::fs::File>,
-    /// Where ended tasks' files go to be written.
-    pub(crate) persist: PersistQueue,
-    tasks: Mutex<Tasks>,
-}
-
 /// The tasks an executor knows.
 struct Tasks {
     /// Launched since it started, by id.
@@ -90,66 +98,10 @@ struct Tasks {
     on_disk: HashSet<String>,
 }
 
-impl Shared {
-    /// The compiled module for a launch.
-    pub(crate) async fn load_module(
-        &self,
-        artifact: &str,
-        source: ModuleSource,
-    ) -> Result<Arc<Compiled>, LoadError> {
-        match source {
-            ModuleSource::Bytes(bytes) => {
-                let digest = digest_of(&bytes);
-                if !artifact.is_empty() && artifact != digest {
-                    return Err(LoadError::Unavailable(format!(
-                        "module bytes have sha256 {digest}, but the task names artifact {artifact}"
-                    )));
-                }
-                self.cache
-                    .get(&digest, async move { Ok(bytes.to_vec()) })
-                    .await
-            }
-            ModuleSource::Artifact => {
-                if !is_digest(artifact) {
-                    return Err(LoadError::Unavailable(format!(
-                        "task names artifact `{artifact}`, which is not a sha256 digest"
-                    )));
-                }
-                self.cache
-                    .get(artifact, async {
-                        self.fetch(artifact).await.map_err(LoadError::Unavailable)
-                    })
-                    .await
-            }
-        }
-    }
-
-    async fn fetch(&self, digest: &str) -> Result<Vec<u8>, String> {
-        let source = self
-            .config
-            .artifacts
-            .as_ref()
-            .ok_or_else(|| format!("no artifact source is configured to fetch {digest}"))?;
-        source
-            .fetch(digest)
-            .await
-            .map_err(|e| format!("cannot fetch artifact {digest}: {e}"))
-    }
-
-    /// An artifact's bytes, checked against its digest.
-    pub(crate) async fn fetch_verified(&self, digest: &str) -> Result<Vec<u8>, String> {
-        let bytes = self.fetch(digest).await?;
-        let actual = digest_of(&bytes);
-        if actual != digest {
-            return Err(format!("artifact {digest} arrived with sha256 {actual}"));
-        }
-        Ok(bytes)
-    }
-}
-
 /// Runs WASI tasks under hard limits. See the crate docs for an example.
 pub struct Executor {
     shared: Arc<Shared>,
+    tasks: Mutex<Tasks>,
     workers: Workers,
     persister: Option<Persister>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -210,10 +162,10 @@ impl Executor {
                 disk,
                 sandboxes: Arc::new(sandboxes),
                 persist: persister.queue(),
-                tasks: Mutex::new(Tasks {
-                    launched: HashMap::new(),
-                    on_disk,
-                }),
+            }),
+            tasks: Mutex::new(Tasks {
+                launched: HashMap::new(),
+                on_disk,
             }),
             workers,
             persister: Some(persister),
@@ -270,7 +222,7 @@ impl Executor {
             cpus,
         ));
         let sandbox_exists = {
-            let mut tasks = self.shared.tasks.lock().unwrap();
+            let mut tasks = self.tasks.lock().unwrap();
             if tasks.launched.contains_key(&spec.task_id) {
                 return Err(LaunchError::Duplicate(spec.task_id));
             }
@@ -301,7 +253,7 @@ impl Executor {
     /// (well under 100 ms), even in a tight loop.
     pub fn kill(&self, task_id: &str) -> Result<(), TaskError> {
         let control = self.control(task_id)?;
-        if crate::status::is_terminal(*control.state.lock().unwrap()) {
+        if is_terminal(*control.state.lock().unwrap()) {
             return Err(TaskError::Ended(task_id.to_owned()));
         }
         control.request_stop(Stop::Killed);
@@ -327,11 +279,11 @@ impl Executor {
 
     /// Ids of the tasks that have not ended.
     pub fn running_tasks(&self) -> Vec<String> {
-        let tasks = self.shared.tasks.lock().unwrap();
+        let tasks = self.tasks.lock().unwrap();
         let mut ids: Vec<String> = tasks
             .launched
             .iter()
-            .filter(|(_, c)| !crate::status::is_terminal(*c.state.lock().unwrap()))
+            .filter(|(_, c)| !is_terminal(*c.state.lock().unwrap()))
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort();
@@ -427,10 +379,10 @@ impl Executor {
     pub fn remove(&self, task_id: &str) -> Result<(), TaskError> {
         check_task_id(task_id).map_err(|_| TaskError::Unknown(task_id.to_owned()))?;
         let launched = {
-            let mut tasks = self.shared.tasks.lock().unwrap();
+            let mut tasks = self.tasks.lock().unwrap();
             tasks.on_disk.remove(task_id);
             match tasks.launched.get(task_id) {
-                Some(c) if !crate::status::is_terminal(*c.state.lock().unwrap()) => {
+                Some(c) if !is_terminal(*c.state.lock().unwrap()) => {
                     return Err(TaskError::Io {
                         task: task_id.to_owned(),
                         source: std::io::Error::other("the task is still running"),
@@ -459,8 +411,7 @@ impl Executor {
     }
 
     fn control(&self, task_id: &str) -> Result<Arc<TaskControl>, TaskError> {
-        self.shared
-            .tasks
+        self.tasks
             .lock()
             .unwrap()
             .launched
@@ -506,18 +457,4 @@ fn lock_work_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
             Err(anyhow::anyhow!("locking {}: {e}", path.display()))
         }
     }
-}
-
-/// The function names the WASI linker defines.
-fn wasi_function_names(engine: &Engine, linker: &Linker<TaskData>) -> HashSet<String> {
-    let data = TaskData {
-        wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
-        limiter: MemLimiter::new(0),
-    };
-    let mut store = Store::new(engine, data);
-    linker
-        .iter(&mut store)
-        .filter(|(module, _, _)| *module == crate::validate::WASI_P1)
-        .map(|(_, name, _)| name.to_owned())
-        .collect()
 }

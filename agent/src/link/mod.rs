@@ -8,6 +8,13 @@
 //! reconnect and every `resend_interval`, so updates survive dropped streams.
 //! The agent's id is kept in `<work_dir>/agent_id`, so a restarted agent
 //! re-registers as itself.
+//!
+//! The room: the link itself (here), fetching artifacts from the master
+//! ([`artifacts`]) and the agent's TLS identity ([`identity`]). It is the
+//! only part of the crate that uses tonic (the `link` feature).
+
+mod artifacts;
+pub mod identity;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +31,8 @@ use wasmos_proto::v1::agent_message::Kind as ToMaster;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
 use wasmos_proto::v1::master_message::Kind as FromMaster;
 
-use crate::{ArtifactSource, Executor, ExecutorConfig, FetchFuture, ModuleSource, SandboxFile};
+use crate::{Executor, ExecutorConfig, ModuleSource, SandboxFile};
+use artifacts::MasterArtifacts;
 
 /// Everything `wasmos agent` can be told.
 #[derive(Clone, Debug)]
@@ -43,7 +51,7 @@ pub struct AgentConfig {
     pub resend_interval: Duration,
     /// The agent's certificate and CA, for a TLS master (`https://`); `None`
     /// for a plaintext one on loopback.
-    pub identity: Option<crate::identity::Identity>,
+    pub identity: Option<identity::Identity>,
 }
 
 impl AgentConfig {
@@ -85,34 +93,7 @@ impl AgentConfig {
 
 /// A lazily connected client of the master's `Artifacts` service.
 fn artifacts_client(config: &AgentConfig) -> anyhow::Result<ArtifactsClient<Channel>> {
-    Ok(ArtifactsClient::new(config.endpoint()?.connect_lazy()).max_decoding_message_size(8 << 20))
-}
-
-/// Fetches artifacts from the master's `Artifacts` service. The client is
-/// replaced when the agent's certificate is renewed.
-struct MasterArtifacts {
-    client: Arc<std::sync::RwLock<ArtifactsClient<Channel>>>,
-}
-
-impl ArtifactSource for MasterArtifacts {
-    fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
-        Box::pin(async move {
-            let mut client = self.client.read().expect("not poisoned").clone();
-            let mut stream = client
-                .fetch(v1::FetchRequest {
-                    digest: digest.to_string(),
-                })
-                .await
-                .map_err(|s| std::io::Error::other(s.message().to_string()))?
-                .into_inner();
-            let mut bytes = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|s| std::io::Error::other(s.message().to_string()))?;
-                bytes.extend_from_slice(&chunk.data);
-            }
-            Ok(bytes)
-        })
-    }
+    Ok(artifacts::client(config.endpoint()?))
 }
 
 /// An update waiting for its acknowledgement.
@@ -151,9 +132,7 @@ impl Agent {
     /// saved agent id.
     pub fn new(mut config: AgentConfig) -> anyhow::Result<Agent> {
         let artifacts = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
-        config.executor.artifacts = Some(Arc::new(MasterArtifacts {
-            client: artifacts.clone(),
-        }));
+        config.executor.artifacts = Some(Arc::new(MasterArtifacts::new(artifacts.clone())));
         std::fs::create_dir_all(&config.executor.work_dir)
             .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
         let agent_id = match &config.identity {
