@@ -97,8 +97,9 @@ async fn subscribe(url: &str, framework_id: &str) -> Session {
         .await
         .unwrap()
         .into_inner();
-    let Some(Kind::Subscribed(subscribed)) = next(&mut events).await else {
-        panic!("no SUBSCRIBED first")
+    let first = next(&mut events).await;
+    let Some(Kind::Subscribed(subscribed)) = first else {
+        panic!("no SUBSCRIBED first: {first:?}")
     };
     Session {
         client,

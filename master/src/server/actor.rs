@@ -552,11 +552,27 @@ impl Actor {
         self.next_connection
     }
 
+    /// A heartbeat on every framework stream, except those whose first
+    /// events (SUBSCRIBED, or an ERROR and the end) still wait for their
+    /// commit: a heartbeat must not overtake them, and the next one comes
+    /// soon enough.
     fn heartbeat(&mut self) {
         let heartbeat = v1::Event {
             kind: Some(EventKind::Heartbeat(v1::Heartbeat {})),
         };
-        let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        let held = |id: &FrameworkId| {
+            self.held_streams.contains(id)
+                || self
+                    .committing
+                    .as_ref()
+                    .is_some_and(|c| c.held_streams.contains(id))
+        };
+        let ids: Vec<FrameworkId> = self
+            .frameworks
+            .keys()
+            .filter(|id| !held(id))
+            .cloned()
+            .collect();
         for id in ids {
             self.send_event(&id, heartbeat.clone());
         }
