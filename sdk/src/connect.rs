@@ -178,16 +178,7 @@ impl Profile {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
         let text = serde_json::to_string_pretty(self).expect("a profile serializes");
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        use std::io::Write as _;
-        let mut file = options.open(&tmp).map_err(fail)?;
-        file.write_all(text.as_bytes()).map_err(fail)?;
-        std::fs::rename(&tmp, &path).map_err(fail)?;
+        wasmos_tls::write_file(&path, text.as_bytes(), true).map_err(fail)?;
         Ok(path)
     }
 }

@@ -209,7 +209,8 @@ impl Trust {
             writes.push(Write::Put(Record::Token(stored.clone())));
             state.tokens.insert(stored.accessor.clone(), stored);
             store.commit(&writes)?;
-            write_private(&admin_token_path, &format!("{token}\n"))?;
+            wasmos_tls::write_file(&admin_token_path, format!("{token}\n").as_bytes(), true)
+                .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
             new_admin_token = Some(admin_token_path.clone());
         } else if !writes.is_empty() {
             store.commit(&writes)?;
@@ -475,14 +476,7 @@ impl Trust {
             .ca
             .sign_agent(csr_pem, agent, self.settings.agent_cert_ttl)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut identity = self
-            .state
-            .lock()
-            .expect("not poisoned")
-            .identities
-            .get(agent)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("agent {agent} never joined")))?;
+        let mut identity = self.identity(agent)?;
         identity.not_after_ms = issued.not_after_ms;
         self.commit(vec![Write::Put(Record::Identity(identity.clone()))])
             .await?;
@@ -496,20 +490,23 @@ impl Trust {
 
     /// Ends an agent's identity for good.
     pub async fn revoke(&self, agent: &str) -> Result<(), Status> {
-        let mut identity = self
-            .state
-            .lock()
-            .expect("not poisoned")
-            .identities
-            .get(agent)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("agent {agent} never joined")))?;
+        let mut identity = self.identity(agent)?;
         identity.revoked = true;
         self.commit(vec![Write::Put(Record::Identity(identity.clone()))])
             .await?;
         self.store_identity(identity);
         tracing::warn!(%agent, "agent revoked");
         Ok(())
+    }
+
+    fn identity(&self, agent: &str) -> Result<v1::StoredIdentity, Status> {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .identities
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("agent {agent} never joined")))
     }
 
     fn store_identity(&self, identity: v1::StoredIdentity) {
@@ -532,24 +529,6 @@ impl Trust {
 
 fn expired(token: &v1::StoredToken, now_ms: u64) -> bool {
     token.expires_ms != 0 && now_ms >= token.expires_ms
-}
-
-/// Writes `text` to `path` readable by its owner only.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 /// The gate in front of a gRPC service: checks the caller before the call.
