@@ -11,20 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cluster, wait_for, wasmos};
-
-/// A guest built for wasm32-wasip1 by `scripts/test`.
-fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/guests/target/wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "guest {} is missing: run scripts/test (it builds examples/guests)",
-        path.display()
-    );
-    path
-}
+use support::{Cluster, guest, wait_for, wasmos};
 
 const SPIN_WAT: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start") (loop $forever (br $forever))))"#;

@@ -12,17 +12,9 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
 use wasmos_sdk::{Client, Job, RetryPolicy, TaskTemplate};
 
-/// A guest built for wasm32-wasip1 by `scripts/test`.
+/// A guest's bytes (see [`support::guest`]).
 fn guest(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/guests/target/wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|_| {
-        panic!(
-            "guest {} is missing: run scripts/test (it builds examples/guests)",
-            path.display()
-        )
-    })
+    std::fs::read(support::guest(name)).expect("read the guest")
 }
 
 const SPIN_WAT: &str = r#"(module (memory (export "memory") 1)

@@ -11,7 +11,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -26,17 +25,6 @@ const MASTER: &[&str] = &["--agent-reregister-timeout", "20s"];
 /// 2 cpus and 0.02 cpus a task: 100 tasks at a time on each agent.
 const AGENT: &[&str] = &["--cpus", "2", "--mem", "4GiB"];
 
-fn sleeper() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/guests/target/wasm32-wasip1/release/sleeper.wasm");
-    assert!(
-        path.exists(),
-        "guest {} is missing: run scripts/test (it builds examples/guests)",
-        path.display()
-    );
-    path
-}
-
 /// `wasmos run` of TASKS sleepers of a second each, task `i` printing
 /// `slept 1000 i`; its stdout (one JSON line per task) is read to the end on
 /// a thread.
@@ -49,7 +37,7 @@ impl RunningJob {
     fn start(cluster: &Cluster) -> RunningJob {
         let mut child = wasmos()
             .arg("run")
-            .arg(sleeper())
+            .arg(support::guest("sleeper"))
             .args(["-n", &TASKS.to_string(), "--cpus", "0.02", "--mem", "16MiB"])
             .args(["--json", "--master", &cluster.url])
             .args(["--", "1000", "{i}"])

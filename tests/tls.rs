@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cluster, https_get, wait_for, wasmos};
+use support::{Cluster, guest, https_get, wait_for, wasmos};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,18 +20,6 @@ use wasmos_proto::v1::agent_link_client::AgentLinkClient;
 use wasmos_proto::v1::agent_message::Kind as ToMaster;
 use wasmos_proto::v1::master_message::Kind as FromMaster;
 use wasmos_tls::{ClientTls, JoinString};
-
-fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/guests/target/wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "guest {} is missing: run scripts/test (it builds examples/guests)",
-        path.display()
-    );
-    path
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

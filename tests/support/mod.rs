@@ -31,6 +31,20 @@ fn with_defaults(defaults: &[&str], args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The path of a guest built for wasm32-wasip1 by `scripts/test`
+/// (`examples/guests`); panics with what to run if it is missing.
+pub fn guest(name: &str) -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/guests/target/wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "guest {} is missing: run scripts/test (it builds examples/guests)",
+        path.display()
+    );
+    path
+}
+
 /// The `wasmos` binary, logging only warnings (tests print enough), or what
 /// `WASMOS_TEST_LOG` asks for when a failing test needs a closer look.
 pub fn wasmos() -> Command {

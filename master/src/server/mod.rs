@@ -132,8 +132,6 @@ impl MasterConfig {
 /// A running master.
 pub struct Master {
     grpc_addr: SocketAddr,
-    /// `https` or `http`.
-    scheme: &'static str,
     trust: Option<Arc<trust::Trust>>,
     new_admin_token: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
@@ -386,11 +384,10 @@ impl Master {
             }
             None => None,
         };
-        let scheme = if trust.is_some() { "https" } else { "http" };
-        tracing::info!(%grpc_addr, ?http_addr, epoch = opened.epoch, scheme, "master started");
+        let tls = trust.is_some();
+        tracing::info!(%grpc_addr, ?http_addr, epoch = opened.epoch, tls, "master started");
         Ok(Master {
             grpc_addr,
-            scheme,
             trust,
             new_admin_token,
             http_addr,
@@ -414,7 +411,16 @@ impl Master {
 
     /// The gRPC URL clients use: `https://` unless the master is insecure.
     pub fn url(&self) -> String {
-        format!("{}://{}", self.scheme, self.grpc_addr)
+        format!("{}://{}", self.scheme(), self.grpc_addr)
+    }
+
+    /// `https` unless the master is insecure.
+    pub fn scheme(&self) -> &'static str {
+        if self.trust.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The CA clients verify this master against (`None` if insecure).
