@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/wasmos/v1/artifacts.proto",
     "proto/wasmos/v1/operator.proto",
     "proto/wasmos/v1/registry.proto",
+    "proto/wasmos/v1/executor.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,13 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
 use wasmos_agent::identity::Identity;
+use wasmos_agent::ExecutorConfig;
 use wasmos_agent::link::{Agent, AgentConfig};
-use wasmos_agent::{Executor, ExecutorConfig};
+use wasmos_agent::process::handle::Mode;
 use wasmos_master::Resources;
 use wasmos_proto::v1;
 
@@ -93,6 +95,22 @@ pub struct Args {
     /// of a fast writer without walking sandboxes constantly.
     #[arg(long, default_value = "10s", value_parser = cli_args::duration)]
     gc_interval: Duration,
+    /// Run tasks in this process instead of an executor process: they then
+    /// end when the agent does (a restart loses them).
+    #[arg(long)]
+    in_process_executor: bool,
+    /// An executor process left with no agent for this long, and no task
+    /// running, exits by itself.
+    #[arg(long, default_value = "5m", value_parser = cli_args::duration)]
+    executor_orphan_timeout: Duration,
+    /// The agent/executor protocol to speak, MAJOR.MINOR (tests force
+    /// another to check upgrades).
+    #[arg(long, hide = true, value_parser = wasmos_agent::process::parse_protocol)]
+    executor_protocol: Option<v1::ExecutorProtocol>,
+    /// `power-loss`: the executor keeps unsynced checkpoint writes in
+    /// memory only (tests).
+    #[arg(long, hide = true, value_parser = crate::executor::checkpoint_backend)]
+    executor_checkpoint: Option<wasmos_agent::checkpoint::Backend>,
 }
 
 /// Operator actions on agents.
@@ -157,7 +175,18 @@ impl Args {
             .master
             .clone()
             .unwrap_or_else(|| "http://127.0.0.1:5050".into());
-        Ok(AgentConfig::new(master, info, executor))
+        let mut config = AgentConfig::new(master, info, executor);
+        if !self.in_process_executor {
+            let program = std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("cannot find this program to start the executor: {e}"))?;
+            config.mode = Mode::for_platform(program);
+        }
+        config.orphan_timeout = self.executor_orphan_timeout;
+        if let Some(protocol) = &self.executor_protocol {
+            config.protocol = protocol.clone();
+        }
+        config.checkpoint = self.executor_checkpoint.unwrap_or_default();
+        Ok(config)
     }
 }
 
@@ -211,9 +240,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Resources::try_from(config.info.resources.as_ref().expect("set above"))?,
         config.master
     );
+    let config_cpus = config.executor.cpus;
     let agent = Agent::new(config)?;
     if let Some(addr) = args.http {
-        serve_http(addr, agent.executor()).await?;
+        serve_http(addr, agent.running_gauge(), config_cpus).await?;
     }
     tokio::select! {
         result = agent.run() => result,
@@ -231,31 +261,34 @@ fn hostname() -> String {
 }
 
 /// `/state` and `/metrics` of this agent, on a port its operator opened.
-async fn serve_http(addr: SocketAddr, executor: Arc<Executor>) -> anyhow::Result<()> {
+async fn serve_http(
+    addr: SocketAddr,
+    running: Arc<AtomicUsize>,
+    cpus: f64,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("  /state and /metrics on http://{}", listener.local_addr()?);
     let app = axum::Router::new()
-        .route("/state", get(state))
+        .route(
+            "/state",
+            get(move |State(running): State<Arc<AtomicUsize>>| async move {
+                axum::Json(serde_json::json!({
+                    "running_tasks": running.load(Ordering::Relaxed),
+                    "cpus": cpus,
+                }))
+            }),
+        )
         .route("/metrics", get(metrics))
-        .with_state(executor);
+        .with_state(running);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Ok(())
 }
 
-async fn state(State(executor): State<Arc<Executor>>) -> axum::Json<serde_json::Value> {
-    let stats = executor.cache_stats();
-    axum::Json(serde_json::json!({
-        "running_tasks": executor.running_tasks(),
-        "cpus": executor.config().cpus,
-        "module_cache": format!("{stats:?}"),
-    }))
-}
-
-async fn metrics(State(executor): State<Arc<Executor>>) -> String {
+async fn metrics(State(running): State<Arc<AtomicUsize>>) -> String {
     format!(
         "# HELP wasmos_agent_running_tasks Tasks running on this agent.\n# TYPE wasmos_agent_running_tasks gauge\nwasmos_agent_running_tasks {}\n",
-        executor.running_tasks().len()
+        running.load(Ordering::Relaxed)
     )
 }

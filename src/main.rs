@@ -5,6 +5,7 @@ mod access;
 mod agent;
 mod cli_args;
 mod demo;
+mod executor;
 mod local;
 mod master;
 mod ops;
@@ -42,6 +43,8 @@ enum Command {
     Master(Box<master::Args>),
     /// Run an agent: runs the wasm tasks a master sends it.
     Agent(Box<agent::Args>),
+    /// Run an agent's tasks (started by `wasmos agent`; outlives it).
+    Executor(Box<executor::Args>),
     /// List tasks: id, state, reason, agent, framework, resources.
     Ps(ops::PsArgs),
     /// Print a task's stdout (or --stderr), optionally following it.
@@ -74,7 +77,9 @@ fn main() -> ExitCode {
     // Daemons say what they do; client commands only what goes wrong.
     // WASMOS_LOG (e.g. `debug`, `wasmos_master=debug`) overrides either.
     let default_level = match cli.command {
-        Command::Master(_) | Command::Agent(_) | Command::Local(_) => "info",
+        Command::Master(_) | Command::Agent(_) | Command::Executor(_) | Command::Local(_) => {
+            "info"
+        }
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -123,6 +128,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()?
             .block_on(agent::run(*args))?,
+        // Likewise: tasks run on the executor's worker threads.
+        Command::Executor(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(executor::run(*args))?,
         Command::Ps(args) => rt()?.block_on(ops::ps(args))?,
         Command::Logs(args) => rt()?.block_on(ops::logs(args))?,
         Command::Kill(args) => rt()?.block_on(ops::kill(args))?,

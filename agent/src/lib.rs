@@ -32,10 +32,12 @@
 //! outputs, written behind). [`gc`], the disk collector, uses the executor's
 //! public API and the sandbox room.
 
+pub mod checkpoint;
 mod executor;
 pub mod gc;
 #[cfg(feature = "link")]
 pub mod link;
+pub mod process;
 mod sandbox;
 
 pub use executor::{

@@ -96,6 +96,11 @@ pub struct ExecutorConfig {
     pub artifacts: Option<Arc<dyn ArtifactSource>>,
     /// Identifies this agent in the statuses it sends (`agent_id`).
     pub agent_id: String,
+    /// Hold each terminal status until the task's stdout, stderr and files
+    /// are synced to the disk, so that a framework that saw a task end can
+    /// read its outputs after any crash. Syncs are batched (one `syncfs`
+    /// per batch of ended tasks). Default false; the executor process sets it.
+    pub durable_outputs: bool,
 }
 
 impl std::fmt::Debug for ExecutorConfig {
@@ -118,6 +123,7 @@ impl std::fmt::Debug for ExecutorConfig {
             .field("max_sandboxes", &self.max_sandboxes)
             .field("artifacts", &self.artifacts.is_some())
             .field("agent_id", &self.agent_id)
+            .field("durable_outputs", &self.durable_outputs)
             .finish()
     }
 }
@@ -145,6 +151,7 @@ impl ExecutorConfig {
             max_sandboxes: DEFAULT_MAX_SANDBOXES,
             artifacts: None,
             agent_id: String::new(),
+            durable_outputs: false,
         }
     }
 
@@ -229,6 +236,12 @@ impl ExecutorConfig {
     /// Sets [`artifacts`](Self::artifacts).
     pub fn artifacts(mut self, source: Arc<dyn ArtifactSource>) -> Self {
         self.artifacts = Some(source);
+        self
+    }
+
+    /// Sets [`durable_outputs`](Self::durable_outputs).
+    pub fn durable_outputs(mut self, on: bool) -> Self {
+        self.durable_outputs = on;
         self
     }
 

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::UnboundedSender;
 use wasmos_proto::v1::{Reason, StatusSource, TaskState, TaskStatus, TaskUsage};
 
+use crate::sandbox::persist::{PersistQueue, TaskFiles};
+
 /// How a task ended (or why it never started).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -112,6 +114,15 @@ pub struct Reporter {
     agent_id: String,
     latest: Arc<Mutex<TaskState>>,
     done: bool,
+    write_behind: Option<WriteBehind>,
+}
+
+/// Where a task's files go when it ends, and whether its terminal status
+/// waits for them to be synced.
+struct WriteBehind {
+    files: Arc<TaskFiles>,
+    queue: PersistQueue,
+    durable: bool,
 }
 
 impl Reporter {
@@ -130,7 +141,19 @@ impl Reporter {
             agent_id,
             latest,
             done: false,
+            write_behind: None,
         }
+    }
+
+    /// Hands the task's files to the write-behind when the task ends,
+    /// however it ends. With `durable` the terminal status goes with them
+    /// and leaves only once they are synced to the disk.
+    pub fn write_behind(&mut self, files: Arc<TaskFiles>, queue: PersistQueue, durable: bool) {
+        self.write_behind = Some(WriteBehind {
+            files,
+            queue,
+            durable,
+        });
     }
 
     /// Sends a non-terminal state (`STARTING`, `RUNNING`).
@@ -178,7 +201,22 @@ impl Reporter {
             source: StatusSource::Agent as i32,
             agent_recovering: false,
         };
-        super::outbox::send(&self.tx, status);
+        match self.write_behind.take().filter(|_| self.done) {
+            Some(w) if w.durable => {
+                let tx = self.tx.clone();
+                w.queue.submit(
+                    w.files,
+                    Some(Box::new(move || {
+                        let _ = tx.send(status);
+                    })),
+                );
+            }
+            Some(w) => {
+                super::outbox::send(&self.tx, status);
+                w.queue.submit(w.files, None);
+            }
+            None => super::outbox::send(&self.tx, status),
+        }
     }
 }
 

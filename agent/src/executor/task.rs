@@ -25,7 +25,7 @@ use super::limits::MemLimiter;
 use super::shared::{ModuleSource, Shared};
 use super::status::{Outcome, Reporter};
 use super::worker::SchedInfo;
-use crate::sandbox::persist::{PersistQueue, TaskFiles};
+use crate::sandbox::persist::TaskFiles;
 use crate::sandbox::{self, SandboxDirs};
 
 /// Why a task is asked to stop before it ends.
@@ -108,19 +108,6 @@ pub struct Launch {
     pub sandbox_exists: bool,
 }
 
-/// Hands a task's files to the persister however the task ends, even when
-/// its future is dropped.
-struct WriteBehind {
-    files: Arc<TaskFiles>,
-    queue: PersistQueue,
-}
-
-impl Drop for WriteBehind {
-    fn drop(&mut self) {
-        self.queue.submit(self.files.clone());
-    }
-}
-
 /// Runs a task to its end and sends its statuses.
 pub async fn run(launch: Launch) {
     let Launch {
@@ -139,10 +126,13 @@ pub async fn run(launch: Launch) {
         reporter.finish(&outcome, TaskUsage::default());
         return;
     }
-    let _write_behind = WriteBehind {
-        files: control.files.clone(),
-        queue: shared.persist.clone(),
-    };
+    // However the task ends (its future dropped too: the reporter then
+    // ends it), its files go to the write-behind with its terminal status.
+    reporter.write_behind(
+        control.files.clone(),
+        shared.persist.clone(),
+        shared.config.durable_outputs,
+    );
     let prepared = tokio::select! {
         biased;
         stop = control.stopped() => Err(stop_outcome(stop)),

@@ -2,10 +2,13 @@
 //! the agent, carrying registration, heartbeats, status updates and sandbox
 //! reads one way, and launches, kills, acks and read requests the other.
 //!
-//! The executor never depends on this module; this module drives it. The
-//! link keeps every status update until the framework acknowledges it
-//! (through the master) and sends unacknowledged ones again after each
-//! reconnect and every `resend_interval`, so updates survive dropped streams.
+//! The executor never depends on this module; this module drives it,
+//! through an [`ExecutorHandle`]: the executor is a process of its own by
+//! default (see [`crate::process`]), so tasks go on while the agent
+//! restarts. The executor keeps every status update in its checkpoint until
+//! the framework acknowledges it (through the master); the link sends
+//! unacknowledged ones again after each reconnect and every
+//! `resend_interval`, so updates survive dropped streams and restarts.
 //! The agent's id is kept in `<work_dir>/agent_id`, so a restarted agent
 //! re-registers as itself.
 //!
@@ -16,7 +19,7 @@
 mod artifacts;
 pub mod identity;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +34,13 @@ use wasmos_proto::v1::agent_message::Kind as ToMaster;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
 use wasmos_proto::v1::master_message::Kind as FromMaster;
 
-use crate::{Executor, ExecutorConfig, ModuleSource, SandboxFile};
+use crate::ArtifactSource;
+use crate::ExecutorConfig;
+use crate::process::handle::{self, Event, ExecutorHandle, Mode};
+use crate::process::service::ServiceConfig;
 use artifacts::MasterArtifacts;
+use wasmos_proto::v1::from_executor::Kind as FromExecutor;
+use wasmos_proto::v1::to_executor::Kind as ToExecutor;
 
 /// Everything `wasmos agent` can be told.
 #[derive(Clone, Debug)]
@@ -52,6 +60,17 @@ pub struct AgentConfig {
     /// The agent's certificate and CA, for a TLS master (`https://`); `None`
     /// for a plaintext one on loopback.
     pub identity: Option<identity::Identity>,
+    /// Where tasks run: in an executor process (the default where there
+    /// are Unix sockets) or in this one.
+    pub mode: Mode,
+    /// An executor process with no agent for this long and no task left
+    /// exits. Default 5 minutes.
+    pub orphan_timeout: Duration,
+    /// The executor protocol to speak (tests force others).
+    pub protocol: v1::ExecutorProtocol,
+    /// How the executor's checkpoint reaches the disk (tests simulate
+    /// power loss).
+    pub checkpoint: crate::checkpoint::Backend,
 }
 
 impl AgentConfig {
@@ -64,6 +83,10 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(5),
             resend_interval: Duration::from_secs(2),
             identity: None,
+            mode: Mode::InProcess,
+            orphan_timeout: Duration::from_secs(300),
+            protocol: crate::process::protocol(),
+            checkpoint: crate::checkpoint::Backend::File,
         }
     }
 
@@ -105,36 +128,39 @@ struct Unacked {
 /// The running agent.
 pub struct Agent {
     config: AgentConfig,
-    executor: Arc<Executor>,
-    statuses: mpsc::UnboundedReceiver<v1::TaskStatus>,
-    status_sender: mpsc::UnboundedSender<v1::TaskStatus>,
-    /// Unacknowledged updates in the order they were made.
+    executor: ExecutorHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// Unacknowledged updates in the order they were made (a copy of the
+    /// executor's, which it checkpoints).
     unacked: BTreeMap<u64, Unacked>,
     by_uuid: HashMap<Vec<u8>, u64>,
-    /// Tasks launched here whose terminal update the master has not
-    /// acknowledged: what a registration reports. The executor's own
-    /// running set is not enough: a task that ended while the master was
-    /// away has its terminal update still on its way to this link.
-    open: HashSet<String>,
+    /// Tasks whose terminal update the master has not acknowledged, with
+    /// their latest state: what a registration reports. A task that ended
+    /// while the master was away is among them, or a master would declare
+    /// it LOST and its work would be done twice.
+    open: HashMap<String, v1::RunningTask>,
     next_seq: u64,
     agent_id: String,
     /// The newest master epoch seen; messages of an older master are refused.
     master_epoch: u64,
     heartbeat_interval: Duration,
-    /// Keeps sandboxes and the module cache within their disk limits.
-    gc: crate::gc::GcHandle,
-    /// The artifact fetcher's client, rebuilt after a renewal.
-    artifacts: Arc<std::sync::RwLock<ArtifactsClient<Channel>>>,
+    /// The artifact fetcher, its client rebuilt after a renewal.
+    artifacts: Arc<MasterArtifacts>,
+    artifact_client: Arc<std::sync::RwLock<ArtifactsClient<Channel>>>,
+    /// Tasks running (as the agent last heard), for its HTTP port.
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    /// `<work_dir>/agent.lock`, held while the agent lives.
+    _lock: std::fs::File,
 }
 
 impl Agent {
-    /// Creates the executor (fetching artifacts from the master) and reads a
-    /// saved agent id.
+    /// Locks the work dir, reads a saved agent id, and finds or starts the
+    /// executor.
     pub fn new(mut config: AgentConfig) -> anyhow::Result<Agent> {
-        let artifacts = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
-        config.executor.artifacts = Some(Arc::new(MasterArtifacts::new(artifacts.clone())));
+        let artifact_client = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
         std::fs::create_dir_all(&config.executor.work_dir)
             .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
+        let lock = lock_work_dir(&config.executor.work_dir)?;
         let agent_id = match &config.identity {
             Some(identity) => {
                 std::fs::write(id_path(&config), identity.agent_id())
@@ -153,33 +179,50 @@ impl Agent {
                 config.executor.sandbox_disk_limit = Some(offered / 5 * 4);
             }
         }
-        let executor = Arc::new(Executor::new(config.executor.clone())?);
-        let gc = crate::gc::spawn(executor.clone()).context("starting the disk collector")?;
-        let (status_sender, statuses) = mpsc::unbounded_channel();
+        let service = ServiceConfig {
+            executor: config.executor.clone().agent_id(agent_id.clone()),
+            checkpoint: config.checkpoint,
+            protocol: config.protocol.clone(),
+            orphan_timeout: Some(config.orphan_timeout),
+        };
+        let (executor, events) = handle::start(config.mode.clone(), service, agent_id.clone())?;
         Ok(Agent {
             config,
             executor,
-            statuses,
-            status_sender,
+            events,
             unacked: BTreeMap::new(),
             by_uuid: HashMap::new(),
-            open: HashSet::new(),
+            open: HashMap::new(),
             next_seq: 0,
             agent_id,
             master_epoch: 0,
             heartbeat_interval: Duration::from_secs(1),
-            gc,
-            artifacts,
+            artifacts: Arc::new(MasterArtifacts::new(artifact_client.clone())),
+            artifact_client,
+            running: Arc::default(),
+            _lock: lock,
         })
     }
 
-    /// The executor, for the agent's own HTTP port.
-    pub fn executor(&self) -> Arc<Executor> {
-        self.executor.clone()
+    /// How many tasks run here, as the agent last heard (for its HTTP port).
+    pub fn running_gauge(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.running.clone()
     }
 
-    /// Connects, and reconnects with backoff, forever.
+    /// Attaches to the executor, then connects to the master, and
+    /// reconnects with backoff, forever.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // The registration reports what the executor holds: learn it first.
+        loop {
+            match self.events.recv().await {
+                Some(Event::Attached(welcome)) => {
+                    self.attached(welcome);
+                    break;
+                }
+                Some(_) => {}
+                None => anyhow::bail!("the executor could not be started"),
+            }
+        }
         let mut backoff = self.config.min_backoff;
         loop {
             match self.session().await {
@@ -259,32 +302,11 @@ impl Agent {
             tokio::select! {
                 _ = renewal.tick() => self.renew_if_due(&channel).await,
                 message = inbound.next() => match message {
-                    Some(Ok(message)) => self.master_message(message, &outbound).await?,
+                    Some(Ok(message)) => self.master_message(message),
                     Some(Err(status)) => anyhow::bail!("stream failed: {}", status.message()),
                     None => return Ok(()),
                 },
-                Some(status) = self.statuses.recv() => {
-                    let mut batch = vec![status];
-                    while batch.len() < 4096 {
-                        match self.statuses.try_recv() {
-                            Ok(status) => batch.push(status),
-                            Err(_) => break,
-                        }
-                    }
-                    for status in &batch {
-                        if crate::is_terminal(status.state()) {
-                            // An invalid task may have met another task's
-                            // sandbox: let the collector measure that one.
-                            let bytes = status
-                                .usage
-                                .filter(|_| status.reason() != v1::Reason::InvalidTask)
-                                .map(|u| sandbox_bytes(&u, self.executor.config().output_cap));
-                            self.gc.task_ended(&status.task_id, bytes);
-                        }
-                        self.keep(status.clone());
-                    }
-                    send(&outbound, ToMaster::Updates(v1::StatusUpdates { statuses: batch })).await?;
-                }
+                Some(event) = self.events.recv() => self.executor_event(event, &outbound).await?,
                 _ = heartbeat.tick() => {
                     send(&outbound, ToMaster::Heartbeat(v1::AgentHeartbeat {})).await?;
                 }
@@ -308,7 +330,7 @@ impl Agent {
             return;
         }
         match artifacts_client(&self.config) {
-            Ok(client) => *self.artifacts.write().expect("not poisoned") = client,
+            Ok(client) => *self.artifact_client.write().expect("not poisoned") = client,
             Err(e) => tracing::warn!("rebuilding the artifact client: {e:#}"),
         }
     }
@@ -343,105 +365,156 @@ impl Agent {
         if registered.heartbeat_interval_ms > 0 {
             self.heartbeat_interval = Duration::from_millis(registered.heartbeat_interval_ms);
         }
-        for task in registered.kill_task_ids {
-            tracing::info!(%task, "the master says this task was lost: killing it");
-            let _ = self.executor.kill(&task);
+        if !registered.kill_task_ids.is_empty() {
+            for task in &registered.kill_task_ids {
+                tracing::info!(%task, "the master says this task was lost: killing it");
+            }
+            self.executor.send(ToExecutor::Kill(v1::KillTasks {
+                task_ids: registered.kill_task_ids,
+            }));
         }
         Ok(())
     }
 
-    async fn master_message(
-        &mut self,
-        message: v1::MasterMessage,
-        outbound: &mpsc::Sender<v1::AgentMessage>,
-    ) -> anyhow::Result<()> {
+    /// Orders of the master go to the executor; the link notes what it
+    /// needs for the next registration.
+    fn master_message(&mut self, message: v1::MasterMessage) {
         match message.kind {
             Some(FromMaster::RunTasks(run)) => {
-                for launch in run.tasks {
-                    let Some(spec) = launch.spec else { continue };
-                    let task_id = spec.task_id.clone();
-                    match self.executor.launch(
-                        &launch.framework_id,
-                        spec,
-                        ModuleSource::Artifact,
-                        self.status_sender.clone(),
-                    ) {
-                        Ok(()) => {
-                            tracing::debug!(%task_id, "launched");
-                            self.open.insert(task_id);
-                        }
-                        // The master sent it again (e.g. after a reconnect).
-                        Err(crate::LaunchError::Duplicate(_)) => {}
-                        Err(e) => self.synthesize(
-                            &launch.framework_id,
-                            &task_id,
-                            v1::TaskState::Error,
-                            v1::Reason::InvalidTask,
-                            &e.to_string(),
-                        ),
-                    }
+                for launch in &run.tasks {
+                    let Some(spec) = &launch.spec else { continue };
+                    tracing::debug!(task = %spec.task_id, "launch");
+                    self.open
+                        .entry(spec.task_id.clone())
+                        .or_insert_with(|| v1::RunningTask {
+                            task_id: spec.task_id.clone(),
+                            framework_id: launch.framework_id.clone(),
+                            resources: None,
+                            state: v1::TaskState::Staging as i32,
+                            artifact: spec.artifact.clone(),
+                        });
                 }
+                self.executor.send(ToExecutor::Run(run));
             }
-            Some(FromMaster::KillTasks(kill)) => {
-                for task in kill.task_ids {
-                    if let Err(crate::TaskError::Unknown(_)) = self.executor.kill(&task) {
-                        // Never launched here: say so, so the master settles it.
-                        self.synthesize(
-                            "",
-                            &task,
-                            v1::TaskState::Killed,
-                            v1::Reason::Killed,
-                            "killed before it reached this agent",
-                        );
-                    }
-                }
-            }
+            Some(FromMaster::KillTasks(kill)) => self.executor.send(ToExecutor::Kill(kill)),
             Some(FromMaster::AckUpdates(acks)) => {
-                for ack in acks.acks {
+                for ack in &acks.acks {
                     if let Some(seq) = self.by_uuid.remove(&ack.uuid)
                         && let Some(entry) = self.unacked.remove(&seq)
                         && crate::is_terminal(entry.status.state())
                     {
-                        self.retire(ack.task_id);
+                        self.open.remove(&ack.task_id);
                     }
                 }
+                self.executor.send(ToExecutor::Acks(acks));
             }
             Some(FromMaster::SandboxRead(read)) => {
-                let executor = self.executor.clone();
-                let outbound = outbound.clone();
-                tokio::task::spawn_blocking(move || {
-                    let reply = sandbox_read(&executor, read);
-                    let _ = outbound.blocking_send(v1::AgentMessage {
-                        kind: Some(ToMaster::SandboxReadReply(reply)),
-                    });
-                });
+                self.executor.send(ToExecutor::SandboxRead(read));
             }
             Some(FromMaster::Registered(_)) | None => {}
+        }
+        self.count_running();
+    }
+
+    /// What the executor says goes to the master.
+    async fn executor_event(
+        &mut self,
+        event: Event,
+        outbound: &mpsc::Sender<v1::AgentMessage>,
+    ) -> anyhow::Result<()> {
+        match event {
+            Event::Attached(welcome) => {
+                self.attached(welcome);
+                self.resend(outbound, Duration::ZERO).await?;
+            }
+            Event::Detached(why) => {
+                tracing::warn!("the executor went away ({why}); its running tasks end LOST");
+            }
+            Event::Message(FromExecutor::Updates(updates)) => {
+                for status in &updates.statuses {
+                    self.note(status);
+                    self.keep(status.clone());
+                }
+                self.count_running();
+                send(outbound, ToMaster::Updates(updates)).await?;
+            }
+            Event::Message(FromExecutor::SandboxReadReply(reply)) => {
+                send(outbound, ToMaster::SandboxReadReply(reply)).await?;
+            }
+            Event::Message(FromExecutor::ArtifactRequest(request)) => {
+                let artifacts = self.artifacts.clone();
+                let executor = self.executor.clone();
+                tokio::spawn(async move {
+                    let result = artifacts.fetch(&request.digest).await;
+                    let (data, error) = match result {
+                        Ok(data) => (data, String::new()),
+                        Err(e) => (Vec::new(), e.to_string()),
+                    };
+                    executor.send(ToExecutor::Artifact(v1::ArtifactReply {
+                        request_id: request.request_id,
+                        data,
+                        error,
+                    }));
+                });
+            }
+            Event::Message(FromExecutor::Welcome(_)) => {}
         }
         Ok(())
     }
 
-    /// A status the agent makes itself for a task the executor cannot.
-    fn synthesize(
-        &mut self,
-        framework: &str,
-        task: &str,
-        state: v1::TaskState,
-        reason: v1::Reason,
-        message: &str,
-    ) {
-        let status = v1::TaskStatus {
-            task_id: task.to_string(),
-            framework_id: framework.to_string(),
-            agent_id: self.agent_id.clone(),
-            state: state as i32,
-            reason: reason as i32,
-            message: message.to_string(),
-            uuid: rand_uuid(),
-            source: v1::StatusSource::Agent as i32,
-            ..Default::default()
-        };
-        let _ = self.status_sender.send(status);
+    /// An executor attached: it holds the truth of tasks and updates. Tasks
+    /// the link launched that it does not know were lost with its
+    /// predecessor before they started: it reports them LOST.
+    fn attached(&mut self, welcome: v1::ExecutorWelcome) {
+        let known: std::collections::HashSet<&str> =
+            welcome.tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let lost: Vec<v1::RunningTask> = self
+            .open
+            .values()
+            .filter(|t| !known.contains(t.task_id.as_str()) && !crate::is_terminal(t.state()))
+            .cloned()
+            .collect();
+        self.open = welcome
+            .tasks
+            .into_iter()
+            .map(|t| (t.task_id.clone(), t))
+            .collect();
+        for task in &lost {
+            self.open.insert(task.task_id.clone(), task.clone());
+        }
+        if !lost.is_empty() {
+            self.executor
+                .send(ToExecutor::Lost(v1::ExecutorLost { tasks: lost }));
+        }
+        self.unacked.clear();
+        self.by_uuid.clear();
+        for status in welcome.pending {
+            self.keep(status);
+        }
+        self.count_running();
+    }
+
+    /// Notes a task's latest state for the next registration.
+    fn note(&mut self, status: &v1::TaskStatus) {
+        let task = self
+            .open
+            .entry(status.task_id.clone())
+            .or_insert_with(|| v1::RunningTask {
+                task_id: status.task_id.clone(),
+                framework_id: status.framework_id.clone(),
+                ..Default::default()
+            });
+        task.state = status.state;
+    }
+
+    fn count_running(&self) {
+        let running = self
+            .open
+            .values()
+            .filter(|t| !crate::is_terminal(t.state()))
+            .count();
+        self.running
+            .store(running, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn keep(&mut self, status: v1::TaskStatus) {
@@ -482,52 +555,36 @@ impl Agent {
         Ok(())
     }
 
-    /// A finished task's last update was acknowledged: the disk collector
-    /// deletes its sandbox after the retention time.
-    fn retire(&mut self, task: String) {
-        self.open.remove(&task);
-        self.gc.task_retired(&task);
-    }
-
     /// The tasks to report when registering: those that still run, and
-    /// those that ended with their terminal update not yet acknowledged
-    /// (they ended while the master was away). Without the latter, a master
-    /// would declare them LOST, and their work would be done twice.
+    /// those that ended with their terminal update not yet acknowledged.
     fn running_tasks(&self) -> Vec<v1::RunningTask> {
-        let mut open: Vec<&String> = self.open.iter().collect();
-        open.sort();
-        let mut tasks: Vec<v1::RunningTask> = open
-            .into_iter()
-            .cloned()
-            .map(|task| v1::RunningTask {
-                framework_id: self.executor.framework_of(&task).unwrap_or_default(),
-                state: self.executor.state(&task).unwrap_or(v1::TaskState::Running) as i32,
-                artifact: self.executor.artifact_of(&task).unwrap_or_default(),
-                task_id: task,
-                resources: None,
-            })
-            .collect();
-        let mut listed: std::collections::HashSet<String> =
-            tasks.iter().map(|t| t.task_id.clone()).collect();
-        for entry in self.unacked.values() {
-            let status = &entry.status;
-            if crate::is_terminal(status.state()) && listed.insert(status.task_id.clone()) {
-                tasks.push(v1::RunningTask {
-                    framework_id: self
-                        .executor
-                        .framework_of(&status.task_id)
-                        .unwrap_or_else(|| status.framework_id.clone()),
-                    state: status.state,
-                    artifact: self
-                        .executor
-                        .artifact_of(&status.task_id)
-                        .unwrap_or_default(),
-                    task_id: status.task_id.clone(),
-                    resources: None,
-                });
-            }
-        }
+        let mut tasks: Vec<v1::RunningTask> = self.open.values().cloned().collect();
+        tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         tasks
+    }
+}
+
+/// Locks `<work_dir>/agent.lock` for this process: two agents on one work
+/// dir would drive one executor at cross purposes. The kernel drops the
+/// lock when the process dies.
+fn lock_work_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "work dir {} is in use by another wasmos agent (it holds {}): give each agent its own --work-dir",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("locking {}: {e}", path.display()))
+        }
     }
 }
 
@@ -535,58 +592,9 @@ fn id_path(config: &AgentConfig) -> std::path::PathBuf {
     config.executor.work_dir.join("agent_id")
 }
 
-fn rand_uuid() -> Vec<u8> {
-    uuid::Uuid::new_v4().as_bytes().to_vec()
-}
-
 async fn send(outbound: &mpsc::Sender<v1::AgentMessage>, kind: ToMaster) -> anyhow::Result<()> {
     outbound
         .send(v1::AgentMessage { kind: Some(kind) })
         .await
         .map_err(|_| anyhow::anyhow!("the stream to the master closed"))
-}
-
-/// Serves a sandbox read for the master.
-fn sandbox_read(executor: &Executor, read: v1::SandboxRead) -> v1::SandboxReadReply {
-    let mut reply = v1::SandboxReadReply {
-        request_id: read.request_id,
-        ..Default::default()
-    };
-    let length = if read.length == 0 {
-        1 << 20
-    } else {
-        read.length.min(4 << 20)
-    } as usize;
-    let target = v1::SandboxTarget::try_from(read.target).unwrap_or(v1::SandboxTarget::Unspecified);
-    reply.complete = executor.state(&read.task_id).is_none_or(crate::is_terminal);
-    let file = match target {
-        v1::SandboxTarget::Stdout => SandboxFile::Stdout,
-        v1::SandboxTarget::Stderr => SandboxFile::Stderr,
-        v1::SandboxTarget::File => SandboxFile::Root(read.path.clone()),
-        v1::SandboxTarget::List => {
-            match executor.list(&read.task_id, &read.path) {
-                Ok(entries) => reply.entries = entries,
-                Err(e) => reply.error = e,
-            }
-            return reply;
-        }
-        v1::SandboxTarget::Unspecified => {
-            reply.error = "sandbox read names no target (stdout, stderr, file or list)".into();
-            return reply;
-        }
-    };
-    match executor.read_sized(&read.task_id, &file, read.offset, length) {
-        Ok((data, size)) => {
-            reply.size = size;
-            reply.data = data;
-        }
-        Err(e) => reply.error = e.to_string(),
-    }
-    reply
-}
-
-/// What a task's sandbox takes on disk, from its final usage: its root's
-/// files and the output it kept.
-fn sandbox_bytes(usage: &v1::TaskUsage, output_cap: u64) -> u64 {
-    usage.disk_bytes + usage.stdout_bytes.min(output_cap) + usage.stderr_bytes.min(output_cap)
 }

@@ -109,6 +109,31 @@ impl SandboxDirs {
         *self.state.lock().unwrap() == DirState::Created
     }
 
+    /// Syncs the file system the sandboxes live on (`syncfs`): every
+    /// sandbox written so far is then on the disk. One call covers a whole
+    /// batch of ended tasks, however many files they wrote.
+    pub fn sync_file_system(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid open descriptor; syncfs reads nothing else.
+            if unsafe { libc::syncfs(self.sandboxes.as_raw_fd()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        #[cfg(all(unix, not(target_os = "linux")))]
+        {
+            // SAFETY: sync takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            self.sandboxes.sync_all()
+        }
+    }
+
     /// Marks the sandbox removed: [`ensure`](Self::ensure) never makes it
     /// again, so a late write-behind cannot resurrect a deleted sandbox.
     pub fn mark_removed(&self) {

@@ -114,8 +114,15 @@ impl TaskFiles {
     }
 }
 
+/// What to do once a task's files are synced to the disk (send its
+/// terminal status).
+pub type AfterSync = Box<dyn FnOnce() + Send>;
+
+/// A task's files, and what waits for them to be synced.
+type Job = (Arc<TaskFiles>, Option<AfterSync>);
+
 struct Inner {
-    queue: Mutex<Vec<Arc<TaskFiles>>>,
+    queue: Mutex<Vec<Job>>,
     /// Set by the persister before it parks without a timeout: the next
     /// submitter wakes it.
     sleeping: AtomicBool,
@@ -129,13 +136,15 @@ pub struct PersistQueue(Arc<Inner>);
 
 impl PersistQueue {
     /// Queues `files` for writing; writes them here and now when the
-    /// persister is [`MAX_BACKLOG`] tasks behind (or gone).
-    pub fn submit(&self, files: Arc<TaskFiles>) {
+    /// persister is [`MAX_BACKLOG`] tasks behind (or gone). `after_sync`,
+    /// if any, runs once they are written and the file system is synced
+    /// (one sync for each batch).
+    pub fn submit(&self, files: Arc<TaskFiles>, after_sync: Option<AfterSync>) {
         let inner = &self.0;
         {
             let mut queue = inner.queue.lock().unwrap();
             if queue.len() < MAX_BACKLOG && !inner.shutdown.load(Ordering::Acquire) {
-                queue.push(files);
+                queue.push((files, after_sync));
                 drop(queue);
                 if inner.sleeping.swap(false, Ordering::AcqRel)
                     && let Some(t) = inner.thread.get()
@@ -145,7 +154,28 @@ impl PersistQueue {
                 return;
             }
         }
+        write_batch(vec![(files, after_sync)]);
+    }
+}
+
+/// Writes a batch of sandboxes, then, if anything waits for them, syncs
+/// the file system once and lets the waiters go.
+fn write_batch(batch: Vec<Job>) {
+    let mut waiting = Vec::new();
+    let mut any: Option<Arc<TaskFiles>> = None;
+    for (files, after_sync) in batch {
         files.persist();
+        if let Some(after_sync) = after_sync {
+            waiting.push(after_sync);
+            any = Some(files);
+        }
+    }
+    if let Some(files) = any {
+        if let Err(e) = files.dirs.sync_file_system() {
+            // The statuses still go: holding them forever would lose more.
+            tracing::warn!(error = %e, "cannot sync the sandboxes to the disk");
+        }
+        waiting.into_iter().for_each(|f| f());
     }
 }
 
@@ -196,17 +226,14 @@ fn run(inner: &Inner) {
     loop {
         let batch = std::mem::take(&mut *inner.queue.lock().unwrap());
         if !batch.is_empty() {
-            for files in batch {
-                files.persist();
-            }
+            write_batch(batch);
             // Let the next batch gather without anyone having to wake us.
             std::thread::park_timeout(GATHER);
             continue;
         }
         if inner.shutdown.load(Ordering::Acquire) {
             // Submitters write their own from now on; the queue is empty.
-            let rest = std::mem::take(&mut *inner.queue.lock().unwrap());
-            rest.iter().for_each(|f| f.persist());
+            write_batch(std::mem::take(&mut *inner.queue.lock().unwrap()));
             return;
         }
         inner.sleeping.store(true, Ordering::Release);
@@ -243,7 +270,7 @@ mod tests {
             })
             .collect();
         for f in &all {
-            persister.queue().submit(f.clone());
+            persister.queue().submit(f.clone(), None);
         }
         // Whether or not the persister got to it, a read answers the same.
         let read = |f: &TaskFiles| match f.read_pending(&SandboxFile::Stdout, 0, 100) {
