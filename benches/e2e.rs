@@ -1,5 +1,6 @@
 //! End to end: `cargo bench --bench e2e [-- --tasks N] [--task-cpus C]
-//! [--master-threads T] [--compare-in-memory] [--compare-insecure]`.
+//! [--master-threads T] [--compare-in-memory] [--compare-insecure]
+//! [--compare-in-process]`.
 //!
 //! Starts a real `wasmos master` and two `wasmos agent` processes (each
 //! offering 1 cpu and 4 GiB) on loopback, subscribes one framework with the
@@ -42,6 +43,12 @@
 //! --insecure` (plaintext, no credentials) and adds
 //! `insecure_tasks_per_s`, `insecure_launch_p50_ms` and
 //! `tls_over_insecure`.
+//!
+//! Agents run their tasks in an executor process (`wasmos executor`), as
+//! `wasmos agent` does by default; its CPU counts with its agent's in
+//! `cores_busy`. `--compare-in-process` runs the bench a second time with
+//! `wasmos agent --in-process-executor` and adds `in_process_tasks_per_s`,
+//! `in_process_launch_p50_ms` and `process_over_in_process`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -88,7 +95,9 @@ fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
 }
 
 /// The processes of the cluster, killed on drop.
-struct Processes(Vec<Child>);
+/// The bench's processes, and the executor processes its agents started
+/// (by pid: they are not our children).
+struct Processes(Vec<Child>, Vec<u32>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -96,6 +105,9 @@ impl Drop for Processes {
         for child in self.0.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for pid in &self.1 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }
@@ -193,6 +205,15 @@ enum Registry {
     Durable,
     /// `--ephemeral`: in memory.
     InMemory,
+}
+
+/// Where the agents run their tasks in one run of the bench.
+#[derive(Clone, Copy, PartialEq)]
+enum Executor {
+    /// The default: `wasmos executor`, a process of its own per agent.
+    Process,
+    /// `--in-process-executor`: tasks run in the agent's process.
+    InProcess,
 }
 
 /// How the master's port speaks in one run of the bench.
@@ -317,9 +338,9 @@ struct TaskTimes {
 // thread on this 2-core machine (see BENCHMARKS.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let mut result = run(Registry::Durable, Transport::Tls).await;
+    let mut result = run(Registry::Durable, Transport::Tls, Executor::Process).await;
     if std::env::args().any(|a| a == "--compare-insecure") {
-        let insecure = run(Registry::Durable, Transport::Insecure).await;
+        let insecure = run(Registry::Durable, Transport::Insecure, Executor::Process).await;
         let (tls, plain) = (
             result["tasks_per_s"].as_f64().unwrap_or(0.0),
             insecure["tasks_per_s"].as_f64().unwrap_or(0.0),
@@ -331,7 +352,7 @@ async fn main() {
         result["target_tls_over_insecure"] = 0.9.into();
     }
     if std::env::args().any(|a| a == "--compare-in-memory") {
-        let in_memory = run(Registry::InMemory, Transport::Tls).await;
+        let in_memory = run(Registry::InMemory, Transport::Tls, Executor::Process).await;
         let (durable, memory) = (
             result["tasks_per_s"].as_f64().unwrap_or(0.0),
             in_memory["tasks_per_s"].as_f64().unwrap_or(0.0),
@@ -342,11 +363,23 @@ async fn main() {
         result["durable_over_in_memory"] = round3(durable / memory.max(1.0)).into();
         result["target_durable_over_in_memory"] = 0.9.into();
     }
+    if std::env::args().any(|a| a == "--compare-in-process") {
+        let in_process = run(Registry::Durable, Transport::Tls, Executor::InProcess).await;
+        let (process, in_process_rate) = (
+            result["tasks_per_s"].as_f64().unwrap_or(0.0),
+            in_process["tasks_per_s"].as_f64().unwrap_or(0.0),
+        );
+        result["in_process_tasks_per_s"] = in_process["tasks_per_s"].clone();
+        result["in_process_launch_p50_ms"] = in_process["launch_p50_ms"].clone();
+        result["in_process_launch_p99_ms"] = in_process["launch_p99_ms"].clone();
+        result["process_over_in_process"] = round3(process / in_process_rate.max(1.0)).into();
+        result["target_process_over_in_process"] = 0.9.into();
+    }
     println!("{result}");
 }
 
 /// One run of the bench; returns its JSON.
-async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
+async fn run(registry: Registry, transport: Transport, executor: Executor) -> serde_json::Value {
     let tasks = arg("--tasks").unwrap_or(10_000usize);
     let task_cpu_millis =
         arg("--task-cpus").map_or(TASK_CPU_MILLIS, |c: f64| (c * 1000.0).round() as u64);
@@ -380,7 +413,7 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
         master_dir.path(),
         &["listening on", "/metrics on"],
     );
-    let mut processes = Processes(vec![master]);
+    let mut processes = Processes(vec![master], Vec::new());
     let url = url_in(&lines[0]);
     let http = last_word(&lines[1]);
     let credentials = (transport == Transport::Tls).then(|| Credentials {
@@ -425,6 +458,9 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
         if let Some(join) = &join {
             agent_args.extend(["--join", join.as_str()]);
         }
+        if executor == Executor::InProcess {
+            agent_args.push("--in-process-executor");
+        }
         let (agent, _) = spawn(
             &agent_args,
             &dir.path().join(&hostname),
@@ -433,6 +469,19 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
         processes.0.push(agent);
     }
     wait_agents(&http, AGENTS, credentials.as_ref());
+    // Each agent's executor, whose CPU counts with its agent's.
+    let executors: Vec<Option<u32>> = (0..AGENTS)
+        .map(|i| {
+            let pid_file = dir.path().join(format!("agent-{i}")).join("executor.pid");
+            (executor == Executor::Process).then(|| {
+                std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no executor pid in {}", pid_file.display()))
+            })
+        })
+        .collect();
+    processes.1.extend(executors.iter().flatten());
 
     let options = ConnectOptions {
         ca_pem: credentials.as_ref().map(|c| c.ca_pem.clone()),
@@ -461,6 +510,10 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
     let pids: Vec<u32> = processes.0.iter().map(Child::id).collect();
     let own = std::process::id();
     let cpu_before: Vec<f64> = pids.iter().chain([&own]).map(|&p| cpu_seconds(p)).collect();
+    let executor_cpu_before: Vec<f64> = executors
+        .iter()
+        .map(|e| e.map_or(0.0, cpu_seconds))
+        .collect();
     let start = Instant::now();
     let mut last_progress = Instant::now();
     while finished + failed < tasks {
@@ -587,7 +640,15 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
         .iter()
         .chain([&own])
         .zip(&cpu_before)
-        .map(|(&p, before)| round3((cpu_seconds(p) - before) / wall))
+        .map(|(&p, before)| (cpu_seconds(p) - before) / wall)
+        .collect();
+    let agents_busy: Vec<f64> = (0..AGENTS)
+        .map(|i| {
+            let executor = executors[i].map_or(0.0, |pid| {
+                (cpu_seconds(pid) - executor_cpu_before[i]) / wall
+            });
+            round3(cpu[1 + i] + executor)
+        })
         .collect();
     let stats = scheduler.stats();
     let _ = scheduler.teardown().await;
@@ -628,6 +689,10 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
             Transport::Insecure => "insecure",
         },
         "agents": AGENTS,
+        "executor": match executor {
+            Executor::Process => "process",
+            Executor::InProcess => "in-process",
+        },
         "agent_cpus": 1,
         "tasks": tasks,
         "finished": finished,
@@ -653,9 +718,9 @@ async fn run(registry: Registry, transport: Transport) -> serde_json::Value {
         "work_dir": base.display().to_string(),
         // Cores each process kept busy during the run (CPU time / wall).
         "cores_busy": {
-            "master": cpu[0],
-            "agents": &cpu[1..=AGENTS],
-            "framework": cpu[AGENTS + 1],
+            "master": round3(cpu[0]),
+            "agents": agents_busy,
+            "framework": round3(cpu[AGENTS + 1]),
         },
         "target_tasks_per_s": 5000,
         "target_launch_p50_ms": 2,

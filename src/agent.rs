@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
-use wasmos_agent::identity::Identity;
 use wasmos_agent::ExecutorConfig;
+use wasmos_agent::identity::Identity;
 use wasmos_agent::link::{Agent, AgentConfig};
 use wasmos_agent::process::handle::Mode;
 use wasmos_master::Resources;
@@ -177,8 +177,9 @@ impl Args {
             .unwrap_or_else(|| "http://127.0.0.1:5050".into());
         let mut config = AgentConfig::new(master, info, executor);
         if !self.in_process_executor {
-            let program = std::env::current_exe()
-                .map_err(|e| anyhow::anyhow!("cannot find this program to start the executor: {e}"))?;
+            let program = std::env::current_exe().map_err(|e| {
+                anyhow::anyhow!("cannot find this program to start the executor: {e}")
+            })?;
             config.mode = Mode::for_platform(program);
         }
         config.orphan_timeout = self.executor_orphan_timeout;
@@ -261,11 +262,7 @@ fn hostname() -> String {
 }
 
 /// `/state` and `/metrics` of this agent, on a port its operator opened.
-async fn serve_http(
-    addr: SocketAddr,
-    running: Arc<AtomicUsize>,
-    cpus: f64,
-) -> anyhow::Result<()> {
+async fn serve_http(addr: SocketAddr, running: Arc<AtomicUsize>, cpus: f64) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("  /state and /metrics on http://{}", listener.local_addr()?);
     let app = axum::Router::new()

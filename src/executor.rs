@@ -62,7 +62,9 @@ pub fn checkpoint_backend(text: &str) -> Result<Backend, String> {
     match text {
         "file" => Ok(Backend::File),
         "power-loss" => Ok(Backend::PowerLoss),
-        other => Err(format!("`{other}` is not a checkpoint backend (file, power-loss)")),
+        other => Err(format!(
+            "`{other}` is not a checkpoint backend (file, power-loss)"
+        )),
     }
 }
 

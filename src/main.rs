@@ -77,9 +77,7 @@ fn main() -> ExitCode {
     // Daemons say what they do; client commands only what goes wrong.
     // WASMOS_LOG (e.g. `debug`, `wasmos_master=debug`) overrides either.
     let default_level = match cli.command {
-        Command::Master(_) | Command::Agent(_) | Command::Executor(_) | Command::Local(_) => {
-            "info"
-        }
+        Command::Master(_) | Command::Agent(_) | Command::Executor(_) | Command::Local(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -219,7 +219,8 @@ async fn kill_9_of_an_agent_loses_its_tasks_quickly_and_the_job_completes_elsewh
         .position(|id| *id == victim)
         .expect("a known agent");
     let killed_at = Instant::now();
-    cluster.kill_agent(index);
+    // The agent's machine goes: its executor with it.
+    cluster.kill_machine(index);
     let report = tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .unwrap()

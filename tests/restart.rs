@@ -1,5 +1,5 @@
 //! End-to-end tests of restarts mid-job: `kill -9` of the master (alone, or
-//! with an agent) while `wasmos run` runs a 2,000-task job, then a start on
+//! with an agent's machine: the agent and its executor) while `wasmos run` runs a 2,000-task job, then a start on
 //! the same work dir. Real processes on loopback; each kill lands when 25–75%
 //! of the tasks are done (the test watches the agents' sandboxes for that).
 //!
@@ -216,7 +216,7 @@ fn kill_9_of_the_master_and_an_agent_then_the_master_first() {
     let job = RunningJob::start(&cluster);
     wait_a_quarter_done(&cluster);
     cluster.kill_master();
-    cluster.kill_agent(1);
+    cluster.kill_machine(1);
     cluster.restart_master();
     cluster.restart_agent(1);
     // The killed agent's tasks died with it: lost, and run again.
@@ -228,7 +228,7 @@ fn kill_9_of_the_master_and_an_agent_then_the_agent_first() {
     let mut cluster = Cluster::start(2, MASTER, AGENT);
     let job = RunningJob::start(&cluster);
     wait_a_quarter_done(&cluster);
-    cluster.kill_agent(0);
+    cluster.kill_machine(0);
     cluster.kill_master();
     cluster.restart_agent(0);
     std::thread::sleep(Duration::from_millis(500));

@@ -3,7 +3,10 @@
 //! Prints one JSON line per case:
 //! - `launch`: a trivial cached task (write "hi", exit 0) through the
 //!   executor on one core, versus raw wasmtime on the same engine (Store +
-//!   WASI ctx + instantiate + call, pooling allocator included).
+//!   WASI ctx + instantiate + call, pooling allocator included); on the
+//!   work dir's disk too, with and without durable outputs (a terminal
+//!   status waits for its task's outputs to be synced, as in
+//!   `wasmos executor`).
 //! - `fuel`: the prime counter under the executor at cpus=1 versus the same
 //!   guest on an engine without fuel or epochs.
 //! - `density`: 1,000 sleeping tasks at once: extra RSS per task.
@@ -138,19 +141,29 @@ fn bench_launch(work: &std::path::Path) -> serde_json::Value {
     // on tmpfs (the executor's own cost) and on the work dir's disk.
     let shm = std::path::Path::new("/dev/shm");
     let tmpfs = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
-    let mut result = launch_on(tmpfs.as_ref().map_or(work, |t| t.path()), 20_000);
+    let mut result = launch_on(tmpfs.as_ref().map_or(work, |t| t.path()), 20_000, false);
     if std::env::var_os("WASMOS_BENCH_SKIP_DISK").is_some() {
         return result;
     }
-    let disk = launch_on(work, 5_000);
+    let disk = launch_on(work, 5_000, false);
+    // As `wasmos executor` runs: a terminal status waits for its outputs
+    // to be synced to the disk (one sync per batch).
+    let durable = launch_on(&work.join("durable"), 5_000, true);
     result["work_dir_fs"] = json!(if tmpfs.is_some() { "tmpfs" } else { "disk" });
     result["disk_work_dir_tasks_per_s"] = disk["tasks_per_s"].clone();
     result["disk_work_dir_sandboxes_on_disk_tasks_per_s"] =
         disk["sandboxes_on_disk_tasks_per_s"].clone();
+    result["disk_work_dir_durable_outputs_tasks_per_s"] = durable["tasks_per_s"].clone();
+    let ratio = durable["tasks_per_s"].as_f64().unwrap_or(0.0)
+        / disk["tasks_per_s"].as_f64().unwrap_or(1.0).max(1.0);
+    result["durable_over_plain_outputs"] = json!((ratio * 1000.0).round() / 1000.0);
+    result["target_durable_over_plain_outputs"] = json!(0.9);
     result
 }
 
-fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
+/// `n` tasks through an executor on `work`; with `durable`, each terminal
+/// status waits for the task's outputs to be synced.
+fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Value {
     let in_flight = 256;
     // As the agent launches: by artifact digest, the compiled module cached
     // after the first launch.
@@ -159,6 +172,7 @@ fn launch_on(work: &std::path::Path, n: usize) -> serde_json::Value {
     let ex = Executor::new(
         ExecutorConfig::new(work.join("launch"))
             .cpus(1.0)
+            .durable_outputs(durable)
             .artifacts(store),
     )
     .unwrap();

@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn descriptor_set_holds_every_file_and_service() {
         let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
-        assert_eq!(fds.file.len(), 6);
+        assert_eq!(fds.file.len(), 7);
         let services: Vec<&str> = fds
             .file
             .iter()

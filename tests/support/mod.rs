@@ -93,7 +93,8 @@ fn last_word(line: &str) -> String {
 pub struct AgentProcess {
     pub child: Option<Child>,
     pub work_dir: PathBuf,
-    args: Vec<String>,
+    /// Its flags (a restart takes them as they are then).
+    pub args: Vec<String>,
 }
 
 /// What a client of a TLS cluster needs.
@@ -257,6 +258,34 @@ impl Cluster {
         }
     }
 
+    /// The pid of agent `i`'s executor process, once it wrote it.
+    pub fn executor_pid(&self, i: usize) -> u32 {
+        let path = self.agents[i].work_dir.join("executor.pid");
+        wait_for(Duration::from_secs(30), || {
+            std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("agent {i} has no executor"))
+    }
+
+    /// `kill -9` of agent `i`'s executor process (not the agent).
+    pub fn kill_executor(&self, i: usize) -> u32 {
+        let pid = self.executor_pid(i);
+        kill_9(pid);
+        pid
+    }
+
+    /// `kill -9` of agent `i` and its executor together, as a reboot of
+    /// its machine would.
+    pub fn kill_machine(&mut self, i: usize) {
+        let pid = self.executor_pid(i);
+        self.kill_agent(i);
+        kill_9(pid);
+        wait_for(Duration::from_secs(10), || (!alive(pid)).then_some(()))
+            .expect("the executor died");
+        // Its pid may be another process's soon.
+        let _ = std::fs::remove_file(self.agents[i].work_dir.join("executor.pid"));
+    }
+
     /// Starts a killed agent again with the same work dir (and so its id).
     pub fn restart_agent(&mut self, i: usize) {
         assert!(self.agents[i].child.is_none(), "agent {i} still runs");
@@ -308,6 +337,13 @@ impl Drop for Cluster {
             if let Some(child) = agent.child.as_mut() {
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+            // Executors outlive their agents by design: end them too.
+            if let Some(pid) = std::fs::read_to_string(agent.work_dir.join("executor.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                kill_9(pid);
             }
         }
         if let Some(master) = self.master.as_mut() {
@@ -426,4 +462,24 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[n + 2..];
     }
     out
+}
+
+/// `kill -9 pid`.
+pub fn kill_9(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether process `pid` still runs (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }

@@ -205,8 +205,11 @@ mod tests {
             false,
         )
         .unwrap();
-        c.commit(&[Write::ForgetUpdate(1), Write::ForgetTask("t2".into())], true)
-            .unwrap();
+        c.commit(
+            &[Write::ForgetUpdate(1), Write::ForgetTask("t2".into())],
+            true,
+        )
+        .unwrap();
         drop(c);
         let (_, loaded) = Checkpoint::open(dir.path(), Backend::File).unwrap();
         assert_eq!(loaded.tasks.keys().collect::<Vec<_>>(), ["t1"]);
@@ -219,15 +222,25 @@ mod tests {
     fn the_power_loss_backend_keeps_only_synced_batches() {
         let dir = tempfile::tempdir().unwrap();
         let (c, _) = Checkpoint::open(dir.path(), Backend::PowerLoss).unwrap();
-        c.commit(&[Write::Update(1, status("synced", v1::TaskState::Finished))], true)
-            .unwrap();
-        c.commit(&[Write::Update(2, status("unsynced", v1::TaskState::Running))], false)
-            .unwrap();
+        c.commit(
+            &[Write::Update(1, status("synced", v1::TaskState::Finished))],
+            true,
+        )
+        .unwrap();
+        c.commit(
+            &[Write::Update(2, status("unsynced", v1::TaskState::Running))],
+            false,
+        )
+        .unwrap();
         // A process that dies here: its memory (the unsynced batch) is gone.
         std::mem::forget(c);
         let (_, loaded) = Checkpoint::open(dir.path(), Backend::PowerLoss).unwrap();
         assert_eq!(
-            loaded.updates.values().map(|s| s.task_id.as_str()).collect::<Vec<_>>(),
+            loaded
+                .updates
+                .values()
+                .map(|s| s.task_id.as_str())
+                .collect::<Vec<_>>(),
             ["synced"]
         );
     }

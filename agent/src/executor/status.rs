@@ -201,7 +201,12 @@ impl Reporter {
             source: StatusSource::Agent as i32,
             agent_recovering: false,
         };
-        match self.write_behind.take().filter(|_| self.done) {
+        let write_behind = if self.done {
+            self.write_behind.take()
+        } else {
+            None
+        };
+        match write_behind {
             Some(w) if w.durable => {
                 let tx = self.tx.clone();
                 w.queue.submit(

@@ -17,10 +17,14 @@ use crate::{ArtifactSource, FetchFuture};
 /// How long a fetch waits, an agent restart included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where a fetch's bytes (or its error) go.
+type Reply = oneshot::Sender<io::Result<Vec<u8>>>;
+
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    open: HashMap<u64, (String, oneshot::Sender<io::Result<Vec<u8>>>)>,
+    /// Open requests by id: the digest asked for, and its asker.
+    open: HashMap<u64, (String, Reply)>,
     agent: Option<UnboundedSender<v1::FromExecutor>>,
 }
 

@@ -91,10 +91,7 @@ async fn connection(id: u64, stream: tokio::net::UnixStream, inputs: mpsc::Unbou
             tracing::debug!("writing to the agent: {e}");
         }
     });
-    if inputs
-        .send(Input::Connected { id, hello, outlet })
-        .is_err()
-    {
+    if inputs.send(Input::Connected { id, hello, outlet }).is_err() {
         return;
     }
     loop {

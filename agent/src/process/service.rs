@@ -236,7 +236,11 @@ impl Service {
             Input::Connected { id, hello, outlet } => self.attach(id, hello, outlet),
             Input::Disconnected(id) => {
                 let mut delivery = self.delivery.lock().unwrap();
-                if delivery.agent.as_ref().is_some_and(|(current, _)| *current == id) {
+                if delivery
+                    .agent
+                    .as_ref()
+                    .is_some_and(|(current, _)| *current == id)
+                {
                     delivery.agent = None;
                     self.detached_since = Some(Instant::now());
                     tracing::info!("the agent detached; tasks go on");
@@ -266,9 +270,16 @@ impl Service {
         let welcome = v1::ExecutorWelcome {
             protocol: Some(self.protocol.clone()),
             pid: std::process::id(),
-            tasks: if compatible { self.open_tasks() } else { Vec::new() },
+            tasks: if compatible {
+                self.open_tasks()
+            } else {
+                Vec::new()
+            },
             pending: if compatible {
-                self.unacked.range(..=committed).map(|(_, s)| s.clone()).collect()
+                self.unacked
+                    .range(..=committed)
+                    .map(|(_, s)| s.clone())
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -424,13 +435,13 @@ impl Service {
             self.next_seq += 1;
             self.by_uuid.insert(status.uuid.clone(), seq);
             self.unacked.insert(seq, status.clone());
-            let task = self
-                .tasks
-                .entry(status.task_id.clone())
-                .or_insert_with(|| v1::CheckpointTask {
-                    framework_id: status.framework_id.clone(),
-                    ..Default::default()
-                });
+            let task =
+                self.tasks
+                    .entry(status.task_id.clone())
+                    .or_insert_with(|| v1::CheckpointTask {
+                        framework_id: status.framework_id.clone(),
+                        ..Default::default()
+                    });
             task.state = status.state;
             writes.push(Write::Task(status.task_id.clone(), task.clone()));
             writes.push(Write::Update(seq, status.clone()));
@@ -541,7 +552,9 @@ impl Writer {
                             Job::Flush(done) => flushed.push(done),
                         }
                     }
-                    if !writes.is_empty()
+                    // A flush commits even with nothing new: the
+                    // commits before it were not synced.
+                    if (!writes.is_empty() || !flushed.is_empty())
                         && let Err(e) = checkpoint.commit(&writes, durable || !flushed.is_empty())
                     {
                         // The updates still go: holding them would stall
