@@ -47,6 +47,7 @@ pub use limits::MemoryLimitExceeded;
 pub use shared::ModuleSource;
 pub use status::{Outcome, is_terminal};
 
+use crate::sandbox::output_log::OutputLog;
 use crate::sandbox::persist::{Persister, TaskFiles};
 use crate::sandbox::{Sandbox, SandboxFile, check_task_id};
 use cache::ModuleCache;
@@ -121,6 +122,22 @@ impl Executor {
         let lock = lock_work_dir(&config.work_dir)?;
         let sandboxes = std::fs::File::open(&sandboxes_dir)
             .with_context(|| format!("opening {}", sandboxes_dir.display()))?;
+        // What an earlier executor logged and never wrote goes into its
+        // sandboxes first, so they are on disk like any other.
+        let output_log = if config.durable_outputs {
+            let (log, restored) = OutputLog::open(&config.work_dir).with_context(|| {
+                format!("opening the output log in {}", config.work_dir.display())
+            })?;
+            if restored > 0 {
+                tracing::info!(
+                    sandboxes = restored,
+                    "output log: wrote the sandboxes a crash left unwritten"
+                );
+            }
+            Some(log)
+        } else {
+            None
+        };
         let on_disk = std::fs::read_dir(&sandboxes_dir)
             .with_context(|| format!("listing {}", sandboxes_dir.display()))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -153,7 +170,7 @@ impl Executor {
             .context("starting worker threads")?;
         let disk =
             DiskMonitor::start(config.disk_check_interval).context("starting the disk monitor")?;
-        let persister = Persister::start().context("starting the sandbox persister")?;
+        let persister = Persister::start(output_log).context("starting the sandbox persister")?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,

@@ -18,6 +18,7 @@
 //! scheduled or of the master: the executor uses it, never the other way.
 
 mod output;
+pub(crate) mod output_log;
 pub(crate) mod persist;
 
 use std::io::{self, Read, Seek, SeekFrom};
@@ -26,6 +27,31 @@ use std::sync::{Arc, Mutex};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+
+/// Syncs the file system `file` lives on (`syncfs` on Linux; `sync`
+/// elsewhere on Unix): whatever was written to it is then on the disk.
+pub fn sync_file_system(file: &std::fs::File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; syncfs reads nothing else.
+        if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    {
+        let _ = file;
+        // SAFETY: sync takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        file.sync_all()
+    }
+}
 
 /// The paths of one sandbox.
 #[derive(Debug, Clone)]
@@ -73,6 +99,11 @@ impl SandboxDirs {
         }
     }
 
+    /// The task whose sandbox this is.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
     /// Creates the directories now. Fails with `AlreadyExists` if they
     /// exist on disk (a task id is never reused), or if they were created
     /// or removed before.
@@ -113,25 +144,7 @@ impl SandboxDirs {
     /// sandbox written so far is then on the disk. One call covers a whole
     /// batch of ended tasks, however many files they wrote.
     pub fn sync_file_system(&self) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid open descriptor; syncfs reads nothing else.
-            if unsafe { libc::syncfs(self.sandboxes.as_raw_fd()) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        }
-        #[cfg(all(unix, not(target_os = "linux")))]
-        {
-            // SAFETY: sync takes no arguments and cannot fail.
-            unsafe { libc::sync() };
-            Ok(())
-        }
-        #[cfg(not(unix))]
-        {
-            self.sandboxes.sync_all()
-        }
+        sync_file_system(&self.sandboxes)
     }
 
     /// Marks the sandbox removed: [`ensure`](Self::ensure) never makes it

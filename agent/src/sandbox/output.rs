@@ -152,6 +152,14 @@ impl CappedOutput {
         Ok(())
     }
 
+    /// What is held in memory (empty once on disk).
+    pub fn memory_bytes(&self) -> Vec<u8> {
+        match &*self.0.sink.lock().unwrap() {
+            Sink::Memory { data, .. } => data.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Forgets what is in memory; reads go to disk from now on.
     pub fn discard(&self) {
         *self.0.sink.lock().unwrap() = Sink::OnDisk;

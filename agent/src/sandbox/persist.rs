@@ -20,6 +20,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use super::output::CappedOutput;
+use super::output_log::{Logged, OutputLog, Ticket};
 use super::{SandboxDirs, SandboxFile};
 
 /// Ended tasks waiting for the persister before workers write their own.
@@ -107,6 +108,12 @@ impl TaskFiles {
         }
     }
 
+    /// True when all the sandbox holds is in memory: no directories, both
+    /// outputs unspilled.
+    pub fn memory_only(&self) -> bool {
+        !self.dirs.created() && self.stdout.is_pending() && self.stderr.is_pending()
+    }
+
     /// True while the sandbox has no directories yet but will get them:
     /// its root is empty.
     pub fn root_pending(&self) -> bool {
@@ -118,16 +125,98 @@ impl TaskFiles {
 /// terminal status).
 pub type AfterSync = Box<dyn FnOnce() + Send>;
 
-/// A task's files, and what waits for them to be synced.
-type Job = (Arc<TaskFiles>, Option<AfterSync>);
+/// A task's files for the persister: what waits for them to be synced, and
+/// the output log's ticket that keeps its outputs until they are written.
+struct Job {
+    files: Arc<TaskFiles>,
+    after_sync: Option<AfterSync>,
+    _ticket: Option<Ticket>,
+}
 
-struct Inner {
-    queue: Mutex<Vec<Job>>,
-    /// Set by the persister before it parks without a timeout: the next
+/// A queue and the thread that empties it in batches.
+struct Lane<J> {
+    queue: Mutex<Vec<J>>,
+    /// Set by the thread before it parks without a timeout: the next
     /// submitter wakes it.
     sleeping: AtomicBool,
     shutdown: AtomicBool,
     thread: OnceLock<Thread>,
+}
+
+impl<J> Lane<J> {
+    fn new() -> Self {
+        Lane {
+            queue: Mutex::new(Vec::new()),
+            sleeping: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// Queues `job`, or gives it back when the lane is [`MAX_BACKLOG`]
+    /// behind or shut down. `urgent` (something waits for it) wakes the
+    /// thread from its gathering pause if the job starts a batch.
+    fn push(&self, job: J, urgent: bool) -> Result<(), J> {
+        let mut queue = self.queue.lock().unwrap();
+        if queue.len() >= MAX_BACKLOG || self.shutdown.load(Ordering::Acquire) {
+            return Err(job);
+        }
+        let first = queue.is_empty();
+        queue.push(job);
+        drop(queue);
+        let sleeping = self.sleeping.swap(false, Ordering::AcqRel);
+        if (sleeping || (urgent && first))
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    /// The thread's loop: batches to `handle` until shut down and empty.
+    fn run(&self, mut handle: impl FnMut(Vec<J>)) {
+        loop {
+            let batch = std::mem::take(&mut *self.queue.lock().unwrap());
+            if !batch.is_empty() {
+                handle(batch);
+                // Let the next batch gather without anyone having to wake us.
+                std::thread::park_timeout(GATHER);
+                continue;
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                // Submitters handle their own from now on.
+                let rest = std::mem::take(&mut *self.queue.lock().unwrap());
+                if !rest.is_empty() {
+                    handle(rest);
+                }
+                return;
+            }
+            self.sleeping.store(true, Ordering::Release);
+            // A push between the take above and the flag would go unnoticed
+            // without this second look.
+            if !self.queue.lock().unwrap().is_empty() {
+                self.sleeping.store(false, Ordering::Release);
+                continue;
+            }
+            std::thread::park();
+        }
+    }
+
+    fn stop(&self, thread: JoinHandle<()>) {
+        self.shutdown.store(true, Ordering::Release);
+        thread.thread().unpark();
+        let _ = thread.join();
+    }
+}
+
+/// An ended task whose status waits for its outputs to be logged.
+type Waiting = (Arc<TaskFiles>, AfterSync);
+
+struct Inner {
+    persist: Lane<Job>,
+    /// With durable outputs: ended tasks whose outputs go to the log
+    /// before their statuses leave.
+    log: Option<(Arc<OutputLog>, Lane<Waiting>)>,
 }
 
 /// Hands ended tasks' files to the persister thread. Cheap to clone.
@@ -137,24 +226,72 @@ pub struct PersistQueue(Arc<Inner>);
 impl PersistQueue {
     /// Queues `files` for writing; writes them here and now when the
     /// persister is [`MAX_BACKLOG`] tasks behind (or gone). `after_sync`,
-    /// if any, runs once they are written and the file system is synced
-    /// (one sync for each batch).
+    /// if any, runs once they would survive a crash: logged (a task that
+    /// touched no file, with an output log) or written and the file system
+    /// synced (one sync for each batch).
     pub fn submit(&self, files: Arc<TaskFiles>, after_sync: Option<AfterSync>) {
-        let inner = &self.0;
-        {
-            let mut queue = inner.queue.lock().unwrap();
-            if queue.len() < MAX_BACKLOG && !inner.shutdown.load(Ordering::Acquire) {
-                queue.push((files, after_sync));
-                drop(queue);
-                if inner.sleeping.swap(false, Ordering::AcqRel)
-                    && let Some(t) = inner.thread.get()
-                {
-                    t.unpark();
+        let after_sync = match (after_sync, &self.0.log) {
+            (Some(after_sync), Some((_, lane))) if files.memory_only() => {
+                match lane.push((files, after_sync), true) {
+                    Ok(()) => return,
+                    Err((f, a)) => return self.persist(f, Some(a), None),
                 }
-                return;
+            }
+            (after_sync, _) => after_sync,
+        };
+        self.persist(files, after_sync, None);
+    }
+
+    fn persist(
+        &self,
+        files: Arc<TaskFiles>,
+        after_sync: Option<AfterSync>,
+        ticket: Option<Ticket>,
+    ) {
+        let urgent = after_sync.is_some();
+        let job = Job {
+            files,
+            after_sync,
+            _ticket: ticket,
+        };
+        if let Err(job) = self.0.persist.push(job, urgent) {
+            write_batch(vec![job]);
+        }
+    }
+
+    /// The log thread's batch: log the outputs in one synced write, let the
+    /// statuses go, then leave the sandboxes to the persister.
+    fn log_batch(&self, log: &OutputLog, batch: Vec<Waiting>) {
+        let records: Vec<Logged<'_>> = batch
+            .iter()
+            .map(|(files, _)| Logged {
+                task_id: files.dirs.task_id(),
+                stdout: files.stdout.memory_bytes(),
+                stderr: files.stderr.memory_bytes(),
+            })
+            .collect();
+        match log.append(&records) {
+            Ok(tickets) => {
+                drop(records);
+                for ((files, after_sync), ticket) in batch.into_iter().zip(tickets) {
+                    after_sync();
+                    self.persist(files, None, Some(ticket));
+                }
+            }
+            Err(e) => {
+                drop(records);
+                tracing::warn!(error = %e, "cannot append to the output log; syncing the sandboxes instead");
+                let jobs = batch
+                    .into_iter()
+                    .map(|(files, after_sync)| Job {
+                        files,
+                        after_sync: Some(after_sync),
+                        _ticket: None,
+                    })
+                    .collect();
+                write_batch(jobs);
             }
         }
-        write_batch(vec![(files, after_sync)]);
     }
 }
 
@@ -163,11 +300,11 @@ impl PersistQueue {
 fn write_batch(batch: Vec<Job>) {
     let mut waiting = Vec::new();
     let mut any: Option<Arc<TaskFiles>> = None;
-    for (files, after_sync) in batch {
-        files.persist();
-        if let Some(after_sync) = after_sync {
+    for job in batch {
+        job.files.persist();
+        if let Some(after_sync) = job.after_sync {
             waiting.push(after_sync);
-            any = Some(files);
+            any = Some(job.files);
         }
     }
     if let Some(files) = any {
@@ -179,30 +316,56 @@ fn write_batch(batch: Vec<Job>) {
     }
 }
 
-/// The persister thread of one executor. Dropping it writes what is queued
-/// and stops the thread.
+/// The persister thread of one executor (and, with an output log, the
+/// thread that appends to it). Dropping it writes what is queued and stops
+/// the threads.
 pub struct Persister {
     queue: PersistQueue,
-    thread: Option<JoinHandle<()>>,
+    persist_thread: Option<JoinHandle<()>>,
+    log_thread: Option<JoinHandle<()>>,
 }
 
 impl Persister {
-    /// Starts the thread.
-    pub fn start() -> io::Result<Self> {
+    /// Starts the thread(s): with `log`, terminal statuses that wait for
+    /// their outputs wait for the log, not for their sandboxes.
+    pub fn start(log: Option<OutputLog>) -> io::Result<Self> {
         let queue = PersistQueue(Arc::new(Inner {
-            queue: Mutex::new(Vec::new()),
-            sleeping: AtomicBool::new(false),
-            shutdown: AtomicBool::new(false),
-            thread: OnceLock::new(),
+            persist: Lane::new(),
+            log: log.map(|log| (Arc::new(log), Lane::new())),
         }));
-        let inner = queue.0.clone();
-        let thread = std::thread::Builder::new()
+        let q = queue.clone();
+        let persist_thread = std::thread::Builder::new()
             .name("wasmos-persist".into())
-            .spawn(move || run(&inner))?;
-        let _ = queue.0.thread.set(thread.thread().clone());
+            .spawn(move || {
+                let log = q.0.log.as_ref().map(|(log, _)| log.clone());
+                q.0.persist.run(|batch| {
+                    write_batch(batch);
+                    if let Some(log) = &log
+                        && let Err(e) = log.retire()
+                    {
+                        tracing::warn!(error = %e, "cannot retire output log segments");
+                    }
+                })
+            })?;
+        let _ = queue.0.persist.thread.set(persist_thread.thread().clone());
+        let log_thread = match &queue.0.log {
+            Some((_, lane)) => {
+                let q = queue.clone();
+                let thread = std::thread::Builder::new()
+                    .name("wasmos-outlog".into())
+                    .spawn(move || {
+                        let (log, lane) = q.0.log.as_ref().unwrap();
+                        lane.run(|batch| q.log_batch(log, batch))
+                    })?;
+                let _ = lane.thread.set(thread.thread().clone());
+                Some(thread)
+            }
+            None => None,
+        };
         Ok(Self {
             queue,
-            thread: Some(thread),
+            persist_thread: Some(persist_thread),
+            log_thread,
         })
     }
 
@@ -214,36 +377,13 @@ impl Persister {
 
 impl Drop for Persister {
     fn drop(&mut self) {
-        self.queue.0.shutdown.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
+        // The log first: what it hands on goes to the persister.
+        if let (Some(thread), Some((_, lane))) = (self.log_thread.take(), &self.queue.0.log) {
+            lane.stop(thread);
         }
-    }
-}
-
-fn run(inner: &Inner) {
-    loop {
-        let batch = std::mem::take(&mut *inner.queue.lock().unwrap());
-        if !batch.is_empty() {
-            write_batch(batch);
-            // Let the next batch gather without anyone having to wake us.
-            std::thread::park_timeout(GATHER);
-            continue;
+        if let Some(thread) = self.persist_thread.take() {
+            self.queue.0.persist.stop(thread);
         }
-        if inner.shutdown.load(Ordering::Acquire) {
-            // Submitters write their own from now on; the queue is empty.
-            write_batch(std::mem::take(&mut *inner.queue.lock().unwrap()));
-            return;
-        }
-        inner.sleeping.store(true, Ordering::Release);
-        // A submit between the take above and the flag would go unnoticed
-        // without this second look.
-        if !inner.queue.lock().unwrap().is_empty() {
-            inner.sleeping.store(false, Ordering::Release);
-            continue;
-        }
-        std::thread::park();
     }
 }
 
@@ -256,7 +396,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("sandboxes")).unwrap();
         let handle = Arc::new(std::fs::File::open(dir.path().join("sandboxes")).unwrap());
-        let persister = Persister::start().unwrap();
+        let persister = Persister::start(None).unwrap();
         let all: Vec<Arc<TaskFiles>> = (0..200)
             .map(|i| {
                 let f = Arc::new(TaskFiles::new(
