@@ -119,7 +119,7 @@ impl Executor {
         let sandboxes_dir = config.work_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir)
             .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
-        let lock = lock_work_dir(&config.work_dir)?;
+        let lock = lock_work_dir(&config.work_dir, "executor.lock")?;
         let sandboxes = std::fs::File::open(&sandboxes_dir)
             .with_context(|| format!("opening {}", sandboxes_dir.display()))?;
         // What an earlier executor logged and never wrote goes into its
@@ -452,11 +452,12 @@ impl Drop for Executor {
     }
 }
 
-/// Locks `<work_dir>/executor.lock` for this process: two agents on one
-/// work dir would mix their sandboxes and module caches. The kernel drops
-/// the lock when the process dies, so a crashed agent never leaves it held.
-fn lock_work_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let path = dir.join("executor.lock");
+/// Locks `<work_dir>/<name>` for this process: `executor.lock` (two
+/// executors on one work dir would mix their sandboxes and module caches)
+/// or the agent's `agent.lock`. The kernel drops the lock when the process
+/// dies, so a crashed one never leaves it held.
+pub(crate) fn lock_work_dir(dir: &std::path::Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

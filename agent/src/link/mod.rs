@@ -160,7 +160,7 @@ impl Agent {
         let artifact_client = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
         std::fs::create_dir_all(&config.executor.work_dir)
             .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
-        let lock = lock_work_dir(&config.executor.work_dir)?;
+        let lock = crate::executor::lock_work_dir(&config.executor.work_dir, "agent.lock")?;
         let agent_id = match &config.identity {
             Some(identity) => {
                 std::fs::write(id_path(&config), identity.agent_id())
@@ -561,30 +561,6 @@ impl Agent {
         let mut tasks: Vec<v1::RunningTask> = self.open.values().cloned().collect();
         tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         tasks
-    }
-}
-
-/// Locks `<work_dir>/agent.lock` for this process: two agents on one work
-/// dir would drive one executor at cross purposes. The kernel drops the
-/// lock when the process dies.
-fn lock_work_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let path = dir.join("agent.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
-            "work dir {} is in use by another wasmos agent (it holds {}): give each agent its own --work-dir",
-            dir.display(),
-            path.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(anyhow::anyhow!("locking {}: {e}", path.display()))
-        }
     }
 }
 
