@@ -38,6 +38,14 @@ impl Seen {
             .filter(|s| s.state() == v1::TaskState::Finished)
             .count()
     }
+
+    fn lost(&self) -> Vec<v1::TaskStatus> {
+        self.ended
+            .iter()
+            .filter(|s| s.state() == v1::TaskState::Lost)
+            .cloned()
+            .collect()
+    }
 }
 
 /// Starts a job of TASKS sleepers (task `i` prints `slept 1000 i`).
@@ -175,14 +183,7 @@ async fn kill_9_of_the_agent_leaves_its_tasks_running_and_they_finish_on_their_f
     );
     let twice = check(&cluster, &report).await;
     assert!(twice.is_empty(), "tasks ran twice: {twice:?}");
-    let lost: Vec<_> = seen
-        .lock()
-        .unwrap()
-        .ended
-        .iter()
-        .filter(|s| s.state() == v1::TaskState::Lost)
-        .cloned()
-        .collect();
+    let lost = seen.lock().unwrap().lost();
     // Only a launch in flight at the kill (never received) can be lost.
     assert!(
         lost.len() < TASKS / 10,
@@ -200,14 +201,7 @@ async fn kill_9_of_the_executor_loses_its_tasks_with_its_reason_and_the_job_comp
     let killed = cluster.kill_executor(0);
     let report = finish(run).await;
     check(&cluster, &report).await;
-    let lost: Vec<_> = seen
-        .lock()
-        .unwrap()
-        .ended
-        .iter()
-        .filter(|s| s.state() == v1::TaskState::Lost)
-        .cloned()
-        .collect();
+    let lost = seen.lock().unwrap().lost();
     assert!(!lost.is_empty(), "the running tasks were lost");
     for status in &lost {
         assert_eq!(
