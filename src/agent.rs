@@ -124,6 +124,20 @@ pub enum Action {
         #[command(flatten)]
         master: crate::ops::MasterArg,
     },
+    /// Stop offering an agent's resources; its running tasks finish.
+    Drain {
+        /// The agent's id (see `wasmos agents`).
+        agent_id: String,
+        #[command(flatten)]
+        master: crate::ops::MasterArg,
+    },
+    /// Offer a drained agent's resources again.
+    Undrain {
+        /// The agent's id (see `wasmos agents`).
+        agent_id: String,
+        #[command(flatten)]
+        master: crate::ops::MasterArg,
+    },
 }
 
 impl Args {
@@ -212,6 +226,30 @@ async fn identity(args: &Args, hostname: &str) -> anyhow::Result<Option<Identity
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Action::Drain { agent_id, master }) = &args.action {
+        master
+            .operator()
+            .await?
+            .drain_agent(v1::DrainAgentRequest {
+                agent_id: agent_id.clone(),
+            })
+            .await
+            .map_err(crate::ops::grpc)?;
+        println!("agent {agent_id} drained: it gets no new tasks");
+        return Ok(());
+    }
+    if let Some(Action::Undrain { agent_id, master }) = &args.action {
+        master
+            .operator()
+            .await?
+            .undrain_agent(v1::UndrainAgentRequest {
+                agent_id: agent_id.clone(),
+            })
+            .await
+            .map_err(crate::ops::grpc)?;
+        println!("agent {agent_id} undrained: its resources are offered again");
+        return Ok(());
+    }
     if let Some(Action::Revoke { agent_id, master }) = &args.action {
         let reply = master
             .operator()

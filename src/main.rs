@@ -61,8 +61,13 @@ enum Command {
     Frameworks(ops::ListArgs),
     /// List roles with weights, quotas and shares; `roles set` changes them.
     Roles(ops::RolesArgs),
-    /// Make tokens: `token create --agent` prints a join string for agents.
+    /// Make, list and revoke tokens: for principals (frameworks and CLI
+    /// users in their roles), admins, read-only operators and joining agents.
     Token(access::TokenArgs),
+    /// Say who the CLI is to the master and what it may do.
+    Whoami(access::WhoAmIArgs),
+    /// Print the master's audit log: one JSON line per change or refusal.
+    Audit(access::AuditArgs),
     /// Save a master's URL, CA and token in the profile the CLI and SDK
     /// read, after checking that the master accepts them.
     Login(access::LoginArgs),
@@ -141,6 +146,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Roles(args) => rt()?.block_on(ops::roles(args))?,
         Command::Token(args) => rt()?.block_on(access::token(args))?,
         Command::Login(args) => rt()?.block_on(access::login(args))?,
+        Command::Whoami(args) => rt()?.block_on(access::whoami(args))?,
+        Command::Audit(args) => rt()?.block_on(access::audit(args))?,
         Command::Simulate(args) => simulate::run(args)?,
     }
     Ok(ExitCode::SUCCESS)

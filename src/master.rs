@@ -70,6 +70,15 @@ pub struct Args {
     /// The largest artifact accepted.
     #[arg(long, default_value = "256MiB", value_parser = cli_args::size)]
     max_artifact_size: u64,
+    /// The most artifact bytes one principal (not an admin) may have
+    /// stored; an upload past it is refused.
+    #[arg(long, default_value = "4GiB", value_parser = cli_args::size)]
+    artifact_quota: u64,
+    /// Serve /metrics without a token, for a local scraper. Only with a
+    /// loopback --http address; otherwise /metrics, like /state, needs an
+    /// admin or read-only token.
+    #[arg(long)]
+    metrics_public: bool,
     /// Artifacts unused (not uploaded, fetched or asked about) for this long
     /// are deleted.
     #[arg(long, default_value = "24h", value_parser = cli_args::duration)]
@@ -132,6 +141,8 @@ impl Args {
         config.actor.allocation_interval = self.allocation_interval;
         config.core.framework_heartbeat_interval = self.framework_heartbeat;
         config.max_artifact_size = self.max_artifact_size;
+        config.artifact_quota = self.artifact_quota;
+        config.metrics_public = self.metrics_public;
         config.artifact_ttl = self.artifact_ttl;
         config.transport = if self.insecure {
             Transport::Insecure

@@ -121,20 +121,21 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<28} {:<12} {:<10} {:<18} {:<14} {:>6} {:>9}",
-        "TASK", "STATE", "REASON", "AGENT", "FRAMEWORK", "CPUS", "MEM"
+        "{:<28} {:<12} {:<10} {:<18} {:<14} {:<12} {:>6} {:>9}",
+        "TASK", "STATE", "REASON", "AGENT", "FRAMEWORK", "PRINCIPAL", "CPUS", "MEM"
     )?;
     for t in &tasks {
         let status = t.status.clone().unwrap_or_default();
         let r = t.resources.unwrap_or_default();
         writeln!(
             out,
-            "{:<28} {:<12} {:<10} {:<18} {:<14} {:>6} {:>9}",
+            "{:<28} {:<12} {:<10} {:<18} {:<14} {:<12} {:>6} {:>9}",
             t.task_id,
             state_name(status.state()),
             reason_name(status.reason()),
             short(&t.agent_id, 18),
             short(&t.framework_id, 14),
+            short(&t.principal, 12),
             r.cpus,
             wasmos_master::resources::format_size(r.mem),
         )?;
@@ -149,11 +150,23 @@ pub fn task_json(t: &v1::TaskInfo) -> serde_json::Value {
         "id": t.task_id,
         "framework": t.framework_id,
         "agent": t.agent_id,
+        "principal": t.principal,
         "state": state_name(status.state()),
         "reason": reason_name(status.reason()),
         "message": status.message,
         "exit_code": status.exit_code,
         "usage": usage_json(&usage),
+    })
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC, seconds); `None`
+/// for 0 ("never").
+pub fn wall_time(ms: u64) -> Option<String> {
+    (ms != 0).then(|| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string()
     })
 }
 
@@ -227,6 +240,28 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     } else {
         v1::SandboxTarget::Stdout
     };
+    // Whose task it is: in each JSON piece, and above the output on a
+    // terminal (as `tail` names its files), never mixed into stdout.
+    let listed = client
+        .list_tasks(v1::ListTasksRequest {
+            task_ids: vec![args.task.clone()],
+            framework_id: String::new(),
+        })
+        .await
+        .map_err(grpc)?
+        .into_inner()
+        .tasks
+        .pop();
+    let principal = listed.as_ref().map(|t| t.principal.clone());
+    if let Some(t) = &listed
+        && !args.json
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        eprintln!(
+            "==> task {} (framework {}, principal {}) <==",
+            t.task_id, t.framework_id, t.principal
+        );
+    }
     let mut offset = 0;
     let mut out = std::io::stdout();
     loop {
@@ -244,8 +279,8 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
             .into_inner();
         let stream = if args.stderr { "stderr" } else { "stdout" };
         if args.json && !reply.data.is_empty() {
-            let piece = serde_json::json!({"task": args.task, "stream": stream, "offset": offset,
-                "text": String::from_utf8_lossy(&reply.data)});
+            let piece = serde_json::json!({"task": args.task, "principal": principal,
+                "stream": stream, "offset": offset, "text": String::from_utf8_lossy(&reply.data)});
             writeln!(out, "{piece}")?;
         } else if !args.json {
             out.write_all(&reply.data)?;
@@ -451,8 +486,8 @@ pub async fn frameworks(args: ListArgs) -> anyhow::Result<()> {
         .frameworks;
     if !args.json {
         println!(
-            "{:<20} {:<16} {:<10} {:<10} {:>6} {:>7}",
-            "FRAMEWORK", "NAME", "ROLE", "STATE", "TASKS", "SHARE"
+            "{:<20} {:<16} {:<10} {:<12} {:<10} {:>6} {:>7}",
+            "FRAMEWORK", "NAME", "ROLE", "PRINCIPAL", "STATE", "TASKS", "SHARE"
         );
     }
     for f in frameworks {
@@ -462,15 +497,16 @@ pub async fn frameworks(args: ListArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({"id": info.framework_id, "name": info.name, "role": info.role,
-                    "state": state, "active_tasks": f.active_tasks, "dominant_share": f.dominant_share,
+                    "principal": info.principal, "state": state, "active_tasks": f.active_tasks, "dominant_share": f.dominant_share,
                     "used": resources(f.used.as_ref()), "offered": resources(f.offered.as_ref())})
             );
         } else {
             println!(
-                "{:<20} {:<16} {:<10} {:<10} {:>6} {:>6.1}%",
+                "{:<20} {:<16} {:<10} {:<12} {:<10} {:>6} {:>6.1}%",
                 info.framework_id,
                 info.name,
                 info.role,
+                info.principal,
                 state,
                 f.active_tasks,
                 f.dominant_share * 100.0

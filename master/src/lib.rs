@@ -8,6 +8,7 @@
 //! - [`server`]: the gRPC/HTTP shell that feeds the core from the network;
 //!   the only part that knows about tokio, tonic or axum.
 
+pub mod access;
 pub mod allocator;
 pub mod core;
 pub mod ids;

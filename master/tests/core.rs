@@ -2047,3 +2047,170 @@ fn an_update_overtaken_by_a_later_one_is_acknowledged_and_does_not_move_the_task
         "the agent may forget it"
     );
 }
+
+// ----- principals ------------------------------------------------------------
+
+fn principal(name: &str, roles: &[&str]) -> wasmos_master::access::Principal {
+    wasmos_master::access::Principal {
+        name: name.into(),
+        accessor: format!("{name}-token"),
+        grant: wasmos_master::access::Grant::Roles(roles.iter().map(|r| r.to_string()).collect()),
+    }
+}
+
+#[test]
+fn only_the_owning_principal_or_an_admin_may_use_a_framework_and_ownership_survives_a_restart() {
+    let mut h = Harness::new();
+    let agent = h.add_agent(4.0, 4 * GIB);
+    let alice = principal("alice", &["batch"]);
+    let bob = principal("bob", &["ci", "batch"]);
+    let fw = h
+        .subscribe_with(v1::FrameworkInfo {
+            name: "alices".into(),
+            role: "batch".into(),
+            principal: "alice".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let offer = h.take_offers(&fw).remove(0);
+    h.accept(&fw, &[&offer], vec![task("t1", 1.0, GIB)], None)
+        .unwrap();
+    assert_eq!(h.core.task("t1").unwrap().owner, "alice");
+    assert_eq!(h.core.task_owner(&TaskId::from("t1")), Some("alice"));
+
+    let f = fw.to_string();
+    let inputs = [
+        Input::Kill(v1::KillRequest {
+            framework_id: f.clone(),
+            task_ids: vec!["t1".into()],
+        }),
+        Input::Teardown(v1::TeardownRequest {
+            framework_id: f.clone(),
+        }),
+        Input::Accept(v1::AcceptRequest {
+            framework_id: f.clone(),
+            ..Default::default()
+        }),
+        Input::Reconcile(v1::ReconcileRequest {
+            framework_id: f.clone(),
+            task_ids: vec![],
+        }),
+        Input::Subscribe {
+            connection: 99,
+            framework: v1::FrameworkInfo {
+                framework_id: f.clone(),
+                role: "batch".into(),
+                ..Default::default()
+            },
+        },
+        Input::OperatorKill {
+            task_ids: vec!["t1".into()],
+        },
+    ];
+    for input in &inputs {
+        match h.core.authorize(&bob, input) {
+            Err(CoreError::PermissionDenied(why)) => {
+                assert!(
+                    why.contains("alice") && why.contains("bob"),
+                    "{input:?}: {why}"
+                )
+            }
+            other => panic!("{input:?}: bob was let through: {other:?}"),
+        }
+        h.core.authorize(&alice, input).expect("the owner may");
+        h.core
+            .authorize(&wasmos_master::access::Principal::local(), input)
+            .expect("an admin may");
+    }
+    // Roles bound new subscriptions; operator inputs need an admin.
+    let new_in = |role: &str| Input::Subscribe {
+        connection: 7,
+        framework: v1::FrameworkInfo {
+            role: role.into(),
+            ..Default::default()
+        },
+    };
+    assert!(h.core.authorize(&alice, &new_in("ci")).is_err());
+    assert!(h.core.authorize(&alice, &new_in("batch")).is_ok());
+    assert!(
+        h.core.authorize(&alice, &new_in("")).is_err(),
+        "the default role is a role"
+    );
+    for input in [
+        Input::DrainAgent {
+            agent: agent.clone(),
+        },
+        Input::UndrainAgent {
+            agent: agent.clone(),
+        },
+        Input::UpdateRole {
+            role: "batch".into(),
+            weight: Some(2.0),
+            quota: None,
+        },
+    ] {
+        assert!(
+            matches!(
+                h.core.authorize(&alice, &input),
+                Err(CoreError::PermissionDenied(_))
+            ),
+            "{input:?}"
+        );
+    }
+    // A re-subscription does not change the owner, whoever makes it.
+    let mut h2 = h;
+    h2.restart();
+    assert_eq!(h2.core.task("t1").unwrap().owner, "alice");
+    let again = h2
+        .subscribe_with(v1::FrameworkInfo {
+            framework_id: f.clone(),
+            role: "batch".into(),
+            principal: "mallory".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(framework(&h2, &again).principal, "alice");
+    assert!(h2.core.authorize(&bob, &inputs[0]).is_err());
+    // The agent running t1 may fetch its module; no other agent may.
+    assert!(
+        h2.core
+            .agent_needs_artifact(&agent, &task("t1", 1.0, GIB).artifact)
+    );
+    assert!(
+        !h2.core
+            .agent_needs_artifact(&AgentId::from("elsewhere"), &task("t1", 1.0, GIB).artifact)
+    );
+}
+
+#[test]
+fn weights_outside_the_documented_range_are_refused_and_undrain_offers_again() {
+    let mut h = Harness::new();
+    let agent = h.add_agent(4.0, 4 * GIB);
+    for weight in [1e-300, 0.0, 1e9, f64::NAN] {
+        let err = refused(
+            &mut h,
+            Input::UpdateRole {
+                role: "batch".into(),
+                weight: Some(weight),
+                quota: None,
+            },
+        );
+        assert!(err.to_string().contains("0.001..=1000"), "{weight}: {err}");
+    }
+    h.handle(Input::DrainAgent {
+        agent: agent.clone(),
+    })
+    .unwrap();
+    let fw = h.subscribe("f", "");
+    assert!(h.take_offers(&fw).is_empty(), "a drained agent is offered");
+    h.handle(Input::UndrainAgent {
+        agent: agent.clone(),
+    })
+    .unwrap();
+    assert_eq!(
+        h.take_offers(&fw).len(),
+        1,
+        "an undrained agent is offered again"
+    );
+    assert!(!h.core.agents()[0].draining);
+}

@@ -112,6 +112,7 @@ impl FrameworkConfig {
             role: self.role.clone(),
             failover_timeout_ms: self.failover_timeout.as_millis().max(1) as u64,
             user: self.user.clone(),
+            principal: String::new(),
         }
     }
 }

@@ -220,6 +220,23 @@ impl Core {
         Ok(Reply::Done)
     }
 
+    pub(super) fn undrain_agent(&mut self, id: &AgentId, now: Time) -> Result<Reply, CoreError> {
+        let agent = self
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| CoreError::UnknownAgent(id.clone()))?;
+        agent.draining = false;
+        let connected = agent.connection.is_some();
+        self.dirty_agent(id);
+        if connected {
+            self.allocator
+                .set_agent_active(id, true)
+                .expect("agent known to allocator");
+            self.allocate(now, Scope::Agents(std::slice::from_ref(id)));
+        }
+        Ok(Reply::Done)
+    }
+
     pub(super) fn expire_agents(&mut self, now: Time) {
         let timeout = self.config.agent_timeout;
         let lost: Vec<(AgentId, bool)> = self

@@ -52,4 +52,6 @@ pub enum CoreError {
     UnknownAgent(AgentId),
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }

@@ -21,6 +21,7 @@
 //! `validate.rs` (task specs), `outbox.rs` (batching messages), `view.rs`
 //! (what operators see), `invariants.rs` (the accounting checks tests run).
 
+mod access;
 mod agents;
 mod error;
 mod frameworks;
@@ -173,6 +174,10 @@ pub enum Input {
     DrainAgent {
         agent: AgentId,
     },
+    /// An operator offers a drained agent again.
+    UndrainAgent {
+        agent: AgentId,
+    },
     /// An agent may never come back (its certificate was revoked): its
     /// stream is closed and its tasks are `LOST` now. Done for an agent the
     /// core does not know (it may have been lost already).
@@ -281,6 +286,8 @@ struct Task {
     /// A status the master made itself (e.g. LOST) that awaits an ack.
     master_update: Option<v1::TaskStatus>,
     archived: bool,
+    /// The principal owning its framework (kept after the framework goes).
+    owner: String,
 }
 
 /// The master's state machine. See the module docs.
@@ -373,6 +380,7 @@ impl Core {
                 quota,
             } => self.update_role(&role, weight, quota, now),
             Input::DrainAgent { agent } => self.drain_agent(&agent),
+            Input::UndrainAgent { agent } => self.undrain_agent(&agent, now),
             Input::RemoveAgent { agent, why } => {
                 if self.agents.contains_key(&agent) {
                     self.remove_agent(&agent, &why, now);
@@ -410,6 +418,8 @@ impl Core {
         crate::ids::validate_role(role).map_err(CoreError::InvalidRole)?;
         let role = Role::from(role);
         if let Some(weight) = weight {
+            crate::access::validate_weight(weight)
+                .map_err(|e| CoreError::InvalidArgument(format!("role `{role}`: {e}")))?;
             self.allocator
                 .set_weight(&role, weight)
                 .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;

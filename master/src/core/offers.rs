@@ -115,6 +115,11 @@ impl Core {
             self.forget_offer(offer);
         }
         let mut launched = Vec::with_capacity(specs.len());
+        let owner = self
+            .frameworks
+            .get(&framework)
+            .map(|fw| fw.info.principal.clone())
+            .unwrap_or_default();
         for (id, mut spec, resources) in specs {
             let consumption = draw(&mut pools, resources);
             if spec.name.is_empty() {
@@ -150,6 +155,7 @@ impl Core {
                     kill_requested: false,
                     master_update: None,
                     archived: false,
+                    owner: owner.clone(),
                 },
             );
             self.agents

@@ -174,6 +174,7 @@ impl Core {
                 .expect("checked")
                 .tasks
                 .insert(id.clone());
+            let owner = core.frameworks[&framework].info.principal.clone();
             core.tasks.insert(
                 id.clone(),
                 Task {
@@ -189,6 +190,7 @@ impl Core {
                     kill_requested: stored.kill_requested,
                     master_update: stored.master_update,
                     archived: false,
+                    owner,
                 },
             );
             if !released && !on_known_agent {

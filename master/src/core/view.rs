@@ -17,6 +17,8 @@ pub struct TaskView {
     /// The spec as launched.
     pub spec: v1::TaskSpec,
     pub status: v1::TaskStatus,
+    /// The principal owning its framework.
+    pub owner: String,
 }
 
 impl TaskView {
@@ -46,6 +48,8 @@ pub struct FrameworkView {
     pub id: FrameworkId,
     pub name: String,
     pub role: Role,
+    /// The principal that owns it.
+    pub principal: String,
     pub connected: bool,
     pub suppressed: bool,
     /// Offered plus used.
@@ -68,6 +72,7 @@ impl Core {
             resources: t.resources,
             spec: t.spec.clone(),
             status: t.status.clone(),
+            owner: t.owner.clone(),
         })
     }
 
@@ -124,6 +129,7 @@ impl Core {
                 id: f.id.clone(),
                 name: f.info.name.clone(),
                 role: f.role.clone(),
+                principal: f.info.principal.clone(),
                 connected: f.connection.is_some(),
                 suppressed: f.suppressed,
                 allocated: self

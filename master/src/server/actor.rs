@@ -40,6 +40,7 @@ use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;
 
 use super::metrics::Metrics;
+use crate::access::Principal;
 use crate::core::{ConnectionId, Core, CoreError, Input, Output, Reply};
 use crate::ids::{AgentId, FrameworkId};
 use crate::store::{Store, StoreError, Write};
@@ -65,13 +66,16 @@ type HeldReply = Box<dyn FnOnce() + Send>;
 
 /// A request to the actor.
 pub enum Command {
-    /// Any core input, answered with the core's reply.
+    /// Any core input, answered with the core's reply. With `who`, only if
+    /// that principal may make it.
     Call {
         input: Input,
+        who: Option<Principal>,
         reply: oneshot::Sender<Result<Reply, CoreError>>,
     },
-    /// A framework's new event stream.
+    /// A framework's new event stream, for `who` (who owns it if new).
     Subscribe {
+        who: Principal,
         info: v1::FrameworkInfo,
         events: EventSender,
         reply: oneshot::Sender<Result<(FrameworkId, ConnectionId), CoreError>>,
@@ -99,6 +103,7 @@ pub enum Command {
     },
     /// Read a task's sandbox through its agent.
     ReadSandbox {
+        who: Principal,
         request: v1::ReadSandboxRequest,
         reply: oneshot::Sender<Result<v1::SandboxReadReply, Status>>,
     },
@@ -382,22 +387,34 @@ impl Actor {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Call { input, reply } => {
-                let result = self.apply(input);
+            Command::Call { input, who, reply } => {
+                let result = match who.map(|who| self.core.authorize(&who, &input)) {
+                    Some(Err(denied)) => Err(denied),
+                    _ => self.apply(input),
+                };
                 self.hold_reply(reply, result);
             }
             Command::Subscribe {
-                info,
+                who,
+                mut info,
                 events,
                 reply,
             } => {
                 let connection = self.connection();
-                // The stream must be known before the core's SUBSCRIBED and
-                // first offers are routed, so route after registering it.
-                let result = match self.apply(Input::Subscribe {
+                // Whoever subscribes a new framework owns it; a re-subscribed
+                // one keeps its owner (the core ignores this field then).
+                info.principal = who.name.clone();
+                let input = Input::Subscribe {
                     connection,
                     framework: info,
-                }) {
+                };
+                // The stream must be known before the core's SUBSCRIBED and
+                // first offers are routed, so route after registering it.
+                let applied = self
+                    .core
+                    .authorize(&who, &input)
+                    .and_then(|()| self.apply(input));
+                let result = match applied {
                     Ok(Reply::Subscribed(id)) => {
                         if let Some((_, old)) =
                             self.frameworks.insert(id.clone(), (connection, events))
@@ -465,7 +482,11 @@ impl Actor {
                 }
                 self.notify(Input::AgentDisconnected { agent, connection });
             }
-            Command::ReadSandbox { request, reply } => self.read_sandbox(request, reply),
+            Command::ReadSandbox {
+                who,
+                request,
+                reply,
+            } => self.read_sandbox(who, request, reply),
             Command::Query(query) => query(&self.core, &self.metrics),
         }
     }
@@ -495,6 +516,7 @@ impl Actor {
 
     fn read_sandbox(
         &mut self,
+        who: Principal,
         request: v1::ReadSandboxRequest,
         reply: oneshot::Sender<Result<v1::SandboxReadReply, Status>>,
     ) {
@@ -502,7 +524,27 @@ impl Actor {
         // archived past the cap) is read where the caller says it ran: the
         // agent keeps its sandbox and answers from disk.
         let agent = match self.core.task(&request.task_id) {
+            Some(task) if !who.may_see(&task.owner) => {
+                let _ = reply.send(Err(Status::permission_denied(format!(
+                    "task {} belongs to principal `{}`, not to {}",
+                    request.task_id,
+                    if task.owner.is_empty() {
+                        "admin"
+                    } else {
+                        &task.owner
+                    },
+                    who.describe()
+                ))));
+                return;
+            }
             Some(task) => task.agent.clone(),
+            None if !request.agent_id.is_empty() && !who.sees_all() => {
+                let _ = reply.send(Err(Status::permission_denied(format!(
+                    "the master no longer lists task {}, so it cannot tell whose it is: only admins and read-only operators read a sandbox by agent",
+                    request.task_id
+                ))));
+                return;
+            }
             None if !request.agent_id.is_empty() => AgentId::from(request.agent_id.as_str()),
             None => {
                 let _ = reply.send(Err(Status::not_found(format!(

@@ -12,6 +12,7 @@ use wasmos_proto::v1::agent_link_server::AgentLink;
 use wasmos_proto::v1::agent_message::Kind;
 
 use super::actor::{Command, STREAM_BUFFER};
+use super::audit::{Actor, Audit};
 use super::handle::{ActorHandle, status_of};
 use super::trust::Trust;
 use crate::resources::Resources;
@@ -23,6 +24,7 @@ pub struct AgentLinkService {
     pub actor: ActorHandle,
     /// `None` on an insecure master: agents name their own ids.
     pub trust: Option<Arc<Trust>>,
+    pub audit: Arc<Audit>,
 }
 
 #[tonic::async_trait]
@@ -121,7 +123,19 @@ impl AgentLink for AgentLinkService {
         request: Request<v1::JoinRequest>,
     ) -> Result<Response<v1::JoinResponse>, Status> {
         let trust = self.trust.as_ref().ok_or_else(insecure)?;
-        Ok(Response::new(trust.join(request.into_inner()).await?))
+        let request = request.into_inner();
+        let args = serde_json::json!({
+            "hostname": request.hostname,
+            // Never the token itself: only its public part, if it parses.
+            "token_accessor": wasmos_tls::Secret::parse(&request.token).ok().map(|t| t.accessor),
+        });
+        let joined = trust.join(request).await;
+        let who = match &joined {
+            Ok(joined) => Actor::Agent(&joined.agent_id),
+            Err(_) => Actor::Unknown,
+        };
+        self.audit.record(who, "AgentLink.Join", args, &joined);
+        Ok(Response::new(joined?))
     }
 
     async fn renew(

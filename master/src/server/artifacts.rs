@@ -6,9 +6,10 @@
 //! registry holds the index of stored artifacts (digest, size, when): an
 //! upload is answered once its file is synced and its record committed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -18,7 +19,11 @@ use tonic::{Request, Response, Status, Streaming};
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_server::Artifacts;
 
-use crate::ids::validate_digest;
+use super::audit::{Actor, Audit};
+use super::handle::ActorHandle;
+use super::trust::{Caller, caller_of};
+use crate::access::Principal;
+use crate::ids::{AgentId, validate_digest};
 use crate::store::{Record, Store, StoreError, Table, Write};
 
 /// Chunk size of fetch streams: well under gRPC's 4 MiB message limit.
@@ -29,7 +34,11 @@ const CHUNK: usize = 256 * 1024;
 pub struct ArtifactStore {
     dir: PathBuf,
     max_size: u64,
+    /// The most bytes one principal (not an admin) may have stored.
+    quota: u64,
     registry: Arc<dyn Store>,
+    /// What the registry holds, by digest: who may read what.
+    index: Arc<Mutex<HashMap<String, v1::StoredArtifact>>>,
 }
 
 impl ArtifactStore {
@@ -41,6 +50,7 @@ impl ArtifactStore {
     pub fn open(
         dir: &Path,
         max_size: u64,
+        quota: u64,
         registry: Arc<dyn Store>,
         indexed: &[v1::StoredArtifact],
     ) -> anyhow::Result<ArtifactStore> {
@@ -55,29 +65,73 @@ impl ArtifactStore {
             }
         }
         let mut writes = Vec::new();
+        let mut index = HashMap::new();
         for record in indexed {
             if on_disk.remove(&record.digest).is_none() {
                 writes.push(Write::Delete(Table::Artifacts, record.digest.clone()));
+            } else {
+                index.insert(record.digest.clone(), record.clone());
             }
         }
         for (digest, size) in on_disk {
-            if !indexed.iter().any(|r| r.digest == digest) {
-                writes.push(Write::Put(Record::Artifact(v1::StoredArtifact {
-                    digest,
-                    size,
-                    stored_ms: wall_ms(),
-                })));
-            }
+            // Stored just before a crash, before its record: whoever
+            // uploaded it uploads it again to own it.
+            let record = v1::StoredArtifact {
+                digest: digest.clone(),
+                size,
+                stored_ms: wall_ms(),
+                owners: Vec::new(),
+            };
+            writes.push(Write::Put(Record::Artifact(record.clone())));
+            index.insert(digest, record);
         }
         registry.commit(&writes)?;
         Ok(ArtifactStore {
             dir: dir.to_path_buf(),
             max_size,
+            quota,
             registry,
+            index: Arc::new(Mutex::new(index)),
         })
     }
 
-    async fn index(&self, write: Write) -> Result<(), StoreError> {
+    /// Refuses a principal an artifact it did not upload (admins and
+    /// read-only operators read all). An artifact nobody stored passes:
+    /// a task using it fails to fetch it, as it would for anyone.
+    pub fn require_readable(&self, who: &Principal, digest: &str) -> Result<(), Status> {
+        if who.sees_all() {
+            return Ok(());
+        }
+        let index = self.index.lock().expect("not poisoned");
+        match index.get(digest) {
+            Some(a) if !a.owners.contains(&who.name) => Err(Status::permission_denied(format!(
+                "artifact {digest} was not uploaded by {}; upload it yourself (the same bytes are stored once)",
+                who.describe()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// May `who` read `digest`? Unlike [`ArtifactStore::require_readable`],
+    /// false for an artifact nobody stored.
+    fn readable(&self, who: &Principal, digest: &str) -> bool {
+        let index = self.index.lock().expect("not poisoned");
+        index
+            .get(digest)
+            .is_some_and(|a| who.sees_all() || a.owners.contains(&who.name))
+    }
+
+    /// Bytes stored on behalf of `principal`.
+    pub fn stored_by(&self, principal: &str) -> u64 {
+        let index = self.index.lock().expect("not poisoned");
+        index
+            .values()
+            .filter(|a| a.owners.iter().any(|o| o == principal))
+            .map(|a| a.size)
+            .sum()
+    }
+
+    async fn commit(&self, write: Write) -> Result<(), StoreError> {
         let registry = self.registry.clone();
         tokio::task::spawn_blocking(move || registry.commit(&[write]))
             .await
@@ -122,9 +176,10 @@ impl ArtifactStore {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok());
             if idle.is_some_and(|idle| idle > ttl) {
-                self.index(Write::Delete(Table::Artifacts, name.to_string()))
+                self.commit(Write::Delete(Table::Artifacts, name.to_string()))
                     .await
                     .map_err(std::io::Error::other)?;
+                self.index.lock().expect("not poisoned").remove(name);
                 tokio::fs::remove_file(entry.path()).await?;
                 tracing::info!(digest = name, "artifact expired");
                 removed += 1;
@@ -133,9 +188,11 @@ impl ArtifactStore {
         Ok(removed)
     }
 
-    /// Stores bytes from `chunks`; checks them against `expected` (if any).
+    /// Stores bytes from `chunks` for `owner`; checks them against
+    /// `expected` (if any) and against the owner's quota (admins have none).
     pub async fn put(
         &self,
+        owner: &Principal,
         expected: Option<String>,
         mut chunks: impl Stream<Item = Result<Vec<u8>, Status>> + Unpin,
     ) -> Result<v1::ArtifactInfo, Status> {
@@ -174,16 +231,40 @@ impl ArtifactStore {
                     "artifact digest mismatch: expected {expected}, the bytes hash to {digest}; the upload is corrupt"
                 )));
             }
+            let record = {
+                let index = self.index.lock().expect("not poisoned");
+                let mut record = index.get(&digest).cloned().unwrap_or(v1::StoredArtifact {
+                    digest: digest.clone(),
+                    size,
+                    stored_ms: wall_ms(),
+                    owners: Vec::new(),
+                });
+                drop(index);
+                if !record.owners.contains(&owner.name) {
+                    if !owner.is_admin() {
+                        let stored = self.stored_by(&owner.name);
+                        if stored + size > self.quota {
+                            return Err(Status::resource_exhausted(format!(
+                                "{} has {stored} bytes of artifacts stored; {size} more would pass its quota of {} bytes",
+                                owner.describe(),
+                                self.quota
+                            )));
+                        }
+                    }
+                    record.owners.push(owner.name.clone());
+                }
+                record
+            };
             let path = self.dir.join(&digest);
             tokio::fs::rename(&tmp, &path).await.map_err(internal)?;
             touch(&path).await;
-            self.index(Write::Put(Record::Artifact(v1::StoredArtifact {
-                digest: digest.clone(),
-                size,
-                stored_ms: wall_ms(),
-            })))
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot index the artifact: {e}")))?;
+            self.commit(Write::Put(Record::Artifact(record.clone())))
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot index the artifact: {e}")))?;
+            self.index
+                .lock()
+                .expect("not poisoned")
+                .insert(digest.clone(), record);
             Ok(v1::ArtifactInfo { digest, size })
         }
         .await;
@@ -229,6 +310,54 @@ async fn touch(path: &Path) {
 
 pub struct ArtifactsService {
     pub store: ArtifactStore,
+    pub actor: ActorHandle,
+    pub audit: Arc<Audit>,
+}
+
+impl ArtifactsService {
+    /// May the caller read `digest`? Principals: those who uploaded it;
+    /// agents: those running (or keeping the sandbox of) a task that uses
+    /// it. Others are told it does not exist, so digests reveal nothing.
+    async fn require_read<T>(&self, request: &Request<T>, digest: &str) -> Result<(), Status> {
+        validate_digest(digest).map_err(Status::invalid_argument)?;
+        let caller = caller_of(request)?;
+        let allowed = match &caller {
+            Caller::Principal(who) => self.store.readable(who, digest),
+            Caller::Agent(agent) => {
+                let agent = AgentId::from(agent.as_str());
+                let digest = digest.to_string();
+                self.actor
+                    .query(move |core, _| core.agent_needs_artifact(&agent, &digest))
+                    .await?
+            }
+        };
+        if allowed {
+            return Ok(());
+        }
+        let refused = Err(Status::not_found(format!(
+            "no artifact {digest} you may read: upload it first"
+        )));
+        if self
+            .store
+            .index
+            .lock()
+            .expect("not poisoned")
+            .contains_key(digest)
+        {
+            let who = match &caller {
+                Caller::Principal(p) => Actor::Principal(p),
+                Caller::Agent(a) => Actor::Agent(a),
+            };
+            // Audited as the refusal it is, though the caller hears NOT_FOUND.
+            self.audit.record::<()>(
+                who,
+                "Artifacts.Read",
+                serde_json::json!({"digest": digest}),
+                &Err(Status::permission_denied("not an owner of the artifact")),
+            );
+        }
+        refused
+    }
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<v1::FetchChunk, Status>> + Send>>;
@@ -239,13 +368,31 @@ impl Artifacts for ArtifactsService {
         &self,
         request: Request<Streaming<v1::UploadChunk>>,
     ) -> Result<Response<v1::ArtifactInfo>, Status> {
+        let who = match caller_of(&request)? {
+            Caller::Principal(who) => who,
+            Caller::Agent(agent) => {
+                return Err(Status::permission_denied(format!(
+                    "agent {agent} may not upload artifacts"
+                )));
+            }
+        };
+        if let Err(denied) = who.require_writer("uploading an artifact") {
+            let refused = Err(Status::permission_denied(denied.0));
+            self.audit.refusal(
+                Actor::Principal(&who),
+                "Artifacts.Upload",
+                serde_json::Value::Null,
+                &refused,
+            );
+            return refused;
+        }
         let mut inbound = request.into_inner();
         let first = inbound.next().await.transpose()?.unwrap_or_default();
         let expected = (!first.digest.is_empty()).then_some(first.digest);
         let chunks =
             tokio_stream::once(Ok(first.data)).chain(inbound.map(|chunk| chunk.map(|c| c.data)));
-        let info = self.store.put(expected, Box::pin(chunks)).await?;
-        tracing::info!(digest = %info.digest, size = info.size, "artifact stored");
+        let info = self.store.put(&who, expected, Box::pin(chunks)).await?;
+        tracing::info!(digest = %info.digest, size = info.size, principal = %who.name, "artifact stored");
         Ok(Response::new(info))
     }
 
@@ -255,6 +402,8 @@ impl Artifacts for ArtifactsService {
         &self,
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<FetchStream>, Status> {
+        self.require_read(&request, &request.get_ref().digest)
+            .await?;
         let mut file = self.store.open_file(&request.into_inner().digest).await?;
         let stream = async_stream(move |tx| async move {
             let mut buf = vec![0u8; CHUNK];
@@ -288,6 +437,8 @@ impl Artifacts for ArtifactsService {
         &self,
         request: Request<v1::StatRequest>,
     ) -> Result<Response<v1::ArtifactInfo>, Status> {
+        self.require_read(&request, &request.get_ref().digest)
+            .await?;
         let digest = request.into_inner().digest;
         match self.store.stat(&digest).await? {
             Some(size) => Ok(Response::new(v1::ArtifactInfo { digest, size })),

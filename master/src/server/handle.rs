@@ -5,6 +5,7 @@ use tonic::Status;
 
 use super::actor::Command;
 use super::metrics::Metrics;
+use crate::access::Principal;
 use crate::core::{Core, CoreError, Input, Reply};
 
 #[derive(Clone)]
@@ -43,9 +44,20 @@ impl ActorHandle {
     }
 
     /// Feeds one input to the core and returns its reply as a gRPC result.
+    /// For inputs the master makes itself or already authorized.
     pub async fn call(&self, input: Input) -> Result<Reply, Status> {
+        self.call_checked(None, input).await
+    }
+
+    /// [`ActorHandle::call`] for `who`: the core refuses what it may not do
+    /// (see `core/access.rs`), in the same turn that would apply it.
+    pub async fn call_as(&self, who: &Principal, input: Input) -> Result<Reply, Status> {
+        self.call_checked(Some(who.clone()), input).await
+    }
+
+    async fn call_checked(&self, who: Option<Principal>, input: Input) -> Result<Reply, Status> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Call { input, reply }).await?;
+        self.send(Command::Call { input, who, reply }).await?;
         answer
             .await
             .map_err(|_| Status::unavailable("the master is shutting down"))?
@@ -76,9 +88,9 @@ pub fn status_of(error: CoreError) -> Status {
         | CoreError::UnknownOffer(_)
         | CoreError::UnknownTask(_)
         | CoreError::UnknownAgent(_) => Status::not_found(message),
-        CoreError::ForeignOffer { .. } | CoreError::ForeignTask { .. } => {
-            Status::permission_denied(message)
-        }
+        CoreError::ForeignOffer { .. }
+        | CoreError::ForeignTask { .. }
+        | CoreError::PermissionDenied(_) => Status::permission_denied(message),
         CoreError::DuplicateTask(_) => Status::already_exists(message),
         // The framework's packing was off, not its request: a distinct code
         // lets it tell the two apart.

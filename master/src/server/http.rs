@@ -14,13 +14,12 @@ use serde_json::json;
 use super::handle::ActorHandle;
 use super::trust::Trust;
 
-/// `/health` is open; `/state` and `/metrics` need the admin token on a
-/// TLS master (`trust`), as every gRPC call does.
-pub fn router(actor: ActorHandle, trust: Option<Arc<Trust>>) -> Router {
-    let guarded = Router::new()
-        .route("/state", get(state))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn(move |request: Request, next: Next| {
+/// `/health` is open; `/state` and `/metrics` need an admin or read-only
+/// token on a TLS master (`trust`), as the Operator's lists do, except
+/// `/metrics` when `metrics_public` (allowed on loopback addresses only).
+pub fn router(actor: ActorHandle, trust: Option<Arc<Trust>>, metrics_public: bool) -> Router {
+    let guard = move |trust: Option<Arc<Trust>>| {
+        middleware::from_fn(move |request: Request, next: Next| {
             let trust = trust.clone();
             async move {
                 if let Some(trust) = trust {
@@ -29,21 +28,43 @@ pub fn router(actor: ActorHandle, trust: Option<Arc<Trust>>) -> Router {
                         .get(header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    if let Err(status) = trust.admin(header) {
-                        let message = if header.is_empty() {
-                            "this page needs the admin token: Authorization: Bearer <token>"
-                        } else {
-                            status.message()
-                        };
-                        return (StatusCode::UNAUTHORIZED, format!("{message}\n")).into_response();
+                    match trust.principal(header) {
+                        Ok(who) if who.sees_all() => {}
+                        Ok(who) => {
+                            let message = format!(
+                                "this page needs an admin or read-only token; {} is neither\n",
+                                who.describe()
+                            );
+                            return (StatusCode::FORBIDDEN, message).into_response();
+                        }
+                        Err(status) => {
+                            let message = if header.is_empty() {
+                                "this page needs an admin or read-only token: Authorization: Bearer <token>"
+                            } else {
+                                status.message()
+                            };
+                            return (StatusCode::UNAUTHORIZED, format!("{message}\n"))
+                                .into_response();
+                        }
                     }
                 }
                 next.run(request).await
             }
-        }));
+        })
+    };
+    let state = Router::new()
+        .route("/state", get(state))
+        .route_layer(guard(trust.clone()));
+    let metrics = Router::new().route("/metrics", get(metrics));
+    let metrics = if metrics_public {
+        metrics
+    } else {
+        metrics.route_layer(guard(trust))
+    };
     Router::new()
         .route("/health", get(health))
-        .merge(guarded)
+        .merge(state)
+        .merge(metrics)
         .with_state(actor)
 }
 
@@ -68,6 +89,7 @@ async fn state(State(actor): State<ActorHandle>) -> Response {
                         "state": format!("{:?}", t.state()).to_uppercase(),
                         "reason": format!("{:?}", t.status.reason()),
                         "resources": t.resources,
+                        "principal": t.owner,
                     })
                 })
                 .collect();

@@ -9,6 +9,7 @@
 mod actor;
 mod agent_link;
 mod artifacts;
+mod audit;
 mod handle;
 mod http;
 mod metrics;
@@ -85,6 +86,12 @@ pub struct MasterConfig {
     pub quotas: Vec<(String, Resources)>,
     /// The largest artifact accepted, in bytes. Default 256 MiB.
     pub max_artifact_size: u64,
+    /// The most artifact bytes one principal (not an admin) may have
+    /// stored. Default 4 GiB.
+    pub artifact_quota: u64,
+    /// Serve `/metrics` without a token (`--metrics-public`): only on a
+    /// loopback HTTP address.
+    pub metrics_public: bool,
     /// Artifacts nobody uploaded, fetched or asked about for this long are
     /// deleted. Default 24 hours.
     pub artifact_ttl: Duration,
@@ -121,6 +128,8 @@ impl MasterConfig {
             role_weights: Vec::new(),
             quotas: Vec::new(),
             max_artifact_size: 256 << 20,
+            artifact_quota: 4 << 30,
+            metrics_public: false,
             artifact_ttl: Duration::from_secs(24 * 3600),
             store: None,
             wall_clock: WallClock::system(),
@@ -159,6 +168,15 @@ impl Master {
                     );
                 }
             }
+        }
+        if config.metrics_public
+            && let Some(http) = config.http
+            && !http.ip().is_loopback()
+        {
+            anyhow::bail!(
+                "--metrics-public serves /metrics without a token, so only on a loopback HTTP \
+                 address, not {http}: drop it (a read-only token reads /metrics) or use --http 127.0.0.1:PORT"
+            );
         }
         let registry: Arc<dyn Store> = match &config.store {
             Some(store) => store.clone(),
@@ -226,6 +244,7 @@ impl Master {
         let store = ArtifactStore::open(
             &config.work_dir.join("artifacts"),
             config.max_artifact_size,
+            config.artifact_quota,
             registry.clone(),
             &artifacts,
         )
@@ -284,9 +303,15 @@ impl Master {
             Some((trust, token)) => (Some(trust), token),
             None => (None, None),
         };
+        let audit = Arc::new(
+            audit::Audit::open(&config.work_dir, config.wall_clock.clone()).with_context(|| {
+                format!("cannot open the audit log in {}", config.work_dir.display())
+            })?,
+        );
         let gate = |agents| trust::Gate {
             trust: trust.clone(),
             agents,
+            audit: audit.clone(),
         };
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -308,22 +333,31 @@ impl Master {
             .add_service(InterceptedService::new(
                 SchedulerServer::new(scheduler::SchedulerService {
                     actor: handle.clone(),
+                    trust: trust.clone(),
+                    audit: audit.clone(),
+                    artifacts: store.clone(),
                 }),
                 gate(false),
             ))
             .add_service(AgentLinkServer::new(agent_link::AgentLinkService {
                 actor: handle.clone(),
                 trust: trust.clone(),
+                audit: audit.clone(),
             }))
             .add_service(InterceptedService::new(
-                ArtifactsServer::new(artifacts::ArtifactsService { store })
-                    .max_decoding_message_size(8 << 20),
+                ArtifactsServer::new(artifacts::ArtifactsService {
+                    store,
+                    actor: handle.clone(),
+                    audit: audit.clone(),
+                })
+                .max_decoding_message_size(8 << 20),
                 gate(true),
             ))
             .add_service(InterceptedService::new(
                 OperatorServer::new(operator::OperatorService {
                     actor: handle.clone(),
                     trust: trust.clone(),
+                    audit: audit.clone(),
                 }),
                 gate(false),
             ));
@@ -355,7 +389,7 @@ impl Master {
                     .await
                     .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
                 let http_addr = listener.local_addr()?;
-                let app = http::router(handle.clone(), trust.clone());
+                let app = http::router(handle.clone(), trust.clone(), config.metrics_public);
                 let http_stopped = stopped(stopping.clone());
                 let served = match &trust {
                     None => tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! The `Operator` service: what is where, roles, drains, sandbox reads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -8,7 +9,10 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::operator_server::Operator;
 
 use super::actor::Command;
+use super::audit::{Actor, Audit};
 use super::handle::ActorHandle;
+use super::trust::{Trust, principal_of};
+use crate::access::Principal;
 use crate::core::{Core, Input};
 use crate::ids::Role;
 use crate::resources::Resources;
@@ -19,7 +23,58 @@ const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct OperatorService {
     pub actor: ActorHandle,
     /// `None` on an insecure master.
-    pub trust: Option<std::sync::Arc<super::trust::Trust>>,
+    pub trust: Option<Arc<Trust>>,
+    pub audit: Arc<Audit>,
+}
+
+impl OperatorService {
+    fn trust(&self) -> Result<&Trust, Status> {
+        self.trust
+            .as_deref()
+            .ok_or_else(super::agent_link::insecure)
+    }
+
+    /// Runs an admin-only change as the request's principal, and audits it.
+    async fn admin_change<T, R, F>(
+        &self,
+        request: &Request<T>,
+        call: &str,
+        what: &str,
+        args: serde_json::Value,
+        change: F,
+    ) -> Result<R, Status>
+    where
+        F: std::future::Future<Output = Result<R, Status>>,
+    {
+        let who = principal_of(request)?;
+        let result = match who.require_admin(what) {
+            Ok(()) => change.await,
+            Err(denied) => Err(Status::permission_denied(denied.0)),
+        };
+        self.audit
+            .record(Actor::Principal(&who), call, args, &result);
+        result
+    }
+
+    /// Refuses a read to principals that may not see everything; audits
+    /// the refusal.
+    fn require_sees_all<T>(&self, request: &Request<T>, call: &str) -> Result<Principal, Status> {
+        let who = principal_of(request)?;
+        if who.sees_all() {
+            return Ok(who);
+        }
+        let refused = Err(Status::permission_denied(format!(
+            "{call} needs an admin or read-only token; {} is neither",
+            who.describe()
+        )));
+        self.audit.refusal(
+            Actor::Principal(&who),
+            call,
+            serde_json::Value::Null,
+            &refused,
+        );
+        refused
+    }
 }
 
 fn wire(r: &Resources) -> Option<v1::Resources> {
@@ -47,12 +102,14 @@ impl Operator for OperatorService {
         &self,
         request: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let who = principal_of(&request)?;
         let request = request.into_inner();
         let tasks = self
             .actor
             .query(move |core, _| {
                 core.tasks()
                     .into_iter()
+                    .filter(|t| who.may_see(&t.owner))
                     .filter(|t| {
                         request.task_ids.is_empty()
                             || request.task_ids.iter().any(|id| id == t.id.as_str())
@@ -68,6 +125,7 @@ impl Operator for OperatorService {
                         name: t.spec.name.clone(),
                         resources: wire(&t.resources),
                         status: Some(t.status),
+                        principal: t.owner,
                     })
                     .collect()
             })
@@ -79,6 +137,8 @@ impl Operator for OperatorService {
         &self,
         _request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        // Capacity is no secret among the cluster's users: any principal
+        // may list agents (and roles), to size its jobs.
         let agents = self
             .actor
             .query(|core, _| {
@@ -100,18 +160,21 @@ impl Operator for OperatorService {
 
     async fn list_frameworks(
         &self,
-        _request: Request<v1::ListFrameworksRequest>,
+        request: Request<v1::ListFrameworksRequest>,
     ) -> Result<Response<v1::ListFrameworksResponse>, Status> {
+        let who = principal_of(&request)?;
         let frameworks = self
             .actor
-            .query(|core, _| {
+            .query(move |core, _| {
                 core.frameworks()
                     .into_iter()
+                    .filter(|f| who.may_see(&f.principal))
                     .map(|f| v1::FrameworkState {
                         info: Some(v1::FrameworkInfo {
                             framework_id: f.id.to_string(),
                             name: f.name,
                             role: f.role.to_string(),
+                            principal: f.principal,
                             ..Default::default()
                         }),
                         connected: f.connected,
@@ -148,71 +211,171 @@ impl Operator for OperatorService {
         &self,
         request: Request<v1::UpdateRoleRequest>,
     ) -> Result<Response<v1::RoleInfo>, Status> {
-        let request = request.into_inner();
-        let quota = request
-            .quota
-            .as_ref()
-            .map(Resources::try_from)
-            .transpose()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let role = request.role.clone();
-        self.actor
-            .call(Input::UpdateRole {
-                role: request.role,
-                weight: request.weight,
-                quota,
-            })
-            .await?;
-        let info = self
-            .actor
-            .query(move |core, _| role_info(core, &Role::from(role.as_str())))
-            .await?;
-        info.map(Response::new)
-            .ok_or_else(|| Status::internal("role vanished after update"))
+        let r = request.get_ref().clone();
+        let args = serde_json::json!({
+            "role": r.role,
+            "weight": r.weight,
+            "quota": r.quota.as_ref().map(|q| Resources::try_from(q).map(|q| q.to_string()).unwrap_or_default()),
+        });
+        let who = principal_of(&request)?;
+        let change = async {
+            let quota = r
+                .quota
+                .as_ref()
+                .map(Resources::try_from)
+                .transpose()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let role = r.role.clone();
+            self.actor
+                .call_as(
+                    &who,
+                    Input::UpdateRole {
+                        role: r.role,
+                        weight: r.weight,
+                        quota,
+                    },
+                )
+                .await?;
+            self.actor
+                .query(move |core, _| role_info(core, &Role::from(role.as_str())))
+                .await?
+                .ok_or_else(|| Status::internal("role vanished after update"))
+        };
+        let result = change.await;
+        self.audit
+            .record(Actor::Principal(&who), "Operator.UpdateRole", args, &result);
+        result.map(Response::new)
     }
 
     async fn create_token(
         &self,
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
-        let trust = self
-            .trust
-            .as_ref()
-            .ok_or_else(super::agent_link::insecure)?;
-        Ok(Response::new(
-            trust.create_token(request.into_inner()).await?,
-        ))
+        let r = request.get_ref().clone();
+        let args = serde_json::json!({
+            "kind": format!("{:?}", r.kind()),
+            "principal": r.principal,
+            "roles": r.roles,
+            "ttl_ms": r.ttl_ms,
+            "uses": r.uses,
+        });
+        let created = self
+            .admin_change(
+                &request,
+                "Operator.CreateToken",
+                "making a token",
+                args,
+                async { self.trust()?.create_token(r).await },
+            )
+            .await?;
+        // The secret is in the answer only; the audit line names the accessor.
+        Ok(Response::new(created))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.require_sees_all(&request, "Operator.ListTokens")?;
+        Ok(Response::new(v1::ListTokensResponse {
+            tokens: self.trust()?.list_tokens(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        let accessor = request.get_ref().accessor.clone();
+        let args = serde_json::json!({"accessor": accessor});
+        self.admin_change(
+            &request,
+            "Operator.RevokeToken",
+            "revoking a token",
+            args,
+            async { self.trust()?.revoke_token(&accessor).await },
+        )
+        .await?;
+        Ok(Response::new(v1::RevokeTokenResponse {}))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<v1::WhoAmIRequest>,
+    ) -> Result<Response<v1::WhoAmIResponse>, Status> {
+        let who = principal_of(&request)?;
+        let token = self.trust.as_ref().and_then(|t| {
+            t.list_tokens()
+                .into_iter()
+                .find(|token| token.accessor == who.accessor)
+        });
+        let (kind, roles) = match &who.grant {
+            crate::access::Grant::Admin => (v1::TokenKind::Admin, Vec::new()),
+            crate::access::Grant::ReadOnly => (v1::TokenKind::ReadOnly, Vec::new()),
+            crate::access::Grant::Roles(roles) => (v1::TokenKind::Principal, roles.clone()),
+        };
+        Ok(Response::new(v1::WhoAmIResponse {
+            may: who.abilities(),
+            principal: who.name,
+            kind: kind as i32,
+            roles,
+            accessor: who.accessor,
+            expires_ms: token.map_or(0, |t| t.expires_ms),
+        }))
+    }
+
+    async fn read_audit(
+        &self,
+        request: Request<v1::ReadAuditRequest>,
+    ) -> Result<Response<v1::ReadAuditResponse>, Status> {
+        self.require_sees_all(&request, "Operator.ReadAudit")?;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let audit = self.audit.clone();
+        let entries = tokio::task::spawn_blocking(move || audit.read(r.since_ms, limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("cannot read the audit log: {e}")))?;
+        Ok(Response::new(v1::ReadAuditResponse { entries }))
     }
 
     async fn revoke_agent(
         &self,
         request: Request<v1::RevokeAgentRequest>,
     ) -> Result<Response<v1::RevokeAgentResponse>, Status> {
-        let trust = self
-            .trust
-            .as_ref()
-            .ok_or_else(super::agent_link::insecure)?;
-        let agent_id = request.into_inner().agent_id;
-        // Revoked first: from here the agent cannot attach again, so the
-        // removal below is final.
-        trust.revoke(&agent_id).await?;
-        let agent = crate::ids::AgentId::from(agent_id.as_str());
-        let tasks_lost = {
-            let agent = agent.clone();
-            self.actor
-                .query(move |core, _| {
-                    core.agents()
-                        .into_iter()
-                        .find(|a| a.id == agent)
-                        .map_or(0, |a| a.tasks as u32)
-                })
-                .await?
-        };
-        self.actor
-            .call(Input::RemoveAgent {
-                agent,
-                why: "the agent's certificate was revoked".into(),
-            })
+        let agent_id = request.get_ref().agent_id.clone();
+        let args = serde_json::json!({"agent_id": agent_id});
+        let tasks_lost = self
+            .admin_change(
+                &request,
+                "Operator.RevokeAgent",
+                "revoking an agent",
+                args,
+                async {
+                    // Revoked first: from here the agent cannot attach again, so
+                    // the removal below is final.
+                    self.trust()?.revoke(&agent_id).await?;
+                    let agent = crate::ids::AgentId::from(agent_id.as_str());
+                    let tasks_lost = {
+                        let agent = agent.clone();
+                        self.actor
+                            .query(move |core, _| {
+                                core.agents()
+                                    .into_iter()
+                                    .find(|a| a.id == agent)
+                                    .map_or(0, |a| a.tasks as u32)
+                            })
+                            .await?
+                    };
+                    self.actor
+                        .call(Input::RemoveAgent {
+                            agent,
+                            why: "the agent's certificate was revoked".into(),
+                        })
+                        .await?;
+                    Ok(tasks_lost)
+                },
+            )
             .await?;
         Ok(Response::new(v1::RevokeAgentResponse { tasks_lost }))
     }
@@ -221,17 +384,64 @@ impl Operator for OperatorService {
         &self,
         request: Request<v1::DrainAgentRequest>,
     ) -> Result<Response<v1::DrainAgentResponse>, Status> {
-        let agent = request.into_inner().agent_id.as_str().into();
-        self.actor.call(Input::DrainAgent { agent }).await?;
+        let agent_id = request.get_ref().agent_id.clone();
+        let args = serde_json::json!({"agent_id": agent_id});
+        let who = principal_of(&request)?;
+        let result = self
+            .actor
+            .call_as(
+                &who,
+                Input::DrainAgent {
+                    agent: agent_id.as_str().into(),
+                },
+            )
+            .await;
+        self.audit
+            .record(Actor::Principal(&who), "Operator.DrainAgent", args, &result);
+        result?;
         Ok(Response::new(v1::DrainAgentResponse {}))
+    }
+
+    async fn undrain_agent(
+        &self,
+        request: Request<v1::UndrainAgentRequest>,
+    ) -> Result<Response<v1::UndrainAgentResponse>, Status> {
+        let agent_id = request.get_ref().agent_id.clone();
+        let args = serde_json::json!({"agent_id": agent_id});
+        let who = principal_of(&request)?;
+        let result = self
+            .actor
+            .call_as(
+                &who,
+                Input::UndrainAgent {
+                    agent: agent_id.as_str().into(),
+                },
+            )
+            .await;
+        self.audit.record(
+            Actor::Principal(&who),
+            "Operator.UndrainAgent",
+            args,
+            &result,
+        );
+        result?;
+        Ok(Response::new(v1::UndrainAgentResponse {}))
     }
 
     async fn kill_tasks(
         &self,
         request: Request<v1::OperatorKillRequest>,
     ) -> Result<Response<v1::OperatorKillResponse>, Status> {
+        let who = principal_of(&request)?;
         let task_ids = request.into_inner().task_ids;
-        self.actor.call(Input::OperatorKill { task_ids }).await?;
+        let args = serde_json::json!({"task_ids": task_ids});
+        let result = self
+            .actor
+            .call_as(&who, Input::OperatorKill { task_ids })
+            .await;
+        self.audit
+            .record(Actor::Principal(&who), "Operator.KillTasks", args, &result);
+        result?;
         Ok(Response::new(v1::OperatorKillResponse {}))
     }
 
@@ -239,10 +449,14 @@ impl Operator for OperatorService {
         &self,
         request: Request<v1::ReadSandboxRequest>,
     ) -> Result<Response<v1::SandboxReadReply>, Status> {
+        let who = principal_of(&request)?;
+        let request = request.into_inner();
+        let args = serde_json::json!({"task_id": request.task_id, "agent_id": request.agent_id});
         let (reply, answer) = oneshot::channel();
         self.actor
             .send(Command::ReadSandbox {
-                request: request.into_inner(),
+                who: who.clone(),
+                request,
                 reply,
             })
             .await?;
@@ -251,7 +465,10 @@ impl Operator for OperatorService {
             .map_err(|_| {
                 Status::deadline_exceeded("the agent did not answer the sandbox read in 10 s")
             })?
-            .map_err(|_| Status::unavailable("the agent went away during the sandbox read"))??;
+            .map_err(|_| Status::unavailable("the agent went away during the sandbox read"))?;
+        self.audit
+            .refusal(Actor::Principal(&who), "Operator.ReadSandbox", args, &reply);
+        let reply = reply?;
         if !reply.error.is_empty() {
             return Err(Status::not_found(reply.error));
         }

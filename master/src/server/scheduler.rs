@@ -1,6 +1,8 @@
 //! The `Scheduler` service: frameworks subscribe and make calls.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
@@ -11,12 +13,48 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::scheduler_server::Scheduler;
 
 use super::actor::{Command, STREAM_BUFFER};
+use super::artifacts::ArtifactStore;
+use super::audit::{Actor, Audit};
 use super::handle::{ActorHandle, status_of};
+use super::trust::{Trust, principal_of};
 use crate::core::{ConnectionId, Input, Reply};
 use crate::ids::FrameworkId;
 
 pub struct SchedulerService {
     pub actor: ActorHandle,
+    /// `None` on an insecure master.
+    pub trust: Option<Arc<Trust>>,
+    pub audit: Arc<Audit>,
+    /// To check that a launch uses only artifacts its principal may read.
+    pub artifacts: ArtifactStore,
+}
+
+impl SchedulerService {
+    /// Feeds `input` to the core as the request's principal; refusals (and,
+    /// for `audited` calls, every outcome) go to the audit log.
+    async fn call<T>(
+        &self,
+        request: &Request<T>,
+        name: &str,
+        args: impl FnOnce() -> serde_json::Value,
+        audited: bool,
+        input: Input,
+    ) -> Result<Reply, Status> {
+        let who = principal_of(request)?;
+        let result = self.actor.call_as(&who, input).await;
+        if audited {
+            self.audit
+                .record(Actor::Principal(&who), name, args(), &result);
+        } else {
+            self.audit.refusal(
+                Actor::Principal(&who),
+                name,
+                serde_json::Value::Null,
+                &result,
+            );
+        }
+        result
+    }
 }
 
 /// A framework's event stream as tonic sends it. The actor holds the only
@@ -26,12 +64,26 @@ pub struct SchedulerService {
 pub struct EventStream {
     events: ReceiverStream<Result<v1::Event, Status>>,
     gone: Option<(ActorHandle, FrameworkId, ConnectionId)>,
+    /// Resolves when the token that opened the stream is revoked or
+    /// expires (with why): the stream then ends with UNAUTHENTICATED.
+    credential_ended: Option<Pin<Box<dyn Future<Output = String> + Send>>>,
 }
 
 impl Stream for EventStream {
     type Item = Result<v1::Event, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(ended) = self.credential_ended.as_mut()
+            && let Poll::Ready(why) = ended.as_mut().poll(cx)
+        {
+            // Ends here: tonic sends this status and drops the stream,
+            // which tells the actor the framework went away.
+            self.credential_ended = None;
+            self.events.close();
+            return Poll::Ready(Some(Err(Status::unauthenticated(format!(
+                "{why}; the stream is closed"
+            )))));
+        }
         Pin::new(&mut self.events).poll_next(cx)
     }
 }
@@ -56,27 +108,46 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let who = principal_of(&request)?;
         let info = request
             .into_inner()
             .framework
             .ok_or_else(|| Status::invalid_argument("subscribe needs a `framework`"))?;
+        let args = serde_json::json!({
+            "framework_id": info.framework_id,
+            "name": info.name,
+            "role": info.role,
+        });
         let (events, stream) = mpsc::channel(STREAM_BUFFER);
         let (reply, answer) = oneshot::channel();
         self.actor
             .send(Command::Subscribe {
+                who: who.clone(),
                 info,
                 events,
                 reply,
             })
             .await?;
-        let (framework, connection) = answer
+        let answered = answer
             .await
-            .map_err(|_| Status::unavailable("the master is shutting down"))?
-            .map_err(status_of)?;
-        tracing::info!(%framework, "framework subscribed");
+            .map_err(|_| Status::unavailable("the master is shutting down"))
+            .and_then(|r| r.map_err(status_of));
+        self.audit.record(
+            Actor::Principal(&who),
+            "Scheduler.Subscribe",
+            args,
+            &answered,
+        );
+        let (framework, connection) = answered?;
+        tracing::info!(%framework, principal = %who.name, "framework subscribed");
+        let credential_ended = self.trust.as_ref().map(|trust| {
+            Box::pin(trust.token_ended(&who.accessor))
+                as Pin<Box<dyn Future<Output = String> + Send>>
+        });
         Ok(Response::new(EventStream {
             events: ReceiverStream::new(stream),
             gone: Some((self.actor.clone(), framework, connection)),
+            credential_ended,
         }))
     }
 
@@ -84,7 +155,33 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::AcceptRequest>,
     ) -> Result<Response<v1::AcceptResponse>, Status> {
-        match self.actor.call(Input::Accept(request.into_inner())).await? {
+        let who = principal_of(&request)?;
+        let readable = request.get_ref().tasks.iter().try_for_each(|task| {
+            std::iter::once(task.artifact.as_str())
+                .chain(task.inputs.iter().map(|i| i.artifact.as_str()))
+                .try_for_each(|digest| self.artifacts.require_readable(&who, digest))
+        });
+        if let Err(refused) = readable {
+            let refused = Err(refused);
+            self.audit.refusal(
+                Actor::Principal(&who),
+                "Scheduler.Accept",
+                serde_json::json!({"framework_id": request.get_ref().framework_id}),
+                &refused,
+            );
+            return refused;
+        }
+        let input = Input::Accept(request.get_ref().clone());
+        match self
+            .call(
+                &request,
+                "Scheduler.Accept",
+                || serde_json::Value::Null,
+                false,
+                input,
+            )
+            .await?
+        {
             Reply::Launched(ids) => Ok(Response::new(v1::AcceptResponse {
                 task_ids: ids.into_iter().map(|id| id.to_string()).collect(),
             })),
@@ -96,9 +193,15 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::DeclineRequest>,
     ) -> Result<Response<v1::DeclineResponse>, Status> {
-        self.actor
-            .call(Input::Decline(request.into_inner()))
-            .await?;
+        let input = Input::Decline(request.get_ref().clone());
+        self.call(
+            &request,
+            "Scheduler.Decline",
+            || serde_json::Value::Null,
+            false,
+            input,
+        )
+        .await?;
         Ok(Response::new(v1::DeclineResponse {}))
     }
 
@@ -106,7 +209,16 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::KillRequest>,
     ) -> Result<Response<v1::KillResponse>, Status> {
-        self.actor.call(Input::Kill(request.into_inner())).await?;
+        let r = request.get_ref();
+        let args = || serde_json::json!({"framework_id": r.framework_id, "task_ids": r.task_ids});
+        self.call(
+            &request,
+            "Scheduler.Kill",
+            args,
+            true,
+            Input::Kill(r.clone()),
+        )
+        .await?;
         Ok(Response::new(v1::KillResponse {}))
     }
 
@@ -114,9 +226,15 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
-        self.actor
-            .call(Input::Acknowledge(request.into_inner()))
-            .await?;
+        let input = Input::Acknowledge(request.get_ref().clone());
+        self.call(
+            &request,
+            "Scheduler.Acknowledge",
+            || serde_json::Value::Null,
+            false,
+            input,
+        )
+        .await?;
         Ok(Response::new(v1::AcknowledgeResponse {}))
     }
 
@@ -124,9 +242,15 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileResponse>, Status> {
-        self.actor
-            .call(Input::Reconcile(request.into_inner()))
-            .await?;
+        let input = Input::Reconcile(request.get_ref().clone());
+        self.call(
+            &request,
+            "Scheduler.Reconcile",
+            || serde_json::Value::Null,
+            false,
+            input,
+        )
+        .await?;
         Ok(Response::new(v1::ReconcileResponse {}))
     }
 
@@ -134,7 +258,15 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::ReviveRequest>,
     ) -> Result<Response<v1::ReviveResponse>, Status> {
-        self.actor.call(Input::Revive(request.into_inner())).await?;
+        let input = Input::Revive(request.get_ref().clone());
+        self.call(
+            &request,
+            "Scheduler.Revive",
+            || serde_json::Value::Null,
+            false,
+            input,
+        )
+        .await?;
         Ok(Response::new(v1::ReviveResponse {}))
     }
 
@@ -142,9 +274,15 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::SuppressRequest>,
     ) -> Result<Response<v1::SuppressResponse>, Status> {
-        self.actor
-            .call(Input::Suppress(request.into_inner()))
-            .await?;
+        let input = Input::Suppress(request.get_ref().clone());
+        self.call(
+            &request,
+            "Scheduler.Suppress",
+            || serde_json::Value::Null,
+            false,
+            input,
+        )
+        .await?;
         Ok(Response::new(v1::SuppressResponse {}))
     }
 
@@ -152,9 +290,16 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::TeardownRequest>,
     ) -> Result<Response<v1::TeardownResponse>, Status> {
-        self.actor
-            .call(Input::Teardown(request.into_inner()))
-            .await?;
+        let r = request.get_ref();
+        let args = || serde_json::json!({"framework_id": r.framework_id});
+        self.call(
+            &request,
+            "Scheduler.Teardown",
+            args,
+            true,
+            Input::Teardown(r.clone()),
+        )
+        .await?;
         Ok(Response::new(v1::TeardownResponse {}))
     }
 }

@@ -21,13 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 use wasmos_proto::v1;
 use wasmos_tls::{Ca, JoinString, Secret, ServerIdentity};
 
 use super::WallClock;
+use crate::access::{Grant, Principal, validate_principal};
 use crate::resources::Resources;
-use crate::store::{Record, Store, StoreError, Write};
+use crate::store::{Record, Store, StoreError, Table, Write};
 
 /// How the master's gRPC and HTTP ports speak.
 #[derive(Clone, Debug)]
@@ -70,12 +72,11 @@ impl TlsSettings {
 /// Who made a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
-    /// The holder of an admin token (by accessor).
-    Admin(String),
+    /// The holder of an admin, read-only or principal token.
+    Principal(Principal),
     /// An agent, by the id its certificate names.
     Agent(String),
 }
-
 /// What a joined agent may do.
 #[derive(Clone, Debug)]
 pub struct AgentIdentity {
@@ -105,6 +106,8 @@ pub struct Trust {
 struct State {
     tokens: HashMap<String, v1::StoredToken>,
     identities: HashMap<String, v1::StoredIdentity>,
+    /// Cancelled when a token is revoked: the streams it opened end.
+    revocations: HashMap<String, CancellationToken>,
 }
 
 /// The registry's trust records, as loaded.
@@ -186,6 +189,7 @@ impl Trust {
                 .into_iter()
                 .map(|i| (i.agent_id.clone(), i))
                 .collect(),
+            revocations: HashMap::new(),
         };
         let admin_token_path = work_dir.join("admin.token");
         let current = std::fs::read_to_string(&admin_token_path)
@@ -204,6 +208,7 @@ impl Trust {
                 secret_sha256: token.hash(),
                 kind: v1::TokenKind::Admin as i32,
                 created_ms: clock.now_ms(),
+                principal: "admin".into(),
                 ..Default::default()
             };
             writes.push(Write::Put(Record::Token(stored.clone())));
@@ -254,11 +259,13 @@ impl Trust {
         &self.admin_token_path
     }
 
-    /// Who made `request`: an admin token in `authorization: Bearer`, or an
-    /// agent certificate (accepted only when `agents` may make this call).
+    /// Who made `request`: a token in `authorization: Bearer`, or an agent
+    /// certificate (accepted only when `agents` may make this call).
     pub fn caller<T>(&self, request: &Request<T>, agents: bool) -> Result<Caller, Status> {
         if let Some(value) = request.metadata().get("authorization") {
-            return self.admin(value.to_str().unwrap_or_default());
+            return self
+                .principal(value.to_str().unwrap_or_default())
+                .map(Caller::Principal);
         }
         if let Some(agent) = self.agent_of(request)? {
             if agents {
@@ -275,8 +282,10 @@ impl Trust {
         ))
     }
 
-    /// The admin behind an `authorization` header's value, `Bearer <token>`.
-    pub fn admin(&self, header: &str) -> Result<Caller, Status> {
+    /// The principal behind an `authorization` header's value, `Bearer
+    /// <token>`: an admin, read-only or principal token that is neither
+    /// revoked nor expired.
+    pub fn principal(&self, header: &str) -> Result<Principal, Status> {
         let token = header
             .strip_prefix("Bearer ")
             .and_then(|v| Secret::parse(v).ok())
@@ -284,21 +293,66 @@ impl Trust {
                 Status::unauthenticated("the authorization header is not `Bearer <token>`")
             })?;
         let state = self.state.lock().expect("not poisoned");
-        match state.tokens.get(&token.accessor) {
-            Some(t)
-                if t.kind() == v1::TokenKind::Admin
-                    && token.matches(&t.secret_sha256)
-                    && !expired(t, self.clock.now_ms()) =>
-            {
-                Ok(Caller::Admin(token.accessor))
+        let stored = state
+            .tokens
+            .get(&token.accessor)
+            .filter(|t| token.matches(&t.secret_sha256) && !expired(t, self.clock.now_ms()))
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "token {} is unknown, revoked or expired",
+                    token.accessor
+                ))
+            })?;
+        let grant = match stored.kind() {
+            v1::TokenKind::Admin => Grant::Admin,
+            v1::TokenKind::ReadOnly => Grant::ReadOnly,
+            v1::TokenKind::Principal => Grant::Roles(stored.roles.clone()),
+            v1::TokenKind::AgentJoin | v1::TokenKind::Unspecified => {
+                return Err(Status::permission_denied(
+                    "a join token only joins agents (`wasmos agent --join`)",
+                ));
             }
-            Some(t) if t.kind() == v1::TokenKind::AgentJoin => Err(Status::permission_denied(
-                "a join token only joins agents (`wasmos agent --join`)",
-            )),
-            _ => Err(Status::unauthenticated(format!(
-                "token {} is unknown, revoked or expired",
-                token.accessor
-            ))),
+        };
+        Ok(Principal {
+            name: if stored.principal.is_empty() {
+                "admin".into()
+            } else {
+                stored.principal.clone()
+            },
+            accessor: token.accessor,
+            grant,
+        })
+    }
+
+    /// Resolves once the token behind `accessor` is revoked or expires, with
+    /// why: a stream it opened then ends.
+    pub fn token_ended(
+        &self,
+        accessor: &str,
+    ) -> impl std::future::Future<Output = String> + Send + 'static {
+        let (revoked, expires_ms) = {
+            let mut state = self.state.lock().expect("not poisoned");
+            let expires_ms = state.tokens.get(accessor).map_or(0, |t| t.expires_ms);
+            let revoked = state
+                .revocations
+                .entry(accessor.to_string())
+                .or_default()
+                .clone();
+            (revoked, expires_ms)
+        };
+        let now = self.clock.now_ms();
+        let accessor = accessor.to_string();
+        async move {
+            let expiry = async {
+                if expires_ms == 0 {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(expires_ms.saturating_sub(now))).await;
+            };
+            tokio::select! {
+                () = revoked.cancelled_owned() => format!("token {accessor} was revoked"),
+                () = expiry => format!("token {accessor} expired"),
+            }
         }
     }
 
@@ -339,10 +393,51 @@ impl Trust {
         request: v1::CreateTokenRequest,
     ) -> Result<v1::CreateTokenResponse, Status> {
         let kind = request.kind();
-        if kind == v1::TokenKind::Unspecified {
-            return Err(Status::invalid_argument("say what the token is for (kind)"));
+        let principal = match (kind, request.principal.as_str()) {
+            (v1::TokenKind::Unspecified, _) => {
+                return Err(Status::invalid_argument("say what the token is for (kind)"));
+            }
+            (v1::TokenKind::AgentJoin, "") => String::new(),
+            (v1::TokenKind::AgentJoin, _) => {
+                return Err(Status::invalid_argument(
+                    "a join token names no principal: the agent gets its own identity",
+                ));
+            }
+            (v1::TokenKind::Principal, "") => {
+                return Err(Status::invalid_argument(
+                    "a principal token needs a principal (--principal NAME)",
+                ));
+            }
+            (v1::TokenKind::Admin, "") => "admin".into(),
+            (v1::TokenKind::ReadOnly, "") => "read-only".into(),
+            (_, name) => name.to_string(),
+        };
+        if !principal.is_empty() {
+            validate_principal(&principal).map_err(Status::invalid_argument)?;
+        }
+        let mut roles = request.roles.clone();
+        if kind == v1::TokenKind::Principal {
+            if roles.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a principal token needs the roles it may subscribe in (--roles a,b)",
+                ));
+            }
+            for role in &roles {
+                crate::ids::validate_role(role).map_err(Status::invalid_argument)?;
+            }
+            roles.sort();
+            roles.dedup();
+        } else if !roles.is_empty() {
+            return Err(Status::invalid_argument(
+                "only principal tokens carry roles (admins may use every role)",
+            ));
         }
         if let Some(max) = &request.max_resources {
+            if kind != v1::TokenKind::AgentJoin {
+                return Err(Status::invalid_argument(
+                    "only join tokens carry max_resources",
+                ));
+            }
             Resources::try_from(max)
                 .map_err(|e| Status::invalid_argument(format!("max_resources: {e}")))?;
         }
@@ -364,6 +459,8 @@ impl Trust {
                 0
             },
             max_resources: request.max_resources,
+            principal,
+            roles,
         };
         self.commit(vec![Write::Put(Record::Token(stored.clone()))])
             .await?;
@@ -372,7 +469,7 @@ impl Trust {
             .expect("not poisoned")
             .tokens
             .insert(stored.accessor.clone(), stored.clone());
-        tracing::info!(accessor = %token.accessor, ?kind, "token created");
+        tracing::info!(accessor = %token.accessor, ?kind, principal = %stored.principal, "token created");
         let join = if kind == v1::TokenKind::AgentJoin {
             JoinString {
                 token: token.clone(),
@@ -389,6 +486,45 @@ impl Trust {
             expires_ms: stored.expires_ms,
             join,
         })
+    }
+
+    /// Every token, without secrets, by accessor.
+    pub fn list_tokens(&self) -> Vec<v1::TokenInfo> {
+        let state = self.state.lock().expect("not poisoned");
+        let mut tokens: Vec<v1::TokenInfo> = state
+            .tokens
+            .values()
+            .map(|t| v1::TokenInfo {
+                accessor: t.accessor.clone(),
+                kind: t.kind,
+                principal: t.principal.clone(),
+                roles: t.roles.clone(),
+                created_ms: t.created_ms,
+                expires_ms: t.expires_ms,
+                uses_left: t.uses_left,
+            })
+            .collect();
+        tokens.sort_by(|a, b| a.accessor.cmp(&b.accessor));
+        tokens
+    }
+
+    /// Ends a token: it is deleted from the registry, and the streams it
+    /// opened are told to close.
+    pub async fn revoke_token(&self, accessor: &str) -> Result<v1::TokenInfo, Status> {
+        let info = self
+            .list_tokens()
+            .into_iter()
+            .find(|t| t.accessor == accessor)
+            .ok_or_else(|| Status::not_found(format!("no token {accessor}")))?;
+        self.commit(vec![Write::Delete(Table::Tokens, accessor.to_string())])
+            .await?;
+        let mut state = self.state.lock().expect("not poisoned");
+        state.tokens.remove(accessor);
+        if let Some(revoked) = state.revocations.remove(accessor) {
+            revoked.cancel();
+        }
+        tracing::warn!(%accessor, "token revoked");
+        Ok(info)
     }
 
     /// Spends one use of a join token on a certificate for a new agent id.
@@ -531,20 +667,47 @@ fn expired(token: &v1::StoredToken, now_ms: u64) -> bool {
     token.expires_ms != 0 && now_ms >= token.expires_ms
 }
 
-/// The gate in front of a gRPC service: checks the caller before the call.
+/// The gate in front of a gRPC service: checks the caller before the call
+/// and hands it to the handler in the request's extensions (see
+/// [`caller_of`]).
 #[derive(Clone)]
 pub struct Gate {
-    /// `None`: an insecure master asks nothing.
+    /// `None`: an insecure master asks nothing; every caller is
+    /// [`Principal::local`].
     pub trust: Option<Arc<Trust>>,
     /// Agents may make this service's calls.
     pub agents: bool,
+    pub audit: Arc<super::audit::Audit>,
 }
 
 impl tonic::service::Interceptor for Gate {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(trust) = &self.trust {
-            trust.caller(&request, self.agents)?;
-        }
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = match &self.trust {
+            None => Caller::Principal(Principal::local()),
+            Some(trust) => trust.caller(&request, self.agents).inspect_err(|refused| {
+                self.audit.refused_credential(refused);
+            })?,
+        };
+        request.extensions_mut().insert(caller);
         Ok(request)
+    }
+}
+
+/// The caller the [`Gate`] let through.
+pub fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::internal("this service has no gate"))
+}
+
+/// The principal the [`Gate`] let through; agents may not make this call.
+pub fn principal_of<T>(request: &Request<T>) -> Result<Principal, Status> {
+    match caller_of(request)? {
+        Caller::Principal(p) => Ok(p),
+        Caller::Agent(agent) => Err(Status::permission_denied(format!(
+            "agent {agent} may not make this call"
+        ))),
     }
 }

@@ -1,0 +1,87 @@
+//! Which inputs a principal may make (the rules are in [`crate::access`]).
+//!
+//! Checked against the core's own state before the input is applied, in the
+//! same actor turn, so ownership cannot change between check and use.
+
+use super::{Core, CoreError, Input};
+use crate::access::{Denied, Principal};
+use crate::ids::{DEFAULT_ROLE, FrameworkId, TaskId};
+
+impl Core {
+    /// Refuses `input` with [`CoreError::PermissionDenied`] unless `who`
+    /// may make it. Inputs naming unknown frameworks or tasks pass: the
+    /// core then answers them NOT_FOUND as for anyone.
+    pub fn authorize(&self, who: &Principal, input: &Input) -> Result<(), CoreError> {
+        let framework = |id: &str, what: &str| -> Result<(), Denied> {
+            match self.frameworks.get(&FrameworkId::from(id)) {
+                Some(fw) => who.require_use(&format!("{what} framework {id}"), &fw.info.principal),
+                None => who.require_writer(what),
+            }
+        };
+        let checked = match input {
+            Input::Subscribe {
+                framework: info, ..
+            } => {
+                let role = if info.role.is_empty() {
+                    DEFAULT_ROLE
+                } else {
+                    info.role.as_str()
+                };
+                who.require_role(role).and_then(|()| {
+                    if info.framework_id.is_empty() {
+                        Ok(())
+                    } else {
+                        framework(&info.framework_id, "re-subscribing")
+                    }
+                })
+            }
+            Input::Accept(r) => framework(&r.framework_id, "accepting offers of"),
+            Input::Decline(r) => framework(&r.framework_id, "declining offers of"),
+            Input::Kill(r) => framework(&r.framework_id, "killing tasks of"),
+            Input::Acknowledge(r) => framework(&r.framework_id, "acknowledging updates of"),
+            Input::Reconcile(r) => framework(&r.framework_id, "reconciling tasks of"),
+            Input::Revive(r) => framework(&r.framework_id, "reviving"),
+            Input::Suppress(r) => framework(&r.framework_id, "suppressing"),
+            Input::Teardown(r) => framework(&r.framework_id, "tearing down"),
+            Input::OperatorKill { task_ids } => task_ids.iter().try_for_each(|id| {
+                match self.task_owner(&TaskId::from(id.as_str())) {
+                    Some(owner) => who.require_use(&format!("killing task {id}"), owner),
+                    None => who.require_writer("killing tasks"),
+                }
+            }),
+            Input::UpdateRole { .. } => who.require_admin("changing a role's weight or quota"),
+            Input::DrainAgent { .. } => who.require_admin("draining an agent"),
+            Input::UndrainAgent { .. } => who.require_admin("undraining an agent"),
+            Input::RemoveAgent { .. } => who.require_admin("revoking an agent"),
+            Input::AgentRegister { .. }
+            | Input::AgentHeartbeat { .. }
+            | Input::AgentUpdates { .. }
+            | Input::AgentDisconnected { .. }
+            | Input::FrameworkDisconnected { .. }
+            | Input::Tick => Err(Denied(
+                "only agents and the master itself make this input".into(),
+            )),
+        };
+        checked.map_err(|Denied(why)| CoreError::PermissionDenied(why))
+    }
+
+    /// The principal owning a task the core lists (live or of a removed
+    /// framework).
+    pub fn task_owner(&self, id: &TaskId) -> Option<&str> {
+        self.tasks
+            .get(id)
+            .or_else(|| self.graveyard.get(id))
+            .map(|t| t.owner.as_str())
+    }
+
+    /// Does `agent` run (or hold the sandbox of) a task that needs the
+    /// artifact `digest`, as its module or an input? Agents may fetch only
+    /// those.
+    pub fn agent_needs_artifact(&self, agent: &crate::ids::AgentId, digest: &str) -> bool {
+        self.agents.get(agent).is_some_and(|a| {
+            a.tasks.iter().filter_map(|id| self.tasks.get(id)).any(|t| {
+                t.spec.artifact == digest || t.spec.inputs.iter().any(|i| i.artifact == digest)
+            })
+        })
+    }
+}

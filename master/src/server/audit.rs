@@ -1,0 +1,182 @@
+//! The audit log: one JSON line per change and per refusal, in
+//! `<work-dir>/audit.log`.
+//!
+//! Who (principal, token accessor or agent), what (the call and its
+//! arguments, never a secret), when, and whether it was allowed. Lines are
+//! written through to the file at once (no buffering in the process), so a
+//! `kill -9` loses none that were answered; they are not synced, so a power
+//! loss may lose the last ones, as the system log would.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+use tonic::Status;
+
+use super::WallClock;
+use crate::access::Principal;
+
+pub struct Audit {
+    path: PathBuf,
+    file: Mutex<File>,
+    clock: WallClock,
+}
+
+/// Who an entry is about.
+pub enum Actor<'a> {
+    Principal(&'a Principal),
+    Agent(&'a str),
+    /// A caller whose credential did not check out.
+    Unknown,
+}
+
+impl Audit {
+    /// Opens (creating, appending to) `<work_dir>/audit.log`.
+    pub fn open(work_dir: &Path, clock: WallClock) -> std::io::Result<Audit> {
+        let path = work_dir.join("audit.log");
+        let file = File::options().create(true).append(true).open(&path)?;
+        Ok(Audit {
+            path,
+            file: Mutex::new(file),
+            clock,
+        })
+    }
+
+    /// Records a change `call` with `args` and its outcome.
+    pub fn record<T>(&self, who: Actor<'_>, call: &str, args: Value, outcome: &Result<T, Status>) {
+        let (who, accessor) = match who {
+            Actor::Principal(p) => (p.name.as_str(), p.accessor.as_str()),
+            Actor::Agent(id) => (id, ""),
+            Actor::Unknown => ("", ""),
+        };
+        let mut entry = json!({
+            "ts_ms": self.clock.now_ms(),
+            "who": who,
+            "call": call,
+            "args": args,
+            "allowed": outcome.is_ok(),
+        });
+        if !accessor.is_empty() {
+            entry["accessor"] = accessor.into();
+        }
+        if let Err(status) = outcome {
+            entry["code"] = format!("{:?}", status.code()).into();
+            entry["error"] = status.message().into();
+        }
+        self.write(&entry);
+    }
+
+    /// Records a refusal of a call without a valid credential.
+    pub fn refused_credential(&self, status: &Status) {
+        self.record::<()>(
+            Actor::Unknown,
+            "(credential)",
+            Value::Null,
+            &Err(status.clone()),
+        );
+    }
+
+    /// Records `outcome` if it is a refusal (`PERMISSION_DENIED`,
+    /// `UNAUTHENTICATED`): for reads, which are not audited when allowed.
+    pub fn refusal<T>(&self, who: Actor<'_>, call: &str, args: Value, outcome: &Result<T, Status>) {
+        if let Err(status) = outcome
+            && matches!(
+                status.code(),
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            )
+        {
+            self.record(who, call, args, outcome);
+        }
+    }
+
+    fn write(&self, entry: &Value) {
+        let mut line = entry.to_string();
+        line.push('\n');
+        let mut file = self.file.lock().expect("not poisoned");
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            tracing::error!("cannot write the audit log {}: {e}", self.path.display());
+        }
+    }
+
+    /// The newest `limit` entries at or after `since_ms`, oldest first.
+    pub fn read(&self, since_ms: u64, limit: usize) -> std::io::Result<Vec<String>> {
+        let file = File::open(&self.path)?;
+        let mut kept = std::collections::VecDeque::new();
+        for line in BufReader::new(file).lines() {
+            let line = line?;
+            let ts = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["ts_ms"].as_u64())
+                .unwrap_or(0);
+            if ts >= since_ms {
+                kept.push_back(line);
+                if kept.len() > limit {
+                    kept.pop_front();
+                }
+            }
+        }
+        Ok(kept.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Grant;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn entries_say_who_what_when_and_whether() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(1000));
+        let clock = {
+            let now = now.clone();
+            WallClock(Arc::new(move || now.load(Ordering::SeqCst)))
+        };
+        let audit = Audit::open(dir.path(), clock).unwrap();
+        let alice = Principal {
+            name: "alice".into(),
+            accessor: "acc1".into(),
+            grant: Grant::Roles(vec!["batch".into()]),
+        };
+        audit.record::<()>(
+            Actor::Principal(&alice),
+            "Scheduler.Teardown",
+            json!({"framework_id": "F1"}),
+            &Ok(()),
+        );
+        now.store(2000, Ordering::SeqCst);
+        audit.refusal::<()>(
+            Actor::Principal(&alice),
+            "Operator.ListTasks",
+            Value::Null,
+            &Err(Status::not_found("not a refusal")),
+        );
+        audit.refusal::<()>(
+            Actor::Principal(&alice),
+            "Operator.DrainAgent",
+            json!({"agent_id": "A1"}),
+            &Err(Status::permission_denied("needs an admin token")),
+        );
+        let all = audit.read(0, 100).unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let first: Value = serde_json::from_str(&all[0]).unwrap();
+        assert_eq!(first["who"], "alice");
+        assert_eq!(first["accessor"], "acc1");
+        assert_eq!(first["allowed"], true);
+        assert_eq!(first["ts_ms"], 1000);
+        let second: Value = serde_json::from_str(&all[1]).unwrap();
+        assert_eq!(second["allowed"], false);
+        assert_eq!(second["code"], "PermissionDenied");
+        assert_eq!(audit.read(1500, 100).unwrap().len(), 1);
+        assert_eq!(audit.read(0, 1).unwrap(), vec![all[1].clone()]);
+        // Reopened, it appends.
+        drop(audit);
+        let audit = Audit::open(dir.path(), WallClock::system()).unwrap();
+        audit.refused_credential(&Status::unauthenticated("token x is unknown"));
+        assert_eq!(audit.read(0, 100).unwrap().len(), 3);
+    }
+}
