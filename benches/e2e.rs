@@ -38,7 +38,8 @@
 //!
 //! The master serves TLS, as `wasmos master` does by default: agents join
 //! with a join token and connect with their own certificates, the framework
-//! verifies the master by its CA and sends the admin token.
+//! verifies the master by its CA and sends a principal's token (role
+//! `default`), checked with its permissions on every call.
 //! `--compare-insecure` runs the bench a second time with `wasmos master
 //! --insecure` (plaintext, no credentials) and adds
 //! `insecure_tasks_per_s`, `insecure_launch_p50_ms` and
@@ -513,9 +514,29 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
         .collect();
     processes.1.extend(executors.iter().flatten());
 
+    // The framework is a principal, not an admin: every call goes through
+    // the ownership, role and artifact checks a real user's would.
+    let principal_token = credentials.as_ref().map(|c| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
+            .args(["token", "create", "--principal", "bench", "--roles", "default"])
+            .args(["--master", &url])
+            .env("WASMOS_CA", master_dir.path().join("ca.pem"))
+            .env("WASMOS_TOKEN", &c.token)
+            .output()
+            .expect("wasmos token create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    });
     let options = ConnectOptions {
         ca_pem: credentials.as_ref().map(|c| c.ca_pem.clone()),
-        token: credentials.as_ref().map(|c| c.token.clone()),
+        token: principal_token,
         identity: None,
     };
     let client = Client::connect_with(&url, options)
