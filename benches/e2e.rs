@@ -518,7 +518,14 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
     // the ownership, role and artifact checks a real user's would.
     let principal_token = credentials.as_ref().map(|c| {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
-            .args(["token", "create", "--principal", "bench", "--roles", "default"])
+            .args([
+                "token",
+                "create",
+                "--principal",
+                "bench",
+                "--roles",
+                "default",
+            ])
             .args(["--master", &url])
             .env("WASMOS_CA", master_dir.path().join("ca.pem"))
             .env("WASMOS_TOKEN", &c.token)

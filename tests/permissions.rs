@@ -775,3 +775,82 @@ fn artifacts_count_against_their_principals_quota() {
     // Admins have no quota.
     upload(&tls(&cluster).token, &write("c.bin", 3)).expect("the admin uploads");
 }
+
+#[test]
+fn metrics_public_opens_only_metrics_and_only_on_loopback() {
+    let cluster = Cluster::start_tls(0, &["--metrics-public"], &[]);
+    let ca = &tls(&cluster).ca_pem;
+    let metrics = https_get(&format!("{}/metrics", cluster.http), ca, None);
+    assert!(metrics.contains("wasmos_agents"), "{metrics}");
+    let state = https_get(&format!("{}/state", cluster.http), ca, None);
+    assert!(state.contains(" 401 "), "/state without a token: {state}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("m");
+    let out = support::wasmos()
+        .args(["master", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"])
+        .arg("--metrics-public")
+        .arg("--work-dir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
+    assert!(!work.exists(), "nothing was opened or written");
+}
+
+/// An agent fetches the artifacts of tasks placed on it, and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_fetches_only_the_artifacts_of_its_own_tasks() {
+    let cluster = Cluster::start_tls(1, &[], &["--cpus", "2"]);
+    let hello = guest("hello").display().to_string();
+    let cluster_ref = &cluster;
+    let out = tokio::task::block_in_place(|| {
+        cluster_ref
+            .cli()
+            .args(["run", &hello, "--master", &cluster_ref.url])
+            .output()
+            .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = wasmos_sdk::digest_of(&std::fs::read(guest("hello")).unwrap());
+
+    // Another agent, joined with the cluster's join string: its certificate
+    // is good, but no task of that module was placed on it.
+    let join = wasmos_tls::JoinString::parse(&tls(&cluster).join).unwrap();
+    let other = wasmos_agent::identity::Identity::join(
+        &cluster.dir.path().join("other-agent"),
+        &join,
+        "other",
+    )
+    .await
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(cluster.url.clone())
+        .unwrap()
+        .tls_config(other.client_tls().tonic())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = ArtifactsClient::new(channel)
+        .stat(v1::StatRequest {
+            digest: digest.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused}");
+    // The admin may read it, so it exists.
+    ArtifactsClient::new(channel_admin(&cluster).await)
+        .stat(v1::StatRequest { digest })
+        .await
+        .expect("the artifact is stored");
+}
+
+async fn channel_admin(cluster: &Cluster) -> Channel {
+    channel(cluster, &tls(cluster).token).await
+}
