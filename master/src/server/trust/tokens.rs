@@ -1,0 +1,230 @@
+//! Tokens: who a bearer is ([`Trust::principal`]), making, listing and
+//! revoking them, and the end of the streams a revoked or expired token
+//! opened.
+
+use std::time::Duration;
+
+use tonic::Status;
+use wasmos_proto::v1;
+use wasmos_tls::{JoinString, Secret};
+
+use super::{Trust, expired};
+use crate::access::{Grant, Principal, validate_principal};
+use crate::resources::Resources;
+use crate::store::{Record, Table, Write};
+
+impl Trust {
+    /// The principal behind an `authorization` header's value, `Bearer
+    /// <token>`: an admin, read-only or principal token that is neither
+    /// revoked nor expired.
+    pub fn principal(&self, header: &str) -> Result<Principal, Status> {
+        let token = header
+            .strip_prefix("Bearer ")
+            .and_then(|v| Secret::parse(v).ok())
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header is not `Bearer <token>`")
+            })?;
+        let state = self.state.lock().expect("not poisoned");
+        let stored = state
+            .tokens
+            .get(&token.accessor)
+            .filter(|t| token.matches(&t.secret_sha256) && !expired(t, self.clock.now_ms()))
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "token {} is unknown, revoked or expired",
+                    token.accessor
+                ))
+            })?;
+        let grant = match stored.kind() {
+            v1::TokenKind::Admin => Grant::Admin,
+            v1::TokenKind::ReadOnly => Grant::ReadOnly,
+            v1::TokenKind::Principal => Grant::Roles(stored.roles.clone()),
+            v1::TokenKind::AgentJoin | v1::TokenKind::Unspecified => {
+                return Err(Status::permission_denied(
+                    "a join token only joins agents (`wasmos agent --join`)",
+                ));
+            }
+        };
+        Ok(Principal {
+            name: if stored.principal.is_empty() {
+                "admin".into()
+            } else {
+                stored.principal.clone()
+            },
+            accessor: token.accessor,
+            grant,
+        })
+    }
+
+    /// Resolves once the token behind `accessor` is revoked or expires, with
+    /// why: a stream it opened then ends.
+    pub fn token_ended(
+        &self,
+        accessor: &str,
+    ) -> impl std::future::Future<Output = String> + Send + 'static {
+        let (revoked, expires_ms) = {
+            let mut state = self.state.lock().expect("not poisoned");
+            let expires_ms = state.tokens.get(accessor).map_or(0, |t| t.expires_ms);
+            let revoked = state
+                .revocations
+                .entry(accessor.to_string())
+                .or_default()
+                .clone();
+            (revoked, expires_ms)
+        };
+        let now = self.clock.now_ms();
+        let accessor = accessor.to_string();
+        async move {
+            let expiry = async {
+                if expires_ms == 0 {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(expires_ms.saturating_sub(now))).await;
+            };
+            tokio::select! {
+                () = revoked.cancelled_owned() => format!("token {accessor} was revoked"),
+                () = expiry => format!("token {accessor} expired"),
+            }
+        }
+    }
+
+    /// Makes a token. Join tokens default to one use within an hour.
+    pub async fn create_token(
+        &self,
+        request: v1::CreateTokenRequest,
+    ) -> Result<v1::CreateTokenResponse, Status> {
+        let kind = request.kind();
+        let principal = match (kind, request.principal.as_str()) {
+            (v1::TokenKind::Unspecified, _) => {
+                return Err(Status::invalid_argument("say what the token is for (kind)"));
+            }
+            (v1::TokenKind::AgentJoin, "") => String::new(),
+            (v1::TokenKind::AgentJoin, _) => {
+                return Err(Status::invalid_argument(
+                    "a join token names no principal: the agent gets its own identity",
+                ));
+            }
+            (v1::TokenKind::Principal, "") => {
+                return Err(Status::invalid_argument(
+                    "a principal token needs a principal (--principal NAME)",
+                ));
+            }
+            (v1::TokenKind::Admin, "") => "admin".into(),
+            (v1::TokenKind::ReadOnly, "") => "read-only".into(),
+            (_, name) => name.to_string(),
+        };
+        if !principal.is_empty() {
+            validate_principal(&principal).map_err(Status::invalid_argument)?;
+        }
+        let mut roles = request.roles.clone();
+        if kind == v1::TokenKind::Principal {
+            if roles.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a principal token needs the roles it may subscribe in (--roles a,b)",
+                ));
+            }
+            for role in &roles {
+                crate::ids::validate_role(role).map_err(Status::invalid_argument)?;
+            }
+            roles.sort();
+            roles.dedup();
+        } else if !roles.is_empty() {
+            return Err(Status::invalid_argument(
+                "only principal tokens carry roles (admins may use every role)",
+            ));
+        }
+        if let Some(max) = &request.max_resources {
+            if kind != v1::TokenKind::AgentJoin {
+                return Err(Status::invalid_argument(
+                    "only join tokens carry max_resources",
+                ));
+            }
+            Resources::try_from(max)
+                .map_err(|e| Status::invalid_argument(format!("max_resources: {e}")))?;
+        }
+        let now = self.clock.now_ms();
+        let ttl = match (kind, request.ttl_ms) {
+            (v1::TokenKind::AgentJoin, 0) => 3600 * 1000,
+            (_, ttl) => ttl,
+        };
+        let token = Secret::generate();
+        let stored = v1::StoredToken {
+            accessor: token.accessor.clone(),
+            secret_sha256: token.hash(),
+            kind: kind as i32,
+            created_ms: now,
+            expires_ms: if ttl == 0 { 0 } else { now.saturating_add(ttl) },
+            uses_left: if kind == v1::TokenKind::AgentJoin {
+                request.uses.max(1)
+            } else {
+                0
+            },
+            max_resources: request.max_resources,
+            principal,
+            roles,
+        };
+        self.commit(vec![Write::Put(Record::Token(stored.clone()))])
+            .await?;
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .tokens
+            .insert(stored.accessor.clone(), stored.clone());
+        tracing::info!(accessor = %token.accessor, ?kind, principal = %stored.principal, "token created");
+        let join = if kind == v1::TokenKind::AgentJoin {
+            JoinString {
+                token: token.clone(),
+                masters: self.settings.advertise.clone(),
+                ca_pin: self.server_pin.clone(),
+            }
+            .to_string()
+        } else {
+            String::new()
+        };
+        Ok(v1::CreateTokenResponse {
+            token: token.to_string(),
+            accessor: token.accessor,
+            expires_ms: stored.expires_ms,
+            join,
+        })
+    }
+
+    /// Every token, without secrets, by accessor.
+    pub fn list_tokens(&self) -> Vec<v1::TokenInfo> {
+        let state = self.state.lock().expect("not poisoned");
+        let mut tokens: Vec<v1::TokenInfo> = state
+            .tokens
+            .values()
+            .map(|t| v1::TokenInfo {
+                accessor: t.accessor.clone(),
+                kind: t.kind,
+                principal: t.principal.clone(),
+                roles: t.roles.clone(),
+                created_ms: t.created_ms,
+                expires_ms: t.expires_ms,
+                uses_left: t.uses_left,
+            })
+            .collect();
+        tokens.sort_by(|a, b| a.accessor.cmp(&b.accessor));
+        tokens
+    }
+
+    /// Ends a token: it is deleted from the registry, and the streams it
+    /// opened are told to close.
+    pub async fn revoke_token(&self, accessor: &str) -> Result<v1::TokenInfo, Status> {
+        let info = self
+            .list_tokens()
+            .into_iter()
+            .find(|t| t.accessor == accessor)
+            .ok_or_else(|| Status::not_found(format!("no token {accessor}")))?;
+        self.commit(vec![Write::Delete(Table::Tokens, accessor.to_string())])
+            .await?;
+        let mut state = self.state.lock().expect("not poisoned");
+        state.tokens.remove(accessor);
+        if let Some(revoked) = state.revocations.remove(accessor) {
+            revoked.cancel();
+        }
+        tracing::warn!(%accessor, "token revoked");
+        Ok(info)
+    }
+}
