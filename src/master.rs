@@ -74,6 +74,29 @@ pub struct Args {
     /// stored; an upload past it is refused.
     #[arg(long, default_value = "4GiB", value_parser = cli_args::size)]
     artifact_quota: u64,
+    /// The most artifacts the master stores in all.
+    #[arg(long, default_value_t = 100_000)]
+    max_artifacts: usize,
+    /// The most artifact bytes the master stores in all.
+    #[arg(long, default_value = "64GiB", value_parser = cli_args::size)]
+    max_artifact_bytes: u64,
+    /// The most agents the master keeps; past it a new agent is refused.
+    #[arg(long, default_value_t = 50_000)]
+    max_agents: usize,
+    /// The most one agent may advertise; a larger claim is refused.
+    #[arg(long, default_value = "cpus:4096,mem:64TiB,disk:256TiB", value_parser = |s: &str| Resources::parse(s))]
+    max_agent_resources: Resources,
+    /// The most frameworks subscribed in one role.
+    #[arg(long, default_value_t = 1_000)]
+    max_frameworks_per_role: usize,
+    /// The most tasks one framework holds (running, or ended and not yet
+    /// acknowledged); an Accept past it is refused.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_tasks_per_framework: usize,
+    /// The most bytes of events queued for one framework: a framework that
+    /// falls further behind has its stream closed (it re-subscribes).
+    #[arg(long, default_value = "8MiB", value_parser = cli_args::size)]
+    max_stream_bytes: u64,
     /// Serve /metrics without a token, for a local scraper. Only with a
     /// loopback --http address; otherwise /metrics, like /state, needs an
     /// admin or read-only token.
@@ -142,6 +165,17 @@ impl Args {
         config.core.framework_heartbeat_interval = self.framework_heartbeat;
         config.max_artifact_size = self.max_artifact_size;
         config.artifact_quota = self.artifact_quota;
+        config.artifact_limits = wasmos_master::server::StoreLimits {
+            count: self.max_artifacts,
+            bytes: self.max_artifact_bytes,
+        };
+        config.max_stream_bytes = usize::try_from(self.max_stream_bytes).unwrap_or(usize::MAX);
+        config.core.caps = wasmos_master::core::Caps {
+            agents: self.max_agents,
+            agent_resources: self.max_agent_resources,
+            frameworks_per_role: self.max_frameworks_per_role,
+            tasks_per_framework: self.max_tasks_per_framework,
+        };
         config.metrics_public = self.metrics_public;
         config.artifact_ttl = self.artifact_ttl;
         config.transport = if self.insecure {

@@ -12,6 +12,7 @@ pub mod access;
 pub mod allocator;
 pub mod core;
 pub mod ids;
+pub mod limits;
 pub mod resources;
 pub mod server;
 pub mod store;

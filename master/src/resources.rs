@@ -40,6 +40,13 @@ impl Resources {
         disk: 0,
     };
 
+    /// More than anything can hold: what an overflowing sum counts as.
+    pub const MAX: Resources = Resources {
+        cpu_millis: u64::MAX,
+        mem: u64::MAX,
+        disk: u64::MAX,
+    };
+
     /// A bundle from cores and bytes, for code and tests.
     ///
     /// ```
@@ -245,14 +252,15 @@ impl fmt::Display for Resources {
     }
 }
 
+/// Addition that must not overflow, in every build: sums of what clients
+/// declare are checked first (`checked_add`), and the master's caps on what
+/// an agent may claim keep the cluster's totals far below `u64::MAX`. An
+/// overflow here is a bug worth a loud panic, never a silent wrap.
 impl Add for Resources {
     type Output = Resources;
     fn add(self, other: Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis + other.cpu_millis,
-            mem: self.mem + other.mem,
-            disk: self.disk + other.disk,
-        }
+        self.checked_add(&other)
+            .unwrap_or_else(|| panic!("resource overflow: {self:?} + {other:?}"))
     }
 }
 

@@ -2004,7 +2004,15 @@ fn tasks_whose_sizes_overflow_when_summed_are_refused() {
 
 #[test]
 fn an_agent_that_would_overflow_the_cluster_total_is_refused() {
-    let mut h = Harness::new();
+    // Past the default caps no single agent could; with them lifted, the
+    // sum is still checked.
+    let mut h = Harness::with_config(CoreConfig {
+        caps: wasmos_master::core::Caps {
+            agent_resources: Resources::MAX,
+            ..Default::default()
+        },
+        ..CoreConfig::default()
+    });
     h.register_agent(Harness::agent_info(4.0, u64::MAX), vec![])
         .unwrap();
     let err = refused(
@@ -2213,4 +2221,82 @@ fn weights_outside_the_documented_range_are_refused_and_undrain_offers_again() {
         "an undrained agent is offered again"
     );
     assert!(!h.core.agents()[0].draining);
+}
+
+#[test]
+fn agents_claiming_past_the_cap_or_reservations_that_wrap_are_refused() {
+    let mut h = Harness::new();
+    let err = refused(
+        &mut h,
+        Input::AgentRegister {
+            connection: 7,
+            register: v1::Register {
+                agent: Some(Harness::agent_info(1_000_000.0, GIB)),
+                tasks: vec![],
+            },
+        },
+    );
+    assert!(err.to_string().contains("--max-agent-resources"), "{err}");
+    // Two reservations whose sum wraps around u64 must not pass as small.
+    let mut h = Harness::with_config(CoreConfig {
+        caps: wasmos_master::core::Caps {
+            agent_resources: Resources::MAX,
+            ..Default::default()
+        },
+        ..CoreConfig::default()
+    });
+    let mut info = Harness::agent_info(4.0, 4 * GIB);
+    for _ in 0..2 {
+        info.reservations.push(v1::Reservation {
+            role: "batch".into(),
+            resources: Some(v1::Resources {
+                cpus: 0.0,
+                mem: 1 << 63,
+                disk: 0,
+            }),
+        });
+    }
+    let err = refused(
+        &mut h,
+        Input::AgentRegister {
+            connection: 8,
+            register: v1::Register {
+                agent: Some(info),
+                tasks: vec![],
+            },
+        },
+    );
+    assert!(err.to_string().contains("exceed"), "{err}");
+}
+
+#[test]
+fn repeated_ids_cost_one_and_too_many_are_refused() {
+    let (mut h, agent, fw, offer) = one_agent_one_framework();
+    launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB)]);
+    h.take_agent_messages(&agent);
+    h.handle(Input::Kill(v1::KillRequest {
+        framework_id: fw.to_string(),
+        task_ids: vec!["t1".into(); 800_000],
+    }))
+    .unwrap();
+    assert_eq!(killed(&h.take_agent_messages(&agent)), vec!["t1".to_string()]);
+    let err = refused(
+        &mut h,
+        Input::Reconcile(v1::ReconcileRequest {
+            framework_id: fw.to_string(),
+            task_ids: (0..50_001).map(|i| format!("x{i}")).collect(),
+        }),
+    );
+    assert!(err.to_string().contains("50000"), "{err}");
+    let err = refused(
+        &mut h,
+        Input::Subscribe {
+            connection: 9,
+            framework: v1::FrameworkInfo {
+                name: "n".repeat(300),
+                ..Default::default()
+            },
+        },
+    );
+    assert!(err.to_string().contains("framework.name is 300 bytes"), "{err}");
 }

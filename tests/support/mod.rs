@@ -189,6 +189,11 @@ impl Cluster {
         cluster
     }
 
+    /// The master process's id.
+    pub fn master_pid(&self) -> u32 {
+        self.master.as_ref().expect("the master runs").id()
+    }
+
     /// `kill -9` of the master process.
     pub fn kill_master(&mut self) {
         if let Some(mut child) = self.master.take() {
@@ -462,6 +467,17 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[n + 2..];
     }
     out
+}
+
+/// Resident memory of a process, in bytes (`VmRSS`).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
 }
 
 /// `kill -9 pid`.

@@ -269,9 +269,12 @@ impl Allocator {
         if self.agent_slots.contains_key(&id) {
             return Err(AllocatorError::DuplicateAgent(id));
         }
+        // The sum of what an agent declares is checked: a crafted sum must
+        // not wrap around and pass `fits_in`.
         let reserved_sum = reservations
             .iter()
-            .fold(Resources::ZERO, |acc, (_, r)| acc + *r);
+            .try_fold(Resources::ZERO, |acc, (_, r)| acc.checked_add(r))
+            .unwrap_or(Resources::MAX);
         if !reserved_sum.fits_in(&total) {
             return Err(AllocatorError::ReservationsExceedTotal {
                 reserved: reserved_sum,

@@ -32,6 +32,12 @@ impl Core {
     ) -> Result<Reply, CoreError> {
         let info = register.agent.unwrap_or_default();
         let (total, reservations) = agent_resources(&info)?;
+        let cap = self.config.caps.agent_resources;
+        if !total.fits_in(&cap) {
+            return Err(CoreError::InvalidAgent(format!(
+                "the agent claims {total}; an agent may claim at most {cap} (--max-agent-resources)"
+            )));
+        }
         let id = if info.agent_id.is_empty() {
             // Agents may name any id, even one of the master's own form they
             // were never given: skip those, or a newcomer would be taken for
@@ -68,7 +74,8 @@ impl Core {
             }
             let reserved = reservations
                 .iter()
-                .fold(Resources::ZERO, |sum, (_, r)| sum + *r);
+                .try_fold(Resources::ZERO, |sum, (_, r)| sum.checked_add(r))
+                .unwrap_or(Resources::MAX);
             if !reserved.fits_in(&total) {
                 return Err(CoreError::InvalidAgent(format!(
                     "reservations ({reserved}) exceed the agent's total resources ({total})"
@@ -128,6 +135,12 @@ impl Core {
                 }
             }
         } else {
+            if self.agents.len() >= self.config.caps.agents {
+                return Err(CoreError::Exhausted(format!(
+                    "the master has {} agents, its limit (--max-agents)",
+                    self.agents.len()
+                )));
+            }
             // A new agent, or one the master declared lost: either way it
             // starts empty, and anything it still runs must die.
             kill.extend(reported.iter().map(|(t, _)| t.to_string()));

@@ -54,4 +54,6 @@ pub enum CoreError {
     InvalidArgument(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    Exhausted(String),
 }

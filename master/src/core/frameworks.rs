@@ -36,6 +36,12 @@ impl Core {
         };
 
         let id = if info.framework_id.is_empty() {
+            let in_role = self.frameworks.values().filter(|f| f.role == role).count();
+            if in_role >= self.config.caps.frameworks_per_role {
+                return Err(CoreError::Exhausted(format!(
+                    "role `{role}` has {in_role} frameworks, its limit (--max-frameworks-per-role)"
+                )));
+            }
             let id = FrameworkId::from(self.fresh_id('F'));
             self.allocator
                 .add_framework(id.clone(), &role)

@@ -23,6 +23,7 @@
 
 mod access;
 mod agents;
+mod bounds;
 mod error;
 mod frameworks;
 mod invariants;
@@ -44,6 +45,7 @@ use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::resources::Resources;
 use crate::store::Write;
 use crate::time::Time;
+pub use bounds::bound;
 pub use error::CoreError;
 use outbox::Outbox;
 pub use persist::LAST_SEEN_EVERY;
@@ -93,6 +95,37 @@ pub struct CoreConfig {
     /// This start's epoch: it grows at every start on the same registry and
     /// is sent to agents and frameworks. Default 0.
     pub master_epoch: u64,
+    /// Capacity caps (`wasmos master --max-…`): see [`Caps`].
+    pub caps: Caps,
+}
+
+/// How much the master takes on, so that no client can make it hold
+/// without bound. Past a cap a call is refused with RESOURCE_EXHAUSTED
+/// (or INVALID_ARGUMENT for a claim no agent may make) and nothing changes.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    /// Agents the master keeps. Default 50,000.
+    pub agents: usize,
+    /// The most one agent may advertise. Default 4,096 cpus, 64 TiB of
+    /// memory and 256 TiB of disk: with the agent cap, the cluster's totals
+    /// stay far inside 64 bits.
+    pub agent_resources: Resources,
+    /// Frameworks subscribed in one role. Default 1,000.
+    pub frameworks_per_role: usize,
+    /// Tasks one framework holds (running, or ended and unacknowledged).
+    /// Default 1,000,000.
+    pub tasks_per_framework: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            agents: 50_000,
+            agent_resources: Resources::new(4096.0, 64 << 40, 256 << 40),
+            frameworks_per_role: 1_000,
+            tasks_per_framework: 1_000_000,
+        }
+    }
 }
 
 impl Default for CoreConfig {
@@ -112,6 +145,7 @@ impl Default for CoreConfig {
             agent_reregister_timeout: Duration::from_secs(600),
             wall_clock_origin_ms: 0,
             master_epoch: 0,
+            caps: Caps::default(),
         }
     }
 }
@@ -348,6 +382,16 @@ impl Core {
 
     /// Applies one input at time `now`.
     pub fn handle(&mut self, input: Input, now: Time) -> Outputs {
+        let input = match bound(input) {
+            Ok(input) => input,
+            Err(refused) => {
+                return Outputs {
+                    reply: Err(refused),
+                    messages: Vec::new(),
+                    writes: Vec::new(),
+                };
+            }
+        };
         let reply = match input {
             Input::AgentRegister {
                 connection,

@@ -68,6 +68,14 @@ impl Core {
         let offers = self.check_offers(&framework, &req.offer_ids)?;
         let agent = self.offers[&offers[0]].agent.clone();
 
+        let held = self.frameworks[&framework].tasks.len();
+        if held + req.tasks.len() > self.config.caps.tasks_per_framework {
+            return Err(CoreError::Exhausted(format!(
+                "framework {framework} holds {held} tasks; {} more would pass its limit of {} (--max-tasks-per-framework): acknowledge finished ones",
+                req.tasks.len(),
+                self.config.caps.tasks_per_framework
+            )));
+        }
         // Validate every task before touching anything.
         let mut specs = Vec::with_capacity(req.tasks.len());
         let mut seen = HashSet::new();

@@ -9,6 +9,7 @@ use wasmos_proto::v1::master_message::Kind as AgentKind;
 
 use super::Output;
 use crate::ids::{AgentId, FrameworkId};
+use crate::limits::MAX_MESSAGE_BYTES;
 
 /// Messages gathered while handling one input, in batches keyed by recipient.
 #[derive(Default)]
@@ -100,32 +101,58 @@ impl Outbox {
     pub fn drain(&mut self) -> Vec<Output> {
         let mut out = std::mem::take(&mut self.direct);
         for (fw, offer_ids) in self.rescinds.drain() {
-            out.push(event(fw, EventKind::Rescind(v1::Rescind { offer_ids })));
+            for offer_ids in split(offer_ids) {
+                out.push(event(
+                    fw.clone(),
+                    EventKind::Rescind(v1::Rescind { offer_ids }),
+                ));
+            }
         }
         for (fw, statuses) in self.updates.drain() {
-            out.push(event(fw, EventKind::Updates(v1::Updates { statuses })));
+            for statuses in split(statuses) {
+                out.push(event(
+                    fw.clone(),
+                    EventKind::Updates(v1::Updates { statuses }),
+                ));
+            }
         }
         for (fw, offers) in self.offers.drain() {
-            out.push(event(fw, EventKind::Offers(v1::Offers { offers })));
+            for offers in split(offers) {
+                out.push(event(fw.clone(), EventKind::Offers(v1::Offers { offers })));
+            }
         }
         for (agent, tasks) in self.kills.drain() {
-            out.push(message(
-                agent,
-                AgentKind::KillTasks(v1::KillTasks { task_ids: tasks }),
-            ));
+            for task_ids in split(tasks) {
+                out.push(message(
+                    agent.clone(),
+                    AgentKind::KillTasks(v1::KillTasks { task_ids }),
+                ));
+            }
         }
         for (agent, tasks) in self.runs.drain() {
-            out.push(message(agent, AgentKind::RunTasks(v1::RunTasks { tasks })));
+            for tasks in split(tasks) {
+                out.push(message(
+                    agent.clone(),
+                    AgentKind::RunTasks(v1::RunTasks { tasks }),
+                ));
+            }
         }
         for (agent, acks) in self.acks.drain() {
-            out.push(message(
-                agent,
-                AgentKind::AckUpdates(v1::AckUpdates { acks }),
-            ));
+            for acks in split(acks) {
+                out.push(message(
+                    agent.clone(),
+                    AgentKind::AckUpdates(v1::AckUpdates { acks }),
+                ));
+            }
         }
         out.append(&mut self.closes);
         out
     }
+}
+
+/// A batch in pieces of at most [`MAX_MESSAGE_BYTES`] (almost always one).
+fn split<T: prost::Message>(items: Vec<T>) -> Vec<Vec<T>> {
+    crate::limits::split_by_bytes(items, MAX_MESSAGE_BYTES - 64)
 }
 
 fn event(fw: FrameworkId, kind: EventKind) -> Output {

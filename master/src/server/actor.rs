@@ -46,8 +46,7 @@ use crate::ids::{AgentId, FrameworkId};
 use crate::store::{Store, StoreError, Write};
 use crate::time::Time;
 
-/// Events for one framework's stream.
-pub type EventSender = mpsc::Sender<Result<v1::Event, Status>>;
+pub use super::event_queue::EventSender;
 /// Messages for one agent's stream.
 pub type AgentSender = mpsc::Sender<Result<v1::MasterMessage, Status>>;
 
@@ -388,10 +387,13 @@ impl Actor {
     fn command(&mut self, command: Command) {
         match command {
             Command::Call { input, who, reply } => {
-                let result = match who.map(|who| self.core.authorize(&who, &input)) {
-                    Some(Err(denied)) => Err(denied),
-                    _ => self.apply(input),
-                };
+                // Bounded first, so a million repeated ids cost one check.
+                let result = crate::core::bound(input).and_then(|input| {
+                    match who.map(|who| self.core.authorize(&who, &input)) {
+                        Some(Err(denied)) => Err(denied),
+                        _ => self.apply(input),
+                    }
+                });
                 self.hold_reply(reply, result);
             }
             Command::Subscribe {
@@ -658,9 +660,10 @@ impl Actor {
 
     fn send_event(&mut self, id: &FrameworkId, event: v1::Event) {
         if let Some((connection, sender)) = self.frameworks.get(id)
-            && sender.try_send(Ok(event)).is_err()
+            && let Err(why) = sender.try_send(Ok(event))
         {
-            tracing::warn!(framework = %id, "framework stream full or closed; dropping it");
+            tracing::warn!(framework = %id, "framework stream closed: {why}");
+            self.metrics.stream_shed();
             self.dropped.push(Input::FrameworkDisconnected {
                 framework: id.clone(),
                 connection: *connection,

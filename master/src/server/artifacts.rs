@@ -29,6 +29,14 @@ use crate::store::{Record, Store, StoreError, Table, Write};
 /// Chunk size of fetch streams: well under gRPC's 4 MiB message limit.
 const CHUNK: usize = 256 * 1024;
 
+/// Master-wide caps of the artifact store (`--max-artifacts`,
+/// `--max-artifact-bytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct StoreLimits {
+    pub count: usize,
+    pub bytes: u64,
+}
+
 /// Artifacts on the master's disk.
 #[derive(Clone)]
 pub struct ArtifactStore {
@@ -36,6 +44,8 @@ pub struct ArtifactStore {
     max_size: u64,
     /// The most bytes one principal (not an admin) may have stored.
     quota: u64,
+    /// The most artifacts, and bytes, the master stores in all.
+    limits: StoreLimits,
     registry: Arc<dyn Store>,
     /// What the registry holds, by digest: who may read what.
     index: Arc<Mutex<HashMap<String, v1::StoredArtifact>>>,
@@ -51,6 +61,7 @@ impl ArtifactStore {
         dir: &Path,
         max_size: u64,
         quota: u64,
+        limits: StoreLimits,
         registry: Arc<dyn Store>,
         indexed: &[v1::StoredArtifact],
     ) -> anyhow::Result<ArtifactStore> {
@@ -90,6 +101,7 @@ impl ArtifactStore {
             dir: dir.to_path_buf(),
             max_size,
             quota,
+            limits,
             registry,
             index: Arc::new(Mutex::new(index)),
         })
@@ -239,7 +251,16 @@ impl ArtifactStore {
                     stored_ms: wall_ms(),
                     owners: Vec::new(),
                 });
+                let new = !index.contains_key(&digest);
+                let stored: u64 = index.values().map(|a| a.size).sum();
+                let count = index.len();
                 drop(index);
+                if new && (count >= self.limits.count || stored + size > self.limits.bytes) {
+                    return Err(Status::resource_exhausted(format!(
+                        "the master stores {count} artifacts of {stored} bytes; one more of {size} bytes would pass its limits of {} artifacts and {} bytes (--max-artifacts, --max-artifact-bytes)",
+                        self.limits.count, self.limits.bytes
+                    )));
+                }
                 if !record.owners.contains(&owner.name) {
                     if !owner.is_admin() {
                         let stored = self.stored_by(&owner.name);

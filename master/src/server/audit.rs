@@ -32,6 +32,12 @@ pub enum Actor<'a> {
     Unknown,
 }
 
+/// The first ids of a list, for an entry: a kill of 100,000 tasks is one
+/// line, not megabytes (the entry also carries the count).
+pub fn some_ids(ids: &[String]) -> &[String] {
+    &ids[..ids.len().min(20)]
+}
+
 impl Audit {
     /// Opens (creating, appending to) `<work_dir>/audit.log`.
     pub fn open(work_dir: &Path, clock: WallClock) -> std::io::Result<Audit> {

@@ -92,6 +92,7 @@ pub fn status_of(error: CoreError) -> Status {
         | CoreError::ForeignTask { .. }
         | CoreError::PermissionDenied(_) => Status::permission_denied(message),
         CoreError::DuplicateTask(_) => Status::already_exists(message),
+        CoreError::Exhausted(_) => Status::resource_exhausted(message),
         // The framework's packing was off, not its request: a distinct code
         // lets it tell the two apart.
         CoreError::InsufficientResources { .. } => Status::failed_precondition(message),

@@ -31,6 +31,8 @@ pub struct Metrics {
     usage: BTreeMap<(String, String), Usage>,
     /// Update ids already counted: updates are delivered at least once.
     counted: HashSet<Vec<u8>>,
+    /// Framework streams closed because they fell too far behind.
+    streams_shed: u64,
 }
 
 /// Forget counted ids past this many: a resend that old is not worth the
@@ -38,6 +40,11 @@ pub struct Metrics {
 const MAX_COUNTED: usize = 1_000_000;
 
 impl Metrics {
+    /// A framework stream was closed for falling behind.
+    pub fn stream_shed(&mut self) {
+        self.streams_shed += 1;
+    }
+
     pub fn record_cycle(&mut self, elapsed: Duration) {
         self.cycles += 1;
         self.last_cycle_seconds = elapsed.as_secs_f64();
@@ -97,6 +104,12 @@ impl Metrics {
             "Frameworks known to the master.",
             connected,
             frameworks.len(),
+        );
+        counter(
+            &mut out,
+            "wasmos_shed_total",
+            "Load the master shed to keep serving everyone else, by what.",
+            &[(r#"what="stream""#.to_string(), self.streams_shed as f64)],
         );
         gauge(
             &mut out,

@@ -10,6 +10,7 @@ mod actor;
 mod agent_link;
 mod artifacts;
 mod audit;
+mod event_queue;
 mod handle;
 mod http;
 mod metrics;
@@ -34,7 +35,7 @@ use wasmos_proto::v1::operator_server::OperatorServer;
 use wasmos_proto::v1::scheduler_server::SchedulerServer;
 
 pub use actor::ActorConfig;
-pub use artifacts::ArtifactStore;
+pub use artifacts::{ArtifactStore, StoreLimits};
 pub use trust::{TlsSettings, Transport};
 
 use crate::core::{Core, CoreConfig, Input};
@@ -89,9 +90,16 @@ pub struct MasterConfig {
     /// The most artifact bytes one principal (not an admin) may have
     /// stored. Default 4 GiB.
     pub artifact_quota: u64,
+    /// The most artifacts and bytes stored in all. Default 100,000 and
+    /// 64 GiB.
+    pub artifact_limits: artifacts::StoreLimits,
     /// Serve `/metrics` without a token (`--metrics-public`): only on a
     /// loopback HTTP address.
     pub metrics_public: bool,
+    /// The most bytes of events queued for one framework before its stream
+    /// is closed as fallen behind. Default 8 MiB: a reconciliation of the
+    /// most ids one call may name (50,000) fits, with room.
+    pub max_stream_bytes: usize,
     /// Artifacts nobody uploaded, fetched or asked about for this long are
     /// deleted. Default 24 hours.
     pub artifact_ttl: Duration,
@@ -129,7 +137,12 @@ impl MasterConfig {
             quotas: Vec::new(),
             max_artifact_size: 256 << 20,
             artifact_quota: 4 << 30,
+            artifact_limits: artifacts::StoreLimits {
+                count: 100_000,
+                bytes: 64 << 30,
+            },
             metrics_public: false,
+            max_stream_bytes: 8 << 20,
             artifact_ttl: Duration::from_secs(24 * 3600),
             store: None,
             wall_clock: WallClock::system(),
@@ -245,6 +258,7 @@ impl Master {
             &config.work_dir.join("artifacts"),
             config.max_artifact_size,
             config.artifact_quota,
+            config.artifact_limits,
             registry.clone(),
             &artifacts,
         )
@@ -336,6 +350,7 @@ impl Master {
                     trust: trust.clone(),
                     audit: audit.clone(),
                     artifacts: store.clone(),
+                    max_stream_bytes: config.max_stream_bytes,
                 }),
                 gate(false),
             ))

@@ -434,7 +434,10 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::OperatorKillResponse>, Status> {
         let who = principal_of(&request)?;
         let task_ids = request.into_inner().task_ids;
-        let args = serde_json::json!({"task_ids": task_ids});
+        let args = serde_json::json!({
+            "task_ids": super::audit::some_ids(&task_ids),
+            "count": task_ids.len(),
+        });
         let result = self
             .actor
             .call_as(&who, Input::OperatorKill { task_ids })

@@ -5,18 +5,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use wasmos_proto::v1;
 use wasmos_proto::v1::scheduler_server::Scheduler;
 
-use super::actor::{Command, STREAM_BUFFER};
+use super::actor::Command;
 use super::artifacts::ArtifactStore;
-use super::audit::{Actor, Audit};
+use super::audit::{self, Actor, Audit};
+use super::event_queue::{self, EventReceiver};
 use super::handle::{ActorHandle, status_of};
 use super::trust::{Trust, principal_of};
+use crate::access::Principal;
 use crate::core::{ConnectionId, Input, Reply};
 use crate::ids::FrameworkId;
 
@@ -27,27 +28,28 @@ pub struct SchedulerService {
     pub audit: Arc<Audit>,
     /// To check that a launch uses only artifacts its principal may read.
     pub artifacts: ArtifactStore,
+    /// The most bytes of events queued for one framework.
+    pub max_stream_bytes: usize,
 }
 
 impl SchedulerService {
-    /// Feeds `input` to the core as the request's principal; refusals (and,
-    /// for `audited` calls, every outcome) go to the audit log.
-    async fn call<T>(
+    /// Feeds `input` to the core as `who`; refusals (and, for `audited`
+    /// calls, every outcome) go to the audit log.
+    async fn call(
         &self,
-        request: &Request<T>,
+        who: &Principal,
         name: &str,
-        args: impl FnOnce() -> serde_json::Value,
+        args: serde_json::Value,
         audited: bool,
         input: Input,
     ) -> Result<Reply, Status> {
-        let who = principal_of(request)?;
-        let result = self.actor.call_as(&who, input).await;
+        let result = self.actor.call_as(who, input).await;
         if audited {
             self.audit
-                .record(Actor::Principal(&who), name, args(), &result);
+                .record(Actor::Principal(who), name, args, &result);
         } else {
             self.audit.refusal(
-                Actor::Principal(&who),
+                Actor::Principal(who),
                 name,
                 serde_json::Value::Null,
                 &result,
@@ -62,7 +64,7 @@ impl SchedulerService {
 /// a full stream, a re-subscription elsewhere); and when tonic drops it (the
 /// framework went away), the actor hears of it.
 pub struct EventStream {
-    events: ReceiverStream<Result<v1::Event, Status>>,
+    events: EventReceiver,
     gone: Option<(ActorHandle, FrameworkId, ConnectionId)>,
     /// Resolves when the token that opened the stream is revoked or
     /// expires (with why): the stream then ends with UNAUTHENTICATED.
@@ -84,7 +86,7 @@ impl Stream for EventStream {
                 "{why}; the stream is closed"
             )))));
         }
-        Pin::new(&mut self.events).poll_next(cx)
+        self.events.poll_recv(cx)
     }
 }
 
@@ -118,7 +120,7 @@ impl Scheduler for SchedulerService {
             "name": info.name,
             "role": info.role,
         });
-        let (events, stream) = mpsc::channel(STREAM_BUFFER);
+        let (events, stream) = event_queue::queue(self.max_stream_bytes);
         let (reply, answer) = oneshot::channel();
         self.actor
             .send(Command::Subscribe {
@@ -145,7 +147,7 @@ impl Scheduler for SchedulerService {
                 as Pin<Box<dyn Future<Output = String> + Send>>
         });
         Ok(Response::new(EventStream {
-            events: ReceiverStream::new(stream),
+            events: stream,
             gone: Some((self.actor.clone(), framework, connection)),
             credential_ended,
         }))
@@ -171,12 +173,12 @@ impl Scheduler for SchedulerService {
             );
             return refused;
         }
-        let input = Input::Accept(request.get_ref().clone());
+        let input = Input::Accept(request.into_inner());
         match self
             .call(
-                &request,
+                &who,
                 "Scheduler.Accept",
-                || serde_json::Value::Null,
+                serde_json::Value::Null,
                 false,
                 input,
             )
@@ -193,11 +195,13 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::DeclineRequest>,
     ) -> Result<Response<v1::DeclineResponse>, Status> {
-        let input = Input::Decline(request.get_ref().clone());
+        // Moved, not cloned: a call may be megabytes of ids.
+        let who = principal_of(&request)?;
+        let input = Input::Decline(request.into_inner());
         self.call(
-            &request,
+            &who,
             "Scheduler.Decline",
-            || serde_json::Value::Null,
+            serde_json::Value::Null,
             false,
             input,
         )
@@ -209,16 +213,15 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::KillRequest>,
     ) -> Result<Response<v1::KillResponse>, Status> {
-        let r = request.get_ref();
-        let args = || serde_json::json!({"framework_id": r.framework_id, "task_ids": r.task_ids});
-        self.call(
-            &request,
-            "Scheduler.Kill",
-            args,
-            true,
-            Input::Kill(r.clone()),
-        )
-        .await?;
+        let who = principal_of(&request)?;
+        let r = request.into_inner();
+        let args = serde_json::json!({
+            "framework_id": r.framework_id,
+            "task_ids": audit::some_ids(&r.task_ids),
+            "count": r.task_ids.len(),
+        });
+        self.call(&who, "Scheduler.Kill", args, true, Input::Kill(r))
+            .await?;
         Ok(Response::new(v1::KillResponse {}))
     }
 
@@ -226,11 +229,13 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
-        let input = Input::Acknowledge(request.get_ref().clone());
+        // Moved, not cloned: a call may be megabytes of ids.
+        let who = principal_of(&request)?;
+        let input = Input::Acknowledge(request.into_inner());
         self.call(
-            &request,
+            &who,
             "Scheduler.Acknowledge",
-            || serde_json::Value::Null,
+            serde_json::Value::Null,
             false,
             input,
         )
@@ -242,11 +247,13 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileResponse>, Status> {
-        let input = Input::Reconcile(request.get_ref().clone());
+        // Moved, not cloned: a call may be megabytes of ids.
+        let who = principal_of(&request)?;
+        let input = Input::Reconcile(request.into_inner());
         self.call(
-            &request,
+            &who,
             "Scheduler.Reconcile",
-            || serde_json::Value::Null,
+            serde_json::Value::Null,
             false,
             input,
         )
@@ -258,11 +265,13 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::ReviveRequest>,
     ) -> Result<Response<v1::ReviveResponse>, Status> {
-        let input = Input::Revive(request.get_ref().clone());
+        // Moved, not cloned: a call may be megabytes of ids.
+        let who = principal_of(&request)?;
+        let input = Input::Revive(request.into_inner());
         self.call(
-            &request,
+            &who,
             "Scheduler.Revive",
-            || serde_json::Value::Null,
+            serde_json::Value::Null,
             false,
             input,
         )
@@ -274,11 +283,13 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::SuppressRequest>,
     ) -> Result<Response<v1::SuppressResponse>, Status> {
-        let input = Input::Suppress(request.get_ref().clone());
+        // Moved, not cloned: a call may be megabytes of ids.
+        let who = principal_of(&request)?;
+        let input = Input::Suppress(request.into_inner());
         self.call(
-            &request,
+            &who,
             "Scheduler.Suppress",
-            || serde_json::Value::Null,
+            serde_json::Value::Null,
             false,
             input,
         )
@@ -290,16 +301,11 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::TeardownRequest>,
     ) -> Result<Response<v1::TeardownResponse>, Status> {
-        let r = request.get_ref();
-        let args = || serde_json::json!({"framework_id": r.framework_id});
-        self.call(
-            &request,
-            "Scheduler.Teardown",
-            args,
-            true,
-            Input::Teardown(r.clone()),
-        )
-        .await?;
+        let who = principal_of(&request)?;
+        let r = request.into_inner();
+        let args = serde_json::json!({"framework_id": r.framework_id});
+        self.call(&who, "Scheduler.Teardown", args, true, Input::Teardown(r))
+            .await?;
         Ok(Response::new(v1::TeardownResponse {}))
     }
 }

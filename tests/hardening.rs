@@ -1,0 +1,237 @@
+//! Bad input and overload, through real processes on loopback: each bound
+//! of `master/src/limits.rs` and `wasmos master --max-…` is tried as an
+//! attacker would, and the test fails if the bound breaks.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Cluster, rss};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use wasmos_proto::v1;
+use wasmos_proto::v1::agent_link_client::AgentLinkClient;
+use wasmos_proto::v1::agent_message::Kind as ToMaster;
+use wasmos_proto::v1::event::Kind as EventKind;
+use wasmos_proto::v1::scheduler_client::SchedulerClient;
+
+async fn scheduler(cluster: &Cluster) -> SchedulerClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(cluster.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    SchedulerClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+async fn subscribe(
+    client: &mut SchedulerClient<tonic::transport::Channel>,
+    name: &str,
+) -> Result<(String, tonic::Streaming<v1::Event>), tonic::Status> {
+    let mut events = client
+        .subscribe(v1::SubscribeRequest {
+            framework: Some(v1::FrameworkInfo {
+                name: name.into(),
+                failover_timeout_ms: 600_000,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    match events.next().await {
+        Some(Ok(v1::Event {
+            kind: Some(EventKind::Subscribed(s)),
+        })) => Ok((s.framework_id, events)),
+        other => panic!("no SUBSCRIBED: {other:?}"),
+    }
+}
+
+/// A framework that never reads its stream floods the master with
+/// reconciliations: repeated ids cost what one does, distinct ones fill its
+/// queue until the stream is closed with the reason, the master's memory
+/// stays bounded, and another framework keeps getting its heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_flood_from_a_framework_that_never_reads_is_bounded() {
+    let cluster = Cluster::start(0, &["--framework-heartbeat", "100ms"], &[]);
+    let pid = cluster.master_pid();
+    let mut client = scheduler(&cluster).await;
+    let (flooder, mut flooded) = subscribe(&mut client, "flooder").await.unwrap();
+    let mut other_client = scheduler(&cluster).await;
+    let (_, mut other) = subscribe(&mut other_client, "bystander").await.unwrap();
+    // The bystander reads every event; the gaps between its heartbeats are
+    // what it would notice of the flood.
+    let watcher = tokio::spawn(async move {
+        let mut last = Instant::now();
+        let mut longest = Duration::ZERO;
+        let mut beats = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(6) {
+            match tokio::time::timeout(Duration::from_secs(5), other.next()).await {
+                Ok(Some(Ok(v1::Event {
+                    kind: Some(EventKind::Heartbeat(_)),
+                }))) => {
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                    beats += 1;
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the bystander's stream broke: {other:?}"),
+            }
+        }
+        (beats, longest)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = rss(pid);
+
+    // One id a million times: one answer.
+    for _ in 0..8 {
+        client
+            .reconcile(v1::ReconcileRequest {
+                framework_id: flooder.clone(),
+                task_ids: vec!["t".into(); 1_000_000],
+            })
+            .await
+            .expect("repeats are folded");
+    }
+    // Distinct unknown ids: each answered LOST, until the queue is full.
+    let distinct: Vec<String> = (0..50_000).map(|i| format!("task-{i:07}")).collect();
+    for _ in 0..6 {
+        let _ = client
+            .reconcile(v1::ReconcileRequest {
+                framework_id: flooder.clone(),
+                task_ids: distinct.clone(),
+            })
+            .await;
+    }
+    let too_many: Vec<String> = (0..50_001).map(|i| format!("x{i}")).collect();
+    let refused = client
+        .reconcile(v1::ReconcileRequest {
+            framework_id: flooder.clone(),
+            task_ids: too_many,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("50000"), "{refused}");
+    let flooded_rss = rss(pid);
+    eprintln!(
+        "master RSS: idle {} MiB, after the flood {} MiB",
+        idle >> 20,
+        flooded_rss >> 20
+    );
+    assert!(
+        flooded_rss < idle + (64 << 20),
+        "the master grew from {idle} to {flooded_rss} bytes"
+    );
+
+    // The flooder's stream: what fit, then the reason it was closed; no
+    // event larger than 1 MiB.
+    let mut events = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), flooded.next()).await {
+            Ok(Some(Ok(event))) => {
+                assert!(prost::Message::encoded_len(&event) <= 1 << 20);
+                events += 1;
+            }
+            Ok(Some(Err(status))) => break status,
+            other => panic!("the flooder's stream did not end with a reason: {other:?}"),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("fell behind"), "{status}");
+    assert!(events > 0);
+
+    let (beats, longest) = watcher.await.unwrap();
+    assert!(beats >= 20, "the bystander got {beats} heartbeats in 6 s");
+    assert!(
+        longest < Duration::from_secs(2),
+        "the bystander waited {longest:?} for a heartbeat"
+    );
+    let metrics = support::http_get(&format!("{}/metrics", cluster.http));
+    assert!(
+        metrics.contains("wasmos_shed_total{what=\"stream\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_names_and_absurd_claims_are_refused_naming_the_field() {
+    let cluster = Cluster::start(0, &["--max-agents", "1"], &[]);
+    let mut client = scheduler(&cluster).await;
+    let refused = subscribe(&mut client, &"n".repeat(1 << 20))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    assert!(
+        refused.message().contains("framework.name") && refused.message().contains("256"),
+        "{refused}"
+    );
+    let frameworks = support::http_get(&format!("{}/state", cluster.http));
+    assert!(!frameworks.contains("nnnn"), "the name was kept");
+
+    // Agents: a 3 MB host name, a million cpus, then more agents than the
+    // master takes.
+    let attach = |info: v1::AgentInfo| {
+        let url = cluster.url.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(v1::AgentMessage {
+                kind: Some(ToMaster::Register(v1::Register {
+                    agent: Some(info),
+                    tasks: vec![],
+                })),
+            })
+            .await
+            .unwrap();
+            let mut inbound = AgentLinkClient::new(channel)
+                .max_encoding_message_size(8 << 20)
+                .attach(ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            let first = inbound.next().await;
+            drop(tx);
+            match first {
+                Some(Ok(_)) => Ok(inbound),
+                Some(Err(status)) => Err(status),
+                None => Err(tonic::Status::unknown("the stream ended")),
+            }
+        }
+    };
+    let agent = |id: &str, hostname: String, cpus: f64| v1::AgentInfo {
+        agent_id: id.into(),
+        hostname,
+        resources: Some(v1::Resources {
+            cpus,
+            mem: 1 << 30,
+            disk: 1 << 30,
+        }),
+        ..Default::default()
+    };
+    let refused = attach(agent("a1", "h".repeat(3 << 20), 1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("agent.hostname"), "{refused}");
+    let refused = attach(agent("a1", "h".into(), 1_000_000.0))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("--max-agent-resources"),
+        "{refused}"
+    );
+    let _first = attach(agent("a1", "h".into(), 2.0))
+        .await
+        .expect("a sane agent");
+    let refused = attach(agent("a2", "h".into(), 2.0)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("--max-agents"), "{refused}");
+}
