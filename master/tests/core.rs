@@ -2279,7 +2279,10 @@ fn repeated_ids_cost_one_and_too_many_are_refused() {
         task_ids: vec!["t1".into(); 800_000],
     }))
     .unwrap();
-    assert_eq!(killed(&h.take_agent_messages(&agent)), vec!["t1".to_string()]);
+    assert_eq!(
+        killed(&h.take_agent_messages(&agent)),
+        vec!["t1".to_string()]
+    );
     let err = refused(
         &mut h,
         Input::Reconcile(v1::ReconcileRequest {
@@ -2298,5 +2301,8 @@ fn repeated_ids_cost_one_and_too_many_are_refused() {
             },
         },
     );
-    assert!(err.to_string().contains("framework.name is 300 bytes"), "{err}");
+    assert!(
+        err.to_string().contains("framework.name is 300 bytes"),
+        "{err}"
+    );
 }
