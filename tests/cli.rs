@@ -506,3 +506,51 @@ fn operator_commands_list_agents_frameworks_roles_and_task_files() {
     cli_ok(url, &["kill", &sleeper]);
     wait_state(url, &sleeper, "KILLED");
 }
+
+#[test]
+fn an_input_dir_with_a_symlink_out_or_a_loop_is_refused_naming_it() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write(&data, "ok.txt", "fine\n");
+    std::os::unix::fs::symlink("/etc/passwd", data.join("passwd")).unwrap();
+    let files = guest("files");
+    let input = ["--input", data.to_str().unwrap()];
+    let o = run(&cluster.url, &files, &input, &["ls", "data"]);
+    let err = one_line_error(&o);
+    assert!(err.contains("passwd") && err.contains("outside"), "{err}");
+    std::fs::remove_file(data.join("passwd")).unwrap();
+
+    std::os::unix::fs::symlink(".", data.join("self")).unwrap();
+    let start = std::time::Instant::now();
+    let o = run(&cluster.url, &files, &input, &["ls", "data"]);
+    assert!(one_line_error(&o).contains("loop"), "{}", stderr(&o));
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn a_trap_message_holds_the_wasm_backtrace_and_no_host_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trap = write(dir.path(), "trap.wat", TRAP_WAT);
+    let mut cmd = wasmos();
+    cmd.args(["run", "--local", "--json"])
+        .arg(&trap)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .env("TMPDIR", tmp.path());
+    let o = output(cmd);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let task = json_lines(&stdout(&o))
+        .into_iter()
+        .find(|t| t["reason"] == "TRAP")
+        .unwrap_or_else(|| panic!("no TRAP in {}", stdout(&o)));
+    let message = task["message"].as_str().unwrap();
+    assert!(message.contains("wasm backtrace"), "{message}");
+    for host in ["stack backtrace", "rust_begin_unwind", "/rustc/", ".rs:"] {
+        assert!(
+            !message.contains(host),
+            "host frames ({host}) in: {message}"
+        );
+    }
+}

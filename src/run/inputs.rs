@@ -103,24 +103,62 @@ impl Input {
 }
 
 /// A tar archive of everything under `dir`, with paths relative to it.
+///
+/// A symlink is followed only while it stays inside `dir` (the sandbox gets
+/// what it points at); one that leads out of `dir` is refused, naming it,
+/// so `--input ./data` never uploads `/etc/passwd`, and a directory reached
+/// twice on one path (a loop) is refused too.
 pub(super) fn tar_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let root = std::fs::canonicalize(dir)?;
     let mut builder = tar::Builder::new(Vec::new());
     builder.mode(tar::HeaderMode::Deterministic);
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
+    // Each directory to visit, with the real directories on its path.
+    let mut stack = vec![(PathBuf::new(), vec![root.clone()])];
+    while let Some((rel, ancestors)) = stack.pop() {
         let mut entries: Vec<_> =
             std::fs::read_dir(dir.join(&rel))?.collect::<std::io::Result<Vec<_>>>()?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let rel = rel.join(entry.file_name());
             let full = entry.path();
-            // Follows symlinks: the sandbox gets the files they point at.
-            let meta = std::fs::metadata(&full)?;
+            let real = if entry.file_type()?.is_symlink() {
+                let target = std::fs::canonicalize(&full).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{}: a symlink whose target cannot be read: {e}",
+                            full.display()
+                        ),
+                    )
+                })?;
+                if !target.starts_with(&root) {
+                    return Err(std::io::Error::other(format!(
+                        "{} is a symlink to {}, outside {}: inputs never leave their directory; copy the file in instead",
+                        full.display(),
+                        target.display(),
+                        dir.display()
+                    )));
+                }
+                target
+            } else {
+                full.clone()
+            };
+            let meta = std::fs::metadata(&real)?;
             if meta.is_dir() {
-                builder.append_dir(&rel, &full)?;
-                stack.push(rel);
+                let real = std::fs::canonicalize(&real)?;
+                if ancestors.contains(&real) {
+                    return Err(std::io::Error::other(format!(
+                        "{} leads back to {}: a symlink loop",
+                        full.display(),
+                        real.display()
+                    )));
+                }
+                builder.append_dir(&rel, &real)?;
+                let mut path = ancestors.clone();
+                path.push(real);
+                stack.push((rel, path));
             } else if meta.is_file() {
-                builder.append_path_with_name(&full, &rel)?;
+                builder.append_path_with_name(&real, &rel)?;
             }
         }
     }
@@ -159,4 +197,44 @@ pub(super) async fn upload(
         };
     }
     Ok(template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(tar: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(tar);
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn symlinks_inside_are_followed_and_out_or_in_loops_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("sub/a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", data.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink("sub", data.join("again")).unwrap();
+        assert_eq!(
+            names(&tar_dir(&data).unwrap()),
+            ["again", "again/a.txt", "link.txt", "sub", "sub/a.txt"]
+        );
+
+        std::fs::write(dir.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink("../secret", data.join("out")).unwrap();
+        let err = tar_dir(&data).unwrap_err().to_string();
+        assert!(err.contains("out") && err.contains("outside"), "{err}");
+        std::fs::remove_file(data.join("out")).unwrap();
+
+        std::os::unix::fs::symlink("..", data.join("sub/up")).unwrap();
+        let err = tar_dir(&data).unwrap_err().to_string();
+        assert!(err.contains("loop"), "{err}");
+    }
 }

@@ -413,6 +413,16 @@ async fn execute(
     (outcome, usage)
 }
 
+/// A trap's words for its status: the trap and the wasm backtrace (each
+/// is in the error's chain), never the host's Rust backtrace, which the
+/// error's `Debug` form adds when `RUST_BACKTRACE` is set for the agent.
+fn trap_message(err: &wasmtime::Error) -> String {
+    err.chain()
+        .map(|cause| cause.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Turns an error from instantiation or `_start` into an outcome.
 fn classify(err: wasmtime::Error, store: &Store<TaskData>, max_fuel: u64) -> Outcome {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
@@ -428,7 +438,7 @@ fn classify(err: wasmtime::Error, store: &Store<TaskData>, max_fuel: u64) -> Out
         return Outcome::OutOfFuel(max_fuel);
     }
     if err.downcast_ref::<Trap>().is_some() {
-        return Outcome::Trap(format!("{err:?}"));
+        return Outcome::Trap(trap_message(&err));
     }
     Outcome::AgentError(format!("{err:#}"))
 }
