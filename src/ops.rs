@@ -178,6 +178,7 @@ pub fn usage_json(u: &v1::TaskUsage) -> serde_json::Value {
         "cpu_ms": u.cpu_time_ms,
         "stdout_bytes": u.stdout_bytes,
         "stderr_bytes": u.stderr_bytes,
+        "disk_bytes": u.disk_bytes,
     })
 }
 

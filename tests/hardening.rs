@@ -235,3 +235,138 @@ async fn oversized_names_and_absurd_claims_are_refused_naming_the_field() {
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
     assert!(refused.message().contains("--max-agents"), "{refused}");
 }
+
+/// `wasmos run --json` on the cluster; the tasks' JSON lines.
+fn run_json(cluster: &Cluster, options: &[&str], args: &[&str]) -> Vec<serde_json::Value> {
+    let out = support::wasmos()
+        .arg("run")
+        .args(["--json", "--master", &cluster.url])
+        .args(options)
+        .arg(support::guest("files"))
+        .arg("--")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The disk cap holds at the end of a task however short it ran, bounds
+/// the overshoot of a running one, and counts inputs.
+#[test]
+fn the_disk_cap_fails_a_task_that_writes_past_it_even_a_short_one() {
+    let cluster = Cluster::start(1, &[], &["--cpus", "2"]);
+    // 2 MiB at once with no disk: it ends within milliseconds, before any
+    // periodic check.
+    let tasks = run_json(&cluster, &[], &["fill", "big", "2"]);
+    let task = &tasks[0];
+    assert_eq!(task["state"], "FAILED", "{task}");
+    assert_eq!(task["reason"], "DISK_LIMIT", "{task}");
+
+    // A steady writer (64 KiB every 10 ms, ~6.4 MB/s) against 1 MiB: it is
+    // stopped within a few check intervals (200 ms each) of passing it.
+    let tasks = run_json(&cluster, &["--disk", "1MiB"], &["pace", "log", "64", "10"]);
+    let task = &tasks[0];
+    assert_eq!(task["reason"], "DISK_LIMIT", "{task}");
+    let written = task["usage"]["disk_bytes"].as_u64().unwrap_or(0);
+    let bound = (1 << 20) + 6_400_000 / 5 * 5; // the cap + 1 s of writing
+    assert!(
+        written <= bound,
+        "the task wrote {written} bytes past a 1 MiB cap (bound {bound})"
+    );
+
+    // Inputs count: a 2 MiB input with `--disk 0` runs (the CLI adds the
+    // input's size), and it can read it; asking the master directly for a
+    // task whose inputs pass its disk is refused before any agent fetches.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, vec![7u8; 2 << 20]).unwrap();
+    let tasks = run_json(&cluster, &["--input", input.to_str().unwrap()], &["ls"]);
+    assert_eq!(tasks[0]["state"], "FINISHED", "{}", tasks[0]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = wasmos_sdk::Client::connect_with(cluster.url.clone(), Default::default())
+            .await
+            .unwrap();
+        let module = client
+            .upload_raw(&std::fs::read(support::guest("files")).unwrap())
+            .await
+            .unwrap()
+            .digest;
+        let data = client.upload_raw(&vec![1u8; 1 << 20]).await.unwrap().digest;
+        let mut scheduler = scheduler(&cluster).await;
+        let (fw, mut events) = subscribe(&mut scheduler, "inputs").await.unwrap();
+        let offer = loop {
+            match events.next().await {
+                Some(Ok(v1::Event {
+                    kind: Some(EventKind::Offers(o)),
+                })) if !o.offers.is_empty() => break o.offers[0].clone(),
+                Some(Ok(_)) => continue,
+                other => panic!("no offer: {other:?}"),
+            }
+        };
+        let task = |disk: u64| v1::TaskSpec {
+            task_id: format!("copies-{disk}"),
+            artifact: module.clone(),
+            args: vec!["ls".into()],
+            inputs: (0..16)
+                .map(|i| v1::Input {
+                    path: format!("copy-{i}"),
+                    artifact: data.clone(),
+                    kind: v1::InputKind::File as i32,
+                })
+                .collect(),
+            resources: Some(v1::Resources {
+                cpus: 0.1,
+                mem: 32 << 20,
+                disk,
+            }),
+            ..Default::default()
+        };
+        let refused = scheduler
+            .accept(v1::AcceptRequest {
+                framework_id: fw.clone(),
+                offer_ids: vec![offer.offer_id.clone()],
+                tasks: vec![task(0)],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+        assert!(refused.message().contains("inputs"), "{refused}");
+        // With room for the 16 copies, one fetch places them all.
+        scheduler
+            .accept(v1::AcceptRequest {
+                framework_id: fw.clone(),
+                offer_ids: vec![offer.offer_id.clone()],
+                tasks: vec![task(16 << 20)],
+                ..Default::default()
+            })
+            .await
+            .expect("16 copies fit 16 MiB");
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
+                Ok(Some(Ok(v1::Event {
+                    kind: Some(EventKind::Updates(u)),
+                }))) => {
+                    if let Some(s) = u.statuses.iter().find(|s| {
+                        matches!(
+                            s.state(),
+                            v1::TaskState::Finished | v1::TaskState::Failed | v1::TaskState::Lost
+                        )
+                    }) {
+                        break s.clone();
+                    }
+                }
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no end: {other:?}"),
+            }
+        };
+        assert_eq!(end.state(), v1::TaskState::Finished, "{end:?}");
+        let usage = end.usage.unwrap_or_default();
+        assert_eq!(usage.disk_bytes, 16 << 20, "{usage:?}");
+    });
+}

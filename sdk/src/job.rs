@@ -73,7 +73,8 @@ impl TaskTemplate {
     }
 
     /// Places the uploaded artifact `digest` as the file `path` (relative,
-    /// inside the sandbox) before the task starts.
+    /// inside the sandbox) before the task starts. Inputs count against the
+    /// task's [`disk`](Self::disk): give it their size plus what it writes.
     pub fn input(mut self, path: impl Into<String>, digest: impl Into<String>) -> Self {
         self.inputs.push(v1::Input {
             path: path.into(),
@@ -83,7 +84,8 @@ impl TaskTemplate {
         self
     }
 
-    /// Unpacks the uploaded tar archive `digest` into the directory `path`.
+    /// Unpacks the uploaded tar archive `digest` into the directory `path`
+    /// (its files' bytes count against the task's disk).
     pub fn input_dir(mut self, path: impl Into<String>, digest: impl Into<String>) -> Self {
         self.inputs.push(v1::Input {
             path: path.into(),

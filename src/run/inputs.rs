@@ -69,6 +69,8 @@ pub(super) struct Input {
     name: String,
     bytes: Vec<u8>,
     dir: bool,
+    /// Bytes it places in the sandbox (a directory: its files' sizes).
+    size: u64,
 }
 
 impl Input {
@@ -85,31 +87,36 @@ impl Input {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .with_context(|| format!("--input {}: has no file name", path.display()))?;
         if meta.is_dir() {
-            let bytes = tar_dir(path)
+            let (bytes, size) = tar_dir(path)
                 .with_context(|| format!("--input {}: cannot archive it", path.display()))?;
             Ok(Input {
                 name,
                 bytes,
                 dir: true,
+                size,
             })
         } else {
+            let bytes = read_file(path)?;
             Ok(Input {
                 name,
-                bytes: read_file(path)?,
+                size: bytes.len() as u64,
+                bytes,
                 dir: false,
             })
         }
     }
 }
 
-/// A tar archive of everything under `dir`, with paths relative to it.
+/// A tar archive of everything under `dir`, with paths relative to it, and
+/// the bytes of its files.
 ///
 /// A symlink is followed only while it stays inside `dir` (the sandbox gets
 /// what it points at); one that leads out of `dir` is refused, naming it,
 /// so `--input ./data` never uploads `/etc/passwd`, and a directory reached
 /// twice on one path (a loop) is refused too.
-pub(super) fn tar_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
+pub(super) fn tar_dir(dir: &Path) -> std::io::Result<(Vec<u8>, u64)> {
     let root = std::fs::canonicalize(dir)?;
+    let mut size = 0u64;
     let mut builder = tar::Builder::new(Vec::new());
     builder.mode(tar::HeaderMode::Deterministic);
     // Each directory to visit, with the real directories on its path.
@@ -159,10 +166,11 @@ pub(super) fn tar_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
                 stack.push((rel, path));
             } else if meta.is_file() {
                 builder.append_path_with_name(&real, &rel)?;
+                size += meta.len();
             }
         }
     }
-    builder.into_inner()
+    Ok((builder.into_inner()?, size))
 }
 
 /// Uploads the module and the inputs; returns the task template.
@@ -176,10 +184,13 @@ pub(super) async fn upload(
         .upload_raw(module)
         .await
         .with_context(|| format!("uploading {}", args.module.display()))?;
+    // `--disk` caps what a task writes; its inputs come on top (the task's
+    // disk resource counts both).
+    let inputs_size: u64 = inputs.iter().map(|i| i.size).sum();
     let mut template = TaskTemplate::new(uploaded.digest)
         .cpus(args.cpus)
         .mem(args.mem)
-        .disk(args.disk)
+        .disk(args.disk.saturating_add(inputs_size))
         .max_fuel(args.max_fuel);
     if let Some(timeout) = args.timeout {
         template = template.timeout(timeout);
@@ -223,7 +234,7 @@ mod tests {
         std::os::unix::fs::symlink("sub/a.txt", data.join("link.txt")).unwrap();
         std::os::unix::fs::symlink("sub", data.join("again")).unwrap();
         assert_eq!(
-            names(&tar_dir(&data).unwrap()),
+            names(&tar_dir(&data).unwrap().0),
             ["again", "again/a.txt", "link.txt", "sub", "sub/a.txt"]
         );
 

@@ -84,7 +84,8 @@ pub struct Args {
     mem: u64,
 
     /// Cap on the files each instance writes in its sandbox, e.g. 100MiB.
-    /// 0 (the default) means it writes no files (inputs do not count).
+    /// 0 (the default) means it writes no files. Inputs come on top: the
+    /// task's disk is this plus their size.
     #[arg(long, default_value = "0", value_name = "SIZE", value_parser = cli_args::size)]
     disk: u64,
 

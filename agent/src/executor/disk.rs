@@ -4,9 +4,10 @@
 //!
 //! WASI writes go through wasmtime-wasi's own file implementation, so there
 //! is no cheap hook on each write; a periodic walk costs nothing per write
-//! and bounds the overshoot to what a task can write in one interval. Inputs
-//! placed before start are the baseline: the cap counts what the task
-//! writes (`disk = 0` means it may write nothing).
+//! and bounds the overshoot while a task runs to what it can write in one
+//! interval (`--disk-check-interval`, 200 ms by default). When the task
+//! ends, its root is measured once more, and a task past its cap fails with
+//! `REASON_DISK_LIMIT` however short it ran. Inputs count against the cap.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@
 //! fetching and compiling are the agent's time, not the task's, but a
 //! module's start function is the task's.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -205,24 +206,96 @@ async fn prepare(
             baseline_disk: 0,
         });
     }
-    let mut fetched = Vec::with_capacity(inputs.len());
-    for (rel, input) in inputs {
-        let bytes = shared
-            .fetch_verified(&input.artifact)
-            .await
-            .map_err(|e| Outcome::ArtifactUnavailable(format!("input `{}`: {e}", input.path)))?;
-        fetched.push((rel, input.path.clone(), input.kind(), bytes));
-    }
-    // Directories and input files are made on a blocking thread: a worker
-    // thread that waits for the disk stalls every task it runs.
+    // Inputs count against the task's disk. They are fetched and placed one
+    // at a time (never all held in memory), and an artifact named by several
+    // inputs is fetched once and copied from its first place.
+    let disk = resources.disk;
     let dirs = control.files.dirs.clone();
-    let baseline_disk = tokio::task::spawn_blocking(move || make_sandbox(&dirs, fetched))
-        .await
-        .map_err(|e| Outcome::AgentError(format!("placing inputs: {e}")))??;
+    let root = blocking(move || make_sandbox(&dirs)).await??;
+    let mut placed_at: HashMap<&str, std::path::PathBuf> = HashMap::new();
+    let mut used = 0u64;
+    for (rel, input) in inputs {
+        let kind = input.kind();
+        let first = placed_at.get(input.artifact.as_str()).cloned();
+        let bytes = match (&first, kind) {
+            (Some(_), InputKind::File) => None,
+            _ => Some(shared.fetch_verified(&input.artifact).await.map_err(|e| {
+                Outcome::ArtifactUnavailable(format!("input `{}`: {e}", input.path))
+            })?),
+        };
+        let root = root.clone();
+        let (place, path) = (rel.clone(), input.path.clone());
+        let left = disk.saturating_sub(used);
+        let placed = blocking(move || place_input(&root, &place, kind, first, bytes, left))
+            .await?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::FileTooLarge => Outcome::DiskLimit {
+                    used: used.saturating_add(left).saturating_add(1),
+                    limit: disk,
+                },
+                _ => Outcome::InvalidTask(format!("input `{path}` cannot be placed: {e}")),
+            })?;
+        used = used.saturating_add(placed);
+        if used > disk {
+            return Err(Outcome::DiskLimit { used, limit: disk });
+        }
+        placed_at.entry(input.artifact.as_str()).or_insert(rel);
+    }
     Ok(Prepared {
         compiled,
-        baseline_disk,
+        baseline_disk: used,
     })
+}
+
+/// Runs blocking file work off the worker thread: a worker that waits for
+/// the disk stalls every task it runs.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Outcome> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Outcome::AgentError(format!("placing inputs: {e}")))
+}
+
+/// Places one input under `root`: `bytes` as a file or unpacked tar, or a
+/// copy of the file already placed at `first`. Refuses (`FileTooLarge`)
+/// what would pass `budget` bytes. Returns the bytes placed.
+fn place_input(
+    root: &Arc<cap_std::fs::Dir>,
+    rel: &std::path::Path,
+    kind: InputKind,
+    first: Option<std::path::PathBuf>,
+    bytes: Option<Vec<u8>>,
+    budget: u64,
+) -> std::io::Result<u64> {
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it passes the task's disk ({budget} bytes left)"),
+        )
+    };
+    match (kind, first, bytes) {
+        (InputKind::File, Some(first), _) => {
+            let size = root.metadata(&first)?.len();
+            if size > budget {
+                return Err(too_large());
+            }
+            if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                root.create_dir_all(parent)?;
+            }
+            root.copy(&first, root, rel)?;
+            Ok(size)
+        }
+        (InputKind::File, None, Some(bytes)) => {
+            if bytes.len() as u64 > budget {
+                return Err(too_large());
+            }
+            sandbox::place_file(root, rel, &bytes)?;
+            Ok(bytes.len() as u64)
+        }
+        (InputKind::TarDirectory, _, Some(bytes)) => sandbox::unpack_tar(root, rel, &bytes, budget),
+        _ => unreachable!("a tar input is always fetched"),
+    }
 }
 
 /// What a task needs to run.
@@ -243,10 +316,8 @@ fn sandbox_exists_outcome(dir: &std::path::Path) -> Outcome {
     ))
 }
 
-fn make_sandbox(
-    dirs: &SandboxDirs,
-    inputs: Vec<(std::path::PathBuf, String, InputKind, Vec<u8>)>,
-) -> Result<u64, Outcome> {
+/// Creates a sandbox's directories; its root, opened.
+fn make_sandbox(dirs: &SandboxDirs) -> Result<Arc<cap_std::fs::Dir>, Outcome> {
     dirs.create().map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             sandbox_exists_outcome(&dirs.paths.dir)
@@ -257,22 +328,10 @@ fn make_sandbox(
             ))
         }
     })?;
-    if inputs.is_empty() {
-        return Ok(0);
-    }
-    let root = dirs
-        .paths
+    dirs.paths
         .root_dir()
-        .map_err(|e| Outcome::AgentError(format!("cannot open sandbox root: {e}")))?;
-    for (rel, path, kind, bytes) in inputs {
-        let placed = match kind {
-            InputKind::File => sandbox::place_file(&root, &rel, &bytes),
-            InputKind::TarDirectory => sandbox::unpack_tar(&root, &rel, &bytes).map(|_| ()),
-        };
-        placed
-            .map_err(|e| Outcome::InvalidTask(format!("input `{path}` cannot be placed: {e}")))?;
-    }
-    Ok(sandbox::disk_usage(&dirs.paths.root))
+        .map(Arc::new)
+        .map_err(|e| Outcome::AgentError(format!("cannot open sandbox root: {e}")))
 }
 
 enum Ended {
@@ -350,7 +409,9 @@ async fn execute(
         let _watch = touches_files.then(|| {
             shared
                 .disk
-                .watch(sandbox.root.clone(), baseline, resources.disk, {
+                // The inputs already count against the cap (they are in
+                // the root): the watch measures everything there.
+                .watch(sandbox.root.clone(), 0, resources.disk, {
                     let control = Arc::downgrade(control);
                     let limit = resources.disk;
                     Box::new(move |used| {
@@ -410,6 +471,16 @@ async fn execute(
         }
     };
     usage.cpu_time_ms = control.sched.cpu_ns.load(Ordering::Relaxed) / 1_000_000;
+    // The final measure: a task that wrote past its cap between two checks
+    // (or ended before the first) fails, whatever its own ending.
+    let outcome = match outcome {
+        Outcome::Killed | Outcome::DiskLimit { .. } | Outcome::AgentError(_) => outcome,
+        _ if usage.disk_bytes > resources.disk => Outcome::DiskLimit {
+            used: usage.disk_bytes,
+            limit: resources.disk,
+        },
+        other => other,
+    };
     (outcome, usage)
 }
 

@@ -300,12 +300,14 @@ pub fn place_file(root: &Dir, rel: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Unpacks the tar archive `bytes` into the directory `rel` under `root`.
 /// Only regular files and directories are accepted: links in an input could
-/// point anywhere.
-pub fn unpack_tar(root: &Dir, rel: &Path, bytes: &[u8]) -> io::Result<u64> {
+/// point anywhere. Refused once the files would pass `budget` bytes (a small
+/// archive may claim any size), before the file that would pass it is made.
+/// Returns the bytes of the files made.
+pub fn unpack_tar(root: &Dir, rel: &Path, bytes: &[u8], budget: u64) -> io::Result<u64> {
     root.create_dir_all(rel)?;
     let target = root.open_dir(rel)?;
     let mut archive = tar::Archive::new(bytes);
-    let mut files = 0;
+    let mut written = 0u64;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
@@ -317,9 +319,17 @@ pub fn unpack_tar(root: &Dir, rel: &Path, bytes: &[u8]) -> io::Result<u64> {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     target.create_dir_all(parent)?;
                 }
+                written = written.saturating_add(entry.header().size()?);
+                if written > budget {
+                    return Err(io::Error::new(
+                        io::ErrorKind::FileTooLarge,
+                        format!(
+                            "unpacked, it passes the task's disk of {budget} bytes at `{name}`"
+                        ),
+                    ));
+                }
                 let mut file = target.create(&path)?;
-                io::copy(&mut entry, &mut file)?;
-                files += 1;
+                io::copy(&mut entry.by_ref().take(budget), &mut file)?;
             }
             other => {
                 return Err(io::Error::new(
@@ -331,7 +341,7 @@ pub fn unpack_tar(root: &Dir, rel: &Path, bytes: &[u8]) -> io::Result<u64> {
             }
         }
     }
-    Ok(files)
+    Ok(written)
 }
 
 /// Bytes of everything under `dir`, like `du --apparent-size`: file sizes,
@@ -387,7 +397,12 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "sub/a.txt", &b"hello"[..]).unwrap();
         let good = b.into_inner().unwrap();
-        assert_eq!(unpack_tar(&root, Path::new("in"), &good).unwrap(), 1);
+        assert_eq!(
+            unpack_tar(&root, Path::new("in"), &good, u64::MAX).unwrap(),
+            5
+        );
+        let err = unpack_tar(&root, Path::new("small"), &good, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge, "{err}");
         assert_eq!(
             std::fs::read(dir.path().join("in/sub/a.txt")).unwrap(),
             b"hello"
@@ -400,7 +415,7 @@ mod tests {
         h.set_size(0);
         b.append_link(&mut h, "evil", "/etc").unwrap();
         let evil = b.into_inner().unwrap();
-        let err = unpack_tar(&root, Path::new("in2"), &evil).unwrap_err();
+        let err = unpack_tar(&root, Path::new("in2"), &evil, u64::MAX).unwrap_err();
         assert!(
             err.to_string().contains("only files and directories"),
             "{err}"

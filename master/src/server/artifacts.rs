@@ -133,6 +133,18 @@ impl ArtifactStore {
             .is_some_and(|a| who.sees_all() || a.owners.contains(&who.name))
     }
 
+    /// Bytes the file inputs of `spec` place in its sandbox, as far as the
+    /// store knows their sizes (tar inputs are checked by the agent as they
+    /// unpack).
+    pub fn file_input_bytes(&self, spec: &v1::TaskSpec) -> u64 {
+        let index = self.index.lock().expect("not poisoned");
+        spec.inputs
+            .iter()
+            .filter(|i| i.kind() == v1::InputKind::File)
+            .filter_map(|i| index.get(&i.artifact).map(|a| a.size))
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Bytes stored on behalf of `principal`.
     pub fn stored_by(&self, principal: &str) -> u64 {
         let index = self.index.lock().expect("not poisoned");

@@ -163,6 +163,20 @@ impl Scheduler for SchedulerService {
                 .chain(task.inputs.iter().map(|i| i.artifact.as_str()))
                 .try_for_each(|digest| self.artifacts.require_readable(&who, digest))
         });
+        // Inputs count against a task's disk: refuse a task whose inputs
+        // alone pass it before an agent fetches a byte.
+        let sized = request.get_ref().tasks.iter().try_for_each(|task| {
+            let inputs = self.artifacts.file_input_bytes(task);
+            let disk = task.resources.map_or(0, |r| r.disk);
+            if inputs > disk {
+                return Err(Status::invalid_argument(format!(
+                    "task {}: its inputs are {inputs} bytes, more than its disk of {disk} bytes (inputs count against disk)",
+                    task.task_id
+                )));
+            }
+            Ok(())
+        });
+        sized?;
         if let Err(refused) = readable {
             let refused = Err(refused);
             self.audit.refusal(
