@@ -97,6 +97,15 @@ pub struct Args {
     /// falls further behind has its stream closed (it re-subscribes).
     #[arg(long, default_value = "8MiB", value_parser = cli_args::size)]
     max_stream_bytes: u64,
+    /// The most gRPC connections open at once [default: the file-descriptor
+    /// limit (raised to its hard limit) less 512]. Past it, new connections
+    /// are closed at once.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// The most gRPC connections from one address [default: a quarter of
+    /// --max-connections].
+    #[arg(long)]
+    max_connections_per_address: Option<usize>,
     /// Serve /metrics without a token, for a local scraper. Only with a
     /// loopback --http address; otherwise /metrics, like /state, needs an
     /// admin or read-only token.
@@ -170,6 +179,17 @@ impl Args {
             bytes: self.max_artifact_bytes,
         };
         config.max_stream_bytes = usize::try_from(self.max_stream_bytes).unwrap_or(usize::MAX);
+        if self.max_connections.is_some() || self.max_connections_per_address.is_some() {
+            let mut limits = wasmos_master::server::ConnectionLimits::from_fd_limit();
+            if let Some(total) = self.max_connections {
+                limits.total = total;
+                limits.per_address = (total / 4).max(1);
+            }
+            if let Some(per_address) = self.max_connections_per_address {
+                limits.per_address = per_address;
+            }
+            config.connection_limits = Some(limits);
+        }
         config.core.caps = wasmos_master::core::Caps {
             agents: self.max_agents,
             agent_resources: self.max_agent_resources,

@@ -29,6 +29,10 @@ use crate::store::{Record, Store, StoreError, Table, Write};
 /// Chunk size of fetch streams: well under gRPC's 4 MiB message limit.
 const CHUNK: usize = 256 * 1024;
 
+/// An upload that sends no chunk for this long is dropped (its temp file
+/// removed).
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Master-wide caps of the artifact store (`--max-artifacts`,
 /// `--max-artifact-bytes`).
 #[derive(Clone, Copy, Debug)]
@@ -232,8 +236,19 @@ impl ArtifactStore {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let result = async {
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
+            loop {
+                // An upload that stalls holds a temp file and a stream:
+                // one that sends nothing for this long is dropped.
+                let chunk = match tokio::time::timeout(UPLOAD_IDLE, chunks.next()).await {
+                    Ok(Some(chunk)) => chunk?,
+                    Ok(None) => break,
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(format!(
+                            "the upload sent nothing for {} s",
+                            UPLOAD_IDLE.as_secs()
+                        )));
+                    }
+                };
                 size += chunk.len() as u64;
                 if size > self.max_size {
                     return Err(Status::resource_exhausted(format!(

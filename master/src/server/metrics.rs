@@ -33,6 +33,8 @@ pub struct Metrics {
     counted: HashSet<Vec<u8>>,
     /// Framework streams closed because they fell too far behind.
     streams_shed: u64,
+    /// Connections closed for passing a cap (counted by the gatekeeper).
+    pub connections_shed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Forget counted ids past this many: a resend that old is not worth the
@@ -109,7 +111,14 @@ impl Metrics {
             &mut out,
             "wasmos_shed_total",
             "Load the master shed to keep serving everyone else, by what.",
-            &[(r#"what="stream""#.to_string(), self.streams_shed as f64)],
+            &[
+                (r#"what="stream""#.to_string(), self.streams_shed as f64),
+                (
+                    r#"what="connection""#.to_string(),
+                    self.connections_shed
+                        .load(std::sync::atomic::Ordering::Relaxed) as f64,
+                ),
+            ],
         );
         gauge(
             &mut out,

@@ -10,6 +10,7 @@ mod actor;
 mod agent_link;
 mod artifacts;
 mod audit;
+mod connections;
 mod event_queue;
 mod handle;
 mod http;
@@ -28,7 +29,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use wasmos_proto::v1::agent_link_server::AgentLinkServer;
 use wasmos_proto::v1::artifacts_server::ArtifactsServer;
 use wasmos_proto::v1::operator_server::OperatorServer;
@@ -36,6 +36,7 @@ use wasmos_proto::v1::scheduler_server::SchedulerServer;
 
 pub use actor::ActorConfig;
 pub use artifacts::{ArtifactStore, StoreLimits};
+pub use connections::ConnectionLimits;
 pub use trust::{TlsSettings, Transport};
 
 use crate::core::{Core, CoreConfig, Input};
@@ -96,6 +97,9 @@ pub struct MasterConfig {
     /// Serve `/metrics` without a token (`--metrics-public`): only on a
     /// loopback HTTP address.
     pub metrics_public: bool,
+    /// Caps on gRPC connections; `None` derives them from the file
+    /// descriptor limit ([`ConnectionLimits::from_fd_limit`]).
+    pub connection_limits: Option<ConnectionLimits>,
     /// The most bytes of events queued for one framework before its stream
     /// is closed as fallen behind. Default 8 MiB: a reconciliation of the
     /// most ids one call may name (50,000) fits, with room.
@@ -143,6 +147,7 @@ impl MasterConfig {
             },
             metrics_public: false,
             max_stream_bytes: 8 << 20,
+            connection_limits: None,
             artifact_ttl: Duration::from_secs(24 * 3600),
             store: None,
             wall_clock: WallClock::system(),
@@ -273,10 +278,21 @@ impl Master {
         let ttl = config.artifact_ttl;
         let sweep_every = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
 
+        let limits = config
+            .connection_limits
+            .unwrap_or_else(ConnectionLimits::from_fd_limit);
+        let gatekeeper = connections::Gatekeeper::new(limits);
+        tracing::info!(
+            total = limits.total,
+            per_address = limits.per_address,
+            "connection limits"
+        );
         let (commands, inbox) = mpsc::channel(65_536);
         let handle = handle::ActorHandle::new(commands);
         let actor = tokio::spawn(
-            actor::Actor::new(core, config.actor.clone(), clock, registry.clone()).run(inbox),
+            actor::Actor::new(core, config.actor.clone(), clock, registry.clone())
+                .with_connections_shed(gatekeeper.shed_counter())
+                .run(inbox),
         );
         let tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
@@ -335,12 +351,23 @@ impl Master {
             .register_encoded_file_descriptor_set(wasmos_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("gRPC reflection")?;
-        let mut server = tonic::transport::Server::builder();
+        // Peers that stop answering are found by HTTP/2 pings; one
+        // connection cannot open streams without end.
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(1024));
         if let Some(trust) = &trust {
             server = server
-                .tls_config(trust.server_identity().tonic(Some(trust.client_roots())))
+                .tls_config(
+                    trust
+                        .server_identity()
+                        .tonic(Some(trust.client_roots()))
+                        .timeout(Duration::from_secs(10)),
+                )
                 .context("the master's TLS certificate")?;
         }
+
         let router = server
             .add_service(health_service)
             .add_service(reflection)
@@ -383,13 +410,13 @@ impl Master {
         };
         let mut servers = Vec::new();
         let grpc_stopped = stopped(stopping.clone());
+        let gatekeeper_for_server = gatekeeper.clone();
         servers.push(tokio::spawn(async move {
             if let Err(e) = router
-                // `serve_with_incoming` ignores the builder's `tcp_nodelay`:
-                // without it, Nagle's algorithm holds each small event or
-                // reply until the peer's delayed ACK (40 ms on Linux).
+                // Admitted connections only, each with TCP_NODELAY (see
+                // `connections.rs`).
                 .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    connections::admitted(listener, gatekeeper_for_server),
                     grpc_stopped,
                 )
                 .await
