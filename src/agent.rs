@@ -156,6 +156,12 @@ impl Args {
                 cpus.is_finite() && cpus > 0.0,
                 "--cpus must be > 0, got {cpus}"
             );
+            // Each cpu is a worker thread; a master takes at most 4,096 per
+            // agent by default (`wasmos master --max-agent-resources`).
+            anyhow::ensure!(
+                cpus <= MAX_CPUS,
+                "--cpus {cpus} is more than an agent may offer ({MAX_CPUS}): give this machine's cores"
+            );
             executor = executor.cpus(cpus);
         }
         let cpus = executor.cpus;
@@ -224,6 +230,9 @@ async fn identity(args: &Args, hostname: &str) -> anyhow::Result<Option<Identity
         }
     }
 }
+
+/// The most cpus `wasmos agent` offers (and worker threads it starts).
+const MAX_CPUS: f64 = 4096.0;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Action::Drain { agent_id, master }) = &args.action {

@@ -251,10 +251,11 @@ impl ExecutorConfig {
         self
     }
 
-    /// Worker threads that run wasm: `ceil(cpus)`, at least one.
+    /// Worker threads that run wasm: `ceil(cpus)`, at least one and at most
+    /// 4,096 (a bad `cpus` must not start a million threads).
     pub fn worker_threads(&self) -> usize {
         if self.cpus.is_finite() && self.cpus > 0.0 {
-            self.cpus.ceil() as usize
+            (self.cpus.ceil() as usize).min(4096)
         } else {
             1
         }

@@ -20,9 +20,21 @@ use crate::access::Principal;
 
 pub struct Audit {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Open>,
     clock: WallClock,
+    /// Past this size the log is rotated: `audit.log` becomes
+    /// `audit.log.1` (replacing the one before), so a flood of refusals
+    /// costs at most twice this much disk.
+    max_bytes: u64,
 }
+
+struct Open {
+    file: File,
+    bytes: u64,
+}
+
+/// The default rotation size.
+pub const AUDIT_LOG_BYTES: u64 = 64 << 20;
 
 /// Who an entry is about.
 pub enum Actor<'a> {
@@ -41,13 +53,28 @@ pub fn some_ids(ids: &[String]) -> &[String] {
 impl Audit {
     /// Opens (creating, appending to) `<work_dir>/audit.log`.
     pub fn open(work_dir: &Path, clock: WallClock) -> std::io::Result<Audit> {
+        Audit::open_rotating(work_dir, clock, AUDIT_LOG_BYTES)
+    }
+
+    /// [`Audit::open`], rotating at `max_bytes`.
+    pub fn open_rotating(
+        work_dir: &Path,
+        clock: WallClock,
+        max_bytes: u64,
+    ) -> std::io::Result<Audit> {
         let path = work_dir.join("audit.log");
         let file = File::options().create(true).append(true).open(&path)?;
+        let bytes = file.metadata()?.len();
         Ok(Audit {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new(Open { file, bytes }),
             clock,
+            max_bytes,
         })
+    }
+
+    fn rotated(&self) -> PathBuf {
+        self.path.with_extension("log.1")
     }
 
     /// Records a change `call` with `args` and its outcome.
@@ -100,17 +127,31 @@ impl Audit {
     fn write(&self, entry: &Value) {
         let mut line = entry.to_string();
         line.push('\n');
-        let mut file = self.file.lock().expect("not poisoned");
-        if let Err(e) = file.write_all(line.as_bytes()) {
-            tracing::error!("cannot write the audit log {}: {e}", self.path.display());
+        let mut open = self.file.lock().expect("not poisoned");
+        if open.bytes + line.len() as u64 > self.max_bytes && open.bytes > 0 {
+            let reopened = std::fs::rename(&self.path, self.rotated())
+                .and_then(|()| File::options().create(true).append(true).open(&self.path));
+            match reopened {
+                Ok(file) => *open = Open { file, bytes: 0 },
+                Err(e) => {
+                    tracing::error!("cannot rotate the audit log {}: {e}", self.path.display())
+                }
+            }
+        }
+        match open.file.write_all(line.as_bytes()) {
+            Ok(()) => open.bytes += line.len() as u64,
+            Err(e) => tracing::error!("cannot write the audit log {}: {e}", self.path.display()),
         }
     }
 
     /// The newest `limit` entries at or after `since_ms`, oldest first.
     pub fn read(&self, since_ms: u64, limit: usize) -> std::io::Result<Vec<String>> {
-        let file = File::open(&self.path)?;
         let mut kept = std::collections::VecDeque::new();
-        for line in BufReader::new(file).lines() {
+        let rotated = File::open(self.rotated())
+            .ok()
+            .map(|f| BufReader::new(f).lines());
+        let current = BufReader::new(File::open(&self.path)?).lines();
+        for line in rotated.into_iter().flatten().chain(current) {
             let line = line?;
             let ts = serde_json::from_str::<Value>(&line)
                 .ok()
@@ -184,5 +225,18 @@ mod tests {
         let audit = Audit::open(dir.path(), WallClock::system()).unwrap();
         audit.refused_credential(&Status::unauthenticated("token x is unknown"));
         assert_eq!(audit.read(0, 100).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_flood_rotates_the_log_and_costs_at_most_twice_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open_rotating(dir.path(), WallClock::system(), 10_000).unwrap();
+        for _ in 0..2000 {
+            audit.refused_credential(&Status::unauthenticated("token x is unknown"));
+        }
+        let size = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().len();
+        assert!(size("audit.log") <= 10_000 && size("audit.log.1") <= 10_000);
+        let kept = audit.read(0, 100_000).unwrap();
+        assert!(!kept.is_empty() && kept.len() < 2000, "{}", kept.len());
     }
 }
