@@ -49,4 +49,4 @@ pub use executor::{
 };
 #[cfg(feature = "link")]
 pub use link::identity;
-pub use sandbox::{Sandbox, SandboxFile};
+pub use sandbox::{Sandbox, SandboxFile, unpack_tar};

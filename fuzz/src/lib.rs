@@ -1,0 +1,192 @@
+//! The bodies of wasmos' fuzz targets. `fuzz/cargo-fuzz` runs them under
+//! libFuzzer (nightly, `cargo fuzz run <target>`); `tests/corpus.rs` replays
+//! every checked-in input of `fuzz/corpus/<target>/` on stable, so CI runs
+//! them as ordinary tests and every crash found stays fixed.
+//!
+//! Each target panics only on a bug: bad input must come back as an error.
+
+use prost::Message;
+use wasmos_master::Time;
+use wasmos_master::core::{Core, CoreConfig, Input};
+use wasmos_proto::v1;
+
+/// The targets by name, as `fuzz/corpus/<name>/` and `cargo fuzz run
+/// <name>` call them.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("core_inputs", core_inputs),
+    ("wire_messages", wire_messages),
+    ("tar_input", tar_input),
+    ("module_validation", module_validation),
+    ("parsers", parsers),
+];
+
+/// A core with two agents and two frameworks, so that inputs meet state.
+fn seeded_core() -> Core {
+    let mut core = Core::new(CoreConfig::default());
+    for (i, name) in ["a1", "a2"].iter().enumerate() {
+        let out = core.handle(
+            Input::AgentRegister {
+                connection: i as u64 + 1,
+                register: v1::Register {
+                    agent: Some(v1::AgentInfo {
+                        agent_id: name.to_string(),
+                        hostname: name.to_string(),
+                        resources: Some(v1::Resources {
+                            cpus: 4.0,
+                            mem: 4 << 30,
+                            disk: 4 << 30,
+                        }),
+                        ..Default::default()
+                    }),
+                    tasks: vec![],
+                },
+            },
+            Time::ZERO,
+        );
+        out.reply.expect("a seed agent registers");
+    }
+    for (i, role) in ["batch", "default"].iter().enumerate() {
+        let out = core.handle(
+            Input::Subscribe {
+                connection: 10 + i as u64,
+                framework: v1::FrameworkInfo {
+                    name: format!("fw{i}"),
+                    role: role.to_string(),
+                    ..Default::default()
+                },
+            },
+            Time::ZERO,
+        );
+        out.reply.expect("a seed framework subscribes");
+    }
+    core
+}
+
+/// One input decoded from `selector` and protobuf `bytes`, if they decode.
+fn decode_input(selector: u8, bytes: &[u8]) -> Option<Input> {
+    let agent = |i: u8| wasmos_master::AgentId::from(if i % 2 == 0 { "a1" } else { "a2" });
+    Some(match selector % 12 {
+        0 => Input::Tick,
+        1 => Input::Accept(v1::AcceptRequest::decode(bytes).ok()?),
+        2 => Input::Decline(v1::DeclineRequest::decode(bytes).ok()?),
+        3 => Input::Kill(v1::KillRequest::decode(bytes).ok()?),
+        4 => Input::Acknowledge(v1::AcknowledgeRequest::decode(bytes).ok()?),
+        5 => Input::Reconcile(v1::ReconcileRequest::decode(bytes).ok()?),
+        6 => Input::Subscribe {
+            connection: 100 + u64::from(selector),
+            framework: v1::SubscribeRequest::decode(bytes).ok()?.framework?,
+        },
+        7 => Input::AgentRegister {
+            connection: 200 + u64::from(selector),
+            register: v1::Register::decode(bytes).ok()?,
+        },
+        8 => Input::AgentUpdates {
+            agent: agent(selector),
+            statuses: v1::StatusUpdates::decode(bytes).ok()?.statuses,
+        },
+        9 => Input::Teardown(v1::TeardownRequest::decode(bytes).ok()?),
+        10 => {
+            let r = v1::UpdateRoleRequest::decode(bytes).ok()?;
+            Input::UpdateRole {
+                role: r.role,
+                weight: r.weight,
+                quota: r
+                    .quota
+                    .as_ref()
+                    .and_then(|q| wasmos_master::Resources::try_from(q).ok()),
+            }
+        }
+        _ => Input::OperatorKill {
+            task_ids: v1::KillRequest::decode(bytes).ok()?.task_ids,
+        },
+    })
+}
+
+/// Feeds `input` to `core` at `now`; the core must keep its invariants
+/// whatever the input, and answer (not panic).
+fn feed(core: &mut Core, input: Input, now: Time) {
+    let _ = core.handle(input, now);
+    if let Err(broken) = core.check_invariants() {
+        panic!("an invariant broke: {broken}");
+    }
+}
+
+/// Sequences of core inputs: frames of `[selector, length, bytes...]`,
+/// with time advancing between them.
+pub fn core_inputs(data: &[u8]) {
+    let mut core = seeded_core();
+    let mut now = Time::ZERO;
+    let mut rest = data;
+    while let [selector, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (bytes, after) = tail.split_at(len);
+        now = now + std::time::Duration::from_millis(u64::from(*selector) * 37);
+        if let Some(input) = decode_input(*selector, bytes) {
+            feed(&mut core, input, now);
+        }
+        rest = after;
+    }
+}
+
+/// One wire message (its type chosen by the first byte) decoded and fed to
+/// the core, as the gRPC shell would.
+pub fn wire_messages(data: &[u8]) {
+    let [selector, bytes @ ..] = data else {
+        return;
+    };
+    let mut core = seeded_core();
+    if let Some(input) = decode_input(*selector, bytes) {
+        feed(&mut core, input, Time::ZERO);
+    }
+    // Messages no input carries still decode safely.
+    let _ = v1::AgentMessage::decode(bytes);
+    let _ = v1::ToExecutor::decode(bytes);
+    let _ = v1::FromExecutor::decode(bytes);
+}
+
+/// A tar input unpacked into a sandbox root with a budget: never a link,
+/// never a path outside the root, never more than the budget.
+pub fn tar_input(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let root = cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority())
+        .expect("the temp dir opens");
+    let budget = 64 << 10;
+    if let Ok(written) = wasmos_agent::unpack_tar(&root, std::path::Path::new("in"), data, budget) {
+        assert!(
+            written <= budget,
+            "{written} bytes written past a budget of {budget}"
+        );
+    }
+    let outside = std::fs::read_dir(dir.path())
+        .expect("readable")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "in")
+        .count();
+    assert_eq!(outside, 0, "the archive wrote beside its directory");
+}
+
+/// Module validation: what wasmparser accepts, wasmtime must judge without
+/// panicking, and the reverse.
+pub fn module_validation(data: &[u8]) {
+    let parsed = wasmparser::Validator::new().validate_all(data);
+    let engine = wasmtime::Engine::default();
+    let checked = wasmtime::Module::validate(&engine, data);
+    if checked.is_ok() {
+        assert!(parsed.is_ok(), "wasmtime took a module wasmparser refused");
+    }
+}
+
+/// The size and resource parsers the CLI and master use.
+pub fn parsers(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(size) = wasmos_master::resources::parse_size(text) {
+        let shown = wasmos_master::resources::format_size(size);
+        assert!(!shown.is_empty());
+    }
+    if let Ok(resources) = wasmos_master::Resources::parse(text) {
+        let again = wasmos_master::Resources::parse(&resources.to_string());
+        assert!(again.is_ok(), "{resources} does not parse back");
+    }
+}
