@@ -10,9 +10,12 @@ use wasmos_master::Time;
 use wasmos_master::core::{Core, CoreConfig, Input};
 use wasmos_proto::v1;
 
+/// A fuzz target: takes any bytes, panics only on a bug.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/corpus/<name>/` and `cargo fuzz run
 /// <name>` call them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("core_inputs", core_inputs),
     ("wire_messages", wire_messages),
     ("tar_input", tar_input),
@@ -64,7 +67,7 @@ fn seeded_core() -> Core {
 
 /// One input decoded from `selector` and protobuf `bytes`, if they decode.
 fn decode_input(selector: u8, bytes: &[u8]) -> Option<Input> {
-    let agent = |i: u8| wasmos_master::AgentId::from(if i % 2 == 0 { "a1" } else { "a2" });
+    let agent = |i: u8| wasmos_master::AgentId::from(if i.is_multiple_of(2) { "a1" } else { "a2" });
     Some(match selector % 12 {
         0 => Input::Tick,
         1 => Input::Accept(v1::AcceptRequest::decode(bytes).ok()?),
