@@ -85,6 +85,7 @@ async fn a_reconcile_flood_from_a_framework_that_never_reads_is_bounded() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = rss(pid);
+    let (cpu_before, flood_start) = (support::cpu_ms(pid), Instant::now());
 
     // One id a million times: one answer.
     for _ in 0..8 {
@@ -118,9 +119,11 @@ async fn a_reconcile_flood_from_a_framework_that_never_reads_is_bounded() {
     assert!(refused.message().contains("50000"), "{refused}");
     let flooded_rss = rss(pid);
     eprintln!(
-        "master RSS: idle {} MiB, after the flood {} MiB",
+        "master under the reconcile flood: RSS {} -> {} MiB, CPU {} ms in {} ms",
         idle >> 20,
-        flooded_rss >> 20
+        flooded_rss >> 20,
+        support::cpu_ms(pid) - cpu_before,
+        flood_start.elapsed().as_millis()
     );
     assert!(
         flooded_rss < idle + (64 << 20),
@@ -410,6 +413,7 @@ fn idle_connections_from_one_address_are_shed_and_everyone_else_is_served() {
     let cluster = Cluster::start(1, &["--max-connections", "12000"], &["--cpus", "2"]);
     let addr = cluster.url.trim_start_matches("http://").to_string();
     let idle = rss(cluster.master_pid());
+    let (cpu_before, flood_start) = (support::cpu_ms(cluster.master_pid()), Instant::now());
     let helpers: Vec<std::process::Child> = (0..2)
         .map(|_| {
             std::process::Command::new(std::env::current_exe().unwrap())
@@ -477,9 +481,11 @@ fn idle_connections_from_one_address_are_shed_and_everyone_else_is_served() {
     );
     let flooded = rss(cluster.master_pid());
     eprintln!(
-        "master under 15,000 idle connections: {fds} fds, RSS {} -> {} MiB; {}",
+        "master under 15,000 idle connections: {fds} fds, RSS {} -> {} MiB, CPU {} ms in {} ms; {}",
         idle >> 20,
         flooded >> 20,
+        support::cpu_ms(cluster.master_pid()) - cpu_before,
+        flood_start.elapsed().as_millis(),
         metrics
             .lines()
             .find(|l| l.starts_with("wasmos_shed_total{what=\"connection\"}"))

@@ -480,6 +480,16 @@ pub fn rss(pid: u32) -> u64 {
         * 1024
 }
 
+/// CPU time a process used so far (user + system), in milliseconds.
+pub fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks * 10 // USER_HZ is 100 on Linux
+}
+
 /// `kill -9 pid`.
 pub fn kill_9(pid: u32) {
     let _ = Command::new("kill")
