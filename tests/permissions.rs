@@ -356,7 +356,7 @@ async fn a_principal_cannot_see_use_or_take_over_another_principals_framework_an
     assert!(listed.tasks.is_empty(), "bob lists alice's task by id");
 
     // Alice's offers: bob's own framework cannot use or decline them.
-    let (alice_fw, mut alice_events) = subscribe(&cluster, &alice, "batch", "").await.unwrap();
+    let (_, mut alice_events) = subscribe(&cluster, &alice, "batch", "").await.unwrap();
     let offer = next_offer(&mut alice_events).await;
     let (bob_fw, _bob_events) = subscribe(&cluster, &bob, "ci", "").await.unwrap();
     let spec = v1::TaskSpec {
@@ -448,7 +448,6 @@ async fn a_principal_cannot_see_use_or_take_over_another_principals_framework_an
         })
         .await
         .unwrap();
-    let _ = alice_fw;
 
     // Every refusal is in the audit log, under bob's name.
     let entries = audit(&cluster);

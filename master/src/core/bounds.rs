@@ -36,7 +36,8 @@ fn bound_input(input: Input) -> Result<Input, String> {
             connection,
             register,
         } => {
-            let info = register.agent.as_ref().cloned().unwrap_or_default();
+            let default = v1::AgentInfo::default();
+            let info = register.agent.as_ref().unwrap_or(&default);
             check_bytes("agent.agent_id", &info.agent_id, MAX_ID_BYTES)?;
             check_bytes("agent.hostname", &info.hostname, MAX_HOSTNAME_BYTES)?;
             check_bytes("agent.version", &info.version, MAX_NAME_BYTES)?;

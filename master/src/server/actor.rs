@@ -175,14 +175,14 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// An actor for `core`, whose times come from `clock` and whose writes
-    /// go to `store`.
     /// Counts shed connections in this actor's metrics.
     pub fn with_connections_shed(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Actor {
         self.metrics.connections_shed = counter;
         self
     }
 
+    /// An actor for `core`, whose times come from `clock` and whose writes
+    /// go to `store`.
     pub fn new(core: Core, config: ActorConfig, clock: Clock, store: Arc<dyn Store>) -> Actor {
         Actor {
             core,
