@@ -455,23 +455,12 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
             .to_string(),
     });
     let join = credentials.as_ref().map(|c| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
-            .args([
-                "token", "create", "--agent", "--uses", "10", "--master", &url,
-            ])
-            .env("WASMOS_CA", master_dir.path().join("ca.pem"))
-            .env("WASMOS_TOKEN", &c.token)
-            .output()
-            .expect("wasmos token create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_string()
+        token_create(
+            &url,
+            master_dir.path(),
+            &c.token,
+            &["--agent", "--uses", "10"],
+        )
     });
     for i in 0..AGENTS {
         let hostname = format!("agent-{i}");
@@ -517,29 +506,12 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
     // The framework is a principal, not an admin: every call goes through
     // the ownership, role and artifact checks a real user's would.
     let principal_token = credentials.as_ref().map(|c| {
-        let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
-            .args([
-                "token",
-                "create",
-                "--principal",
-                "bench",
-                "--roles",
-                "default",
-            ])
-            .args(["--master", &url])
-            .env("WASMOS_CA", master_dir.path().join("ca.pem"))
-            .env("WASMOS_TOKEN", &c.token)
-            .output()
-            .expect("wasmos token create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_string()
+        token_create(
+            &url,
+            master_dir.path(),
+            &c.token,
+            &["--principal", "bench", "--roles", "default"],
+        )
     });
     let options = ConnectOptions {
         ca_pem: credentials.as_ref().map(|c| c.ca_pem.clone()),
@@ -784,4 +756,25 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
         "target_launch_p50_ms": 2,
         "target_launch_p99_ms": 10,
     })
+}
+
+/// `wasmos token create ARGS` against the master at `url` as its admin;
+/// what it prints (a join string or a token).
+fn token_create(url: &str, master_dir: &Path, admin_token: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
+        .args(["token", "create", "--master", url])
+        .args(args)
+        .env("WASMOS_CA", master_dir.join("ca.pem"))
+        .env("WASMOS_TOKEN", admin_token)
+        .output()
+        .expect("wasmos token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }

@@ -56,6 +56,21 @@ impl OperatorService {
         result
     }
 
+    /// Feeds `input` to the core as `who` and audits the outcome (the core
+    /// checks what `who` may do).
+    async fn audited_call(
+        &self,
+        who: &Principal,
+        call: &str,
+        args: serde_json::Value,
+        input: Input,
+    ) -> Result<crate::core::Reply, Status> {
+        let result = self.actor.call_as(who, input).await;
+        self.audit
+            .record(Actor::Principal(who), call, args, &result);
+        result
+    }
+
     /// Refuses a read to principals that may not see everything; audits
     /// the refusal.
     fn require_sees_all<T>(&self, request: &Request<T>, call: &str) -> Result<Principal, Status> {
@@ -387,18 +402,11 @@ impl Operator for OperatorService {
         let agent_id = request.get_ref().agent_id.clone();
         let args = serde_json::json!({"agent_id": agent_id});
         let who = principal_of(&request)?;
-        let result = self
-            .actor
-            .call_as(
-                &who,
-                Input::DrainAgent {
-                    agent: agent_id.as_str().into(),
-                },
-            )
-            .await;
-        self.audit
-            .record(Actor::Principal(&who), "Operator.DrainAgent", args, &result);
-        result?;
+        let input = Input::DrainAgent {
+            agent: agent_id.as_str().into(),
+        };
+        self.audited_call(&who, "Operator.DrainAgent", args, input)
+            .await?;
         Ok(Response::new(v1::DrainAgentResponse {}))
     }
 
@@ -409,22 +417,11 @@ impl Operator for OperatorService {
         let agent_id = request.get_ref().agent_id.clone();
         let args = serde_json::json!({"agent_id": agent_id});
         let who = principal_of(&request)?;
-        let result = self
-            .actor
-            .call_as(
-                &who,
-                Input::UndrainAgent {
-                    agent: agent_id.as_str().into(),
-                },
-            )
-            .await;
-        self.audit.record(
-            Actor::Principal(&who),
-            "Operator.UndrainAgent",
-            args,
-            &result,
-        );
-        result?;
+        let input = Input::UndrainAgent {
+            agent: agent_id.as_str().into(),
+        };
+        self.audited_call(&who, "Operator.UndrainAgent", args, input)
+            .await?;
         Ok(Response::new(v1::UndrainAgentResponse {}))
     }
 
@@ -438,13 +435,13 @@ impl Operator for OperatorService {
             "task_ids": super::audit::some_ids(&task_ids),
             "count": task_ids.len(),
         });
-        let result = self
-            .actor
-            .call_as(&who, Input::OperatorKill { task_ids })
-            .await;
-        self.audit
-            .record(Actor::Principal(&who), "Operator.KillTasks", args, &result);
-        result?;
+        self.audited_call(
+            &who,
+            "Operator.KillTasks",
+            args,
+            Input::OperatorKill { task_ids },
+        )
+        .await?;
         Ok(Response::new(v1::OperatorKillResponse {}))
     }
 
