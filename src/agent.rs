@@ -165,6 +165,7 @@ impl Args {
             executor = executor.cpus(cpus);
         }
         let cpus = executor.cpus;
+        executor = executor.mem(self.mem);
         let info = v1::AgentInfo {
             hostname: self.hostname.clone().unwrap_or_else(hostname),
             resources: Some(v1::Resources {

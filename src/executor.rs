@@ -23,6 +23,10 @@ pub struct Args {
     /// CPU cores tasks may use.
     #[arg(long)]
     cpus: f64,
+    /// Memory tasks may use: the largest memory one task may have when the
+    /// engine is sized.
+    #[arg(long, default_value = "4GiB", value_parser = cli_args::size)]
+    mem: u64,
     /// Cap on each task's stdout and stderr.
     #[arg(long, default_value = "10MiB", value_parser = cli_args::size)]
     output_cap: u64,
@@ -78,6 +82,7 @@ impl Args {
         anyhow::ensure!(!self.gc_interval.is_zero(), "--gc-interval must be > 0");
         let executor = ExecutorConfig::new(&self.work_dir)
             .cpus(self.cpus)
+            .mem(self.mem)
             .output_cap(self.output_cap)
             .module_cache_bytes(self.module_cache_size)
             .sandbox_disk_limit(self.sandbox_disk_limit)

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use wasmos_agent::ExecutorConfig;
 use wasmos_agent::link::{Agent, AgentConfig};
+use wasmos_agent::{Capacity, ExecutorConfig, TaskEngine};
 use wasmos_master::server::{Master, MasterConfig};
 use wasmos_proto::v1;
 use wasmos_sdk::Profile;
@@ -80,9 +80,16 @@ pub async fn start(args: &Args) -> anyhow::Result<LocalCluster> {
     config.transport = wasmos_master::server::Transport::Insecure;
     let master = Master::start(config).await?;
     let url = format!("http://{}", master.grpc_addr());
+    // One engine for every agent: one pool, one reservation of address
+    // space, sized for all of them.
+    let one = Capacity::of(args.cpus, args.mem);
+    let engine = TaskEngine::for_capacity((1..args.agents).fold(one, |all, _| all.plus(one)))?;
     let mut agents = Vec::with_capacity(args.agents);
     for i in 0..args.agents {
-        let executor = ExecutorConfig::new(dir.join(format!("agent-{i}"))).cpus(args.cpus);
+        let executor = ExecutorConfig::new(dir.join(format!("agent-{i}")))
+            .cpus(args.cpus)
+            .mem(args.mem)
+            .engine(engine.clone());
         let info = v1::AgentInfo {
             hostname: format!("local-{i}"),
             resources: Some(v1::Resources {

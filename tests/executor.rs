@@ -129,7 +129,13 @@ fn sandboxes_per_index(cluster: &Cluster, report: &JobReport) -> HashMap<usize, 
 /// more than once.
 async fn check(cluster: &Cluster, report: &JobReport) -> HashSet<usize> {
     assert_eq!(report.tasks.len(), TASKS);
-    let ran = sandboxes_per_index(cluster, report);
+    // A task that touches no file has its sandbox written behind its
+    // terminal status: wait for every task's to be on disk.
+    let ran = support::wait_for(Duration::from_secs(20), || {
+        let ran = sandboxes_per_index(cluster, report);
+        (ran.len() == TASKS).then_some(ran)
+    })
+    .unwrap_or_else(|| sandboxes_per_index(cluster, report));
     let mut operator = OperatorClient::connect(cluster.url.clone()).await.unwrap();
     let mut twice = HashSet::new();
     for task in &report.tasks {

@@ -9,7 +9,10 @@
 //!   `wasmos executor`).
 //! - `fuel`: the prime counter under the executor at cpus=1 versus the same
 //!   guest on an engine without fuel or epochs.
-//! - `density`: 1,000 sleeping tasks at once: extra RSS per task.
+//! - `density`: 1,000 sleeping Rust tasks at once (`--tasks N` for more,
+//!   `--guest nap` for a `.wat` sleeper that holds no file descriptor), on
+//!   an executor with just enough cpus for them (0.001 each): extra RSS
+//!   per task, and the engine's memory model.
 //! - `compile`: a 2 MB Rust guest: cold compile versus cached load.
 
 use std::path::PathBuf;
@@ -19,8 +22,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use wasmos_agent::{
-    DirArtifacts, EngineSettings, Executor, ExecutorConfig, ModuleSource, build_engine,
-    is_terminal, thread_cpu_ns,
+    DirArtifacts, EngineSettings, Executor, ExecutorConfig, MemoryModel, ModuleSource,
+    build_engine, is_terminal, thread_cpu_ns,
 };
 use wasmos_proto::v1::{Resources, TaskSpec, TaskState, TaskStatus};
 use wasmtime::{Engine, Linker, Module, Store};
@@ -266,7 +269,7 @@ fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Val
     let raw = raw_launches(&engine, &wasm, n);
     let raw_on_demand = raw_launches(
         &build_engine(&EngineSettings {
-            pooling: false,
+            memory: MemoryModel::OnDemand,
             ..EngineSettings::default()
         })
         .unwrap(),
@@ -361,9 +364,14 @@ fn bench_fuel(work: &std::path::Path) -> serde_json::Value {
 }
 
 fn bench_density(work: &std::path::Path) -> serde_json::Value {
-    let n = 1000;
-    let wasm = guest("sleeper");
-    let ex = Executor::new(ExecutorConfig::new(work.join("density")).cpus(1.0)).unwrap();
+    let n: usize = option("--tasks").map_or(1000, |t| t.parse().expect("--tasks N"));
+    let name = option("--guest").unwrap_or_else(|| "sleeper".into());
+    let wasm = match name.as_str() {
+        "nap" => fixture("nap"),
+        _ => guest(&name),
+    };
+    let cpus = (n as f64 / 1000.0).max(1.0);
+    let ex = Executor::new(ExecutorConfig::new(work.join("density")).cpus(cpus)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -376,9 +384,13 @@ fn bench_density(work: &std::path::Path) -> serde_json::Value {
         tx.clone(),
     )
     .unwrap();
+    // Warm the caches with one task (a `nap` never ends by itself).
+    while recv(&rt, &mut rx).state() != TaskState::Running {}
+    let _ = ex.kill("warm");
     while !is_terminal(recv(&rt, &mut rx).state()) {}
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_bytes();
+    let t = Instant::now();
     for i in 0..n {
         let s = spec(format!("s{i}"), &["600000"], 0.001);
         ex.launch("bench", s, ModuleSource::Bytes(wasm.clone()), tx.clone())
@@ -390,6 +402,7 @@ fn bench_density(work: &std::path::Path) -> serde_json::Value {
         assert!(!is_terminal(s.state()), "{}: {}", s.task_id, s.message);
         running += (s.state() == TaskState::Running) as usize;
     }
+    let launched_s = t.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_bytes();
     for i in 0..n {
@@ -401,7 +414,10 @@ fn bench_density(work: &std::path::Path) -> serde_json::Value {
     }
     let per_task = after.saturating_sub(before) as f64 / n as f64;
     json!({
-        "case": "density", "tasks": n, "rss_before_mib": before >> 20, "rss_after_mib": after >> 20,
+        "case": "density", "tasks": n, "guest": name, "executor_cpus": cpus,
+        "memory_model": format!("{:?}", ex.memory_model()),
+        "all_running_after_s": (launched_s * 10.0).round() / 10.0,
+        "rss_before_mib": before >> 20, "rss_after_mib": after >> 20,
         "extra_rss_per_task_kib": (per_task / 1024.0).round(), "target_per_task_kib": 1024,
     })
 }
@@ -461,13 +477,17 @@ fn bench_compile(work: &std::path::Path) -> serde_json::Value {
 /// One benchmark case: work dir in, one JSON object out.
 type Case = fn(&std::path::Path) -> serde_json::Value;
 
-fn main() {
+/// The value after `flag` on the command line.
+fn option(flag: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    let only = args
-        .iter()
-        .position(|a| a == "--case")
+    args.iter()
+        .position(|a| a == flag)
         .and_then(|i| args.get(i + 1))
-        .cloned();
+        .cloned()
+}
+
+fn main() {
+    let only = option("--case");
     let work = tempfile::tempdir().unwrap();
     let cases: [(&str, Case); 4] = [
         ("launch", bench_launch),

@@ -215,3 +215,52 @@ fn a_start_function_that_never_returns_can_be_stopped() {
     );
     assert!(end.usage.unwrap().fuel_consumed > 1_000_000);
 }
+
+/// Every task the master may place runs: an executor with 2.5 cpus takes
+/// 2,500 tasks of 0.001 cpus at once (a fixed pool of 2,000 slots failed
+/// the last 500 with "maximum concurrent limit").
+#[test]
+fn every_task_that_fits_the_cpus_runs_at_once() {
+    let h = Harness::with(|mut c| {
+        c.max_instances = None;
+        c.cpus(2.5).mem(2 << 30)
+    });
+    let n = 2_500;
+    let wasm = guest("sleeper");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..n {
+        let mut s = spec(&format!("s{i}"), &["60000"]);
+        s.resources = Some(wasmos_proto::v1::Resources {
+            cpus: 0.001,
+            mem: 2 << 20,
+            disk: 0,
+        });
+        h.executor
+            .launch(
+                "fw-test",
+                s,
+                wasmos_agent::ModuleSource::Bytes(wasm.clone()),
+                tx.clone(),
+            )
+            .unwrap();
+    }
+    let mut running = 0;
+    while running < n {
+        let s = next(&mut rx, Duration::from_secs(60));
+        assert!(
+            !wasmos_agent::is_terminal(s.state()),
+            "{} ended: {:?} {}",
+            s.task_id,
+            s.state(),
+            s.message
+        );
+        running += usize::from(s.state() == TaskState::Running);
+    }
+    for i in 0..n {
+        h.executor.kill(&format!("s{i}")).unwrap();
+    }
+    let mut killed = 0;
+    while killed < n {
+        killed += usize::from(next(&mut rx, Duration::from_secs(60)).state() == TaskState::Killed);
+    }
+}

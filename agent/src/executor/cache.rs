@@ -15,7 +15,7 @@
 //! memory. Evicting a file never affects a module already in memory, and a
 //! file that vanished is simply compiled again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
-use wasmtime::{Engine, InstancePre, Linker, Module};
+use wasmtime::{Engine, InstancePre, Module};
 
 use super::artifacts::digest_of;
-use super::engine::TaskData;
+use super::engine::{TaskData, TaskEngine};
 use super::validate;
 
 const MAGIC: &[u8; 8] = b"WASMOSC1";
@@ -91,9 +91,7 @@ const TOUCH_EVERY_SECS: u64 = 60;
 
 /// The two-level module cache of one engine.
 pub struct ModuleCache {
-    engine: Engine,
-    linker: Arc<Linker<TaskData>>,
-    wasi_functions: HashSet<String>,
+    engine: Arc<TaskEngine>,
     dir: Option<PathBuf>,
     engine_key: String,
     capacity: usize,
@@ -105,9 +103,7 @@ pub struct ModuleCache {
 impl ModuleCache {
     /// A cache for `engine`, storing compiled code in `dir` if given.
     pub fn new(
-        engine: Engine,
-        linker: Arc<Linker<TaskData>>,
-        wasi_functions: HashSet<String>,
+        engine: Arc<TaskEngine>,
         dir: Option<PathBuf>,
         capacity: usize,
     ) -> std::io::Result<Self> {
@@ -115,10 +111,8 @@ impl ModuleCache {
             std::fs::create_dir_all(dir)?;
         }
         Ok(Self {
-            engine_key: super::engine::compatibility_key(&engine),
+            engine_key: super::engine::compatibility_key(engine.engine()),
             engine,
-            linker,
-            wasi_functions,
             dir,
             capacity: capacity.max(1),
             entries: Mutex::new((HashMap::new(), VecDeque::new())),
@@ -231,7 +225,7 @@ impl ModuleCache {
                 "module bytes have sha256 {actual}, expected {digest}"
             )));
         }
-        let engine = self.engine.clone();
+        let engine = self.engine.engine().clone();
         let (module, serialized) = tokio::task::spawn_blocking(move || {
             let module = Module::new(&engine, &bytes)
                 .map_err(|e| LoadError::Invalid(format!("not a valid wasm module: {e:#}")))?;
@@ -255,7 +249,7 @@ impl ModuleCache {
     /// A verified module from `path`, or `None` (after deleting the entry
     /// if it was corrupt).
     async fn load_from_disk(&self, path: &Path) -> Option<Module> {
-        let engine = self.engine.clone();
+        let engine = self.engine.engine().clone();
         let owned = path.to_path_buf();
         let result = tokio::task::spawn_blocking(move || read_entry(&engine, &owned))
             .await
@@ -277,10 +271,11 @@ impl ModuleCache {
     }
 
     fn finish(&self, module: Module) -> Result<Arc<Compiled>, LoadError> {
-        validate::check_command(&module, |name| self.wasi_functions.contains(name))
+        validate::check_command(&module, |name| self.engine.functions().contains(name))
             .map_err(LoadError::Invalid)?;
         let pre = self
-            .linker
+            .engine
+            .linker()
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         Ok(Arc::new(Compiled {

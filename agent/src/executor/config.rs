@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::artifacts::ArtifactSource;
+use super::engine::{Capacity, EngineSettings, MemoryModel, TaskEngine};
 
 /// Default cap on each of a task's stdout and stderr files: 10 MiB.
 pub const DEFAULT_OUTPUT_CAP: u64 = 10 << 20;
@@ -60,12 +61,22 @@ pub struct ExecutorConfig {
     pub fuel_yield_interval: u64,
     /// How often the disk usage of running tasks is measured. Default 200 ms.
     pub disk_check_interval: Duration,
-    /// Use wasmtime's pooling instance allocator (faster instantiation, fixed
-    /// virtual-memory reservation per slot). Default true.
+    /// Memory this agent gives to tasks, in bytes: the largest memory one
+    /// task may have (with 4 GiB, wasm32's own limit) when the engine is
+    /// sized. Default 4 GiB.
+    pub mem: u64,
+    /// The engine to run tasks on, shared with the other executors of this
+    /// process. Default `None`: the executor builds its own, sized from
+    /// [`cpus`](Self::cpus) and [`mem`](Self::mem) (or
+    /// [`max_instances`](Self::max_instances)).
+    pub engine: Option<Arc<TaskEngine>>,
+    /// Use wasmtime's pooling instance allocator where it fits the address
+    /// space (faster instantiation); `false` maps memories per task. Default
+    /// true.
     pub pooling: bool,
-    /// Slots in the pooling allocator: the most tasks that can be
-    /// instantiated at once. Default 2,000.
-    pub max_instances: u32,
+    /// The most tasks instantiated at once. Default `None`: as many as the
+    /// master may place, one per 0.001 [`cpus`](Self::cpus).
+    pub max_instances: Option<u32>,
     /// Compiled modules kept in memory. Default 256.
     pub memory_cache_entries: usize,
     /// Cap on the bytes of the on-disk module cache
@@ -112,6 +123,8 @@ impl std::fmt::Debug for ExecutorConfig {
             .field("output_cap", &self.output_cap)
             .field("fuel_yield_interval", &self.fuel_yield_interval)
             .field("disk_check_interval", &self.disk_check_interval)
+            .field("mem", &self.mem)
+            .field("engine", &self.engine)
             .field("pooling", &self.pooling)
             .field("max_instances", &self.max_instances)
             .field("memory_cache_entries", &self.memory_cache_entries)
@@ -140,8 +153,10 @@ impl ExecutorConfig {
             output_cap: DEFAULT_OUTPUT_CAP,
             fuel_yield_interval: 1_000_000,
             disk_check_interval: Duration::from_millis(200),
+            mem: 4 << 30,
+            engine: None,
             pooling: true,
-            max_instances: 2_000,
+            max_instances: None,
             memory_cache_entries: 256,
             module_cache_bytes: DEFAULT_MODULE_CACHE_BYTES,
             sandbox_disk_limit: None,
@@ -193,8 +208,41 @@ impl ExecutorConfig {
 
     /// Sets [`max_instances`](Self::max_instances).
     pub fn max_instances(mut self, slots: u32) -> Self {
-        self.max_instances = slots;
+        self.max_instances = Some(slots);
         self
+    }
+
+    /// Sets [`mem`](Self::mem).
+    pub fn mem(mut self, bytes: u64) -> Self {
+        self.mem = bytes;
+        self
+    }
+
+    /// Sets [`engine`](Self::engine).
+    pub fn engine(mut self, engine: Arc<TaskEngine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// What this executor may run at once, for sizing an engine.
+    pub fn capacity(&self) -> Capacity {
+        let mut capacity = Capacity::of(self.cpus, self.mem);
+        if let Some(slots) = self.max_instances {
+            capacity.tasks = u64::from(slots.max(1));
+        }
+        capacity
+    }
+
+    /// The engine to run on: the shared one, or one of its own.
+    pub(super) fn task_engine(&self) -> anyhow::Result<Arc<TaskEngine>> {
+        match &self.engine {
+            Some(engine) => Ok(engine.clone()),
+            None if self.pooling => TaskEngine::for_capacity(self.capacity()),
+            None => TaskEngine::new(EngineSettings {
+                memory: MemoryModel::OnDemand,
+                ..EngineSettings::default()
+            }),
+        }
     }
 
     /// Sets [`module_cache_bytes`](Self::module_cache_bytes).

@@ -42,7 +42,7 @@ pub use config::{
     DEFAULT_OUTPUT_CAP, DEFAULT_SANDBOX_RETENTION, ExecutorConfig,
 };
 pub use cpu::thread_cpu_ns;
-pub use engine::{EngineSettings, build_engine};
+pub use engine::{Capacity, EngineSettings, MemoryModel, TaskEngine, build_engine};
 pub use limits::MemoryLimitExceeded;
 pub use shared::ModuleSource;
 pub use status::{Outcome, is_terminal};
@@ -52,7 +52,6 @@ use crate::sandbox::persist::{Persister, TaskFiles};
 use crate::sandbox::{Sandbox, SandboxFile, check_task_id};
 use cache::ModuleCache;
 use disk::DiskMonitor;
-use engine::{wasi_function_names, wasi_linker};
 use shared::Shared;
 use status::Reporter;
 use task::{Launch, Stop, TaskControl};
@@ -142,20 +141,9 @@ impl Executor {
             .with_context(|| format!("listing {}", sandboxes_dir.display()))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect();
-        let settings = EngineSettings {
-            pooling: config.pooling,
-            max_instances: config.max_instances,
-            ..EngineSettings::default()
-        };
-        let engine = build_engine(&settings)
-            .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:#}"))?;
-        let linker =
-            Arc::new(wasi_linker(&engine).map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?);
-        let functions = wasi_function_names(&engine, &linker);
+        let engine = config.task_engine()?;
         let cache = ModuleCache::new(
             engine.clone(),
-            linker,
-            functions,
             config.cache_dir.clone(),
             config.memory_cache_entries,
         )
@@ -198,7 +186,12 @@ impl Executor {
 
     /// The engine tasks run on (for benchmarks comparing raw wasmtime).
     pub fn engine(&self) -> &Engine {
-        &self.shared.engine
+        self.shared.engine.engine()
+    }
+
+    /// How the engine lays out task memories.
+    pub fn memory_model(&self) -> MemoryModel {
+        self.shared.engine.memory_model()
     }
 
     /// Module cache counters.

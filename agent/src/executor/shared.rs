@@ -5,12 +5,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::Engine;
-
 use super::artifacts::{digest_of, is_digest};
 use super::cache::{Compiled, LoadError, ModuleCache};
 use super::config::ExecutorConfig;
 use super::disk::DiskMonitor;
+use super::engine::TaskEngine;
 use crate::sandbox::persist::PersistQueue;
 
 /// Where the module of a launch comes from.
@@ -28,7 +27,7 @@ pub enum ModuleSource {
 /// State shared by the executor handle and its tasks.
 pub struct Shared {
     pub(super) config: ExecutorConfig,
-    pub(super) engine: Engine,
+    pub(super) engine: Arc<TaskEngine>,
     pub(super) cache: ModuleCache,
     pub(super) disk: DiskMonitor,
     /// `<work_dir>/sandboxes`, open: sandboxes are created relative to it.

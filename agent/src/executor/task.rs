@@ -385,7 +385,7 @@ async fn execute(
             wasi: wasi.build_p1(),
             limiter: MemLimiter::new(resources.mem),
         };
-        let mut store = Store::new(&shared.engine, data);
+        let mut store = Store::new(shared.engine.engine(), data);
         store.limiter(|d| &mut d.limiter);
         let fuel = if spec.max_fuel > 0 {
             spec.max_fuel

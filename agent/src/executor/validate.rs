@@ -37,7 +37,8 @@ pub fn check_command(
 
 /// WASI preview 1 functions that reach no descriptor other than stdin,
 /// stdout and stderr (and behave the same on a directory descriptor as on a
-/// missing one: `fd_write` answers `EBADF` to both).
+/// missing one: `fd_write` and a `poll_oneoff` subscription on a descriptor
+/// answer `EBADF` to both; without `path_open` there is no other file).
 const NO_FILE_ACCESS: &[&str] = &[
     "args_get",
     "args_sizes_get",
@@ -46,6 +47,7 @@ const NO_FILE_ACCESS: &[&str] = &[
     "clock_res_get",
     "clock_time_get",
     "fd_write",
+    "poll_oneoff",
     "proc_exit",
     "proc_raise",
     "random_get",

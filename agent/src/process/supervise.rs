@@ -140,6 +140,8 @@ pub fn executor_args(config: &ServiceConfig) -> Vec<String> {
         e.work_dir.display().to_string(),
         "--cpus".into(),
         e.cpus.to_string(),
+        "--mem".into(),
+        e.mem.to_string(),
         "--output-cap".into(),
         e.output_cap.to_string(),
         "--module-cache-size".into(),

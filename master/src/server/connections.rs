@@ -3,8 +3,9 @@
 //! for a new connection's first byte.
 //!
 //! Without them, idle TCP connections exhaust the master's file
-//! descriptors and nobody else gets in (`accept: Too many open files`). A
-//! connection past a cap is accepted and closed at once (the peer sees a
+//! descriptors and nobody else gets in (`accept: Too many open files`).
+//! One gate serves the gRPC and the HTTP port ([`GatedListener`]): the caps
+//! count a peer's connections to both. A connection past a cap is accepted and closed at once (the peer sees a
 //! reset, the master keeps serving everyone else) and counted in
 //! `wasmos_shed_total{what="connection"}`. The TLS handshake has its own
 //! deadline (`tls_config().timeout`), and HTTP/2 keepalives close peers that
@@ -12,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,6 +169,7 @@ pub fn admitted(
                     let first_byte = keeper.limits.first_byte;
                     let guarded = Guarded {
                         inner: stream,
+                        peer,
                         _ticket: ticket,
                         silent: Some(Box::pin(tokio::time::sleep(first_byte))),
                     };
@@ -182,9 +184,49 @@ pub fn admitted(
     })
 }
 
+/// The HTTP port's listener: the connections that pass the gate.
+pub struct GatedListener {
+    admitted: Pin<Box<dyn Stream<Item = io::Result<Guarded>> + Send>>,
+    local_addr: SocketAddr,
+}
+
+impl GatedListener {
+    pub fn new(listener: TcpListener, keeper: Arc<Gatekeeper>) -> io::Result<GatedListener> {
+        Ok(GatedListener {
+            local_addr: listener.local_addr()?,
+            admitted: Box::pin(admitted(listener, keeper)),
+        })
+    }
+}
+
+impl axum::serve::Listener for GatedListener {
+    type Io = Guarded;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Guarded, SocketAddr) {
+        use tokio_stream::StreamExt;
+        loop {
+            // `admitted` waits out accept errors itself and never ends.
+            match self.admitted.next().await {
+                Some(Ok(guarded)) => {
+                    let peer = guarded.peer;
+                    return (guarded, peer);
+                }
+                Some(Err(_)) => continue,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+}
+
 /// An admitted connection: closed if its first byte does not come in time.
 pub struct Guarded {
     inner: TcpStream,
+    peer: SocketAddr,
     _ticket: Ticket,
     /// Until the first byte: the deadline for it.
     silent: Option<Pin<Box<tokio::time::Sleep>>>,

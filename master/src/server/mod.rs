@@ -431,6 +431,7 @@ impl Master {
                     .await
                     .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
                 let http_addr = listener.local_addr()?;
+                let listener = connections::GatedListener::new(listener, gatekeeper.clone())?;
                 let app = http::router(handle.clone(), trust.clone(), config.metrics_public);
                 let http_stopped = stopped(stopping.clone());
                 let served = match &trust {

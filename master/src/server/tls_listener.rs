@@ -1,41 +1,35 @@
 //! TLS for the HTTP port: an [`axum::serve::Listener`] that hands axum
-//! connections whose handshake is done. Handshakes run on tasks of their
-//! own (bounded in time), so a client that stalls mid-handshake holds up
-//! nobody else.
+//! connections (admitted by the [`GatedListener`]) whose handshake is done.
+//! Handshakes run on tasks of their own (bounded in time), so a client that
+//! stalls mid-handshake holds up nobody else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use axum::serve::Listener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use super::connections::{GatedListener, Guarded};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct TlsListener {
     local_addr: std::io::Result<SocketAddr>,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Guarded>, SocketAddr)>,
     _acceptor: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
+    pub fn new(mut listener: GatedListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
         let local_addr = listener.local_addr();
         let (done, ready) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
         let task = tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!("HTTP accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
+                let (tcp, peer) = listener.accept().await;
                 let acceptor = acceptor.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
@@ -64,7 +58,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Guarded>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
