@@ -135,11 +135,13 @@ async fn roles_weighted_two_to_one_run_tasks_two_to_one_on_a_saturated_cluster()
     let client = Client::connect(&cluster.url).await.unwrap();
     let sleeper = client.upload(guest("sleeper")).await.unwrap();
     // 20 slots of 0.1 cpus; each role has far more work than fits for the
-    // whole measurement.
+    // whole measurement. Sleeps of 250-349 ms: tasks launched together
+    // would otherwise end together, and each agent's whole cpu would come
+    // free (and be offered to one role) at once.
     let job = |role: &str| {
-        let tasks = (0..1000).map(|_| {
+        let tasks = (0..1000).map(|i| {
             TaskTemplate::new(&sleeper.digest)
-                .arg("300")
+                .arg((250 + i * 37 % 100).to_string())
                 .cpus(0.1)
                 .mem(16 << 20)
         });

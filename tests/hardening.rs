@@ -374,6 +374,34 @@ fn the_disk_cap_fails_a_task_that_writes_past_it_even_a_short_one() {
     });
 }
 
+/// An input is streamed from the master into the sandbox: placing a 64 MiB
+/// input raises neither the agent's nor the executor's peak memory by
+/// anything near its size (both held it whole before).
+#[test]
+fn an_input_is_streamed_to_disk_never_held_whole() {
+    let cluster = Cluster::start(1, &[], &["--cpus", "2"]);
+    // A first task, so both processes are warm (engine, module cache).
+    let tasks = run_json(&cluster, &[], &["ls"]);
+    assert_eq!(tasks[0]["state"], "FINISHED", "{}", tasks[0]);
+    let agent = cluster.agents[0].child.as_ref().unwrap().id();
+    let executor = cluster.executor_pid(0);
+    let (agent_before, executor_before) = (support::peak_rss(agent), support::peak_rss(executor));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.bin");
+    std::fs::write(&input, vec![7u8; 64 << 20]).unwrap();
+    let tasks = run_json(&cluster, &["--input", input.to_str().unwrap()], &["ls"]);
+    assert_eq!(tasks[0]["state"], "FINISHED", "{}", tasks[0]);
+    assert_eq!(tasks[0]["usage"]["disk_bytes"], 64 << 20, "{}", tasks[0]);
+    let grew = |before: u64, pid: u32| support::peak_rss(pid).saturating_sub(before) >> 20;
+    let (agent_grew, executor_grew) = (grew(agent_before, agent), grew(executor_before, executor));
+    eprintln!("a 64 MiB input: peak RSS +{agent_grew} MiB agent, +{executor_grew} MiB executor");
+    assert!(agent_grew < 24, "the agent's peak grew {agent_grew} MiB");
+    assert!(
+        executor_grew < 24,
+        "the executor's peak grew {executor_grew} MiB"
+    );
+}
+
 /// Run as a helper process (see below): opens `WASMOS_TEST_HOLD` = `N@ADDR`
 /// idle connections from 127.0.0.2, says how many it got, and holds them.
 #[test]

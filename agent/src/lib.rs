@@ -44,8 +44,9 @@ pub use executor::{
     ArtifactSource, CacheStats, Capacity, DEFAULT_GC_INTERVAL, DEFAULT_MAX_SANDBOXES,
     DEFAULT_MIN_FREE_DISK, DEFAULT_MODULE_CACHE_BYTES, DEFAULT_OUTPUT_CAP,
     DEFAULT_SANDBOX_RETENTION, DirArtifacts, EngineSettings, Executor, ExecutorConfig, FetchFuture,
-    LaunchError, MemoryLimitExceeded, MemoryModel, ModuleSource, Outcome, TaskEngine, TaskError,
-    TrimReport, build_engine, digest_of, is_digest, is_terminal, thread_cpu_ns, trim_module_cache,
+    LaunchError, MemoryLimitExceeded, MemoryModel, ModuleSource, Outcome, SpoolFuture, TaskEngine,
+    TaskError, TrimReport, build_engine, digest_of, is_digest, is_terminal, thread_cpu_ns,
+    trim_module_cache,
 };
 #[cfg(feature = "link")]
 pub use link::identity;

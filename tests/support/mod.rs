@@ -471,12 +471,22 @@ fn dechunk(mut body: &str) -> String {
 
 /// Resident memory of a process, in bytes (`VmRSS`).
 pub fn rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Peak resident memory of a process so far, in bytes (`VmHWM`).
+pub fn peak_rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{field} of {pid}"))
         * 1024
 }
 

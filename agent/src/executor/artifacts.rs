@@ -8,10 +8,11 @@
 
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 
 /// Lowercase hex sha256 of `bytes`: the name of an artifact.
 pub fn digest_of(bytes: &[u8]) -> String {
@@ -28,11 +29,56 @@ pub fn is_digest(s: &str) -> bool {
 /// A boxed future of an artifact's bytes.
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<u8>>> + Send + 'a>>;
 
+/// A boxed future of the size of what was written.
+pub type SpoolFuture<'a> = Pin<Box<dyn Future<Output = io::Result<u64>> + Send + 'a>>;
+
 /// Fetches artifacts by digest. Implementations need not verify the digest:
 /// the executor does.
 pub trait ArtifactSource: Send + Sync + 'static {
-    /// The bytes of the artifact named `digest`.
+    /// The bytes of the artifact named `digest` (modules: compiled whole).
     fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a>;
+
+    /// Writes the artifact named `digest` into the new file `dest` and
+    /// returns its size, refusing (`FileTooLarge`) more than `limit` bytes.
+    /// Inputs come this way. The default fetches it whole first; a source
+    /// that can stream writes it as it comes, so it is never all in memory.
+    fn spool<'a>(&'a self, digest: &'a str, dest: &'a Path, limit: u64) -> SpoolFuture<'a> {
+        Box::pin(async move {
+            let bytes = self.fetch(digest).await?;
+            check_limit(bytes.len() as u64, limit)?;
+            let mut file = create_new(dest).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
+            Ok(bytes.len() as u64)
+        })
+    }
+}
+
+/// Creates `dest`, which must not exist yet (never follows a link there).
+pub async fn create_new(dest: &Path) -> io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .await
+}
+
+/// `FileTooLarge` when `size` passes `limit`.
+pub fn check_limit(size: u64, limit: u64) -> io::Result<()> {
+    if size > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("it passes the task's disk ({limit} bytes left)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The sha256 of the file at `path`, read in blocks (blocking).
+pub fn digest_of_file(path: &Path) -> io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Artifacts stored as files named by their digest in one directory.
@@ -69,6 +115,22 @@ impl ArtifactSource for DirArtifacts {
                 ));
             }
             tokio::fs::read(self.dir.join(digest)).await
+        })
+    }
+
+    fn spool<'a>(&'a self, digest: &'a str, dest: &'a Path, limit: u64) -> SpoolFuture<'a> {
+        Box::pin(async move {
+            if !is_digest(digest) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{digest}` is not a sha256 digest"),
+                ));
+            }
+            let source = tokio::fs::File::open(self.dir.join(digest)).await?;
+            check_limit(source.metadata().await?.len(), limit)?;
+            let mut file = create_new(dest).await?;
+            let copied = tokio::io::copy(&mut source.take(limit), &mut file).await?;
+            Ok(copied)
         })
     }
 }

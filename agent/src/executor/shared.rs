@@ -81,14 +81,4 @@ impl Shared {
             .await
             .map_err(|e| format!("cannot fetch artifact {digest}: {e}"))
     }
-
-    /// An artifact's bytes, checked against its digest.
-    pub(super) async fn fetch_verified(&self, digest: &str) -> Result<Vec<u8>, String> {
-        let bytes = self.fetch(digest).await?;
-        let actual = digest_of(&bytes);
-        if actual != digest {
-            return Err(format!("artifact {digest} arrived with sha256 {actual}"));
-        }
-        Ok(bytes)
-    }
 }

@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use wasmos_proto::v1::{InputKind, TaskSpec, TaskState, TaskUsage};
+use wasmos_proto::v1::{self, InputKind, TaskSpec, TaskState, TaskUsage};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use super::artifacts::is_digest;
+use super::artifacts::{check_limit, digest_of_file, is_digest};
 use super::cache::{Compiled, LoadError};
 use super::engine::TaskData;
 use super::limits::MemLimiter;
@@ -206,35 +206,67 @@ async fn prepare(
             baseline_disk: 0,
         });
     }
-    // Inputs count against the task's disk. They are fetched and placed one
-    // at a time (never all held in memory), and an artifact named by several
-    // inputs is fetched once and copied from its first place.
+    // Inputs count against the task's disk. They are placed one at a time,
+    // each streamed to a file as it arrives (never held whole in memory),
+    // and an artifact named by several inputs is fetched once and copied
+    // from its first place.
     let disk = resources.disk;
     let dirs = control.files.dirs.clone();
     let root = blocking(move || make_sandbox(&dirs)).await??;
+    let paths = &control.files.dirs.paths;
     let mut placed_at: HashMap<&str, std::path::PathBuf> = HashMap::new();
     let mut used = 0u64;
-    for (rel, input) in inputs {
-        let kind = input.kind();
-        let first = placed_at.get(input.artifact.as_str()).cloned();
-        let bytes = match (&first, kind) {
-            (Some(_), InputKind::File) => None,
-            _ => Some(shared.fetch_verified(&input.artifact).await.map_err(|e| {
-                Outcome::ArtifactUnavailable(format!("input `{}`: {e}", input.path))
-            })?),
-        };
-        let root = root.clone();
-        let (place, path) = (rel.clone(), input.path.clone());
+    for (n, (rel, input)) in inputs.into_iter().enumerate() {
         let left = disk.saturating_sub(used);
-        let placed = blocking(move || place_input(&root, &place, kind, first, bytes, left))
-            .await?
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::FileTooLarge => Outcome::DiskLimit {
-                    used: used.saturating_add(left).saturating_add(1),
-                    limit: disk,
-                },
-                _ => Outcome::InvalidTask(format!("input `{path}` cannot be placed: {e}")),
-            })?;
+        let first = placed_at.get(input.artifact.as_str()).cloned();
+        let placed = match (input.kind(), first) {
+            (InputKind::File, Some(first)) => {
+                let (root, rel) = (root.clone(), rel.clone());
+                blocking(move || copy_placed(&root, &first, &rel, left)).await?
+            }
+            (InputKind::File, None) => {
+                let parent = rel.parent().map(std::path::Path::to_path_buf);
+                if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                    let root = root.clone();
+                    blocking(move || root.create_dir_all(parent))
+                        .await?
+                        .map_err(|e| {
+                            Outcome::InvalidTask(format!(
+                                "input `{}` cannot be placed: {e}",
+                                input.path
+                            ))
+                        })?;
+                }
+                spool(shared, input, &paths.root.join(&rel), left).await?
+            }
+            (InputKind::TarDirectory, _) => {
+                // The archive waits beside the root, out of the task's
+                // sight, while it is unpacked. Headers and padding make it
+                // a little larger than what it unpacks to.
+                let archive = paths.dir.join(format!(".input-{n}.tar"));
+                let limit = left.saturating_mul(2).saturating_add(1 << 20);
+                match spool(shared, input, &archive, limit).await? {
+                    Err(e) => Err(e),
+                    Ok(_) => {
+                        let (root, rel) = (root.clone(), rel.clone());
+                        blocking(move || {
+                            let unpacked = std::fs::File::open(&archive)
+                                .and_then(|file| sandbox::unpack_tar(&root, &rel, file, left));
+                            let _ = std::fs::remove_file(&archive);
+                            unpacked
+                        })
+                        .await?
+                    }
+                }
+            }
+        }
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::FileTooLarge => Outcome::DiskLimit {
+                used: used.saturating_add(left).saturating_add(1),
+                limit: disk,
+            },
+            _ => Outcome::InvalidTask(format!("input `{}` cannot be placed: {e}", input.path)),
+        })?;
         used = used.saturating_add(placed);
         if used > disk {
             return Err(Outcome::DiskLimit { used, limit: disk });
@@ -257,45 +289,65 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Outcome::AgentError(format!("placing inputs: {e}")))
 }
 
-/// Places one input under `root`: `bytes` as a file or unpacked tar, or a
-/// copy of the file already placed at `first`. Refuses (`FileTooLarge`)
-/// what would pass `budget` bytes. Returns the bytes placed.
-fn place_input(
-    root: &Arc<cap_std::fs::Dir>,
+/// Streams `input`'s artifact into the new file `dest` (at most `limit`
+/// bytes) and checks its digest. `Err(Outcome)` when it cannot be had;
+/// `Ok(Err)` when it does not fit or cannot be written (placement errors).
+async fn spool(
+    shared: &Shared,
+    input: &v1::Input,
+    dest: &std::path::Path,
+    limit: u64,
+) -> Result<std::io::Result<u64>, Outcome> {
+    let unavailable =
+        |e: String| Outcome::ArtifactUnavailable(format!("input `{}`: {e}", input.path));
+    let source = shared
+        .config
+        .artifacts
+        .as_ref()
+        .ok_or_else(|| unavailable("no artifact source is configured".into()))?;
+    let size = match source.spool(&input.artifact, dest, limit).await {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(dest).await;
+            return match e.kind() {
+                std::io::ErrorKind::FileTooLarge | std::io::ErrorKind::AlreadyExists => Ok(Err(e)),
+                _ => Err(unavailable(format!(
+                    "cannot fetch artifact {}: {e}",
+                    input.artifact
+                ))),
+            };
+        }
+    };
+    let path = dest.to_path_buf();
+    let actual = blocking(move || digest_of_file(&path)).await?;
+    match actual {
+        Ok(actual) if actual == input.artifact => Ok(Ok(size)),
+        Ok(actual) => {
+            let _ = tokio::fs::remove_file(dest).await;
+            Err(unavailable(format!(
+                "artifact {} arrived with sha256 {actual}",
+                input.artifact
+            )))
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// Copies the input already placed at `first` to `rel` under `root`.
+/// Refuses (`FileTooLarge`) what would pass `budget` bytes.
+fn copy_placed(
+    root: &cap_std::fs::Dir,
+    first: &std::path::Path,
     rel: &std::path::Path,
-    kind: InputKind,
-    first: Option<std::path::PathBuf>,
-    bytes: Option<Vec<u8>>,
     budget: u64,
 ) -> std::io::Result<u64> {
-    let too_large = || {
-        std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("it passes the task's disk ({budget} bytes left)"),
-        )
-    };
-    match (kind, first, bytes) {
-        (InputKind::File, Some(first), _) => {
-            let size = root.metadata(&first)?.len();
-            if size > budget {
-                return Err(too_large());
-            }
-            if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
-                root.create_dir_all(parent)?;
-            }
-            root.copy(&first, root, rel)?;
-            Ok(size)
-        }
-        (InputKind::File, None, Some(bytes)) => {
-            if bytes.len() as u64 > budget {
-                return Err(too_large());
-            }
-            sandbox::place_file(root, rel, &bytes)?;
-            Ok(bytes.len() as u64)
-        }
-        (InputKind::TarDirectory, _, Some(bytes)) => sandbox::unpack_tar(root, rel, &bytes, budget),
-        _ => unreachable!("a tar input is always fetched"),
+    let size = root.metadata(first)?.len();
+    check_limit(size, budget)?;
+    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        root.create_dir_all(parent)?;
     }
+    root.copy(first, root, rel)?;
+    Ok(size)
 }
 
 /// What a task needs to run.
@@ -305,8 +357,6 @@ struct Prepared {
     baseline_disk: u64,
 }
 
-/// Creates a sandbox's directories and places its inputs (path in the root,
-/// path as the spec gave it, kind, bytes). Returns the bytes placed.
 /// A launch whose id already has a sandbox on disk (from an earlier run of
 /// the agent, found at start or when creating it): never mixed in.
 fn sandbox_exists_outcome(dir: &std::path::Path) -> Outcome {

@@ -9,7 +9,8 @@ use tonic::transport::{Channel, Endpoint};
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
 
-use crate::{ArtifactSource, FetchFuture};
+use crate::executor::{check_limit, create_new};
+use crate::{ArtifactSource, FetchFuture, SpoolFuture};
 
 /// A lazily connected client of the `Artifacts` service at `endpoint`.
 pub(super) fn client(endpoint: Endpoint) -> ArtifactsClient<Channel> {
@@ -29,23 +30,56 @@ impl MasterArtifacts {
     }
 }
 
+impl MasterArtifacts {
+    /// The artifact's chunks as the master sends them.
+    async fn chunks(&self, digest: &str) -> std::io::Result<tonic::Streaming<v1::FetchChunk>> {
+        let mut client = self.client.read().expect("not poisoned").clone();
+        Ok(client
+            .fetch(v1::FetchRequest {
+                digest: digest.to_string(),
+            })
+            .await
+            .map_err(io_error)?
+            .into_inner())
+    }
+}
+
+fn io_error(status: tonic::Status) -> std::io::Error {
+    std::io::Error::other(status.message().to_string())
+}
+
 impl ArtifactSource for MasterArtifacts {
     fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
-            let mut client = self.client.read().expect("not poisoned").clone();
-            let mut stream = client
-                .fetch(v1::FetchRequest {
-                    digest: digest.to_string(),
-                })
-                .await
-                .map_err(|s| std::io::Error::other(s.message().to_string()))?
-                .into_inner();
+            let mut stream = self.chunks(digest).await?;
             let mut bytes = Vec::new();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|s| std::io::Error::other(s.message().to_string()))?;
-                bytes.extend_from_slice(&chunk.data);
+                bytes.extend_from_slice(&chunk.map_err(io_error)?.data);
             }
             Ok(bytes)
+        })
+    }
+
+    /// Writes each chunk as it comes: one chunk in memory at a time.
+    fn spool<'a>(
+        &'a self,
+        digest: &'a str,
+        dest: &'a std::path::Path,
+        limit: u64,
+    ) -> SpoolFuture<'a> {
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = self.chunks(digest).await?;
+            let mut file = create_new(dest).await?;
+            let mut size = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(io_error)?;
+                size = size.saturating_add(chunk.data.len() as u64);
+                check_limit(size, limit)?;
+                file.write_all(&chunk.data).await?;
+            }
+            file.flush().await?;
+            Ok(size)
         })
     }
 }

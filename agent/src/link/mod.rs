@@ -445,16 +445,28 @@ impl Agent {
                 let artifacts = self.artifacts.clone();
                 let executor = self.executor.clone();
                 tokio::spawn(async move {
-                    let result = artifacts.fetch(&request.digest).await;
-                    let (data, error) = match result {
-                        Ok(data) => (data, String::new()),
-                        Err(e) => (Vec::new(), e.to_string()),
-                    };
-                    executor.send(ToExecutor::Artifact(v1::ArtifactReply {
+                    let mut reply = v1::ArtifactReply {
                         request_id: request.request_id,
-                        data,
-                        error,
-                    }));
+                        ..Default::default()
+                    };
+                    // Spooled: streamed into the executor's file, never
+                    // held whole here.
+                    let result = if request.spool_path.is_empty() {
+                        artifacts.fetch(&request.digest).await.map(|data| {
+                            reply.data = data;
+                        })
+                    } else {
+                        let dest = std::path::Path::new(&request.spool_path);
+                        let spooled = artifacts.spool(&request.digest, dest, request.max_bytes);
+                        spooled.await.map(|size| {
+                            reply.spooled = true;
+                            reply.size = size;
+                        })
+                    };
+                    if let Err(e) = result {
+                        reply.error = e.to_string();
+                    }
+                    executor.send(ToExecutor::Artifact(reply));
                 });
             }
             Event::Message(FromExecutor::Welcome(_)) => {}

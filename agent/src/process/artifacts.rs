@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,19 +13,20 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot};
 use wasmos_proto::v1;
 use wasmos_proto::v1::from_executor::Kind;
 
-use crate::{ArtifactSource, FetchFuture};
+use crate::executor::{check_limit, create_new};
+use crate::{ArtifactSource, FetchFuture, SpoolFuture};
 
 /// How long a fetch waits, an agent restart included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where a fetch's bytes (or its error) go.
-type Reply = oneshot::Sender<io::Result<Vec<u8>>>;
+/// Where the agent's answer goes.
+type Reply = oneshot::Sender<v1::ArtifactReply>;
 
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    /// Open requests by id: the digest asked for, and its asker.
-    open: HashMap<u64, (String, Reply)>,
+    /// Open requests by id, and their askers.
+    open: HashMap<u64, (v1::ArtifactRequest, Reply)>,
     agent: Option<UnboundedSender<v1::FromExecutor>>,
 }
 
@@ -34,12 +36,9 @@ pub struct AgentArtifacts {
     inner: Mutex<Inner>,
 }
 
-fn request(id: u64, digest: &str) -> v1::FromExecutor {
+fn message(request: &v1::ArtifactRequest) -> v1::FromExecutor {
     v1::FromExecutor {
-        kind: Some(Kind::ArtifactRequest(v1::ArtifactRequest {
-            request_id: id,
-            digest: digest.to_string(),
-        })),
+        kind: Some(Kind::ArtifactRequest(request.clone())),
     }
 }
 
@@ -47,8 +46,8 @@ impl AgentArtifacts {
     /// An agent attached: open requests go to it, and new ones.
     pub fn attach(&self, agent: UnboundedSender<v1::FromExecutor>) {
         let mut inner = self.inner.lock().unwrap();
-        for (id, (digest, _)) in &inner.open {
-            let _ = agent.send(request(*id, digest));
+        for (request, _) in inner.open.values() {
+            let _ = agent.send(message(request));
         }
         inner.agent = Some(agent);
     }
@@ -57,40 +56,77 @@ impl AgentArtifacts {
     pub fn reply(&self, reply: v1::ArtifactReply) {
         let waiter = self.inner.lock().unwrap().open.remove(&reply.request_id);
         if let Some((_, waiter)) = waiter {
-            let result = if reply.error.is_empty() {
-                Ok(reply.data)
-            } else {
-                Err(io::Error::other(reply.error))
-            };
-            let _ = waiter.send(result);
+            let _ = waiter.send(reply);
+        }
+    }
+
+    /// Asks the agent (this one or the next to attach) and waits.
+    async fn ask(&self, mut request: v1::ArtifactRequest) -> io::Result<v1::ArtifactReply> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut inner = self.inner.lock().unwrap();
+            inner.next_id += 1;
+            request.request_id = inner.next_id;
+            if let Some(agent) = &inner.agent {
+                let _ = agent.send(message(&request));
+            }
+            let id = request.request_id;
+            inner.open.insert(id, (request.clone(), tx));
+            id
+        };
+        let reply = match tokio::time::timeout(FETCH_TIMEOUT, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(io::Error::other("the executor stopped")),
+            Err(_) => {
+                self.inner.lock().unwrap().open.remove(&id);
+                return Err(io::Error::other(format!(
+                    "no agent delivered artifact {} within {FETCH_TIMEOUT:?}",
+                    request.digest
+                )));
+            }
+        };
+        if reply.error.is_empty() {
+            Ok(reply)
+        } else if reply.error.contains(TOO_LARGE) {
+            Err(io::Error::new(io::ErrorKind::FileTooLarge, reply.error))
+        } else {
+            Err(io::Error::other(reply.error))
         }
     }
 }
 
+/// How an agent says a spooled artifact passed `max_bytes`.
+pub(crate) const TOO_LARGE: &str = "passes the task's disk";
+
 impl ArtifactSource for AgentArtifacts {
     fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            let id = {
-                let mut inner = self.inner.lock().unwrap();
-                inner.next_id += 1;
-                let id = inner.next_id;
-                inner.open.insert(id, (digest.to_string(), tx));
-                if let Some(agent) = &inner.agent {
-                    let _ = agent.send(request(id, digest));
-                }
-                id
+            let request = v1::ArtifactRequest {
+                digest: digest.to_string(),
+                ..Default::default()
             };
-            match tokio::time::timeout(FETCH_TIMEOUT, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(io::Error::other("the executor stopped")),
-                Err(_) => {
-                    self.inner.lock().unwrap().open.remove(&id);
-                    Err(io::Error::other(format!(
-                        "no agent delivered artifact {digest} within {FETCH_TIMEOUT:?}"
-                    )))
-                }
+            Ok(self.ask(request).await?.data)
+        })
+    }
+
+    /// The agent streams the bytes into `dest` itself; an agent of
+    /// protocol 1.0 sends them whole, and they are written here.
+    fn spool<'a>(&'a self, digest: &'a str, dest: &'a Path, limit: u64) -> SpoolFuture<'a> {
+        Box::pin(async move {
+            let request = v1::ArtifactRequest {
+                digest: digest.to_string(),
+                spool_path: dest.display().to_string(),
+                max_bytes: limit,
+                ..Default::default()
+            };
+            let reply = self.ask(request).await?;
+            if reply.spooled {
+                return Ok(reply.size);
             }
+            check_limit(reply.data.len() as u64, limit)?;
+            let mut file = create_new(dest).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &reply.data).await?;
+            Ok(reply.data.len() as u64)
         })
     }
 }

@@ -33,7 +33,8 @@ use wasmos_proto::v1;
 /// The protocol this build speaks: the major version changes when a message
 /// changes meaning; the minor one when fields are added.
 pub const PROTOCOL_MAJOR: u32 = 1;
-pub const PROTOCOL_MINOR: u32 = 0;
+/// 1.1: artifacts spooled to a file (`ArtifactRequest.spool_path`).
+pub const PROTOCOL_MINOR: u32 = 1;
 
 /// This build's protocol.
 pub fn protocol() -> v1::ExecutorProtocol {

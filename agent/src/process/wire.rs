@@ -77,6 +77,7 @@ mod tests {
             tx.send(v1::ArtifactRequest {
                 request_id: i,
                 digest: "d".repeat(i as usize),
+                ..Default::default()
             })
             .unwrap();
         }

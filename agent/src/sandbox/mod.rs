@@ -290,23 +290,16 @@ pub fn relative_path(path: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Writes `bytes` as the file `rel` under `root`, creating parents.
-pub fn place_file(root: &Dir, rel: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
-        root.create_dir_all(parent)?;
-    }
-    root.write(rel, bytes)
-}
-
-/// Unpacks the tar archive `bytes` into the directory `rel` under `root`.
+/// Unpacks the tar archive read from `archive` into the directory `rel`
+/// under `root`.
 /// Only regular files and directories are accepted: links in an input could
 /// point anywhere. Refused once the files would pass `budget` bytes (a small
 /// archive may claim any size), before the file that would pass it is made.
 /// Returns the bytes of the files made.
-pub fn unpack_tar(root: &Dir, rel: &Path, bytes: &[u8], budget: u64) -> io::Result<u64> {
+pub fn unpack_tar(root: &Dir, rel: &Path, archive: impl Read, budget: u64) -> io::Result<u64> {
     root.create_dir_all(rel)?;
     let target = root.open_dir(rel)?;
-    let mut archive = tar::Archive::new(bytes);
+    let mut archive = tar::Archive::new(archive);
     let mut written = 0u64;
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -398,10 +391,10 @@ mod tests {
         b.append_data(&mut h, "sub/a.txt", &b"hello"[..]).unwrap();
         let good = b.into_inner().unwrap();
         assert_eq!(
-            unpack_tar(&root, Path::new("in"), &good, u64::MAX).unwrap(),
+            unpack_tar(&root, Path::new("in"), &good[..], u64::MAX).unwrap(),
             5
         );
-        let err = unpack_tar(&root, Path::new("small"), &good, 4).unwrap_err();
+        let err = unpack_tar(&root, Path::new("small"), &good[..], 4).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::FileTooLarge, "{err}");
         assert_eq!(
             std::fs::read(dir.path().join("in/sub/a.txt")).unwrap(),
@@ -415,7 +408,7 @@ mod tests {
         h.set_size(0);
         b.append_link(&mut h, "evil", "/etc").unwrap();
         let evil = b.into_inner().unwrap();
-        let err = unpack_tar(&root, Path::new("in2"), &evil, u64::MAX).unwrap_err();
+        let err = unpack_tar(&root, Path::new("in2"), &evil[..], u64::MAX).unwrap_err();
         assert!(
             err.to_string().contains("only files and directories"),
             "{err}"
