@@ -226,6 +226,22 @@ fn inputs_of_a_file_and_a_directory_land_in_the_sandbox_root() {
     }
 }
 
+/// Under a `ulimit -v` of 16 GiB the agent's engine fits what it may map
+/// (a fixed pool of 2,000 slots of 4 GiB could not be made).
+#[test]
+fn run_local_works_under_an_address_space_limit() {
+    let program = env!("CARGO_BIN_EXE_wasmos");
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -v 16777216 && exec "$0" run --local "$1" --instances 20 -- x"#)
+        .arg(program)
+        .arg(guest("hello"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("FINISHED"), "{}", stderr(&o));
+}
+
 #[test]
 fn run_local_needs_no_cluster_and_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
