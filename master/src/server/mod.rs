@@ -347,10 +347,16 @@ impl Master {
         health
             .set_serving::<SchedulerServer<scheduler::SchedulerService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(wasmos_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("gRPC reflection")?;
+        // Reflection v1, and v1alpha for the clients that only speak it
+        // (grpcio-reflection, grpcui, Postman, older grpcurl).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(wasmos_proto::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().context("gRPC reflection")?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .context("gRPC reflection v1alpha")?;
         // Peers that stop answering are found by HTTP/2 pings; one
         // connection cannot open streams without end.
         let mut server = tonic::transport::Server::builder()
@@ -370,7 +376,8 @@ impl Master {
 
         let router = server
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(
                 SchedulerServer::new(scheduler::SchedulerService {
                     actor: handle.clone(),
