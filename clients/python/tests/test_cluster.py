@@ -1,0 +1,211 @@
+"""The Python client against a real TLS master and agent (the `wasmos`
+binary at $WASMOS_BIN, guests built by scripts/test).
+
+Run by scripts/test-python: python -m unittest discover clients/python/tests
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+import grpc
+
+import wasmos
+
+ROOT = Path(__file__).resolve().parents[3]
+GUESTS = ROOT / "examples/guests/target/wasm32-wasip1/release"
+BIN = os.environ.get("WASMOS_BIN", str(ROOT / "target/release/wasmos"))
+
+
+class _Master:
+    """A master and one agent that joined it, in a temporary directory."""
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        work = Path(self.dir.name)
+        self.processes = []
+        self.logs = []
+        self.work = work
+        self.master = self._start_master("127.0.0.1:0")
+        self.url = self._url()
+        self.ca_file = work / "master/ca.pem"
+        self.ca = self.ca_file.read_text()
+        self.token = (work / "master/admin.token").read_text().strip()
+        self.env = dict(os.environ, WASMOS_CA=str(self.ca_file), WASMOS_TOKEN=self.token,
+                        WASMOS_PROFILE=str(work / "no-profile.json"))
+        join = subprocess.run(
+            [BIN, "token", "create", "--agent", "--master", self.url],
+            env=self.env, check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        self.agent_dir = work / "agent-0"
+        self.processes.append(
+            subprocess.Popen(
+                [BIN, "agent", "--join", join, "--work-dir", str(self.agent_dir), "--cpus", "2",
+                 "--mem", "2GiB", "--disk", "2GiB"],
+                stdout=self._log(work / "agent.log"), stderr=subprocess.STDOUT,
+            )
+        )
+
+        def connected():
+            out = subprocess.run([BIN, "agents", "--json", "--master", self.url],
+                                 env=self.env, capture_output=True, text=True).stdout
+            return "connected" in out or None
+
+        _wait_for(connected, "the agent to connect")
+
+    def _start_master(self, listen):
+        log = self.work / "master.log"
+        log.unlink(missing_ok=True)
+        return subprocess.Popen(
+            [BIN, "master", "--listen", listen, "--http", "127.0.0.1:0",
+             "--work-dir", str(self.work / "master")],
+            stdout=self._log(log), stderr=subprocess.STDOUT,
+        )
+
+    def _url(self):
+        log = self.work / "master.log"
+        return _wait_for(lambda: next(
+            (w for line in log.read_text().splitlines() if "listening on" in line
+             for w in line.split() if w.startswith("https://")), None), "the master's URL")
+
+    def restart_master(self):
+        """`kill -9` of the master, and a new one on its port and files."""
+        self.master.kill()
+        self.master.wait()
+        self.master = self._start_master(self.url.removeprefix("https://"))
+        assert self._url() == self.url
+
+    def _log(self, path):
+        file = path.open("w")
+        self.logs.append(file)
+        return file
+
+    def stop(self):
+        for process in [self.master, *reversed(self.processes)]:
+            process.kill()
+            process.wait()
+        for file in self.logs:
+            file.close()
+        pid = self.agent_dir / "executor.pid"
+        if pid.exists():
+            try:
+                os.kill(int(pid.read_text().strip()), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        self.dir.cleanup()
+
+
+def _wait_for(probe, what, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} within {seconds} s")
+
+
+MASTER = None
+
+
+def setUpModule():
+    global MASTER
+    MASTER = _Master()
+
+
+def tearDownModule():
+    MASTER.stop()
+
+
+class ClusterTest(unittest.TestCase):
+    def cluster(self, **kwargs):
+        return wasmos.Cluster(MASTER.url, ca=MASTER.ca, token=MASTER.token, **kwargs)
+
+    def test_a_job_whose_every_answer_is_checked(self):
+        with self.cluster() as cluster:
+            results = cluster.run(GUESTS / "hello.wasm", n=30, cpus=0.1, args=["task-{i}"],
+                                  env={"INDEX": "{i}"})
+        self.assertEqual(len(results), 30)
+        for i, result in enumerate(results):
+            self.assertEqual(result.index, i)
+            self.assertTrue(result.ok, result)
+            self.assertEqual(result.exit_code, 0)
+            stdout = result.stdout.decode()
+            self.assertIn(f"argv[1]=task-{i}\n", stdout)
+            self.assertIn(f"env INDEX={i}\n", stdout)
+
+    def test_a_failed_task_says_why(self):
+        with self.cluster() as cluster:
+            [trap] = cluster.run(GUESTS / "trap.wasm")
+            [hog] = cluster.run(GUESTS / "memhog.wasm", mem=2 << 20, args=["64"])
+            [spin] = cluster.run(GUESTS / "primes.wasm", max_fuel=1000, args=["100000000"])
+        self.assertEqual((trap.state, trap.reason), ("FAILED", "TRAP"), trap)
+        self.assertIn("unreachable", trap.message)
+        self.assertEqual((hog.state, hog.reason), ("FAILED", "MEMORY_LIMIT"), hog)
+        self.assertEqual((spin.state, spin.reason), ("FAILED", "OUT_OF_FUEL"), spin)
+
+    def test_a_refused_call_carries_the_masters_words(self):
+        with self.cluster() as cluster:
+            with self.assertRaises(wasmos.WasmosError) as refused:
+                cluster.run(GUESTS / "hello.wasm", mem=0)
+        self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("mem must be more than 0 bytes", str(refused.exception))
+        with wasmos.Cluster(MASTER.url, ca=MASTER.ca, token="nobody.secret") as stranger:
+            with self.assertRaises(wasmos.WasmosError) as unknown:
+                stranger.run(GUESTS / "hello.wasm")
+        self.assertEqual(unknown.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_a_job_outlives_a_master_restart(self):
+        results = []
+        with self.cluster() as cluster:
+            job = threading.Thread(target=lambda: results.extend(cluster.run(
+                GUESTS / "sleeper.wasm", n=40, cpus=0.1, args=["500", "{i}"], deadline=120)))
+            job.start()
+            time.sleep(0.7)
+            self.assertTrue(job.is_alive(), "the job runs while the master restarts")
+            MASTER.restart_master()
+            job.join(150)
+        self.assertEqual(len(results), 40, "the job ended")
+        for i, result in enumerate(results):
+            self.assertTrue(result.ok, result)
+            self.assertEqual(result.stdout, f"slept 500 {i}\n".encode())
+
+    def test_the_clis_profile_is_enough(self):
+        with tempfile.TemporaryDirectory() as home:
+            profile = Path(home) / "profile.json"
+            profile.write_text(json.dumps({"master": MASTER.url, "ca": MASTER.ca, "token": MASTER.token}))
+            saved = {k: os.environ.pop(k, None) for k in ("WASMOS_MASTER", "WASMOS_CA", "WASMOS_TOKEN")}
+            os.environ["WASMOS_PROFILE"] = str(profile)
+            try:
+                with wasmos.Cluster() as cluster:
+                    [result] = cluster.run(GUESTS / "hello.wasm", args=["from-profile"])
+            finally:
+                del os.environ["WASMOS_PROFILE"]
+                os.environ.update({k: v for k, v in saved.items() if v is not None})
+        self.assertIn(b"argv[1]=from-profile\n", result.stdout)
+
+
+class StubsTest(unittest.TestCase):
+    def test_the_installed_stubs_are_what_proto_makes_today(self):
+        sys.path.insert(0, str(ROOT / "clients/python"))
+        from build_stubs import generate
+
+        installed = Path(wasmos.__file__).parent / "v1"
+        with tempfile.TemporaryDirectory() as out:
+            fresh = generate(Path(out))
+            self.assertTrue(fresh)
+            for path in fresh:
+                mine = installed / path.name
+                self.assertTrue(mine.exists(), f"{path.name} is not installed")
+                self.assertEqual(mine.read_text(), path.read_text(),
+                                 f"{path.name} differs from proto/: reinstall the client")
+
+
+if __name__ == "__main__":
+    unittest.main()
