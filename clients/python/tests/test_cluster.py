@@ -191,6 +191,23 @@ class ClusterTest(unittest.TestCase):
         self.assertIn(b"argv[1]=from-profile\n", result.stdout)
 
 
+class ReflectionTest(unittest.TestCase):
+    def test_pythons_own_reflection_client_lists_the_services(self):
+        from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+            ProtoReflectionDescriptorDatabase,
+        )
+
+        credentials = grpc.ssl_channel_credentials(MASTER.ca.encode())
+        with grpc.secure_channel(MASTER.url.removeprefix("https://"), credentials) as channel:
+            database = ProtoReflectionDescriptorDatabase(channel)
+            services = set(database.get_services())
+            scheduler = database.FindFileContainingSymbol("wasmos.v1.Scheduler")
+        self.assertLessEqual(
+            {"wasmos.v1.Scheduler", "wasmos.v1.Operator", "wasmos.v1.Artifacts"}, services
+        )
+        self.assertEqual(scheduler.package, "wasmos.v1")
+
+
 class StubsTest(unittest.TestCase):
     def test_the_installed_stubs_are_what_proto_makes_today(self):
         sys.path.insert(0, str(ROOT / "clients/python"))
