@@ -31,7 +31,7 @@ async fn subscribe(
     client: &mut SchedulerClient<tonic::transport::Channel>,
     name: &str,
 ) -> Result<(String, tonic::Streaming<v1::Event>), tonic::Status> {
-    let mut events = client
+    let call = client
         .subscribe(v1::SubscribeRequest {
             framework: Some(v1::FrameworkInfo {
                 name: name.into(),
@@ -39,14 +39,8 @@ async fn subscribe(
                 ..Default::default()
             }),
         })
-        .await?
-        .into_inner();
-    match events.next().await {
-        Some(Ok(v1::Event {
-            kind: Some(EventKind::Subscribed(s)),
-        })) => Ok((s.framework_id, events)),
-        other => panic!("no SUBSCRIBED: {other:?}"),
-    }
+        .await;
+    support::events::subscribed(call).await
 }
 
 /// A framework that never reads its stream floods the master with
@@ -302,15 +296,7 @@ fn the_disk_cap_fails_a_task_that_writes_past_it_even_a_short_one() {
         let data = client.upload_raw(&vec![1u8; 1 << 20]).await.unwrap().digest;
         let mut scheduler = scheduler(&cluster).await;
         let (fw, mut events) = subscribe(&mut scheduler, "inputs").await.unwrap();
-        let offer = loop {
-            match events.next().await {
-                Some(Ok(v1::Event {
-                    kind: Some(EventKind::Offers(o)),
-                })) if !o.offers.is_empty() => break o.offers[0].clone(),
-                Some(Ok(_)) => continue,
-                other => panic!("no offer: {other:?}"),
-            }
-        };
+        let offer = support::events::next_offer(&mut events).await;
         let task = |disk: u64| v1::TaskSpec {
             task_id: format!("copies-{disk}"),
             artifact: module.clone(),

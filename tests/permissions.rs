@@ -7,12 +7,12 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::events::next_offer;
 use support::{Cluster, guest, https_get, wait_for};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
-use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::operator_client::OperatorClient;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;
 use wasmos_sdk::{Channel, Client, ConnectOptions};
@@ -91,7 +91,7 @@ async fn subscribe(
     role: &str,
     framework_id: &str,
 ) -> Result<(String, tonic::Streaming<v1::Event>), tonic::Status> {
-    let mut events = SchedulerClient::new(channel(cluster, token).await)
+    let call = SchedulerClient::new(channel(cluster, token).await)
         .subscribe(v1::SubscribeRequest {
             framework: Some(v1::FrameworkInfo {
                 framework_id: framework_id.into(),
@@ -100,27 +100,8 @@ async fn subscribe(
                 ..Default::default()
             }),
         })
-        .await?
-        .into_inner();
-    match events.next().await {
-        Some(Ok(v1::Event {
-            kind: Some(EventKind::Subscribed(s)),
-        })) => Ok((s.framework_id, events)),
-        other => panic!("no SUBSCRIBED: {other:?}"),
-    }
-}
-
-/// The next offer on `events`.
-async fn next_offer(events: &mut tonic::Streaming<v1::Event>) -> v1::Offer {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
-            Ok(Some(Ok(v1::Event {
-                kind: Some(EventKind::Offers(offers)),
-            }))) if !offers.offers.is_empty() => return offers.offers[0].clone(),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no offer: {other:?}"),
-        }
-    }
+        .await;
+    support::events::subscribed(call).await
 }
 
 /// The audit log as the admin reads it (`wasmos audit`).

@@ -3,6 +3,8 @@
 //! killed when the test ends.
 #![allow(dead_code)]
 
+pub mod events;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -43,14 +43,17 @@ pub trait ArtifactSource: Send + Sync + 'static {
     /// Inputs come this way. The default fetches it whole first; a source
     /// that can stream writes it as it comes, so it is never all in memory.
     fn spool<'a>(&'a self, digest: &'a str, dest: &'a Path, limit: u64) -> SpoolFuture<'a> {
-        Box::pin(async move {
-            let bytes = self.fetch(digest).await?;
-            check_limit(bytes.len() as u64, limit)?;
-            let mut file = create_new(dest).await?;
-            tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
-            Ok(bytes.len() as u64)
-        })
+        Box::pin(async move { write_new(dest, &self.fetch(digest).await?, limit).await })
     }
+}
+
+/// Writes `bytes` as the new file `dest` (for sources that have them whole),
+/// refusing (`FileTooLarge`) more than `limit`; returns their size.
+pub async fn write_new(dest: &Path, bytes: &[u8], limit: u64) -> io::Result<u64> {
+    check_limit(bytes.len() as u64, limit)?;
+    let mut file = create_new(dest).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+    Ok(bytes.len() as u64)
 }
 
 /// Creates `dest`, which must not exist yet (never follows a link there).
@@ -62,12 +65,16 @@ pub async fn create_new(dest: &Path) -> io::Result<tokio::fs::File> {
         .await
 }
 
+/// The words of a `FileTooLarge` refusal: the executor process knows one
+/// its agent sent back by them.
+pub const TOO_LARGE: &str = "passes the task's disk";
+
 /// `FileTooLarge` when `size` passes `limit`.
 pub fn check_limit(size: u64, limit: u64) -> io::Result<()> {
     if size > limit {
         return Err(io::Error::new(
             io::ErrorKind::FileTooLarge,
-            format!("it passes the task's disk ({limit} bytes left)"),
+            format!("it {TOO_LARGE} ({limit} bytes left)"),
         ));
     }
     Ok(())

@@ -250,8 +250,8 @@ pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
 /// of one process share one pool and one reservation of address space.
 pub struct TaskEngine {
     engine: Engine,
-    linker: Arc<Linker<TaskData>>,
-    functions: Arc<HashSet<String>>,
+    linker: Linker<TaskData>,
+    functions: HashSet<String>,
     memory: MemoryModel,
 }
 
@@ -290,8 +290,8 @@ impl TaskEngine {
         let functions = wasi_function_names(&engine, &linker);
         Ok(Arc::new(Self {
             engine,
-            linker: Arc::new(linker),
-            functions: Arc::new(functions),
+            linker,
+            functions,
             memory: settings.memory,
         }))
     }
@@ -306,11 +306,11 @@ impl TaskEngine {
         self.memory
     }
 
-    pub(super) fn linker(&self) -> &Arc<Linker<TaskData>> {
+    pub(super) fn linker(&self) -> &Linker<TaskData> {
         &self.linker
     }
 
-    pub(super) fn functions(&self) -> &Arc<HashSet<String>> {
+    pub(super) fn functions(&self) -> &HashSet<String> {
         &self.functions
     }
 }

@@ -36,7 +36,7 @@ use wasmos_proto::v1::{self, TaskSpec, TaskState, TaskStatus};
 use wasmtime::Engine;
 
 pub use artifacts::{ArtifactSource, DirArtifacts, FetchFuture, SpoolFuture, digest_of, is_digest};
-pub(crate) use artifacts::{check_limit, create_new};
+pub(crate) use artifacts::{TOO_LARGE, check_limit, create_new, write_new};
 pub use cache::{CacheStats, TrimReport, trim_dir as trim_module_cache};
 pub use config::{
     DEFAULT_GC_INTERVAL, DEFAULT_MAX_SANDBOXES, DEFAULT_MIN_FREE_DISK, DEFAULT_MODULE_CACHE_BYTES,

@@ -28,9 +28,7 @@ impl MasterArtifacts {
     pub(super) fn new(client: Arc<RwLock<ArtifactsClient<Channel>>>) -> Self {
         Self { client }
     }
-}
 
-impl MasterArtifacts {
     /// The artifact's chunks as the master sends them.
     async fn chunks(&self, digest: &str) -> std::io::Result<tonic::Streaming<v1::FetchChunk>> {
         let mut client = self.client.read().expect("not poisoned").clone();

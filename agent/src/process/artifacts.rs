@@ -13,7 +13,7 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot};
 use wasmos_proto::v1;
 use wasmos_proto::v1::from_executor::Kind;
 
-use crate::executor::{check_limit, create_new};
+use crate::executor::{TOO_LARGE, write_new};
 use crate::{ArtifactSource, FetchFuture, SpoolFuture};
 
 /// How long a fetch waits, an agent restart included.
@@ -95,9 +95,6 @@ impl AgentArtifacts {
     }
 }
 
-/// How an agent says a spooled artifact passed `max_bytes`.
-pub(crate) const TOO_LARGE: &str = "passes the task's disk";
-
 impl ArtifactSource for AgentArtifacts {
     fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
@@ -123,10 +120,7 @@ impl ArtifactSource for AgentArtifacts {
             if reply.spooled {
                 return Ok(reply.size);
             }
-            check_limit(reply.data.len() as u64, limit)?;
-            let mut file = create_new(dest).await?;
-            tokio::io::AsyncWriteExt::write_all(&mut file, &reply.data).await?;
-            Ok(reply.data.len() as u64)
+            write_new(dest, &reply.data, limit).await
         })
     }
 }
