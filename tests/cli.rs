@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cluster, guest, wait_for, wasmos};
+use support::{Cluster, component, guest, wait_for, wasmos};
 
 const SPIN_WAT: &str = r#"(module (memory (export "memory") 1)
   (func (export "_start") (loop $forever (br $forever))))"#;
@@ -240,6 +240,39 @@ fn run_local_works_under_an_address_space_limit() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("FINISHED"), "{}", stderr(&o));
+}
+
+/// A component built for wasm32-wasip2 runs as a module does: validated
+/// on the way in, its output and outcome printed.
+#[test]
+fn run_local_runs_a_preview_2_component() {
+    let mut cmd = wasmos();
+    cmd.args(["run", "--local", "--json", "--instances", "3"])
+        .arg(component("hello"))
+        .args(["--", "p2-{i}"]);
+    let o = output(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut seen: Vec<String> = stdout(&o)
+        .lines()
+        .map(|line| {
+            let task: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(task["state"], "FINISHED", "{line}");
+            task["stdout"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["argv[1]=p2-0", "argv[1]=p2-1", "argv[1]=p2-2"]);
+    let mut cmd = wasmos();
+    cmd.args(["run", "--local"]).arg(component("trap"));
+    let o = output(cmd);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("TRAP"), "{}", stderr(&o));
 }
 
 #[test]

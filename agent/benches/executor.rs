@@ -14,6 +14,9 @@
 //!   an executor with just enough cpus for them (0.001 each): extra RSS
 //!   per task, and the engine's memory model.
 //! - `compile`: a 2 MB Rust guest: cold compile versus cached load.
+//! - `component`: the Rust `hello` guest built as a preview 1 module and as
+//!   a preview 2 component, launched through the executor in alternating
+//!   rounds: launch rates of both and their ratio (medians of one run).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +35,14 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 fn guest(name: &str) -> Arc<[u8]> {
+    built_guest("wasm32-wasip1", name)
+}
+
+fn built_guest(target: &str, name: &str) -> Arc<[u8]> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/guests/target/wasm32-wasip1/release")
+        .join("../examples/guests/target")
+        .join(target)
+        .join("release")
         .join(format!("{name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| {
@@ -474,6 +483,81 @@ fn bench_compile(work: &std::path::Path) -> serde_json::Value {
     })
 }
 
+/// Tasks per second of `n` launches of `wasm` (by digest, cached after a
+/// warm-up) through a one-core executor in `work`, 64 in flight.
+fn launch_rate(work: &std::path::Path, wasm: &Arc<[u8]>, args: &[&str], n: usize) -> f64 {
+    std::fs::create_dir_all(work).unwrap();
+    let store = Arc::new(DirArtifacts::new(work.join("artifacts")).unwrap());
+    let digest = store.put(wasm).unwrap();
+    let ex = Executor::new(
+        ExecutorConfig::new(work.join("work"))
+            .cpus(1.0)
+            .artifacts(store),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    let launch = |id: String| {
+        let s = TaskSpec {
+            artifact: digest.clone(),
+            ..spec(id, args, 0.01)
+        };
+        ex.launch("bench", s, ModuleSource::Artifact, tx.clone())
+            .unwrap();
+    };
+    launch("warm".into());
+    while !is_terminal(recv(&rt, &mut rx).state()) {}
+    let t = Instant::now();
+    let (mut launched, mut done) = (0, 0);
+    while done < n {
+        while launched < n && launched - done < 64 {
+            launch(format!("t{launched}"));
+            launched += 1;
+        }
+        let status = recv(&rt, &mut rx);
+        if is_terminal(status.state()) {
+            assert_eq!(status.state(), TaskState::Finished, "{}", status.message);
+            done += 1;
+        }
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(ex);
+    rate
+}
+
+fn bench_component(work: &std::path::Path) -> serde_json::Value {
+    let shm = std::path::Path::new("/dev/shm");
+    let tmpfs = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
+    let dir = tmpfs.as_ref().map_or(work, |t| t.path());
+    let module = built_guest("wasm32-wasip1", "hello");
+    let component = built_guest("wasm32-wasip2", "hello");
+    let n = 2_000;
+    let (mut modules, mut components) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let at = |kind: &str| dir.join(format!("{kind}-{round}"));
+        modules.push(launch_rate(&at("module"), &module, &["hi"], n));
+        components.push(launch_rate(&at("component"), &component, &["hi"], n));
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let rounds = (modules.clone(), components.clone());
+    let (m, c) = (median(&mut modules), median(&mut components));
+    json!({
+        "case": "component", "guest": "hello (Rust)", "tasks_per_round": n, "rounds": 3,
+        "work_dir_fs": if tmpfs.is_some() { "tmpfs" } else { "disk" },
+        "module_tasks_per_s": m.round(), "component_tasks_per_s": c.round(),
+        "module_rounds": rounds.0.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        "component_rounds": rounds.1.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        "component_over_module": (c / m * 1000.0).round() / 1000.0,
+        "module_bytes": module.len(), "component_bytes": component.len(),
+    })
+}
+
 /// One benchmark case: work dir in, one JSON object out.
 type Case = fn(&std::path::Path) -> serde_json::Value;
 
@@ -489,11 +573,12 @@ fn option(flag: &str) -> Option<String> {
 fn main() {
     let only = option("--case");
     let work = tempfile::tempdir().unwrap();
-    let cases: [(&str, Case); 4] = [
+    let cases: [(&str, Case); 5] = [
         ("launch", bench_launch),
         ("fuel", bench_fuel),
         ("density", bench_density),
         ("compile", bench_compile),
+        ("component", bench_component),
     ];
     for (name, run) in cases {
         if only.as_deref().is_none_or(|o| o == name) {

@@ -47,7 +47,7 @@ pub(super) fn load_module(path: &Path) -> anyhow::Result<Vec<u8>> {
         .validate_all(&binary)
         .map_err(|e| {
             anyhow::anyhow!(
-                "{} is not a wasm module: {}; pass a .wasm binary built for wasm32-wasip1 or .wat text",
+                "{} is not a wasm module: {}; pass a .wasm binary built for wasm32-wasip1 (a module) or wasm32-wasip2 (a component), or .wat text",
                 path.display(),
                 e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
             )

@@ -36,8 +36,19 @@ fn with_defaults(defaults: &[&str], args: &[&str]) -> Vec<String> {
 /// The path of a guest built for wasm32-wasip1 by `scripts/test`
 /// (`examples/guests`); panics with what to run if it is missing.
 pub fn guest(name: &str) -> PathBuf {
+    built_guest("wasm32-wasip1", name)
+}
+
+/// The same guest built for wasm32-wasip2: a WASI preview 2 component.
+pub fn component(name: &str) -> PathBuf {
+    built_guest("wasm32-wasip2", name)
+}
+
+fn built_guest(target: &str, name: &str) -> PathBuf {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/guests/target/wasm32-wasip1/release")
+        .join("examples/guests/target")
+        .join(target)
+        .join("release")
         .join(format!("{name}.wasm"));
     assert!(
         path.exists(),

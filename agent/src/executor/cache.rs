@@ -1,7 +1,7 @@
-//! Compiled modules, keyed by the sha256 of their bytes.
+//! Compiled modules and components, keyed by the sha256 of their bytes.
 //!
-//! Two levels: in memory (`Module` + `InstancePre`, shared by every task of
-//! that module) and on disk (`<dir>/<digest>-<engine key>.cwasm`), so a
+//! Two levels: in memory (`Module` + `InstancePre`, or a component's
+//! `CommandPre`, shared by every task of that program) and on disk (`<dir>/<digest>-<engine key>.cwasm`), so a
 //! restarted agent does not recompile. Concurrent launches of one module
 //! wait for a single compilation. Deserializing compiled code is `unsafe`
 //! and wasmtime checks only the header, so every file carries a sha256 of
@@ -24,22 +24,48 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
-use wasmtime::{Engine, InstancePre, Module};
+use wasmtime::component::Component;
+use wasmtime::{Engine, InstancePre, Module, Precompiled};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::artifacts::digest_of;
-use super::engine::{TaskData, TaskEngine};
+use super::engine::{ComponentData, TaskData, TaskEngine};
 use super::validate;
 
 const MAGIC: &[u8; 8] = b"WASMOSC1";
 const HEADER: usize = MAGIC.len() + 32;
 
-/// A module ready to instantiate.
+/// A program ready to instantiate.
 pub struct Compiled {
-    /// Imports resolved against the WASI linker once, not per task.
-    pub pre: InstancePre<TaskData>,
-    /// Whether it imports a function that can reach a file
-    /// ([`validate::can_touch_files`]), known once, not per task.
+    /// Its imports resolved against the WASI linker once, not per task.
+    pub program: Program,
+    /// Whether it imports something that can reach a file
+    /// ([`validate::can_touch_files`],
+    /// [`validate::component_can_touch_files`]), known once, not per task.
     pub touches_files: bool,
+}
+
+/// What a task runs.
+pub enum Program {
+    /// A WASI preview 1 module: its `_start`.
+    Module(InstancePre<TaskData>),
+    /// A WASI preview 2 component: its `wasi:cli/run`.
+    Component(CommandPre<ComponentData>),
+}
+
+/// Compiled code, before linking.
+enum Code {
+    Module(Module),
+    Component(Component),
+}
+
+impl Code {
+    fn serialize(&self) -> Option<Vec<u8>> {
+        match self {
+            Code::Module(m) => m.serialize().ok(),
+            Code::Component(c) => c.serialize().ok(),
+        }
+    }
 }
 
 /// Why a module could not be loaded.
@@ -111,7 +137,7 @@ impl ModuleCache {
             std::fs::create_dir_all(dir)?;
         }
         Ok(Self {
-            engine_key: super::engine::compatibility_key(engine.engine()),
+            engine_key: engine.compatibility_key(),
             engine,
             dir,
             capacity: capacity.max(1),
@@ -213,10 +239,10 @@ impl ModuleCache {
         F: Future<Output = Result<Vec<u8>, LoadError>>,
     {
         if let Some(path) = self.disk_path(digest)
-            && let Some(module) = self.load_from_disk(&path).await
+            && let Some(code) = self.load_from_disk(&path).await
         {
             self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
-            return self.finish(module);
+            return self.finish(code);
         }
         let bytes = fetch.await?;
         let actual = digest_of(&bytes);
@@ -225,17 +251,16 @@ impl ModuleCache {
                 "module bytes have sha256 {actual}, expected {digest}"
             )));
         }
-        let engine = self.engine.engine().clone();
-        let (module, serialized) = tokio::task::spawn_blocking(move || {
-            let module = Module::new(&engine, &bytes)
-                .map_err(|e| LoadError::Invalid(format!("not a valid wasm module: {e:#}")))?;
-            let serialized = module.serialize().ok();
-            Ok::<_, LoadError>((module, serialized))
+        let engine = self.engine.clone();
+        let (code, serialized) = tokio::task::spawn_blocking(move || {
+            let code = compile(&engine, &bytes)?;
+            let serialized = code.serialize();
+            Ok::<_, LoadError>((code, serialized))
         })
         .await
         .map_err(|e| LoadError::Unavailable(format!("compilation did not finish: {e}")))??;
         self.counters.compiled.fetch_add(1, Ordering::Relaxed);
-        let compiled = self.finish(module)?;
+        let compiled = self.finish(code)?;
         if let (Some(path), Some(payload)) = (self.disk_path(digest), serialized) {
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = write_entry(&path, &payload) {
@@ -246,10 +271,10 @@ impl ModuleCache {
         Ok(compiled)
     }
 
-    /// A verified module from `path`, or `None` (after deleting the entry
-    /// if it was corrupt).
-    async fn load_from_disk(&self, path: &Path) -> Option<Module> {
-        let engine = self.engine.engine().clone();
+    /// Verified code from `path`, or `None` (after deleting the entry if it
+    /// was corrupt).
+    async fn load_from_disk(&self, path: &Path) -> Option<Code> {
+        let engine = self.engine.clone();
         let owned = path.to_path_buf();
         let result = tokio::task::spawn_blocking(move || read_entry(&engine, &owned))
             .await
@@ -270,19 +295,56 @@ impl ModuleCache {
         }
     }
 
-    fn finish(&self, module: Module) -> Result<Arc<Compiled>, LoadError> {
-        validate::check_command(&module, |name| self.engine.functions().contains(name))
-            .map_err(LoadError::Invalid)?;
-        let pre = self
-            .engine
-            .linker()
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        Ok(Arc::new(Compiled {
-            touches_files: validate::can_touch_files(&module),
-            pre,
-        }))
+    fn finish(&self, code: Code) -> Result<Arc<Compiled>, LoadError> {
+        let compiled = match code {
+            Code::Module(module) => {
+                validate::check_command(&module, |name| self.engine.functions().contains(name))
+                    .map_err(LoadError::Invalid)?;
+                let pre = self
+                    .engine
+                    .linker()
+                    .instantiate_pre(&module)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                Compiled {
+                    touches_files: validate::can_touch_files(&module),
+                    program: Program::Module(pre),
+                }
+            }
+            Code::Component(component) => {
+                let engine = self.engine.component_engine();
+                let pre = self
+                    .engine
+                    .component_linker()
+                    .instantiate_pre(&component)
+                    .map_err(|e| LoadError::Invalid(validate::component_link_error(&e)))?;
+                let pre = CommandPre::new(pre)
+                    .map_err(|e| LoadError::Invalid(validate::component_command_error(&e)))?;
+                Compiled {
+                    touches_files: validate::component_can_touch_files(&component, engine),
+                    program: Program::Component(pre),
+                }
+            }
+        };
+        Ok(Arc::new(compiled))
     }
+}
+
+/// Compiles `bytes`: a component (by its header) on the component engine,
+/// a module otherwise. Text (`.wat`) is a module unless only a component
+/// parses from it.
+fn compile(engine: &TaskEngine, bytes: &[u8]) -> Result<Code, LoadError> {
+    let component = || Component::new(engine.component_engine(), bytes).map(Code::Component);
+    if wasmparser::Parser::is_component(bytes) {
+        return component()
+            .map_err(|e| LoadError::Invalid(format!("not a valid wasm component: {e:#}")));
+    }
+    Module::new(engine.engine(), bytes)
+        .map(Code::Module)
+        .or_else(|e| match bytes.starts_with(b"\0asm") {
+            false => component().map_err(|_| e),
+            true => Err(e),
+        })
+        .map_err(|e| LoadError::Invalid(format!("not a valid wasm module: {e:#}")))
 }
 
 /// Writes `payload` with our header, atomically (temp file + rename).
@@ -429,19 +491,29 @@ fn is_temp_name(name: &str) -> bool {
 }
 
 /// `Ok(None)`: no entry. `Err`: an entry that must not be used.
-fn read_entry(engine: &Engine, path: &Path) -> Result<Option<Module>, String> {
+fn read_entry(engine: &TaskEngine, path: &Path) -> Result<Option<Code>, String> {
     let data = match std::fs::read(path) {
         Ok(data) => data,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("unreadable: {e}")),
     };
     let payload = verify_entry(&data)?;
-    // SAFETY: `payload` was written by `write_entry` from `Module::serialize`
-    // of an engine with the same compatibility key (it is in the file name),
+    let refused = |e: wasmtime::Error| format!("wasmtime refused it: {e}");
+    // SAFETY (both): `payload` was written by `write_entry` from the
+    // `serialize` of the same kind of code (wasmtime's header says which),
+    // by engines with the same compatibility key (it is in the file name),
     // and its sha256 matches, so it is the bytes wasmtime produced.
-    unsafe { Module::deserialize(engine, payload) }
-        .map(Some)
-        .map_err(|e| format!("wasmtime refused it: {e}"))
+    match Engine::detect_precompiled(payload) {
+        Some(Precompiled::Module) => unsafe { Module::deserialize(engine.engine(), payload) }
+            .map(|m| Some(Code::Module(m)))
+            .map_err(refused),
+        Some(Precompiled::Component) => {
+            unsafe { Component::deserialize(engine.component_engine(), payload) }
+                .map(|c| Some(Code::Component(c)))
+                .map_err(refused)
+        }
+        None => Err("not compiled code".into()),
+    }
 }
 
 /// The payload of a cache file, if its header and checksum are right.

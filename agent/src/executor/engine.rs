@@ -1,7 +1,14 @@
 //! The wasmtime [`Engine`] tasks run on ([`TaskEngine`]: the engine, its
-//! WASI preview 1 linker and what a task's [`Store`] holds), and how its
-//! linear memories are laid out ([`MemoryModel`]), chosen from what the
-//! agents sharing it may run at once ([`Capacity`]).
+//! WASI preview 1 linker for modules, its WASI preview 2 linker for
+//! components, and what a task's [`Store`] holds), and how its linear
+//! memories are laid out ([`MemoryModel`]), chosen from what the agents
+//! sharing it may run at once ([`Capacity`]).
+//!
+//! Components run on an engine of their own with memories allocated per
+//! instance: one component makes several core instances, memories and
+//! tables (its module, shims, an adapter with its own memory), as many as
+//! its author chose, so a pool sized in tasks could not promise them room.
+//! The engine's other settings (fuel, yields) are the same.
 //!
 //! Fuel is on (it is how `max_fuel` is counted and where a running task can
 //! be paused, stopped or throttled: async fuel yields). Epoch interruption is
@@ -23,9 +30,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Store,
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Store, component,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::MemLimiter;
 
@@ -45,13 +53,35 @@ const WASM_PAGE: u64 = 64 << 10;
 /// stack and guard).
 const MAPS_PER_TASK: u64 = 7;
 
-/// What a task's [`Store`] holds.
-pub struct TaskData {
-    /// The task's WASI preview 1 context.
-    pub wasi: WasiP1Ctx,
+/// What a task's [`Store`] holds: its WASI context (preview 1 for a
+/// module, [`ComponentWasi`] for a component) and its `mem` cap.
+pub struct TaskData<W = WasiP1Ctx> {
+    /// The task's WASI context.
+    pub wasi: W,
     /// Its `mem` cap.
     pub limiter: MemLimiter,
 }
+
+/// A component's WASI preview 2 state: its context and the table of the
+/// resources (streams, descriptors) it holds.
+pub struct ComponentWasi {
+    /// Args, env, stdio, preopens.
+    pub ctx: WasiCtx,
+    /// Its resources.
+    pub table: ResourceTable,
+}
+
+impl WasiView for TaskData<ComponentWasi> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+/// A component task's store data.
+pub type ComponentData = TaskData<ComponentWasi>;
 
 /// What the executors sharing an engine may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +243,7 @@ pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.consume_fuel(settings.fuel);
     config.epoch_interruption(settings.epochs);
+    config.wasm_component_model(true);
     match settings.memory {
         MemoryModel::Pooled { slots, reservation } => {
             let n = slots.max(1);
@@ -253,6 +284,10 @@ pub struct TaskEngine {
     linker: Linker<TaskData>,
     functions: HashSet<String>,
     memory: MemoryModel,
+    /// The engine components run on: `engine` itself when its memories are
+    /// on demand, else one like it with on-demand memories.
+    components: Engine,
+    component_linker: component::Linker<ComponentData>,
 }
 
 impl std::fmt::Debug for TaskEngine {
@@ -288,11 +323,24 @@ impl TaskEngine {
             .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:#}"))?;
         let linker = wasi_linker(&engine).map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
         let functions = wasi_function_names(&engine, &linker);
+        let components = match settings.memory {
+            MemoryModel::OnDemand => engine.clone(),
+            MemoryModel::Pooled { .. } => build_engine(&EngineSettings {
+                memory: MemoryModel::OnDemand,
+                ..settings
+            })
+            .map_err(|e| anyhow::anyhow!("creating the component engine: {e:#}"))?,
+        };
+        let mut component_linker = component::Linker::new(&components);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI preview 2: {e:#}"))?;
         Ok(Arc::new(Self {
             engine,
             linker,
             functions,
             memory: settings.memory,
+            components,
+            component_linker,
         }))
     }
 
@@ -306,8 +354,23 @@ impl TaskEngine {
         self.memory
     }
 
+    /// The engine components run on.
+    pub fn component_engine(&self) -> &Engine {
+        &self.components
+    }
+
     pub(super) fn linker(&self) -> &Linker<TaskData> {
         &self.linker
+    }
+
+    /// Every WASI preview 2 interface (async versions), and nothing else.
+    pub(super) fn component_linker(&self) -> &component::Linker<ComponentData> {
+        &self.component_linker
+    }
+
+    /// The key of compiled code for this engine's modules and components.
+    pub fn compatibility_key(&self) -> String {
+        compatibility_key(&[&self.engine, &self.components])
     }
 
     pub(super) fn functions(&self) -> &HashSet<String> {
@@ -337,10 +400,10 @@ fn wasi_function_names(engine: &Engine, linker: &Linker<TaskData>) -> HashSet<St
         .collect()
 }
 
-/// A short, stable name for the engine's compiled-code compatibility: part
+/// A short, stable name for the engines' compiled-code compatibility: part
 /// of every on-disk cache key, so an upgraded agent (or other settings) never
 /// even opens entries it cannot use.
-pub fn compatibility_key(engine: &Engine) -> String {
+pub fn compatibility_key(engines: &[&Engine]) -> String {
     struct ShaHasher(Sha256);
     impl Hasher for ShaHasher {
         fn finish(&self) -> u64 {
@@ -351,7 +414,9 @@ pub fn compatibility_key(engine: &Engine) -> String {
         }
     }
     let mut hasher = ShaHasher(Sha256::new());
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    for engine in engines {
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    }
     hex::encode(&hasher.0.finalize()[..8])
 }
 
@@ -372,9 +437,9 @@ mod tests {
             ..EngineSettings::default()
         })
         .unwrap();
-        assert_eq!(compatibility_key(&a), compatibility_key(&b));
-        assert_ne!(compatibility_key(&a), compatibility_key(&no_fuel));
-        assert_eq!(compatibility_key(&a).len(), 16);
+        assert_eq!(compatibility_key(&[&a]), compatibility_key(&[&b]));
+        assert_ne!(compatibility_key(&[&a]), compatibility_key(&[&no_fuel]));
+        assert_eq!(compatibility_key(&[&a]).len(), 16);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One task's life on a worker: prepare (sandbox, module, inputs),
-//! instantiate, run `_start` until it ends or is stopped, report.
+//! One task's life on a worker: prepare (sandbox, program, inputs),
+//! instantiate, run its entry point (a module's `_start`, a component's
+//! `wasi:cli/run`) until it ends or is stopped, report.
 //!
 //! Everything here is one future, polled by a [`worker`](super::worker):
 //! its CPU time is what the `cpus` limit measures, and dropping it (agent
@@ -16,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use wasmos_proto::v1::{self, InputKind, TaskSpec, TaskState, TaskUsage};
-use wasmtime::{Store, Trap};
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime::{InstancePre, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, ResourceTable, WasiCtxBuilder};
 
 use super::artifacts::{check_limit, digest_of_file, is_digest};
-use super::cache::{Compiled, LoadError};
-use super::engine::TaskData;
+use super::cache::{Compiled, LoadError, Program};
+use super::engine::{ComponentData, ComponentWasi, TaskData};
 use super::limits::MemLimiter;
 use super::shared::{ModuleSource, Shared};
 use super::status::{Outcome, Reporter};
@@ -390,7 +393,131 @@ enum Ended {
     Returned(wasmtime::Result<()>),
 }
 
-/// Instantiates and runs `_start`; returns how it ended and what it used.
+/// A program's entry point: what instantiating and running it means.
+trait Entry {
+    /// Its WASI state in the store.
+    type Wasi: Send + 'static;
+
+    /// Instantiates and runs it; reports RUNNING once it is instantiated.
+    async fn run(
+        &self,
+        store: &mut Store<TaskData<Self::Wasi>>,
+        reporter: &mut Reporter,
+    ) -> wasmtime::Result<()>;
+}
+
+impl Entry for InstancePre<TaskData> {
+    type Wasi = WasiP1Ctx;
+
+    async fn run(
+        &self,
+        store: &mut Store<TaskData>,
+        reporter: &mut Reporter,
+    ) -> wasmtime::Result<()> {
+        let instance = self.instantiate_async(&mut *store).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+        reporter.progress(TaskState::Running, "");
+        start.call_async(store, ()).await
+    }
+}
+
+impl Entry for CommandPre<ComponentData> {
+    type Wasi = ComponentWasi;
+
+    async fn run(
+        &self,
+        store: &mut Store<ComponentData>,
+        reporter: &mut Reporter,
+    ) -> wasmtime::Result<()> {
+        let command = self.instantiate_async(&mut *store).await?;
+        reporter.progress(TaskState::Running, "");
+        match command.wasi_cli_run().call_run(store).await? {
+            Ok(()) => Ok(()),
+            // `run` returned its error: the command failed, as `exit(1)`.
+            Err(()) => Err(I32Exit(1).into()),
+        }
+    }
+}
+
+/// How a run in a store went: its outcome and what it used.
+struct Ran {
+    outcome: Outcome,
+    wall_time_ms: u64,
+    fuel_consumed: u64,
+    peak_mem: u64,
+}
+
+/// Runs `entry` in a new store of `engine` holding `wasi`, with the task's
+/// fuel and `mem` cap, until it returns, is stopped or times out.
+async fn run_in_store<E: Entry>(
+    entry: &E,
+    engine: &wasmtime::Engine,
+    wasi: E::Wasi,
+    spec: &TaskSpec,
+    control: &TaskControl,
+    shared: &Shared,
+    reporter: &mut Reporter,
+) -> Ran {
+    let resources = spec.resources.unwrap_or_default();
+    let data = TaskData {
+        wasi,
+        limiter: MemLimiter::new(resources.mem),
+    };
+    let mut store = Store::new(engine, data);
+    store.limiter(|d| &mut d.limiter);
+    let fuel = if spec.max_fuel > 0 {
+        spec.max_fuel
+    } else {
+        u64::MAX
+    };
+    let setup = store
+        .set_fuel(fuel)
+        .and_then(|()| {
+            store.fuel_async_yield_interval(Some(shared.config.fuel_yield_interval.max(1)))
+        })
+        .and_then(|()| store.get_fuel());
+    let initial_fuel = match setup {
+        Ok(f) => f,
+        Err(e) => {
+            return Ran {
+                outcome: Outcome::AgentError(format!("cannot configure fuel: {e:#}")),
+                wall_time_ms: 0,
+                fuel_consumed: 0,
+                peak_mem: 0,
+            };
+        }
+    };
+    // Instantiation is inside the race too: a module's start function
+    // runs during it and may loop as well as `_start` can.
+    let started = Instant::now();
+    control.sched.started.store(true, Ordering::Relaxed);
+    let deadline = async {
+        match spec.timeout_ms {
+            0 => std::future::pending().await,
+            ms => tokio::time::sleep(Duration::from_millis(ms)).await,
+        }
+    };
+    let ended = tokio::select! {
+        biased;
+        stop = control.stopped() => Ended::Stopped(stop),
+        () = deadline => Ended::TimedOut,
+        r = entry.run(&mut store, reporter) => Ended::Returned(r),
+    };
+    let outcome = match ended {
+        Ended::Stopped(stop) => stop_outcome(stop),
+        Ended::TimedOut => Outcome::Timeout(spec.timeout_ms),
+        Ended::Returned(Ok(())) => Outcome::Finished,
+        Ended::Returned(Err(e)) => classify(e, &store.data().limiter, spec.max_fuel),
+    };
+    Ran {
+        outcome,
+        wall_time_ms: started.elapsed().as_millis() as u64,
+        fuel_consumed: initial_fuel.saturating_sub(store.get_fuel().unwrap_or(initial_fuel)),
+        peak_mem: store.data().limiter.peak_memory(),
+    }
+}
+
+/// Instantiates and runs the program; returns how it ended and what it used.
 async fn execute(
     spec: &TaskSpec,
     prepared: &Prepared,
@@ -416,14 +543,18 @@ async fn execute(
         wasi.arg(name)
             .args(&spec.args)
             .stdout(stdout.clone())
-            .stderr(stderr.clone());
+            .stderr(stderr.clone())
+            // Nothing a module could not do: no sockets, no name lookups.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for var in &spec.env {
             wasi.env(&var.name, &var.value);
         }
-        // A module that imports no function able to reach a descriptor
-        // beyond stdio cannot tell whether its root is preopened, and cannot
-        // add a byte to it: it gets no preopen, no disk watch and no
-        // end-of-task walk (its root holds exactly its inputs).
+        // A program that imports nothing able to reach a descriptor beyond
+        // stdio cannot tell whether its root is preopened, and cannot add a
+        // byte to it: it gets no preopen, no disk watch and no end-of-task
+        // walk (its root holds exactly its inputs).
         let touches_files = compiled.touches_files;
         if touches_files {
             wasi.initial_cwd("/");
@@ -431,27 +562,6 @@ async fn execute(
                 break 'run Outcome::AgentError(format!("cannot open sandbox root: {e:#}"));
             }
         }
-        let data = TaskData {
-            wasi: wasi.build_p1(),
-            limiter: MemLimiter::new(resources.mem),
-        };
-        let mut store = Store::new(shared.engine.engine(), data);
-        store.limiter(|d| &mut d.limiter);
-        let fuel = if spec.max_fuel > 0 {
-            spec.max_fuel
-        } else {
-            u64::MAX
-        };
-        let setup = store
-            .set_fuel(fuel)
-            .and_then(|()| {
-                store.fuel_async_yield_interval(Some(shared.config.fuel_yield_interval.max(1)))
-            })
-            .and_then(|()| store.get_fuel());
-        let initial_fuel = match setup {
-            Ok(f) => f,
-            Err(e) => break 'run Outcome::AgentError(format!("cannot configure fuel: {e:#}")),
-        };
         let baseline = prepared.baseline_disk;
         if !touches_files {
             disk_bytes = Some(baseline);
@@ -471,38 +581,25 @@ async fn execute(
                     })
                 })
         });
-
-        // Instantiation is inside the race too: a module's start function
-        // runs during it and may loop as well as `_start` can.
-        let started = Instant::now();
-        control.sched.started.store(true, Ordering::Relaxed);
-        let run = async {
-            let instance = compiled.pre.instantiate_async(&mut store).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            reporter.progress(TaskState::Running, "");
-            start.call_async(&mut store, ()).await
-        };
-        let deadline = async {
-            match spec.timeout_ms {
-                0 => std::future::pending().await,
-                ms => tokio::time::sleep(Duration::from_millis(ms)).await,
+        let engine = &shared.engine;
+        let ran = match &compiled.program {
+            Program::Module(pre) => {
+                let wasi = wasi.build_p1();
+                run_in_store(pre, engine.engine(), wasi, spec, control, shared, reporter).await
+            }
+            Program::Component(pre) => {
+                let wasi = ComponentWasi {
+                    ctx: wasi.build(),
+                    table: ResourceTable::new(),
+                };
+                let engine = engine.component_engine();
+                run_in_store(pre, engine, wasi, spec, control, shared, reporter).await
             }
         };
-        let ended = tokio::select! {
-            biased;
-            stop = control.stopped() => Ended::Stopped(stop),
-            () = deadline => Ended::TimedOut,
-            r = run => Ended::Returned(r),
-        };
-        usage.wall_time_ms = started.elapsed().as_millis() as u64;
-        usage.fuel_consumed = initial_fuel.saturating_sub(store.get_fuel().unwrap_or(initial_fuel));
-        usage.peak_mem = store.data().limiter.peak_memory();
-        match ended {
-            Ended::Stopped(stop) => stop_outcome(stop),
-            Ended::TimedOut => Outcome::Timeout(spec.timeout_ms),
-            Ended::Returned(Ok(())) => Outcome::Finished,
-            Ended::Returned(Err(e)) => classify(e, &store, spec.max_fuel),
-        }
+        usage.wall_time_ms = ran.wall_time_ms;
+        usage.fuel_consumed = ran.fuel_consumed;
+        usage.peak_mem = ran.peak_mem;
+        ran.outcome
     };
 
     let (out, err) = (stdout.usage(), stderr.usage());
@@ -544,15 +641,15 @@ fn trap_message(err: &wasmtime::Error) -> String {
         .join("\n")
 }
 
-/// Turns an error from instantiation or `_start` into an outcome.
-fn classify(err: wasmtime::Error, store: &Store<TaskData>, max_fuel: u64) -> Outcome {
+/// Turns an error from instantiation or the entry point into an outcome.
+fn classify(err: wasmtime::Error, limiter: &MemLimiter, max_fuel: u64) -> Outcome {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return match exit.0 {
             0 => Outcome::Finished,
             code => Outcome::ExitNonzero(code),
         };
     }
-    if let Some(limit) = store.data().limiter.exceeded() {
+    if let Some(limit) = limiter.exceeded() {
         return Outcome::MemoryLimit(limit.to_string());
     }
     if err.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {

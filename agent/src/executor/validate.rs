@@ -1,8 +1,10 @@
-//! Is a compiled module a WASI preview 1 command? Checked before any task
-//! runs it, so that a bad module is an `ERROR`/`REASON_INVALID_MODULE` with a
-//! message that names the problem, never a trap halfway through.
+//! Is a compiled module a WASI preview 1 command, or a component a WASI
+//! preview 2 `wasi:cli/command`? Checked before any task runs it, so that a
+//! bad program is an `ERROR`/`REASON_INVALID_MODULE` with a message that
+//! names the problem, never a trap halfway through.
 
-use wasmtime::{ExternType, Module};
+use wasmtime::component::Component;
+use wasmtime::{Engine, ExternType, Module};
 
 /// The only import module a task may use.
 pub const WASI_P1: &str = "wasi_snapshot_preview1";
@@ -63,6 +65,33 @@ pub fn can_touch_files(module: &Module) -> bool {
         .any(|import| import.module() != WASI_P1 || !NO_FILE_ACCESS.contains(&import.name()))
 }
 
+/// Why a component cannot be linked, in words that say what is provided.
+pub fn component_link_error(err: &wasmtime::Error) -> String {
+    format!(
+        "the component cannot be linked: {err:#} (only WASI preview 2 interfaces \
+         are provided)"
+    )
+}
+
+/// Why a component is not a `wasi:cli/command`.
+pub fn component_command_error(err: &wasmtime::Error) -> String {
+    format!(
+        "the component does not export `wasi:cli/run`, so it is not a WASI command \
+         (build it as a binary for wasm32-wasip2): {err:#}"
+    )
+}
+
+/// Where a component reaches files: `wasi:filesystem` (its preopens and
+/// descriptors). A component that imports neither, nor anything outside
+/// WASI, gets no preopen, no disk watch and no end-of-task walk, as a
+/// module that imports only [`NO_FILE_ACCESS`] functions.
+pub fn component_can_touch_files(component: &Component, engine: &Engine) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| !name.starts_with("wasi:") || name.starts_with("wasi:filesystem/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +127,22 @@ mod tests {
             err.contains("teleport") && err.contains("does not define"),
             "{err}"
         );
+    }
+
+    fn component(wat: &str) -> (Component, Engine) {
+        let engine = Engine::default();
+        (Component::new(&engine, wat).unwrap(), engine)
+    }
+
+    #[test]
+    fn a_component_touches_files_through_wasi_filesystem_only() {
+        let (c, e) = component(r#"(component (import "wasi:cli/environment@0.2.0" (instance)))"#);
+        assert!(!component_can_touch_files(&c, &e));
+        let (c, e) =
+            component(r#"(component (import "wasi:filesystem/preopens@0.2.0" (instance)))"#);
+        assert!(component_can_touch_files(&c, &e));
+        let (c, e) = component(r#"(component (import "acme:fs/open" (instance)))"#);
+        assert!(component_can_touch_files(&c, &e));
     }
 
     #[test]

@@ -25,6 +25,22 @@ pub fn guest(name: &str) -> Arc<[u8]> {
     }
 }
 
+/// The same guest built for wasm32-wasip2 by `scripts/test`: a WASI
+/// preview 2 component.
+pub fn component(name: &str) -> Arc<[u8]> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/guests/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    match std::fs::read(&path) {
+        Ok(bytes) => bytes.into(),
+        Err(e) => panic!(
+            "component `{name}` is missing at {} ({e}): run `scripts/test`, or build the guests with \
+             `cargo build --release --target wasm32-wasip2 --manifest-path examples/guests/Cargo.toml`",
+            path.display()
+        ),
+    }
+}
+
 /// A `.wat` fixture from `agent/tests/fixtures`.
 pub fn fixture(name: &str) -> Arc<[u8]> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
