@@ -1,4 +1,4 @@
-//! mem, max_fuel, timeout and kill.
+//! mem, max_fuel, timeout and kill, of modules and of components.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -9,34 +9,39 @@ use wasmos_proto::v1::{Reason, TaskState};
 #[test]
 fn memory_grow_past_the_cap_traps_at_once() {
     let h = Harness::new();
-    let mut s = spec("hog", &["64"]);
-    s.resources.as_mut().unwrap().mem = 16 << 20;
-    let end = h.run(s, guest("memhog")).pop().unwrap();
-    assert_eq!(
-        (end.state(), end.reason()),
-        (TaskState::Failed, Reason::MemoryLimit),
-        "{}",
-        end.message
-    );
-    assert!(end.message.contains("16777216"), "{}", end.message);
-    let usage = end.usage.unwrap();
-    assert!(
-        usage.peak_mem <= 16 << 20 && usage.peak_mem > 8 << 20,
-        "{usage:?}"
-    );
-    // It got partway before the cap.
-    assert!(
-        h.stdout("hog").contains("holding 8 MiB"),
-        "{}",
-        h.stdout("hog")
-    );
+    // A module and the same program as a component.
+    for (kind, program) in [
+        ("module", guest("memhog")),
+        ("component", component("memhog")),
+    ] {
+        let id = format!("hog-{kind}");
+        let mut s = spec(&id, &["64"]);
+        s.resources.as_mut().unwrap().mem = 16 << 20;
+        let end = h.run(s, program.clone()).pop().unwrap();
+        assert_eq!(
+            (end.state(), end.reason()),
+            (TaskState::Failed, Reason::MemoryLimit),
+            "{kind}: {}",
+            end.message
+        );
+        assert!(end.message.contains("16777216"), "{kind}: {}", end.message);
+        let usage = end.usage.unwrap();
+        assert!(
+            usage.peak_mem <= 16 << 20 && usage.peak_mem > 8 << 20,
+            "{kind}: {usage:?}"
+        );
+        // It got partway before the cap.
+        let out = h.stdout(&id);
+        assert!(out.contains("holding 8 MiB"), "{kind}: {out}");
 
-    // The same guest under a larger cap finishes.
-    let mut s = spec("hog-ok", &["64"]);
-    s.resources.as_mut().unwrap().mem = 128 << 20;
-    let end = h.run(s, guest("memhog")).pop().unwrap();
-    assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
-    assert!(end.usage.unwrap().peak_mem >= 64 << 20);
+        // The same guest under a larger cap finishes.
+        let id = format!("hog-ok-{kind}");
+        let mut s = spec(&id, &["64"]);
+        s.resources.as_mut().unwrap().mem = 128 << 20;
+        let end = h.run(s, program).pop().unwrap();
+        assert_eq!(end.state(), TaskState::Finished, "{kind}: {}", end.message);
+        assert!(end.usage.unwrap().peak_mem >= 64 << 20, "{kind}");
+    }
 }
 
 #[test]
@@ -80,19 +85,26 @@ fn max_fuel_is_a_budget() {
     );
     assert_eq!(end.usage.unwrap().fuel_consumed, 20_000_000);
 
-    let mut s = spec("fuel-primes", &["10000000"]);
-    s.max_fuel = 5_000_000;
-    let end = h.run(s, guest("primes")).pop().unwrap();
-    assert_eq!(end.reason(), Reason::OutOfFuel);
+    for (kind, program) in [
+        ("module", guest("primes")),
+        ("component", component("primes")),
+    ] {
+        let mut s = spec(&format!("fuel-primes-{kind}"), &["10000000"]);
+        s.max_fuel = 5_000_000;
+        let end = h.run(s, program.clone()).pop().unwrap();
+        assert_eq!(end.reason(), Reason::OutOfFuel, "{kind}");
+        assert_eq!(end.usage.unwrap().fuel_consumed, 5_000_000, "{kind}");
 
-    // Enough fuel: finishes, and reports what it used (under the budget).
-    let mut s = spec("fuel-enough", &["1000"]);
-    s.max_fuel = 50_000_000;
-    let end = h.run(s, guest("primes")).pop().unwrap();
-    assert_eq!(end.state(), TaskState::Finished, "{}", end.message);
-    let used = end.usage.unwrap().fuel_consumed;
-    assert!(used > 10_000 && used < 50_000_000, "{used}");
-    assert_eq!(h.stdout("fuel-enough"), "primes below 1000: 168\n");
+        // Enough fuel: finishes, and reports what it used (under the budget).
+        let id = format!("fuel-enough-{kind}");
+        let mut s = spec(&id, &["1000"]);
+        s.max_fuel = 50_000_000;
+        let end = h.run(s, program).pop().unwrap();
+        assert_eq!(end.state(), TaskState::Finished, "{kind}: {}", end.message);
+        let used = end.usage.unwrap().fuel_consumed;
+        assert!(used > 10_000 && used < 50_000_000, "{kind}: {used}");
+        assert_eq!(h.stdout(&id), "primes below 1000: 168\n", "{kind}");
+    }
 }
 
 #[test]
@@ -101,6 +113,11 @@ fn timeouts_stop_busy_and_idle_tasks() {
     for (id, module, args) in [
         ("timeout-spin", fixture("spin"), vec![]),
         ("timeout-sleep", guest("sleeper"), vec!["60000"]),
+        (
+            "timeout-sleep-component",
+            component("sleeper"),
+            vec!["60000"],
+        ),
     ] {
         let mut s = spec(id, &args);
         s.timeout_ms = 300;
@@ -130,6 +147,12 @@ fn kill_stops_a_tight_loop_within_100ms() {
         ("kill-spin", fixture("spin"), vec![]),
         ("kill-primes", guest("primes"), vec!["100000000"]),
         ("kill-sleep", guest("sleeper"), vec!["60000"]),
+        (
+            "kill-primes-component",
+            component("primes"),
+            vec!["100000000"],
+        ),
+        ("kill-sleep-component", component("sleeper"), vec!["60000"]),
     ] {
         let mut rx = h.launch(spec(id, &args), module);
         assert_eq!(
@@ -156,7 +179,7 @@ fn kill_stops_a_tight_loop_within_100ms() {
         );
         let usage = end.usage.unwrap();
         assert!(usage.wall_time_ms >= 140, "{id}: {usage:?}");
-        if id != "kill-sleep" {
+        if !id.starts_with("kill-sleep") {
             assert!(usage.fuel_consumed > 1_000_000, "{id}: {usage:?}");
             assert!(usage.cpu_time_ms > 20, "{id}: {usage:?}");
         }

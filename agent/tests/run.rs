@@ -1,5 +1,6 @@
 //! Basic outcomes: FINISHED, EXIT_NONZERO, TRAP, INVALID_MODULE, what a task
-//! sees (args, env, cwd, stdin) and its stdout/stderr files.
+//! sees (args, env, cwd, stdin) and its stdout/stderr files; modules, and
+//! components where they differ in kind.
 mod common;
 
 use std::sync::Arc;
@@ -15,40 +16,45 @@ fn hello_sees_exactly_its_args_and_env() {
     // The test process has PATH, HOME, ...: the exact output below shows
     // that none of it reaches the task.
     assert!(std::env::var_os("PATH").is_some());
-    let mut s = spec("hello-1", &["one", "two words"]);
-    s.name = "greeter".into();
-    s.env = env(&[("COLOR", "blue"), ("EMPTY", "")]);
-    let statuses = h.run(s, guest("hello"));
-    assert_eq!(
-        states(&statuses),
-        [TaskState::Starting, TaskState::Running, TaskState::Finished],
-        "{statuses:#?}"
-    );
-    let end = statuses.last().unwrap();
-    assert_eq!(end.exit_code, Some(0));
-    assert_eq!(end.task_id, "hello-1");
-    assert_eq!(end.framework_id, "fw-test");
-    let out = h.stdout("hello-1");
-    assert_eq!(
-        out,
-        "argv[0]=greeter\nargv[1]=one\nargv[2]=two words\nenv COLOR=blue\nenv EMPTY=\ncwd=/\n"
-    );
-    let err = h
-        .executor
-        .read("hello-1", &SandboxFile::Stderr, 0, 1000)
-        .unwrap();
-    assert_eq!(err, b"hello on stderr\n");
-    let usage = end.usage.unwrap();
-    assert_eq!(usage.stdout_bytes, out.len() as u64);
-    assert_eq!(usage.stderr_bytes, 16);
-    assert!(!usage.stdout_truncated);
-    assert!(usage.fuel_consumed > 1000, "{usage:?}");
-    assert!(usage.peak_mem >= 64 << 10, "{usage:?}");
-    // Every status has its own 16-byte uuid.
-    let mut uuids: Vec<_> = statuses.iter().map(|s| s.uuid.clone()).collect();
-    assert!(uuids.iter().all(|u| u.len() == 16));
-    uuids.dedup();
-    assert_eq!(uuids.len(), 3);
+    // A module and the same program as a component see the same.
+    for (kind, program) in [
+        ("module", guest("hello")),
+        ("component", component("hello")),
+    ] {
+        let id = format!("hello-{kind}");
+        let mut s = spec(&id, &["one", "two words"]);
+        s.name = "greeter".into();
+        s.env = env(&[("COLOR", "blue"), ("EMPTY", "")]);
+        let statuses = h.run(s, program);
+        assert_eq!(
+            states(&statuses),
+            [TaskState::Starting, TaskState::Running, TaskState::Finished],
+            "{kind}: {statuses:#?}"
+        );
+        let end = statuses.last().unwrap();
+        assert_eq!(end.exit_code, Some(0), "{kind}");
+        assert_eq!(end.task_id, id);
+        assert_eq!(end.framework_id, "fw-test");
+        let out = h.stdout(&id);
+        assert_eq!(
+            out,
+            "argv[0]=greeter\nargv[1]=one\nargv[2]=two words\nenv COLOR=blue\nenv EMPTY=\ncwd=/\n",
+            "{kind}"
+        );
+        let err = h.executor.read(&id, &SandboxFile::Stderr, 0, 1000).unwrap();
+        assert_eq!(err, b"hello on stderr\n", "{kind}");
+        let usage = end.usage.unwrap();
+        assert_eq!(usage.stdout_bytes, out.len() as u64, "{kind}");
+        assert_eq!(usage.stderr_bytes, 16, "{kind}");
+        assert!(!usage.stdout_truncated, "{kind}");
+        assert!(usage.fuel_consumed > 1000, "{kind}: {usage:?}");
+        assert!(usage.peak_mem >= 64 << 10, "{kind}: {usage:?}");
+        // Every status has its own 16-byte uuid.
+        let mut uuids: Vec<_> = statuses.iter().map(|s| s.uuid.clone()).collect();
+        assert!(uuids.iter().all(|u| u.len() == 16));
+        uuids.dedup();
+        assert_eq!(uuids.len(), 3, "{kind}");
+    }
 }
 
 #[test]
@@ -140,7 +146,7 @@ fn traps_fail_with_a_wasm_backtrace() {
 }
 
 #[test]
-fn invalid_modules_are_errors_that_name_the_problem() {
+fn invalid_programs_are_errors_that_name_the_problem() {
     let h = Harness::new();
     let cases: Vec<(&str, Arc<[u8]>, &str)> = vec![
         (
@@ -160,6 +166,14 @@ fn invalid_modules_are_errors_that_name_the_problem() {
         ),
         ("foreign", fixture("foreign_import"), "env::host_clock"),
         ("no-start", fixture("no_start"), "_start"),
+        // Components: the same reason, in their own words.
+        ("c-no-run", fixture("component_no_run"), "wasi:cli/run"),
+        ("c-foreign", fixture("component_foreign"), "acme:clock/now"),
+        (
+            "c-garbage",
+            Arc::from(&b"\0asm\x0d\0\x01\0\xff\xff"[..]),
+            "not a valid wasm component",
+        ),
     ];
     for (id, bytes, needle) in cases {
         let statuses = h.run(spec(id, &[]), bytes);

@@ -1,8 +1,9 @@
 //! Compiled modules and components, keyed by the sha256 of their bytes.
 //!
 //! Two levels: in memory (`Module` + `InstancePre`, or a component's
-//! `CommandPre`, shared by every task of that program) and on disk (`<dir>/<digest>-<engine key>.cwasm`), so a
-//! restarted agent does not recompile. Concurrent launches of one module
+//! `CommandPre`, shared by every task of that program) and on disk
+//! (`<dir>/<digest>-<engine key>.cwasm`, wasmtime's header telling a module
+//! from a component), so a restarted agent does not recompile. Concurrent launches of one module
 //! wait for a single compilation. Deserializing compiled code is `unsafe`
 //! and wasmtime checks only the header, so every file carries a sha256 of
 //! its payload of our own: an entry that fails it is deleted and rebuilt,

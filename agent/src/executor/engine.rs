@@ -5,10 +5,9 @@
 //! sharing it may run at once ([`Capacity`]).
 //!
 //! Components run on an engine of their own with memories allocated per
-//! instance: one component makes several core instances, memories and
-//! tables (its module, shims, an adapter with its own memory), as many as
-//! its author chose, so a pool sized in tasks could not promise them room.
-//! The engine's other settings (fuel, yields) are the same.
+//! instance: one component holds as many core instances, memories and
+//! tables as its author chose, so a pool sized in tasks could not promise
+//! them room. The engine's other settings (fuel, yields) are the same.
 //!
 //! Fuel is on (it is how `max_fuel` is counted and where a running task can
 //! be paused, stopped or throttled: async fuel yields). Epoch interruption is

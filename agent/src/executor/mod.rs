@@ -20,6 +20,7 @@ mod config;
 mod cpu;
 mod disk;
 mod engine;
+mod entry;
 mod limits;
 mod outbox;
 mod shared;

@@ -10,32 +10,28 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use wasmos_agent::{Executor, ExecutorConfig, ModuleSource, is_terminal};
 use wasmos_proto::v1::{EnvVar, Resources, TaskSpec, TaskState, TaskStatus};
 
-/// A guest built by `scripts/test` into `examples/guests/target`.
+/// A guest built by `scripts/test` into `examples/guests/target`: a WASI
+/// preview 1 module.
 pub fn guest(name: &str) -> Arc<[u8]> {
+    built_guest("wasm32-wasip1", name)
+}
+
+/// The same guest built for wasm32-wasip2: a WASI preview 2 component.
+pub fn component(name: &str) -> Arc<[u8]> {
+    built_guest("wasm32-wasip2", name)
+}
+
+fn built_guest(target: &str, name: &str) -> Arc<[u8]> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/guests/target/wasm32-wasip1/release")
+        .join("../examples/guests/target")
+        .join(target)
+        .join("release")
         .join(format!("{name}.wasm"));
     match std::fs::read(&path) {
         Ok(bytes) => bytes.into(),
         Err(e) => panic!(
             "guest `{name}` is missing at {} ({e}): run `scripts/test`, or build the guests with \
-             `cargo build --release --target wasm32-wasip1 --manifest-path examples/guests/Cargo.toml`",
-            path.display()
-        ),
-    }
-}
-
-/// The same guest built for wasm32-wasip2 by `scripts/test`: a WASI
-/// preview 2 component.
-pub fn component(name: &str) -> Arc<[u8]> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/guests/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    match std::fs::read(&path) {
-        Ok(bytes) => bytes.into(),
-        Err(e) => panic!(
-            "component `{name}` is missing at {} ({e}): run `scripts/test`, or build the guests with \
-             `cargo build --release --target wasm32-wasip2 --manifest-path examples/guests/Cargo.toml`",
+             `cargo build --release --target {target} --manifest-path examples/guests/Cargo.toml`",
             path.display()
         ),
     }
