@@ -202,35 +202,8 @@ fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Val
     // SAFETY: sync takes no arguments.
     unsafe { libc::sync() };
     let in_flight = 256;
-    // As the agent launches: by artifact digest, the compiled module cached
-    // after the first launch.
-    let store = Arc::new(DirArtifacts::new(work.join("launch-artifacts")).unwrap());
-    let digest = store.put(&fixture("hi")).unwrap();
-    let ex = Executor::new(
-        ExecutorConfig::new(work.join("launch"))
-            .cpus(1.0)
-            .durable_outputs(durable)
-            .artifacts(store),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let wasm = fixture("hi");
-    let (tx, mut rx) = unbounded_channel();
-    // Warm the cache (and the pool).
-    ex.launch(
-        "bench",
-        TaskSpec {
-            artifact: digest.clone(),
-            ..spec("warm".into(), &[], 1.0)
-        },
-        ModuleSource::Artifact,
-        tx.clone(),
-    )
-    .unwrap();
-    while !is_terminal(recv(&rt, &mut rx).state()) {}
+    let mut rig = Rig::new(work, &wasm, durable);
 
     let t = Instant::now();
     let worker_cpu_before = thread_cpu_s("wasmos-worker-0");
@@ -240,17 +213,12 @@ fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Val
     let (mut launched, mut done, mut finished) = (0, 0, 0);
     while done < n {
         while launched < n && launched - done < in_flight {
-            let s = TaskSpec {
-                artifact: digest.clone(),
-                ..spec(format!("t{launched}"), &[], 1.0)
-            };
-            ex.launch("bench", s, ModuleSource::Artifact, tx.clone())
-                .unwrap();
+            rig.launch(format!("t{launched}"), &[], 1.0);
             launched += 1;
         }
-        let status = match rx.try_recv() {
+        let status = match rig.rx.try_recv() {
             Ok(s) => s,
-            Err(_) => recv(&rt, &mut rx),
+            Err(_) => rig.next(),
         };
         if is_terminal(status.state()) {
             done += 1;
@@ -267,8 +235,8 @@ fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Val
     assert_eq!(finished, n, "every task must finish");
     // Sandboxes are written behind the tasks: dropping the executor waits
     // for the last of them, so this rate counts every task's files on disk.
-    let engine = ex.engine().clone();
-    drop(ex);
+    let engine = rig.ex.engine().clone();
+    drop(rig);
     let on_disk_rate = n as f64 / t.elapsed().as_secs_f64();
     assert!(work.join("launch/sandboxes/t0/root").is_dir());
     assert_eq!(
@@ -483,48 +451,82 @@ fn bench_compile(work: &std::path::Path) -> serde_json::Value {
     })
 }
 
-/// Tasks per second of `n` launches of `wasm` (by digest, cached after a
-/// warm-up) through a one-core executor in `work`, 64 in flight.
+/// A one-cpu executor on `work` that launches one program by its artifact
+/// digest, as the agent does, its compiled form cached by a first launch.
+struct Rig {
+    ex: Executor,
+    digest: String,
+    rt: tokio::runtime::Runtime,
+    tx: tokio::sync::mpsc::UnboundedSender<TaskStatus>,
+    rx: UnboundedReceiver<TaskStatus>,
+}
+
+impl Rig {
+    /// With `durable`, each terminal status waits for its task's outputs
+    /// to be synced.
+    fn new(work: &std::path::Path, wasm: &[u8], durable: bool) -> Self {
+        let store = Arc::new(DirArtifacts::new(work.join("launch-artifacts")).unwrap());
+        let digest = store.put(wasm).unwrap();
+        let ex = Executor::new(
+            ExecutorConfig::new(work.join("launch"))
+                .cpus(1.0)
+                .durable_outputs(durable)
+                .artifacts(store),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = unbounded_channel();
+        let mut rig = Self {
+            ex,
+            digest,
+            rt,
+            tx,
+            rx,
+        };
+        // Warm the cache (and the pool).
+        rig.launch("warm".into(), &[], 1.0);
+        while !is_terminal(rig.next().state()) {}
+        rig
+    }
+
+    fn launch(&self, id: String, args: &[&str], cpus: f64) {
+        let s = TaskSpec {
+            artifact: self.digest.clone(),
+            ..spec(id, args, cpus)
+        };
+        self.ex
+            .launch("bench", s, ModuleSource::Artifact, self.tx.clone())
+            .unwrap();
+    }
+
+    fn next(&mut self) -> TaskStatus {
+        recv(&self.rt, &mut self.rx)
+    }
+}
+
+/// Tasks per second of `n` launches of `wasm` with `args` through a
+/// [`Rig`] on `work`, 64 in flight.
 fn launch_rate(work: &std::path::Path, wasm: &Arc<[u8]>, args: &[&str], n: usize) -> f64 {
     std::fs::create_dir_all(work).unwrap();
-    let store = Arc::new(DirArtifacts::new(work.join("artifacts")).unwrap());
-    let digest = store.put(wasm).unwrap();
-    let ex = Executor::new(
-        ExecutorConfig::new(work.join("work"))
-            .cpus(1.0)
-            .artifacts(store),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, mut rx) = unbounded_channel();
-    let launch = |id: String| {
-        let s = TaskSpec {
-            artifact: digest.clone(),
-            ..spec(id, args, 0.01)
-        };
-        ex.launch("bench", s, ModuleSource::Artifact, tx.clone())
-            .unwrap();
-    };
-    launch("warm".into());
-    while !is_terminal(recv(&rt, &mut rx).state()) {}
+    let mut rig = Rig::new(work, wasm, false);
     let t = Instant::now();
     let (mut launched, mut done) = (0, 0);
     while done < n {
         while launched < n && launched - done < 64 {
-            launch(format!("t{launched}"));
+            rig.launch(format!("t{launched}"), args, 0.01);
             launched += 1;
         }
-        let status = recv(&rt, &mut rx);
+        let status = rig.next();
         if is_terminal(status.state()) {
             assert_eq!(status.state(), TaskState::Finished, "{}", status.message);
             done += 1;
         }
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
-    drop(ex);
+    drop(rig);
     rate
 }
 

@@ -1,52 +1,15 @@
 //! WASI preview 2 components (the guests built for wasm32-wasip2) run as
 //! `wasi:cli/command`s with everything a module gets, with the same reasons
-//! and messages: exit codes, traps, cpus, the sandbox root and the disk cap,
-//! the fast path and the cache here; args, env and stdio in `run.rs`, mem,
-//! max_fuel, timeout and kill in `limits.rs`, and invalid programs in
-//! `run.rs`, beside the modules' cases.
+//! and messages: cpus, the sandbox root and the disk cap, the fast path and
+//! the cache here; args, env, stdio, exit codes, traps and invalid programs
+//! in `run.rs`, and mem, max_fuel, timeout and kill in `limits.rs`, beside
+//! the modules' cases.
 mod common;
 
 use std::time::Duration;
 
 use common::*;
 use wasmos_proto::v1::{Reason, TaskState};
-
-#[test]
-fn exits_and_traps_end_a_component_as_they_end_a_module() {
-    let h = Harness::new();
-    let end = h
-        .run(spec("c-exit-0", &["0"]), component("exitcode"))
-        .pop()
-        .unwrap();
-    assert_eq!((end.state(), end.exit_code), (TaskState::Finished, Some(0)));
-
-    // Preview 2's `exit` carries success or failure, not a number: any
-    // nonzero code arrives as 1.
-    let end = h
-        .run(spec("c-exit-42", &["42"]), component("exitcode"))
-        .pop()
-        .unwrap();
-    assert_eq!(
-        (end.state(), end.reason(), end.exit_code),
-        (TaskState::Failed, Reason::ExitNonzero, Some(1)),
-        "{}",
-        end.message
-    );
-    assert_eq!(h.stdout("c-exit-42"), "exiting with 42\n");
-
-    let end = h.run(spec("c-trap", &[]), component("trap")).pop().unwrap();
-    assert_eq!(
-        (end.state(), end.reason()),
-        (TaskState::Failed, Reason::Trap)
-    );
-    assert!(end.message.contains("unreachable"), "{}", end.message);
-    assert!(
-        end.message.contains("innermost"),
-        "no backtrace: {}",
-        end.message
-    );
-    assert_eq!(end.exit_code, None);
-}
 
 #[test]
 fn a_component_is_held_to_its_cpus() {

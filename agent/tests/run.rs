@@ -103,42 +103,62 @@ fn wat_modules_run_too() {
 #[test]
 fn nonzero_exit_fails_with_the_code() {
     let h = Harness::new();
-    let end = h
-        .run(spec("exit-42", &["42"]), guest("exitcode"))
-        .pop()
-        .unwrap();
-    assert_eq!(end.state(), TaskState::Failed);
-    assert_eq!(end.reason(), Reason::ExitNonzero);
-    assert_eq!(end.exit_code, Some(42));
-    assert!(end.message.contains("42"), "{}", end.message);
-    assert_eq!(h.stdout("exit-42"), "exiting with 42\n");
+    // Preview 2's `exit` carries success or failure, not a number: a
+    // component's nonzero code arrives as 1.
+    for (kind, program, code) in [
+        ("module", guest("exitcode"), 42),
+        ("component", component("exitcode"), 1),
+    ] {
+        let id = format!("exit-42-{kind}");
+        let end = h.run(spec(&id, &["42"]), program.clone()).pop().unwrap();
+        assert_eq!(end.state(), TaskState::Failed, "{kind}");
+        assert_eq!(end.reason(), Reason::ExitNonzero, "{kind}");
+        assert_eq!(end.exit_code, Some(code), "{kind}");
+        assert!(
+            end.message.contains(&code.to_string()),
+            "{kind}: {}",
+            end.message
+        );
+        assert_eq!(h.stdout(&id), "exiting with 42\n", "{kind}");
+
+        let id = format!("exit-0-{kind}");
+        let end = h.run(spec(&id, &["0"]), program).pop().unwrap();
+        assert_eq!(
+            (end.state(), end.exit_code),
+            (TaskState::Finished, Some(0)),
+            "{kind}"
+        );
+    }
 
     let end = h.run(spec("exit-7", &[]), fixture("exit7")).pop().unwrap();
     assert_eq!(
         (end.reason(), end.exit_code),
         (Reason::ExitNonzero, Some(7))
     );
-
-    let end = h
-        .run(spec("exit-0", &["0"]), guest("exitcode"))
-        .pop()
-        .unwrap();
-    assert_eq!((end.state(), end.exit_code), (TaskState::Finished, Some(0)));
 }
 
 #[test]
 fn traps_fail_with_a_wasm_backtrace() {
     let h = Harness::new();
-    let end = h.run(spec("trap-rust", &[]), guest("trap")).pop().unwrap();
-    assert_eq!(end.state(), TaskState::Failed);
-    assert_eq!(end.reason(), Reason::Trap);
-    assert!(end.message.contains("unreachable"), "{}", end.message);
-    assert!(
-        end.message.contains("innermost"),
-        "no backtrace: {}",
-        end.message
-    );
-    assert_eq!(end.exit_code, None);
+    for (kind, program) in [("module", guest("trap")), ("component", component("trap"))] {
+        let end = h
+            .run(spec(&format!("trap-{kind}"), &[]), program)
+            .pop()
+            .unwrap();
+        assert_eq!(end.state(), TaskState::Failed, "{kind}");
+        assert_eq!(end.reason(), Reason::Trap, "{kind}");
+        assert!(
+            end.message.contains("unreachable"),
+            "{kind}: {}",
+            end.message
+        );
+        assert!(
+            end.message.contains("innermost"),
+            "{kind}: no backtrace: {}",
+            end.message
+        );
+        assert_eq!(end.exit_code, None, "{kind}");
+    }
 
     let end = h.run(spec("trap-wat", &[]), fixture("trap")).pop().unwrap();
     assert_eq!(end.reason(), Reason::Trap);
