@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::State;
 use axum::routing::get;
 use wasmos_agent::ExecutorConfig;
@@ -31,14 +32,15 @@ pub struct Args {
     /// Join a TLS master with the string `wasmos token create --agent`
     /// printed: the agent pins the cluster's CA by it, makes its own key and
     /// gets a certificate naming its agent id, kept in <work-dir>/tls/.
-    /// Needed once; a restarted agent uses the identity it has.
-    #[arg(
-        long,
-        env = "WASMOS_JOIN",
-        value_name = "JOIN_STRING",
-        hide_env_values = true
-    )]
+    /// Needed once; a restarted agent uses the identity it has. The string
+    /// holds a secret that every local user sees in `ps` when it is given
+    /// here: prefer --join-file, or the WASMOS_JOIN environment variable.
+    #[arg(long, value_name = "JOIN_STRING", conflicts_with = "join_file")]
     join: Option<String>,
+    /// Join with the string read from this file (see --join). Without
+    /// --join or --join-file, the WASMOS_JOIN environment variable is read.
+    #[arg(long, value_name = "PATH")]
+    join_file: Option<PathBuf>,
     /// CPU cores to offer (default: all of this machine's).
     #[arg(long)]
     cpus: Option<f64>,
@@ -156,8 +158,9 @@ impl Args {
                 cpus.is_finite() && cpus > 0.0,
                 "--cpus must be > 0, got {cpus}"
             );
-            // Each cpu is a worker thread; a master takes at most 4,096 per
-            // agent by default (`wasmos master --max-agent-resources`).
+            // Each cpu is a worker thread; a master takes at most 256 per
+            // agent by default, 4,096 at most (`wasmos master
+            // --max-agent-resources`).
             anyhow::ensure!(
                 cpus <= MAX_CPUS,
                 "--cpus {cpus} is more than an agent may offer ({MAX_CPUS}): give this machine's cores"
@@ -212,21 +215,40 @@ impl Args {
     }
 }
 
-/// The identity in the work dir, or a new one from `--join`.
+/// The join string: `--join`, `--join-file` or `WASMOS_JOIN`, in that
+/// order; none, if none is given.
+fn join_string(args: &Args) -> anyhow::Result<Option<String>> {
+    if let Some(text) = &args.join {
+        tracing::warn!(
+            "the join string given with --join shows in `ps` to every local user, \
+             secret included: prefer --join-file PATH or WASMOS_JOIN"
+        );
+        return Ok(Some(text.clone()));
+    }
+    if let Some(path) = &args.join_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the join string from {}", path.display()))?;
+        return Ok(Some(text.trim().to_string()));
+    }
+    Ok(std::env::var("WASMOS_JOIN").ok().filter(|v| !v.is_empty()))
+}
+
+/// The identity in the work dir, or a new one from the join string.
 async fn identity(args: &Args, hostname: &str) -> anyhow::Result<Option<Identity>> {
+    let join = join_string(args)?;
     if let Some(identity) = Identity::load(&args.work_dir)? {
-        if args.join.is_some() {
+        if join.is_some() {
             tracing::info!(
                 agent = identity.agent_id(),
-                "this work dir has joined already; --join is not used again"
+                "this work dir has joined already; the join string is not used again"
             );
         }
         return Ok(Some(identity));
     }
-    match &args.join {
+    match join {
         None => Ok(None),
         Some(text) => {
-            let join = wasmos_tls::JoinString::parse(text)?;
+            let join = wasmos_tls::JoinString::parse(&text)?;
             Ok(Some(Identity::join(&args.work_dir, &join, hostname).await?))
         }
     }

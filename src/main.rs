@@ -93,12 +93,35 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if matches!(
+        cli.command,
+        Command::Master(_)
+            | Command::Agent(_)
+            | Command::Executor(_)
+            | Command::Local(_)
+            | Command::Demo(_)
+    ) {
+        owner_only_files();
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("wasmos: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes everything this process creates its owner's alone (files 0600,
+/// directories 0700), whatever umask it was started under: a master's
+/// registry holds the CA's key and tasks' env, an agent's work dir holds
+/// its key, sandboxes and tasks' outputs. The umask covers every file,
+/// also those a library (redb, wasmtime's cache) makes.
+fn owner_only_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

@@ -83,8 +83,11 @@ pub struct Args {
     /// The most agents the master keeps; past it a new agent is refused.
     #[arg(long, default_value_t = 50_000)]
     max_agents: usize,
-    /// The most one agent may advertise; a larger claim is refused.
-    #[arg(long, default_value = "cpus:4096,mem:64TiB,disk:256TiB", value_parser = |s: &str| Resources::parse(s))]
+    /// The most one agent may advertise; a larger claim is refused. It
+    /// bounds every agent, also one whose join token sets no
+    /// --max-resources: raise it for bigger machines (up to
+    /// cpus:4096,mem:64TiB,disk:256TiB).
+    #[arg(long, default_value = "cpus:256,mem:2TiB,disk:64TiB", value_parser = |s: &str| Resources::parse(s))]
     max_agent_resources: Resources,
     /// The most frameworks subscribed in one role.
     #[arg(long, default_value_t = 1_000)]
@@ -93,6 +96,19 @@ pub struct Args {
     /// acknowledged); an Accept past it is refused.
     #[arg(long, default_value_t = 1_000_000)]
     max_tasks_per_framework: usize,
+    /// The most frameworks one principal holds in one role: its share of
+    /// --max-frameworks-per-role, so no principal takes a shared role's
+    /// every slot.
+    #[arg(long, default_value_t = 250)]
+    max_frameworks_per_principal: usize,
+    /// The most tasks all of one principal's frameworks hold together.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_tasks_per_principal: usize,
+    /// A framework disconnected for longer than this gives its slot under
+    /// the framework limits back (it keeps its tasks until its failover
+    /// timeout).
+    #[arg(long, default_value = "60s", value_parser = cli_args::duration)]
+    framework_slot_grace: Duration,
     /// The most bytes of events queued for one framework: a framework that
     /// falls further behind has its stream closed (it re-subscribes).
     #[arg(long, default_value = "8MiB", value_parser = cli_args::size)]
@@ -195,6 +211,9 @@ impl Args {
             agent_resources: self.max_agent_resources,
             frameworks_per_role: self.max_frameworks_per_role,
             tasks_per_framework: self.max_tasks_per_framework,
+            frameworks_per_principal: self.max_frameworks_per_principal,
+            tasks_per_principal: self.max_tasks_per_principal,
+            framework_slot_grace: self.framework_slot_grace,
         };
         config.metrics_public = self.metrics_public;
         config.artifact_ttl = self.artifact_ttl;

@@ -168,9 +168,46 @@ impl Principal {
     }
 }
 
-/// Checks a principal's name: the same alphabet as roles.
+/// Names the master gives identities of its own: the first admin token
+/// (`admin`), read-only tokens made without a name (`read-only`), every
+/// caller of an insecure master (`local`), and names kept for services the
+/// master runs itself. Ownership compares names, so a principal that took
+/// one would own what that identity owns.
+pub const RESERVED_PRINCIPALS: &[&str] = &[
+    "admin",
+    "read-only",
+    LOCAL,
+    "master",
+    "agent",
+    "jobs",
+    "system",
+    "wasmos",
+];
+
+/// Checks a principal's name: the same alphabet as roles, and none of
+/// [`RESERVED_PRINCIPALS`].
 pub fn validate_principal(name: &str) -> Result<(), String> {
-    crate::ids::validate_role(name).map_err(|e| e.replace("role", "principal"))
+    crate::ids::validate_role(name).map_err(|e| e.replace("role", "principal"))?;
+    if RESERVED_PRINCIPALS.contains(&name) {
+        return Err(format!(
+            "principal `{name}` is a name the master keeps for its own identities ({}): choose another",
+            RESERVED_PRINCIPALS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a stored token's name collides with a built-in identity: any
+/// reserved name but the ones the master itself gives its admin and
+/// read-only tokens. Such a token (made before names were reserved) is
+/// refused.
+pub fn takes_a_reserved_name(kind: Grant, name: &str) -> bool {
+    let own = match kind {
+        Grant::Admin => "admin",
+        Grant::ReadOnly => "read-only",
+        Grant::Roles(_) => "",
+    };
+    name != own && RESERVED_PRINCIPALS.contains(&name)
 }
 
 /// Checks a role weight against [`WEIGHT_RANGE`].
@@ -252,5 +289,21 @@ mod tests {
         for bad in [1e-300, 0.0, -1.0, 1e6, f64::NAN, f64::INFINITY] {
             assert!(validate_weight(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn principals_cannot_take_built_in_names() {
+        assert!(validate_principal("alice").is_ok());
+        for name in RESERVED_PRINCIPALS {
+            let err = validate_principal(name).unwrap_err();
+            assert!(err.contains("keeps for its own"), "{err}");
+        }
+        let roles = || Grant::Roles(vec!["batch".into()]);
+        assert!(takes_a_reserved_name(roles(), "admin"));
+        assert!(takes_a_reserved_name(roles(), "local"));
+        assert!(!takes_a_reserved_name(roles(), "alice"));
+        assert!(!takes_a_reserved_name(Grant::Admin, "admin"));
+        assert!(!takes_a_reserved_name(Grant::ReadOnly, "read-only"));
+        assert!(takes_a_reserved_name(Grant::ReadOnly, "admin"));
     }
 }

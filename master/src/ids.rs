@@ -103,12 +103,13 @@ pub fn validate_role(role: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a task id: 1-200 characters of `[A-Za-z0-9._-]`.
+/// Checks a task id: 1-200 characters of `[A-Za-z0-9._-]`, not `.` or
+/// `..` (an agent names the task's sandbox directory after it).
 pub fn validate_task_id(id: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-    if id.is_empty() || id.len() > 200 || !id.chars().all(ok_char) {
+    if id.is_empty() || id.len() > 200 || !id.chars().all(ok_char) || id == "." || id == ".." {
         return Err(format!(
-            "invalid task id `{id}`: use 1-200 characters of letters, digits, `-`, `_` and `.`"
+            "invalid task id `{id}`: use 1-200 characters of letters, digits, `-`, `_` and `.`, not `.` or `..`"
         ));
     }
     Ok(())
@@ -144,7 +145,9 @@ mod tests {
     #[test]
     fn task_ids_and_digests() {
         assert!(validate_task_id("job-1.task_2").is_ok());
-        assert!(validate_task_id("a/b").is_err());
+        for bad in ["a/b", ".", "..", "", "/"] {
+            assert!(validate_task_id(bad).is_err(), "{bad:?}");
+        }
         assert!(validate_digest(&"ab".repeat(32)).is_ok());
         assert!(validate_digest(&"AB".repeat(32)).is_err());
         assert!(validate_digest("abc").is_err());

@@ -14,6 +14,7 @@ pub mod core;
 pub mod ids;
 pub mod limits;
 pub mod resources;
+pub mod sandbox_read;
 pub mod server;
 pub mod store;
 pub mod time;

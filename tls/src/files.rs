@@ -1,4 +1,4 @@
-//! Writing credentials to disk.
+//! Writing credentials to disk, and the directories that hold them.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -22,4 +22,18 @@ pub fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<(
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Makes `dir` (and its parents) if missing, and readable by its owner only
+/// (mode 0700 on Unix) even if it existed: a work directory holds keys,
+/// tokens, the registry and tasks' files, and a directory others cannot
+/// enter keeps every file in it from them, whatever the file's own mode.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }

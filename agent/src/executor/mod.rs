@@ -30,6 +30,7 @@ mod validate;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -51,7 +52,7 @@ pub use status::{Outcome, is_terminal};
 
 use crate::sandbox::output_log::OutputLog;
 use crate::sandbox::persist::{Persister, TaskFiles};
-use crate::sandbox::{Sandbox, SandboxFile, check_task_id};
+use crate::sandbox::{Sandbox, SandboxFile, check_task_id, relative_path};
 use cache::ModuleCache;
 use disk::DiskMonitor;
 use shared::Shared;
@@ -120,6 +121,15 @@ impl Executor {
         let sandboxes_dir = config.work_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir)
             .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
+        // Sandboxes and outputs are their tasks' owners' to read (through
+        // the master), no other local user's: a directory others cannot
+        // enter keeps them out whatever the files' own modes.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.work_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private", config.work_dir.display()))?;
+        }
         let lock = lock_work_dir(&config.work_dir, "executor.lock")?;
         let sandboxes = std::fs::File::open(&sandboxes_dir)
             .with_context(|| format!("opening {}", sandboxes_dir.display()))?;
@@ -345,8 +355,16 @@ impl Executor {
     /// The entries of the directory `path` under a task's root (`""` or
     /// `/` for the root itself), sorted by name; never leaves the root.
     pub fn list(&self, task_id: &str, path: &str) -> Result<Vec<v1::FileEntry>, String> {
+        // The id names a directory under `sandboxes/`: `/`, `..` or
+        // `/proc/self` would name one outside every sandbox.
+        check_task_id(task_id)?;
         let rel = path.trim_start_matches('/');
-        let at_root = rel.is_empty() || rel == ".";
+        let at_root = Path::new(rel).components().all(|c| c == Component::CurDir);
+        let rel = if at_root {
+            PathBuf::new()
+        } else {
+            relative_path(rel)?
+        };
         if let Ok(control) = self.control(task_id)
             && control.files.root_pending()
         {

@@ -158,7 +158,8 @@ impl Agent {
     /// executor.
     pub fn new(mut config: AgentConfig) -> anyhow::Result<Agent> {
         let artifact_client = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
-        std::fs::create_dir_all(&config.executor.work_dir)
+        // Keys, sandboxes and tasks' outputs: the agent's owner's alone.
+        wasmos_tls::private_dir(&config.executor.work_dir)
             .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
         let lock = crate::executor::lock_work_dir(&config.executor.work_dir, "agent.lock")?;
         let agent_id = match &config.identity {
@@ -232,11 +233,15 @@ impl Agent {
                 }
                 Err(e) => {
                     // Refused for who it is (revoked, unknown, over its
-                    // token's resources): retrying cannot help.
+                    // token's resources) or for what it claims (more than
+                    // the master's --max-agent-resources): it would claim
+                    // the same again, so retrying cannot help.
                     if let Some(status) = e.downcast_ref::<tonic::Status>()
                         && matches!(
                             status.code(),
-                            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                            tonic::Code::PermissionDenied
+                                | tonic::Code::Unauthenticated
+                                | tonic::Code::InvalidArgument
                         )
                     {
                         anyhow::bail!("the master refused this agent: {}", status.message());

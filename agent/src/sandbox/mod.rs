@@ -201,7 +201,8 @@ impl Sandbox {
         let mkdirat = |name: &str| -> io::Result<()> {
             let name = CString::new(name).map_err(io::Error::other)?;
             // SAFETY: a valid directory fd and a NUL-terminated path.
-            let rc = unsafe { libc::mkdirat(sandboxes.as_raw_fd(), name.as_ptr(), 0o777) };
+            // Owner-only whatever the umask: a task's files are its owner's.
+            let rc = unsafe { libc::mkdirat(sandboxes.as_raw_fd(), name.as_ptr(), 0o700) };
             if rc == 0 {
                 Ok(())
             } else {

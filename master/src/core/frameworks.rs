@@ -5,7 +5,7 @@
 //! any status updates it has not acknowledged). After the timeout, or on
 //! teardown, its tasks are killed and it is forgotten.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use wasmos_proto::v1;
@@ -36,12 +36,7 @@ impl Core {
         };
 
         let id = if info.framework_id.is_empty() {
-            let in_role = self.frameworks.values().filter(|f| f.role == role).count();
-            if in_role >= self.config.caps.frameworks_per_role {
-                return Err(CoreError::Exhausted(format!(
-                    "role `{role}` has {in_role} frameworks, its limit (--max-frameworks-per-role)"
-                )));
-            }
+            self.check_framework_slots(&role, &info.principal, now)?;
             let id = FrameworkId::from(self.fresh_id('F'));
             self.allocator
                 .add_framework(id.clone(), &role)
@@ -102,6 +97,46 @@ impl Core {
         self.resend_master_updates(&id);
         self.allocate(now, Scope::All);
         Ok(Reply::Subscribed(id))
+    }
+
+    /// Refuses a new framework of `principal` in `role` when the role's
+    /// slots, or the principal's share of them, are taken. A framework
+    /// takes a slot while it is connected and for a short grace after it
+    /// disconnects (`framework_slot_grace`).
+    fn check_framework_slots(
+        &self,
+        role: &Role,
+        principal: &str,
+        now: Time,
+    ) -> Result<(), CoreError> {
+        let caps = &self.config.caps;
+        let holding = self
+            .frameworks
+            .values()
+            .filter(|f| f.role == *role && f.holds_slot(caps.framework_slot_grace, now));
+        let (mut in_role, mut by_principal) = (0, HashMap::<&str, usize>::new());
+        for f in holding {
+            in_role += 1;
+            *by_principal.entry(f.info.principal.as_str()).or_default() += 1;
+        }
+        let own = by_principal.get(principal).copied().unwrap_or(0);
+        if own >= caps.frameworks_per_principal {
+            return Err(CoreError::Exhausted(format!(
+                "principal `{principal}` holds {own} frameworks in role `{role}`, the most one principal may (--max-frameworks-per-principal); frameworks disconnected for over {:?} give their slot back",
+                caps.framework_slot_grace
+            )));
+        }
+        if in_role >= caps.frameworks_per_role {
+            let (top, most) = by_principal
+                .iter()
+                .max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name)))
+                .map(|(name, n)| (*name, *n))
+                .unwrap_or_default();
+            return Err(CoreError::Exhausted(format!(
+                "role `{role}` has {in_role} frameworks, its limit (--max-frameworks-per-role); principal `{top}` holds the most ({most})"
+            )));
+        }
+        Ok(())
     }
 
     pub(super) fn framework_disconnected(

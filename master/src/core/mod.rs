@@ -106,24 +106,40 @@ pub struct CoreConfig {
 pub struct Caps {
     /// Agents the master keeps. Default 50,000.
     pub agents: usize,
-    /// The most one agent may advertise. Default 4,096 cpus, 64 TiB of
-    /// memory and 256 TiB of disk: with the agent cap, the cluster's totals
-    /// stay far inside 64 bits.
+    /// The most one agent may advertise. Default 256 cpus, 2 TiB of memory
+    /// and 64 TiB of disk: a large machine of today, so an agent with a
+    /// careless join token cannot claim a data centre; with the agent cap,
+    /// the cluster's totals stay far inside 64 bits.
     pub agent_resources: Resources,
     /// Frameworks subscribed in one role. Default 1,000.
     pub frameworks_per_role: usize,
     /// Tasks one framework holds (running, or ended and unacknowledged).
     /// Default 1,000,000.
     pub tasks_per_framework: usize,
+    /// Frameworks one principal holds in one role: its share of
+    /// `frameworks_per_role`, so no principal can take a shared role's
+    /// every slot. Default 250 (a quarter).
+    pub frameworks_per_principal: usize,
+    /// Tasks all of one principal's frameworks hold together. Default
+    /// 1,000,000.
+    pub tasks_per_principal: usize,
+    /// A framework disconnected for longer than this gives its slot under
+    /// `frameworks_per_role` and `frameworks_per_principal` back: it keeps
+    /// its tasks until its failover timeout, but a principal cannot hold a
+    /// role's slots with frameworks it left behind. Default 60 s.
+    pub framework_slot_grace: Duration,
 }
 
 impl Default for Caps {
     fn default() -> Self {
         Caps {
             agents: 50_000,
-            agent_resources: Resources::new(4096.0, 64 << 40, 256 << 40),
+            agent_resources: Resources::new(256.0, 2 << 40, 64 << 40),
             frameworks_per_role: 1_000,
             tasks_per_framework: 1_000_000,
+            frameworks_per_principal: 250,
+            tasks_per_principal: 1_000_000,
+            framework_slot_grace: Duration::from_secs(60),
         }
     }
 }
@@ -292,6 +308,24 @@ struct Framework {
     tasks: HashSet<TaskId>,
     /// Archived tasks, oldest first, capped.
     completed: VecDeque<TaskId>,
+}
+
+impl Framework {
+    /// Whether it takes a slot under the framework caps: while connected,
+    /// and for `grace` after it disconnected.
+    fn holds_slot(&self, grace: Duration, now: Time) -> bool {
+        match self.failover_deadline {
+            None => true,
+            Some(deadline) => {
+                let disconnected = Time(
+                    deadline
+                        .0
+                        .saturating_sub(self.failover_timeout.as_millis() as u64),
+                );
+                now.since(disconnected) <= grace
+            }
+        }
+    }
 }
 
 struct Offer {

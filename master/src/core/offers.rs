@@ -61,6 +61,26 @@ impl Core {
         }
     }
 
+    /// Refuses `more` tasks for `framework` when its principal's
+    /// frameworks would hold more than `tasks_per_principal` with them.
+    /// One pass over the frameworks per Accept, never per task.
+    fn check_principal_tasks(&self, framework: &FrameworkId, more: usize) -> Result<(), CoreError> {
+        let cap = self.config.caps.tasks_per_principal;
+        let principal = &self.frameworks[framework].info.principal;
+        let held: usize = self
+            .frameworks
+            .values()
+            .filter(|f| f.info.principal == *principal)
+            .map(|f| f.tasks.len())
+            .sum();
+        if held + more > cap {
+            return Err(CoreError::Exhausted(format!(
+                "principal `{principal}` holds {held} tasks; {more} more would pass the limit of {cap} one principal may hold (--max-tasks-per-principal): acknowledge finished ones"
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) fn accept(&mut self, req: v1::AcceptRequest, now: Time) -> Result<Reply, CoreError> {
         let framework = FrameworkId::from(req.framework_id.as_str());
         self.framework_mut(&framework)?;
@@ -76,6 +96,7 @@ impl Core {
                 self.config.caps.tasks_per_framework
             )));
         }
+        self.check_principal_tasks(&framework, req.tasks.len())?;
         // Validate every task before touching anything.
         let mut specs = Vec::with_capacity(req.tasks.len());
         let mut seen = HashSet::new();

@@ -48,6 +48,19 @@ pub(super) fn validate_task(spec: &v1::TaskSpec) -> Result<Resources, CoreError>
                 env.name
             )));
         }
+        // WASI hands a guest its environment as NUL-terminated strings: a
+        // NUL inside a value would end it early, or fail the launch.
+        if env.value.contains('\0') {
+            return Err(invalid(format!(
+                "the value of environment variable `{}` contains a NUL byte",
+                env.name
+            )));
+        }
+    }
+    if let Some(position) = spec.args.iter().position(|arg| arg.contains('\0')) {
+        return Err(invalid(format!(
+            "argument {position} contains a NUL byte (arguments reach the task as NUL-terminated strings)"
+        )));
     }
     for input in &spec.inputs {
         validate_digest(&input.artifact).map_err(invalid)?;
@@ -129,5 +142,20 @@ mod tests {
                 .to_string()
                 .contains("sha256")
         );
+    }
+
+    #[test]
+    fn refuses_nul_in_env_values_and_args() {
+        let mut s = spec();
+        s.env.push(v1::EnvVar {
+            name: "KEY".into(),
+            value: "a\0b".into(),
+        });
+        let err = validate_task(&s).unwrap_err().to_string();
+        assert!(err.contains("`KEY`") && err.contains("NUL"), "{err}");
+        let mut s = spec();
+        s.args = vec!["ok".into(), "x\0".into()];
+        let err = validate_task(&s).unwrap_err().to_string();
+        assert!(err.contains("argument 1") && err.contains("NUL"), "{err}");
     }
 }

@@ -43,6 +43,7 @@ use super::metrics::Metrics;
 use crate::access::Principal;
 use crate::core::{ConnectionId, Core, CoreError, Input, Output, Reply};
 use crate::ids::{AgentId, FrameworkId};
+use crate::sandbox_read::{self, Refused};
 use crate::store::{Store, StoreError, Write};
 use crate::time::Time;
 
@@ -531,41 +532,27 @@ impl Actor {
         // A task the master forgot (acknowledged before a restart, or
         // archived past the cap) is read where the caller says it ran: the
         // agent keeps its sandbox and answers from disk.
-        let agent = match self.core.task(&request.task_id) {
-            Some(task) if !who.may_see(&task.owner) => {
-                let _ = reply.send(Err(Status::permission_denied(format!(
-                    "task {} belongs to principal `{}`, not to {}",
-                    request.task_id,
-                    if task.owner.is_empty() {
-                        "admin"
-                    } else {
-                        &task.owner
-                    },
-                    who.describe()
-                ))));
-                return;
-            }
-            Some(task) => task.agent.clone(),
-            None if !request.agent_id.is_empty() && !who.sees_all() => {
-                let _ = reply.send(Err(Status::permission_denied(format!(
-                    "the master no longer lists task {}, so it cannot tell whose it is: only admins and read-only operators read a sandbox by agent",
-                    request.task_id
-                ))));
-                return;
-            }
-            None if !request.agent_id.is_empty() => AgentId::from(request.agent_id.as_str()),
-            None => {
-                let _ = reply.send(Err(Status::not_found(format!(
-                    "unknown task {} (the master no longer lists it: name the agent it ran on to read its sandbox there)",
-                    request.task_id
-                ))));
+        let task = self.core.task(&request.task_id);
+        let listed = task.as_ref().map(|task| sandbox_read::Listed {
+            owner: &task.owner,
+            agent: &task.agent,
+        });
+        let read = match sandbox_read::check(&who, &request, listed) {
+            Ok(read) => read,
+            Err(refused) => {
+                let _ = reply.send(Err(match refused {
+                    Refused::Invalid(why) => Status::invalid_argument(why),
+                    Refused::Denied(why) => Status::permission_denied(why),
+                    Refused::Unknown(why) => Status::not_found(why),
+                }));
                 return;
             }
         };
+        let agent = read.agent;
         let Some((_, sender)) = self.agents.get(&agent) else {
             let _ = reply.send(Err(Status::unavailable(format!(
                 "agent {agent} of task {} is not connected",
-                request.task_id
+                read.task_id
             ))));
             return;
         };
@@ -574,9 +561,9 @@ impl Actor {
         let message = v1::MasterMessage {
             kind: Some(AgentKind::SandboxRead(v1::SandboxRead {
                 request_id: self.next_request,
-                task_id: request.task_id,
-                target: request.target,
-                path: request.path,
+                task_id: read.task_id,
+                target: read.target.into(),
+                path: read.path,
                 offset: request.offset,
                 length: request.length,
             })),

@@ -196,14 +196,13 @@ impl Master {
                  address, not {http}: drop it (a read-only token reads /metrics) or use --http 127.0.0.1:PORT"
             );
         }
+        // The work dir holds the registry (the CA's key, tasks' env), the
+        // admin token and the audit log: its owner's alone.
+        wasmos_tls::private_dir(&config.work_dir)
+            .with_context(|| format!("cannot create the work dir {}", config.work_dir.display()))?;
         let registry: Arc<dyn Store> = match &config.store {
             Some(store) => store.clone(),
-            None => {
-                std::fs::create_dir_all(&config.work_dir).with_context(|| {
-                    format!("cannot create the work dir {}", config.work_dir.display())
-                })?;
-                Arc::new(RedbStore::open(&RedbStore::path_in(&config.work_dir))?)
-            }
+            None => Arc::new(RedbStore::open(&RedbStore::path_in(&config.work_dir))?),
         };
         let loading = Instant::now();
         let mut opened = {
@@ -342,6 +341,7 @@ impl Master {
             trust: trust.clone(),
             agents,
             audit: audit.clone(),
+            connections: gatekeeper.clone(),
         };
         let (health, health_service) = tonic_health::server::health_reporter();
         health

@@ -451,7 +451,19 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::SandboxReadReply>, Status> {
         let who = principal_of(&request)?;
         let request = request.into_inner();
-        let args = serde_json::json!({"task_id": request.task_id, "agent_id": request.agent_id});
+        // Every read is audited, allowed or not: reading a task's files is
+        // reading what its owner wrote.
+        let shown = |text: &str| {
+            let mut text = text.to_owned();
+            crate::limits::truncate(&mut text, 256);
+            text
+        };
+        let args = serde_json::json!({
+            "task_id": shown(&request.task_id),
+            "agent_id": shown(&request.agent_id),
+            "target": request.target().as_str_name(),
+            "path": shown(&request.path),
+        });
         let (reply, answer) = oneshot::channel();
         self.actor
             .send(Command::ReadSandbox {
@@ -460,18 +472,24 @@ impl Operator for OperatorService {
                 reply,
             })
             .await?;
-        let reply = tokio::time::timeout(SANDBOX_READ_TIMEOUT, answer)
-            .await
-            .map_err(|_| {
-                Status::deadline_exceeded("the agent did not answer the sandbox read in 10 s")
-            })?
-            .map_err(|_| Status::unavailable("the agent went away during the sandbox read"))?;
-        self.audit
-            .refusal(Actor::Principal(&who), "Operator.ReadSandbox", args, &reply);
-        let reply = reply?;
-        if !reply.error.is_empty() {
-            return Err(Status::not_found(reply.error));
+        let reply = match tokio::time::timeout(SANDBOX_READ_TIMEOUT, answer).await {
+            Err(_) => Err(Status::deadline_exceeded(
+                "the agent did not answer the sandbox read in 10 s",
+            )),
+            Ok(answer) => answer
+                .map_err(|_| Status::unavailable("the agent went away during the sandbox read"))
+                .and_then(|reply| reply),
         }
+        .and_then(|reply| {
+            if reply.error.is_empty() {
+                Ok(reply)
+            } else {
+                Err(Status::not_found(reply.error))
+            }
+        });
+        self.audit
+            .record(Actor::Principal(&who), "Operator.ReadSandbox", args, &reply);
+        let reply = reply?;
         Ok(Response::new(reply))
     }
 }

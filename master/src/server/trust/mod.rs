@@ -30,7 +30,7 @@ use wasmos_tls::{Ca, Secret, ServerIdentity};
 mod tokens;
 
 use super::WallClock;
-use crate::access::Principal;
+use crate::access::{Principal, takes_a_reserved_name};
 use crate::resources::Resources;
 use crate::store::{Record, Store, StoreError, Write};
 
@@ -194,6 +194,16 @@ impl Trust {
                 .collect(),
             revocations: HashMap::new(),
         };
+        for token in state.tokens.values() {
+            if let Some(grant) = tokens::grant_of(token)
+                && takes_a_reserved_name(grant, &token.principal)
+            {
+                tracing::error!(
+                    "{}",
+                    tokens::reserved_name_refusal(&token.accessor, &token.principal)
+                );
+            }
+        }
         let admin_token_path = work_dir.join("admin.token");
         let current = std::fs::read_to_string(&admin_token_path)
             .ok()
@@ -467,6 +477,8 @@ pub struct Gate {
     /// Agents may make this service's calls.
     pub agents: bool,
     pub audit: Arc<super::audit::Audit>,
+    /// Told of each connection whose call passed: it proved who it is.
+    pub connections: Arc<super::connections::Gatekeeper>,
 }
 
 impl tonic::service::Interceptor for Gate {
@@ -477,6 +489,9 @@ impl tonic::service::Interceptor for Gate {
                 self.audit.refused_credential(refused);
             })?,
         };
+        if let Some(peer) = request.remote_addr() {
+            self.connections.vouch(peer);
+        }
         request.extensions_mut().insert(caller);
         Ok(request)
     }

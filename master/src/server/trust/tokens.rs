@@ -9,7 +9,7 @@ use wasmos_proto::v1;
 use wasmos_tls::{JoinString, Secret};
 
 use super::{Trust, expired};
-use crate::access::{Grant, Principal, validate_principal};
+use crate::access::{Grant, Principal, takes_a_reserved_name, validate_principal};
 use crate::resources::Resources;
 use crate::store::{Record, Table, Write};
 
@@ -35,22 +35,22 @@ impl Trust {
                     token.accessor
                 ))
             })?;
-        let grant = match stored.kind() {
-            v1::TokenKind::Admin => Grant::Admin,
-            v1::TokenKind::ReadOnly => Grant::ReadOnly,
-            v1::TokenKind::Principal => Grant::Roles(stored.roles.clone()),
-            v1::TokenKind::AgentJoin | v1::TokenKind::Unspecified => {
-                return Err(Status::permission_denied(
-                    "a join token only joins agents (`wasmos agent --join`)",
-                ));
-            }
+        let grant = grant_of(stored).ok_or_else(|| {
+            Status::permission_denied("a join token only joins agents (`wasmos agent --join`)")
+        })?;
+        let name = if stored.principal.is_empty() {
+            "admin".to_string()
+        } else {
+            stored.principal.clone()
         };
+        if takes_a_reserved_name(grant.clone(), &name) {
+            return Err(Status::unauthenticated(reserved_name_refusal(
+                &token.accessor,
+                &name,
+            )));
+        }
         Ok(Principal {
-            name: if stored.principal.is_empty() {
-                "admin".into()
-            } else {
-                stored.principal.clone()
-            },
+            name,
             accessor: token.accessor,
             grant,
         })
@@ -111,11 +111,11 @@ impl Trust {
             }
             (v1::TokenKind::Admin, "") => "admin".into(),
             (v1::TokenKind::ReadOnly, "") => "read-only".into(),
-            (_, name) => name.to_string(),
+            (_, name) => {
+                validate_principal(name).map_err(Status::invalid_argument)?;
+                name.to_string()
+            }
         };
-        if !principal.is_empty() {
-            validate_principal(&principal).map_err(Status::invalid_argument)?;
-        }
         let mut roles = request.roles.clone();
         if kind == v1::TokenKind::Principal {
             if roles.is_empty() {
@@ -226,5 +226,27 @@ impl Trust {
         }
         tracing::warn!(%accessor, "token revoked");
         Ok(info)
+    }
+}
+
+/// Why a token that took a built-in name (made before names were reserved)
+/// is refused, and how its holder gets one that works.
+pub(super) fn reserved_name_refusal(accessor: &str, name: &str) -> String {
+    format!(
+        "token {accessor} names principal `{name}`, a name the master keeps for its own identities; \
+         it is refused: make its holder a token under another name \
+         (`wasmos token create --principal NAME --roles ...`) and revoke this one \
+         (`wasmos token revoke {accessor}`)"
+    )
+}
+
+/// What a stored token grants a caller; `None` for join tokens, which only
+/// join agents.
+pub(super) fn grant_of(stored: &v1::StoredToken) -> Option<Grant> {
+    match stored.kind() {
+        v1::TokenKind::Admin => Some(Grant::Admin),
+        v1::TokenKind::ReadOnly => Some(Grant::ReadOnly),
+        v1::TokenKind::Principal => Some(Grant::Roles(stored.roles.clone())),
+        v1::TokenKind::AgentJoin | v1::TokenKind::Unspecified => None,
     }
 }
