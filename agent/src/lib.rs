@@ -50,4 +50,4 @@ pub use executor::{
 };
 #[cfg(feature = "link")]
 pub use link::identity;
-pub use sandbox::{Sandbox, SandboxFile, unpack_tar};
+pub use sandbox::{Sandbox, SandboxFile, check_task_id, relative_path, unpack_tar};

@@ -5,6 +5,10 @@
 //!
 //! Each target panics only on a bug: bad input must come back as an error.
 
+mod sandbox_reads;
+
+pub use sandbox_reads::sandbox_reads;
+
 use prost::Message;
 use wasmos_master::Time;
 use wasmos_master::core::{Core, CoreConfig, Input};
@@ -21,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tar_input", tar_input),
     ("module_validation", module_validation),
     ("parsers", parsers),
+    ("sandbox_reads", sandbox_reads),
 ];
 
 /// A core with two agents and two frameworks, so that inputs meet state.
