@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wasmos_proto::v1::{TaskSpec, TaskState};
-use wasmtime::{InstancePre, Store, Trap};
+use wasmtime::{InstancePre, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -35,6 +35,11 @@ pub(super) trait Entry {
         store: &mut Store<TaskData<Self::Wasi>>,
         reporter: &mut Reporter,
     ) -> wasmtime::Result<()>;
+
+    /// Whether `err`, which ended [`Entry::run`] and is no wasm trap, is
+    /// still the program's own fault: a WASI call it made wrongly, which
+    /// ends it as a trap, like a wasm instruction's.
+    fn guest_fault(err: &wasmtime::Error) -> bool;
 }
 
 impl Entry for InstancePre<TaskData> {
@@ -49,6 +54,15 @@ impl Entry for InstancePre<TaskData> {
         let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
         reporter.progress(TaskState::Running, "");
         start.call_async(store, ()).await
+    }
+
+    /// wasmtime-wasi traps a preview 1 call handed a pointer that is
+    /// misaligned, or a pointer and length that reach past the end of
+    /// memory or wrap around, with the guest's [`wiggle::GuestError`] (the
+    /// witx rules say such a call shall trap). Its other traps are its own
+    /// failures (a resource table it cannot use, ...), not the module's.
+    fn guest_fault(err: &wasmtime::Error) -> bool {
+        err.downcast_ref::<wiggle::GuestError>().is_some()
     }
 }
 
@@ -67,6 +81,21 @@ impl Entry for CommandPre<ComponentData> {
             // `run` returned its error: the command failed, as `exit(1)`.
             Err(()) => Err(I32Exit(1).into()),
         }
+    }
+
+    /// A component's WASI calls are checked with plain errors, no type to
+    /// tell them by: wasmtime checks every value it hands a host function
+    /// by the canonical ABI (strings, lists and return pointers in bounds
+    /// and aligned, handles it owns, bytes within its hostcall fuel), and
+    /// wasmtime-wasi each call's contract (at most 4096 bytes for
+    /// `blocking-write-and-flush`, writes within `check-write`, ...), while
+    /// the host's own I/O failures reach the guest as values (`error-code`,
+    /// `stream-error`). So an error raised while the component ran (it
+    /// carries the component's wasm backtrace) is the component's, unless
+    /// it is an I/O error of the host.
+    fn guest_fault(err: &wasmtime::Error) -> bool {
+        err.downcast_ref::<WasmBacktrace>().is_some()
+            && err.downcast_ref::<std::io::Error>().is_none()
     }
 }
 
@@ -138,7 +167,7 @@ pub(super) async fn run_in_store<E: Entry>(
         Ended::Stopped(stop) => stop_outcome(stop),
         Ended::TimedOut => Outcome::Timeout(spec.timeout_ms),
         Ended::Returned(Ok(())) => Outcome::Finished,
-        Ended::Returned(Err(e)) => classify(e, &store.data().limiter, spec.max_fuel),
+        Ended::Returned(Err(e)) => classify::<E>(e, &store.data().limiter, spec.max_fuel),
     };
     Ran {
         outcome,
@@ -158,8 +187,10 @@ fn trap_message(err: &wasmtime::Error) -> String {
         .join("\n")
 }
 
-/// Turns an error from instantiation or the entry point into an outcome.
-fn classify(err: wasmtime::Error, limiter: &MemLimiter, max_fuel: u64) -> Outcome {
+/// Turns an error from instantiation or the entry point into an outcome:
+/// the program's own faults (traps, WASI calls made wrongly) are traps,
+/// and only the agent's own failures are agent errors.
+fn classify<E: Entry>(err: wasmtime::Error, limiter: &MemLimiter, max_fuel: u64) -> Outcome {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return match exit.0 {
             0 => Outcome::Finished,
@@ -172,8 +203,72 @@ fn classify(err: wasmtime::Error, limiter: &MemLimiter, max_fuel: u64) -> Outcom
     if err.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
         return Outcome::OutOfFuel(max_fuel);
     }
-    if err.downcast_ref::<Trap>().is_some() {
+    if err.downcast_ref::<Trap>().is_some() || E::guest_fault(&err) {
         return Outcome::Trap(trap_message(&err));
     }
     Outcome::AgentError(format!("{err:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Engine, Linker, Module, component};
+
+    /// An I/O error of the host, raised inside a call the program made to it.
+    fn host_io_failure() -> wasmtime::Result<()> {
+        Err(std::io::Error::other("the disk went away").into())
+    }
+
+    fn assert_agent_error(outcome: Outcome) {
+        match outcome {
+            Outcome::AgentError(msg) => assert!(msg.contains("the disk went away"), "{msg}"),
+            other => panic!("not an agent error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_io_error_of_the_host_in_a_programs_call_is_an_agent_error() {
+        let engine = Engine::default();
+        let limiter = MemLimiter::new(1 << 20);
+
+        let mut store = Store::new(&engine, ());
+        let mut linker = Linker::new(&engine);
+        linker.func_wrap("host", "fail", host_io_failure).unwrap();
+        let module = Module::new(
+            &engine,
+            r#"(module (import "host" "fail" (func $fail)) (func (export "run") (call $fail)))"#,
+        )
+        .unwrap();
+        let instance = linker.instantiate(&mut store, &module).unwrap();
+        let run = instance
+            .get_typed_func::<(), ()>(&mut store, "run")
+            .unwrap();
+        let err = run.call(&mut store, ()).unwrap_err();
+        assert!(err.downcast_ref::<WasmBacktrace>().is_some(), "{err:?}");
+        assert_agent_error(classify::<InstancePre<TaskData>>(err, &limiter, 0));
+
+        let mut store = Store::new(&engine, ());
+        let mut linker = component::Linker::new(&engine);
+        linker
+            .root()
+            .func_wrap("fail", |_, (): ()| host_io_failure())
+            .unwrap();
+        let component = component::Component::new(
+            &engine,
+            r#"(component
+  (import "fail" (func $fail))
+  (core func $fail (canon lower (func $fail)))
+  (core module $m (import "" "fail" (func $fail)) (func (export "run") (call $fail)))
+  (core instance $i (instantiate $m (with "" (instance (export "fail" (func $fail))))))
+  (func (export "run") (canon lift (core func $i "run"))))"#,
+        )
+        .unwrap();
+        let instance = linker.instantiate(&mut store, &component).unwrap();
+        let run = instance
+            .get_typed_func::<(), ()>(&mut store, "run")
+            .unwrap();
+        let err = run.call(&mut store, ()).unwrap_err();
+        assert!(err.downcast_ref::<WasmBacktrace>().is_some(), "{err:?}");
+        assert_agent_error(classify::<CommandPre<ComponentData>>(err, &limiter, 0));
+    }
 }

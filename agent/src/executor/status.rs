@@ -18,7 +18,8 @@ pub enum Outcome {
     Finished,
     /// `proc_exit` with a non-zero code.
     ExitNonzero(i32),
-    /// A trap; the message carries the wasm backtrace.
+    /// A trap, or a WASI call the program made wrongly (a bad pointer or
+    /// length); the message carries the wasm backtrace.
     Trap(String),
     /// `max_fuel` ran out.
     OutOfFuel(u64),
