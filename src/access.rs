@@ -262,7 +262,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         now.saturating_sub(since).as_millis() as u64
     });
-    let entries = args
+    let read = args
         .master
         .operator()
         .await?
@@ -272,12 +272,32 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(ops::grpc)?
-        .into_inner()
-        .entries;
-    for entry in entries {
+        .into_inner();
+    if let Some(note) = dropped_note(&read, since_ms, args.limit) {
+        eprintln!("{note}");
+    }
+    for entry in read.entries {
         println!("{entry}");
     }
     Ok(())
+}
+
+/// A note for stderr (stdout stays JSON lines) when the range asked for
+/// reaches back past what the log still keeps: rotation deleted older
+/// lines, so "nothing there" would be a lie.
+fn dropped_note(read: &v1::ReadAuditResponse, since_ms: u64, limit: u32) -> Option<String> {
+    let reaches_back = read.dropped_until_ms > 0
+        && since_ms <= read.dropped_until_ms
+        && read.entries.len() < limit as usize;
+    reaches_back.then(|| {
+        let at = |ms| ops::wall_time(ms).unwrap_or_else(|| format!("{ms} ms"));
+        format!(
+            "note: the audit log keeps a size budget; lines up to {} were deleted by rotation \
+             (the oldest kept is from {})",
+            at(read.dropped_until_ms),
+            at(read.oldest_kept_ms)
+        )
+    })
 }
 
 #[derive(clap::Args, Debug)]

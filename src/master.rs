@@ -113,6 +113,15 @@ pub struct Args {
     /// falls further behind has its stream closed (it re-subscribes).
     #[arg(long, default_value = "8MiB", value_parser = cli_args::size)]
     max_stream_bytes: u64,
+    /// The size of one file of the audit log: past it `audit.log` is
+    /// rotated to `audit.log.1`, and so on.
+    #[arg(long, default_value = "64MiB", value_parser = cli_args::size)]
+    audit_log_bytes: u64,
+    /// How many files of the audit log are kept, `audit.log` included (at
+    /// least 2): with `--audit-log-bytes`, its disk budget. Older lines are
+    /// deleted, and `wasmos audit` says so.
+    #[arg(long, default_value_t = wasmos_master::server::AUDIT_LOG_FILES)]
+    audit_log_files: u32,
     /// The most gRPC connections open at once [default: the file-descriptor
     /// limit (raised to its hard limit) less 512]. Past it, new connections
     /// are closed at once.
@@ -195,6 +204,8 @@ impl Args {
             bytes: self.max_artifact_bytes,
         };
         config.max_stream_bytes = usize::try_from(self.max_stream_bytes).unwrap_or(usize::MAX);
+        config.audit_log_bytes = self.audit_log_bytes;
+        config.audit_log_files = self.audit_log_files;
         if self.max_connections.is_some() || self.max_connections_per_address.is_some() {
             let mut limits = wasmos_master::server::ConnectionLimits::from_fd_limit();
             if let Some(total) = self.max_connections {

@@ -123,6 +123,10 @@ impl AgentLink for AgentLinkService {
         request: Request<v1::JoinRequest>,
     ) -> Result<Response<v1::JoinResponse>, Status> {
         let trust = self.trust.as_ref().ok_or_else(insecure)?;
+        // A join token is a credential: an address refused too often is
+        // throttled as for any call without a valid one.
+        let source = request.remote_addr().map(|a| a.ip());
+        self.audit.throttle_source(source, "AgentLink.Join")?;
         let request = request.into_inner();
         let args = serde_json::json!({
             "hostname": request.hostname,
@@ -132,7 +136,7 @@ impl AgentLink for AgentLinkService {
         let joined = trust.join(request).await;
         let who = match &joined {
             Ok(joined) => Actor::Agent(&joined.agent_id),
-            Err(_) => Actor::Unknown,
+            Err(_) => Actor::Unknown(source),
         };
         self.audit.record(who, "AgentLink.Join", args, &joined);
         Ok(Response::new(joined?))

@@ -16,6 +16,7 @@ mod handle;
 mod http;
 mod metrics;
 mod operator;
+mod refusals;
 mod scheduler;
 mod tls_listener;
 pub mod trust;
@@ -36,6 +37,7 @@ use wasmos_proto::v1::scheduler_server::SchedulerServer;
 
 pub use actor::ActorConfig;
 pub use artifacts::{ArtifactStore, StoreLimits};
+pub use audit::{AUDIT_LOG_BYTES, AUDIT_LOG_FILES};
 pub use connections::ConnectionLimits;
 pub use trust::{TlsSettings, Transport};
 
@@ -112,6 +114,10 @@ pub struct MasterConfig {
     pub store: Option<Arc<dyn Store>>,
     /// The wall clock. Default the system's.
     pub wall_clock: WallClock,
+    /// The size of one audit log file ([`AUDIT_LOG_BYTES`]) and how many
+    /// are kept ([`AUDIT_LOG_FILES`]): its disk budget.
+    pub audit_log_bytes: u64,
+    pub audit_log_files: u32,
     /// TLS (the default) or plaintext on loopback.
     pub transport: Transport,
 }
@@ -151,6 +157,8 @@ impl MasterConfig {
             artifact_ttl: Duration::from_secs(24 * 3600),
             store: None,
             wall_clock: WallClock::system(),
+            audit_log_bytes: AUDIT_LOG_BYTES,
+            audit_log_files: AUDIT_LOG_FILES,
             transport: Transport::Tls(TlsSettings::new()),
         }
     }
@@ -170,6 +178,9 @@ pub struct Master {
     /// clients on them would never reconnect to a new master.
     servers: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::watch::Sender<()>>,
+    /// Its open windows of repeated refusals are summed up when the master
+    /// is stopped or dropped (`wasmos master` on Ctrl-C).
+    audit: Arc<audit::Audit>,
 }
 
 impl Master {
@@ -293,7 +304,7 @@ impl Master {
                 .with_connections_shed(gatekeeper.shed_counter())
                 .run(inbox),
         );
-        let tasks = vec![tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {
                 every.tick().await;
@@ -333,16 +344,33 @@ impl Master {
             None => (None, None),
         };
         let audit = Arc::new(
-            audit::Audit::open(&config.work_dir, config.wall_clock.clone()).with_context(|| {
+            audit::Audit::open_rotating(
+                &config.work_dir,
+                config.wall_clock.clone(),
+                config.audit_log_bytes,
+                config.audit_log_files,
+            )
+            .with_context(|| {
                 format!("cannot open the audit log in {}", config.work_dir.display())
             })?,
         );
-        let gate = |agents| trust::Gate {
+        let gate = |agents, service| trust::Gate {
             trust: trust.clone(),
             agents,
             audit: audit.clone(),
             connections: gatekeeper.clone(),
+            service,
         };
+        // Summaries of repeated refusals are written within a second of
+        // their window closing, even when nothing else is written.
+        let ticking = audit.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                ticking.flush_due();
+            }
+        }));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<SchedulerServer<scheduler::SchedulerService>>()
@@ -386,7 +414,7 @@ impl Master {
                     artifacts: store.clone(),
                     max_stream_bytes: config.max_stream_bytes,
                 }),
-                gate(false),
+                gate(false, "Scheduler"),
             ))
             .add_service(AgentLinkServer::new(agent_link::AgentLinkService {
                 actor: handle.clone(),
@@ -400,7 +428,7 @@ impl Master {
                     audit: audit.clone(),
                 })
                 .max_decoding_message_size(8 << 20),
-                gate(true),
+                gate(true, "Artifacts"),
             ))
             .add_service(InterceptedService::new(
                 OperatorServer::new(operator::OperatorService {
@@ -408,7 +436,7 @@ impl Master {
                     trust: trust.clone(),
                     audit: audit.clone(),
                 }),
-                gate(false),
+                gate(false, "Operator"),
             ));
         let (shutdown, stopping) = tokio::sync::watch::channel(());
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
@@ -480,6 +508,7 @@ impl Master {
             tasks,
             servers,
             shutdown: Some(shutdown),
+            audit,
         })
     }
 
@@ -639,6 +668,7 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 
 impl Drop for Master {
     fn drop(&mut self) {
+        self.audit.flush_all();
         if let Some(actor) = &self.actor {
             actor.abort();
         }

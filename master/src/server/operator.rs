@@ -347,11 +347,15 @@ impl Operator for OperatorService {
         let r = request.into_inner();
         let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
         let audit = self.audit.clone();
-        let entries = tokio::task::spawn_blocking(move || audit.read(r.since_ms, limit))
+        let read = tokio::task::spawn_blocking(move || audit.read(r.since_ms, limit))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(format!("cannot read the audit log: {e}")))?;
-        Ok(Response::new(v1::ReadAuditResponse { entries }))
+        Ok(Response::new(v1::ReadAuditResponse {
+            entries: read.entries,
+            dropped_until_ms: read.dropped_until_ms,
+            oldest_kept_ms: read.oldest_kept_ms,
+        }))
     }
 
     async fn revoke_agent(

@@ -479,16 +479,27 @@ pub struct Gate {
     pub audit: Arc<super::audit::Audit>,
     /// Told of each connection whose call passed: it proved who it is.
     pub connections: Arc<super::connections::Gatekeeper>,
+    /// The service's name, for the audit line of a throttled call (the
+    /// gate does not see which call it is).
+    pub service: &'static str,
 }
 
 impl tonic::service::Interceptor for Gate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = match &self.trust {
             None => Caller::Principal(Principal::local()),
-            Some(trust) => trust.caller(&request, self.agents).inspect_err(|refused| {
-                self.audit.refused_credential(refused);
+            Some(trust) => trust.caller(&request, self.agents).map_err(|refused| {
+                let source = request.remote_addr().map(|a| a.ip());
+                self.audit.refused_credential(refused, source)
             })?,
         };
+        // Callers refused too often are throttled here, in one place for
+        // every gated call (see `refusals.rs`); agents never are (their
+        // fetches are the cluster's own work).
+        if let Caller::Principal(who) = &caller {
+            self.audit.throttle(who, self.service)?;
+        }
+        // The call passed: its connection proved who it is.
         if let Some(peer) = request.remote_addr() {
             self.connections.vouch(peer);
         }
