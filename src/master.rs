@@ -80,6 +80,32 @@ pub struct Args {
     /// The most artifact bytes the master stores in all.
     #[arg(long, default_value = "64GiB", value_parser = cli_args::size)]
     max_artifact_bytes: u64,
+    /// The most artifacts one principal (not an admin) may have stored, so
+    /// one principal cannot fill --max-artifacts for all [default: a tenth
+    /// of --max-artifacts].
+    #[arg(long)]
+    max_artifacts_per_principal: Option<usize>,
+    /// The most uploads in progress at once in the master; each holds a
+    /// chunk of up to 1 MiB and its connection's buffers.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    max_uploads: u64,
+    /// The most uploads in progress at once for one principal (at most half
+    /// of --max-uploads, so others always find room).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    max_uploads_per_principal: u64,
+    /// The slowest an upload may be, in bytes per second averaged over
+    /// --upload-rate-window, once --upload-grace has passed; slower ones are
+    /// cut (DEADLINE_EXCEEDED) and their temp files removed. 0: no minimum.
+    #[arg(long, default_value = "64KiB", value_parser = cli_args::size)]
+    upload_min_rate: u64,
+    /// The window --upload-min-rate is averaged over. Bytes count as whole
+    /// chunks arrive, so it should span several chunks at the minimum rate.
+    #[arg(long, default_value = "30s", value_parser = cli_args::duration)]
+    upload_rate_window: Duration,
+    /// How long an upload may be slower than --upload-min-rate from its
+    /// start.
+    #[arg(long, default_value = "10s", value_parser = cli_args::duration)]
+    upload_grace: Duration,
     /// The most agents the master keeps; past it a new agent is refused.
     #[arg(long, default_value_t = 50_000)]
     max_agents: usize,
@@ -199,10 +225,20 @@ impl Args {
         config.core.framework_heartbeat_interval = self.framework_heartbeat;
         config.max_artifact_size = self.max_artifact_size;
         config.artifact_quota = self.artifact_quota;
-        config.artifact_limits = wasmos_master::server::StoreLimits {
-            count: self.max_artifacts,
-            bytes: self.max_artifact_bytes,
+        let mut limits =
+            wasmos_master::server::StoreLimits::new(self.max_artifacts, self.max_artifact_bytes);
+        if let Some(per_principal) = self.max_artifacts_per_principal {
+            limits.count_per_principal = per_principal;
+        }
+        limits.uploads = usize::try_from(self.max_uploads).unwrap_or(usize::MAX);
+        limits.uploads_per_principal =
+            usize::try_from(self.max_uploads_per_principal).unwrap_or(usize::MAX);
+        limits.min_rate = wasmos_master::server::MinRate {
+            bytes_per_sec: self.upload_min_rate,
+            window: self.upload_rate_window,
+            grace: self.upload_grace,
         };
+        config.artifact_limits = limits;
         config.max_stream_bytes = usize::try_from(self.max_stream_bytes).unwrap_or(usize::MAX);
         config.audit_log_bytes = self.audit_log_bytes;
         config.audit_log_files = self.audit_log_files;

@@ -9,7 +9,10 @@ mod sandbox_reads;
 
 pub use sandbox_reads::sandbox_reads;
 
+use std::time::Duration;
+
 use prost::Message;
+use sha2::{Digest, Sha256};
 use wasmos_master::Time;
 use wasmos_master::core::{Core, CoreConfig, Input};
 use wasmos_proto::v1;
@@ -26,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("module_validation", module_validation),
     ("parsers", parsers),
     ("sandbox_reads", sandbox_reads),
+    ("upload_streams", upload_streams),
 ];
 
 /// A core with two agents and two frameworks, so that inputs meet state.
@@ -196,5 +200,78 @@ pub fn parsers(data: &[u8]) {
     if let Ok(resources) = wasmos_master::Resources::parse(text) {
         let again = wasmos_master::Resources::parse(&resources.to_string());
         assert!(again.is_ok(), "{resources} does not parse back");
+    }
+}
+
+/// An upload as the master's intake sees it (`UploadState`): limits from
+/// the first bytes, then chunks (with or without a digest, of any size),
+/// pauses and rate checks, and the end. Whatever arrives, the bytes taken
+/// never pass the size limit, a cut is final, nothing is cut for its rate
+/// within the grace, and the end agrees with the digest named.
+pub fn upload_streams(data: &[u8]) {
+    use wasmos_master::server::{MinRate, Refused, UploadState};
+    let [size, rate, window, grace, rest @ ..] = data else {
+        return;
+    };
+    let max_size = u64::from(*size) * 64;
+    let floor = MinRate {
+        bytes_per_sec: u64::from(*rate) * 16,
+        window: Duration::from_millis(u64::from(*window) * 20),
+        grace: Duration::from_millis(u64::from(*grace) * 20),
+    };
+    let mut state = UploadState::new(max_size, floor);
+    let mut hasher = Sha256::new();
+    let mut named: Option<String> = None;
+    let mut first = true;
+    let mut elapsed = Duration::ZERO;
+    let mut ops = rest;
+    while let [op, pause, len, after @ ..] = ops {
+        elapsed += Duration::from_millis(u64::from(*pause) * 10);
+        let len = usize::from(*len).min(after.len());
+        let (body, after) = after.split_at(len);
+        ops = after;
+        let outcome = match op % 4 {
+            0 | 1 => {
+                let digest = if op % 4 == 1 {
+                    // A real digest of the bytes so far, or the body as text.
+                    if body.first().is_some_and(|b| b % 2 == 0) {
+                        hex::encode(Sha256::digest(body))
+                    } else {
+                        String::from_utf8_lossy(body).into_owned()
+                    }
+                } else {
+                    String::new()
+                };
+                let chunk = v1::UploadChunk {
+                    digest: digest.clone(),
+                    data: body.to_vec(),
+                };
+                let outcome = state.chunk(elapsed, &chunk);
+                if first && !digest.is_empty() && !matches!(outcome, Err(Refused::Invalid(_))) {
+                    named = Some(digest);
+                }
+                first = false;
+                if outcome.is_ok() {
+                    hasher.update(body);
+                }
+                outcome
+            }
+            2 => state.tick(elapsed),
+            _ => break,
+        };
+        match outcome {
+            Ok(()) => assert!(state.size() <= max_size, "{} bytes taken", state.size()),
+            Err(Refused::TooSlow(_)) => {
+                assert!(elapsed >= floor.grace, "cut within the grace");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    let digest = hex::encode(hasher.finalize());
+    let finished = state.finish(&digest);
+    match named {
+        Some(named) if named != digest => assert!(finished.is_err(), "a mismatch was taken"),
+        _ => assert!(finished.is_ok(), "{finished:?}"),
     }
 }

@@ -64,13 +64,22 @@ impl Trust {
     ) -> impl std::future::Future<Output = String> + Send + 'static {
         let (revoked, expires_ms) = {
             let mut state = self.state.lock().expect("not poisoned");
-            let expires_ms = state.tokens.get(accessor).map_or(0, |t| t.expires_ms);
-            let revoked = state
-                .revocations
-                .entry(accessor.to_string())
-                .or_default()
-                .clone();
-            (revoked, expires_ms)
+            let expires_ms = state.tokens.get(accessor).map(|t| t.expires_ms);
+            let revoked = match expires_ms {
+                Some(_) => state
+                    .revocations
+                    .entry(accessor.to_string())
+                    .or_default()
+                    .clone(),
+                // Revoked since the call that asks was let in: ended now,
+                // and no entry is left behind for a token that is gone.
+                None => {
+                    let ended = tokio_util::sync::CancellationToken::new();
+                    ended.cancel();
+                    ended
+                }
+            };
+            (revoked, expires_ms.unwrap_or(0))
         };
         let now = self.clock.now_ms();
         let accessor = accessor.to_string();
