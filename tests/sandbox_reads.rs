@@ -169,22 +169,33 @@ async fn sandbox_reads_reach_only_the_sandboxes_of_tasks_the_caller_may_see() {
         }
     }
 
-    // Every read is in the audit log, allowed or refused.
-    let out = cluster
-        .cli()
-        .env("WASMOS_MASTER", &cluster.url)
-        .args(["audit", "--limit", "100000"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let entries: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &Value| e["call"] == "Operator.ReadSandbox")
-        .collect();
-    let repeated = |e: &Value| e["repeated"].as_u64().unwrap_or(1);
-    let audited: u64 = entries.iter().map(repeated).sum();
-    assert!(audited >= calls, "{audited} of {calls} reads audited");
+    // Every read is in the audit log, allowed or refused: repeats of a
+    // refusal are summed up into one line once their window closes.
+    let audited = |entries: &[Value]| -> u64 {
+        entries
+            .iter()
+            .map(|e| e["repeated"].as_u64().unwrap_or(1))
+            .sum()
+    };
+    let read_audit = || -> Vec<Value> {
+        let out = cluster
+            .cli()
+            .env("WASMOS_MASTER", &cluster.url)
+            .args(["audit", "--limit", "100000"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &Value| e["call"] == "Operator.ReadSandbox")
+            .collect()
+    };
+    let entries = support::wait_for(std::time::Duration::from_secs(30), || {
+        let entries = read_audit();
+        (audited(&entries) >= calls).then_some(entries)
+    })
+    .unwrap_or_else(|| panic!("{} of {calls} reads audited", audited(&read_audit())));
     // (`wasmos run` read her task's stdout too.)
     for (target, path) in [
         ("SANDBOX_TARGET_LIST", "/"),

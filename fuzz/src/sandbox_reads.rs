@@ -17,7 +17,11 @@ pub fn sandbox_reads(data: &[u8]) {
             task_id: task_id.to_string(),
             target: (data.len() % 5) as i32,
             path: path.to_string(),
-            agent_id: if data.len() % 2 == 0 { "a1".into() } else { String::new() },
+            agent_id: if data.len().is_multiple_of(2) {
+                "a1".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         }
     });

@@ -268,7 +268,7 @@ pub fn admitted(
                     let guarded = Guarded {
                         inner: stream,
                         peer,
-                        ticket: ticket,
+                        ticket,
                         silent: Some(Box::pin(tokio::time::sleep(first_byte))),
                     };
                     return Some((Ok(guarded), (listener, keeper)));
