@@ -199,3 +199,35 @@ fn a_default_join_token_caps_an_agent_at_the_masters_modest_default() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_took_a_built_in_name_before_the_rule_is_refused() {
+    use wasmos_master::store::{Record, RedbStore, Store, Write};
+    let mut cluster = Cluster::start_tls(0, &[], &[]);
+    cluster.kill_master();
+    // A principal token named `admin`, as an older master let one be made.
+    let secret = wasmos_tls::Secret::generate();
+    let registry =
+        RedbStore::open(&RedbStore::path_in(&cluster.dir.path().join("master"))).unwrap();
+    registry
+        .commit(&[Write::Put(Record::Token(v1::StoredToken {
+            accessor: secret.accessor.clone(),
+            secret_sha256: secret.hash(),
+            kind: v1::TokenKind::Principal as i32,
+            principal: "admin".into(),
+            roles: vec!["r1".into()],
+            ..Default::default()
+        }))])
+        .unwrap();
+    drop(registry);
+    cluster.restart_master();
+    let refused = subscribe(&cluster, &secret.to_string(), "r1")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("keeps for its own")
+            && refused.message().contains("wasmos token revoke"),
+        "{refused:?}"
+    );
+}
