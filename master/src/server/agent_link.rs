@@ -25,6 +25,9 @@ pub struct AgentLinkService {
     /// `None` on an insecure master: agents name their own ids.
     pub trust: Option<Arc<Trust>>,
     pub audit: Arc<Audit>,
+    /// Told of each agent's connection: a certificate proved who it is, so
+    /// no anonymous newcomer takes its place.
+    pub connections: Arc<super::connections::Gatekeeper>,
 }
 
 #[tonic::async_trait]
@@ -44,6 +47,9 @@ impl AgentLink for AgentLinkService {
             })?),
             None => None,
         };
+        if let Some(peer) = request.remote_addr() {
+            self.connections.vouch(peer);
+        }
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
             .await

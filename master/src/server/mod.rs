@@ -430,6 +430,7 @@ impl Master {
                 actor: handle.clone(),
                 trust: trust.clone(),
                 audit: audit.clone(),
+                connections: gatekeeper.clone(),
             }))
             .add_service(InterceptedService::new(
                 ArtifactsServer::new(artifacts::ArtifactsService {
