@@ -1,6 +1,7 @@
-//! The wasmos agent's executor: runs WASI preview 1 tasks in wasmtime
-//! under hard limits on `cpus`, `mem`, `disk`, fuel and wall time, in
-//! private sandboxes, and reports their statuses and usage.
+//! The wasmos agent's executor: runs WASI tasks (preview 1 modules and
+//! preview 2 components) in wasmtime under hard limits on `cpus`, `mem`,
+//! `disk`, fuel and wall time, in private sandboxes, and reports their
+//! statuses and usage.
 //!
 //! It never depends on the link to the master: a launch is a
 //! `wasmos.v1.TaskSpec` plus the module's bytes (or an [`ArtifactSource`]),
@@ -25,12 +26,14 @@
 //! }
 //! ```
 //!
-//! The crate is three rooms, each depending only on those after it:
-//! `link` (the connection to the master and the agent's TLS identity; the
-//! default `link` feature, the only user of tonic) → `executor` (running
-//! tasks in wasmtime under limits) → `sandbox` (a task's directory and
-//! outputs, written behind). [`gc`], the disk collector, uses the executor's
-//! public API and the sandbox room.
+//! Its modules depend one way: `link` (the connection to the master and
+//! the agent's TLS identity; the default `link` feature, the only user of
+//! tonic) → `process` (the executor process beside the agent, its socket
+//! protocol and supervision) → `checkpoint` (unacknowledged updates on
+//! disk) → `executor` (running tasks in wasmtime under limits) → `sandbox`
+//! (a task's directory and outputs, written behind). [`gc`], the disk
+//! collector, uses the executor's public API and the sandbox module. See
+//! `ARCHITECTURE.md` at the repository's root for how they fit the rest.
 
 pub mod checkpoint;
 mod executor;
