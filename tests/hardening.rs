@@ -1,5 +1,5 @@
 //! Bad input and overload, through real processes on loopback: each bound
-//! of `master/src/limits.rs` and `wasmos master --max-…` is tried as an
+//! of `core/src/limits.rs` and `wasmos master --max-…` is tried as an
 //! attacker would, and the test fails if the bound breaks.
 
 mod support;

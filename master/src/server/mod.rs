@@ -131,12 +131,6 @@ pub struct MasterConfig {
     pub transport: Transport,
 }
 
-impl std::fmt::Debug for dyn Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
 impl MasterConfig {
     /// Defaults for a master listening on `listen` with its files in
     /// `work_dir`.

@@ -1,5 +1,6 @@
 use super::power_loss::PowerLossDisk;
 use super::*;
+use wasmos_proto::v1;
 
 fn task(id: &str, agent: &str) -> Record {
     Record::Task(v1::StoredTask {

@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use wasmos_master::core::{Core, CoreConfig, CoreError, Input, Output, Reply};
-use wasmos_master::store::{MemoryStore, Record, Store, Table};
-use wasmos_master::{AgentId, FrameworkId, Resources, Time};
+use wasmos_core::core::{Core, CoreConfig, CoreError, Input, Output, Reply};
+use wasmos_core::store::{MemoryStore, Record, Store, Table};
+use wasmos_core::{AgentId, FrameworkId, Resources, Time};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;

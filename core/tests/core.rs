@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use support::{GIB, Harness, acked, killed, launched, offered, rescinded, task};
-use wasmos_master::core::{AgentView, CoreConfig, CoreError, FrameworkView, Input, Reply};
-use wasmos_master::{AgentId, FrameworkId, OfferId, Resources, Role, TaskId};
+use wasmos_core::core::{AgentView, CoreConfig, CoreError, FrameworkView, Input, Reply};
+use wasmos_core::{AgentId, FrameworkId, OfferId, Resources, Role, TaskId};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;
@@ -1607,7 +1607,7 @@ fn teardown_kills_the_tasks_and_closes_the_stream() {
     assert_eq!(reply, Ok(Reply::Done));
     assert_eq!(
         messages.last(),
-        Some(&wasmos_master::core::Output::CloseFramework(fw.clone())),
+        Some(&wasmos_core::core::Output::CloseFramework(fw.clone())),
         "the stream closes after everything else"
     );
     let events = h.take_events(&fw);
@@ -1907,9 +1907,9 @@ fn garbage_inputs_never_panic_and_leave_the_core_consistent() {
         }
     }
     // Time running backwards must not confuse the clocks either.
-    h.now = wasmos_master::Time(h.now.0 - 500_000);
+    h.now = wasmos_core::Time(h.now.0 - 500_000);
     h.handle(Input::Tick).unwrap();
-    h.now = wasmos_master::Time(h.now.0 + 500_000);
+    h.now = wasmos_core::Time(h.now.0 + 500_000);
     h.handle(Input::Tick).unwrap();
 
     // What matters still works.
@@ -2007,7 +2007,7 @@ fn an_agent_that_would_overflow_the_cluster_total_is_refused() {
     // Past the default caps no single agent could; with them lifted, the
     // sum is still checked.
     let mut h = Harness::with_config(CoreConfig {
-        caps: wasmos_master::core::Caps {
+        caps: wasmos_core::core::Caps {
             agent_resources: Resources::MAX,
             ..Default::default()
         },
@@ -2058,11 +2058,11 @@ fn an_update_overtaken_by_a_later_one_is_acknowledged_and_does_not_move_the_task
 
 // ----- principals ------------------------------------------------------------
 
-fn principal(name: &str, roles: &[&str]) -> wasmos_master::access::Principal {
-    wasmos_master::access::Principal {
+fn principal(name: &str, roles: &[&str]) -> wasmos_core::access::Principal {
+    wasmos_core::access::Principal {
         name: name.into(),
         accessor: format!("{name}-token"),
-        grant: wasmos_master::access::Grant::Roles(roles.iter().map(|r| r.to_string()).collect()),
+        grant: wasmos_core::access::Grant::Roles(roles.iter().map(|r| r.to_string()).collect()),
     }
 }
 
@@ -2127,7 +2127,7 @@ fn only_the_owning_principal_or_an_admin_may_use_a_framework_and_ownership_survi
         }
         h.core.authorize(&alice, input).expect("the owner may");
         h.core
-            .authorize(&wasmos_master::access::Principal::local(), input)
+            .authorize(&wasmos_core::access::Principal::local(), input)
             .expect("an admin may");
     }
     // Roles bound new subscriptions; operator inputs need an admin.
@@ -2239,7 +2239,7 @@ fn agents_claiming_past_the_cap_or_reservations_that_wrap_are_refused() {
     assert!(err.to_string().contains("--max-agent-resources"), "{err}");
     // Two reservations whose sum wraps around u64 must not pass as small.
     let mut h = Harness::with_config(CoreConfig {
-        caps: wasmos_master::core::Caps {
+        caps: wasmos_core::core::Caps {
             agent_resources: Resources::MAX,
             ..Default::default()
         },

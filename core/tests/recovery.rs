@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use support::{GIB, Harness, task};
-use wasmos_master::core::{CoreConfig, Reply};
-use wasmos_master::{AgentId, FrameworkId, TaskId};
+use wasmos_core::core::{CoreConfig, Reply};
+use wasmos_core::{AgentId, FrameworkId, TaskId};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;

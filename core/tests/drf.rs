@@ -4,7 +4,7 @@
 mod support;
 
 use support::{GIB, Harness, offered, task};
-use wasmos_master::Resources;
+use wasmos_core::Resources;
 
 #[test]
 fn drf_paper_example_gives_a_three_tasks_and_b_two() {

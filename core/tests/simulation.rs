@@ -27,8 +27,8 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use support::{GIB, Harness, offered};
-use wasmos_master::core::{CoreConfig, Input, progress};
-use wasmos_master::{AgentId, FrameworkId, Resources};
+use wasmos_core::core::{CoreConfig, Input, progress};
+use wasmos_core::{AgentId, FrameworkId, Resources};
 use wasmos_proto::v1;
 
 const STEPS: usize = 400;
@@ -562,12 +562,12 @@ impl Sim {
     /// The master crashes and comes back on its registry: every task it
     /// held comes back in the state it had, on the agent it had.
     fn restart_master(&mut self) {
-        let tasks = |core: &wasmos_master::core::Core| {
+        let tasks = |core: &wasmos_core::core::Core| {
             let mut tasks: Vec<(String, String, i32)> = core
                 .registry_records()
                 .into_iter()
                 .filter_map(|r| match r {
-                    wasmos_master::store::Record::Task(t) => Some((
+                    wasmos_core::store::Record::Task(t) => Some((
                         t.spec.unwrap_or_default().task_id,
                         t.agent_id,
                         t.status.unwrap_or_default().state,
@@ -634,7 +634,7 @@ impl Sim {
 }
 
 fn is_terminal(state: v1::TaskState) -> bool {
-    wasmos_master::core::is_terminal(state)
+    wasmos_core::core::is_terminal(state)
 }
 
 #[test]
@@ -675,7 +675,7 @@ fn randomized_runs_keep_every_invariant() {
     failures.sort_by_key(|(seed, _)| *seed);
     if let Some((seed, message)) = failures.first() {
         panic!(
-            "{} of {} simulation seeds failed; the first, seed {seed}: {message}\nreplay with: WASMOS_SIM_SEED={seed} cargo test --release -p wasmos-master --test simulation",
+            "{} of {} simulation seeds failed; the first, seed {seed}: {message}\nreplay with: WASMOS_SIM_SEED={seed} cargo test --release -p wasmos-core --test simulation",
             failures.len(),
             seeds.len()
         );

@@ -5,14 +5,14 @@
 //! grants back between cycles, untimed. Prints one JSON line per shape.
 //!
 //! ```text
-//! cargo bench -p wasmos-master --bench allocator                      # the grid
-//! cargo bench -p wasmos-master --bench allocator -- --agents 10000 --frameworks 1000
+//! cargo bench -p wasmos-core --bench allocator                      # the grid
+//! cargo bench -p wasmos-core --bench allocator -- --agents 10000 --frameworks 1000
 //! ```
 
 use std::time::{Duration, Instant};
 
-use wasmos_master::allocator::{Allocator, AllocatorConfig, Scope};
-use wasmos_master::{AgentId, FrameworkId, Resources, Role, Time};
+use wasmos_core::allocator::{Allocator, AllocatorConfig, Scope};
+use wasmos_core::{AgentId, FrameworkId, Resources, Role, Time};
 
 const AGENTS: [usize; 3] = [1_000, 10_000, 50_000];
 const FRAMEWORKS: [usize; 4] = [1, 100, 1_000, 5_000];

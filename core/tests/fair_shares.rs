@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::{GIB, Harness, task};
-use wasmos_master::core::{Caps, CoreConfig, CoreError};
+use wasmos_core::core::{Caps, CoreConfig, CoreError};
 use wasmos_proto::v1;
 
 fn harness(caps: Caps) -> Harness {

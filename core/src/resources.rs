@@ -50,7 +50,7 @@ impl Resources {
     /// A bundle from cores and bytes, for code and tests.
     ///
     /// ```
-    /// use wasmos_master::Resources;
+    /// use wasmos_core::Resources;
     /// let r = Resources::new(1.5, 4 << 30, 0);
     /// assert_eq!(r.cpu_millis, 1500);
     /// ```
@@ -149,7 +149,7 @@ impl Resources {
     /// Parses `cpus:4,mem:8GiB,disk:10GiB` (any subset, any order).
     ///
     /// ```
-    /// use wasmos_master::Resources;
+    /// use wasmos_core::Resources;
     /// let r = Resources::parse("cpus:4,mem:8GiB").unwrap();
     /// assert_eq!(r, Resources::new(4.0, 8 << 30, 0));
     /// assert!(Resources::parse("cpu:4").is_err());
@@ -191,8 +191,8 @@ impl Resources {
 /// Parses a byte size: `512MiB`, `4GiB`, `1.5GB`, `100KB`, `4096` (bytes).
 ///
 /// ```
-/// assert_eq!(wasmos_master::resources::parse_size("4GiB"), Ok(4 << 30));
-/// assert_eq!(wasmos_master::resources::parse_size("2MB"), Ok(2_000_000));
+/// assert_eq!(wasmos_core::resources::parse_size("4GiB"), Ok(4 << 30));
+/// assert_eq!(wasmos_core::resources::parse_size("2MB"), Ok(2_000_000));
 /// ```
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();

@@ -1,0 +1,29 @@
+//! The wasmos master's pure half: everything that decides, nothing that
+//! waits. No tokio, no sockets, no files and no clock (the shell,
+//! `wasmos-master`, passes the time in), so tests, simulations, fuzz targets
+//! and benchmarks drive it directly, and `.ci/run` checks its dependency
+//! graph holds none of tokio, tonic, axum, hyper or redb.
+//!
+//! - [`allocator`]: hierarchical weighted DRF.
+//! - [`core`]: the master's state machine (agents, frameworks, offers, tasks):
+//!   `Core::handle(input, now) -> outputs`.
+//! - [`store`]: the registry's records and writes (what the core asks the
+//!   shell to persist), the `Store` trait and an in-memory store.
+//! - [`access`], [`limits`], [`sandbox_read`]: the rules the shell applies
+//!   to callers, as pure functions.
+//! - [`ids`], [`resources`], [`time`]: the types they share.
+
+pub mod access;
+pub mod allocator;
+pub mod core;
+pub mod ids;
+pub mod limits;
+pub mod resources;
+pub mod sandbox_read;
+pub mod store;
+pub mod time;
+
+pub use allocator::{Allocation, Allocator, AllocatorConfig};
+pub use ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+pub use resources::Resources;
+pub use time::Time;

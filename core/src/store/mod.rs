@@ -1,0 +1,369 @@
+//! The master's registry: what it persists because it cannot be rebuilt
+//! from what agents and frameworks tell it again.
+//!
+//! The pure half of the master's store: the records and writes the core
+//! returns ([`Record`], [`Write`], [`Table`]), the [`Registry`] it recovers
+//! from, the [`Store`] trait and its start-up check ([`open`]), and
+//! [`MemoryStore`] (nothing survives the process; for benchmarks and tests).
+//! The durable backend (redb) lives in `wasmos-master`'s `store` module,
+//! which re-exports all of this. Backends' shape is the one an etcd backend
+//! needs too: one key per record (`tasks/<id>`, never one big blob), a header
+//! with a schema version checked at start, and writes grouped into one
+//! transaction per turn of the master's actor ([`Store::commit`]): one fsync
+//! per batch, never one per task.
+//!
+//! The core decides *what* to persist (it returns [`Write`]s among its
+//! outputs and never touches a store); the shell decides *when*: it commits a
+//! turn's writes before it sends anything that depends on them.
+//!
+//! Files: `mod.rs` (the trait, records and the start-up check), `memory.rs`.
+
+mod memory;
+
+use std::fmt;
+
+use prost::Message;
+use wasmos_proto::v1;
+
+pub use memory::MemoryStore;
+
+/// The layout of the records this master writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The kinds of record, each its own table (redb) or key prefix (etcd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// The header: schema version and epoch, under the key `meta`.
+    Meta,
+    Agents,
+    Frameworks,
+    Roles,
+    Tasks,
+    Artifacts,
+    /// The cluster's CA, under the key `ca`.
+    Trust,
+    /// Tokens by accessor (secrets kept hashed).
+    Tokens,
+    /// Agent identities the CA issued, by agent id.
+    Identities,
+}
+
+impl Table {
+    /// Every table, header first.
+    pub const ALL: [Table; 9] = [
+        Table::Meta,
+        Table::Agents,
+        Table::Frameworks,
+        Table::Roles,
+        Table::Tasks,
+        Table::Artifacts,
+        Table::Trust,
+        Table::Tokens,
+        Table::Identities,
+    ];
+
+    /// The table's name: a redb table, or an etcd key prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Agents => "agents",
+            Table::Frameworks => "frameworks",
+            Table::Roles => "roles",
+            Table::Tasks => "tasks",
+            Table::Artifacts => "artifacts",
+            Table::Trust => "trust",
+            Table::Tokens => "tokens",
+            Table::Identities => "identities",
+        }
+    }
+}
+
+/// One record, typed. A task is much larger than the rest; records live
+/// only from a turn's end to its commit, so boxing it would buy an
+/// allocation per task for no memory saved.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Meta(v1::RegistryMeta),
+    Agent(v1::StoredAgent),
+    Framework(v1::StoredFramework),
+    Role(v1::StoredRole),
+    Task(v1::StoredTask),
+    Artifact(v1::StoredArtifact),
+    Ca(v1::StoredCa),
+    Token(v1::StoredToken),
+    Identity(v1::StoredIdentity),
+}
+
+impl Record {
+    /// Where the record lives.
+    pub fn table(&self) -> Table {
+        match self {
+            Record::Meta(_) => Table::Meta,
+            Record::Agent(_) => Table::Agents,
+            Record::Framework(_) => Table::Frameworks,
+            Record::Role(_) => Table::Roles,
+            Record::Task(_) => Table::Tasks,
+            Record::Artifact(_) => Table::Artifacts,
+            Record::Ca(_) => Table::Trust,
+            Record::Token(_) => Table::Tokens,
+            Record::Identity(_) => Table::Identities,
+        }
+    }
+
+    /// Its key within the table.
+    pub fn key(&self) -> String {
+        match self {
+            Record::Meta(_) => "meta".into(),
+            Record::Agent(a) => a
+                .info
+                .as_ref()
+                .map(|i| i.agent_id.clone())
+                .unwrap_or_default(),
+            Record::Framework(f) => f
+                .info
+                .as_ref()
+                .map(|i| i.framework_id.clone())
+                .unwrap_or_default(),
+            Record::Role(r) => r.name.clone(),
+            Record::Task(t) => t
+                .spec
+                .as_ref()
+                .map(|s| s.task_id.clone())
+                .unwrap_or_default(),
+            Record::Artifact(a) => a.digest.clone(),
+            Record::Ca(_) => "ca".into(),
+            Record::Token(t) => t.accessor.clone(),
+            Record::Identity(i) => i.agent_id.clone(),
+        }
+    }
+
+    /// Its bytes (protobuf).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Record::Meta(r) => r.encode_to_vec(),
+            Record::Agent(r) => r.encode_to_vec(),
+            Record::Framework(r) => r.encode_to_vec(),
+            Record::Role(r) => r.encode_to_vec(),
+            Record::Task(r) => r.encode_to_vec(),
+            Record::Artifact(r) => r.encode_to_vec(),
+            Record::Ca(r) => r.encode_to_vec(),
+            Record::Token(r) => r.encode_to_vec(),
+            Record::Identity(r) => r.encode_to_vec(),
+        }
+    }
+
+    fn decode(table: Table, bytes: &[u8]) -> Result<Record, prost::DecodeError> {
+        Ok(match table {
+            Table::Meta => Record::Meta(Message::decode(bytes)?),
+            Table::Agents => Record::Agent(Message::decode(bytes)?),
+            Table::Frameworks => Record::Framework(Message::decode(bytes)?),
+            Table::Roles => Record::Role(Message::decode(bytes)?),
+            Table::Tasks => Record::Task(Message::decode(bytes)?),
+            Table::Artifacts => Record::Artifact(Message::decode(bytes)?),
+            Table::Trust => Record::Ca(Message::decode(bytes)?),
+            Table::Tokens => Record::Token(Message::decode(bytes)?),
+            Table::Identities => Record::Identity(Message::decode(bytes)?),
+        })
+    }
+}
+
+/// One change to the registry.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    Put(Record),
+    Delete(Table, String),
+}
+
+impl Write {
+    /// The table and key the write touches.
+    pub fn target(&self) -> (Table, String) {
+        match self {
+            Write::Put(record) => (record.table(), record.key()),
+            Write::Delete(table, key) => (*table, key.clone()),
+        }
+    }
+}
+
+/// Everything a registry holds, decoded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Registry {
+    /// The header; `None` for a registry never written.
+    pub meta: Option<v1::RegistryMeta>,
+    pub agents: Vec<v1::StoredAgent>,
+    pub frameworks: Vec<v1::StoredFramework>,
+    pub roles: Vec<v1::StoredRole>,
+    pub tasks: Vec<v1::StoredTask>,
+    pub artifacts: Vec<v1::StoredArtifact>,
+    /// The cluster's CA; `None` until a TLS master made one.
+    pub ca: Option<v1::StoredCa>,
+    pub tokens: Vec<v1::StoredToken>,
+    pub identities: Vec<v1::StoredIdentity>,
+}
+
+impl Registry {
+    /// Decodes raw `(table, key, bytes)` entries, naming the first that
+    /// does not decode.
+    pub fn decode(
+        entries: impl IntoIterator<Item = (Table, String, Vec<u8>)>,
+    ) -> Result<Registry, StoreError> {
+        let mut registry = Registry::default();
+        for (table, key, bytes) in entries {
+            registry.insert(table, &key, &bytes)?;
+        }
+        Ok(registry)
+    }
+
+    /// Decodes one entry into the registry (without copying it first:
+    /// loading 100,000 tasks is mostly allocation), naming it if it does
+    /// not decode.
+    pub fn insert(&mut self, table: Table, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let record = Record::decode(table, bytes).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "record {}/{key} does not decode: {e}",
+                table.name()
+            ))
+        })?;
+        match record {
+            Record::Meta(m) => self.meta = Some(m),
+            Record::Agent(a) => self.agents.push(a),
+            Record::Framework(f) => self.frameworks.push(f),
+            Record::Role(r) => self.roles.push(r),
+            Record::Task(t) => self.tasks.push(t),
+            Record::Artifact(a) => self.artifacts.push(a),
+            Record::Ca(c) => self.ca = Some(c),
+            Record::Token(t) => self.tokens.push(t),
+            Record::Identity(i) => self.identities.push(i),
+        }
+        Ok(())
+    }
+
+    /// Every record but the header.
+    pub fn records(&self) -> Vec<Record> {
+        let mut records = Vec::with_capacity(self.len());
+        records.extend(self.agents.iter().cloned().map(Record::Agent));
+        records.extend(self.frameworks.iter().cloned().map(Record::Framework));
+        records.extend(self.roles.iter().cloned().map(Record::Role));
+        records.extend(self.tasks.iter().cloned().map(Record::Task));
+        records.extend(self.artifacts.iter().cloned().map(Record::Artifact));
+        records.extend(self.ca.iter().cloned().map(Record::Ca));
+        records.extend(self.tokens.iter().cloned().map(Record::Token));
+        records.extend(self.identities.iter().cloned().map(Record::Identity));
+        records
+    }
+
+    /// Records of every kind but the header.
+    pub fn len(&self) -> usize {
+        self.agents.len()
+            + self.frameworks.len()
+            + self.roles.len()
+            + self.tasks.len()
+            + self.artifacts.len()
+            + usize::from(self.ca.is_some())
+            + self.tokens.len()
+            + self.identities.len()
+    }
+
+    /// Holds no record but (perhaps) the header.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why the registry could not be read or written. Messages name the store
+/// (its file, for redb) and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be opened, read or written (permissions, a full disk,
+    /// a file that is not a registry).
+    #[error("{0}")]
+    Io(String),
+    /// A record or the header is not what this master wrote.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The registry was written by a master of another schema version.
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// Where the master's registry lives. Implementations must make a
+/// [`Store::commit`] durable before it returns (or, for [`MemoryStore`],
+/// say so in their docs), and apply it whole or not at all.
+pub trait Store: Send + Sync + 'static {
+    /// Reads every record.
+    fn load(&self) -> Result<Registry, StoreError>;
+
+    /// Applies `writes`, in order, as one transaction.
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
+
+    /// Where the registry is, for people ("registry.redb in /var/lib/...").
+    fn describe(&self) -> String;
+
+    /// True when a commit is only a memory write, so the shell need not move
+    /// it off its thread.
+    fn is_in_memory(&self) -> bool {
+        false
+    }
+}
+
+/// A store shows as where it is (the master's config holds one).
+impl fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// What a master starts from: the registry as loaded, and the epoch of this
+/// start (already durable).
+#[derive(Debug)]
+pub struct Opened {
+    pub registry: Registry,
+    pub epoch: u64,
+}
+
+/// Loads the registry, checks its schema version, and makes this start's
+/// epoch (one more than the last) durable before returning. A registry of
+/// another schema version, or records without a header, are refused and
+/// left exactly as they are.
+pub fn open(store: &dyn Store) -> Result<Opened, StoreError> {
+    let mut registry = store.load()?;
+    let epoch = check_header(registry.meta.as_ref(), registry.len(), &store.describe())?
+        .map_or(1, |last| last + 1);
+    let meta = v1::RegistryMeta {
+        schema_version: SCHEMA_VERSION,
+        epoch,
+    };
+    store.commit(&[Write::Put(Record::Meta(meta))])?;
+    registry.meta = Some(meta);
+    Ok(Opened { registry, epoch })
+}
+
+/// Checks a registry's header (`meta`, beside `records` other records):
+/// the last epoch if it is one this master may use, `None` if the registry
+/// is empty; an error naming `name` if it is of another schema version or
+/// has records but no header.
+pub fn check_header(
+    meta: Option<&v1::RegistryMeta>,
+    records: usize,
+    name: &str,
+) -> Result<Option<u64>, StoreError> {
+    match meta {
+        Some(meta) if meta.schema_version == SCHEMA_VERSION => Ok(Some(meta.epoch)),
+        Some(meta) => Err(StoreError::Schema(format!(
+            "{name} has schema version {}, and this master understands version {SCHEMA_VERSION}; \
+             refusing to touch it (run the wasmos version that wrote it, or move the file away to start an empty cluster)",
+            meta.schema_version
+        ))),
+        None if records > 0 => Err(StoreError::Corrupt(format!(
+            "{name} holds {records} records but no header; refusing to touch it (move the file away to start an empty cluster)"
+        ))),
+        None => Ok(None),
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
