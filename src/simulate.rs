@@ -4,6 +4,12 @@
 //! framework joins late and one leaves early. Every simulated second prints
 //! each framework's running tasks and dominant share, so fairness can be
 //! watched as it happens.
+//!
+//! It keeps its own loop rather than `wasmos_core::testing::Harness`: that
+//! harness is a test fixture (feature `testing`, which the binary does not ask
+//! for) that commits each step to a store and compares the whole registry
+//! with the core after it, which a demo of thousands of tasks has no use for;
+//! here the core is fed directly.
 
 use std::collections::{BTreeMap, VecDeque};
 

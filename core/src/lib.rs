@@ -12,6 +12,8 @@
 //! - [`access`], [`limits`], [`sandbox_read`]: the rules the shell applies
 //!   to callers, as pure functions.
 //! - [`ids`], [`resources`], [`time`]: the types they share.
+//! - `testing` (feature `testing`): the harness that drives the core as the
+//!   shell would, checking its invariants after every step.
 
 pub mod access;
 pub mod allocator;
@@ -21,6 +23,8 @@ pub mod limits;
 pub mod resources;
 pub mod sandbox_read;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 
 pub use allocator::{Allocation, Allocator, AllocatorConfig};

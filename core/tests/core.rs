@@ -2,12 +2,10 @@
 //! frameworks, each driven through `Core::handle` by the harness, which
 //! checks the core's invariants after every step.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{GIB, Harness, acked, killed, launched, offered, rescinded, task};
 use wasmos_core::core::{AgentView, CoreConfig, CoreError, FrameworkView, Input, Reply};
+use wasmos_core::testing::{GIB, Harness, acked, killed, launched, offered, rescinded, task};
 use wasmos_core::{AgentId, FrameworkId, OfferId, Resources, Role, TaskId};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
@@ -17,34 +15,6 @@ use wasmos_proto::v1::master_message::Kind as AgentKind;
 
 /// Everything an operator can see of the core, to check that a refused call
 /// changed nothing.
-fn snapshot(h: &Harness) -> String {
-    format!(
-        "{:?}\n{:?}\n{:?}\n{:?}",
-        h.core.tasks(),
-        h.core.agents(),
-        h.core.frameworks(),
-        h.core.allocator().roles()
-    )
-}
-
-/// Feeds a call that must be refused; checks that it sent nothing and changed
-/// nothing, and returns the error.
-fn refused(h: &mut Harness, input: Input) -> CoreError {
-    let before = snapshot(h);
-    let (reply, messages) = h.handle_seen(input);
-    let err = reply.expect_err("the call must be refused");
-    assert!(
-        messages.is_empty(),
-        "refused call ({err}) sent {messages:?}"
-    );
-    assert_eq!(
-        snapshot(h),
-        before,
-        "refused call ({err}) changed the state"
-    );
-    err
-}
-
 fn accept_input(
     fw: &FrameworkId,
     offers: &[&str],
@@ -158,26 +128,22 @@ fn kill_messages(messages: &[v1::MasterMessage]) -> Vec<String> {
 #[test]
 fn accept_of_an_unknown_offer_is_refused_and_changes_nothing() {
     let (mut h, _, fw, offer) = one_agent_one_framework();
-    let err = refused(
-        &mut h,
-        accept_input(&fw, &["m-O999"], vec![task("t1", 1.0, GIB)], None),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &["m-O999"],
+        vec![task("t1", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(err, CoreError::UnknownOffer(OfferId::from("m-O999")));
     // A good offer with a bad one: still refused whole.
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&offer.offer_id, "m-O999"],
-            vec![task("t1", 1.0, GIB)],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id, "m-O999"],
+        vec![task("t1", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(err, CoreError::UnknownOffer(OfferId::from("m-O999")));
-    let err = refused(
-        &mut h,
-        accept_input(&fw, &[], vec![task("t1", 1.0, GIB)], None),
-    );
+    let err = h.refused(accept_input(&fw, &[], vec![task("t1", 1.0, GIB)], None));
     assert_eq!(err, CoreError::NoOffers);
     assert_eq!(h.state_of("t1"), None);
     assert_usable(&mut h, &fw, &offer);
@@ -188,10 +154,12 @@ fn accepting_an_offer_twice_is_refused() {
     let (mut h, agent, fw, offer) = one_agent_one_framework();
     h.accept(&fw, &[&offer], vec![task("t1", 1.0, GIB)], None)
         .unwrap();
-    let err = refused(
-        &mut h,
-        accept_input(&fw, &[&offer.offer_id], vec![task("t2", 1.0, GIB)], None),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id],
+        vec![task("t2", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(
         err,
         CoreError::UnknownOffer(OfferId::from(offer.offer_id.as_str()))
@@ -200,15 +168,12 @@ fn accepting_an_offer_twice_is_refused() {
     // The same offer twice in one accept.
     h.advance_with_heartbeats(5000, &[&agent]);
     let again = only_offer(&mut h, &fw);
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&again.offer_id, &again.offer_id],
-            vec![task("t2", 1.0, GIB)],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&again.offer_id, &again.offer_id],
+        vec![task("t2", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(
         err,
         CoreError::DuplicateOffer(OfferId::from(again.offer_id.as_str()))
@@ -226,10 +191,12 @@ fn accept_of_another_frameworks_offer_is_refused() {
     let o1 = only_offer(&mut h, &f1);
     let o2 = only_offer(&mut h, &f2);
     assert_ne!(o1.agent_id, o2.agent_id);
-    let err = refused(
-        &mut h,
-        accept_input(&f2, &[&o1.offer_id], vec![task("t1", 1.0, GIB)], None),
-    );
+    let err = h.refused(accept_input(
+        &f2,
+        &[&o1.offer_id],
+        vec![task("t1", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(
         err,
         CoreError::ForeignOffer {
@@ -237,7 +204,7 @@ fn accept_of_another_frameworks_offer_is_refused() {
             framework: f2.clone(),
         }
     );
-    let err = refused(&mut h, decline_input(&f2, &[&o1.offer_id], None));
+    let err = h.refused(decline_input(&f2, &[&o1.offer_id], None));
     assert!(matches!(err, CoreError::ForeignOffer { .. }), "{err}");
     assert_usable(&mut h, &f1, &o1);
 }
@@ -251,15 +218,12 @@ fn accept_of_offers_on_two_agents_is_refused() {
     let offers = h.take_offers(&fw);
     assert_eq!(offers.len(), 2);
     assert_ne!(offers[0].agent_id, offers[1].agent_id);
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&offers[0].offer_id, &offers[1].offer_id],
-            vec![task("t1", 1.0, GIB)],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offers[0].offer_id, &offers[1].offer_id],
+        vec![task("t1", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(
         err,
         CoreError::OffersOnDifferentAgents(
@@ -288,7 +252,7 @@ fn accept_beyond_the_offer_is_refused_naming_the_resource() {
         // Each fits alone; together they do not.
         (vec![task("t1", 3.0, GIB), task("t2", 1.5, GIB)], "cpus"),
     ] {
-        let err = refused(&mut h, accept_input(&fw, &[&offer.offer_id], tasks, None));
+        let err = h.refused(accept_input(&fw, &[&offer.offer_id], tasks, None));
         assert!(
             matches!(&err, CoreError::InsufficientResources { resource: r, .. } if *r == resource),
             "{err}"
@@ -312,10 +276,12 @@ fn accept_with_bad_cpus_or_mem_is_refused() {
         (0.0001, GIB, "cpus must be at least"),
         (1.0, 0, "mem must be more than 0"),
     ] {
-        let err = refused(
-            &mut h,
-            accept_input(&fw, &[&offer.offer_id], vec![task("t1", cpus, mem)], None),
-        );
+        let err = h.refused(accept_input(
+            &fw,
+            &[&offer.offer_id],
+            vec![task("t1", cpus, mem)],
+            None,
+        ));
         match &err {
             CoreError::InvalidTask { task, message } => {
                 assert_eq!(task, "t1");
@@ -328,21 +294,20 @@ fn accept_with_bad_cpus_or_mem_is_refused() {
         resources: None,
         ..task("t1", 1.0, GIB)
     };
-    let err = refused(
-        &mut h,
-        accept_input(&fw, &[&offer.offer_id], vec![no_resources], None),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id],
+        vec![no_resources],
+        None,
+    ));
     assert!(matches!(err, CoreError::InvalidTask { .. }), "{err}");
     // One bad task refuses the whole accept, good ones included.
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&offer.offer_id],
-            vec![task("ok", 1.0, GIB), task("t1", 1.0, 0)],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id],
+        vec![task("ok", 1.0, GIB), task("t1", 1.0, 0)],
+        None,
+    ));
     assert!(matches!(err, CoreError::InvalidTask { .. }), "{err}");
     assert_eq!(h.state_of("ok"), None);
     assert_usable(&mut h, &fw, &offer);
@@ -351,22 +316,21 @@ fn accept_with_bad_cpus_or_mem_is_refused() {
 #[test]
 fn duplicate_task_ids_are_refused_within_a_request_and_against_known_tasks() {
     let (mut h, agent, fw, offer) = one_agent_one_framework();
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&offer.offer_id],
-            vec![task("t1", 1.0, GIB), task("t1", 1.0, GIB)],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id],
+        vec![task("t1", 1.0, GIB), task("t1", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(err, CoreError::DuplicateTask(TaskId::from("t1")));
     launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB)]);
     let rest = only_offer(&mut h, &fw);
-    let err = refused(
-        &mut h,
-        accept_input(&fw, &[&rest.offer_id], vec![task("t1", 1.0, GIB)], None),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&rest.offer_id],
+        vec![task("t1", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(err, CoreError::DuplicateTask(TaskId::from("t1")));
     // Still refused once t1 finished and was archived: ids are unique for as
     // long as the master remembers them.
@@ -376,10 +340,12 @@ fn duplicate_task_ids_are_refused_within_a_request_and_against_known_tasks() {
     h.ack(&fw, &finished);
     assert_eq!(framework(&h, &fw).active_tasks, 0);
     let rest = only_offer(&mut h, &fw);
-    let err = refused(
-        &mut h,
-        accept_input(&fw, &[&rest.offer_id], vec![task("t1", 1.0, GIB)], None),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&rest.offer_id],
+        vec![task("t1", 1.0, GIB)],
+        None,
+    ));
     assert_eq!(err, CoreError::DuplicateTask(TaskId::from("t1")));
     assert_usable(&mut h, &fw, &rest);
 }
@@ -428,7 +394,7 @@ fn every_call_with_an_unknown_framework_is_refused() {
     ];
     for call in calls {
         let what = format!("{call:?}");
-        let err = refused(&mut h, call);
+        let err = h.refused(call);
         assert!(
             matches!(&err, CoreError::UnknownFramework(f) if f.as_str() == id || f.as_str().is_empty()),
             "{what}: {err}"
@@ -443,16 +409,13 @@ fn subscribe_with_an_invalid_role_is_refused() {
     h.add_agent(4.0, 4 * GIB);
     let long = "x".repeat(65);
     for role in ["Admin", "a b", ".hidden", "-x", "a/b", "ü", long.as_str()] {
-        let err = refused(
-            &mut h,
-            Input::Subscribe {
-                connection: 1,
-                framework: v1::FrameworkInfo {
-                    role: role.into(),
-                    ..Default::default()
-                },
+        let err = h.refused(Input::Subscribe {
+            connection: 1,
+            framework: v1::FrameworkInfo {
+                role: role.into(),
+                ..Default::default()
             },
-        );
+        });
         match err {
             CoreError::InvalidRole(message) => assert!(message.contains(role), "{message}"),
             other => panic!("{role}: unexpected {other:?}"),
@@ -480,34 +443,25 @@ fn a_framework_cannot_kill_reconcile_or_ack_another_frameworks_task() {
         task: TaskId::from("t1"),
         framework: f2.clone(),
     };
-    let err = refused(
-        &mut h,
-        Input::Kill(v1::KillRequest {
-            framework_id: f2.to_string(),
-            // Its own task first: the whole call is refused all the same.
-            task_ids: vec!["t2".into(), "t1".into()],
-        }),
-    );
+    let err = h.refused(Input::Kill(v1::KillRequest {
+        framework_id: f2.to_string(),
+        // Its own task first: the whole call is refused all the same.
+        task_ids: vec!["t2".into(), "t1".into()],
+    }));
     assert_eq!(err, foreign);
-    let err = refused(
-        &mut h,
-        Input::Reconcile(v1::ReconcileRequest {
-            framework_id: f2.to_string(),
-            task_ids: vec!["t1".into()],
-        }),
-    );
+    let err = h.refused(Input::Reconcile(v1::ReconcileRequest {
+        framework_id: f2.to_string(),
+        task_ids: vec!["t1".into()],
+    }));
     assert_eq!(err, foreign);
-    let err = refused(
-        &mut h,
-        Input::Acknowledge(v1::AcknowledgeRequest {
-            framework_id: f2.to_string(),
-            acks: vec![v1::Ack {
-                task_id: "t1".into(),
-                agent_id: a1.to_string(),
-                uuid: running.uuid.clone(),
-            }],
-        }),
-    );
+    let err = h.refused(Input::Acknowledge(v1::AcknowledgeRequest {
+        framework_id: f2.to_string(),
+        acks: vec![v1::Ack {
+            task_id: "t1".into(),
+            agent_id: a1.to_string(),
+            uuid: running.uuid.clone(),
+        }],
+    }));
     assert_eq!(err, foreign);
     assert_eq!(h.state_of("t1"), Some(v1::TaskState::Running));
     // The owner may.
@@ -519,20 +473,17 @@ fn a_framework_cannot_kill_reconcile_or_ack_another_frameworks_task() {
 fn bad_refuse_seconds_are_refused() {
     let (mut h, _, fw, offer) = one_agent_one_framework();
     for bad in [-1.0, -0.001, f64::NAN, f64::INFINITY, 400.0 * 86400.0] {
-        let err = refused(&mut h, decline_input(&fw, &[&offer.offer_id], Some(bad)));
+        let err = h.refused(decline_input(&fw, &[&offer.offer_id], Some(bad)));
         assert!(
             matches!(&err, CoreError::InvalidArgument(m) if m.contains("refuse_seconds")),
             "{bad}: {err}"
         );
-        let err = refused(
-            &mut h,
-            accept_input(
-                &fw,
-                &[&offer.offer_id],
-                vec![task("t1", 1.0, GIB)],
-                Some(bad),
-            ),
-        );
+        let err = h.refused(accept_input(
+            &fw,
+            &[&offer.offer_id],
+            vec![task("t1", 1.0, GIB)],
+            Some(bad),
+        ));
         assert!(matches!(err, CoreError::InvalidArgument(_)), "{bad}: {err}");
     }
     assert_usable(&mut h, &fw, &offer);
@@ -587,27 +538,21 @@ fn a_bad_artifact_digest_or_input_is_refused() {
     ];
     for spec in bad_specs {
         let what = format!("{spec:?}");
-        let err = refused(
-            &mut h,
-            accept_input(&fw, &[&offer.offer_id], vec![spec], None),
-        );
+        let err = h.refused(accept_input(&fw, &[&offer.offer_id], vec![spec], None));
         assert!(
             matches!(err, CoreError::InvalidTask { .. }),
             "{what}: {err}"
         );
     }
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&offer.offer_id],
-            vec![v1::TaskSpec {
-                artifact: "AB".repeat(32),
-                ..good
-            }],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id],
+        vec![v1::TaskSpec {
+            artifact: "AB".repeat(32),
+            ..good
+        }],
+        None,
+    ));
     assert!(err.to_string().contains("artifact digest"), "{err}");
     assert_usable(&mut h, &fw, &offer);
 }
@@ -668,16 +613,13 @@ fn an_agent_without_sound_resources_is_refused() {
     ];
     for (info, needle) in cases {
         let what = format!("{info:?}");
-        let err = refused(
-            &mut h,
-            Input::AgentRegister {
-                connection: 9,
-                register: v1::Register {
-                    agent: Some(info),
-                    tasks: vec![],
-                },
+        let err = h.refused(Input::AgentRegister {
+            connection: 9,
+            register: v1::Register {
+                agent: Some(info),
+                tasks: vec![],
             },
-        );
+        });
         match err {
             CoreError::InvalidAgent(message) => {
                 assert!(message.contains(needle), "{what}: {message}")
@@ -685,16 +627,13 @@ fn an_agent_without_sound_resources_is_refused() {
             other => panic!("{what}: unexpected {other:?}"),
         }
     }
-    let err = refused(
-        &mut h,
-        Input::AgentRegister {
-            connection: 9,
-            register: v1::Register {
-                agent: None,
-                tasks: vec![],
-            },
+    let err = h.refused(Input::AgentRegister {
+        connection: 9,
+        register: v1::Register {
+            agent: None,
+            tasks: vec![],
         },
-    );
+    });
     assert!(matches!(err, CoreError::InvalidAgent(_)), "{err}");
     assert!(h.core.agents().is_empty());
     assert_eq!(h.core.allocator().total(), Resources::ZERO);
@@ -887,10 +826,12 @@ fn unused_offer_is_rescinded_after_the_offer_timeout_and_offered_again() {
     assert_ne!(again.offer_id, offer.offer_id);
     assert_eq!(offered(&again), offered(&offer));
     // The rescinded offer is gone for good.
-    let err = refused(
-        &mut h,
-        accept_input(&fw, &[&offer.offer_id], vec![task("t1", 1.0, GIB)], None),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id],
+        vec![task("t1", 1.0, GIB)],
+        None,
+    ));
     assert!(matches!(err, CoreError::UnknownOffer(_)));
 }
 
@@ -1309,13 +1250,10 @@ fn kill_of_a_running_task_is_sent_to_its_agent() {
 fn kill_of_an_unknown_task_is_refused() {
     let (mut h, _, fw, offer) = one_agent_one_framework();
     launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB)]);
-    let err = refused(
-        &mut h,
-        Input::Kill(v1::KillRequest {
-            framework_id: fw.to_string(),
-            task_ids: vec!["t1".into(), "nope".into()],
-        }),
-    );
+    let err = h.refused(Input::Kill(v1::KillRequest {
+        framework_id: fw.to_string(),
+        task_ids: vec!["t1".into(), "nope".into()],
+    }));
     assert_eq!(err, CoreError::UnknownTask(TaskId::from("nope")));
 }
 
@@ -1324,12 +1262,9 @@ fn an_operator_kills_tasks_of_any_framework_and_unknown_ids_kill_nothing() {
     let (mut h, agent, fw, offer) = one_agent_one_framework();
     launch(&mut h, &fw, &offer, &[("t1", 1.0, GIB), ("t2", 1.0, GIB)]);
     h.clear_messages();
-    let err = refused(
-        &mut h,
-        Input::OperatorKill {
-            task_ids: vec!["t1".into(), "nope".into()],
-        },
-    );
+    let err = h.refused(Input::OperatorKill {
+        task_ids: vec!["t1".into(), "nope".into()],
+    });
     assert_eq!(err, CoreError::UnknownTask(TaskId::from("nope")));
     h.handle(Input::OperatorKill {
         task_ids: vec!["t2".into()],
@@ -1447,15 +1382,12 @@ fn framework_resubscribing_in_time_keeps_its_id_and_tasks() {
     // Offered what the task leaves; the old offer is dead.
     let fresh = only_offer(&mut h, &fw);
     assert_eq!(offered(&fresh), Resources::new(3.0, 3 * GIB, 0));
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&old_offer.offer_id],
-            vec![task("t2", 1.0, GIB)],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&old_offer.offer_id],
+        vec![task("t2", 1.0, GIB)],
+        None,
+    ));
     assert!(matches!(err, CoreError::UnknownOffer(_)));
 }
 
@@ -1550,17 +1482,14 @@ fn framework_past_its_failover_timeout_is_removed_and_its_tasks_killed() {
     assert_eq!(h.core.allocator().framework_allocation(&fw), None);
     let view = agent_view(&h, &agent);
     assert_eq!((view.used, view.tasks), (Resources::ZERO, 0));
-    let err = refused(
-        &mut h,
-        Input::Subscribe {
-            connection: 99,
-            framework: v1::FrameworkInfo {
-                framework_id: fw.to_string(),
-                role: "web".into(),
-                ..Default::default()
-            },
+    let err = h.refused(Input::Subscribe {
+        connection: 99,
+        framework: v1::FrameworkInfo {
+            framework_id: fw.to_string(),
+            role: "web".into(),
+            ..Default::default()
         },
-    );
+    });
     assert_eq!(err, CoreError::UnknownFramework(fw.clone()));
     // The freed resources go to whoever comes next.
     let next = h.subscribe("next", "web");
@@ -1573,17 +1502,14 @@ fn framework_past_its_failover_timeout_is_removed_and_its_tasks_killed() {
 #[test]
 fn resubscribing_with_a_different_role_is_refused() {
     let (mut h, _, fw, offer) = one_agent_one_framework();
-    let err = refused(
-        &mut h,
-        Input::Subscribe {
-            connection: 42,
-            framework: v1::FrameworkInfo {
-                framework_id: fw.to_string(),
-                role: "batch".into(),
-                ..Default::default()
-            },
+    let err = h.refused(Input::Subscribe {
+        connection: 42,
+        framework: v1::FrameworkInfo {
+            framework_id: fw.to_string(),
+            role: "batch".into(),
+            ..Default::default()
         },
-    );
+    });
     assert_eq!(
         err,
         CoreError::RoleChange(fw.clone(), "web".into(), "batch".into())
@@ -1930,10 +1856,11 @@ fn garbage_inputs_never_panic_and_leave_the_core_consistent() {
 #[test]
 fn a_declined_offer_listed_twice_is_refused() {
     let (mut h, _, fw, offer) = one_agent_one_framework();
-    let err = refused(
-        &mut h,
-        decline_input(&fw, &[&offer.offer_id, &offer.offer_id], None),
-    );
+    let err = h.refused(decline_input(
+        &fw,
+        &[&offer.offer_id, &offer.offer_id],
+        None,
+    ));
     assert_eq!(
         err,
         CoreError::DuplicateOffer(OfferId::from(offer.offer_id.as_str()))
@@ -1986,15 +1913,12 @@ fn a_new_agent_never_gets_the_id_of_a_known_one() {
 fn tasks_whose_sizes_overflow_when_summed_are_refused() {
     let (mut h, _, fw, offer) = one_agent_one_framework();
     let half = 1u64 << 63;
-    let err = refused(
-        &mut h,
-        accept_input(
-            &fw,
-            &[&offer.offer_id],
-            vec![task("t1", 1.0, half), task("t2", 1.0, half)],
-            None,
-        ),
-    );
+    let err = h.refused(accept_input(
+        &fw,
+        &[&offer.offer_id],
+        vec![task("t1", 1.0, half), task("t2", 1.0, half)],
+        None,
+    ));
     assert!(
         matches!(&err, CoreError::InvalidArgument(m) if m.contains("more than can be counted")),
         "{err}"
@@ -2015,16 +1939,13 @@ fn an_agent_that_would_overflow_the_cluster_total_is_refused() {
     });
     h.register_agent(Harness::agent_info(4.0, u64::MAX), vec![])
         .unwrap();
-    let err = refused(
-        &mut h,
-        Input::AgentRegister {
-            connection: 7,
-            register: v1::Register {
-                agent: Some(Harness::agent_info(4.0, GIB)),
-                tasks: vec![],
-            },
+    let err = h.refused(Input::AgentRegister {
+        connection: 7,
+        register: v1::Register {
+            agent: Some(Harness::agent_info(4.0, GIB)),
+            tasks: vec![],
         },
-    );
+    });
     assert!(matches!(err, CoreError::InvalidAgent(_)), "{err}");
     assert_eq!(h.core.allocator().total(), Resources::new(4.0, u64::MAX, 0));
 }
@@ -2195,14 +2116,11 @@ fn weights_outside_the_documented_range_are_refused_and_undrain_offers_again() {
     let mut h = Harness::new();
     let agent = h.add_agent(4.0, 4 * GIB);
     for weight in [1e-300, 0.0, 1e9, f64::NAN] {
-        let err = refused(
-            &mut h,
-            Input::UpdateRole {
-                role: "batch".into(),
-                weight: Some(weight),
-                quota: None,
-            },
-        );
+        let err = h.refused(Input::UpdateRole {
+            role: "batch".into(),
+            weight: Some(weight),
+            quota: None,
+        });
         assert!(err.to_string().contains("0.001..=1000"), "{weight}: {err}");
     }
     h.handle(Input::DrainAgent {
@@ -2226,16 +2144,13 @@ fn weights_outside_the_documented_range_are_refused_and_undrain_offers_again() {
 #[test]
 fn agents_claiming_past_the_cap_or_reservations_that_wrap_are_refused() {
     let mut h = Harness::new();
-    let err = refused(
-        &mut h,
-        Input::AgentRegister {
-            connection: 7,
-            register: v1::Register {
-                agent: Some(Harness::agent_info(1_000_000.0, GIB)),
-                tasks: vec![],
-            },
+    let err = h.refused(Input::AgentRegister {
+        connection: 7,
+        register: v1::Register {
+            agent: Some(Harness::agent_info(1_000_000.0, GIB)),
+            tasks: vec![],
         },
-    );
+    });
     assert!(err.to_string().contains("--max-agent-resources"), "{err}");
     // Two reservations whose sum wraps around u64 must not pass as small.
     let mut h = Harness::with_config(CoreConfig {
@@ -2256,16 +2171,13 @@ fn agents_claiming_past_the_cap_or_reservations_that_wrap_are_refused() {
             }),
         });
     }
-    let err = refused(
-        &mut h,
-        Input::AgentRegister {
-            connection: 8,
-            register: v1::Register {
-                agent: Some(info),
-                tasks: vec![],
-            },
+    let err = h.refused(Input::AgentRegister {
+        connection: 8,
+        register: v1::Register {
+            agent: Some(info),
+            tasks: vec![],
         },
-    );
+    });
     assert!(err.to_string().contains("exceed"), "{err}");
 }
 
@@ -2283,24 +2195,18 @@ fn repeated_ids_cost_one_and_too_many_are_refused() {
         killed(&h.take_agent_messages(&agent)),
         vec!["t1".to_string()]
     );
-    let err = refused(
-        &mut h,
-        Input::Reconcile(v1::ReconcileRequest {
-            framework_id: fw.to_string(),
-            task_ids: (0..50_001).map(|i| format!("x{i}")).collect(),
-        }),
-    );
+    let err = h.refused(Input::Reconcile(v1::ReconcileRequest {
+        framework_id: fw.to_string(),
+        task_ids: (0..50_001).map(|i| format!("x{i}")).collect(),
+    }));
     assert!(err.to_string().contains("50000"), "{err}");
-    let err = refused(
-        &mut h,
-        Input::Subscribe {
-            connection: 9,
-            framework: v1::FrameworkInfo {
-                name: "n".repeat(300),
-                ..Default::default()
-            },
+    let err = h.refused(Input::Subscribe {
+        connection: 9,
+        framework: v1::FrameworkInfo {
+            name: "n".repeat(300),
+            ..Default::default()
         },
-    );
+    });
     assert!(
         err.to_string().contains("framework.name is 300 bytes"),
         "{err}"

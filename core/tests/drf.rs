@@ -1,10 +1,8 @@
 //! The example of the DRF paper (Ghodsi et al., NSDI 2011, section 4.1),
 //! driven through the whole core: offers, accepts and declines.
 
-mod support;
-
-use support::{GIB, Harness, offered, task};
 use wasmos_core::Resources;
+use wasmos_core::testing::{GIB, Harness, offered, task};
 
 #[test]
 fn drf_paper_example_gives_a_three_tasks_and_b_two() {

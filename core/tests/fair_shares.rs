@@ -2,12 +2,10 @@
 //! its share of a role's frameworks and of the cluster's tasks, and
 //! frameworks it left disconnected give their slot back after a grace.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{GIB, Harness, task};
 use wasmos_core::core::{Caps, CoreConfig, CoreError};
+use wasmos_core::testing::{GIB, Harness, task};
 use wasmos_proto::v1;
 
 fn harness(caps: Caps) -> Harness {

@@ -3,12 +3,10 @@
 //! through the core with the harness's in-memory registry (the real redb
 //! backend and real processes are in the root package's tests).
 
-mod support;
-
 use std::time::Duration;
 
-use support::{GIB, Harness, task};
 use wasmos_core::core::{CoreConfig, Reply};
+use wasmos_core::testing::{GIB, Harness, task};
 use wasmos_core::{AgentId, FrameworkId, TaskId};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;

@@ -18,16 +18,13 @@
 //! `WASMOS_SIM_SEEDS=N` runs seeds 0..N (default 40; `scripts/test` runs 300).
 //! A failing seed prints itself; `WASMOS_SIM_SEED=S` replays just that one.
 
-mod support;
-
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use support::{GIB, Harness, offered};
 use wasmos_core::core::{CoreConfig, Input, progress};
+use wasmos_core::testing::{GIB, Harness, offered};
 use wasmos_core::{AgentId, FrameworkId, Resources};
 use wasmos_proto::v1;
 
@@ -199,7 +196,7 @@ impl Sim {
             .unwrap();
         assert_eq!(back, id, "an agent keeps its id");
         // A task the master no longer holds on this agent must be killed.
-        let kills = support::killed(&self.h.take_agent_messages(&id));
+        let kills = wasmos_core::testing::killed(&self.h.take_agent_messages(&id));
         for task in reported {
             let held = self
                 .h
@@ -353,7 +350,7 @@ impl Sim {
                     if need.fits_in(&left) {
                         left -= need;
                         self.next_task += 1;
-                        tasks.push(support::task(
+                        tasks.push(wasmos_core::testing::task(
                             &format!("t{}", self.next_task),
                             need.cpus(),
                             need.mem,
@@ -639,45 +636,9 @@ fn is_terminal(state: v1::TaskState) -> bool {
 
 #[test]
 fn randomized_runs_keep_every_invariant() {
-    let seeds: Vec<u64> = match std::env::var("WASMOS_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("WASMOS_SIM_SEED is a number")],
-        Err(_) => {
-            let n: u64 = std::env::var("WASMOS_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(40);
-            (0..n).collect()
-        }
-    };
-    // Seeds are independent: one worker per core takes the next seed.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failures = std::sync::Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..workers.min(seeds.len()) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-                        let message = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        failures.lock().unwrap().push((seed, message));
-                    }
-                }
-            });
-        }
-    });
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort_by_key(|(seed, _)| *seed);
-    if let Some((seed, message)) = failures.first() {
-        panic!(
-            "{} of {} simulation seeds failed; the first, seed {seed}: {message}\nreplay with: WASMOS_SIM_SEED={seed} cargo test --release -p wasmos-core --test simulation",
-            failures.len(),
-            seeds.len()
-        );
-    }
+    wasmos_core::testing::run_seeds(
+        40,
+        "cargo test --release -p wasmos-core --test simulation",
+        run_seed,
+    );
 }

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use prost::Message;
 use sha2::{Digest, Sha256};
+use wasmos_core::testing::Harness;
 use wasmos_master::Time;
-use wasmos_master::core::{Core, CoreConfig, Input};
+use wasmos_master::core::Input;
 use wasmos_proto::v1;
 
 /// A fuzz target: takes any bytes, panics only on a bug.
@@ -32,46 +33,36 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("upload_streams", upload_streams),
 ];
 
-/// A core with two agents and two frameworks, so that inputs meet state.
-fn seeded_core() -> Core {
-    let mut core = Core::new(CoreConfig::default());
-    for (i, name) in ["a1", "a2"].iter().enumerate() {
-        let out = core.handle(
-            Input::AgentRegister {
-                connection: i as u64 + 1,
-                register: v1::Register {
-                    agent: Some(v1::AgentInfo {
-                        agent_id: name.to_string(),
-                        hostname: name.to_string(),
-                        resources: Some(v1::Resources {
-                            cpus: 4.0,
-                            mem: 4 << 30,
-                            disk: 4 << 30,
-                        }),
-                        ..Default::default()
-                    }),
-                    tasks: vec![],
-                },
+/// A core with two agents and two frameworks, so that inputs meet state,
+/// in the harness that checks it after every step.
+fn seeded_core() -> Harness {
+    let mut h = Harness::new();
+    h.now = Time::ZERO;
+    for name in ["a1", "a2"] {
+        h.register_agent(
+            v1::AgentInfo {
+                agent_id: name.to_string(),
+                hostname: name.to_string(),
+                resources: Some(v1::Resources {
+                    cpus: 4.0,
+                    mem: 4 << 30,
+                    disk: 4 << 30,
+                }),
+                ..Default::default()
             },
-            Time::ZERO,
-        );
-        out.reply.expect("a seed agent registers");
+            vec![],
+        )
+        .expect("a seed agent registers");
     }
     for (i, role) in ["batch", "default"].iter().enumerate() {
-        let out = core.handle(
-            Input::Subscribe {
-                connection: 10 + i as u64,
-                framework: v1::FrameworkInfo {
-                    name: format!("fw{i}"),
-                    role: role.to_string(),
-                    ..Default::default()
-                },
-            },
-            Time::ZERO,
-        );
-        out.reply.expect("a seed framework subscribes");
+        h.subscribe_with(v1::FrameworkInfo {
+            name: format!("fw{i}"),
+            role: role.to_string(),
+            ..Default::default()
+        })
+        .expect("a seed framework subscribes");
     }
-    core
+    h
 }
 
 /// One input decoded from `selector` and protobuf `bytes`, if they decode.
@@ -114,13 +105,11 @@ fn decode_input(selector: u8, bytes: &[u8]) -> Option<Input> {
     })
 }
 
-/// Feeds `input` to `core` at `now`; the core must keep its invariants
-/// whatever the input, and answer (not panic).
-fn feed(core: &mut Core, input: Input, now: Time) {
-    let _ = core.handle(input, now);
-    if let Err(broken) = core.check_invariants() {
-        panic!("an invariant broke: {broken}");
-    }
+/// Feeds `input` to the core at `now`; the core must keep its invariants
+/// (and its registry match it) whatever the input, and answer (not panic).
+fn feed(h: &mut Harness, input: Input, now: Time) {
+    h.now = now;
+    let _ = h.handle(input);
 }
 
 /// Sequences of core inputs: frames of `[selector, length, bytes...]`,

@@ -1,16 +1,26 @@
-//! A harness that drives the core directly, as the shell would, and keeps
-//! what the core sent: outstanding offers, status updates, agent messages.
-//! Every step checks the core's invariants.
-#![allow(dead_code)]
+//! The one harness that drives the core as the shell would (feature
+//! `testing`): tests, the seeded simulation, fuzz targets and benches set the
+//! core up through it.
+//!
+//! [`Harness::handle`] feeds one input at the harness's `now`, commits the
+//! writes to a [`MemoryStore`] as the shell would, keeps what the core sent
+//! (outstanding offers, status updates, events, agent messages, closed
+//! streams), and after every step checks the core's invariants and that the
+//! registry holds exactly what the core would rebuild itself from.
+//! [`Harness::refused`] proves a refused call sent nothing and changed
+//! nothing; [`Harness::restart`] crashes the master onto its registry;
+//! [`run_seeds`] runs seeded randomized scenarios and names the seed to replay.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use wasmos_core::core::{Core, CoreConfig, CoreError, Input, Output, Reply};
-use wasmos_core::store::{MemoryStore, Record, Store, Table};
-use wasmos_core::{AgentId, FrameworkId, Resources, Time};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;
+
+use crate::core::{Core, CoreConfig, CoreError, Input, Output, Reply};
+use crate::store::{MemoryStore, Record, Store, Table};
+use crate::{AgentId, FrameworkId, Resources, Time};
 
 pub const GIB: u64 = 1 << 30;
 
@@ -32,6 +42,12 @@ pub struct Harness {
     pub agent_messages: HashMap<AgentId, Vec<v1::MasterMessage>>,
     pub closed_frameworks: Vec<FrameworkId>,
     pub closed_agents: Vec<AgentId>,
+}
+
+impl Default for Harness {
+    fn default() -> Harness {
+        Harness::new()
+    }
 }
 
 impl Harness {
@@ -68,11 +84,17 @@ impl Harness {
         for message in out.messages {
             self.absorb(message);
         }
+        self.check();
+        out.reply
+    }
+
+    /// The checks run after every step: the core's invariants, and the
+    /// registry against the core.
+    pub fn check(&self) {
         if let Err(e) = self.core.check_invariants() {
             panic!("invariant broken: {e}");
         }
         self.check_registry();
-        out.reply
     }
 
     /// The registry equals the core's records (last-seen times aside, which
@@ -392,7 +414,7 @@ pub fn killed(messages: &[v1::MasterMessage]) -> Vec<String> {
         .collect()
 }
 
-/// Calls the scenario tests in `tests/core.rs` make beyond the basics.
+/// Calls the scenario tests make beyond the basics.
 impl Harness {
     /// Like [`Harness::handle`], but also returns the messages the input
     /// produced, so a test can check that a refused call sent nothing.
@@ -402,11 +424,41 @@ impl Harness {
         for message in out.messages.clone() {
             self.absorb(message);
         }
-        if let Err(e) = self.core.check_invariants() {
-            panic!("invariant broken: {e}");
-        }
-        self.check_registry();
+        self.check();
         (out.reply, out.messages)
+    }
+
+    /// What a refused call must leave as it was: the core's tasks, agents,
+    /// frameworks and roles, and the registry (agents' last-seen times
+    /// aside, as in [`Harness::check_registry`]).
+    pub fn snapshot(&self) -> String {
+        let registry = records_by_key(self.store.load().expect("memory store").records());
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{registry:?}",
+            self.core.tasks(),
+            self.core.agents(),
+            self.core.frameworks(),
+            self.core.allocator().roles()
+        )
+    }
+
+    /// Feeds a call that must be refused; checks that it sent nothing and
+    /// changed nothing ([`Harness::snapshot`] before and after), and returns
+    /// the error.
+    pub fn refused(&mut self, input: Input) -> CoreError {
+        let before = self.snapshot();
+        let (reply, messages) = self.handle_seen(input);
+        let err = reply.expect_err("the call must be refused");
+        assert!(
+            messages.is_empty(),
+            "refused call ({err}) sent {messages:?}"
+        );
+        assert_eq!(
+            self.snapshot(),
+            before,
+            "refused call ({err}) changed the state"
+        );
+        err
     }
 
     pub fn heartbeat(&mut self, agent: &AgentId) {
@@ -546,4 +598,52 @@ fn records_by_key(records: Vec<Record>) -> BTreeMap<(Table, String), Vec<u8>> {
             ((record.table(), record.key()), record.encode())
         })
         .collect()
+}
+
+/// Runs `run` on every seed, one worker per core, and panics naming the first
+/// seed that failed and how to replay it (`replay`, the command that runs
+/// this scenario). `WASMOS_SIM_SEEDS=N` runs seeds 0..N (default `default`);
+/// `WASMOS_SIM_SEED=S` replays just that one.
+pub fn run_seeds(default: u64, replay: &str, run: impl Fn(u64) + Sync) {
+    let seeds: Vec<u64> = match std::env::var("WASMOS_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("WASMOS_SIM_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("WASMOS_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default);
+            (0..n).collect()
+        }
+    };
+    // Seeds are independent: one worker per core takes the next seed.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(seeds.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run(seed))) {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failures.lock().unwrap().push((seed, message));
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(seed, _)| *seed);
+    if let Some((seed, message)) = failures.first() {
+        panic!(
+            "{} of {} simulation seeds failed; the first, seed {seed}: {message}\nreplay with: WASMOS_SIM_SEED={seed} {replay}",
+            failures.len(),
+            seeds.len()
+        );
+    }
 }
