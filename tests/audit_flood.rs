@@ -15,7 +15,7 @@ use tonic::Code;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;
-use wasmos_sdk::{Channel, Client, ConnectOptions};
+use wasmos_sdk::Channel;
 
 /// Bob's refused calls, as in the attacker's report.
 const FLOOD: usize = 35_000;
@@ -36,30 +36,11 @@ fn tls(cluster: &Cluster) -> &support::Tls {
 
 /// `wasmos token create --principal NAME --roles ROLE`, as the admin.
 fn token(cluster: &Cluster, name: &str, role: &str) -> String {
-    let out = cluster
-        .cli()
-        .args(["token", "create", "--master", &cluster.url])
-        .args(["--principal", name, "--roles", role])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    cluster.token(&["--principal", name, "--roles", role])
 }
 
 async fn channel(cluster: &Cluster, token: &str) -> Channel {
-    let options = ConnectOptions {
-        ca_pem: Some(tls(cluster).ca_pem.clone()),
-        token: Some(token.to_string()),
-        identity: None,
-    };
-    Client::connect_with(cluster.url.clone(), options)
-        .await
-        .unwrap()
-        .channel()
+    cluster.channel_as(token).await
 }
 
 /// `wasmos audit ARGS` as the admin: (JSON entries, stderr).

@@ -23,18 +23,7 @@ fn tls(cluster: &Cluster) -> &support::Tls {
 
 /// `wasmos token create` with `args` as the admin; the token.
 fn token(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster
-        .cli()
-        .args(["token", "create", "--master", &cluster.url])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "token create {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    cluster.token(args)
 }
 
 /// `wasmos` as the holder of `token`.
@@ -65,15 +54,7 @@ fn ps_as(cluster: &Cluster, token: &str) -> Vec<Value> {
 }
 
 async fn channel(cluster: &Cluster, token: &str) -> Channel {
-    let options = ConnectOptions {
-        ca_pem: Some(tls(cluster).ca_pem.clone()),
-        token: Some(token.to_string()),
-        identity: None,
-    };
-    Client::connect_with(cluster.url.clone(), options)
-        .await
-        .unwrap()
-        .channel()
+    cluster.channel_as(token).await
 }
 
 fn denied<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) -> String {

@@ -11,30 +11,10 @@ use support::{Cluster, guest};
 use tonic::Code;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
-use wasmos_sdk::{Channel, Client, ConnectOptions};
-
-fn token(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster
-        .cli()
-        .args(["token", "create", "--master", &cluster.url])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "token create {args:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use wasmos_sdk::Channel;
 
 async fn operator(cluster: &Cluster, token: &str) -> OperatorClient<Channel> {
-    let options = ConnectOptions {
-        ca_pem: Some(cluster.tls.as_ref().unwrap().ca_pem.clone()),
-        token: Some(token.to_string()),
-        identity: None,
-    };
-    let channel = Client::connect_with(cluster.url.clone(), options)
-        .await
-        .unwrap()
-        .channel();
-    OperatorClient::new(channel)
+    OperatorClient::new(cluster.channel_as(token).await)
 }
 
 fn read(
@@ -57,9 +37,9 @@ async fn sandbox_reads_reach_only_the_sandboxes_of_tasks_the_caller_may_see() {
     let cluster = Cluster::start_tls(1, &[], &["--cpus", "2"]);
     let agent = cluster.agent_id(0);
     let admin = cluster.tls.as_ref().unwrap().token.clone();
-    let alice = token(&cluster, &["--principal", "alice", "--roles", "batch"]);
-    let bob = token(&cluster, &["--principal", "bob", "--roles", "ci"]);
-    let viewer = token(&cluster, &["--read-only"]);
+    let alice = cluster.token(&["--principal", "alice", "--roles", "batch"]);
+    let bob = cluster.token(&["--principal", "bob", "--roles", "ci"]);
+    let viewer = cluster.token(&["--read-only"]);
 
     // Alice's task writes a secret into its sandbox.
     let files = guest("files").display().to_string();

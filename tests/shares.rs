@@ -11,22 +11,6 @@ use support::{Cluster, wait_for, wasmos};
 use tonic::Code;
 use wasmos_proto::v1;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;
-use wasmos_sdk::{Client, ConnectOptions};
-
-fn token(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster
-        .cli()
-        .args(["token", "create", "--master", &cluster.url])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "token create {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A framework subscribed as `token` in `role`, on a connection of its own;
 /// its stream (dropping it disconnects the framework).
@@ -35,15 +19,7 @@ async fn subscribe(
     token: &str,
     role: &str,
 ) -> Result<tonic::Streaming<v1::Event>, tonic::Status> {
-    let options = ConnectOptions {
-        ca_pem: Some(cluster.tls.as_ref().unwrap().ca_pem.clone()),
-        token: Some(token.to_string()),
-        identity: None,
-    };
-    let channel = Client::connect_with(cluster.url.clone(), options)
-        .await
-        .unwrap()
-        .channel();
+    let channel = cluster.channel_as(token).await;
     let call = SchedulerClient::new(channel)
         .subscribe(v1::SubscribeRequest {
             framework: Some(v1::FrameworkInfo {
@@ -70,8 +46,8 @@ async fn a_principal_cannot_take_every_framework_slot_of_a_shared_role() {
         ],
         &[],
     );
-    let alice = token(&cluster, &["--principal", "alice", "--roles", "r1"]);
-    let bob = token(&cluster, &["--principal", "bob", "--roles", "r1"]);
+    let alice = cluster.token(&["--principal", "alice", "--roles", "r1"]);
+    let bob = cluster.token(&["--principal", "bob", "--roles", "r1"]);
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(subscribe(&cluster, &alice, "r1").await.unwrap());
@@ -114,7 +90,7 @@ fn an_anonymous_flood_cannot_lock_a_principal_out_of_the_connection_cap() {
         ],
         &[],
     );
-    let alice = token(&cluster, &["--principal", "alice", "--roles", "r1"]);
+    let alice = cluster.token(&["--principal", "alice", "--roles", "r1"]);
     let addr: std::net::SocketAddr = cluster.url.trim_start_matches("https://").parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,45 +11,22 @@ use support::{Cluster, peak_rss, rss};
 use tonic::Code;
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
-use wasmos_sdk::{Channel, Client, ConnectOptions};
+use wasmos_sdk::Channel;
 
 const MIB: usize = 1 << 20;
-
-fn tls(cluster: &Cluster) -> &support::Tls {
-    cluster.tls.as_ref().expect("a TLS cluster")
-}
 
 /// A principal token for `name` (role batch), made with `wasmos token
 /// create` as the admin, with `args` added.
 fn token(cluster: &Cluster, name: &str, args: &[&str]) -> String {
-    let out = cluster
-        .cli()
-        .args(["token", "create", "--master", &cluster.url])
-        .args(["--principal", name, "--roles", "batch"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "token create {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let mut all = vec!["--principal", name, "--roles", "batch"];
+    all.extend_from_slice(args);
+    cluster.token(&all)
 }
 
 /// A new connection as the holder of `token`: each upload of the tests has
 /// its own, as an attacker's would.
 async fn artifacts(cluster: &Cluster, token: &str) -> ArtifactsClient<Channel> {
-    let options = ConnectOptions {
-        ca_pem: Some(tls(cluster).ca_pem.clone()),
-        token: Some(token.to_string()),
-        identity: None,
-    };
-    let channel = Client::connect_with(cluster.url.clone(), options)
-        .await
-        .unwrap()
-        .channel();
-    ArtifactsClient::new(channel)
+    ArtifactsClient::new(cluster.channel_as(token).await)
 }
 
 /// `size` bytes in chunks of `chunk`, made as they are sent; `seed` makes

@@ -245,6 +245,39 @@ impl Cluster {
         i
     }
 
+    /// `wasmos token create ARGS` as the admin of a TLS cluster; the token.
+    pub fn token(&self, args: &[&str]) -> String {
+        let out = self
+            .cli()
+            .args(["token", "create", "--master", &self.url])
+            .args(args)
+            .output()
+            .expect("run wasmos token create");
+        assert!(
+            out.status.success(),
+            "token create {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    }
+
+    /// A new connection to a TLS cluster's master as the holder of
+    /// `token`, as an attacker's (or any client's) own.
+    pub async fn channel_as(&self, token: &str) -> wasmos_sdk::Channel {
+        let options = wasmos_sdk::ConnectOptions {
+            ca_pem: Some(self.tls.as_ref().expect("a TLS cluster").ca_pem.clone()),
+            token: Some(token.to_string()),
+            identity: None,
+        };
+        wasmos_sdk::Client::connect_with(self.url.clone(), options)
+            .await
+            .expect("connect to the master")
+            .channel()
+    }
+
     /// `wasmos`, with the CA and admin token of a TLS cluster in its
     /// environment.
     pub fn cli(&self) -> Command {
