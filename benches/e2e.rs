@@ -475,8 +475,13 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
             "--hostname",
             &hostname,
         ];
+        // The join string from a file, as an operator gives it (on the
+        // command line it would show in `ps`).
+        let join_file = dir.path().join("join");
+        let join_file = join_file.display().to_string();
         if let Some(join) = &join {
-            agent_args.extend(["--join", join.as_str()]);
+            std::fs::write(&join_file, join).expect("write the join string");
+            agent_args.extend(["--join-file", join_file.as_str()]);
         }
         if executor == Executor::InProcess {
             agent_args.push("--in-process-executor");
