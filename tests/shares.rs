@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Cluster, wait_for, wasmos};
+use support::{Cluster, output_within, wasmos};
 use tonic::Code;
 use wasmos_proto::v1;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;
@@ -153,21 +153,7 @@ fn a_default_join_token_caps_an_agent_at_the_masters_modest_default() {
         .arg(cluster.dir.path().join("greedy"))
         .args(["--cpus", "300", "--mem", "8GiB"])
         .env("WASMOS_JOIN", &cluster.tls.as_ref().unwrap().join);
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let exited = wait_for(Duration::from_secs(30), || {
-        waiter.is_finished().then_some(())
-    });
-    if exited.is_none() {
-        support::kill_9(id);
-        panic!("the greedy agent did not exit");
-    }
-    let out = waiter.join().unwrap();
+    let out = output_within(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -5,11 +5,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cluster, guest, https_get, wait_for, wasmos};
+use support::{Cluster, guest, https_get, output_within, wait_for, wasmos};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,25 +48,6 @@ fn agent_that_exits(cluster: &Cluster, work_dir: &Path, args: &[&str]) -> Output
         .arg(work_dir)
         .args(args);
     output_within(cmd, Duration::from_secs(30))
-}
-
-fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let start = std::time::Instant::now();
-    while !waiter.is_finished() {
-        if start.elapsed() > limit {
-            let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
-            panic!("the process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    waiter.join().unwrap()
 }
 
 /// `wasmos ps --json` of the cluster.

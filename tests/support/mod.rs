@@ -95,6 +95,23 @@ pub fn spawn_until(mut cmd: Command, markers: &[&str]) -> (Child, Vec<String>) {
     (child, lines)
 }
 
+/// Runs `cmd` to its end with its output captured; `kill -9` and a panic
+/// if it has not ended within `limit` (a process expected to exit).
+pub fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let id = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().expect("wait"));
+    if wait_for(limit, || waiter.is_finished().then_some(())).is_none() {
+        kill_9(id);
+        panic!("the process did not exit within {limit:?}");
+    }
+    waiter.join().expect("the waiter")
+}
+
 /// The last whitespace-separated word of a line (an address or URL).
 fn last_word(line: &str) -> String {
     line.split_whitespace()
