@@ -1,6 +1,7 @@
 //! End to end: `cargo bench --bench e2e [-- --tasks N] [--task-cpus C]
 //! [--master-threads T] [--compare-in-memory] [--compare-insecure]
-//! [--compare-in-process [--rounds R]]`.
+//! [--compare-in-process [--rounds R]]`; `WASMOS_BIN=path` runs another
+//! build of `wasmos` (the previous commit's, say) the same way.
 //!
 //! Starts a real `wasmos master` and two `wasmos agent` processes (each
 //! offering 1 cpu and 4 GiB) on loopback, subscribes one framework with the
@@ -121,7 +122,7 @@ impl Drop for Processes {
 /// containing each of `markers`, in order; returns the child and those
 /// lines. Later output is drained and dropped.
 fn spawn(args: &[&str], work_dir: &Path, markers: &[&str]) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmos"))
+    let mut child = Command::new(wasmos_bin())
         .args(args)
         .arg("--work-dir")
         .arg(work_dir)
@@ -407,6 +408,12 @@ async fn compare_in_process(first: serde_json::Value) -> serde_json::Value {
     result["process_over_in_process"] = round3(rate(&result) / rate(&in_process).max(1.0)).into();
     result["target_process_over_in_process"] = 0.9.into();
     result
+}
+
+/// The `wasmos` binary the bench runs: this build's, or `WASMOS_BIN` (to
+/// measure another build, e.g. the previous commit's, the same way).
+fn wasmos_bin() -> std::ffi::OsString {
+    std::env::var_os("WASMOS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmos").into())
 }
 
 /// One run of the bench; returns its JSON.
@@ -766,7 +773,7 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
 /// `wasmos token create ARGS` against the master at `url` as its admin;
 /// what it prints (a join string or a token).
 fn token_create(url: &str, master_dir: &Path, admin_token: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wasmos"))
+    let out = Command::new(wasmos_bin())
         .args(["token", "create", "--master", url])
         .args(args)
         .env("WASMOS_CA", master_dir.join("ca.pem"))

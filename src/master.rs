@@ -51,10 +51,12 @@ pub struct Args {
     /// Silence after which an agent is declared lost and its tasks LOST.
     #[arg(long, default_value = "3s", value_parser = cli_args::duration)]
     agent_timeout: Duration,
-    /// How often a full allocation cycle runs (freed resources are offered
-    /// at once regardless).
-    #[arg(long, default_value = "200ms", value_parser = cli_args::duration)]
-    allocation_interval: Duration,
+    /// The shortest time between two wake-ups of the master for its
+    /// deadlines (offer expiry, agent and failover timeouts, filters):
+    /// deadlines closer together are handled in one turn. Freed resources
+    /// never wait for it; they are offered at once.
+    #[arg(long, alias = "allocation-interval", default_value = "200ms", value_parser = cli_args::duration)]
+    min_tick_interval: Duration,
     /// Unused offers are rescinded after this long.
     #[arg(long, default_value = "60s", value_parser = cli_args::duration)]
     offer_timeout: Duration,
@@ -221,7 +223,7 @@ impl Args {
         config.core.offer_timeout = Some(self.offer_timeout);
         config.core.default_failover_timeout = self.failover_timeout;
         config.core.completed_tasks_per_framework = self.completed_tasks;
-        config.actor.allocation_interval = self.allocation_interval;
+        config.actor.min_tick_interval = self.min_tick_interval;
         config.core.framework_heartbeat_interval = self.framework_heartbeat;
         config.max_artifact_size = self.max_artifact_size;
         config.artifact_quota = self.artifact_quota;

@@ -29,7 +29,7 @@ fn config(dir: &std::path::Path) -> MasterConfig {
     config.transport = wasmos_master::server::Transport::Insecure;
     config.core.agent_timeout = Duration::from_millis(600);
     config.core.framework_heartbeat_interval = Duration::from_millis(200);
-    config.actor.allocation_interval = Duration::from_millis(20);
+    config.actor.min_tick_interval = Duration::from_millis(20);
     config
 }
 

@@ -11,13 +11,15 @@
 //!   shell to persist), the `Store` trait and an in-memory store.
 //! - [`access`], [`limits`], [`sandbox_read`]: the rules the shell applies
 //!   to callers, as pure functions.
-//! - [`ids`], [`resources`], [`time`]: the types they share.
+//! - [`ids`], [`resources`], [`time`]: the types they share; `deadlines`,
+//!   the timer index both keep.
 //! - `testing` (feature `testing`): the harness that drives the core as the
 //!   shell would, checking its invariants after every step.
 
 pub mod access;
 pub mod allocator;
 pub mod core;
+mod deadlines;
 pub mod ids;
 pub mod limits;
 pub mod resources;

@@ -78,8 +78,25 @@ impl Harness {
     /// Feeds one input, persists and records the outputs, checks
     /// invariants: the core's own, and that the registry holds exactly what
     /// the core would rebuild itself from.
+    ///
+    /// A tick before the core's [`Core::next_timeout`] must change nothing,
+    /// and a tick must leave nothing due: so no deadline is ever missed.
     pub fn handle(&mut self, input: Input) -> Result<Reply, CoreError> {
+        let early_tick = matches!(input, Input::Tick)
+            && self.core.next_timeout().is_none_or(|due| self.now < due);
+        let tick = matches!(input, Input::Tick);
         let out = self.core.handle(input, self.now);
+        if early_tick && (!out.messages.is_empty() || !out.writes.is_empty()) {
+            panic!(
+                "a tick at {:?}, before the next timeout {:?}, changed something: {:?}",
+                self.now,
+                self.core.next_timeout(),
+                out.messages
+            );
+        }
+        if tick && self.core.next_timeout().is_some_and(|due| due <= self.now) {
+            panic!("a tick at {:?} left a deadline due", self.now);
+        }
         self.store.commit(&out.writes).expect("memory store");
         for message in out.messages {
             self.absorb(message);
@@ -187,8 +204,16 @@ impl Harness {
         self.core.enable_audit();
     }
 
+    /// Lets `ms` pass as the shell would: the core is ticked at each of its
+    /// deadlines on the way, then once more at the end (a tick that must
+    /// change nothing unless something is due).
     pub fn advance(&mut self, ms: u64) {
-        self.now = Time(self.now.0 + ms);
+        let end = Time(self.now.0 + ms);
+        while let Some(due) = self.core.next_timeout().filter(|&due| due < end) {
+            self.now = self.now.max(due);
+            self.handle(Input::Tick).expect("tick");
+        }
+        self.now = end;
         self.handle(Input::Tick).expect("tick");
     }
 

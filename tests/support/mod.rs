@@ -17,7 +17,7 @@ pub const FAST_MASTER: &[&str] = &[
     "200ms",
     "--agent-timeout",
     "1s",
-    "--allocation-interval",
+    "--min-tick-interval",
     "50ms",
     "--framework-heartbeat",
     "500ms",

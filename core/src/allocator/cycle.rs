@@ -77,6 +77,7 @@ impl Allocator {
                 },
             };
             fw.filters.insert(agent_slot, filter);
+            self.filter_ends.set((fw_slot, agent_slot), filter.until);
         }
         let role = fw.role;
         let role_entry = &mut self.roles[role as usize];
@@ -85,13 +86,31 @@ impl Allocator {
         Ok(())
     }
 
-    /// Forgets filters that have run out, so they cost nothing later.
-    pub fn expire_filters(&mut self, now: Time) {
-        for fw in self.frameworks.iter_mut().flatten() {
-            if !fw.filters.is_empty() {
-                fw.filters.retain(|_, f| now < f.until);
+    /// Forgets filters that have run out, so they cost nothing later, and
+    /// returns the agents they held back: what may now be offered.
+    pub fn expire_filters(&mut self, now: Time) -> Vec<AgentId> {
+        let mut agents = Vec::new();
+        for (fw_slot, agent_slot) in self.filter_ends.pop_due(now) {
+            let Some(fw) = self.frameworks[fw_slot as usize].as_mut() else {
+                continue;
+            };
+            let Some(filter) = fw.filters.remove(&agent_slot) else {
+                continue;
+            };
+            if let Some(agent) = self.agents[agent_slot as usize]
+                .as_ref()
+                .filter(|a| a.generation == filter.generation)
+            {
+                agents.push(agent.id.clone());
             }
         }
+        agents
+    }
+
+    /// When the first filter ends: an allocation may then offer what it
+    /// held back.
+    pub fn next_filter_expiry(&self) -> Option<Time> {
+        self.filter_ends.next()
     }
 
     /// Runs an allocation cycle over `scope` and returns the grants. Each

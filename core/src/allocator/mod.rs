@@ -43,6 +43,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::deadlines::Deadlines;
 use crate::ids::{AgentId, FrameworkId, Role};
 use crate::resources::Resources;
 use crate::time::Time;
@@ -214,6 +215,9 @@ pub struct Allocator {
     next_generation: u32,
     rotation: usize,
     audit: Option<Vec<String>>,
+    /// When each filter ends, by (framework slot, agent slot): what
+    /// [`Allocator::next_filter_expiry`] reads and a tick pops.
+    filter_ends: Deadlines<(u32, u32)>,
 }
 
 impl Allocator {
@@ -236,6 +240,7 @@ impl Allocator {
             next_generation: 0,
             rotation: 0,
             audit: None,
+            filter_ends: Deadlines::default(),
         }
     }
 
@@ -392,6 +397,9 @@ impl Allocator {
         self.set_framework_flags(slot, |f| f.connected = false);
         self.framework_slots.remove(id);
         let fw = self.frameworks[slot as usize].take().expect("slot in use");
+        for &agent in fw.filters.keys() {
+            self.filter_ends.clear(&(slot, agent));
+        }
         debug_assert!(
             fw.allocated.is_zero(),
             "removed {id} with {:?}",
@@ -426,6 +434,12 @@ impl Allocator {
     /// Resumes offers to a framework and clears all its filters.
     pub fn revive(&mut self, id: &FrameworkId) -> Result<(), AllocatorError> {
         let slot = self.framework_slot(id)?;
+        let fw = self.frameworks[slot as usize]
+            .as_ref()
+            .expect("slot in use");
+        for &agent in fw.filters.keys() {
+            self.filter_ends.clear(&(slot, agent));
+        }
         self.set_framework_flags(slot, |f| {
             f.suppressed = false;
             f.filters.clear();

@@ -184,16 +184,16 @@ impl Core {
                 master_epoch: self.config.master_epoch,
             }),
         );
+        self.schedule_agent(&id);
         self.allocate(now, Scope::Agents(std::slice::from_ref(&id)));
         Ok(Reply::Registered(id))
     }
 
     pub(super) fn agent_heartbeat(&mut self, id: &AgentId, now: Time) -> Result<Reply, CoreError> {
-        let agent = self
-            .agents
-            .get_mut(id)
-            .ok_or_else(|| CoreError::UnknownAgent(id.clone()))?;
-        agent.last_seen = now;
+        if !self.agents.contains_key(id) {
+            return Err(CoreError::UnknownAgent(id.clone()));
+        }
+        self.agent_seen(id, now);
         Ok(Reply::Done)
     }
 
@@ -250,30 +250,6 @@ impl Core {
         Ok(Reply::Done)
     }
 
-    pub(super) fn expire_agents(&mut self, now: Time) {
-        let timeout = self.config.agent_timeout;
-        let lost: Vec<(AgentId, bool)> = self
-            .agents
-            .values()
-            .filter(|a| match a.recovering_until {
-                Some(until) => now >= until,
-                None => now.since(a.last_seen) > timeout,
-            })
-            .map(|a| (a.id.clone(), a.recovering_until.is_some()))
-            .collect();
-        for (id, recovering) in lost {
-            let why = if recovering {
-                format!(
-                    "the agent did not re-register within {:?} of the master's restart",
-                    self.config.agent_reregister_timeout
-                )
-            } else {
-                "the agent stopped sending heartbeats".to_string()
-            };
-            self.remove_agent(&id, &why, now);
-        }
-    }
-
     /// Forgets an agent and closes its stream.
     pub(super) fn remove_agent(&mut self, id: &AgentId, why: &str, now: Time) {
         self.forget_agent(id, why, now);
@@ -297,6 +273,7 @@ impl Core {
         // Forget the agent's hold on tasks; the tasks stay (LOST) until their
         // frameworks acknowledge.
         self.agents.remove(id);
+        self.schedule_agent(id);
         self.dirty_agent(id);
         self.allocator
             .remove_agent(id)

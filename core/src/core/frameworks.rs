@@ -84,6 +84,7 @@ impl Core {
             id
         };
 
+        self.schedule_framework(&id);
         self.dirty_framework(&id);
         self.out.framework_event(
             &id,
@@ -153,28 +154,13 @@ impl Core {
         }
         fw.connection = None;
         fw.failover_deadline = Some(now + fw.failover_timeout);
+        self.schedule_framework(id);
         self.dirty_framework(id);
         self.allocator
             .set_framework_connected(id, false)
             .expect("framework known to allocator");
         self.rescind_framework_offers(id, now);
         Ok(Reply::Done)
-    }
-
-    pub(super) fn expire_frameworks(&mut self, now: Time) {
-        let expired: Vec<FrameworkId> = self
-            .frameworks
-            .values()
-            .filter(|f| f.failover_deadline.is_some_and(|d| now >= d))
-            .map(|f| f.id.clone())
-            .collect();
-        for id in expired {
-            self.remove_framework(
-                &id,
-                "the framework did not re-subscribe within its failover timeout",
-                now,
-            );
-        }
     }
 
     pub(super) fn suppress(&mut self, id: &FrameworkId) -> Result<Reply, CoreError> {
@@ -203,7 +189,7 @@ impl Core {
     }
 
     /// Kills a framework's tasks, takes back its offers, and forgets it.
-    fn remove_framework(&mut self, id: &FrameworkId, why: &str, now: Time) {
+    pub(super) fn remove_framework(&mut self, id: &FrameworkId, why: &str, now: Time) {
         self.rescind_framework_offers(id, now);
         let fw = self.frameworks.get(id).expect("known framework");
         let tasks: Vec<TaskId> = fw
@@ -242,6 +228,7 @@ impl Core {
             self.bury(task);
         }
         self.frameworks.remove(id);
+        self.schedule_framework(id);
         self.dirty_framework(id);
         self.allocator
             .remove_framework(id)

@@ -18,6 +18,7 @@ impl Core {
     /// agree, and that no task is left running on a removed agent.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.allocator.check_consistency()?;
+        self.check_timers()?;
         // (agent, pool) -> offered + used, and framework -> the same.
         let mut per_pool: HashMap<(AgentId, Option<Role>), Resources> = HashMap::new();
         let mut per_framework: HashMap<FrameworkId, Resources> = HashMap::new();

@@ -32,6 +32,7 @@ mod outbox;
 mod persist;
 mod recover;
 mod tasks;
+mod timers;
 mod validate;
 mod view;
 
@@ -235,8 +236,9 @@ pub enum Input {
         agent: AgentId,
         why: String,
     },
-    /// Time passed: expire offers, filters, agents and frameworks, then run a
-    /// full allocation cycle. The shell sends it every allocation interval.
+    /// Time passed: expire what is due (offers, agents, frameworks,
+    /// filters) and offer what that freed. The shell sends it when
+    /// [`Core::next_timeout`] comes; earlier, it changes nothing.
     Tick,
 }
 
@@ -375,6 +377,8 @@ pub struct Core {
     dirty: persist::Dirty,
     /// Roles an operator configured: (weight, quota), as persisted.
     role_settings: HashMap<Role, (Option<f64>, Option<Resources>)>,
+    /// When each offer, agent and framework next needs the core's time.
+    timers: timers::Timers,
 }
 
 impl Core {
@@ -392,6 +396,7 @@ impl Core {
             out: Outbox::default(),
             dirty: persist::Dirty::default(),
             role_settings: HashMap::new(),
+            timers: timers::Timers::default(),
         }
     }
 
@@ -468,22 +473,12 @@ impl Core {
             Input::OperatorKill { task_ids } => self.operator_kill(task_ids, now),
             Input::Tick => self.tick(now),
         };
+        self.offer_freed(now);
         Outputs {
             reply,
             messages: self.out.drain(),
             writes: self.take_writes(),
         }
-    }
-
-    /// Expires what is due, then runs a full allocation cycle.
-    fn tick(&mut self, now: Time) -> Result<Reply, CoreError> {
-        self.expire_offers(now);
-        self.expire_agents(now);
-        self.expire_frameworks(now);
-        self.allocator.expire_filters(now);
-        self.dirty_last_seen(now);
-        self.allocate(now, Scope::All);
-        Ok(Reply::Done)
     }
 
     fn update_role(

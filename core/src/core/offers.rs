@@ -47,6 +47,9 @@ impl Core {
                 .expect("allocated framework");
             fw.offers.insert(id.clone());
             self.out.offer(&grant.framework, wire);
+            if let Some(at) = expires {
+                self.timers.offers.set(id.clone(), at);
+            }
             self.offers.insert(
                 id.clone(),
                 Offer {
@@ -257,19 +260,6 @@ impl Core {
         Ok(Reply::Done)
     }
 
-    /// Rescinds offers that passed the offer timeout.
-    pub(super) fn expire_offers(&mut self, now: Time) {
-        let expired: Vec<OfferId> = self
-            .offers
-            .values()
-            .filter(|o| o.expires.is_some_and(|e| now >= e))
-            .map(|o| o.id.clone())
-            .collect();
-        for id in expired {
-            self.rescind(&id, now);
-        }
-    }
-
     pub(super) fn rescind_agent_offers(&mut self, agent: &AgentId, now: Time) {
         let ids: Vec<OfferId> = self.agents[agent].offers.iter().cloned().collect();
         for id in ids {
@@ -285,9 +275,10 @@ impl Core {
     }
 
     /// Withdraws an offer: tells its framework and returns the resources.
-    fn rescind(&mut self, id: &OfferId, now: Time) {
+    pub(super) fn rescind(&mut self, id: &OfferId, now: Time) {
         let offer = self.forget_offer(id);
         self.out.rescind(&offer.framework, offer.id.to_string());
+        self.timers.freed.push(offer.agent.clone());
         self.allocator
             .recover(
                 &offer.framework,
@@ -324,6 +315,7 @@ impl Core {
     /// Removes an offer from every index, returning it.
     fn forget_offer(&mut self, id: &OfferId) -> Offer {
         let offer = self.offers.remove(id).expect("known offer");
+        self.timers.offers.clear(id);
         if let Some(agent) = self.agents.get_mut(&offer.agent) {
             agent.offers.remove(id);
         }

@@ -53,22 +53,6 @@ impl Core {
         self.dirty.roles.insert(role.clone());
     }
 
-    /// Marks the agents whose last-seen time is due to be written.
-    pub(super) fn dirty_last_seen(&mut self, now: Time) {
-        let due: Vec<AgentId> = self
-            .agents
-            .values()
-            .filter(|a| {
-                a.connection.is_some() && a.last_seen.since(a.last_seen_written) >= LAST_SEEN_EVERY
-            })
-            .map(|a| a.id.clone())
-            .collect();
-        for id in due {
-            self.agents.get_mut(&id).expect("listed").last_seen_written = now;
-            self.dirty_agent(&id);
-        }
-    }
-
     /// The writes for everything marked, and clears the marks. `handle`
     /// returns them with each input; the shell calls this once after
     /// [`Core::recover`], whose changes (deadlines restarted, orphans lost)

@@ -90,6 +90,10 @@ impl Core {
                 },
             );
         }
+        let ids: Vec<AgentId> = core.agents.keys().cloned().collect();
+        for id in &ids {
+            core.schedule_agent(id);
+        }
         report.agents = core.agents.len();
 
         for stored in registry.frameworks {
@@ -128,6 +132,10 @@ impl Core {
                     completed: VecDeque::new(),
                 },
             );
+        }
+        let ids: Vec<FrameworkId> = core.frameworks.keys().cloned().collect();
+        for id in &ids {
+            core.schedule_framework(id);
         }
         report.frameworks = core.frameworks.len();
 

@@ -38,11 +38,10 @@ impl Core {
         statuses: Vec<v1::TaskStatus>,
         now: Time,
     ) -> Result<Reply, CoreError> {
-        let a = self
-            .agents
-            .get_mut(agent)
-            .ok_or_else(|| CoreError::UnknownAgent(agent.clone()))?;
-        a.last_seen = now;
+        if !self.agents.contains_key(agent) {
+            return Err(CoreError::UnknownAgent(agent.clone()));
+        }
+        self.agent_seen(agent, now);
         let mut freed = false;
         for mut status in statuses {
             // No state, or one this master does not know: recording it would

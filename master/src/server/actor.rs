@@ -114,8 +114,12 @@ pub enum Command {
 /// Timing of the actor.
 #[derive(Clone, Debug)]
 pub struct ActorConfig {
-    /// How often the core expires things and runs a full allocation cycle.
-    pub allocation_interval: Duration,
+    /// The shortest time between two ticks: the actor wakes the core at its
+    /// [`Core::next_timeout`], but no sooner than this after the last tick,
+    /// so expiries due close together are handled in one turn. Freed
+    /// resources never wait for it: the core offers them in the input that
+    /// freed them.
+    pub min_tick_interval: Duration,
 }
 
 /// The core's monotonic clock: milliseconds since the actor's start.
@@ -133,6 +137,11 @@ impl Clock {
 
     pub fn now(&self) -> Time {
         Time(self.origin.elapsed().as_millis() as u64)
+    }
+
+    /// The instant at which [`Clock::now`] reaches `time`.
+    pub fn instant(&self, time: Time) -> Instant {
+        self.origin + Duration::from_millis(time.0)
     }
 }
 
@@ -211,11 +220,22 @@ impl Actor {
     /// only safe course is to stop (the error says why) and be restarted on
     /// what is durable.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), StoreError> {
-        let mut tick = tokio::time::interval(self.config.allocation_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         let mut heartbeat = tokio::time::interval(self.core.config().framework_heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Sleep until the core's next deadline, or the next input.
+            let wake = self.core.next_timeout().map(|at| {
+                self.clock
+                    .instant(at)
+                    .max(last_tick + self.config.min_tick_interval)
+            });
+            let deadline = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => {
@@ -231,10 +251,10 @@ impl Actor {
                 },
                 done = async { (&mut self.committing.as_mut().expect("guarded").commit).await },
                     if self.committing.is_some() => self.committed(done)?,
-                _ = tick.tick() => {
-                    let start = Instant::now();
+                _ = deadline => {
+                    last_tick = Instant::now();
                     self.notify(Input::Tick);
-                    self.metrics.record_cycle(start.elapsed());
+                    self.metrics.record_cycle(last_tick.elapsed());
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
             }

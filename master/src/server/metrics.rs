@@ -156,19 +156,19 @@ impl Metrics {
         counter(
             &mut out,
             "wasmos_allocation_cycles_total",
-            "Allocation cycles run.",
+            "Ticks of the core at its deadlines (expiries, and offers of what they freed).",
             &[(String::new(), self.cycles as f64)],
         );
         counter(
             &mut out,
             "wasmos_allocation_cycle_seconds_total",
-            "Time spent in allocation cycles.",
+            "Time spent in ticks of the core.",
             &[(String::new(), self.cycle_seconds_sum)],
         );
         gauge(
             &mut out,
             "wasmos_allocation_cycle_seconds",
-            "Duration of the last allocation cycle.",
+            "Duration of the last tick of the core.",
             &[(String::new(), self.last_cycle_seconds)],
         );
         let label = |(role, fw): &(String, String)| format!(r#"role="{role}",framework="{fw}""#);

@@ -144,7 +144,7 @@ impl MasterConfig {
                 ..CoreConfig::default()
             },
             actor: ActorConfig {
-                allocation_interval: Duration::from_millis(200),
+                min_tick_interval: Duration::from_millis(200),
             },
             role_weights: Vec::new(),
             quotas: Vec::new(),

@@ -49,7 +49,7 @@ pub async fn start_master() -> TestMaster {
     config.core.agent_heartbeat_interval = Duration::from_millis(200);
     config.transport = wasmos_master::server::Transport::Insecure;
     config.core.agent_timeout = Duration::from_millis(1000);
-    config.actor.allocation_interval = Duration::from_millis(50);
+    config.actor.min_tick_interval = Duration::from_millis(50);
     config.core.framework_heartbeat_interval = Duration::from_millis(200);
     let master = Master::start(config).await.expect("master starts");
     let addr = master.grpc_addr();
