@@ -19,7 +19,7 @@ import grpc
 import wasmos
 from wasmos.v1 import common_pb2
 
-from support import GUESTS, Master, wait_for
+from support import GUESTS, ROOT, Master, wait_for
 
 MASTER = None
 HELLO = SLEEPER = None
@@ -323,6 +323,35 @@ class SchedulerDriverTest(DriverTest):
             with self.assertRaises(wasmos.WasmosError) as refused:
                 driver.start()
         self.assertEqual(refused.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+
+
+class ExampleTest(unittest.TestCase):
+    def test_the_pinned_example_retries_and_keeps_to_its_zone(self):
+        env = dict(MASTER.env, WASMOS_MASTER=MASTER.url)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples/python/pinned.py"), str(GUESTS / "exitcode.wasm"),
+             "--attr", "zone=eu-1", "-n", "3", "--retries", "1", "--", "{i}"],
+            env=env, capture_output=True, text=True, timeout=WAIT + 30,
+        )
+        self.assertEqual(done.returncode, 1, done.stderr)  # tasks 1 and 2 exit non-zero
+        lines = done.stdout.splitlines()
+        self.assertEqual(len(lines), 4, done.stdout)
+        self.assertRegex(lines[0], r"^task 0  FINISHED  on agent-0  1 attempt$")
+        self.assertRegex(lines[1], r"^task 1  FAILED    on agent-0  2 attempts  EXIT_NONZERO: ")
+        self.assertRegex(lines[2], r"^task 2  FAILED    on agent-0  2 attempts  EXIT_NONZERO: ")
+        self.assertEqual(lines[3], "1 of 3 tasks finished, 2 retries, all on agents with zone=eu-1")
+        self.assertEqual(done.stderr.count("retrying"), 2, done.stderr)
+
+
+    def test_the_readmes_framework_runs(self):
+        readme = (ROOT / "clients/python/README.md").read_text()
+        code = readme.split("```python\n")[2].split("```")[0]
+        self.assertIn("class Pinned(wasmos.Scheduler)", code)
+        env = dict(MASTER.env, WASMOS_MASTER=MASTER.url)
+        done = subprocess.run([sys.executable, "-c", code], cwd=GUESTS, env=env,
+                              capture_output=True, text=True, timeout=WAIT + 30)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout, str([(i, "FINISHED") for i in range(10)]) + "\n")
 
 
 class BadInputTest(unittest.TestCase):
