@@ -5,7 +5,9 @@ Run by scripts/test-python: python -m unittest discover clients/python/tests
 """
 
 import json
+import os
 import queue
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,7 +31,8 @@ WAIT = 60.0
 
 def setUpModule():
     global MASTER, HELLO, SLEEPER
-    MASTER = Master(agents=[{"zone": "eu-1"}, {}])
+    # Heartbeats every second: a silent stream is found dead in seconds.
+    MASTER = Master(agents=[{"zone": "eu-1"}, {}], master_args=["--framework-heartbeat", "1s"])
     with connect() as cluster:
         HELLO = cluster.upload((GUESTS / "hello.wasm").read_bytes())
         SLEEPER = cluster.upload((GUESTS / "sleeper.wasm").read_bytes())
@@ -239,6 +242,34 @@ class SchedulerDriverTest(DriverTest):
         driver.stop()
         self.assertTrue(driver.join(30))
 
+    def test_a_silent_stream_is_found_dead_by_its_missing_heartbeats(self):
+        class Quiet(Placer):
+            """Asks for no offers: no call of its is in flight when the
+            master stops."""
+
+            def subscribed(self, driver, framework_id, resubscribed):
+                driver.suppress()
+                super().subscribed(driver, framework_id, resubscribed)
+
+        framework = Quiet(None, [])
+        driver = self.driver(framework, "silent", min_heartbeat_timeout=2)
+        framework_id = driver.start()
+        wait_for(lambda: framework.subscriptions, "subscription", WAIT)
+        # A stopped master keeps its connections open and sends nothing:
+        # only the heartbeats' absence tells.
+        os.kill(MASTER.master.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: framework.disconnects, "disconnection", WAIT)
+        finally:
+            os.kill(MASTER.master.pid, signal.SIGCONT)
+        self.assertIn("no event from the master for", framework.disconnects[0])
+        wait_for(lambda: (framework_id, True) in framework.subscriptions, "re-subscription", WAIT)
+        self.assertEqual(driver.framework_id, framework_id)
+        driver.stop()
+        self.assertTrue(driver.join(30))
+        # The master's clock jumped: let the agents settle before the next test.
+        wait_for(lambda: len(MASTER.connected_agents()) == 2, "agents connected", WAIT)
+
     def test_a_framework_stopped_for_failover_is_resumed_by_a_new_process(self):
         task_id = unique("failover")
         template = wasmos.TaskTemplate(SLEEPER, cpus=0.1, mem=16 * wasmos.MiB, args=["6000", "resumed"])
@@ -365,6 +396,8 @@ class BadInputTest(unittest.TestCase):
                 wasmos.SchedulerDriver(wasmos.Scheduler(), wasmos.FrameworkInfo(), cluster)
             with self.assertRaisesRegex(TypeError, "wasmos.Scheduler"):
                 wasmos.SchedulerDriver(object(), wasmos.FrameworkInfo(name="x"), cluster)
+            with self.assertRaisesRegex(TypeError, "wasmos.Cluster"):
+                wasmos.SchedulerDriver(wasmos.Scheduler(), wasmos.FrameworkInfo(name="x"), MASTER.url)
             with self.assertRaisesRegex(TypeError, "FrameworkInfo"):
                 wasmos.SchedulerDriver(wasmos.Scheduler(), {"name": "x"}, cluster)
             driver = wasmos.SchedulerDriver(wasmos.Scheduler(), wasmos.FrameworkInfo(name="x"), cluster)

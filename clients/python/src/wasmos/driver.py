@@ -14,11 +14,15 @@ there), then one thread runs the event loop and every callback, a reader
 thread per stream feeds it, and another sends acknowledgements. The calls
 (``accept``, ``decline``, ...) may be made from callbacks or any thread;
 each is one gRPC call that raises :class:`~wasmos.WasmosError` when the
-master refuses it.
+master refuses it or is away. A callback cut short by the master's absence
+(``UNAVAILABLE``, ``DEADLINE_EXCEEDED``) does not stop the driver: its
+stream breaks too, and it re-subscribes and reconciles; an update whose
+callback was cut short is not acknowledged, so it comes again.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import random
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Set, Union
 
 import grpc
 
-from .errors import WasmosError, launch_in_doubt, rpc_error
+from .errors import TRANSIENT, WasmosError, launch_in_doubt, rpc_error
 from .scheduler import Scheduler
 from .v1 import common_pb2, scheduler_pb2
 
@@ -37,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Cluster
 
 FrameworkInfo = scheduler_pb2.FrameworkInfo
+log = logging.getLogger("wasmos")
 
 #: How long ``Subscribe`` may take to answer with SUBSCRIBED.
 SUBSCRIBE_TIMEOUT = 30.0
@@ -143,6 +148,10 @@ class SchedulerDriver:
             raise TypeError(
                 f"framework must be a wasmos.FrameworkInfo(name=...); got {type(framework).__name__}"
             )
+        from .cluster import Cluster  # here: cluster.py imports this module
+
+        if not isinstance(cluster, Cluster):
+            raise TypeError(f"cluster must be a wasmos.Cluster (a connection); got {type(cluster).__name__}")
         if not framework.name:
             raise ValueError('a framework needs a name: wasmos.FrameworkInfo(name="my-framework")')
         if min_heartbeat_timeout <= 0 or max_backoff <= 0:
@@ -481,7 +490,7 @@ class SchedulerDriver:
 
     def _loop(self) -> None:
         try:
-            self._scheduler.subscribed(self, self._framework_id, False)
+            self._callback("subscribed", self._framework_id, False)
             while True:
                 reason = self._pump()
                 if reason is None:
@@ -489,7 +498,7 @@ class SchedulerDriver:
                 self._drop_stream()
                 if self._tearing_down or self._stopping.is_set():
                     return
-                self._scheduler.disconnected(self, reason)
+                self._callback("disconnected", reason)
                 if not self._resubscribe():
                     return
                 self._resubscriptions += 1
@@ -500,7 +509,7 @@ class SchedulerDriver:
                         self.reconcile(known[at : at + _MAX_BATCH])
                     except WasmosError:
                         break  # the stream is broken again: the next round reconciles
-                self._scheduler.subscribed(self, self._framework_id, True)
+                self._callback("subscribed", self._framework_id, True)
         except BaseException as e:  # a callback's exception ends the driver
             self._failure = e
         finally:
@@ -538,34 +547,49 @@ class SchedulerDriver:
     def _dispatch(self, event: scheduler_pb2.Event) -> bool:
         """Calls the callback of one event; False after the last one."""
         kind = event.WhichOneof("kind")
-        scheduler = self._scheduler
         if kind == "heartbeat":
             now = time.monotonic()
             if self._last_heartbeat is not None:
                 self._longest_gap = min(max(self._longest_gap, now - self._last_heartbeat), 120.0)
             self._last_heartbeat = now
         elif kind == "offers":
-            scheduler.offers(self, list(event.offers.offers))
+            self._callback("offers", list(event.offers.offers))
         elif kind == "rescind":
-            scheduler.rescinded(self, list(event.rescind.offer_ids))
+            self._callback("rescinded", list(event.rescind.offer_ids))
         elif kind == "updates":
             statuses = list(event.updates.statuses)
             with self._lock:
                 self._known.difference_update(s.task_id for s in statuses if s.state in _TERMINAL)
             for status in statuses:
-                scheduler.update(self, status)
-                if self._auto_acknowledge and status.uuid:
+                # Acknowledged only once handled: one whose callback did
+                # not finish is sent again.
+                if self._callback("update", status) and self._auto_acknowledge and status.uuid:
                     self._acks.put(
                         scheduler_pb2.Ack(task_id=status.task_id, agent_id=status.agent_id, uuid=status.uuid)
                     )
         elif kind == "failure":
-            scheduler.failure(self, event.failure.agent_id, event.failure.message)
+            self._callback("failure", event.failure.agent_id, event.failure.message)
         elif kind == "error":
             if self._tearing_down:
                 return False
             self._fail(f"the master removed the framework: {event.error.message}")
             return False
         return True
+
+    def _callback(self, name: str, *args) -> bool:
+        """Calls one of the scheduler's callbacks; False if it was cut short
+        by a call that found the master away (``UNAVAILABLE``,
+        ``DEADLINE_EXCEEDED``). That is no reason to stop: the stream breaks
+        too, and the driver re-subscribes and reconciles. Any other
+        exception ends the driver."""
+        try:
+            getattr(self._scheduler, name)(self, *args)
+            return True
+        except WasmosError as e:
+            if e.code not in TRANSIENT:
+                raise
+            log.warning("the %s callback was cut short; the master is away: %s", name, e)
+            return False
 
     def _fail(self, message: str, code: Optional[grpc.StatusCode] = None) -> None:
         self._removed = True

@@ -10,7 +10,12 @@ so a framework needs no locks for state only its callbacks touch. They
 should return promptly: while one runs, no other event is handled. A
 callback that raises stops the driver (as a crash would: the framework is
 not torn down, its tasks keep running for its failover timeout) and
-:meth:`SchedulerDriver.join` raises the exception.
+:meth:`SchedulerDriver.join` raises the exception, with one exception: a
+:class:`~wasmos.WasmosError` of a call that found the master away
+(``UNAVAILABLE``, ``DEADLINE_EXCEEDED``) only cuts that callback short, as
+the driver re-subscribes and reconciles anyway. A framework that must know
+a call took effect (a kill, say) catches it and calls again after the next
+:meth:`Scheduler.subscribed`.
 """
 
 from __future__ import annotations
