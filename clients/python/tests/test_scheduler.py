@@ -321,6 +321,31 @@ class SchedulerDriverTest(DriverTest):
         self.assertEqual(done.returncode, 0, done.stderr)
         return [json.loads(line) for line in done.stdout.splitlines()]
 
+    def test_an_update_not_acknowledged_comes_again(self):
+        task_id = unique("unacked")
+        template = wasmos.TaskTemplate(HELLO, cpus=0.1, mem=16 * wasmos.MiB)
+        first = Placer(template, [task_id])
+        driver = self.driver(first, "unacked", auto_acknowledge=False)
+        framework_id = driver.start()
+        self.wait(first.done, "end of the task", driver)
+        driver.stop(failover=True)
+        self.assertTrue(driver.join(30))
+        finished = first.ended[task_id]
+        self.assertTrue(finished.uuid)
+        self.assertEqual(driver.stats.acknowledged, 0)
+
+        # A new driver of the framework is sent it again, and acknowledges it.
+        info = wasmos.FrameworkInfo(framework_id=framework_id, name="unacked", failover_timeout_ms=60_000)
+        again = Placer(template, [])
+        again.n = 1
+        resumed = self.driver(again, "unacked", info=info, auto_acknowledge=False)
+        resumed.start()
+        self.wait(again.done, "the update again", resumed)
+        self.assertEqual(again.ended[task_id].uuid, finished.uuid)
+        self.assertEqual(again.ended[task_id].state, common_pb2.TASK_STATE_FINISHED)
+        resumed.acknowledge(again.ended.values())
+        self.assertEqual(resumed.stats.acknowledged, 0, "nothing acknowledged by itself")
+
     def test_a_torn_down_framework_cannot_be_resumed(self):
         driver = self.driver(wasmos.Scheduler(), "torn")
         framework_id = driver.start()

@@ -511,7 +511,11 @@ class SchedulerDriver:
                         break  # the stream is broken again: the next round reconciles
                 self._callback("subscribed", self._framework_id, True)
         except BaseException as e:  # a callback's exception ends the driver
-            self._failure = e
+            if isinstance(e, WasmosError) and (self._tearing_down or self._stopping.is_set()):
+                # A call of a callback that raced with stop(): moot.
+                log.debug("a call after stop() failed: %s", e)
+            else:
+                self._failure = e
         finally:
             self._stopping.set()
             self._drop_stream()
@@ -561,6 +565,8 @@ class SchedulerDriver:
             with self._lock:
                 self._known.difference_update(s.task_id for s in statuses if s.state in _TERMINAL)
             for status in statuses:
+                if self._stopping.is_set():
+                    return False  # stopped by an earlier update's callback
                 # Acknowledged only once handled: one whose callback did
                 # not finish is sent again.
                 if self._callback("update", status) and self._auto_acknowledge and status.uuid:
