@@ -181,7 +181,8 @@ class SchedulerDriver:
         self._done = threading.Event()
         self._tearing_down = False
         self._torn_down = False
-        # The master ended the framework (or refused it for good).
+        # The master ended the framework, or refused it for good, or this
+        # driver never subscribed: stop() has nothing to tear down.
         self._removed = False
         self._failure: Optional[BaseException] = None
         self._loop_thread: Optional[threading.Thread] = None
@@ -222,6 +223,7 @@ class SchedulerDriver:
         try:
             self._open()
         except BaseException:
+            self._removed = True  # nothing for stop() to end
             self._stopping.set()
             self._done.set()
             raise
