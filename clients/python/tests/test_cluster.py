@@ -6,7 +6,6 @@ Run by scripts/test-python: python -m unittest discover clients/python/tests
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,97 +17,7 @@ import grpc
 
 import wasmos
 
-ROOT = Path(__file__).resolve().parents[3]
-GUESTS = ROOT / "examples/guests/target/wasm32-wasip1/release"
-BIN = os.environ.get("WASMOS_BIN", str(ROOT / "target/release/wasmos"))
-
-
-class _Master:
-    """A master and one agent that joined it, in a temporary directory."""
-
-    def __init__(self):
-        self.dir = tempfile.TemporaryDirectory()
-        work = Path(self.dir.name)
-        self.processes = []
-        self.logs = []
-        self.work = work
-        self.master = self._start_master("127.0.0.1:0")
-        self.url = self._url()
-        self.ca_file = work / "master/ca.pem"
-        self.ca = self.ca_file.read_text()
-        self.token = (work / "master/admin.token").read_text().strip()
-        self.env = dict(os.environ, WASMOS_CA=str(self.ca_file), WASMOS_TOKEN=self.token,
-                        WASMOS_PROFILE=str(work / "no-profile.json"))
-        join = subprocess.run(
-            [BIN, "token", "create", "--agent", "--master", self.url],
-            env=self.env, check=True, capture_output=True, text=True,
-        ).stdout.strip()
-        self.agent_dir = work / "agent-0"
-        self.processes.append(
-            subprocess.Popen(
-                [BIN, "agent", "--join", join, "--work-dir", str(self.agent_dir), "--cpus", "2",
-                 "--mem", "2GiB", "--disk", "2GiB"],
-                stdout=self._log(work / "agent.log"), stderr=subprocess.STDOUT,
-            )
-        )
-
-        def connected():
-            out = subprocess.run([BIN, "agents", "--json", "--master", self.url],
-                                 env=self.env, capture_output=True, text=True).stdout
-            return "connected" in out or None
-
-        _wait_for(connected, "the agent to connect")
-
-    def _start_master(self, listen):
-        log = self.work / "master.log"
-        log.unlink(missing_ok=True)
-        return subprocess.Popen(
-            [BIN, "master", "--listen", listen, "--http", "127.0.0.1:0",
-             "--work-dir", str(self.work / "master")],
-            stdout=self._log(log), stderr=subprocess.STDOUT,
-        )
-
-    def _url(self):
-        log = self.work / "master.log"
-        return _wait_for(lambda: next(
-            (w for line in log.read_text().splitlines() if "listening on" in line
-             for w in line.split() if w.startswith("https://")), None), "the master's URL")
-
-    def restart_master(self):
-        """`kill -9` of the master, and a new one on its port and files."""
-        self.master.kill()
-        self.master.wait()
-        self.master = self._start_master(self.url.removeprefix("https://"))
-        assert self._url() == self.url
-
-    def _log(self, path):
-        file = path.open("w")
-        self.logs.append(file)
-        return file
-
-    def stop(self):
-        for process in [self.master, *reversed(self.processes)]:
-            process.kill()
-            process.wait()
-        for file in self.logs:
-            file.close()
-        pid = self.agent_dir / "executor.pid"
-        if pid.exists():
-            try:
-                os.kill(int(pid.read_text().strip()), 9)
-            except (ProcessLookupError, ValueError):
-                pass
-        self.dir.cleanup()
-
-
-def _wait_for(probe, what, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {seconds} s")
+from support import GUESTS, ROOT, Master
 
 
 MASTER = None
@@ -116,7 +25,7 @@ MASTER = None
 
 def setUpModule():
     global MASTER
-    MASTER = _Master()
+    MASTER = Master()
 
 
 def tearDownModule():
