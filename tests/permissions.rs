@@ -217,9 +217,21 @@ async fn a_principal_cannot_see_use_or_take_over_another_principals_framework_an
     );
     denied(
         scheduler
-            .revive(v1::ReviveRequest { framework_id: f() })
+            .revive(v1::ReviveRequest {
+                framework_id: f(),
+                demand: None,
+            })
             .await,
         "revive",
+    );
+    denied(
+        scheduler
+            .set_demand(v1::SetDemandRequest {
+                framework_id: f(),
+                demand: None,
+            })
+            .await,
+        "set_demand",
     );
     denied(
         scheduler

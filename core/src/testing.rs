@@ -559,6 +559,7 @@ impl Harness {
 
     pub fn revive(&mut self, fw: &FrameworkId) -> Result<Reply, CoreError> {
         self.handle(Input::Revive(v1::ReviveRequest {
+            demand: None,
             framework_id: fw.to_string(),
         }))
     }

@@ -371,6 +371,7 @@ fn every_call_with_an_unknown_framework_is_refused() {
             task_ids: vec![],
         }),
         Input::Revive(v1::ReviveRequest {
+            demand: None,
             framework_id: id.clone(),
         }),
         Input::Suppress(v1::SuppressRequest {
@@ -389,6 +390,7 @@ fn every_call_with_an_unknown_framework_is_refused() {
         },
         // An empty id is no framework either.
         Input::Revive(v1::ReviveRequest {
+            demand: None,
             framework_id: String::new(),
         }),
     ];

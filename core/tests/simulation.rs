@@ -241,10 +241,31 @@ impl Sim {
 
     fn subscribe(&mut self) {
         let role = ROLES.choose(&mut self.rng).unwrap().to_string();
+        // Half the frameworks declare what they wait for: offers sized by
+        // progressive filling meet offers of whole agents.
+        let demand = self.rng.random_bool(0.5).then(|| self.demand());
         let id = self
             .h
-            .subscribe(&format!("fw{}", self.frameworks.len()), &role);
+            .subscribe_with(v1::FrameworkInfo {
+                name: format!("fw{}", self.frameworks.len()),
+                role: role.clone(),
+                demand,
+                ..Default::default()
+            })
+            .expect("subscribes");
         self.frameworks.push((id, role, true));
+    }
+
+    /// A demand of a random shape and count.
+    fn demand(&mut self) -> v1::Demand {
+        v1::Demand {
+            task: Some(v1::Resources {
+                cpus: self.rng.random_range(1..=20) as f64 / 10.0,
+                mem: self.rng.random_range(1..=8) * (GIB / 4),
+                disk: 0,
+            }),
+            tasks: self.rng.random_range(0..=12),
+        }
     }
 
     fn pick_framework(&mut self) -> Option<usize> {
@@ -501,10 +522,16 @@ impl Sim {
     fn suppress_or_revive(&mut self) {
         if let Some(i) = self.pick_framework() {
             let framework_id = self.frameworks[i].0.to_string();
-            let input = if self.rng.random_bool(0.5) {
-                Input::Suppress(v1::SuppressRequest { framework_id })
-            } else {
-                Input::Revive(v1::ReviveRequest { framework_id })
+            let input = match self.rng.random_range(0..4) {
+                0 | 1 => Input::Suppress(v1::SuppressRequest { framework_id }),
+                2 => Input::Revive(v1::ReviveRequest {
+                    framework_id,
+                    demand: self.rng.random_bool(0.5).then(|| self.demand()),
+                }),
+                _ => Input::SetDemand(v1::SetDemandRequest {
+                    framework_id,
+                    demand: self.rng.random_bool(0.8).then(|| self.demand()),
+                }),
             };
             self.h.handle(input).unwrap();
         }

@@ -501,7 +501,15 @@ impl Job {
             Master::Client(client) => client,
             Master::Url(url) => Client::connect(url).await?,
         };
-        let (scheduler, events) = client.subscribe(self.framework.clone()).await?;
+        // Tasks of one shape are declared, so the master sizes offers for
+        // them fairly; a job of mixed shapes takes what it is offered.
+        let shape = self.templates.first().map(TaskTemplate::resources);
+        let shape = shape.filter(|s| self.templates.iter().all(|t| t.resources() == *s));
+        let mut framework = self.framework.clone();
+        if let Some(task) = shape {
+            framework = framework.demand(task, self.templates.len() as u64);
+        }
+        let (scheduler, events) = client.subscribe(framework).await?;
         let mut guard = TeardownOnDrop(Some(scheduler.clone()));
         let n = self.templates.len();
         let mut run = Run {
@@ -517,6 +525,7 @@ impl Job {
             done: 0,
             suppressed: false,
             cancelling: false,
+            shape,
         };
         let result = run.drive(events).await;
         let torn = run.scheduler.teardown().await;
@@ -633,6 +642,8 @@ struct Run {
     done: usize,
     suppressed: bool,
     cancelling: bool,
+    /// The one shape of the job's tasks, declared as its demand.
+    shape: Option<v1::Resources>,
 }
 
 impl Run {
@@ -696,8 +707,16 @@ impl Run {
         }
     }
 
+    /// Asks for offers again, declaring what is pending as the demand.
     async fn revive(&mut self) {
-        match self.scheduler.revive().await {
+        let revived = match self.shape {
+            Some(task) => {
+                let pending = self.pending.len() as u64;
+                self.scheduler.revive_with_demand(task, pending).await
+            }
+            None => self.scheduler.revive().await,
+        };
+        match revived {
             Ok(()) => self.suppressed = false,
             Err(e) => tracing::warn!(error = %e, "revive failed; will retry on the next change"),
         }

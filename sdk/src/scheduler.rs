@@ -40,6 +40,7 @@ pub struct FrameworkConfig {
     pub(crate) auto_acknowledge: bool,
     pub(crate) min_heartbeat_timeout: Duration,
     pub(crate) max_backoff: Duration,
+    pub(crate) demand: Option<v1::Demand>,
 }
 
 impl FrameworkConfig {
@@ -53,7 +54,23 @@ impl FrameworkConfig {
             auto_acknowledge: true,
             min_heartbeat_timeout: Duration::from_secs(15),
             max_backoff: Duration::from_secs(5),
+            demand: None,
         }
+    }
+
+    /// What the framework waits to launch when it first subscribes:
+    /// `tasks` tasks asking for `task` each. The master then sizes its
+    /// offers by dominant resource fairness at task granularity, so
+    /// frameworks of different task shapes share agents fairly, and counts
+    /// one off for every task launched; raise it with
+    /// [`Scheduler::set_demand`] or [`Scheduler::revive_with_demand`].
+    /// Default: none (whole free agents are offered).
+    pub fn demand(mut self, task: v1::Resources, tasks: u64) -> Self {
+        self.demand = Some(v1::Demand {
+            task: Some(task),
+            tasks,
+        });
+        self
     }
 
     /// The role whose weight, quota and reservations apply to this
@@ -113,6 +130,13 @@ impl FrameworkConfig {
             failover_timeout_ms: self.failover_timeout.as_millis().max(1) as u64,
             user: self.user.clone(),
             principal: String::new(),
+            // Only the first subscription declares it: a re-subscription
+            // keeps what the master counted down since.
+            demand: if framework_id.is_empty() {
+                self.demand
+            } else {
+                None
+            },
         }
     }
 }
@@ -459,9 +483,44 @@ impl Scheduler {
         self.grpc()
             .revive(v1::ReviveRequest {
                 framework_id: self.id(),
+                demand: None,
             })
             .await
             .map_err(Error::rpc("Revive"))?;
+        Ok(())
+    }
+
+    /// Revives (see [`Scheduler::revive`]) and declares that `tasks` tasks
+    /// asking for `task` each wait to be launched.
+    pub async fn revive_with_demand(&self, task: v1::Resources, tasks: u64) -> Result<()> {
+        self.grpc()
+            .revive(v1::ReviveRequest {
+                framework_id: self.id(),
+                demand: Some(v1::Demand {
+                    task: Some(task),
+                    tasks,
+                }),
+            })
+            .await
+            .map_err(Error::rpc("Revive"))?;
+        Ok(())
+    }
+
+    /// Declares what the framework waits to launch (see
+    /// [`FrameworkConfig::demand`]), or with `None` that it declares
+    /// nothing (whole free agents are offered again). Filters and
+    /// suppression stay as they are.
+    pub async fn set_demand(&self, demand: Option<(v1::Resources, u64)>) -> Result<()> {
+        self.grpc()
+            .set_demand(v1::SetDemandRequest {
+                framework_id: self.id(),
+                demand: demand.map(|(task, tasks)| v1::Demand {
+                    task: Some(task),
+                    tasks,
+                }),
+            })
+            .await
+            .map_err(Error::rpc("SetDemand"))?;
         Ok(())
     }
 

@@ -79,7 +79,7 @@ impl Allocator {
             if slot == fw
                 || !other.connected
                 || other.suppressed
-                || self.filtered(slot, agent, now, offer)
+                || self.wants(slot, agent, now, offer).is_none()
                 || (!others_allowed && !self.has_unmet_quota(other.role))
             {
                 continue;

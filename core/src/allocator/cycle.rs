@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::demand;
 use super::sorter::Key;
 use super::{Allocation, Allocator, AllocatorError, Filter, Scope};
 use crate::ids::{AgentId, FrameworkId, Role};
@@ -60,6 +61,13 @@ impl Allocator {
         let fw = self.frameworks[fw_slot as usize].as_mut().expect("slot");
         debug_assert!(resources.fits_in(&fw.allocated));
         fw.allocated = fw.allocated.saturating_sub(&resources);
+        if let Some(d) = fw.demand.as_mut() {
+            // An offer (or its unused part) came back: its tasks are wanted
+            // again.
+            d.offered = d
+                .offered
+                .saturating_sub(demand::tasks_in(&resources, &d.task));
+        }
         if let Some(refuse) = refuse.filter(|d| !d.is_zero()) {
             let until = now + refuse;
             // Pools of one accept are recovered one by one: widen a live
@@ -142,9 +150,22 @@ impl Allocator {
                 self.allocate_quota(slot, now, &mut grants);
             }
         }
+        let pool = slots
+            .iter()
+            .filter_map(|&s| self.agents[s as usize].as_ref())
+            .filter(|a| a.active)
+            .fold(Resources::ZERO, |sum, a| sum + a.unreserved_free());
+        let step = demand::Step {
+            pool_share: pool.dominant_share(&self.total),
+            weights: self
+                .role_order
+                .iter()
+                .map(|(_, r)| self.roles[r as usize].weight)
+                .sum(),
+        };
         for &slot in &slots {
             self.allocate_reserved(slot, now, &mut grants);
-            self.allocate_fair(slot, now, &mut grants);
+            self.allocate_fair(slot, now, &step, &mut grants);
         }
         grants
     }
@@ -199,39 +220,118 @@ impl Allocator {
         }
     }
 
-    /// Stage 3: the agent's free unreserved resources go to the framework of
-    /// lowest share in the role of lowest weighted share, keeping enough
-    /// headroom for unmet quotas.
-    fn allocate_fair(&mut self, slot: u32, now: Time, grants: &mut Vec<Allocation>) {
+    /// Stage 3: the agent's free unreserved resources go, by progressive
+    /// filling, to the frameworks of lowest share in the roles of lowest
+    /// weighted share, keeping enough headroom for unmet quotas. A framework
+    /// that declared demand gets its tasks a grant at a time (`demand.rs`);
+    /// one that declared none gets all that is left. Each framework's grants
+    /// on the agent make one allocation.
+    fn allocate_fair(
+        &mut self,
+        slot: u32,
+        now: Time,
+        step: &demand::Step,
+        grants: &mut Vec<Allocation>,
+    ) {
         let Some(agent) = self.agents[slot as usize].as_ref() else {
             return;
         };
-        let free = agent.unreserved_free();
+        let mut free = agent.unreserved_free();
         if !agent.active || !self.allocatable(&free) {
             return;
         }
         let headroom = self.required_headroom();
         let others_allowed =
             headroom.is_zero() || headroom.fits_in(&self.free_unreserved.saturating_sub(&free));
-        let mut pick = None;
+        let mut given: Vec<(u32, Resources)> = Vec::new();
+        while self.allocatable(&free) {
+            let Some((fw, want)) = self.lowest_wanting(slot, now, others_allowed, &free) else {
+                break;
+            };
+            if self.audit.is_some() {
+                self.audit_grant(fw, slot, now, others_allowed, &free);
+            }
+            let grant = match want {
+                Want::Whole => free,
+                Want::Tasks(task) => {
+                    let most = self.frameworks[fw as usize]
+                        .as_ref()
+                        .and_then(|f| f.demand)
+                        .map_or(0, |d| d.unmet())
+                        .min(demand::tasks_in(&free, &task));
+                    let k = self.tasks_per_grant(fw, most, step);
+                    let entry = self.frameworks[fw as usize].as_mut().expect("slot");
+                    entry.demand.as_mut().expect("demand").offered += k;
+                    Resources {
+                        cpu_millis: task.cpu_millis * k,
+                        mem: task.mem * k,
+                        disk: task.disk * k,
+                    }
+                }
+            };
+            self.grant(fw, slot, None, grant);
+            free -= grant;
+            match given.iter_mut().find(|(f, _)| *f == fw) {
+                Some((_, sum)) => *sum += grant,
+                None => given.push((fw, grant)),
+            }
+            if want == Want::Whole {
+                break;
+            }
+        }
+        for (fw, resources) in given {
+            grants.push(self.allocation(fw, slot, None, resources));
+        }
+    }
+
+    /// The framework that should be offered next from `free` on agent
+    /// `slot`, and what it wants of it: the first in share order (roles,
+    /// then frameworks) not filtered there that wants something that fits.
+    fn lowest_wanting(
+        &self,
+        slot: u32,
+        now: Time,
+        others_allowed: bool,
+        free: &Resources,
+    ) -> Option<(u32, Want)> {
         for (_, role) in self.role_order.iter() {
             if !others_allowed && !self.has_unmet_quota(role) {
                 continue;
             }
-            if let Some(fw) = self.first_unfiltered(role, slot, now, &free) {
-                pick = Some(fw);
-                break;
+            for (_, fw) in self.roles[role as usize].frameworks.iter() {
+                if let Some(want) = self.wants(fw, slot, now, free) {
+                    return Some((fw, want));
+                }
             }
         }
-        if let Some(fw) = pick {
-            if self.audit.is_some() {
-                self.audit_grant(fw, slot, now, others_allowed, &free);
-            }
-            self.grant(fw, slot, None, free);
-            grants.push(self.allocation(fw, slot, None, free));
-        }
+        None
     }
 
+    /// What framework `fw` would take of `free` on agent `slot`: nothing if
+    /// it refused as much there lately, or if its declared demand has no
+    /// task left to offer or none that fits.
+    pub(super) fn wants(&self, fw: u32, slot: u32, now: Time, free: &Resources) -> Option<Want> {
+        let entry = self.frameworks[fw as usize].as_ref().expect("slot");
+        match entry.demand {
+            None => (!self.filtered(fw, slot, now, free)).then_some(Want::Whole),
+            Some(d) => {
+                (d.unmet() > 0 && d.task.fits_in(free) && !self.filtered(fw, slot, now, &d.task))
+                    .then_some(Want::Tasks(d.task))
+            }
+        }
+    }
+}
+
+/// What a framework takes of an agent's free resources in the fair stage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Want {
+    /// Everything: it declared no demand.
+    Whole,
+    /// Tasks of this shape, as many as fairness gives it.
+    Tasks(Resources),
+}
+
+impl Allocator {
     /// The lowest-share framework of `role` that has not refused `offer`
     /// on agent `slot`.
     fn first_unfiltered(&self, role: u32, slot: u32, now: Time, offer: &Resources) -> Option<u32> {

@@ -37,6 +37,7 @@
 
 mod audit;
 mod cycle;
+mod demand;
 mod sorter;
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ use crate::deadlines::Deadlines;
 use crate::ids::{AgentId, FrameworkId, Role};
 use crate::resources::Resources;
 use crate::time::Time;
+pub use demand::Demand;
+use demand::DemandState;
 use sorter::{Key, Sorter};
 
 /// Settings of the allocator.
@@ -177,6 +180,8 @@ struct FrameworkEntry {
     filters: HashMap<u32, Filter>,
     /// Present iff the framework sits in its role's sorter (wants offers).
     key: Option<Key>,
+    /// What it waits to launch, if it said.
+    demand: Option<DemandState>,
 }
 
 struct RoleEntry {
@@ -374,6 +379,7 @@ impl Allocator {
             suppressed: false,
             filters: HashMap::new(),
             key: None,
+            demand: None,
         };
         let slot = match self.free_framework_slots.pop() {
             Some(slot) => {

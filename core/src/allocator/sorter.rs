@@ -46,9 +46,19 @@ impl Sorter {
         }
     }
 
+    /// The client right after `key` in order.
+    pub fn next_after(&self, key: Key) -> Option<Key> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.order.range((Excluded(key), Unbounded)).next().copied()
+    }
+
     /// Clients from the lowest share up.
     pub fn iter(&self) -> impl Iterator<Item = Key> + '_ {
         self.order.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
     }
 
     pub fn is_empty(&self) -> bool {

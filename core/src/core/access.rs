@@ -41,6 +41,7 @@ impl Core {
             Input::Acknowledge(r) => framework(&r.framework_id, "acknowledging updates of"),
             Input::Reconcile(r) => framework(&r.framework_id, "reconciling tasks of"),
             Input::Revive(r) => framework(&r.framework_id, "reviving"),
+            Input::SetDemand(r) => framework(&r.framework_id, "declaring the demand of"),
             Input::Suppress(r) => framework(&r.framework_id, "suppressing"),
             Input::Teardown(r) => framework(&r.framework_id, "tearing down"),
             Input::OperatorKill { task_ids } => task_ids.iter().try_for_each(|id| {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 
+use super::validate::validate_demand;
 use super::{ConnectionId, Core, CoreError, Framework, Output, Reply};
 use crate::allocator::Scope;
 use crate::ids::{DEFAULT_ROLE, FrameworkId, Role, TaskId, validate_role};
@@ -30,6 +31,7 @@ impl Core {
         };
         validate_role(role).map_err(CoreError::InvalidRole)?;
         let role = Role::from(role);
+        let demand = info.demand.as_ref().map(validate_demand).transpose()?;
         let failover_timeout = match info.failover_timeout_ms {
             0 => self.config.default_failover_timeout,
             ms => Duration::from_millis(ms).min(self.config.max_failover_timeout),
@@ -41,6 +43,9 @@ impl Core {
             self.allocator
                 .add_framework(id.clone(), &role)
                 .expect("fresh framework id");
+            self.allocator
+                .set_demand(&id, demand)
+                .expect("framework just added");
             let mut info = info;
             info.framework_id = id.to_string();
             info.role = role.to_string();
@@ -76,6 +81,12 @@ impl Core {
             fw.info.name = info.name;
             fw.info.user = info.user;
             fw.info.failover_timeout_ms = info.failover_timeout_ms;
+            if info.demand.is_some() {
+                fw.info.demand = info.demand;
+                self.allocator
+                    .set_demand(&id, demand)
+                    .expect("framework known to allocator");
+            }
             // Offers made to the old stream are unknown to the new one.
             self.rescind_framework_offers(&id, now);
             self.allocator
@@ -163,6 +174,36 @@ impl Core {
         Ok(Reply::Done)
     }
 
+    /// SetDemand: replaces what the framework waits to launch, then offers
+    /// what that makes wanted.
+    pub(super) fn set_demand(
+        &mut self,
+        id: &FrameworkId,
+        demand: Option<&v1::Demand>,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        self.framework_mut(id)?;
+        self.declare_demand(id, demand)?;
+        self.allocate(now, Scope::All);
+        Ok(Reply::Done)
+    }
+
+    /// Checks and records a declared demand (or its absence): in the
+    /// allocator, and in the framework's record so a restart keeps it.
+    fn declare_demand(
+        &mut self,
+        id: &FrameworkId,
+        demand: Option<&v1::Demand>,
+    ) -> Result<(), CoreError> {
+        let checked = demand.map(validate_demand).transpose()?;
+        self.framework_mut(id)?.info.demand = demand.cloned();
+        self.dirty_framework(id);
+        self.allocator
+            .set_demand(id, checked)
+            .expect("framework known to allocator");
+        Ok(())
+    }
+
     pub(super) fn suppress(&mut self, id: &FrameworkId) -> Result<Reply, CoreError> {
         self.framework_mut(id)?.suppressed = true;
         self.dirty_framework(id);
@@ -172,7 +213,16 @@ impl Core {
         Ok(Reply::Done)
     }
 
-    pub(super) fn revive(&mut self, id: &FrameworkId, now: Time) -> Result<Reply, CoreError> {
+    pub(super) fn revive(
+        &mut self,
+        id: &FrameworkId,
+        demand: Option<&v1::Demand>,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        self.framework_mut(id)?;
+        if let Some(demand) = demand {
+            self.declare_demand(id, Some(demand))?;
+        }
         self.framework_mut(id)?.suppressed = false;
         self.dirty_framework(id);
         self.allocator

@@ -210,6 +210,7 @@ pub enum Input {
     Reconcile(v1::ReconcileRequest),
     Revive(v1::ReviveRequest),
     Suppress(v1::SuppressRequest),
+    SetDemand(v1::SetDemandRequest),
     Teardown(v1::TeardownRequest),
     /// An operator sets a role's weight and/or quota.
     UpdateRole {
@@ -454,7 +455,16 @@ impl Core {
             Input::Kill(request) => self.kill(request, now),
             Input::Acknowledge(request) => self.acknowledge(request, now),
             Input::Reconcile(request) => self.reconcile(request, now),
-            Input::Revive(request) => self.revive(&request.framework_id.as_str().into(), now),
+            Input::Revive(request) => self.revive(
+                &request.framework_id.as_str().into(),
+                request.demand.as_ref(),
+                now,
+            ),
+            Input::SetDemand(request) => self.set_demand(
+                &request.framework_id.as_str().into(),
+                request.demand.as_ref(),
+                now,
+            ),
             Input::Suppress(request) => self.suppress(&request.framework_id.as_str().into()),
             Input::Teardown(request) => self.teardown(&request.framework_id.as_str().into(), now),
             Input::UpdateRole {

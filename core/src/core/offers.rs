@@ -217,6 +217,9 @@ impl Core {
                     .expect("offer's framework and agent are known");
             }
         }
+        self.allocator
+            .launched(&framework, launched.len() as u64)
+            .expect("framework known to allocator");
         self.allocate(now, Scope::Agents(std::slice::from_ref(&agent)));
         Ok(Reply::Launched(launched))
     }

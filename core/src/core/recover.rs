@@ -115,6 +115,13 @@ impl Core {
             if stored.suppressed {
                 core.allocator.suppress(&id).expect("just added");
             }
+            // A demand that no longer passes the checks is dropped: the
+            // framework is offered whole agents until it declares again.
+            let demand = info
+                .demand
+                .as_ref()
+                .and_then(|d| super::validate::validate_demand(d).ok());
+            core.allocator.set_demand(&id, demand).expect("just added");
             // The deadline differs from the stored one if it was connected.
             core.dirty_framework(&id);
             core.frameworks.insert(

@@ -3,6 +3,7 @@
 use wasmos_proto::v1;
 
 use super::CoreError;
+use crate::allocator::Demand;
 use crate::ids::{validate_digest, validate_task_id};
 use crate::resources::Resources;
 
@@ -10,6 +11,35 @@ use crate::resources::Resources;
 /// enough for any real program, small enough that one spec cannot bloat
 /// the master.
 const MAX_LIST: usize = 4096;
+
+/// The most tasks a framework may say it waits for.
+pub const MAX_DEMAND_TASKS: u64 = 1_000_000_000;
+
+/// Checks a declared demand: its task asks for cpus and mem as a task
+/// must, and its count is sane.
+pub(super) fn validate_demand(demand: &v1::Demand) -> Result<Demand, CoreError> {
+    let invalid = |m: String| CoreError::InvalidArgument(format!("demand: {m}"));
+    let wire = demand
+        .task
+        .as_ref()
+        .ok_or_else(|| invalid("no task resources given".into()))?;
+    let task = Resources::try_from(wire).map_err(|e| invalid(e.to_string()))?;
+    if task.cpu_millis == 0 || task.mem == 0 {
+        return Err(invalid(format!(
+            "a task needs at least 0.001 cpus and 1 byte of mem, got {task}"
+        )));
+    }
+    if demand.tasks > MAX_DEMAND_TASKS {
+        return Err(invalid(format!(
+            "at most {MAX_DEMAND_TASKS} tasks, got {}",
+            demand.tasks
+        )));
+    }
+    Ok(Demand {
+        task,
+        tasks: demand.tasks,
+    })
+}
 
 /// Checks a task spec and returns the resources it asks for.
 pub(super) fn validate_task(spec: &v1::TaskSpec) -> Result<Resources, CoreError> {

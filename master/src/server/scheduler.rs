@@ -293,6 +293,23 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(v1::ReviveResponse {}))
     }
 
+    async fn set_demand(
+        &self,
+        request: Request<v1::SetDemandRequest>,
+    ) -> Result<Response<v1::SetDemandResponse>, Status> {
+        let who = principal_of(&request)?;
+        let input = Input::SetDemand(request.into_inner());
+        self.call(
+            &who,
+            "Scheduler.SetDemand",
+            serde_json::Value::Null,
+            false,
+            input,
+        )
+        .await?;
+        Ok(Response::new(v1::SetDemandResponse {}))
+    }
+
     async fn suppress(
         &self,
         request: Request<v1::SuppressRequest>,
