@@ -21,6 +21,8 @@ const PRIMES_WAT: &str = include_str!("../examples/wat/primes.wat");
 const MEMHOG_WAT: &str = include_str!("../examples/wat/memhog.wat");
 const SPIN_WAT: &str = include_str!("../examples/wat/spin.wat");
 
+/// The cpus of each prime-counting task: 4 run at once on each 1-cpu agent.
+const PRIME_TASK_CPUS: f64 = 0.25;
 /// Numbers each job counts primes in, and how many tasks split them.
 const LIMIT: u64 = 3_000_000;
 const TASKS_PER_JOB: u64 = 150;
@@ -96,7 +98,7 @@ async fn tour(url: &str, agents: usize, started: Instant) -> anyhow::Result<()> 
             let lo = base + i * step;
             TaskTemplate::new(&primes)
                 .args([lo.to_string(), (lo + step).to_string()])
-                .cpus(0.25)
+                .cpus(PRIME_TASK_CPUS)
                 .mem(16 << 20)
         });
         Job::new(name).role(name).tasks(tasks)
@@ -159,9 +161,14 @@ async fn tour(url: &str, agents: usize, started: Instant) -> anyhow::Result<()> 
         if done {
             break;
         }
-        let both_busy = ["analytics", "reports"]
-            .iter()
-            .all(|n| snapshot.get(n).is_some_and(|(d, t)| *d > 0 && d < t));
+        // Both jobs compete while each has tasks waiting to launch: more
+        // left than the whole cluster could be running.
+        let slots = (agents as f64 / PRIME_TASK_CPUS) as usize;
+        let both_busy = ["analytics", "reports"].iter().all(|n| {
+            snapshot
+                .get(n)
+                .is_some_and(|(d, t)| *d > 0 && d + slots < *t)
+        });
         if both_busy {
             let roles = operator
                 .list_roles(v1::ListRolesRequest {})
@@ -175,7 +182,7 @@ async fn tour(url: &str, agents: usize, started: Instant) -> anyhow::Result<()> 
                 entry.1 += 1;
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if tty {
         eprintln!();

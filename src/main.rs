@@ -57,9 +57,11 @@ enum Command {
     Cat(ops::CatArgs),
     /// List agents: resources, usage, state.
     Agents(ops::ListArgs),
-    /// List frameworks: role, state, tasks, dominant share.
+    /// List frameworks: role, state, tasks, dominant share and the share DRF
+    /// says each should hold.
     Frameworks(ops::ListArgs),
-    /// List roles with weights, quotas and shares; `roles set` changes them.
+    /// List roles with weights, quotas, dominant shares and the shares DRF
+    /// says they should hold; `roles set` changes weights and quotas.
     Roles(ops::RolesArgs),
     /// Make, list and revoke tokens: for principals (frameworks and CLI
     /// users in their roles), admins, read-only operators and joining agents.

@@ -487,8 +487,8 @@ pub async fn frameworks(args: ListArgs) -> anyhow::Result<()> {
         .frameworks;
     if !args.json {
         println!(
-            "{:<20} {:<16} {:<10} {:<12} {:<10} {:>6} {:>7}",
-            "FRAMEWORK", "NAME", "ROLE", "PRINCIPAL", "STATE", "TASKS", "SHARE"
+            "{:<20} {:<16} {:<10} {:<12} {:<10} {:>6} {:>7} {:>7}",
+            "FRAMEWORK", "NAME", "ROLE", "PRINCIPAL", "STATE", "TASKS", "SHARE", "FAIR"
         );
     }
     for f in frameworks {
@@ -499,18 +499,20 @@ pub async fn frameworks(args: ListArgs) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({"id": info.framework_id, "name": info.name, "role": info.role,
                     "principal": info.principal, "state": state, "active_tasks": f.active_tasks, "dominant_share": f.dominant_share,
+                    "fair_share": f.fair_share,
                     "used": resources(f.used.as_ref()), "offered": resources(f.offered.as_ref())})
             );
         } else {
             println!(
-                "{:<20} {:<16} {:<10} {:<12} {:<10} {:>6} {:>6.1}%",
+                "{:<20} {:<16} {:<10} {:<12} {:<10} {:>6} {:>6.1}% {:>6.1}%",
                 info.framework_id,
                 info.name,
                 info.role,
                 info.principal,
                 state,
                 f.active_tasks,
-                f.dominant_share * 100.0
+                f.dominant_share * 100.0,
+                f.fair_share * 100.0
             );
         }
     }
@@ -575,8 +577,8 @@ pub async fn roles(args: RolesArgs) -> anyhow::Result<()> {
     };
     if !args.json {
         println!(
-            "{:<16} {:>7} {:>24} {:>24} {:>8} {:>11}",
-            "ROLE", "WEIGHT", "QUOTA", "ALLOCATED", "SHARE", "FRAMEWORKS"
+            "{:<16} {:>7} {:>24} {:>24} {:>8} {:>8} {:>11}",
+            "ROLE", "WEIGHT", "QUOTA", "ALLOCATED", "SHARE", "FAIR", "FRAMEWORKS"
         );
     }
     for r in roles {
@@ -586,7 +588,8 @@ pub async fn roles(args: RolesArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({"role": r.name, "weight": r.weight, "quota": quota, "allocated": allocated,
-                    "weighted_share": r.weighted_share, "frameworks": r.frameworks})
+                    "weighted_share": r.weighted_share, "dominant_share": r.weighted_share * r.weight,
+                    "fair_share": r.fair_share, "frameworks": r.frameworks})
             );
         } else {
             let quota = if quota.is_zero() {
@@ -595,12 +598,13 @@ pub async fn roles(args: RolesArgs) -> anyhow::Result<()> {
                 quota.to_string()
             };
             println!(
-                "{:<16} {:>7} {:>24} {:>24} {:>7.1}% {:>11}",
+                "{:<16} {:>7} {:>24} {:>24} {:>7.1}% {:>7.1}% {:>11}",
                 r.name,
                 r.weight,
                 quota,
                 allocated.to_string(),
-                r.weighted_share * 100.0,
+                r.weighted_share * r.weight * 100.0,
+                r.fair_share * 100.0,
                 r.frameworks
             );
         }

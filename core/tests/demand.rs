@@ -110,6 +110,11 @@ fn the_papers_example_reaches_three_and_two_in_one_cycle_and_stays_there() {
     let share = |fw: &FrameworkId| h.core.allocator().framework_share(fw).unwrap();
     assert!((share(&a) - 2.0 / 3.0).abs() < 1e-9);
     assert!((share(&b) - 2.0 / 3.0).abs() < 1e-9);
+    // And that is what DRF says they should hold.
+    let fair = h.core.allocator().fair_shares();
+    assert!((fair.frameworks[&a] - 2.0 / 3.0).abs() < 1e-9, "{fair:?}");
+    assert!((fair.frameworks[&b] - 2.0 / 3.0).abs() < 1e-9, "{fair:?}");
+    assert!((fair.roles[&wasmos_core::Role::from("r")] - 1.0).abs() < 1e-9);
     assert_eq!(h.core.take_audit_violations(), Vec::<String>::new());
 }
 

@@ -206,6 +206,39 @@ class SchedulerDriverTest(DriverTest):
         # Offers kept flowing meanwhile: the filter held back one agent only.
         self.assertGreaterEqual(others_within, 1)
 
+    def test_offers_are_sized_by_the_declared_demand(self):
+        held = queue.Queue()
+
+        class Holder(wasmos.Scheduler):
+            def offers(self, driver, offers):
+                for offer in offers:
+                    held.put(wasmos.resources(offer))
+
+        def cpus_held(expected: float) -> float:
+            total, deadline = 0.0, time.monotonic() + WAIT
+            while round(total * 1000) < round(expected * 1000) and time.monotonic() < deadline:
+                try:
+                    total += held.get(timeout=0.5).cpus
+                except queue.Empty:
+                    continue
+            time.sleep(1.0)  # nothing more may come
+            while not held.empty():
+                total += held.get().cpus
+            return total
+
+        task = wasmos.Resources(cpus=0.5, mem=64 * wasmos.MiB)
+        info = wasmos.FrameworkInfo(name="sized", failover_timeout_ms=60_000,
+                                    demand=wasmos.Demand(task=task.to_proto(), tasks=3))
+        driver = self.driver(Holder(), "sized", info=info)
+        driver.start()
+        # Two agents of 2 cpus are free, but three tasks of 0.5 are wanted.
+        self.assertAlmostEqual(cpus_held(1.5), 1.5)
+        driver.set_demand(wasmos.Demand(task=task.to_proto(), tasks=5))
+        self.assertAlmostEqual(cpus_held(1.0), 1.0, msg="two more tasks' worth")
+        with self.assertRaises(wasmos.WasmosError) as refused:
+            driver.set_demand(wasmos.Demand(task=wasmos.Resources(cpus=0, mem=1).to_proto(), tasks=1))
+        self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+
     def test_a_killed_tasks_update_arrives(self):
         task_id = unique("killed")
         template = wasmos.TaskTemplate(SLEEPER, cpus=0.1, mem=16 * wasmos.MiB, args=["120000"])

@@ -38,6 +38,7 @@
 mod audit;
 mod cycle;
 mod demand;
+mod fairness;
 mod sorter;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ use crate::resources::Resources;
 use crate::time::Time;
 pub use demand::Demand;
 use demand::DemandState;
+pub use fairness::FairShares;
 use sorter::{Key, Sorter};
 
 /// Settings of the allocator.

@@ -126,6 +126,36 @@ impl Metrics {
             "Outstanding offers.",
             &[(String::new(), core.offer_count() as f64)],
         );
+        // Each role's dominant share against what DRF says it should hold.
+        let fair = core.allocator().fair_shares();
+        let mut shares = Vec::new();
+        let mut fair_rows = Vec::new();
+        let mut gap = 0.0f64;
+        for role in core.allocator().roles() {
+            let share = role.weighted_share * role.weight;
+            let should = fair.roles.get(&role.name).copied().unwrap_or(0.0);
+            gap = gap.max((share - should).abs());
+            shares.push((format!(r#"role="{}""#, role.name), share));
+            fair_rows.push((format!(r#"role="{}""#, role.name), should));
+        }
+        gauge(
+            &mut out,
+            "wasmos_role_share",
+            "Each role's dominant share of the cluster (offered or used).",
+            &shares,
+        );
+        gauge(
+            &mut out,
+            "wasmos_role_fair_share",
+            "The dominant share DRF says each role should hold, by weight and declared demand.",
+            &fair_rows,
+        );
+        gauge(
+            &mut out,
+            "wasmos_fairness_gap",
+            "The largest gap between a role's dominant share and its fair share.",
+            &[(String::new(), gap)],
+        );
         let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
         for task in core.tasks() {
             *by_state

@@ -13,6 +13,7 @@ use super::audit::{Actor, Audit};
 use super::handle::ActorHandle;
 use super::trust::{Trust, principal_of};
 use crate::access::Principal;
+use crate::allocator::FairShares;
 use crate::core::{Core, Input};
 use crate::ids::Role;
 use crate::resources::Resources;
@@ -96,12 +97,13 @@ fn wire(r: &Resources) -> Option<v1::Resources> {
     Some(r.into())
 }
 
-fn role_info(core: &Core, name: &Role) -> Option<v1::RoleInfo> {
+fn role_info(core: &Core, name: &Role, fair: &FairShares) -> Option<v1::RoleInfo> {
     core.allocator()
         .roles()
         .into_iter()
         .find(|r| &r.name == name)
         .map(|r| v1::RoleInfo {
+            fair_share: fair.roles.get(&r.name).copied().unwrap_or(0.0),
             name: r.name.to_string(),
             weight: r.weight,
             quota: wire(&r.quota),
@@ -181,10 +183,12 @@ impl Operator for OperatorService {
         let frameworks = self
             .actor
             .query(move |core, _| {
+                let fair = core.allocator().fair_shares();
                 core.frameworks()
                     .into_iter()
                     .filter(|f| who.may_see(&f.principal))
                     .map(|f| v1::FrameworkState {
+                        fair_share: fair.frameworks.get(&f.id).copied().unwrap_or(0.0),
                         info: Some(v1::FrameworkInfo {
                             framework_id: f.id.to_string(),
                             name: f.name,
@@ -212,10 +216,11 @@ impl Operator for OperatorService {
         let roles = self
             .actor
             .query(|core, _| {
+                let fair = core.allocator().fair_shares();
                 core.allocator()
                     .roles()
                     .iter()
-                    .filter_map(|r| role_info(core, &r.name))
+                    .filter_map(|r| role_info(core, &r.name, &fair))
                     .collect()
             })
             .await?;
@@ -252,7 +257,10 @@ impl Operator for OperatorService {
                 )
                 .await?;
             self.actor
-                .query(move |core, _| role_info(core, &Role::from(role.as_str())))
+                .query(move |core, _| {
+                    let fair = core.allocator().fair_shares();
+                    role_info(core, &Role::from(role.as_str()), &fair)
+                })
                 .await?
                 .ok_or_else(|| Status::internal("role vanished after update"))
         };

@@ -18,7 +18,7 @@ or the one given; the gRPC stubs of every service are in ``wasmos.v1``.
 """
 
 from .cluster import Cluster
-from .driver import DriverStats, FrameworkInfo, SchedulerDriver, is_terminal
+from .driver import Demand, DriverStats, FrameworkInfo, SchedulerDriver, is_terminal
 from .errors import WasmosError, launch_in_doubt
 from .jobs import TaskResult, reason_name, state_name
 from .offers import Offer, Resources, attributes, by_agent, has_attribute, resources
@@ -28,6 +28,7 @@ from .tasks import GiB, MiB, TaskSpec, TaskTemplate, check_task_id, task_spec
 
 __all__ = [
     "Cluster",
+    "Demand",
     "DriverStats",
     "FrameworkInfo",
     "GiB",

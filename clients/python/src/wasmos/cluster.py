@@ -156,7 +156,15 @@ class Cluster:
         digest = self.upload(data)
         template = JobTemplate(digest, list(args), dict(env or {}), cpus, mem, disk, max_fuel, timeout)
         job = JobScheduler(n, template, task_prefix(name))
-        info = FrameworkInfo(name=name, role=role, user=getpass.getuser(), failover_timeout_ms=60_000)
+        # The job's tasks are declared, so the master sizes offers for them
+        # by DRF alongside other frameworks.
+        info = FrameworkInfo(
+            name=name,
+            role=role,
+            user=getpass.getuser(),
+            failover_timeout_ms=60_000,
+            demand=job.demand(),
+        )
         driver = SchedulerDriver(job, info, self)
         driver.start()
         try:

@@ -41,6 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Cluster
 
 FrameworkInfo = scheduler_pb2.FrameworkInfo
+#: What a framework waits to launch: ``tasks`` tasks of ``task`` resources
+#: (set it in ``FrameworkInfo(demand=...)``, :meth:`SchedulerDriver.set_demand`
+#: or :meth:`SchedulerDriver.revive`).
+Demand = scheduler_pb2.Demand
 log = logging.getLogger("wasmos")
 
 #: How long ``Subscribe`` may take to answer with SUBSCRIBED.
@@ -387,9 +391,22 @@ class SchedulerDriver:
         to launch, so it does not churn through offers."""
         self._call("Suppress", scheduler_pb2.SuppressRequest(framework_id=self._framework_id), "suppress")
 
-    def revive(self) -> None:
-        """Asks for offers again and clears every decline filter."""
-        self._call("Revive", scheduler_pb2.ReviveRequest(framework_id=self._framework_id), "revive")
+    def revive(self, demand: Optional[Demand] = None) -> None:
+        """Asks for offers again and clears every decline filter; with
+        ``demand``, also declares it (see :meth:`set_demand`)."""
+        request = scheduler_pb2.ReviveRequest(framework_id=self._framework_id, demand=demand)
+        self._call("Revive", request, "revive")
+
+    def set_demand(self, demand: Optional[Demand]) -> None:
+        """Declares what the framework waits to launch:
+        ``wasmos.Demand(task=Resources(cpus=1, mem=GiB).to_proto(), tasks=20)``.
+        The master then sizes offers by dominant resource fairness at task
+        granularity, so frameworks of different task shapes share agents
+        fairly, and counts one off for every task launched. ``None``
+        declares nothing (whole free agents are offered). Filters and
+        suppression stay as they are."""
+        request = scheduler_pb2.SetDemandRequest(framework_id=self._framework_id, demand=demand)
+        self._call("SetDemand", request, "set demand")
 
     def acknowledge(self, statuses: Iterable[common_pb2.TaskStatus]) -> None:
         """Acknowledges updates in one call so their agents stop resending
@@ -419,6 +436,9 @@ class SchedulerDriver:
         info = FrameworkInfo()
         info.CopyFrom(self._info)
         info.framework_id = self._framework_id
+        if self._framework_id:
+            # A re-subscription keeps what the master counted down since.
+            info.ClearField("demand")
         with self._lock:
             if self._stopping.is_set():
                 raise WasmosError("the driver is stopping", grpc.StatusCode.CANCELLED)

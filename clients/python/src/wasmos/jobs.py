@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 import grpc
 
-from .driver import SchedulerDriver, is_terminal
+from .driver import Demand, SchedulerDriver, is_terminal
 from .errors import TRANSIENT, WasmosError, launch_in_doubt
 from .offers import Resources
 from .scheduler import Scheduler
@@ -109,9 +109,17 @@ class JobScheduler(Scheduler):
     def ordered(self) -> List[TaskResult]:
         return [self.results[i] for i in range(self.n)]
 
+    def demand(self) -> Optional[Demand]:
+        """What the job waits to launch: its pending tasks. None for tasks
+        no master would run (the master's refusal of their launch says why,
+        in the task's words)."""
+        if self.need.millicpus < 1 or self.need.mem < 1:
+            return None
+        return Demand(task=self.need.to_proto(), tasks=len(self.pending))
+
     def subscribed(self, driver: SchedulerDriver, framework_id: str, resubscribed: bool) -> None:
         if self.pending:
-            _quietly(driver.revive)
+            _quietly(driver.revive, self.demand())
 
     def offers(self, driver: SchedulerDriver, offers) -> None:
         for offer in offers:
@@ -154,7 +162,7 @@ class JobScheduler(Scheduler):
             self.in_doubt.discard(status.task_id)
             if status.reason == common_pb2.REASON_TASK_UNKNOWN:
                 self.pending.appendleft(index)  # never launched: run it
-                _quietly(driver.revive)
+                _quietly(driver.revive, self.demand())
                 return
         self.results[index] = TaskResult(
             index=index,
