@@ -35,6 +35,10 @@ pub struct Args {
     /// Print one JSON object per simulated second instead of a table.
     #[arg(long)]
     json: bool,
+    /// Frameworks declare their task shape as demand, so offers are sized
+    /// by DRF at task granularity (without it they take whole agents).
+    #[arg(long)]
+    demand: bool,
 }
 
 /// One simulated framework: what its tasks need and when it is around.
@@ -60,6 +64,10 @@ struct Sim {
     running: BTreeMap<String, Vec<Running>>,
     next_task: u64,
     connection: u64,
+    demand: bool,
+    /// Each second: the mean gap between a framework's dominant share and
+    /// the share DRF says it should hold.
+    gaps: Vec<f64>,
 }
 
 const TICK_MS: u64 = 100;
@@ -106,6 +114,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         running: BTreeMap::new(),
         next_task: 0,
         connection: 0,
+        demand: args.demand,
+        gaps: Vec::new(),
     };
     sim.input(Input::UpdateRole {
         role: "batch".into(),
@@ -189,10 +199,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 })?;
             }
             sim.print_row(&plans, &ids, args.json);
+            sim.record_gap(&ids);
         }
         sim.now += TICK_MS;
         sim.input(Input::Tick)?;
     }
+    let mean_gap = sim.gaps.iter().sum::<f64>() / sim.gaps.len().max(1) as f64;
+    let worst = sim.gaps.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "\nfairness: each framework's dominant share is {:.1} points from its DRF share on average (worst second {:.1}), offers {}",
+        mean_gap * 100.0,
+        worst * 100.0,
+        if args.demand {
+            "sized by declared demand"
+        } else {
+            "of whole agents (frameworks declare no demand; --demand to)"
+        }
+    );
     println!("\nDRF at work: the two batch frameworks share their role's double weight;");
     println!("each framework's dominant share is the larger of its cpu and mem fractions.");
     Ok(())
@@ -228,11 +251,31 @@ impl Sim {
             framework: v1::FrameworkInfo {
                 name: plan.name.into(),
                 role: plan.role.into(),
+                // Simulated frameworks always have more to run.
+                demand: self.demand.then(|| v1::Demand {
+                    task: Some((&plan.need).into()),
+                    tasks: 1_000_000_000,
+                }),
                 ..Default::default()
             },
         })? {
             Reply::Subscribed(id) => Ok(id),
             other => bail!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// Records the mean gap between each framework's share and its fair one.
+    fn record_gap(&mut self, ids: &BTreeMap<&str, FrameworkId>) {
+        let fair = self.core.allocator().fair_shares();
+        let gaps: Vec<f64> = ids
+            .values()
+            .filter_map(|id| {
+                let share = self.core.allocator().framework_share(id)?;
+                Some((share - fair.frameworks.get(id).copied()?).abs())
+            })
+            .collect();
+        if !gaps.is_empty() {
+            self.gaps.push(gaps.iter().sum::<f64>() / gaps.len() as f64);
         }
     }
 

@@ -17,23 +17,28 @@
 //!                 │               lowest-share framework of its role             │
 //!                 │ 3. fair:      roles by weighted dominant share (share/weight)│
 //!                 │                └▶ frameworks of the role by dominant share   │
-//!                 │                   └▶ first one not filtered on this agent    │
-//!                 │                      gets all free unreserved resources,     │
-//!                 │                      unless that eats the quota headroom     │
+//!                 │                   └▶ first one not filtered that wants some: │
+//!                 │                      declared demand: tasks of its shape,    │
+//!                 │                      until the next share (demand.rs), then  │
+//!                 │                      the next lowest; none declared: all     │
+//!                 │                      that is left; never the quota headroom  │
 //!                 │  after each grant: framework and role move in their sorters  │
 //!                 └──────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Progressive filling falls out of step 3: each grant raises the receiver's
-//! share, so the next agent goes to whoever is now lowest. Only frameworks
+//! share, so the next grant goes to whoever is now lowest; with declared
+//! demand the step is a task, so what frameworks run is DRF's allocation,
+//! not only its order (one agent may go to several). Only frameworks
 //! that want offers (connected, not suppressed) sit in the sorters, and a
 //! share change moves one entry of a `BTreeSet`, so a cycle costs
 //! O(agents × log frameworks) when few filters apply. Free crumbs smaller than
 //! `min_allocatable` are not offered.
 //!
 //! Files: `mod.rs` holds the state and its bookkeeping, `cycle.rs` the
-//! allocation cycle and recovery, `audit.rs` the checks tests run, `sorter.rs`
-//! the ordered set.
+//! allocation cycle and recovery, `demand.rs` declared demand and the size
+//! of a grant, `fairness.rs` the DRF-fair shares operators compare with,
+//! `audit.rs` the checks tests run, `sorter.rs` the ordered set.
 
 mod audit;
 mod cycle;
