@@ -1,6 +1,7 @@
 //! End to end: `cargo bench --bench e2e [-- --tasks N] [--task-cpus C]
 //! [--master-threads T] [--compare-in-memory] [--compare-insecure]
-//! [--compare-in-process [--rounds R]]`; `WASMOS_BIN=path` runs another
+//! [--compare-in-process [--rounds R]] [--compare-bare [--rounds R]]`;
+//! `WASMOS_BIN=path` runs another
 //! build of `wasmos` (the previous commit's, say) the same way.
 //!
 //! Starts a real `wasmos master` and two `wasmos agent` processes (each
@@ -54,7 +55,14 @@
 //! run of median rate with `in_process_tasks_per_s`,
 //! `in_process_launch_p50_ms` (of the median in-process run),
 //! `process_over_in_process` (the ratio of the medians) and every round's
-//! rate.
+//! rate. `--compare-bare` does the same against the bare cluster (`wasmos
+//! master --ephemeral --insecure`, agents `--in-process-executor`) and adds
+//! `bare_tasks_per_s`, `bare_launch_p50_ms` and `default_over_bare`: what
+//! durability and trust cost together.
+//!
+//! Every run reports `cpu_us_per_task`: the CPU time of every process (the
+//! master, the agents and their executors, and this framework) over the
+//! tasks run.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -372,6 +380,9 @@ async fn main() {
     if std::env::args().any(|a| a == "--compare-in-process") {
         result = compare_in_process(result).await;
     }
+    if std::env::args().any(|a| a == "--compare-bare") {
+        result = compare_bare(result).await;
+    }
     println!("{result}");
 }
 
@@ -414,6 +425,42 @@ async fn compare_in_process(first: serde_json::Value) -> serde_json::Value {
 /// measure another build, e.g. the previous commit's, the same way).
 fn wasmos_bin() -> std::ffi::OsString {
     std::env::var_os("WASMOS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmos").into())
+}
+
+/// Runs the default (TLS, registry on disk, executor process) and the bare
+/// cluster (`--ephemeral --insecure --in-process-executor`) alternating,
+/// `--rounds` times each (default 3): what durability and trust cost
+/// together. Adds `bare_tasks_per_s`, `bare_launch_p50_ms` and
+/// `default_over_bare` (the ratio of the medians) to the default run of
+/// median rate.
+async fn compare_bare(first: serde_json::Value) -> serde_json::Value {
+    let rounds = arg("--rounds").unwrap_or(3usize).max(1);
+    let rate = |r: &serde_json::Value| r["tasks_per_s"].as_f64().unwrap_or(0.0);
+    let mut default = vec![first];
+    let mut bare = Vec::new();
+    for round in 0..rounds {
+        bare.push(run(Registry::InMemory, Transport::Insecure, Executor::InProcess).await);
+        if round + 1 < rounds {
+            default.push(run(Registry::Durable, Transport::Tls, Executor::Process).await);
+        }
+    }
+    let rates = |runs: &[serde_json::Value]| runs.iter().map(rate).collect::<Vec<f64>>();
+    let (default_rates, bare_rates) = (rates(&default), rates(&bare));
+    let median = |runs: &mut Vec<serde_json::Value>| {
+        runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+        runs.swap_remove(runs.len() / 2)
+    };
+    let (mut result, bare) = (median(&mut default), median(&mut bare));
+    result["rounds"] = rounds.into();
+    result["tasks_per_s_rounds"] = default_rates.into();
+    result["bare_tasks_per_s_rounds"] = bare_rates.into();
+    result["bare_tasks_per_s"] = bare["tasks_per_s"].clone();
+    result["bare_launch_p50_ms"] = bare["launch_p50_ms"].clone();
+    result["bare_launch_p99_ms"] = bare["launch_p99_ms"].clone();
+    result["bare_cpu_us_per_task"] = bare["cpu_us_per_task"].clone();
+    result["default_over_bare"] = round3(rate(&result) / rate(&bare).max(1.0)).into();
+    result["target_default_over_bare"] = 0.85.into();
+    result
 }
 
 /// One run of the bench; returns its JSON.
@@ -692,6 +739,9 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
             round3(cpu[1 + i] + executor)
         })
         .collect();
+    // All of the cluster's and the framework's CPU, per task.
+    let cores_total = cpu[0] + agents_busy.iter().sum::<f64>() + cpu[AGENTS + 1];
+    let cpu_us_per_task = (cores_total * wall * 1e6 / tasks.max(1) as f64).round();
     let stats = scheduler.stats();
     let _ = scheduler.teardown().await;
     drop(processes);
@@ -758,6 +808,10 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
         "task_mem": TASK_MEM,
         "stages_ms": stages,
         "work_dir": base.display().to_string(),
+        // Every process's CPU time (master, agents, executors, framework)
+        // over the tasks run.
+        "cpu_us_per_task": cpu_us_per_task,
+        "target_cpu_us_per_task": 40,
         // Cores each process kept busy during the run (CPU time / wall).
         "cores_busy": {
             "master": round3(cpu[0]),

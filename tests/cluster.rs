@@ -520,6 +520,19 @@ async fn metrics_and_state_answer_with_the_cluster() {
         .expect("fuel accounted to the role");
     let fuel: f64 = fuel_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(fuel > 0.0, "{fuel_line}");
+    // Every launch timed to its first RUNNING (or end), within the buckets.
+    let value = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("wasmos_launch_seconds_count"), 5.0);
+    assert_eq!(value("wasmos_launch_seconds_bucket{le=\"10\"}"), 5.0);
+    assert!(value("wasmos_launch_seconds_sum") > 0.0);
+    assert!(value("wasmos_registry_commit_seconds_count") >= 1.0);
+    assert!(metrics.contains("wasmos_fairness_gap "), "{metrics}");
     let state: serde_json::Value = serde_json::from_str(&cluster.get("/state")).unwrap();
     assert_eq!(state["agents"].as_array().unwrap().len(), 2);
     assert_eq!(state["tasks"].as_array().unwrap().len(), 5);

@@ -147,7 +147,8 @@ impl Clock {
 
 /// A commit in flight and the messages and answers it holds back.
 struct Committing {
-    commit: tokio::task::JoinHandle<Result<(), StoreError>>,
+    /// The commit's result, and how long it took.
+    commit: tokio::task::JoinHandle<(Result<(), StoreError>, Duration)>,
     held: Vec<Output>,
     held_replies: Vec<HeldReply>,
     /// Frameworks whose stream has a held `SUBSCRIBED`, `ERROR` or close in
@@ -304,12 +305,17 @@ impl Actor {
             }
             let writes = std::mem::take(&mut self.writes);
             if self.store.is_in_memory() {
+                let start = Instant::now();
                 self.store.commit(&writes)?;
+                self.metrics.commit.observe(start.elapsed());
                 continue;
             }
             let store = self.store.clone();
             self.committing = Some(Committing {
-                commit: tokio::task::spawn_blocking(move || store.commit(&writes)),
+                commit: tokio::task::spawn_blocking(move || {
+                    let start = Instant::now();
+                    (store.commit(&writes), start.elapsed())
+                }),
                 held: std::mem::take(&mut self.held),
                 held_replies: std::mem::take(&mut self.held_replies),
                 held_streams: std::mem::take(&mut self.held_streams),
@@ -320,10 +326,13 @@ impl Actor {
     /// The commit in flight finished: on success, what it held goes out.
     fn committed(
         &mut self,
-        done: Result<Result<(), StoreError>, tokio::task::JoinError>,
+        done: Result<(Result<(), StoreError>, Duration), tokio::task::JoinError>,
     ) -> Result<(), StoreError> {
         let batch = self.committing.take().expect("a commit was in flight");
-        done.map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))??;
+        let (result, took) =
+            done.map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))?;
+        result?;
+        self.metrics.commit.observe(took);
         self.release(batch.held, batch.held_replies);
         Ok(())
     }
@@ -359,6 +368,9 @@ impl Actor {
     /// the turn: offers for the turn's end, the rest until it is durable.
     fn apply(&mut self, input: Input) -> Result<Reply, CoreError> {
         let out = self.core.handle(input, self.clock.now());
+        if let Ok(Reply::Launched(tasks)) = &out.reply {
+            self.metrics.launched(tasks);
+        }
         for message in out.messages {
             self.sort(message);
         }

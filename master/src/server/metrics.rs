@@ -5,14 +5,16 @@
 //! per role and framework, allocation cycle time) are kept here, fed by the
 //! events the actor routes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 
+use super::histogram::Histogram;
 use crate::core::{Core, is_terminal};
+use crate::ids::TaskId;
 
 /// Usage accounted to one (role, framework).
 #[derive(Default, Clone, Copy)]
@@ -35,7 +37,18 @@ pub struct Metrics {
     streams_shed: u64,
     /// Connections closed for passing a cap (counted by the gatekeeper).
     pub connections_shed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// From a task's launch (its `Accept`) to its first RUNNING or
+    /// terminal update on its way to the framework.
+    launch: Histogram,
+    /// Tasks launched and not yet heard RUNNING or ended, since when.
+    launching: HashMap<TaskId, Instant>,
+    /// How long each registry commit took.
+    pub commit: Histogram,
 }
+
+/// Launches timed at once, at most: past it new ones go untimed until
+/// some end (a framework torn down may leave entries that never end).
+const MAX_LAUNCHING: usize = 1_000_000;
 
 /// Forget counted ids past this many: a resend that old is not worth the
 /// memory, and the count it might double is a metric, not a bill.
@@ -53,13 +66,31 @@ impl Metrics {
         self.cycle_seconds_sum += self.last_cycle_seconds;
     }
 
-    /// Counts terminal status updates on their way to frameworks.
+    /// Starts the launch clock of these tasks.
+    pub fn launched(&mut self, tasks: &[TaskId]) {
+        if self.launching.len() + tasks.len() > MAX_LAUNCHING {
+            return;
+        }
+        let now = Instant::now();
+        for task in tasks {
+            self.launching.insert(task.clone(), now);
+        }
+    }
+
+    /// Counts terminal status updates on their way to frameworks, and
+    /// times launches to their first RUNNING or end.
     pub fn observe_event(&mut self, event: &v1::Event, core: &Core) {
         let Some(EventKind::Updates(updates)) = &event.kind else {
             return;
         };
         for status in &updates.statuses {
-            if !is_terminal(status.state()) || status.uuid.is_empty() {
+            let state = status.state();
+            if (state == v1::TaskState::Running || is_terminal(state))
+                && let Some(start) = self.launching.remove(status.task_id.as_str())
+            {
+                self.launch.observe(start.elapsed());
+            }
+            if !is_terminal(state) || status.uuid.is_empty() {
                 continue;
             }
             if self.counted.len() >= MAX_COUNTED {
@@ -125,6 +156,16 @@ impl Metrics {
             "wasmos_offers",
             "Outstanding offers.",
             &[(String::new(), core.offer_count() as f64)],
+        );
+        self.launch.render(
+            &mut out,
+            "wasmos_launch_seconds",
+            "From a task's Accept to its first RUNNING or terminal update sent to its framework.",
+        );
+        self.commit.render(
+            &mut out,
+            "wasmos_registry_commit_seconds",
+            "How long each commit of the registry took (one per batch of turns).",
         );
         // Each role's dominant share against what DRF says it should hold.
         let fair = core.allocator().fair_shares();

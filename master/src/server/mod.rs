@@ -13,6 +13,7 @@ mod audit;
 mod connections;
 mod event_queue;
 mod handle;
+mod histogram;
 mod http;
 mod metrics;
 mod operator;
