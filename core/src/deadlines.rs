@@ -5,24 +5,29 @@
 //! agent, offer and framework on a clock tick: the earliest deadline is
 //! [`Core::next_timeout`](crate::core::Core::next_timeout), and a tick pops
 //! only what is due. Each key holds at most one deadline; setting it again
-//! moves it, so a heartbeat pushes an agent's timeout forward in O(log n)
-//! and leaves nothing stale behind to wake the master early.
+//! moves it, so a heartbeat pushes an agent's timeout forward and leaves
+//! nothing stale behind to wake the master early.
+//!
+//! Keys are bucketed by their millisecond: thousands of offers made in one
+//! cycle expire in the same millisecond, and a tree of `(time, key)` pairs
+//! would compare their ids byte by byte on every insert and removal; here
+//! the tree holds times and each bucket is a hash set.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::time::Time;
 
 #[derive(Debug)]
 pub struct Deadlines<K> {
-    by_time: BTreeSet<(Time, K)>,
+    by_time: BTreeMap<Time, HashSet<K>>,
     by_key: HashMap<K, Time>,
 }
 
 impl<K> Default for Deadlines<K> {
     fn default() -> Self {
         Deadlines {
-            by_time: BTreeSet::new(),
+            by_time: BTreeMap::new(),
             by_key: HashMap::new(),
         }
     }
@@ -35,21 +40,30 @@ impl<K: Ord + Hash + Clone> Deadlines<K> {
             if old == at {
                 return;
             }
-            self.by_time.remove(&(old, key.clone()));
+            self.unbucket(&key, old);
         }
-        self.by_time.insert((at, key));
+        self.by_time.entry(at).or_default().insert(key);
     }
 
     /// Forgets `key`'s deadline, if it has one.
     pub fn clear(&mut self, key: &K) {
         if let Some(at) = self.by_key.remove(key) {
-            self.by_time.remove(&(at, key.clone()));
+            self.unbucket(key, at);
+        }
+    }
+
+    fn unbucket(&mut self, key: &K, at: Time) {
+        if let Some(bucket) = self.by_time.get_mut(&at) {
+            bucket.remove(key);
+            if bucket.is_empty() {
+                self.by_time.remove(&at);
+            }
         }
     }
 
     /// The earliest deadline.
     pub fn next(&self) -> Option<Time> {
-        self.by_time.first().map(|(at, _)| *at)
+        self.by_time.first_key_value().map(|(at, _)| *at)
     }
 
     /// `key`'s deadline.
@@ -58,16 +72,20 @@ impl<K: Ord + Hash + Clone> Deadlines<K> {
     }
 
     /// Removes and returns the keys whose deadline is at or before `now`,
-    /// earliest first.
+    /// earliest first (keys due in the same millisecond in their order).
     pub fn pop_due(&mut self, now: Time) -> Vec<K> {
         let mut due = Vec::new();
-        while let Some((at, _)) = self.by_time.first() {
-            if *at > now {
+        while let Some((&at, _)) = self.by_time.first_key_value() {
+            if at > now {
                 break;
             }
-            let (_, key) = self.by_time.pop_first().expect("non-empty");
-            self.by_key.remove(&key);
-            due.push(key);
+            let (_, bucket) = self.by_time.pop_first().expect("non-empty");
+            let mut keys: Vec<K> = bucket.into_iter().collect();
+            keys.sort_unstable();
+            for key in &keys {
+                self.by_key.remove(key);
+            }
+            due.extend(keys);
         }
         due
     }

@@ -3,6 +3,9 @@
 //! `RunTasks` message, and so on. Batching is what keeps the per-task cost of
 //! the wire low (see DESIGN.md, "Cost of the wire").
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;
@@ -26,27 +29,43 @@ pub(super) struct Outbox {
     closes: Vec<Output>,
 }
 
-/// Items grouped by recipient, recipients in first-seen order.
+/// Items grouped by recipient, recipients in first-seen order. A full
+/// allocation cycle offers to every framework, so recipients are found by
+/// index, not by a search.
 struct Batches<K, T> {
     order: Vec<(K, Vec<T>)>,
+    index: HashMap<K, usize>,
 }
 
 impl<K, T> Default for Batches<K, T> {
     fn default() -> Self {
-        Batches { order: Vec::new() }
+        Batches {
+            order: Vec::new(),
+            index: HashMap::new(),
+        }
     }
 }
 
-impl<K: PartialEq + Clone, T> Batches<K, T> {
+impl<K: Hash + Eq + Clone, T> Batches<K, T> {
     fn push(&mut self, key: &K, item: T) {
-        // Recipients per input are few; the last one is the likely match.
-        match self.order.iter_mut().rev().find(|(k, _)| k == key) {
-            Some((_, items)) => items.push(item),
-            None => self.order.push((key.clone(), vec![item])),
+        // Most inputs have one recipient: the last one is the likely match.
+        if let Some((last, items)) = self.order.last_mut()
+            && last == key
+        {
+            items.push(item);
+            return;
+        }
+        match self.index.get(key) {
+            Some(&i) => self.order[i].1.push(item),
+            None => {
+                self.index.insert(key.clone(), self.order.len());
+                self.order.push((key.clone(), vec![item]));
+            }
         }
     }
 
     fn drain(&mut self) -> impl Iterator<Item = (K, Vec<T>)> + '_ {
+        self.index.clear();
         self.order.drain(..)
     }
 }
