@@ -387,37 +387,57 @@ async fn main() {
 }
 
 /// Runs with the agents' executors in their own processes and in the
-/// agents' processes, alternating, `--rounds` times each (default 3; the
-/// first executor-process run is `first`): on a shared machine the load
-/// drifts between runs, so the JSON is the executor-process run of median
-/// rate, with the median in-process figures and the ratio of the medians.
+/// agents' processes, alternating (see [`alternate`]): adds
+/// `in_process_tasks_per_s`, `in_process_launch_p50_ms` and
+/// `process_over_in_process`.
 async fn compare_in_process(first: serde_json::Value) -> serde_json::Value {
+    let other = (Registry::Durable, Transport::Tls, Executor::InProcess);
+    alternate(first, other, "in_process", "process_over_in_process", 0.9).await
+}
+
+/// Runs the default setup against `other`, alternating, `--rounds` times
+/// each (default 3; the first default run is `first`): on a shared machine
+/// the load drifts between runs, so the JSON is the default run of median
+/// rate, with `other`'s median figures under `prefix` and the ratio of the
+/// medians as `ratio` (with its `target_`).
+async fn alternate(
+    first: serde_json::Value,
+    (registry, transport, executor): (Registry, Transport, Executor),
+    prefix: &str,
+    ratio: &str,
+    target: f64,
+) -> serde_json::Value {
     let rounds = arg("--rounds").unwrap_or(3usize).max(1);
     let rate = |r: &serde_json::Value| r["tasks_per_s"].as_f64().unwrap_or(0.0);
-    let mut process = vec![first];
-    let mut in_process = Vec::new();
+    let mut default = vec![first];
+    let mut others = Vec::new();
     for round in 0..rounds {
-        in_process.push(run(Registry::Durable, Transport::Tls, Executor::InProcess).await);
+        others.push(run(registry, transport, executor).await);
         if round + 1 < rounds {
-            process.push(run(Registry::Durable, Transport::Tls, Executor::Process).await);
+            default.push(run(Registry::Durable, Transport::Tls, Executor::Process).await);
         }
     }
     let rates = |runs: &[serde_json::Value]| runs.iter().map(rate).collect::<Vec<f64>>();
-    let (process_rates, in_process_rates) = (rates(&process), rates(&in_process));
+    let (default_rates, other_rates) = (rates(&default), rates(&others));
     let median = |runs: &mut Vec<serde_json::Value>| {
         runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
         runs.swap_remove(runs.len() / 2)
     };
-    let (mut result, in_process) = (median(&mut process), median(&mut in_process));
+    let (mut result, other) = (median(&mut default), median(&mut others));
     result["rounds"] = rounds.into();
-    result["tasks_per_s_rounds"] = process_rates.into();
-    result["in_process_tasks_per_s_rounds"] = in_process_rates.into();
-    result["in_process_tasks_per_s"] = in_process["tasks_per_s"].clone();
-    result["in_process_launch_p50_ms"] = in_process["launch_p50_ms"].clone();
-    result["in_process_launch_p99_ms"] = in_process["launch_p99_ms"].clone();
-    result["in_process_cores_busy"] = in_process["cores_busy"].clone();
-    result["process_over_in_process"] = round3(rate(&result) / rate(&in_process).max(1.0)).into();
-    result["target_process_over_in_process"] = 0.9.into();
+    result["tasks_per_s_rounds"] = default_rates.into();
+    result[format!("{prefix}_tasks_per_s_rounds")] = other_rates.into();
+    for field in [
+        "tasks_per_s",
+        "launch_p50_ms",
+        "launch_p99_ms",
+        "cores_busy",
+        "cpu_us_per_task",
+    ] {
+        result[format!("{prefix}_{field}")] = other[field].clone();
+    }
+    result[ratio] = round3(rate(&result) / rate(&other).max(1.0)).into();
+    result[format!("target_{ratio}")] = target.into();
     result
 }
 
@@ -427,40 +447,14 @@ fn wasmos_bin() -> std::ffi::OsString {
     std::env::var_os("WASMOS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmos").into())
 }
 
-/// Runs the default (TLS, registry on disk, executor process) and the bare
-/// cluster (`--ephemeral --insecure --in-process-executor`) alternating,
-/// `--rounds` times each (default 3): what durability and trust cost
+/// Runs the default (TLS, registry on disk, executor process) against the
+/// bare cluster (`--ephemeral --insecure --in-process-executor`),
+/// alternating (see [`alternate`]): what durability and trust cost
 /// together. Adds `bare_tasks_per_s`, `bare_launch_p50_ms` and
-/// `default_over_bare` (the ratio of the medians) to the default run of
-/// median rate.
+/// `default_over_bare`.
 async fn compare_bare(first: serde_json::Value) -> serde_json::Value {
-    let rounds = arg("--rounds").unwrap_or(3usize).max(1);
-    let rate = |r: &serde_json::Value| r["tasks_per_s"].as_f64().unwrap_or(0.0);
-    let mut default = vec![first];
-    let mut bare = Vec::new();
-    for round in 0..rounds {
-        bare.push(run(Registry::InMemory, Transport::Insecure, Executor::InProcess).await);
-        if round + 1 < rounds {
-            default.push(run(Registry::Durable, Transport::Tls, Executor::Process).await);
-        }
-    }
-    let rates = |runs: &[serde_json::Value]| runs.iter().map(rate).collect::<Vec<f64>>();
-    let (default_rates, bare_rates) = (rates(&default), rates(&bare));
-    let median = |runs: &mut Vec<serde_json::Value>| {
-        runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-        runs.swap_remove(runs.len() / 2)
-    };
-    let (mut result, bare) = (median(&mut default), median(&mut bare));
-    result["rounds"] = rounds.into();
-    result["tasks_per_s_rounds"] = default_rates.into();
-    result["bare_tasks_per_s_rounds"] = bare_rates.into();
-    result["bare_tasks_per_s"] = bare["tasks_per_s"].clone();
-    result["bare_launch_p50_ms"] = bare["launch_p50_ms"].clone();
-    result["bare_launch_p99_ms"] = bare["launch_p99_ms"].clone();
-    result["bare_cpu_us_per_task"] = bare["cpu_us_per_task"].clone();
-    result["default_over_bare"] = round3(rate(&result) / rate(&bare).max(1.0)).into();
-    result["target_default_over_bare"] = 0.85.into();
-    result
+    let bare = (Registry::InMemory, Transport::Insecure, Executor::InProcess);
+    alternate(first, bare, "bare", "default_over_bare", 0.85).await
 }
 
 /// One run of the bench; returns its JSON.
