@@ -19,7 +19,7 @@ use crate::ids::{AgentId, FrameworkId, OfferId};
 use crate::time::Time;
 
 use super::persist::LAST_SEEN_EVERY;
-use super::{Core, CoreError, Reply};
+use super::{Agent, Core, CoreError, Reply};
 
 /// The core's timers, and the agents whose resources came back during the
 /// current input without being offered yet.
@@ -110,15 +110,17 @@ impl Core {
     /// been silent for longer than the agent timeout. A removed agent has
     /// none.
     pub(super) fn schedule_agent(&mut self, id: &AgentId) {
-        match self.agents.get(id) {
-            Some(agent) => {
-                let at = match agent.recovering_until {
-                    Some(until) => until,
-                    None => Time((agent.last_seen + self.config.agent_timeout).0 + 1),
-                };
-                self.timers.agents.set(id.clone(), at);
-            }
+        match self.agents.get(id).map(|a| self.agent_deadline(a)) {
+            Some(at) => self.timers.agents.set(id.clone(), at),
             None => self.timers.agents.clear(id),
+        }
+    }
+
+    /// When `agent` is to be declared gone if nothing is heard from it.
+    fn agent_deadline(&self, agent: &Agent) -> Time {
+        match agent.recovering_until {
+            Some(until) => until,
+            None => Time((agent.last_seen + self.config.agent_timeout).0 + 1),
         }
     }
 
@@ -140,10 +142,7 @@ impl Core {
             }
         }
         for agent in self.agents.values() {
-            let want = match agent.recovering_until {
-                Some(until) => until,
-                None => Time((agent.last_seen + self.config.agent_timeout).0 + 1),
-            };
+            let want = self.agent_deadline(agent);
             if self.timers.agents.get(&agent.id) != Some(want) {
                 return Err(format!(
                     "agent {} has timer {:?}, want {want:?}",
