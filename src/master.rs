@@ -34,6 +34,10 @@ pub struct Args {
     /// clusters and benchmarks.
     #[arg(long)]
     ephemeral: bool,
+    /// While FILE exists, registry commits wait (tests: to kill the master
+    /// between sending a launch and making it durable).
+    #[arg(long, hide = true, value_name = "FILE")]
+    hold_commits_while: Option<PathBuf>,
     /// After a restart, how long an agent has to re-register before it is
     /// declared gone and its tasks LOST. Until then its tasks are kept and
     /// never reported lost.
@@ -220,6 +224,7 @@ impl Args {
         if self.ephemeral {
             config.store = Some(Arc::new(wasmos_master::store::MemoryStore::new()));
         }
+        config.hold_commits_while = self.hold_commits_while.clone();
         config.core.offer_timeout = Some(self.offer_timeout);
         config.core.default_failover_timeout = self.failover_timeout;
         config.core.completed_tasks_per_framework = self.completed_tasks;

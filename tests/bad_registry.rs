@@ -74,6 +74,7 @@ fn a_registry_of_a_newer_schema_is_refused_and_left_as_it_is() {
             .commit(&[Write::Put(Record::Meta(v1::RegistryMeta {
                 schema_version: SCHEMA_VERSION + 1,
                 epoch: 41,
+                ..Default::default()
             }))])
             .unwrap();
     }

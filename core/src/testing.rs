@@ -42,6 +42,9 @@ pub struct Harness {
     pub agent_messages: HashMap<AgentId, Vec<v1::MasterMessage>>,
     pub closed_frameworks: Vec<FrameworkId>,
     pub closed_agents: Vec<AgentId>,
+    /// Writes of inputs handled with [`Harness::handle_uncommitted`]: the
+    /// messages went out, the commit has not landed.
+    pub uncommitted: Vec<crate::store::Write>,
 }
 
 impl Default for Harness {
@@ -72,6 +75,7 @@ impl Harness {
             agent_messages: HashMap::new(),
             closed_frameworks: Vec::new(),
             closed_agents: Vec::new(),
+            uncommitted: Vec::new(),
         }
     }
 
@@ -97,7 +101,11 @@ impl Harness {
         if tick && self.core.next_timeout().is_some_and(|due| due <= self.now) {
             panic!("a tick at {:?} left a deadline due", self.now);
         }
-        self.store.commit(&out.writes).expect("memory store");
+        if self.uncommitted.is_empty() {
+            self.store.commit(&out.writes).expect("memory store");
+        } else {
+            self.uncommitted.extend(out.writes);
+        }
         for message in out.messages {
             self.absorb(message);
         }
@@ -105,13 +113,37 @@ impl Harness {
         out.reply
     }
 
+    /// Feeds one input whose messages go out (launches to agents, ends to
+    /// the allocator) while its commit has not landed yet: its writes wait
+    /// in `uncommitted` until [`Harness::commit`], or are lost by
+    /// [`Harness::restart`]. Later inputs' writes queue behind them, as
+    /// commits land in order.
+    pub fn handle_uncommitted(&mut self, input: Input) -> Result<Reply, CoreError> {
+        let out = self.core.handle(input, self.now);
+        self.uncommitted.extend(out.writes);
+        for message in out.messages {
+            self.absorb(message);
+        }
+        self.check();
+        out.reply
+    }
+
+    /// The commits held by [`Harness::handle_uncommitted`] land.
+    pub fn commit(&mut self) {
+        let writes = std::mem::take(&mut self.uncommitted);
+        self.store.commit(&writes).expect("memory store");
+        self.check();
+    }
+
     /// The checks run after every step: the core's invariants, and the
-    /// registry against the core.
+    /// registry against the core (once no commit is outstanding).
     pub fn check(&self) {
         if let Err(e) = self.core.check_invariants() {
             panic!("invariant broken: {e}");
         }
-        self.check_registry();
+        if self.uncommitted.is_empty() {
+            self.check_registry();
+        }
     }
 
     /// The registry equals the core's records (last-seen times aside, which
@@ -142,6 +174,8 @@ impl Harness {
     /// The master crashes and restarts on its registry: every stream and
     /// offer is gone; agents and frameworks must come back.
     pub fn restart(&mut self) {
+        // Commits still outstanding die with the process.
+        self.uncommitted.clear();
         self.restarts += 1;
         let mut config = self.config.clone();
         config.master_id = format!("{}r{}", self.config.master_id, self.restarts);
@@ -424,6 +458,32 @@ pub fn launched(messages: &[v1::MasterMessage]) -> Vec<String> {
         })
         .flatten()
         .collect()
+}
+
+/// The launches an agent was sent, as sent (with their MACs).
+pub fn launches(messages: &[v1::MasterMessage]) -> Vec<v1::TaskLaunch> {
+    messages
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Some(AgentKind::RunTasks(r)) => Some(r.tasks.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// How an agent reports `launch` on re-registration, in `state`.
+pub fn reported(launch: &v1::TaskLaunch, state: v1::TaskState) -> v1::RunningTask {
+    let spec = launch.spec.clone().expect("a launch has a spec");
+    v1::RunningTask {
+        task_id: spec.task_id.clone(),
+        framework_id: launch.framework_id.clone(),
+        resources: None,
+        state: state as i32,
+        artifact: spec.artifact.clone(),
+        spec: Some(spec),
+        launch_mac: launch.mac.clone(),
+    }
 }
 
 /// Tasks an agent was told to kill, from its messages.

@@ -235,6 +235,7 @@ impl Sim {
                 resources: Some((&t.resources).into()),
                 state: t.status.state,
                 artifact: t.spec.artifact.clone(),
+                ..Default::default()
             })
             .collect()
     }

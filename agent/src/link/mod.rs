@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -397,6 +398,8 @@ impl Agent {
                             resources: None,
                             state: v1::TaskState::Staging as i32,
                             artifact: spec.artifact.clone(),
+                            spec: Some(spec.clone()),
+                            launch_mac: launch.mac.clone(),
                         });
                 }
                 self.executor.send(ToExecutor::Run(run));
@@ -574,12 +577,43 @@ impl Agent {
 
     /// The tasks to report when registering: those that still run, and
     /// those that ended with their terminal update not yet acknowledged.
+    ///
+    /// Each carries its launch (spec and MAC) for a master that lost it,
+    /// within [`LAUNCHES_REPORTED_BYTES`] in all: the newest launches
+    /// (staging, then starting) first, as they are the ones a crashed
+    /// master may not have made durable; past the budget only ids and
+    /// states go, which is all a master that knows its tasks needs.
     fn running_tasks(&self) -> Vec<v1::RunningTask> {
         let mut tasks: Vec<v1::RunningTask> = self.open.values().cloned().collect();
-        tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        let newest_first = |state: v1::TaskState| match state {
+            v1::TaskState::Staging | v1::TaskState::Unspecified => 0,
+            v1::TaskState::Starting => 1,
+            v1::TaskState::Running => 2,
+            _ => 3,
+        };
+        tasks.sort_by(|a, b| {
+            newest_first(a.state())
+                .cmp(&newest_first(b.state()))
+                .then_with(|| a.task_id.cmp(&b.task_id))
+        });
+        let mut budget = LAUNCHES_REPORTED_BYTES;
+        for task in &mut tasks {
+            let size = task.spec.as_ref().map_or(0, |s| s.encoded_len()) + task.launch_mac.len();
+            if size <= budget {
+                budget -= size;
+            } else {
+                task.spec = None;
+                task.launch_mac.clear();
+            }
+        }
         tasks
     }
 }
+
+/// How many bytes of launches (specs and MACs) a registration carries at
+/// most: with the ids and states of up to 10,000 tasks it stays well under
+/// the 4 MiB a gRPC message may be by default.
+const LAUNCHES_REPORTED_BYTES: usize = 2 << 20;
 
 fn id_path(config: &AgentConfig) -> std::path::PathBuf {
     config.executor.work_dir.join("agent_id")

@@ -317,6 +317,8 @@ impl Service {
                 resources: None,
                 state: t.state,
                 artifact: t.artifact.clone(),
+                spec: t.spec.clone(),
+                launch_mac: t.launch_mac.clone(),
             })
             .collect();
         tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
@@ -397,10 +399,14 @@ impl Service {
                 );
                 continue;
             }
+            // The spec and MAC are what a master that lost this launch
+            // adopts the task from (reported by `open_tasks`).
             let record = v1::CheckpointTask {
                 framework_id: launch.framework_id.clone(),
                 artifact: spec.artifact.clone(),
                 state: v1::TaskState::Staging as i32,
+                spec: Some(spec.clone()),
+                launch_mac: launch.mac,
             };
             match self.executor.launch(
                 &launch.framework_id,

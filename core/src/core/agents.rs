@@ -17,6 +17,7 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;
 
+use super::adopt::RefusedAdoption;
 use super::{Agent, ConnectionId, Core, CoreError, Reply};
 use crate::allocator::Scope;
 use crate::ids::{AgentId, Role, TaskId, validate_role};
@@ -51,11 +52,6 @@ impl Core {
         } else {
             AgentId::from(info.agent_id.as_str())
         };
-        let reported: Vec<(TaskId, &str)> = register
-            .tasks
-            .iter()
-            .map(|t| (TaskId::from(t.task_id.as_str()), t.artifact.as_str()))
-            .collect();
         let mut kill = Vec::new();
 
         if let Some(known) = self.agents.get(&id)
@@ -104,21 +100,28 @@ impl Core {
                     .expect("agent known to allocator");
             }
             // The tasks both sides agree on: the master placed them here,
-            // they still run, and they run the module they were launched with.
-            let mut reported_set: HashSet<&TaskId> = HashSet::with_capacity(reported.len());
-            for (task, artifact) in &reported {
-                match self.tasks.get(task) {
+            // they still run, and they run the module they were launched
+            // with. Ends the agent reports are applied before anything is
+            // adopted (`adopt.rs`), so an adopted task never finds its
+            // resources still held by one that ended.
+            let mut reported_set: HashSet<TaskId> = HashSet::with_capacity(register.tasks.len());
+            let mut unknown = Vec::new();
+            for report in &register.tasks {
+                let task = TaskId::from(report.task_id.as_str());
+                match self.tasks.get(&task) {
                     Some(t)
                         if t.agent == id
                             && !t.released
-                            && (artifact.is_empty() || *artifact == t.spec.artifact) =>
+                            && (report.artifact.is_empty() || report.artifact == t.spec.artifact) =>
                     {
-                        reported_set.insert(task);
                         if t.kill_requested {
                             kill.push(task.to_string());
                         }
+                        self.reported_end(&task, report.state(), now);
+                        reported_set.insert(task);
                     }
-                    _ => kill.push(task.to_string()),
+                    Some(_) => kill.push(task.to_string()),
+                    None => unknown.push(report),
                 }
             }
             // Tasks the master placed here that the agent no longer has.
@@ -134,6 +137,17 @@ impl Core {
                     );
                 }
             }
+            for report in unknown {
+                if let Err(why) = self.adopt(&id, report, now) {
+                    kill.push(report.task_id.clone());
+                    self.refused_adoptions.push(RefusedAdoption {
+                        agent: id.clone(),
+                        task: report.task_id.clone(),
+                        framework: report.framework_id.clone(),
+                        why,
+                    });
+                }
+            }
         } else {
             if self.agents.len() >= self.config.caps.agents {
                 return Err(CoreError::Exhausted(format!(
@@ -143,7 +157,7 @@ impl Core {
             }
             // A new agent, or one the master declared lost: either way it
             // starts empty, and anything it still runs must die.
-            kill.extend(reported.iter().map(|(t, _)| t.to_string()));
+            kill.extend(register.tasks.iter().map(|t| t.task_id.clone()));
             // Totals are exact integers: refuse an agent whose claim would
             // wrap the cluster's total around rather than corrupt every share.
             if self.allocator.total().checked_add(&total).is_none() {
@@ -186,6 +200,7 @@ impl Core {
         );
         self.schedule_agent(&id);
         self.allocate(now, Scope::Agents(std::slice::from_ref(&id)));
+        self.answer_held_reconciliations(now);
         Ok(Reply::Registered(id))
     }
 
@@ -289,6 +304,7 @@ impl Core {
                 );
             }
         }
+        self.answer_held_reconciliations(now);
     }
 }
 

@@ -11,22 +11,29 @@
 //! either applied whole or refused with a [`CoreError`] that changes nothing.
 //!
 //! Nothing is lost with the process: every input also returns the registry
-//! [`Write`]s for what it changed (`persist.rs`), which the shell makes
-//! durable before it sends the input's messages, and [`Core::recover`]
-//! rebuilds a core from what was written (`recover.rs`).
+//! [`Write`]s for what it changed (`persist.rs`), and [`Core::recover`]
+//! rebuilds a core from what was written (`recover.rs`). The shell decides
+//! which messages wait for those writes: offers and launches do not (a
+//! launch is signed, `launch_key.rs`, and adopted from its agent if the
+//! master crashes before it is durable); what a framework is told about
+//! its calls and its tasks' ends does.
 //!
 //! Files: `agents.rs` (register, heartbeat, lose), `frameworks.rs`
 //! (subscribe, failover, teardown), `offers.rs` (offer, accept, decline,
 //! rescind), `tasks.rs` (status updates, acks, kill, reconcile),
+//! `adopt.rs` (tasks a re-registering agent reports that the master lost),
+//! `launch_key.rs` (signed launches),
 //! `validate.rs` (task specs), `outbox.rs` (batching messages), `view.rs`
 //! (what operators see), `invariants.rs` (the accounting checks tests run).
 
 mod access;
+mod adopt;
 mod agents;
 mod bounds;
 mod error;
 mod frameworks;
 mod invariants;
+mod launch_key;
 mod offers;
 mod outbox;
 mod persist;
@@ -46,8 +53,10 @@ use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::resources::Resources;
 use crate::store::Write;
 use crate::time::Time;
+pub use adopt::RefusedAdoption;
 pub use bounds::bound;
 pub use error::CoreError;
+pub use launch_key::LaunchKey;
 use outbox::Outbox;
 pub use persist::LAST_SEEN_EVERY;
 pub use recover::Recovered;
@@ -96,6 +105,10 @@ pub struct CoreConfig {
     /// This start's epoch: it grows at every start on the same registry and
     /// is sent to agents and frameworks. Default 0.
     pub master_epoch: u64,
+    /// The key launches are signed with (see `launch_key.rs`): the
+    /// registry's, so a restarted master adopts tasks it launched before
+    /// its crash. Default all zeros (tests).
+    pub launch_key: LaunchKey,
     /// Capacity caps (`wasmos master --max-…`): see [`Caps`].
     pub caps: Caps,
 }
@@ -162,6 +175,7 @@ impl Default for CoreConfig {
             agent_reregister_timeout: Duration::from_secs(600),
             wall_clock_origin_ms: 0,
             master_epoch: 0,
+            launch_key: LaunchKey::default(),
             caps: Caps::default(),
         }
     }
@@ -380,6 +394,12 @@ pub struct Core {
     role_settings: HashMap<Role, (Option<f64>, Option<Resources>)>,
     /// When each offer, agent and framework next needs the core's time.
     timers: timers::Timers,
+    /// Tasks an agent reported that were not taken in (`adopt.rs`).
+    refused_adoptions: Vec<RefusedAdoption>,
+    /// Reconciliations of tasks the master does not know, asked while an
+    /// agent that may hold them has not re-registered: answered once none
+    /// is left recovering (`tasks.rs`).
+    held_reconciliations: Vec<(FrameworkId, TaskId)>,
 }
 
 impl Core {
@@ -398,6 +418,8 @@ impl Core {
             dirty: persist::Dirty::default(),
             role_settings: HashMap::new(),
             timers: timers::Timers::default(),
+            refused_adoptions: Vec::new(),
+            held_reconciliations: Vec::new(),
         }
     }
 

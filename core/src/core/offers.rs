@@ -157,11 +157,13 @@ impl Core {
             if spec.name.is_empty() {
                 spec.name = spec.task_id.clone();
             }
+            let mac = self.config.launch_key.sign(&agent, &framework, &spec);
             self.out.run(
                 &agent,
                 v1::TaskLaunch {
                     framework_id: framework.to_string(),
                     spec: Some(spec.clone()),
+                    mac,
                 },
             );
             let status = v1::TaskStatus {

@@ -31,6 +31,11 @@ pub fn progress(state: v1::TaskState) -> u8 {
     }
 }
 
+/// Reconciliations held while agents recover, at most: past it, "unknown"
+/// is answered at once (a framework asking about millions of tasks it never
+/// launched gets what it asked for).
+const MAX_HELD_RECONCILIATIONS: usize = 1_000_000;
+
 impl Core {
     pub(super) fn agent_updates(
         &mut self,
@@ -63,13 +68,15 @@ impl Core {
                 self.dismiss(agent, status);
                 continue;
             };
-            if task.released && task.status.uuid != status.uuid {
+            if task.released && !task.status.uuid.is_empty() && task.status.uuid != status.uuid {
                 // The master already settled this task (e.g. LOST); a late
-                // word from the agent changes nothing.
+                // word from the agent changes nothing. (An end the agent
+                // reported on re-registering has no uuid: its own update,
+                // which follows, replaces it.)
                 self.dismiss(agent, status);
                 continue;
             }
-            if !task.released && progress(status.state()) < progress(task.status.state()) {
+            if progress(status.state()) < progress(task.status.state()) {
                 // An older update resent, or overtaken on the way (STARTING
                 // after RUNNING): states only move forward.
                 self.dismiss(agent, status);
@@ -218,35 +225,70 @@ impl Core {
                 .map(|id| TaskId::from(id.as_str()))
                 .collect()
         };
+        let hold = self.agents_recovering();
         for id in ids {
-            let status = match self.tasks.get(&id) {
-                Some(task) => {
-                    let mut status = task.status.clone();
-                    status.uuid.clear();
-                    status.agent_recovering = !task.released
-                        && self
-                            .agents
-                            .get(&task.agent)
-                            .is_some_and(|a| a.recovering_until.is_some());
-                    if status.reason == v1::Reason::Unspecified as i32 {
-                        status.reason = v1::Reason::Reconciliation as i32;
-                    }
-                    status
-                }
-                None => v1::TaskStatus {
-                    task_id: id.to_string(),
-                    framework_id: framework.to_string(),
-                    state: v1::TaskState::Lost as i32,
-                    reason: v1::Reason::TaskUnknown as i32,
-                    message: "the master does not know this task".into(),
-                    timestamp_ms: self.wall(now),
-                    source: v1::StatusSource::Master as i32,
-                    ..Default::default()
-                },
-            };
+            if hold
+                && !self.tasks.contains_key(&id)
+                && self.held_reconciliations.len() < MAX_HELD_RECONCILIATIONS
+            {
+                // An agent still to re-register may hold it (launched just
+                // before a crash): "unknown" now would have it run twice.
+                self.held_reconciliations.push((framework.clone(), id));
+                continue;
+            }
+            let status = self.reconciliation_answer(&framework, &id, now);
             self.out.update(&framework, status);
         }
         Ok(Reply::Done)
+    }
+
+    /// Is any agent of the registry still to re-register after a restart?
+    pub(super) fn agents_recovering(&self) -> bool {
+        self.agents.values().any(|a| a.recovering_until.is_some())
+    }
+
+    /// Answers the reconciliations held while agents were recovering, once
+    /// none is.
+    pub(super) fn answer_held_reconciliations(&mut self, now: Time) {
+        if self.held_reconciliations.is_empty() || self.agents_recovering() {
+            return;
+        }
+        for (framework, id) in std::mem::take(&mut self.held_reconciliations) {
+            if self.frameworks.contains_key(&framework) && self.framework_connected(&framework) {
+                let status = self.reconciliation_answer(&framework, &id, now);
+                self.out.update(&framework, status);
+            }
+        }
+    }
+
+    /// What a reconciliation says of task `id`: its latest status, or
+    /// `LOST` (`TASK_UNKNOWN`) for a task the master does not know.
+    fn reconciliation_answer(&self, framework: &FrameworkId, id: &TaskId, now: Time) -> v1::TaskStatus {
+        match self.tasks.get(id) {
+            Some(task) => {
+                let mut status = task.status.clone();
+                status.uuid.clear();
+                status.agent_recovering = !task.released
+                    && self
+                        .agents
+                        .get(&task.agent)
+                        .is_some_and(|a| a.recovering_until.is_some());
+                if status.reason == v1::Reason::Unspecified as i32 {
+                    status.reason = v1::Reason::Reconciliation as i32;
+                }
+                status
+            }
+            None => v1::TaskStatus {
+                task_id: id.to_string(),
+                framework_id: framework.to_string(),
+                state: v1::TaskState::Lost as i32,
+                reason: v1::Reason::TaskUnknown as i32,
+                message: "the master does not know this task".into(),
+                timestamp_ms: self.wall(now),
+                source: v1::StatusSource::Master as i32,
+                ..Default::default()
+            },
+        }
     }
 
     /// Acknowledges an update to its agent without forwarding it, so the
@@ -311,7 +353,7 @@ impl Core {
     }
 
     /// Gives a task's resources back, once.
-    fn release_task(&mut self, id: &TaskId) {
+    pub(super) fn release_task(&mut self, id: &TaskId) {
         let task = self.tasks.get_mut(id).expect("known task");
         if task.released {
             return;

@@ -25,6 +25,8 @@ use std::fmt;
 use prost::Message;
 use wasmos_proto::v1;
 
+use crate::core::LaunchKey;
+
 pub use memory::MemoryStore;
 
 /// The layout of the records this master writes and understands.
@@ -314,29 +316,42 @@ impl fmt::Debug for dyn Store {
     }
 }
 
-/// What a master starts from: the registry as loaded, and the epoch of this
-/// start (already durable).
+/// What a master starts from: the registry as loaded, the epoch of this
+/// start (already durable) and the key its launches are signed with.
 #[derive(Debug)]
 pub struct Opened {
     pub registry: Registry,
     pub epoch: u64,
+    pub launch_key: LaunchKey,
 }
 
 /// Loads the registry, checks its schema version, and makes this start's
-/// epoch (one more than the last) durable before returning. A registry of
+/// epoch (one more than the last) durable before returning, with the
+/// registry's launch key, or `fresh_launch_key` for a registry that has
+/// none yet (new, or written before launches were signed). A registry of
 /// another schema version, or records without a header, are refused and
 /// left exactly as they are.
-pub fn open(store: &dyn Store) -> Result<Opened, StoreError> {
+pub fn open(store: &dyn Store, fresh_launch_key: [u8; 32]) -> Result<Opened, StoreError> {
     let mut registry = store.load()?;
     let epoch = check_header(registry.meta.as_ref(), registry.len(), &store.describe())?
         .map_or(1, |last| last + 1);
+    let key = registry
+        .meta
+        .as_ref()
+        .and_then(|meta| <[u8; 32]>::try_from(meta.launch_key.as_slice()).ok())
+        .unwrap_or(fresh_launch_key);
     let meta = v1::RegistryMeta {
         schema_version: SCHEMA_VERSION,
         epoch,
+        launch_key: key.to_vec(),
     };
-    store.commit(&[Write::Put(Record::Meta(meta))])?;
+    store.commit(&[Write::Put(Record::Meta(meta.clone()))])?;
     registry.meta = Some(meta);
-    Ok(Opened { registry, epoch })
+    Ok(Opened {
+        registry,
+        epoch,
+        launch_key: LaunchKey::new(key),
+    })
 }
 
 /// Checks a registry's header (`meta`, beside `records` other records):

@@ -16,14 +16,27 @@
 //! the next turn's batch, so the fsyncs per second stay few however many
 //! tasks go through.
 //!
-//! Offers (and their rescinds) are the exception: they go out at the end of
-//! their turn, commit or no commit. An offer promises nothing durable, and
-//! what a framework does with it (an `Accept`) writes its launch in a later
-//! commit, which is durable only after every earlier one, so a launch on
-//! resources freed by a task's end is never durable before that end. This
-//! takes a commit off every task's cycle. An offer never overtakes a held
-//! `SUBSCRIBED` or `ERROR` of its stream; it may overtake held updates,
-//! which frameworks must not order against offers anyway.
+//! Offers, rescinds and launches are the exception: they go out at the end
+//! of their turn, commit or no commit.
+//!
+//! - An offer promises nothing durable, and what a framework does with it
+//!   (an `Accept`) is answered only once its launch is durable, after every
+//!   earlier commit, so a framework never builds on an end a crash could
+//!   take back.
+//! - A launch goes to its agent while its commit runs: what must be durable
+//!   is what a framework is *told* (the `Accept`'s answer waits for the
+//!   commit), never what an agent is asked to do. A master that dies in
+//!   between adopts the task when its agent re-registers and reports it
+//!   with the launch's MAC (the core's `adopt.rs`); until every agent is
+//!   back, it answers no reconciliation with "unknown".
+//!
+//! Neither overtakes the first message of its stream held for the same
+//! commit: an offer waits behind a held `SUBSCRIBED` or `ERROR`, a launch
+//! behind its agent's held `Registered` (or the end of its stream). An
+//! offer may overtake held updates, which frameworks must not order against
+//! offers anyway, and a launch may overtake held kills and acks of other
+//! tasks. Together this takes every commit off the path from `Accept` to
+//! the task's start.
 //!
 //! Time: the core runs on a monotonic clock (milliseconds since the actor's
 //! start); the wall clock is read once, at start, to map it to timestamps
@@ -41,7 +54,7 @@ use wasmos_proto::v1::master_message::Kind as AgentKind;
 
 use super::metrics::Metrics;
 use crate::access::Principal;
-use crate::core::{ConnectionId, Core, CoreError, Input, Output, Reply};
+use crate::core::{ConnectionId, Core, CoreError, Input, Output, RefusedAdoption, Reply};
 use crate::ids::{AgentId, FrameworkId};
 use crate::sandbox_read::{self, Refused};
 use crate::store::{Store, StoreError, Write};
@@ -89,7 +102,7 @@ pub enum Command {
     AttachAgent {
         register: v1::Register,
         messages: AgentSender,
-        reply: oneshot::Sender<Result<(AgentId, ConnectionId), CoreError>>,
+        reply: oneshot::Sender<Result<Attached, CoreError>>,
     },
     /// A message on an agent's stream after registration.
     FromAgent {
@@ -109,6 +122,16 @@ pub enum Command {
     },
     /// Read the core (for Operator, `/state` and `/metrics`).
     Query(Query),
+}
+
+/// An agent's stream, attached.
+#[derive(Debug)]
+pub struct Attached {
+    pub agent: AgentId,
+    pub connection: ConnectionId,
+    /// Tasks it reported that the master would not take in (it was told to
+    /// kill them), for the audit log.
+    pub refused: Vec<RefusedAdoption>,
 }
 
 /// Timing of the actor.
@@ -154,6 +177,9 @@ struct Committing {
     /// Frameworks whose stream has a held `SUBSCRIBED`, `ERROR` or close in
     /// `held`: their offers wait behind it.
     held_streams: HashSet<FrameworkId>,
+    /// Agents whose stream has a held `Registered` or close in `held`: their
+    /// launches wait behind it.
+    held_agents: HashSet<AgentId>,
 }
 
 pub struct Actor {
@@ -167,8 +193,10 @@ pub struct Actor {
     held: Vec<Output>,
     held_replies: Vec<HeldReply>,
     held_streams: HashSet<FrameworkId>,
+    held_agents: HashSet<AgentId>,
     writes: Vec<Write>,
-    /// Offers and rescinds of this turn: they go at its end, durable or not.
+    /// Offers, rescinds and launches of this turn: they go at its end,
+    /// durable or not.
     early: Vec<Output>,
     /// The commit in flight on a blocking thread, with what waits on it.
     /// While it runs the actor goes on with the next turns (pipelining):
@@ -203,6 +231,7 @@ impl Actor {
             held: Vec::new(),
             held_replies: Vec::new(),
             held_streams: HashSet::new(),
+            held_agents: HashSet::new(),
             writes: Vec::new(),
             early: Vec::new(),
             committing: None,
@@ -300,6 +329,7 @@ impl Actor {
                     std::mem::take(&mut self.held_replies),
                 );
                 self.held_streams.clear();
+                self.held_agents.clear();
                 self.release(held, replies);
                 continue;
             }
@@ -319,6 +349,7 @@ impl Actor {
                 held: std::mem::take(&mut self.held),
                 held_replies: std::mem::take(&mut self.held_replies),
                 held_streams: std::mem::take(&mut self.held_streams),
+                held_agents: std::mem::take(&mut self.held_agents),
             });
         }
     }
@@ -388,6 +419,13 @@ impl Actor {
                     .as_ref()
                     .is_some_and(|c| c.held_streams.contains(id))
         };
+        let agent_held = |actor: &Actor, id: &AgentId| {
+            actor.held_agents.contains(id)
+                || actor
+                    .committing
+                    .as_ref()
+                    .is_some_and(|c| c.held_agents.contains(id))
+        };
         match &message {
             Output::Framework(id, event)
                 if matches!(
@@ -411,6 +449,26 @@ impl Actor {
             )
             | Output::CloseFramework(id) => {
                 self.held_streams.insert(id.clone());
+            }
+            Output::Agent(
+                id,
+                v1::MasterMessage {
+                    kind: Some(AgentKind::RunTasks(_)),
+                },
+            ) => {
+                if !agent_held(self, id) {
+                    self.early.push(message);
+                    return;
+                }
+            }
+            Output::Agent(
+                id,
+                v1::MasterMessage {
+                    kind: Some(AgentKind::Registered(_)),
+                },
+            )
+            | Output::CloseAgent(id) => {
+                self.held_agents.insert(id.clone());
             }
             _ => {}
         }
@@ -503,9 +561,13 @@ impl Actor {
                     connection,
                     register,
                 }) {
-                    Ok(Reply::Registered(id)) => {
-                        self.agents.insert(id.clone(), (connection, messages));
-                        Ok((id, connection))
+                    Ok(Reply::Registered(agent)) => {
+                        self.agents.insert(agent.clone(), (connection, messages));
+                        Ok(Attached {
+                            agent,
+                            connection,
+                            refused: self.core.take_refused_adoptions(),
+                        })
                     }
                     Ok(other) => unreachable!("register replied {other:?}"),
                     Err(e) => Err(e),

@@ -90,11 +90,27 @@ impl AgentLink for AgentLinkService {
                 reply,
             })
             .await?;
-        let (agent, connection) = answer
+        let attached = answer
             .await
             .map_err(|_| Status::unavailable("the master is shutting down"))?
             .map_err(status_of)?;
+        let (agent, connection) = (attached.agent, attached.connection);
         tracing::info!(%agent, "agent attached");
+        for refused in &attached.refused {
+            tracing::warn!(
+                %agent,
+                task = %refused.task,
+                framework = %refused.framework,
+                "the agent reported a task the master will not adopt; told to kill it: {}",
+                refused.why
+            );
+            self.audit.record::<()>(
+                Actor::Agent(agent.as_str()),
+                "AgentLink.Attach",
+                serde_json::json!({ "adopt_task": refused.task, "framework_id": refused.framework }),
+                &Err(Status::permission_denied(refused.why.clone())),
+            );
+        }
         let actor = self.actor.clone();
         tokio::spawn(async move {
             loop {

@@ -122,6 +122,9 @@ pub struct MasterConfig {
     /// Where the registry lives. Default `None`: `registry.redb` in
     /// `work_dir`.
     pub store: Option<Arc<dyn Store>>,
+    /// While this file exists, registry commits wait (a test hook: see
+    /// `store::GatedStore`).
+    pub hold_commits_while: Option<PathBuf>,
     /// The wall clock. Default the system's.
     pub wall_clock: WallClock,
     /// The size of one audit log file ([`AUDIT_LOG_BYTES`]) and how many
@@ -157,6 +160,7 @@ impl MasterConfig {
             connection_limits: None,
             artifact_ttl: Duration::from_secs(24 * 3600),
             store: None,
+            hold_commits_while: None,
             wall_clock: WallClock::system(),
             audit_log_bytes: AUDIT_LOG_BYTES,
             audit_log_files: AUDIT_LOG_FILES,
@@ -216,6 +220,10 @@ impl Master {
             Some(store) => store.clone(),
             None => Arc::new(RedbStore::open(&RedbStore::path_in(&config.work_dir))?),
         };
+        let registry: Arc<dyn Store> = match &config.hold_commits_while {
+            Some(gate) => Arc::new(store::GatedStore::new(registry, gate.clone())),
+            None => registry,
+        };
         let loading = Instant::now();
         let mut opened = {
             let registry = registry.clone();
@@ -224,6 +232,7 @@ impl Master {
         let clock = actor::Clock::start();
         let mut core_config = config.core.clone();
         core_config.master_epoch = opened.epoch;
+        core_config.launch_key = opened.launch_key.clone();
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
         let artifacts = std::mem::take(&mut opened.registry.artifacts);
         let trust_records = trust::Records::take(&mut opened.registry);

@@ -7,13 +7,22 @@
 //! [`RedbStore`] (embedded, the default, in the work dir).
 //!
 //! Files: `redb.rs`, `power_loss.rs` (a redb storage backend for tests that
-//! loses every write not yet synced when its "power" goes).
+//! loses every write not yet synced when its "power" goes), `gated.rs` (a
+//! store whose commits tests hold).
 
+mod gated;
 pub mod power_loss;
 mod redb;
 
+pub use gated::GatedStore;
 pub use redb::RedbStore;
 pub use wasmos_core::store::*;
+
+/// Opens `store` as [`wasmos_core::store::open`] does, giving a registry
+/// without a launch key a new random one.
+pub fn open(store: &dyn Store) -> Result<Opened, StoreError> {
+    wasmos_core::store::open(store, rand::random())
+}
 
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,7 @@ fn a_registry_of_another_schema_is_refused_and_left_as_it_was() {
                 Write::Put(Record::Meta(v1::RegistryMeta {
                     schema_version: SCHEMA_VERSION + 1,
                     epoch: 7,
+                    ..Default::default()
                 })),
                 Write::Put(task("t1", "a1")),
             ])
@@ -91,6 +92,7 @@ fn a_registry_of_another_schema_is_refused_and_left_as_it_was() {
         .commit(&[Write::Put(Record::Meta(v1::RegistryMeta {
             schema_version: SCHEMA_VERSION + 1,
             epoch: 7,
+            ..Default::default()
         }))])
         .unwrap();
     let err = open(&memory).unwrap_err().to_string();
@@ -184,4 +186,44 @@ fn committed_writes_survive_power_loss_and_unsynced_ones_do_not() {
         "every commit, and nothing unsynced"
     );
     assert!(!task_ids(&opened.registry).contains(&"unsynced".to_string()));
+}
+
+#[test]
+fn the_launch_key_is_made_once_and_kept_and_an_old_registry_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::path_in(dir.path());
+    // A registry written before launches were signed: a header without a
+    // key, and a task.
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store
+            .commit(&[
+                Write::Put(Record::Meta(v1::RegistryMeta {
+                    schema_version: SCHEMA_VERSION,
+                    epoch: 3,
+                    ..Default::default()
+                })),
+                Write::Put(task("t1", "a1")),
+            ])
+            .unwrap();
+    }
+    let first = {
+        let store = RedbStore::open(&path).unwrap();
+        let opened = open(&store).unwrap();
+        assert_eq!(opened.epoch, 4);
+        assert_eq!(task_ids(&opened.registry), ["t1"]);
+        opened.launch_key
+    };
+    // Every later start signs with the same key, so launches made before a
+    // crash are adopted after it.
+    for epoch in 5..7 {
+        let store = RedbStore::open(&path).unwrap();
+        let opened = open(&store).unwrap();
+        assert_eq!(opened.epoch, epoch);
+        assert_eq!(opened.launch_key, first);
+    }
+    // Another registry gets another key.
+    let other = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&RedbStore::path_in(other.path())).unwrap();
+    assert_ne!(open(&store).unwrap().launch_key, first);
 }

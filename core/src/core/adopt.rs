@@ -1,0 +1,198 @@
+//! What a re-registering agent reports that the master did not know.
+//!
+//! Launches reach their agent before the registry holds them, and an end
+//! frees its resources before the registry holds it, so a master that
+//! crashes and restarts can be behind its agents: a task it launched and
+//! never made durable, a task it still thinks runs that has ended. The
+//! agent's report on re-registration settles both, in this order:
+//!
+//! 1. **Ends first.** A task the master holds as running that the agent
+//!    reports ended gives its resources back now. Its status becomes the
+//!    reported state with no uuid (the master heard it, nobody acknowledges
+//!    it); the agent's own update, which it sends again after registering,
+//!    replaces it and is what the framework is told.
+//! 2. **Then adoption.** A task the master does not know, reported with the
+//!    spec and MAC of its launch (`launch_key.rs`), is taken in as if just
+//!    launched: placed on the agent's free resources (its framework's
+//!    reservation first), in the reported state. A MAC that does not check
+//!    out, a framework that is gone, an id already used, or resources the
+//!    agent no longer has free: the agent is told to kill it, and the
+//!    refusal is kept for the audit log (`Core::take_refused_adoptions`).
+//!
+//! Meanwhile a framework that reconciles a task the master does not know
+//! gets no answer while any agent may still report it (`held_reconciliations`
+//! in `tasks.rs`): "unknown" would make it launch the task again while the
+//! first copy runs.
+
+use wasmos_proto::v1;
+
+use super::tasks::is_terminal;
+use super::validate::validate_task;
+use super::{Core, Task};
+use crate::ids::{AgentId, FrameworkId, Role, TaskId};
+use crate::resources::Resources;
+use crate::time::Time;
+
+/// A task an agent reported that the master would not take in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedAdoption {
+    pub agent: AgentId,
+    pub task: String,
+    pub framework: String,
+    pub why: String,
+}
+
+impl Core {
+    /// Step 1: a task the master holds as running, reported ended by its
+    /// agent, gives its resources back.
+    pub(super) fn reported_end(&mut self, id: &TaskId, state: v1::TaskState, now: Time) {
+        let timestamp_ms = self.wall(now);
+        let task = self.tasks.get_mut(id).expect("known task");
+        if task.released || !is_terminal(state) {
+            return;
+        }
+        task.status = v1::TaskStatus {
+            state: state as i32,
+            reason: v1::Reason::Unspecified as i32,
+            message: "reported ended by its agent on re-registration".into(),
+            uuid: Vec::new(),
+            timestamp_ms,
+            source: v1::StatusSource::Agent as i32,
+            ..task.status.clone()
+        };
+        self.dirty_task(id);
+        self.release_task(id);
+    }
+
+    /// Step 2: takes in a task the master did not know, or says why not.
+    pub(super) fn adopt(
+        &mut self,
+        agent: &AgentId,
+        report: &v1::RunningTask,
+        now: Time,
+    ) -> Result<(), String> {
+        let id = TaskId::from(report.task_id.as_str());
+        let framework = FrameworkId::from(report.framework_id.as_str());
+        let Some(spec) = report.spec.as_ref().filter(|_| !report.launch_mac.is_empty()) else {
+            return Err("the master does not know it, and it came without a signed launch".into());
+        };
+        if spec.task_id != report.task_id {
+            return Err(format!("its spec names another task ({})", spec.task_id));
+        }
+        if !self
+            .config
+            .launch_key
+            .verify(agent, &framework, spec, &report.launch_mac)
+        {
+            return Err(
+                "its launch's MAC does not check out: this master never launched it here".into(),
+            );
+        }
+        if self.task_id_taken(&id) {
+            return Err("its id is used by another task".into());
+        }
+        let Some(role) = self.frameworks.get(&framework).map(|f| f.role.clone()) else {
+            return Err(format!("its framework {framework} is gone"));
+        };
+        let resources = validate_task(spec).map_err(|e| e.to_string())?;
+        let state = match report.state() {
+            v1::TaskState::Unspecified => v1::TaskState::Staging,
+            state => state,
+        };
+        let ended = is_terminal(state);
+        let consumption = if ended {
+            // Holds nothing: where it would have come from does not matter.
+            vec![(None, resources)]
+        } else {
+            self.draw_free(agent, &role, resources).ok_or_else(|| {
+                format!("the agent has no room left for its {resources}")
+            })?
+        };
+        if !ended {
+            for (reservation, amount) in &consumption {
+                self.allocator
+                    .allocate_used(&framework, agent, reservation.as_ref(), *amount)
+                    .expect("framework and agent known to the allocator");
+            }
+        }
+        let owner = self.frameworks[&framework].info.principal.clone();
+        let status = v1::TaskStatus {
+            task_id: id.to_string(),
+            framework_id: framework.to_string(),
+            agent_id: agent.to_string(),
+            state: state as i32,
+            message: "adopted from its agent after the master restarted".into(),
+            timestamp_ms: self.wall(now),
+            source: v1::StatusSource::Agent as i32,
+            ..Default::default()
+        };
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                id: id.clone(),
+                framework: framework.clone(),
+                agent: agent.clone(),
+                spec: spec.clone(),
+                resources,
+                consumption,
+                status,
+                released: ended,
+                kill_requested: false,
+                master_update: None,
+                archived: false,
+                owner,
+            },
+        );
+        self.agents
+            .get_mut(agent)
+            .expect("registering agent")
+            .tasks
+            .insert(id.clone());
+        self.frameworks
+            .get_mut(&framework)
+            .expect("checked")
+            .tasks
+            .insert(id.clone());
+        self.dirty_task(&id);
+        Ok(())
+    }
+
+    /// Where `need` fits in what is free on `agent`: `role`'s reservation
+    /// first, then unreserved resources (as an `Accept` draws on offers);
+    /// `None` if it does not.
+    fn draw_free(
+        &self,
+        agent: &AgentId,
+        role: &Role,
+        need: Resources,
+    ) -> Option<Vec<(Option<Role>, Resources)>> {
+        let books = self.allocator.agent_allocation(agent)?;
+        let mut pools: Vec<(Option<Role>, Resources)> = books
+            .reserved
+            .iter()
+            .filter(|(r, _, _)| r == role)
+            .map(|(r, total, allocated)| (Some(r.clone()), total.saturating_sub(allocated)))
+            .collect();
+        pools.push((
+            None,
+            books
+                .unreserved_total
+                .saturating_sub(&books.unreserved_allocated),
+        ));
+        let mut left = need;
+        let mut taken = Vec::new();
+        for (role, free) in pools {
+            let take = left.min(&free);
+            if !take.is_zero() {
+                left -= take;
+                taken.push((role, take));
+            }
+        }
+        left.is_zero().then_some(taken)
+    }
+
+    /// Adoptions refused since the last call, for the audit log.
+    pub fn take_refused_adoptions(&mut self) -> Vec<RefusedAdoption> {
+        std::mem::take(&mut self.refused_adoptions)
+    }
+}
