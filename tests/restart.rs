@@ -235,3 +235,64 @@ fn kill_9_of_the_master_and_an_agent_then_the_agent_first() {
     cluster.restart_master();
     assert!(check_report(&cluster, &job.finish()).retried > 0);
 }
+
+/// `/metrics`' count of adopted tasks.
+fn adopted(cluster: &Cluster) -> u64 {
+    let metrics = cluster.get("/metrics");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(r#"wasmos_adoptions_total{outcome="adopted"}"#))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no adoption count in /metrics:\n{metrics}")) as u64
+}
+
+#[test]
+fn launches_sent_before_their_commit_are_adopted_after_a_kill_9_and_run_once() {
+    // The test holds the master's commits (a hidden flag: they wait while
+    // the gate file exists), so launches reach the agents and the master
+    // dies before any of them is durable.
+    let scratch = tempfile::tempdir().unwrap();
+    let gate = scratch.path().join("hold");
+    let gate_arg = gate.display().to_string();
+    let mut args = MASTER.to_vec();
+    args.extend(["--hold-commits-while", &gate_arg]);
+    let mut cluster = Cluster::start(2, &args, AGENT);
+    let job = RunningJob::start(&cluster);
+    wait_a_quarter_done(&cluster);
+    std::fs::write(&gate, b"").unwrap();
+    let before: std::collections::HashSet<String> = sandboxes(&cluster).into_keys().collect();
+    // Sandboxes made while commits wait: tasks launched, not durable.
+    let new_sandboxes = || -> Vec<String> {
+        sandboxes(&cluster)
+            .into_keys()
+            .filter(|id| !before.contains(id))
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), || (new_sandboxes().len() >= 20).then_some(()))
+        .expect("no launch reached an agent while commits were held");
+    // Launches answer offers of resources that ends freed, unsaved too.
+    std::thread::sleep(Duration::from_millis(300));
+    let unsaved = new_sandboxes();
+    cluster.kill_master();
+    std::fs::remove_file(&gate).unwrap();
+    cluster.restart_master();
+    let report = job.finish();
+    let outcome = check_report(&cluster, &report);
+    assert_eq!(outcome.ran_twice, 0, "no task ran twice");
+    // Each launch the registry never held ran once, under its first
+    // attempt: the master adopted it from its agent, and while the agents
+    // were away it never told `wasmos run` (which reconciles launches in
+    // doubt) that the task was unknown.
+    for id in &unsaved {
+        let task = report
+            .iter()
+            .find(|t| t["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} is not in the report"));
+        assert_eq!(task["attempts"], 1, "{task}");
+    }
+    // `wasmos run` waits for each `Accept`'s answer (held with its
+    // commit), so a batch or two of launches went out unsaved; the other
+    // new sandboxes are launches made durable just before the gate.
+    assert!(adopted(&cluster) >= 1, "no task was adopted");
+}

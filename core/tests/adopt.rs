@@ -90,7 +90,7 @@ fn a_launch_lost_in_a_crash_is_adopted_from_its_agent_and_runs_once() {
     h.resubscribe(&fw, "batch").unwrap();
     reregister(&mut h, &agent, 4.0, vec![reported(&sent[0], v1::TaskState::Running)]);
     assert!(kills_on_registration(&mut h, &agent).is_empty(), "nothing killed");
-    assert!(h.core.take_refused_adoptions().is_empty());
+    assert!(h.core.take_adoptions().refused.is_empty());
     assert_eq!(h.state_of("t1"), Some(v1::TaskState::Running));
     let view = h.core.task("t1").unwrap();
     assert_eq!(view.resources, Resources::new(1.0, GIB, 0));
@@ -245,7 +245,7 @@ fn a_task_with_a_forged_or_misused_mac_is_killed_and_its_refusal_kept() {
         assert_eq!(h.state_of(id), None, "{id} not adopted");
     }
     assert_eq!(allocated(&h, &other), Resources::ZERO, "nothing billed to the other");
-    let refused = h.core.take_refused_adoptions();
+    let refused = h.core.take_adoptions().refused;
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused.iter().all(|r| r.agent == agent));
     assert!(refused[0].why.contains("MAC"), "{refused:?}");
@@ -288,7 +288,7 @@ fn a_replayed_launch_that_no_longer_fits_its_agent_is_killed_not_overcommitted()
     assert_eq!(kills_on_registration(&mut h, &agent), ["t1"]);
     assert_eq!(h.state_of("t1"), None);
     assert_eq!(h.state_of("t2"), Some(v1::TaskState::Running));
-    let refused = h.core.take_refused_adoptions();
+    let refused = h.core.take_adoptions().refused;
     assert!(refused[0].why.contains("no room"), "{refused:?}");
 }
 

@@ -194,6 +194,7 @@ mod tests {
             framework_id: "f".into(),
             artifact: "a".into(),
             state: v1::TaskState::Running as i32,
+            ..Default::default()
         };
         c.commit(
             &[

@@ -17,7 +17,7 @@
 //!    reservation first), in the reported state. A MAC that does not check
 //!    out, a framework that is gone, an id already used, or resources the
 //!    agent no longer has free: the agent is told to kill it, and the
-//!    refusal is kept for the audit log (`Core::take_refused_adoptions`).
+//!    refusal is kept for the audit log (`Core::take_adoptions`).
 //!
 //! Meanwhile a framework that reconciles a task the master does not know
 //! gets no answer while any agent may still report it (`held_reconciliations`
@@ -32,6 +32,14 @@ use super::{Core, Task};
 use crate::ids::{AgentId, FrameworkId, Role, TaskId};
 use crate::resources::Resources;
 use crate::time::Time;
+
+/// What re-registrations since the last [`Core::take_adoptions`] adopted
+/// and refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adoptions {
+    pub adopted: Vec<TaskId>,
+    pub refused: Vec<RefusedAdoption>,
+}
 
 /// A task an agent reported that the master would not take in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +162,7 @@ impl Core {
             .tasks
             .insert(id.clone());
         self.dirty_task(&id);
+        self.adoptions.adopted.push(id);
         Ok(())
     }
 
@@ -191,8 +200,9 @@ impl Core {
         left.is_zero().then_some(taken)
     }
 
-    /// Adoptions refused since the last call, for the audit log.
-    pub fn take_refused_adoptions(&mut self) -> Vec<RefusedAdoption> {
-        std::mem::take(&mut self.refused_adoptions)
+    /// What was adopted and refused since the last call, for the log, the
+    /// metrics and the audit log.
+    pub fn take_adoptions(&mut self) -> Adoptions {
+        std::mem::take(&mut self.adoptions)
     }
 }

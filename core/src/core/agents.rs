@@ -140,7 +140,7 @@ impl Core {
             for report in unknown {
                 if let Err(why) = self.adopt(&id, report, now) {
                     kill.push(report.task_id.clone());
-                    self.refused_adoptions.push(RefusedAdoption {
+                    self.adoptions.refused.push(RefusedAdoption {
                         agent: id.clone(),
                         task: report.task_id.clone(),
                         framework: report.framework_id.clone(),

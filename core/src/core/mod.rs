@@ -53,7 +53,7 @@ use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::resources::Resources;
 use crate::store::Write;
 use crate::time::Time;
-pub use adopt::RefusedAdoption;
+pub use adopt::{Adoptions, RefusedAdoption};
 pub use bounds::bound;
 pub use error::CoreError;
 pub use launch_key::LaunchKey;
@@ -394,8 +394,8 @@ pub struct Core {
     role_settings: HashMap<Role, (Option<f64>, Option<Resources>)>,
     /// When each offer, agent and framework next needs the core's time.
     timers: timers::Timers,
-    /// Tasks an agent reported that were not taken in (`adopt.rs`).
-    refused_adoptions: Vec<RefusedAdoption>,
+    /// Tasks agents reported that were adopted or refused (`adopt.rs`).
+    adoptions: Adoptions,
     /// Reconciliations of tasks the master does not know, asked while an
     /// agent that may hold them has not re-registered: answered once none
     /// is left recovering (`tasks.rs`).
@@ -418,7 +418,7 @@ impl Core {
             dirty: persist::Dirty::default(),
             role_settings: HashMap::new(),
             timers: timers::Timers::default(),
-            refused_adoptions: Vec::new(),
+            adoptions: Adoptions::default(),
             held_reconciliations: Vec::new(),
         }
     }

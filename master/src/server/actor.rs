@@ -54,7 +54,7 @@ use wasmos_proto::v1::master_message::Kind as AgentKind;
 
 use super::metrics::Metrics;
 use crate::access::Principal;
-use crate::core::{ConnectionId, Core, CoreError, Input, Output, RefusedAdoption, Reply};
+use crate::core::{Adoptions, ConnectionId, Core, CoreError, Input, Output, Reply};
 use crate::ids::{AgentId, FrameworkId};
 use crate::sandbox_read::{self, Refused};
 use crate::store::{Store, StoreError, Write};
@@ -129,9 +129,10 @@ pub enum Command {
 pub struct Attached {
     pub agent: AgentId,
     pub connection: ConnectionId,
-    /// Tasks it reported that the master would not take in (it was told to
-    /// kill them), for the audit log.
-    pub refused: Vec<RefusedAdoption>,
+    /// Tasks it reported that the master had lost and took in, and those
+    /// it would not (the agent was told to kill them), for the log and the
+    /// audit log.
+    pub adoptions: Adoptions,
 }
 
 /// Timing of the actor.
@@ -566,7 +567,11 @@ impl Actor {
                         Ok(Attached {
                             agent,
                             connection,
-                            refused: self.core.take_refused_adoptions(),
+                            adoptions: {
+                                let adoptions = self.core.take_adoptions();
+                                self.metrics.adoptions(&adoptions);
+                                adoptions
+                            },
                         })
                     }
                     Ok(other) => unreachable!("register replied {other:?}"),

@@ -96,7 +96,16 @@ impl AgentLink for AgentLinkService {
             .map_err(status_of)?;
         let (agent, connection) = (attached.agent, attached.connection);
         tracing::info!(%agent, "agent attached");
-        for refused in &attached.refused {
+        let adopted = &attached.adoptions.adopted;
+        if !adopted.is_empty() {
+            tracing::info!(
+                %agent,
+                tasks = adopted.len(),
+                first = %adopted[0],
+                "adopted tasks launched before the master's last crash and never made durable"
+            );
+        }
+        for refused in &attached.adoptions.refused {
             tracing::warn!(
                 %agent,
                 task = %refused.task,

@@ -35,6 +35,9 @@ pub struct Metrics {
     counted: HashSet<Vec<u8>>,
     /// Framework streams closed because they fell too far behind.
     streams_shed: u64,
+    /// Tasks re-registering agents reported that the master had lost:
+    /// adopted, refused.
+    adoptions: (u64, u64),
     /// Connections closed for passing a cap (counted by the gatekeeper).
     pub connections_shed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// From a task's launch (its `Accept`) to its first RUNNING or
@@ -58,6 +61,11 @@ impl Metrics {
     /// A framework stream was closed for falling behind.
     pub fn stream_shed(&mut self) {
         self.streams_shed += 1;
+    }
+
+    pub fn adoptions(&mut self, adoptions: &crate::core::Adoptions) {
+        self.adoptions.0 += adoptions.adopted.len() as u64;
+        self.adoptions.1 += adoptions.refused.len() as u64;
     }
 
     pub fn record_cycle(&mut self, elapsed: Duration) {
@@ -137,6 +145,15 @@ impl Metrics {
             "Frameworks known to the master.",
             connected,
             frameworks.len(),
+        );
+        counter(
+            &mut out,
+            "wasmos_adoptions_total",
+            "Tasks agents reported on re-registration that the master had lost (launched, not yet durable, at a crash): adopted, or refused and killed.",
+            &[
+                (r#"outcome="adopted""#.to_string(), self.adoptions.0 as f64),
+                (r#"outcome="refused""#.to_string(), self.adoptions.1 as f64),
+            ],
         );
         counter(
             &mut out,
