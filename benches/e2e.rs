@@ -29,8 +29,9 @@
 //! measure the disk, not wasmos. `WASMOS_BENCH_WORK_DIR=<dir>` puts them
 //! elsewhere. The master's work dir, and so its registry, goes on the
 //! temporary directory's disk (ext4 here; `WASMOS_BENCH_REGISTRY_DIR=<dir>`
-//! moves it): every launch is durable there before it goes to an agent, as
-//! in production. `registry_fs` says which file system that was.
+//! moves it): every `Accept`'s answer and every task's end wait there for
+//! their commit, as in production (launches and STARTING/RUNNING go out
+//! while it runs). `registry_fs` says which file system that was.
 //!
 //! `--compare-in-memory` runs the bench twice in one process, first with
 //! that durable registry and then with `wasmos master --ephemeral` (an

@@ -448,16 +448,19 @@ async fn job_across_a_crash_at_launch(applied: bool) -> wasmos_sdk::JobReport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_whose_answer_was_lost_is_reconciled_not_relaunched_under_its_id() {
-    // Applied: the task exists but never reached the agent; the restarted
-    // master finds the agent without it and reports it LOST; the job runs
-    // it again under a new attempt's id.
+    // Applied: the registry holds the task, and the launch reached its
+    // agent before the crash (launches do not wait for their commit). The
+    // job reconciles the launch in doubt and finds it there: one attempt.
     let report = job_across_a_crash_at_launch(true).await;
     assert!(report.succeeded(), "{:?}", report.tasks);
-    assert_eq!(report.tasks[0].attempts, 2, "{:?}", report.tasks);
+    assert_eq!(report.tasks[0].attempts, 1, "{:?}", report.tasks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launch_that_never_happened_is_retried_without_counting_an_attempt() {
+async fn a_launch_the_registry_never_held_is_adopted_not_run_again() {
+    // Not applied: the registry never held the task, but its agent ran it;
+    // the restarted master adopts it when the agent re-registers, and
+    // answers the job's reconciliation only then. One attempt, one run.
     let report = job_across_a_crash_at_launch(false).await;
     assert!(report.succeeded(), "{:?}", report.tasks);
     assert_eq!(report.tasks[0].attempts, 1, "{:?}", report.tasks);
@@ -494,7 +497,7 @@ impl Store for Gated {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launch_waits_for_its_commit_but_offers_do_not() {
+async fn a_launch_runs_while_its_commit_waits_and_only_its_accept_and_end_wait() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Gated::default());
     let mut config = config(dir.path());
@@ -512,7 +515,7 @@ async fn a_launch_waits_for_its_commit_but_offers_do_not() {
     let mut session = subscribe(&url, "").await;
     let offer = offers(&mut session).await.remove(0);
 
-    // The disk stalls: the launch cannot become durable. (Open again on
+    // The disk stalls: nothing can become durable. (Open again on
     // any exit, or a failed assertion would hang on the stalled commit.)
     struct OpenOnExit(Arc<Gated>);
     impl Drop for OpenOnExit {
@@ -540,24 +543,48 @@ async fn a_launch_waits_for_its_commit_but_offers_do_not() {
             })
             .await
     });
-    // What the launch left over is offered again while its commit waits;
-    // the task itself has not reached the agent (no update says so).
-    let again = loop {
+    // What the launch left over is offered again while its commit waits.
+    // The task runs meanwhile (the launch went to its agent at once): its
+    // STARTING and RUNNING may come before the commit, its end may not.
+    let offered = loop {
         match next(&mut session.events).await {
             Some(Kind::Offers(o)) if !o.offers.is_empty() => break o.offers,
-            Some(Kind::Updates(u)) => panic!("an update before the launch was durable: {u:?}"),
+            Some(Kind::Updates(u)) => {
+                for status in &u.statuses {
+                    assert!(
+                        !status.state().is_terminal(),
+                        "an end before it was durable: {status:?}"
+                    );
+                }
+            }
             Some(_) => continue,
             None => panic!("the stream ended"),
         }
     };
-    let cpus: f64 = again.iter().map(|o| o.resources.unwrap().cpus).sum();
+    let cpus: f64 = offered.iter().map(|o| o.resources.unwrap().cpus).sum();
     assert!((cpus - 1.9).abs() < 1e-9, "offered {cpus} cpus of 2 - 0.1");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The task (hello prints and returns) is over on its agent by now;
+    // neither its end nor the Accept's answer is told while the disk stalls.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let Some(Kind::Updates(u)) = next(&mut session.events).await
+                && u.statuses.iter().any(|s| s.state().is_terminal())
+            {
+                return u;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "an end while the disk stalls: {quiet:?}");
     assert!(
         !accept.is_finished(),
         "Accept answered before its launch was durable"
     );
 
+    let reopened_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     store.set_closed(false);
     accept
         .await
@@ -570,6 +597,16 @@ async fn a_launch_waits_for_its_commit_but_offers_do_not() {
                     .iter()
                     .any(|s| s.task_id == "gated-0" && s.state() == v1::TaskState::Finished) =>
             {
+                let end = u
+                    .statuses
+                    .iter()
+                    .find(|s| s.task_id == "gated-0" && s.state().is_terminal())
+                    .unwrap();
+                assert!(
+                    end.timestamp_ms < reopened_ms,
+                    "the task ended at {} ms, not before the disk came back ({reopened_ms} ms)",
+                    end.timestamp_ms
+                );
                 break;
             }
             Some(_) => continue,

@@ -269,8 +269,10 @@ fn launches_sent_before_their_commit_are_adopted_after_a_kill_9_and_run_once() {
             .filter(|id| !before.contains(id))
             .collect()
     };
-    wait_for(Duration::from_secs(60), || (new_sandboxes().len() >= 20).then_some(()))
-        .expect("no launch reached an agent while commits were held");
+    wait_for(Duration::from_secs(60), || {
+        (new_sandboxes().len() >= 20).then_some(())
+    })
+    .expect("no launch reached an agent while commits were held");
     // Launches answer offers of resources that ends freed, unsaved too.
     std::thread::sleep(Duration::from_millis(300));
     let unsaved = new_sandboxes();

@@ -88,32 +88,56 @@ fn a_launch_lost_in_a_crash_is_adopted_from_its_agent_and_runs_once() {
 
     // The framework is back first; the agent reports the task it runs.
     h.resubscribe(&fw, "batch").unwrap();
-    reregister(&mut h, &agent, 4.0, vec![reported(&sent[0], v1::TaskState::Running)]);
-    assert!(kills_on_registration(&mut h, &agent).is_empty(), "nothing killed");
+    reregister(
+        &mut h,
+        &agent,
+        4.0,
+        vec![reported(&sent[0], v1::TaskState::Running)],
+    );
+    assert!(
+        kills_on_registration(&mut h, &agent).is_empty(),
+        "nothing killed"
+    );
     assert!(h.core.take_adoptions().refused.is_empty());
     assert_eq!(h.state_of("t1"), Some(v1::TaskState::Running));
     let view = h.core.task("t1").unwrap();
     assert_eq!(view.resources, Resources::new(1.0, GIB, 0));
-    assert_eq!((view.framework.clone(), view.agent.clone()), (fw.clone(), agent.clone()));
+    assert_eq!(
+        (view.framework.clone(), view.agent.clone()),
+        (fw.clone(), agent.clone())
+    );
     let offered: Resources = h
         .take_offers(&fw)
         .iter()
         .map(wasmos_core::testing::offered)
         .fold(Resources::ZERO, |a, b| a + b);
-    assert_eq!(offered, Resources::new(3.0, 7 * GIB, 0), "the task's share is not offered");
+    assert_eq!(
+        offered,
+        Resources::new(3.0, 7 * GIB, 0),
+        "the task's share is not offered"
+    );
 
     // Adopted as a launch is: durable (the harness checks the registry
     // against the core at every step), so it survives another crash.
     h.restart();
     assert_eq!(h.state_of("t1"), Some(v1::TaskState::Running));
     h.resubscribe(&fw, "batch").unwrap();
-    reregister(&mut h, &agent, 4.0, vec![reported(&sent[0], v1::TaskState::Running)]);
+    reregister(
+        &mut h,
+        &agent,
+        4.0,
+        vec![reported(&sent[0], v1::TaskState::Running)],
+    );
     assert!(kills_on_registration(&mut h, &agent).is_empty());
 
     // Its own updates follow: the framework hears them, its end once.
     let running = h.report(&agent, "t1", v1::TaskState::Running);
     let finished = h.report(&agent, "t1", v1::TaskState::Finished);
-    let told: Vec<_> = h.take_updates(&fw).into_iter().map(|s| (s.state(), s.uuid)).collect();
+    let told: Vec<_> = h
+        .take_updates(&fw)
+        .into_iter()
+        .map(|s| (s.state(), s.uuid))
+        .collect();
     assert_eq!(
         told,
         [
@@ -122,7 +146,13 @@ fn a_launch_lost_in_a_crash_is_adopted_from_its_agent_and_runs_once() {
         ]
     );
     h.take_agent_messages(&agent);
-    h.ack(&fw, &[v1::TaskStatus { agent_id: agent.to_string(), ..finished.clone() }]);
+    h.ack(
+        &fw,
+        &[v1::TaskStatus {
+            agent_id: agent.to_string(),
+            ..finished.clone()
+        }],
+    );
     assert_eq!(
         wasmos_core::testing::acked(&h.take_agent_messages(&agent)),
         [("t1".to_string(), finished.uuid)],
@@ -136,7 +166,8 @@ fn an_end_that_freed_resources_for_a_lost_launch_is_applied_before_the_adoption(
     // before either commit.
     let mut h = harness();
     let (agent, fw, offer) = cluster(&mut h, 1.0);
-    h.accept(&fw, &[&offer], vec![task("t1", 1.0, GIB)], Some(0.0)).unwrap();
+    h.accept(&fw, &[&offer], vec![task("t1", 1.0, GIB)], Some(0.0))
+        .unwrap();
     h.report(&agent, "t1", v1::TaskState::Running);
     h.take_updates(&fw);
     h.take_agent_messages(&agent);
@@ -154,7 +185,11 @@ fn an_end_that_freed_resources_for_a_lost_launch_is_applied_before_the_adoption(
     .unwrap();
     let offer = h.take_offers(&fw).remove(0);
     let sent = accept_then_crash(&mut h, &fw, &agent, &offer, vec![task("t2", 1.0, GIB)]);
-    assert_eq!(h.state_of("t1"), Some(v1::TaskState::Running), "the end was lost");
+    assert_eq!(
+        h.state_of("t1"),
+        Some(v1::TaskState::Running),
+        "the end was lost"
+    );
     assert_eq!(h.state_of("t2"), None, "so was the launch");
 
     // The agent reports both: t1 ended (its update not yet acknowledged),
@@ -178,7 +213,11 @@ fn an_end_that_freed_resources_for_a_lost_launch_is_applied_before_the_adoption(
     assert!(kills_on_registration(&mut h, &agent).is_empty());
     assert_eq!(h.state_of("t1"), Some(v1::TaskState::Finished));
     assert_eq!(h.state_of("t2"), Some(v1::TaskState::Running));
-    assert_eq!(allocated(&h, &fw), Resources::new(1.0, GIB, 0), "t2 alone holds the cpu");
+    assert_eq!(
+        allocated(&h, &fw),
+        Resources::new(1.0, GIB, 0),
+        "t2 alone holds the cpu"
+    );
     assert!(
         h.take_offers(&fw)
             .iter()
@@ -194,7 +233,10 @@ fn an_end_that_freed_resources_for_a_lost_launch_is_applied_before_the_adoption(
     .unwrap();
     let told = h.take_updates(&fw);
     assert_eq!(told.len(), 1);
-    assert_eq!((told[0].state(), &told[0].uuid), (v1::TaskState::Finished, &finished.uuid));
+    assert_eq!(
+        (told[0].state(), &told[0].uuid),
+        (v1::TaskState::Finished, &finished.uuid)
+    );
 }
 
 #[test]
@@ -244,7 +286,11 @@ fn a_task_with_a_forged_or_misused_mac_is_killed_and_its_refusal_kept() {
     for id in ["t1", "t2", "t3", "t4"] {
         assert_eq!(h.state_of(id), None, "{id} not adopted");
     }
-    assert_eq!(allocated(&h, &other), Resources::ZERO, "nothing billed to the other");
+    assert_eq!(
+        allocated(&h, &other),
+        Resources::ZERO,
+        "nothing billed to the other"
+    );
     let refused = h.core.take_adoptions().refused;
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused.iter().all(|r| r.agent == agent));
@@ -268,13 +314,21 @@ fn a_replayed_launch_that_no_longer_fits_its_agent_is_killed_not_overcommitted()
     });
     let (agent, fw, offer) = cluster(&mut h, 2.0);
     h.take_agent_messages(&agent);
-    h.accept(&fw, &[&offer], vec![task("t1", 2.0, GIB)], Some(0.0)).unwrap();
+    h.accept(&fw, &[&offer], vec![task("t1", 2.0, GIB)], Some(0.0))
+        .unwrap();
     let first = launches(&h.take_agent_messages(&agent));
     let end = h.report(&agent, "t1", v1::TaskState::Finished);
-    h.ack(&fw, &[v1::TaskStatus { agent_id: agent.to_string(), ..end }]);
+    h.ack(
+        &fw,
+        &[v1::TaskStatus {
+            agent_id: agent.to_string(),
+            ..end
+        }],
+    );
     assert_eq!(h.state_of("t1"), None, "forgotten");
     let offer = h.take_offers(&fw).remove(0);
-    h.accept(&fw, &[&offer], vec![task("t2", 2.0, GIB)], Some(0.0)).unwrap();
+    h.accept(&fw, &[&offer], vec![task("t2", 2.0, GIB)], Some(0.0))
+        .unwrap();
     h.report(&agent, "t2", v1::TaskState::Running);
 
     // The agent's stream drops; it comes back claiming t1 runs again, with
@@ -284,7 +338,12 @@ fn a_replayed_launch_that_no_longer_fits_its_agent_is_killed_not_overcommitted()
     let mut t2 = reported(&first[0], v1::TaskState::Running);
     t2.task_id = "t2".into();
     t2.spec = None;
-    reregister(&mut h, &agent, 2.0, vec![reported(&first[0], v1::TaskState::Running), t2]);
+    reregister(
+        &mut h,
+        &agent,
+        2.0,
+        vec![reported(&first[0], v1::TaskState::Running), t2],
+    );
     assert_eq!(kills_on_registration(&mut h, &agent), ["t1"]);
     assert_eq!(h.state_of("t1"), None);
     assert_eq!(h.state_of("t2"), Some(v1::TaskState::Running));
@@ -304,10 +363,18 @@ fn reconciliation_says_unknown_only_once_no_agent_may_hold_the_task() {
     // Both agents are still away: neither t1 (launched) nor t9 (never
     // launched) is answered.
     h.reconcile(&fw, &["t1", "t9"]).unwrap();
-    assert!(h.take_updates(&fw).is_empty(), "no answer while agents recover");
+    assert!(
+        h.take_updates(&fw).is_empty(),
+        "no answer while agents recover"
+    );
     // t1's agent is back and reports it: adopted, and answered. The other
     // agent may still hold t9.
-    reregister(&mut h, &agent, 4.0, vec![reported(&sent[0], v1::TaskState::Running)]);
+    reregister(
+        &mut h,
+        &agent,
+        4.0,
+        vec![reported(&sent[0], v1::TaskState::Running)],
+    );
     assert!(h.take_updates(&fw).is_empty());
     // The other agent's re-registration deadline passes: now t9 is unknown
     // and t1 is what its agent said.
@@ -324,8 +391,16 @@ fn reconciliation_says_unknown_only_once_no_agent_may_hold_the_task() {
     assert_eq!(
         answers,
         [
-            ("t1".to_string(), v1::TaskState::Running, v1::Reason::Reconciliation),
-            ("t9".to_string(), v1::TaskState::Lost, v1::Reason::TaskUnknown),
+            (
+                "t1".to_string(),
+                v1::TaskState::Running,
+                v1::Reason::Reconciliation
+            ),
+            (
+                "t9".to_string(),
+                v1::TaskState::Lost,
+                v1::Reason::TaskUnknown
+            ),
         ]
     );
     // With every agent back, unknown is answered at once.

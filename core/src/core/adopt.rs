@@ -81,7 +81,11 @@ impl Core {
     ) -> Result<(), String> {
         let id = TaskId::from(report.task_id.as_str());
         let framework = FrameworkId::from(report.framework_id.as_str());
-        let Some(spec) = report.spec.as_ref().filter(|_| !report.launch_mac.is_empty()) else {
+        let Some(spec) = report
+            .spec
+            .as_ref()
+            .filter(|_| !report.launch_mac.is_empty())
+        else {
             return Err("the master does not know it, and it came without a signed launch".into());
         };
         if spec.task_id != report.task_id {
@@ -112,9 +116,8 @@ impl Core {
             // Holds nothing: where it would have come from does not matter.
             vec![(None, resources)]
         } else {
-            self.draw_free(agent, &role, resources).ok_or_else(|| {
-                format!("the agent has no room left for its {resources}")
-            })?
+            self.draw_free(agent, &role, resources)
+                .ok_or_else(|| format!("the agent has no room left for its {resources}"))?
         };
         if !ended {
             for (reservation, amount) in &consumption {

@@ -112,7 +112,8 @@ impl Core {
                     Some(t)
                         if t.agent == id
                             && !t.released
-                            && (report.artifact.is_empty() || report.artifact == t.spec.artifact) =>
+                            && (report.artifact.is_empty()
+                                || report.artifact == t.spec.artifact) =>
                     {
                         if t.kill_requested {
                             kill.push(task.to_string());

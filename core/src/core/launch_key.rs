@@ -34,7 +34,10 @@ impl LaunchKey {
 
     /// The MAC of launching `spec` for `framework` on `agent`.
     pub fn sign(&self, agent: &AgentId, framework: &FrameworkId, spec: &v1::TaskSpec) -> Vec<u8> {
-        self.mac(agent, framework, spec).finalize().into_bytes().to_vec()
+        self.mac(agent, framework, spec)
+            .finalize()
+            .into_bytes()
+            .to_vec()
     }
 
     /// Whether `mac` is this key's MAC of the launch (compared in constant
@@ -114,7 +117,11 @@ mod tests {
         assert!(!key.verify(&agent, &framework, &spec("t", 0.5), &mac[..16]));
         assert!(!key.verify(&agent, &framework, &spec("t", 0.5), &[]));
         // The length prefix keeps ("A1F", "1") apart from ("A1", "F1").
-        let shifted = key.sign(&AgentId::from("A1F"), &FrameworkId::from("1"), &spec("t", 0.5));
+        let shifted = key.sign(
+            &AgentId::from("A1F"),
+            &FrameworkId::from("1"),
+            &spec("t", 0.5),
+        );
         assert_ne!(shifted, mac);
     }
 

@@ -263,7 +263,12 @@ impl Core {
 
     /// What a reconciliation says of task `id`: its latest status, or
     /// `LOST` (`TASK_UNKNOWN`) for a task the master does not know.
-    fn reconciliation_answer(&self, framework: &FrameworkId, id: &TaskId, now: Time) -> v1::TaskStatus {
+    fn reconciliation_answer(
+        &self,
+        framework: &FrameworkId,
+        id: &TaskId,
+        now: Time,
+    ) -> v1::TaskStatus {
         match self.tasks.get(id) {
             Some(task) => {
                 let mut status = task.status.clone();

@@ -16,8 +16,9 @@
 //! the next turn's batch, so the fsyncs per second stay few however many
 //! tasks go through.
 //!
-//! Offers, rescinds and launches are the exception: they go out at the end
-//! of their turn, commit or no commit.
+//! Offers, rescinds, launches and the updates that do not end a task
+//! (`STARTING`, `RUNNING`) are the exception: they go out at the end of
+//! their turn, commit or no commit.
 //!
 //! - An offer promises nothing durable, and what a framework does with it
 //!   (an `Accept`) is answered only once its launch is durable, after every
@@ -29,6 +30,9 @@
 //!   between adopts the task when its agent re-registers and reports it
 //!   with the launch's MAC (the core's `adopt.rs`); until every agent is
 //!   back, it answers no reconciliation with "unknown".
+//! - An update that does not end its task may reach the framework before
+//!   its commit: a crash can only make the agent send it again. An end
+//!   waits: a framework never hears of an end a crash could take back.
 //!
 //! Neither overtakes the first message of its stream held for the same
 //! commit: an offer waits behind a held `SUBSCRIBED` or `ERROR`, a launch
@@ -54,7 +58,7 @@ use wasmos_proto::v1::master_message::Kind as AgentKind;
 
 use super::metrics::Metrics;
 use crate::access::Principal;
-use crate::core::{Adoptions, ConnectionId, Core, CoreError, Input, Output, Reply};
+use crate::core::{Adoptions, ConnectionId, Core, CoreError, Input, Output, Reply, is_terminal};
 use crate::ids::{AgentId, FrameworkId};
 use crate::sandbox_read::{self, Refused};
 use crate::store::{Store, StoreError, Write};
@@ -441,6 +445,40 @@ impl Actor {
                 // Held behind its stream's first events: so is every later
                 // offer or rescind of this batch, keeping their order.
                 self.held_streams.insert(id.clone());
+            }
+            Output::Framework(
+                id,
+                v1::Event {
+                    kind: Some(EventKind::Updates(_)),
+                },
+            ) if !stream_held(self, id) => {
+                // STARTING and RUNNING go now: a crash can only repeat them.
+                // Ends wait for their commit (they are the last word on a
+                // task, so nothing of the same task can follow them early).
+                let Output::Framework(
+                    id,
+                    v1::Event {
+                        kind: Some(EventKind::Updates(updates)),
+                    },
+                ) = message
+                else {
+                    unreachable!("matched above")
+                };
+                let (ends, progress): (Vec<_>, Vec<_>) = updates
+                    .statuses
+                    .into_iter()
+                    .partition(|s| is_terminal(s.state()));
+                let event = |statuses| v1::Event {
+                    kind: Some(EventKind::Updates(v1::Updates { statuses })),
+                };
+                if !progress.is_empty() {
+                    self.early
+                        .push(Output::Framework(id.clone(), event(progress)));
+                }
+                if !ends.is_empty() {
+                    self.held.push(Output::Framework(id, event(ends)));
+                }
+                return;
             }
             Output::Framework(
                 id,
