@@ -42,9 +42,13 @@ pub struct Harness {
     pub agent_messages: HashMap<AgentId, Vec<v1::MasterMessage>>,
     pub closed_frameworks: Vec<FrameworkId>,
     pub closed_agents: Vec<AgentId>,
-    /// Writes of inputs handled with [`Harness::handle_uncommitted`]: the
-    /// messages went out, the commit has not landed.
+    /// Writes of inputs handled with [`Harness::handle_uncommitted`], or
+    /// while `hold_commits` is set: the messages went out, the commit has
+    /// not landed.
     pub uncommitted: Vec<crate::store::Write>,
+    /// Every input's writes wait in `uncommitted` until [`Harness::commit`]
+    /// (or are lost by [`Harness::restart`]).
+    pub hold_commits: bool,
 }
 
 impl Default for Harness {
@@ -76,6 +80,7 @@ impl Harness {
             closed_frameworks: Vec::new(),
             closed_agents: Vec::new(),
             uncommitted: Vec::new(),
+            hold_commits: false,
         }
     }
 
@@ -101,7 +106,7 @@ impl Harness {
         if tick && self.core.next_timeout().is_some_and(|due| due <= self.now) {
             panic!("a tick at {:?} left a deadline due", self.now);
         }
-        if self.uncommitted.is_empty() {
+        if self.uncommitted.is_empty() && !self.hold_commits {
             self.store.commit(&out.writes).expect("memory store");
         } else {
             self.uncommitted.extend(out.writes);
@@ -130,6 +135,7 @@ impl Harness {
 
     /// The commits held by [`Harness::handle_uncommitted`] land.
     pub fn commit(&mut self) {
+        self.hold_commits = false;
         let writes = std::mem::take(&mut self.uncommitted);
         self.store.commit(&writes).expect("memory store");
         self.check();
@@ -141,7 +147,7 @@ impl Harness {
         if let Err(e) = self.core.check_invariants() {
             panic!("invariant broken: {e}");
         }
-        if self.uncommitted.is_empty() {
+        if self.uncommitted.is_empty() && !self.hold_commits {
             self.check_registry();
         }
     }
@@ -176,6 +182,7 @@ impl Harness {
     pub fn restart(&mut self) {
         // Commits still outstanding die with the process.
         self.uncommitted.clear();
+        self.hold_commits = false;
         self.restarts += 1;
         let mut config = self.config.clone();
         config.master_id = format!("{}r{}", self.config.master_id, self.restarts);
@@ -568,7 +575,7 @@ impl Harness {
     }
 
     /// Re-registers a known (or lost) agent under its id on a new stream,
-    /// reporting `tasks` as still running.
+    /// reporting `tasks` as still held.
     pub fn reregister_agent(
         &mut self,
         agent: &AgentId,
@@ -576,11 +583,16 @@ impl Harness {
         tasks: &[&str],
     ) -> Result<AgentId, CoreError> {
         info.agent_id = agent.to_string();
+        // In the state the master last heard (RUNNING for one it does not
+        // know): an agent reports what it last said.
         let tasks = tasks
             .iter()
             .map(|t| v1::RunningTask {
                 task_id: t.to_string(),
-                state: v1::TaskState::Running as i32,
+                state: self
+                    .core
+                    .task(t)
+                    .map_or(v1::TaskState::Running, |t| t.state()) as i32,
                 ..Default::default()
             })
             .collect();

@@ -5,7 +5,10 @@
 //! tasks, suppress and revive; tasks run, finish, fail and are killed; roles
 //! change weights and quotas; time passes; the master crashes and restarts
 //! on its registry (a core rebuilt from what it had persisted), after which
-//! agents re-register and frameworks re-subscribe; agents' updates are lost,
+//! agents re-register and frameworks re-subscribe, sometimes with commits
+//! outstanding: launches that reached their agents and ends that freed
+//! resources, neither durable, which the agents report back (adopted, or
+//! applied before any adoption); agents' updates are lost,
 //! duplicated and reordered on the way. After every step the harness checks
 //! that no task's state moves back from what its framework was told, and
 //! the core's invariants (per agent and pool, offered + used + free = total,
@@ -54,6 +57,11 @@ struct Sim {
     /// The latest state each task's framework was told.
     seen: HashMap<String, v1::TaskState>,
     next_update: u64,
+    /// What live agents ran when the master crashed with commits
+    /// outstanding: what they report when they re-register.
+    truth: HashMap<AgentId, Vec<v1::RunningTask>>,
+    /// Tasks re-registering agents had adopted and refused, in all.
+    adoptions: (usize, usize),
 }
 
 fn run_seed(seed: u64) {
@@ -72,6 +80,8 @@ fn run_seed(seed: u64) {
         sent: Vec::new(),
         seen: HashMap::new(),
         next_update: 0,
+        truth: HashMap::new(),
+        adoptions: (0, 0),
     };
     sim.h.enable_audit();
     for _ in 0..3 {
@@ -98,6 +108,7 @@ fn run_seed(seed: u64) {
             78..=79 => sim.change_role(),
             80..=84 => sim.reconcile(),
             85..=86 => sim.restart_master(),
+            90..=91 => sim.crash_with_commits_outstanding(),
             87..=89 => sim.replay_update(),
             _ => sim.pass_time(),
         }
@@ -114,10 +125,12 @@ fn run_seed(seed: u64) {
             *by_state.entry(format!("{:?}", t.state())).or_default() += 1;
         }
         eprintln!(
-            "seed {seed}: {} tasks launched, {} agents, {} frameworks, states now {by_state:?}",
+            "seed {seed}: {} tasks launched, {} agents, {} frameworks, states now {by_state:?}, {} adopted, {} refused",
             sim.next_task,
             sim.h.core.agents().len(),
-            sim.h.core.frameworks().len()
+            sim.h.core.frameworks().len(),
+            sim.adoptions.0,
+            sim.adoptions.1
         );
     }
 }
@@ -170,12 +183,17 @@ impl Sim {
             return;
         }
         let id = self.agents[i].id.clone();
-        let tasks = if self.agents[i].alive {
+        let tasks = if let Some(truth) = self.truth.remove(&id) {
+            truth
+        } else if self.agents[i].alive {
             self.tasks_on(&id)
         } else {
             std::mem::take(&mut self.agents[i].remembered)
         };
-        let reported: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        let reported: Vec<(String, v1::TaskState)> = tasks
+            .iter()
+            .map(|t| (t.task_id.clone(), t.state()))
+            .collect();
         if self.rng.random_bool(0.15) {
             // Restarted with other resources: a new agent under its old id.
             let cpus = self.rng.random_range(1..=8) as f64;
@@ -195,17 +213,25 @@ impl Sim {
             .register_agent(self.agents[i].info.clone(), tasks)
             .unwrap();
         assert_eq!(back, id, "an agent keeps its id");
+        let adoptions = self.h.core.take_adoptions();
+        self.adoptions.0 += adoptions.adopted.len();
+        self.adoptions.1 += adoptions.refused.len();
+        if std::env::var("WASMOS_SIM_STATS").is_ok() {
+            for r in &adoptions.refused {
+                eprintln!("refused {}: {}", r.task, r.why);
+            }
+        }
         // A task the master no longer holds on this agent must be killed.
         let kills = wasmos_core::testing::killed(&self.h.take_agent_messages(&id));
-        for task in reported {
-            let held = self
-                .h
-                .core
-                .task(&task)
-                .is_some_and(|t| t.agent == id && !is_terminal(t.state()));
+        for (task, state) in reported {
+            // Kept running, or (reported ended) kept ended; or killed.
+            let held =
+                self.h.core.task(&task).is_some_and(|t| {
+                    t.agent == id && (is_terminal(state) || !is_terminal(t.state()))
+                });
             assert!(
                 held || kills.contains(&task),
-                "task {task} reported by {id} is neither kept nor killed"
+                "task {task} reported {state:?} by {id} is neither kept nor killed"
             );
         }
         self.agents[i].alive = true;
@@ -475,12 +501,20 @@ impl Sim {
 
     /// Takes a framework's updates, checking that no task's state moves
     /// back from what the framework was told before.
+    ///
+    /// While commits are held, ends are not told (the master holds them
+    /// until durable, and they die with a crash); `STARTING` and `RUNNING`
+    /// are. An answer flagged `agent_recovering` is the last durable state,
+    /// not yet confirmed by the agent, and may lag what was told.
     fn take_updates(&mut self, fw: &FrameworkId) -> Vec<v1::TaskStatus> {
-        let updates = self.h.take_updates(fw);
+        let mut updates = self.h.take_updates(fw);
+        if self.h.hold_commits {
+            updates.retain(|u| !is_terminal(u.state()));
+        }
         for u in &updates {
             let state = u.state();
-            if u.reason() == v1::Reason::TaskUnknown {
-                continue; // a forgotten task: no state at all
+            if u.reason() == v1::Reason::TaskUnknown || u.agent_recovering {
+                continue; // a forgotten task, or an unconfirmed answer
             }
             if let Some(&before) = self.seen.get(&u.task_id) {
                 let forward = if is_terminal(before) {
@@ -610,6 +644,46 @@ impl Sim {
             before,
             "a restart keeps every task as it was"
         );
+        for agent in &mut self.agents {
+            agent.connected = false;
+        }
+        for framework in &mut self.frameworks {
+            framework.2 = false;
+        }
+    }
+
+    /// Launches go out and ends free resources while their commits wait,
+    /// and the master crashes before any lands. Live agents keep what they
+    /// were sent and what they said: the tasks they run (with each launch's
+    /// spec and MAC) and the ends not yet acknowledged, which they report
+    /// when they re-register.
+    fn crash_with_commits_outstanding(&mut self) {
+        self.h.hold_commits = true;
+        self.use_offers();
+        self.progress_tasks();
+        let key = self.h.config.launch_key.clone();
+        for agent in self.agents.iter().filter(|a| a.alive && a.connected) {
+            let runs = self
+                .h
+                .core
+                .tasks()
+                .into_iter()
+                .filter(|t| t.agent == agent.id)
+                // An end the master made (LOST) is not the agent's to report.
+                .filter(|t| !is_terminal(t.state()) || t.status.source() == v1::StatusSource::Agent)
+                .map(|t| v1::RunningTask {
+                    task_id: t.id.to_string(),
+                    framework_id: t.framework.to_string(),
+                    resources: None,
+                    state: t.status.state,
+                    artifact: t.spec.artifact.clone(),
+                    launch_mac: key.sign(&t.agent, &t.framework, &t.spec),
+                    spec: Some(t.spec),
+                })
+                .collect();
+            self.truth.insert(agent.id.clone(), runs);
+        }
+        self.h.restart();
         for agent in &mut self.agents {
             agent.connected = false;
         }

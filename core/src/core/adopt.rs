@@ -7,7 +7,8 @@
 //! agent's report on re-registration settles both, in this order:
 //!
 //! 1. **Ends first.** A task the master holds as running that the agent
-//!    reports ended gives its resources back now. Its status becomes the
+//!    reports ended gives its resources back now (one it reports further
+//!    along, `RUNNING` for `STAGING`, moves on too). Its status becomes the
 //!    reported state with no uuid (the master heard it, nobody acknowledges
 //!    it); the agent's own update, which it sends again after registering,
 //!    replaces it and is what the framework is told.
@@ -26,7 +27,7 @@
 
 use wasmos_proto::v1;
 
-use super::tasks::is_terminal;
+use super::tasks::{is_terminal, progress};
 use super::validate::validate_task;
 use super::{Core, Task};
 use crate::ids::{AgentId, FrameworkId, Role, TaskId};
@@ -51,25 +52,29 @@ pub struct RefusedAdoption {
 }
 
 impl Core {
-    /// Step 1: a task the master holds as running, reported ended by its
-    /// agent, gives its resources back.
-    pub(super) fn reported_end(&mut self, id: &TaskId, state: v1::TaskState, now: Time) {
+    /// Step 1: a task the master holds as running moves to the state its
+    /// agent reports, if that is further along (a `RUNNING`, or an end, the
+    /// master heard before its crash and never made durable); an end gives
+    /// its resources back.
+    pub(super) fn reported_state(&mut self, id: &TaskId, state: v1::TaskState, now: Time) {
         let timestamp_ms = self.wall(now);
         let task = self.tasks.get_mut(id).expect("known task");
-        if task.released || !is_terminal(state) {
+        if task.released || progress(state) <= progress(task.status.state()) {
             return;
         }
         task.status = v1::TaskStatus {
             state: state as i32,
             reason: v1::Reason::Unspecified as i32,
-            message: "reported ended by its agent on re-registration".into(),
+            message: "reported by its agent on re-registration".into(),
             uuid: Vec::new(),
             timestamp_ms,
             source: v1::StatusSource::Agent as i32,
             ..task.status.clone()
         };
         self.dirty_task(id);
-        self.release_task(id);
+        if is_terminal(state) {
+            self.release_task(id);
+        }
     }
 
     /// Step 2: takes in a task the master did not know, or says why not.

@@ -118,7 +118,7 @@ impl Core {
                         if t.kill_requested {
                             kill.push(task.to_string());
                         }
-                        self.reported_end(&task, report.state(), now);
+                        self.reported_state(&task, report.state(), now);
                         reported_set.insert(task);
                     }
                     Some(_) => kill.push(task.to_string()),

@@ -494,11 +494,9 @@ impl Actor {
                 v1::MasterMessage {
                     kind: Some(AgentKind::RunTasks(_)),
                 },
-            ) => {
-                if !agent_held(self, id) {
-                    self.early.push(message);
-                    return;
-                }
+            ) if !agent_held(self, id) => {
+                self.early.push(message);
+                return;
             }
             Output::Agent(
                 id,
