@@ -345,6 +345,7 @@ impl Sim {
             self.input(Input::AgentUpdates {
                 agent: agent.as_str().into(),
                 statuses,
+                unsynced: None,
             })?;
         }
         Ok(())

@@ -374,3 +374,82 @@ async fn an_orphaned_executor_exits_once_its_tasks_are_done() {
     assert!(!work_dir.join("executor.sock").exists());
     assert!(!work_dir.join("executor.pid").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_lost_with_the_power_before_its_sync_is_never_told_finished() {
+    // Ends go out before the executor syncs them: the master frees their
+    // resources and holds them from the framework until the agent says
+    // they are durable. The power-loss checkpoint's syncs wait while
+    // `hold-syncs` exists, and the machine dies before any lands.
+    let agent: Vec<&str> = [AGENT, &["--executor-checkpoint", "power-loss"]].concat();
+    let master = [
+        "--agent-reregister-timeout",
+        "60s",
+        "--agent-timeout",
+        "15s",
+    ];
+    let mut cluster = Cluster::start(1, &master, &agent);
+    let (_client, seen, run) = start_job(&cluster).await;
+    wait_a_quarter_done(&seen).await;
+    let gate = cluster.agents[0].work_dir.join("hold-syncs");
+    std::fs::write(&gate, b"").unwrap();
+    let told = |seen: &Mutex<Seen>| -> HashSet<String> {
+        seen.lock()
+            .unwrap()
+            .ended
+            .iter()
+            .map(|s| s.task_id.clone())
+            .collect()
+    };
+    // Ends the master heard (FINISHED in /state) that the job was not told,
+    // and still was not told half a second later: their syncs are held (a
+    // sync already under way when the gate appeared lands, and its ends are
+    // told).
+    let heard_untold = || -> HashSet<String> {
+        let state: serde_json::Value = serde_json::from_str(&cluster.get("/state")).unwrap();
+        let told = told(&seen);
+        state["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "FINISHED")
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .filter(|id| !told.contains(id))
+            .collect()
+    };
+    let held = wait_for(Duration::from_secs(60), || {
+        let first = heard_untold();
+        std::thread::sleep(Duration::from_millis(500));
+        let held: HashSet<String> = heard_untold().intersection(&first).cloned().collect();
+        (held.len() >= 10).then_some(held)
+    })
+    .expect("no end was heard while the executor's syncs were held");
+    cluster.kill_machine(0);
+    std::fs::remove_file(&gate).unwrap();
+    cluster.restart_agent(0);
+    let report = finish(run).await;
+    // The restarted executor found those tasks running in its checkpoint
+    // and reported them LOST: that, not FINISHED, is what the job heard,
+    // and it ran them again (`check` reads every task's answer).
+    let finished_told: HashSet<String> = seen
+        .lock()
+        .unwrap()
+        .ended
+        .iter()
+        .filter(|s| s.state() == v1::TaskState::Finished)
+        .map(|s| s.task_id.clone())
+        .collect();
+    for id in &held {
+        assert!(
+            !finished_told.contains(id),
+            "{id} was told FINISHED though its end was never durable"
+        );
+    }
+    check(&cluster, &report).await;
+    let retried = report.tasks.iter().filter(|t| t.attempts > 1).count();
+    assert!(
+        retried >= held.len(),
+        "{retried} tasks retried, {} ends lost",
+        held.len()
+    );
+}

@@ -437,6 +437,7 @@ async fn an_impostor_cannot_register_update_or_answer_as_another_agent() {
                 uuid: vec![7; 16],
                 ..Default::default()
             }],
+            unsynced: None,
         })),
     })
     .await

@@ -410,6 +410,7 @@ impl Harness {
         self.handle(Input::AgentUpdates {
             agent: agent.clone(),
             statuses: vec![status.clone()],
+            unsynced: None,
         })
         .expect("updates");
         status

@@ -181,6 +181,7 @@ fn an_end_that_freed_resources_for_a_lost_launch_is_applied_before_the_adoption(
     h.handle_uncommitted(Input::AgentUpdates {
         agent: agent.clone(),
         statuses: vec![finished.clone()],
+        unsynced: None,
     })
     .unwrap();
     let offer = h.take_offers(&fw).remove(0);
@@ -229,6 +230,7 @@ fn an_end_that_freed_resources_for_a_lost_launch_is_applied_before_the_adoption(
     h.handle(Input::AgentUpdates {
         agent: agent.clone(),
         statuses: vec![finished.clone()],
+        unsynced: None,
     })
     .unwrap();
     let told = h.take_updates(&fw);

@@ -1204,6 +1204,7 @@ fn a_resent_terminal_update_is_forwarded_again_and_frees_nothing_twice() {
     h.handle(Input::AgentUpdates {
         agent: agent.clone(),
         statuses: vec![finished.clone()],
+        unsynced: None,
     })
     .unwrap();
     let again = h.take_updates(&fw);
@@ -1718,6 +1719,7 @@ fn garbage_inputs_never_panic_and_leave_the_core_consistent() {
         Input::AgentUpdates {
             agent: ghost_agent.clone(),
             statuses: vec![garbage_status("t1", 6)],
+            unsynced: None,
         },
         Input::AgentUpdates {
             agent: agent.clone(),
@@ -1727,6 +1729,7 @@ fn garbage_inputs_never_panic_and_leave_the_core_consistent() {
                 garbage_status("nope", 99),
                 garbage_status("nope", -1),
             ],
+            unsynced: None,
         },
         Input::AgentDisconnected {
             agent: ghost_agent.clone(),
@@ -1884,6 +1887,7 @@ fn an_update_with_an_unknown_state_does_not_hide_a_task_from_loss() {
                 uuid: format!("junk-{state}").into_bytes(),
                 ..Default::default()
             }],
+            unsynced: None,
         })
         .unwrap();
     }
@@ -1965,6 +1969,7 @@ fn an_update_overtaken_by_a_later_one_is_acknowledged_and_does_not_move_the_task
     h.handle(Input::AgentUpdates {
         agent: agent.clone(),
         statuses: vec![starting.clone()],
+        unsynced: None,
     })
     .unwrap();
     assert_eq!(h.state_of("t1"), Some(v1::TaskState::Running));

@@ -110,6 +110,7 @@ fn run_seed(seed: u64) {
             85..=86 => sim.restart_master(),
             90..=91 => sim.crash_with_commits_outstanding(),
             87..=89 => sim.replay_update(),
+            92..=94 => sim.confirm_synced(),
             _ => sim.pass_time(),
         }
         let violations = sim.h.core.take_audit_violations();
@@ -451,12 +452,19 @@ impl Sim {
                 ..Default::default()
             };
             self.sent.push((task.agent.clone(), status.clone()));
+            // Half are sent before they are durable on the agent, and
+            // confirmed by a later `synced` (`confirm_synced`).
+            let unsynced = self.rng.random_bool(0.5).then_some(v1::SyncMark {
+                incarnation: 1,
+                seq: self.next_update,
+            });
             // One in ten is lost on the way (the agent resends it later).
             if self.rng.random_bool(0.9) {
                 self.h
                     .handle(Input::AgentUpdates {
                         agent: task.agent.clone(),
                         statuses: vec![status],
+                        unsynced,
                     })
                     .expect("updates");
             }
@@ -494,6 +502,7 @@ impl Sim {
                 let _ = self.h.handle(Input::AgentUpdates {
                     agent,
                     statuses: vec![status],
+                    unsynced: None,
                 });
             }
         }
@@ -689,6 +698,30 @@ impl Sim {
         }
         for framework in &mut self.frameworks {
             framework.2 = false;
+        }
+    }
+
+    /// Live, connected agents say their updates so far are durable.
+    fn confirm_synced(&mut self) {
+        let mark = v1::SyncMark {
+            incarnation: 1,
+            seq: self.next_update,
+        };
+        let agents: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|a| a.alive && a.connected)
+            .map(|a| a.id.clone())
+            .collect();
+        for agent in agents {
+            self.h
+                .handle(Input::AgentSynced { agent, mark })
+                .expect("synced");
+        }
+        let frameworks: Vec<FrameworkId> = self.frameworks.iter().map(|f| f.0.clone()).collect();
+        for fw in frameworks {
+            let updates = self.take_updates(&fw);
+            self.h.ack(&fw, &updates);
         }
     }
 

@@ -86,6 +86,7 @@ fn decode_input(selector: u8, bytes: &[u8]) -> Option<Input> {
         8 => Input::AgentUpdates {
             agent: agent(selector),
             statuses: v1::StatusUpdates::decode(bytes).ok()?.statuses,
+            unsynced: None,
         },
         9 => Input::Teardown(v1::TeardownRequest::decode(bytes).ok()?),
         10 => {

@@ -38,6 +38,8 @@ pub enum Backend {
     #[default]
     File,
     /// A file that only changes when redb syncs (tests: see [`power_loss`]).
+    /// Its synced commits also wait while `<work-dir>/hold-syncs` exists,
+    /// so a test can cut the power between an end going out and its sync.
     PowerLoss,
 }
 
@@ -62,6 +64,8 @@ pub enum Write {
 pub struct Checkpoint {
     db: Database,
     path: PathBuf,
+    /// Synced commits wait while this file exists (power-loss tests).
+    hold_syncs_while: Option<PathBuf>,
 }
 
 impl Checkpoint {
@@ -81,7 +85,11 @@ impl Checkpoint {
             }
         }
         .map_err(|e| anyhow::anyhow!("cannot open the checkpoint {}: {e}", path.display()))?;
-        let checkpoint = Checkpoint { db, path };
+        let checkpoint = Checkpoint {
+            db,
+            path,
+            hold_syncs_while: (backend == Backend::PowerLoss).then(|| work_dir.join("hold-syncs")),
+        };
         let loaded = checkpoint.load()?;
         Ok((checkpoint, loaded))
     }
@@ -138,6 +146,11 @@ impl Checkpoint {
         let io = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!("cannot write the checkpoint {}: {e}", self.path.display())
         };
+        if durable && let Some(gate) = &self.hold_syncs_while {
+            while gate.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
         let mut txn = self.db.begin_write().map_err(|e| io(&e))?;
         if !durable {
             txn.set_durability(Durability::None).map_err(|e| io(&e))?;

@@ -124,6 +124,8 @@ fn artifacts_client(config: &AgentConfig) -> anyhow::Result<ArtifactsClient<Chan
 struct Unacked {
     status: v1::TaskStatus,
     sent: Instant,
+    /// Not yet durable on the executor: it is at this mark.
+    unsynced: Option<v1::SyncMark>,
 }
 
 /// The running agent.
@@ -144,6 +146,10 @@ pub struct Agent {
     agent_id: String,
     /// The newest master epoch seen; messages of an older master are refused.
     master_epoch: u64,
+    /// The master holds ends sent before they are durable here until a
+    /// `synced` mark covers them; without it (an older master) updates go
+    /// only once durable.
+    master_holds_unsynced: bool,
     heartbeat_interval: Duration,
     /// The artifact fetcher, its client rebuilt after a renewal.
     artifacts: Arc<MasterArtifacts>,
@@ -198,6 +204,7 @@ impl Agent {
             next_seq: 0,
             agent_id,
             master_epoch: 0,
+            master_holds_unsynced: false,
             heartbeat_interval: Duration::from_secs(1),
             artifacts: Arc::new(MasterArtifacts::new(artifact_client.clone())),
             artifact_client,
@@ -371,6 +378,7 @@ impl Agent {
         if registered.heartbeat_interval_ms > 0 {
             self.heartbeat_interval = Duration::from_millis(registered.heartbeat_interval_ms);
         }
+        self.master_holds_unsynced = registered.holds_unsynced_ends;
         if !registered.kill_task_ids.is_empty() {
             for task in &registered.kill_task_ids {
                 tracing::info!(%task, "the master says this task was lost: killing it");
@@ -441,10 +449,41 @@ impl Agent {
             Event::Message(FromExecutor::Updates(updates)) => {
                 for status in &updates.statuses {
                     self.note(status);
-                    self.keep(status.clone());
+                    self.keep(status.clone(), updates.unsynced);
                 }
                 self.count_running();
-                send(outbound, ToMaster::Updates(updates)).await?;
+                // Unsynced updates wait here for their mark unless the
+                // master holds what they end.
+                if updates.unsynced.is_none() || self.master_holds_unsynced {
+                    send(outbound, ToMaster::Updates(updates)).await?;
+                }
+            }
+            Event::Message(FromExecutor::Synced(mark)) => {
+                let mut now_durable = Vec::new();
+                for entry in self.unacked.values_mut() {
+                    if entry
+                        .unsynced
+                        .as_ref()
+                        .is_some_and(|at| at.incarnation == mark.incarnation && at.seq <= mark.seq)
+                    {
+                        entry.unsynced = None;
+                        now_durable.push(entry.status.clone());
+                    }
+                }
+                if self.master_holds_unsynced {
+                    send(outbound, ToMaster::Synced(mark)).await?;
+                } else {
+                    for chunk in now_durable.chunks(4096) {
+                        send(
+                            outbound,
+                            ToMaster::Updates(v1::StatusUpdates {
+                                statuses: chunk.to_vec(),
+                                unsynced: None,
+                            }),
+                        )
+                        .await?;
+                    }
+                }
             }
             Event::Message(FromExecutor::SandboxReadReply(reply)) => {
                 send(outbound, ToMaster::SandboxReadReply(reply)).await?;
@@ -509,7 +548,7 @@ impl Agent {
         self.unacked.clear();
         self.by_uuid.clear();
         for status in welcome.pending {
-            self.keep(status);
+            self.keep(status, None);
         }
         self.count_running();
     }
@@ -537,7 +576,7 @@ impl Agent {
             .store(running, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn keep(&mut self, status: v1::TaskStatus) {
+    fn keep(&mut self, status: v1::TaskStatus, unsynced: Option<v1::SyncMark>) {
         self.next_seq += 1;
         self.by_uuid.insert(status.uuid.clone(), self.next_seq);
         self.unacked.insert(
@@ -545,6 +584,7 @@ impl Agent {
             Unacked {
                 status,
                 sent: Instant::now(),
+                unsynced,
             },
         );
     }
@@ -556,21 +596,41 @@ impl Agent {
         age: Duration,
     ) -> anyhow::Result<()> {
         let now = Instant::now();
-        let mut batch = Vec::new();
+        // Durable ones in one run of batches; unsynced ones (to a master
+        // that holds them) under the highest mark of their incarnation,
+        // which covers each of them.
+        let mut durable = Vec::new();
+        let mut unsynced: BTreeMap<u64, (u64, Vec<v1::TaskStatus>)> = BTreeMap::new();
         for entry in self.unacked.values_mut() {
-            if now.duration_since(entry.sent) >= age {
-                entry.sent = now;
-                batch.push(entry.status.clone());
+            if now.duration_since(entry.sent) < age {
+                continue;
             }
+            match &entry.unsynced {
+                None => durable.push(entry.status.clone()),
+                Some(_) if !self.master_holds_unsynced => continue,
+                Some(at) => {
+                    let (seq, batch) = unsynced.entry(at.incarnation).or_default();
+                    *seq = (*seq).max(at.seq);
+                    batch.push(entry.status.clone());
+                }
+            }
+            entry.sent = now;
         }
-        for chunk in batch.chunks(4096) {
-            send(
-                outbound,
-                ToMaster::Updates(v1::StatusUpdates {
-                    statuses: chunk.to_vec(),
-                }),
-            )
-            .await?;
+        let batches =
+            std::iter::once((None, durable)).chain(unsynced.into_iter().map(
+                |(incarnation, (seq, batch))| (Some(v1::SyncMark { incarnation, seq }), batch),
+            ));
+        for (mark, batch) in batches {
+            for chunk in batch.chunks(4096) {
+                send(
+                    outbound,
+                    ToMaster::Updates(v1::StatusUpdates {
+                        statuses: chunk.to_vec(),
+                        unsynced: mark,
+                    }),
+                )
+                .await?;
+            }
         }
         Ok(())
     }

@@ -34,7 +34,14 @@ use wasmos_proto::v1;
 /// changes meaning; the minor one when fields are added.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// 1.1: artifacts spooled to a file (`ArtifactRequest.spool_path`).
-pub const PROTOCOL_MINOR: u32 = 1;
+/// 1.2: updates sent before their commit (`StatusUpdates.unsynced`, then
+/// `synced`), to an agent that says 1.2 or later.
+pub const PROTOCOL_MINOR: u32 = 2;
+
+/// Whether an agent of protocol `theirs` takes unsynced updates.
+pub fn takes_unsynced(theirs: &v1::ExecutorProtocol) -> bool {
+    theirs.major == PROTOCOL_MAJOR && theirs.minor >= 2
+}
 
 /// This build's protocol.
 pub fn protocol() -> v1::ExecutorProtocol {

@@ -6,8 +6,13 @@
 //! answers on the attached agent's [`Outlet`].
 //!
 //! Every status the executor makes is numbered, written to the checkpoint
-//! and kept until the framework acknowledges it; it reaches the agent only
-//! once its batch is committed (synced when it carries a terminal status).
+//! and kept until the framework acknowledges it. To an agent of protocol
+//! 1.2 or later it goes at once, marked `unsynced` (this executor's
+//! incarnation and the batch's last number), and a `synced` mark follows
+//! once its batch is committed (synced when it carries a terminal status):
+//! the master frees an ended task's resources on hearing the end and tells
+//! the framework at the mark. To an older agent it goes only after the
+//! commit, as before.
 //! A task the checkpoint shows running when the service starts was running
 //! in an executor that died: it ends `LOST` with
 //! `REASON_EXECUTOR_TERMINATED`.
@@ -69,8 +74,12 @@ pub enum Exit {
 /// checkpoint writer, which delivers committed updates.
 struct Delivery {
     agent: Option<(u64, Outlet)>,
+    /// The attached agent takes updates before their commit (protocol 1.2).
+    early: bool,
     /// Updates up to this sequence number are committed.
     committed: u64,
+    /// Random at every start: sequence numbers restart after a power loss.
+    incarnation: u64,
 }
 
 /// The running service.
@@ -113,7 +122,9 @@ impl Service {
         let next_seq = loaded.updates.keys().next_back().map_or(1, |s| s + 1);
         let delivery = Arc::new(Mutex::new(Delivery {
             agent: None,
+            early: false,
             committed: next_seq - 1,
+            incarnation: rand::random(),
         }));
         let mut service = Service {
             executor,
@@ -265,6 +276,10 @@ impl Service {
     fn attach(&mut self, id: u64, hello: v1::ExecutorHello, outlet: Outlet) {
         let theirs = hello.protocol.unwrap_or_default();
         let compatible = super::compatible(&theirs, &self.protocol);
+        // Everything recorded so far is made durable first (one sync), so
+        // the welcome holds every update, none of them unsynced, and no
+        // commit in flight delivers to the agent that came before.
+        self.writer.flush();
         let mut delivery = self.delivery.lock().unwrap();
         let committed = delivery.committed;
         let welcome = v1::ExecutorWelcome {
@@ -299,6 +314,7 @@ impl Service {
             kind: Some(Out::Welcome(welcome)),
         });
         delivery.agent = Some((id, outlet.clone()));
+        delivery.early = compatible && super::takes_unsynced(&theirs);
         drop(delivery);
         self.detached_since = None;
         if compatible {
@@ -462,8 +478,36 @@ impl Service {
                 self.gc.task_ended(&status.task_id, bytes);
             }
         }
-        self.writer
-            .submit(writes, durable, Some((self.next_seq - 1, batch)));
+        let upto = self.next_seq - 1;
+        let delivery = self.delivery.lock().unwrap();
+        let sent = match &delivery.agent {
+            Some((_, agent)) if delivery.early => {
+                let unsynced = v1::SyncMark {
+                    incarnation: delivery.incarnation,
+                    seq: upto,
+                };
+                for chunk in batch.chunks(4096) {
+                    let _ = agent.send(v1::FromExecutor {
+                        kind: Some(Out::Updates(v1::StatusUpdates {
+                            statuses: chunk.to_vec(),
+                            unsynced: Some(unsynced),
+                        })),
+                    });
+                }
+                true
+            }
+            _ => false,
+        };
+        drop(delivery);
+        self.writer.submit(
+            writes,
+            durable,
+            Some(Delivered {
+                upto,
+                statuses: if sent { Vec::new() } else { batch },
+                sent,
+            }),
+        );
     }
 
     fn acknowledged(&mut self, acks: v1::AckUpdates) {
@@ -511,13 +555,22 @@ impl Service {
     }
 }
 
+/// The updates of a batch for the checkpoint writer.
+struct Delivered {
+    /// The highest sequence number in it.
+    upto: u64,
+    /// Sent to the agent once committed (when not `sent`).
+    statuses: Vec<v1::TaskStatus>,
+    /// Already sent, unsynced: the writer sends the `synced` mark.
+    sent: bool,
+}
+
 /// A batch for the checkpoint writer.
 enum Job {
     Commit {
         writes: Vec<Write>,
         durable: bool,
-        /// Delivered once committed, with the highest sequence number in it.
-        deliver: Option<(u64, Vec<v1::TaskStatus>)>,
+        deliver: Option<Delivered>,
     },
     /// Answered once everything before it is committed.
     Flush(std::sync::mpsc::Sender<()>),
@@ -541,6 +594,7 @@ impl Writer {
                     let mut deliver = Vec::new();
                     let mut flushed = Vec::new();
                     let mut upto = 0;
+                    let mut synced = None;
                     for job in std::iter::once(first).chain(rx.try_iter()) {
                         match job {
                             Job::Commit {
@@ -550,9 +604,13 @@ impl Writer {
                             } => {
                                 writes.extend(w);
                                 durable |= d;
-                                if let Some((seq, statuses)) = batch {
-                                    upto = seq;
-                                    deliver.extend(statuses);
+                                if let Some(batch) = batch {
+                                    upto = batch.upto;
+                                    if batch.sent {
+                                        synced = Some(batch.upto);
+                                    } else {
+                                        deliver.extend(batch.statuses);
+                                    }
                                 }
                             }
                             Job::Flush(done) => flushed.push(done),
@@ -574,6 +632,18 @@ impl Writer {
                             let _ = agent.send(v1::FromExecutor {
                                 kind: Some(Out::Updates(v1::StatusUpdates {
                                     statuses: chunk.to_vec(),
+                                    unsynced: None,
+                                })),
+                            });
+                        }
+                        // Every terminal update up to here was in a synced
+                        // commit (its batch asked for one); the others need
+                        // none.
+                        if let Some(seq) = synced {
+                            let _ = agent.send(v1::FromExecutor {
+                                kind: Some(Out::Synced(v1::SyncMark {
+                                    incarnation: delivery.incarnation,
+                                    seq,
                                 })),
                             });
                         }
@@ -587,12 +657,7 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    fn submit(
-        &self,
-        writes: Vec<Write>,
-        durable: bool,
-        deliver: Option<(u64, Vec<v1::TaskStatus>)>,
-    ) {
+    fn submit(&self, writes: Vec<Write>, durable: bool, deliver: Option<Delivered>) {
         if writes.is_empty() && deliver.is_none() {
             return;
         }

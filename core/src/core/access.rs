@@ -57,6 +57,7 @@ impl Core {
             Input::AgentRegister { .. }
             | Input::AgentHeartbeat { .. }
             | Input::AgentUpdates { .. }
+            | Input::AgentSynced { .. }
             | Input::AgentDisconnected { .. }
             | Input::FrameworkDisconnected { .. }
             | Input::Tick => Err(Denied(

@@ -155,6 +155,7 @@ impl Core {
                 released: ended,
                 kill_requested: false,
                 master_update: None,
+                end_unsynced: false,
                 archived: false,
                 owner,
             },

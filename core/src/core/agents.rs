@@ -121,14 +121,23 @@ impl Core {
                         self.reported_state(&task, report.state(), now);
                         reported_set.insert(task);
                     }
+                    // Ended, its end not yet confirmed: the agent still
+                    // holds it, and its update (the end, durable now, or
+                    // LOST) follows.
+                    Some(t) if t.agent == id && t.end_unsynced => {
+                        reported_set.insert(task);
+                    }
                     Some(_) => kill.push(task.to_string()),
                     None => unknown.push(report),
                 }
             }
-            // Tasks the master placed here that the agent no longer has.
+            // Tasks the master placed here that the agent no longer has:
+            // running, or ended with an end the agent never confirmed (its
+            // executor lost it with its power).
             for task in known {
                 let t = &self.tasks[&task];
-                if !t.released && !reported_set.contains(&task) && is_launched(t.status.state()) {
+                let open = (!t.released && is_launched(t.status.state())) || t.end_unsynced;
+                if open && !reported_set.contains(&task) {
                     self.master_update(
                         &task,
                         v1::TaskState::Lost,
@@ -185,6 +194,7 @@ impl Core {
                     draining: false,
                     offers: HashSet::new(),
                     tasks: HashSet::new(),
+                    unsynced_ends: Vec::new(),
                 },
             );
         }
@@ -197,6 +207,7 @@ impl Core {
                 heartbeat_interval_ms: self.config.agent_heartbeat_interval.as_millis() as u64,
                 kill_task_ids: kill,
                 master_epoch: self.config.master_epoch,
+                holds_unsynced_ends: true,
             }),
         );
         self.schedule_agent(&id);
@@ -282,7 +293,9 @@ impl Core {
         for task in &tasks {
             let t = &self.tasks[task];
             frameworks.insert(t.framework.clone());
-            if !t.released {
+            // An end nobody was told, which the agent never confirmed: as
+            // lost as a task that still ran.
+            if !t.released || t.end_unsynced {
                 self.master_update(task, v1::TaskState::Lost, v1::Reason::AgentLost, why, now);
             }
         }

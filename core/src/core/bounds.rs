@@ -62,11 +62,16 @@ fn bound_input(input: Input) -> Result<Input, String> {
         Input::AgentUpdates {
             agent,
             mut statuses,
+            unsynced,
         } => {
             for status in &mut statuses {
                 limits::truncate(&mut status.message, MAX_STATUS_MESSAGE_BYTES);
             }
-            Input::AgentUpdates { agent, statuses }
+            Input::AgentUpdates {
+                agent,
+                statuses,
+                unsynced,
+            }
         }
         Input::Accept(mut r) => {
             check_count("accept.tasks", r.tasks.len(), MAX_TASKS_PER_ACCEPT)?;

@@ -46,6 +46,12 @@ impl Core {
             if !self.frameworks.contains_key(&task.framework) {
                 return Err(format!("task {} of unknown framework", task.id));
             }
+            if task.end_unsynced && !(task.released && is_terminal(task.status.state())) {
+                return Err(format!(
+                    "task {}: an unconfirmed end on a task that is not ended",
+                    task.id
+                ));
+            }
             if task.released {
                 continue;
             }

@@ -197,10 +197,18 @@ pub enum Input {
     AgentHeartbeat {
         agent: AgentId,
     },
-    /// Status updates from an agent.
+    /// Status updates from an agent; `unsynced` when the agent sent them
+    /// before they were durable on its side (`tasks.rs`: an end frees its
+    /// resources at once and is told once `AgentSynced` covers it).
     AgentUpdates {
         agent: AgentId,
         statuses: Vec<v1::TaskStatus>,
+        unsynced: Option<v1::SyncMark>,
+    },
+    /// Every update of the agent up to `mark` is durable on its side.
+    AgentSynced {
+        agent: AgentId,
+        mark: v1::SyncMark,
     },
     /// An agent's stream ended.
     AgentDisconnected {
@@ -309,6 +317,9 @@ struct Agent {
     offers: HashSet<OfferId>,
     /// Tasks on this agent that still hold resources or await an ack.
     tasks: HashSet<TaskId>,
+    /// Ends heard before they were durable on the agent, by the mark that
+    /// makes them so: told to their frameworks when `AgentSynced` passes it.
+    unsynced_ends: Vec<(v1::SyncMark, TaskId)>,
 }
 
 struct Framework {
@@ -370,6 +381,10 @@ struct Task {
     kill_requested: bool,
     /// A status the master made itself (e.g. LOST) that awaits an ack.
     master_update: Option<v1::TaskStatus>,
+    /// `status` is an end heard before it was durable on the agent: not
+    /// told to the framework yet, and replaceable (by a restarted
+    /// executor's LOST).
+    end_unsynced: bool,
     archived: bool,
     /// The principal owning its framework (kept after the framework goes).
     owner: String,
@@ -460,7 +475,12 @@ impl Core {
                 register,
             } => self.register_agent(connection, register, now),
             Input::AgentHeartbeat { agent } => self.agent_heartbeat(&agent, now),
-            Input::AgentUpdates { agent, statuses } => self.agent_updates(&agent, statuses, now),
+            Input::AgentUpdates {
+                agent,
+                statuses,
+                unsynced,
+            } => self.agent_updates(&agent, statuses, unsynced, now),
+            Input::AgentSynced { agent, mark } => self.agent_synced(&agent, mark, now),
             Input::AgentDisconnected { agent, connection } => {
                 self.agent_disconnected(&agent, connection, now)
             }

@@ -188,6 +188,7 @@ impl Core {
                     released: false,
                     kill_requested: false,
                     master_update: None,
+                    end_unsynced: false,
                     archived: false,
                     owner: owner.clone(),
                 },

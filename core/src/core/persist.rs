@@ -171,6 +171,7 @@ fn stored_task(task: &Task) -> v1::StoredTask {
             .collect(),
         kill_requested: task.kill_requested,
         master_update: task.master_update.clone(),
+        end_unsynced: task.end_unsynced,
     }
 }
 

@@ -87,6 +87,7 @@ impl Core {
                     draining: stored.draining,
                     offers: HashSet::new(),
                     tasks: HashSet::new(),
+                    unsynced_ends: Vec::new(),
                 },
             );
         }
@@ -204,6 +205,9 @@ impl Core {
                     released: released || !on_known_agent,
                     kill_requested: stored.kill_requested,
                     master_update: stored.master_update,
+                    // Still to be confirmed by its agent (which sends the
+                    // end again, or a LOST that replaces it).
+                    end_unsynced: stored.end_unsynced && released,
                     archived: false,
                     owner,
                 },

@@ -41,6 +41,7 @@ impl Core {
         &mut self,
         agent: &AgentId,
         statuses: Vec<v1::TaskStatus>,
+        unsynced: Option<v1::SyncMark>,
         now: Time,
     ) -> Result<Reply, CoreError> {
         if !self.agents.contains_key(agent) {
@@ -68,11 +69,19 @@ impl Core {
                 self.dismiss(agent, status);
                 continue;
             };
-            if task.released && !task.status.uuid.is_empty() && task.status.uuid != status.uuid {
+            let replaces_unsynced_end = task.end_unsynced && is_terminal(status.state());
+            if task.released
+                && !task.status.uuid.is_empty()
+                && task.status.uuid != status.uuid
+                && !replaces_unsynced_end
+            {
                 // The master already settled this task (e.g. LOST); a late
                 // word from the agent changes nothing. (An end the agent
                 // reported on re-registering has no uuid: its own update,
-                // which follows, replaces it.)
+                // which follows, replaces it. An end nobody was told yet,
+                // because it was not durable on the agent, gives way to what
+                // the agent says after: the LOST of an executor that lost
+                // it with its power.)
                 self.dismiss(agent, status);
                 continue;
             }
@@ -89,18 +98,65 @@ impl Core {
             let task = self.tasks.get_mut(&id).expect("known task");
             task.status = status.clone();
             let release = terminal && !task.released;
+            // An end not yet durable on the agent frees the resources now
+            // and is told once the agent's `synced` covers it.
+            let unconfirmed = terminal && unsynced.is_some();
+            task.end_unsynced = unconfirmed;
             self.dirty_task(&id);
             if release {
                 self.release_task(&id);
                 freed = true;
             }
-            if self.framework_connected(&framework) {
+            if let Some(mark) = unsynced.filter(|_| unconfirmed) {
+                self.agents
+                    .get_mut(agent)
+                    .expect("checked")
+                    .unsynced_ends
+                    .push((mark, id));
+            } else if self.framework_connected(&framework) {
                 self.out.update(&framework, status);
             }
         }
         if freed {
             self.allocate(now, Scope::Agents(std::slice::from_ref(agent)));
         }
+        Ok(Reply::Done)
+    }
+
+    /// The agent's updates up to `mark` are durable on its side: the ends
+    /// they hold are told to their frameworks.
+    pub(super) fn agent_synced(
+        &mut self,
+        agent: &AgentId,
+        mark: v1::SyncMark,
+        now: Time,
+    ) -> Result<Reply, CoreError> {
+        let Some(a) = self.agents.get_mut(agent) else {
+            return Err(CoreError::UnknownAgent(agent.clone()));
+        };
+        let waiting = std::mem::take(&mut a.unsynced_ends);
+        let mut still = Vec::with_capacity(waiting.len());
+        for (at, id) in waiting {
+            let Some(task) = self
+                .tasks
+                .get_mut(&id)
+                .filter(|t| t.end_unsynced && &t.agent == agent)
+            else {
+                continue; // confirmed, replaced or gone meanwhile
+            };
+            if at.incarnation != mark.incarnation || at.seq > mark.seq {
+                still.push((at, id));
+                continue;
+            }
+            task.end_unsynced = false;
+            let (framework, status) = (task.framework.clone(), task.status.clone());
+            self.dirty_task(&id);
+            if self.framework_connected(&framework) {
+                self.out.update(&framework, status);
+            }
+        }
+        self.agents.get_mut(agent).expect("checked").unsynced_ends = still;
+        self.agent_seen(agent, now);
         Ok(Reply::Done)
     }
 
@@ -270,6 +326,14 @@ impl Core {
         now: Time,
     ) -> v1::TaskStatus {
         match self.tasks.get(id) {
+            Some(task) if task.end_unsynced => v1::TaskStatus {
+                // Its end is heard, not yet durable: not for telling.
+                state: v1::TaskState::Running as i32,
+                reason: v1::Reason::Reconciliation as i32,
+                message: "its end is not yet confirmed by its agent".into(),
+                uuid: Vec::new(),
+                ..task.status.clone()
+            },
             Some(task) => {
                 let mut status = task.status.clone();
                 status.uuid.clear();
@@ -336,6 +400,7 @@ impl Core {
         };
         task.status = status.clone();
         task.master_update = Some(status.clone());
+        task.end_unsynced = false;
         let framework = task.framework.clone();
         self.dirty_task(id);
         if is_terminal(state) {

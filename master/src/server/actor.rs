@@ -645,8 +645,10 @@ impl Actor {
                 self.notify(Input::AgentUpdates {
                     agent,
                     statuses: updates.statuses,
+                    unsynced: updates.unsynced,
                 });
             }
+            Kind::Synced(mark) => self.notify(Input::AgentSynced { agent, mark }),
             Kind::SandboxReadReply(reply) => {
                 if let Some(waiter) = self.sandbox_reads.remove(&reply.request_id) {
                     let _ = waiter.send(Ok(reply));

@@ -143,7 +143,10 @@ impl State {
         if let Some(out) = out {
             let _ = out
                 .send(v1::AgentMessage {
-                    kind: Some(AgentKind::Updates(v1::StatusUpdates { statuses })),
+                    kind: Some(AgentKind::Updates(v1::StatusUpdates {
+                        statuses,
+                        unsynced: None,
+                    })),
                 })
                 .await;
         }
