@@ -249,6 +249,17 @@ fn adopted(cluster: &Cluster) -> u64 {
 
 #[test]
 fn launches_sent_before_their_commit_are_adopted_after_a_kill_9_and_run_once() {
+    launches_before_their_commit_survive(false);
+}
+
+#[test]
+fn launches_sent_before_their_commit_are_adopted_from_executors_whose_agents_restarted() {
+    // The agents die with the master: what they report when they come back
+    // comes from their executors' checkpoints (each launch's spec and MAC).
+    launches_before_their_commit_survive(true);
+}
+
+fn launches_before_their_commit_survive(restart_agents: bool) {
     // The test holds the master's commits (a hidden flag: they wait while
     // the gate file exists), so launches reach the agents and the master
     // dies before any of them is durable.
@@ -277,8 +288,16 @@ fn launches_sent_before_their_commit_are_adopted_after_a_kill_9_and_run_once() {
     std::thread::sleep(Duration::from_millis(300));
     let unsaved = new_sandboxes();
     cluster.kill_master();
+    if restart_agents {
+        cluster.kill_agent(0);
+        cluster.kill_agent(1);
+    }
     std::fs::remove_file(&gate).unwrap();
     cluster.restart_master();
+    if restart_agents {
+        cluster.restart_agent(0);
+        cluster.restart_agent(1);
+    }
     let report = job.finish();
     let outcome = check_report(&cluster, &report);
     assert_eq!(outcome.ran_twice, 0, "no task ran twice");

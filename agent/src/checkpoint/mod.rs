@@ -8,8 +8,12 @@
 //! without a sync (a launch, `RUNNING`, an acknowledgement: the page cache
 //! keeps them across a `kill -9`, and a power cut that loses them costs no
 //! more than a task reported `LOST`); a batch carrying a terminal update is
-//! synced before the update leaves the executor, so a framework never sees
-//! an end the executor could forget.
+//! synced, and the agent told so (`synced`), before a framework hears of
+//! the end, so a framework never sees an end the executor could forget.
+//!
+//! A task's launch (its spec and MAC, which a restarted master adopts the
+//! task from) is written once, in `launches`; its record in `tasks`, which
+//! every state change rewrites, stays a few bytes.
 //!
 //! [`power_loss`] is a backend for tests that keeps unsynced writes in
 //! memory only: a `kill -9` then loses exactly what a power cut would.
@@ -25,6 +29,8 @@ use wasmos_proto::v1;
 
 /// Task id → `CheckpointTask`.
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+/// Task id → `TaskLaunch`, as the master sent it (written once).
+const LAUNCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("launches");
 /// Sequence number → `TaskStatus`, in the order the updates were made.
 const UPDATES: TableDefinition<u64, &[u8]> = TableDefinition::new("updates");
 /// `schema` → the layout version of the tables above.
@@ -54,7 +60,10 @@ pub struct Loaded {
 /// One write of a batch.
 #[derive(Debug, Clone)]
 pub enum Write {
+    /// A task's state, without its `spec` and `launch_mac` (see `Launch`).
     Task(String, v1::CheckpointTask),
+    /// A task's launch; forgotten with the task.
+    Launch(String, v1::TaskLaunch),
     ForgetTask(String),
     Update(u64, v1::TaskStatus),
     ForgetUpdate(u64),
@@ -126,6 +135,21 @@ impl Checkpoint {
             Err(TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(io(&e)),
         }
+        // Absent in checkpoints written before launches were kept.
+        match txn.open_table(LAUNCHES) {
+            Ok(table) => {
+                for item in table.iter().map_err(|e| io(&e))? {
+                    let (id, bytes) = item.map_err(|e| io(&e))?;
+                    let launch = v1::TaskLaunch::decode(bytes.value()).map_err(|e| io(&e))?;
+                    if let Some(task) = loaded.tasks.get_mut(id.value()) {
+                        task.spec = launch.spec;
+                        task.launch_mac = launch.mac;
+                    }
+                }
+            }
+            Err(TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(io(&e)),
+        }
         match txn.open_table(UPDATES) {
             Ok(table) => {
                 for item in table.iter().map_err(|e| io(&e))? {
@@ -159,6 +183,7 @@ impl Checkpoint {
             let mut meta = txn.open_table(META).map_err(|e| io(&e))?;
             meta.insert("schema", SCHEMA).map_err(|e| io(&e))?;
             let mut tasks = txn.open_table(TASKS).map_err(|e| io(&e))?;
+            let mut launches = txn.open_table(LAUNCHES).map_err(|e| io(&e))?;
             let mut updates = txn.open_table(UPDATES).map_err(|e| io(&e))?;
             for write in writes {
                 match write {
@@ -167,8 +192,14 @@ impl Checkpoint {
                             .insert(id.as_str(), task.encode_to_vec().as_slice())
                             .map_err(|e| io(&e))?;
                     }
+                    Write::Launch(id, launch) => {
+                        launches
+                            .insert(id.as_str(), launch.encode_to_vec().as_slice())
+                            .map_err(|e| io(&e))?;
+                    }
                     Write::ForgetTask(id) => {
                         tasks.remove(id.as_str()).map_err(|e| io(&e))?;
+                        launches.remove(id.as_str()).map_err(|e| io(&e))?;
                     }
                     Write::Update(seq, status) => {
                         updates
@@ -230,6 +261,57 @@ mod tests {
         assert_eq!(loaded.tasks["t1"], task);
         assert_eq!(loaded.updates.len(), 1);
         assert_eq!(loaded.updates[&2].state(), v1::TaskState::Finished);
+    }
+
+    #[test]
+    fn a_launch_is_written_once_and_comes_back_with_its_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = Checkpoint::open(dir.path(), Backend::File).unwrap();
+        let spec = v1::TaskSpec {
+            task_id: "t1".into(),
+            artifact: "a".into(),
+            ..Default::default()
+        };
+        let state = |state: v1::TaskState| v1::CheckpointTask {
+            framework_id: "f".into(),
+            artifact: "a".into(),
+            state: state as i32,
+            ..Default::default()
+        };
+        let launch = |id: &str| v1::TaskLaunch {
+            framework_id: "f".into(),
+            spec: Some(v1::TaskSpec {
+                task_id: id.into(),
+                ..spec.clone()
+            }),
+            mac: vec![9; 32],
+        };
+        c.commit(
+            &[
+                Write::Task("t1".into(), state(v1::TaskState::Staging)),
+                Write::Launch("t1".into(), launch("t1")),
+                Write::Task("t2".into(), state(v1::TaskState::Staging)),
+                Write::Launch("t2".into(), launch("t2")),
+            ],
+            false,
+        )
+        .unwrap();
+        // State changes rewrite the small record only; t2 is forgotten.
+        c.commit(
+            &[
+                Write::Task("t1".into(), state(v1::TaskState::Running)),
+                Write::ForgetTask("t2".into()),
+            ],
+            true,
+        )
+        .unwrap();
+        drop(c);
+        let (_, loaded) = Checkpoint::open(dir.path(), Backend::File).unwrap();
+        assert_eq!(loaded.tasks.keys().collect::<Vec<_>>(), ["t1"]);
+        let t1 = &loaded.tasks["t1"];
+        assert_eq!(t1.state(), v1::TaskState::Running);
+        assert_eq!(t1.spec.as_ref(), Some(&spec));
+        assert_eq!(t1.launch_mac, vec![9; 32]);
     }
 
     #[test]

@@ -416,13 +416,18 @@ impl Service {
                 continue;
             }
             // The spec and MAC are what a master that lost this launch
-            // adopts the task from (reported by `open_tasks`).
+            // adopts the task from (reported by `open_tasks`): written once.
             let record = v1::CheckpointTask {
                 framework_id: launch.framework_id.clone(),
                 artifact: spec.artifact.clone(),
                 state: v1::TaskState::Staging as i32,
                 spec: Some(spec.clone()),
-                launch_mac: launch.mac,
+                launch_mac: launch.mac.clone(),
+            };
+            let kept = v1::TaskLaunch {
+                framework_id: launch.framework_id.clone(),
+                spec: Some(spec.clone()),
+                mac: launch.mac,
             };
             match self.executor.launch(
                 &launch.framework_id,
@@ -431,7 +436,8 @@ impl Service {
                 self.status_tx.clone(),
             ) {
                 Ok(()) => {
-                    writes.push(Write::Task(task_id.clone(), record.clone()));
+                    writes.push(Write::Task(task_id.clone(), state_of(&record)));
+                    writes.push(Write::Launch(task_id.clone(), kept));
                     self.tasks.insert(task_id, record);
                 }
                 Err(crate::LaunchError::Duplicate(_)) => {}
@@ -465,7 +471,7 @@ impl Service {
                         ..Default::default()
                     });
             task.state = status.state;
-            writes.push(Write::Task(status.task_id.clone(), task.clone()));
+            writes.push(Write::Task(status.task_id.clone(), state_of(task)));
             writes.push(Write::Update(seq, status.clone()));
             if is_terminal(status.state()) {
                 durable = true;
@@ -552,6 +558,18 @@ impl Service {
             ..Default::default()
         };
         let _ = self.status_tx.send(status);
+    }
+}
+
+/// A task's record without its launch (which is written once, apart):
+/// what every state change writes.
+fn state_of(task: &v1::CheckpointTask) -> v1::CheckpointTask {
+    v1::CheckpointTask {
+        framework_id: task.framework_id.clone(),
+        artifact: task.artifact.clone(),
+        state: task.state,
+        spec: None,
+        launch_mac: Vec::new(),
     }
 }
 
