@@ -532,6 +532,12 @@ async fn metrics_and_state_answer_with_the_cluster() {
     assert_eq!(value("wasmos_launch_seconds_bucket{le=\"10\"}"), 5.0);
     assert!(value("wasmos_launch_seconds_sum") > 0.0);
     assert!(value("wasmos_registry_commit_seconds_count") >= 1.0);
+    // Each end was sent before the executor synced it; the syncs that
+    // confirmed them are timed (at least one: a sync may cover several).
+    assert!(value("wasmos_checkpoint_sync_seconds_count") >= 1.0);
+    assert!(value("wasmos_checkpoint_sync_seconds_sum") > 0.0);
+    // None was lost in a crash: nothing adopted.
+    assert_eq!(value("wasmos_adoptions_total{outcome=\"adopted\"}"), 0.0);
     assert!(metrics.contains("wasmos_fairness_gap "), "{metrics}");
     let state: serde_json::Value = serde_json::from_str(&cluster.get("/state")).unwrap();
     assert_eq!(state["agents"].as_array().unwrap().len(), 2);

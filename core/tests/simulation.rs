@@ -457,6 +457,7 @@ impl Sim {
             let unsynced = self.rng.random_bool(0.5).then_some(v1::SyncMark {
                 incarnation: 1,
                 seq: self.next_update,
+                sync_micros: 0,
             });
             // One in ten is lost on the way (the agent resends it later).
             if self.rng.random_bool(0.9) {
@@ -706,6 +707,7 @@ impl Sim {
         let mark = v1::SyncMark {
             incarnation: 1,
             seq: self.next_update,
+            sync_micros: 0,
         };
         let agents: Vec<AgentId> = self
             .agents

@@ -9,7 +9,11 @@ use wasmos_core::{AgentId, FrameworkId, Resources};
 use wasmos_proto::v1;
 
 fn mark(incarnation: u64, seq: u64) -> v1::SyncMark {
-    v1::SyncMark { incarnation, seq }
+    v1::SyncMark {
+        incarnation,
+        seq,
+        sync_micros: 0,
+    }
 }
 
 fn status(task: &str, state: v1::TaskState, uuid: &str) -> v1::TaskStatus {

@@ -616,10 +616,18 @@ impl Agent {
             }
             entry.sent = now;
         }
-        let batches =
-            std::iter::once((None, durable)).chain(unsynced.into_iter().map(
-                |(incarnation, (seq, batch))| (Some(v1::SyncMark { incarnation, seq }), batch),
-            ));
+        let batches = std::iter::once((None, durable)).chain(unsynced.into_iter().map(
+            |(incarnation, (seq, batch))| {
+                (
+                    Some(v1::SyncMark {
+                        incarnation,
+                        seq,
+                        sync_micros: 0,
+                    }),
+                    batch,
+                )
+            },
+        ));
         for (mark, batch) in batches {
             for chunk in batch.chunks(4096) {
                 send(

@@ -491,6 +491,7 @@ impl Service {
                 let unsynced = v1::SyncMark {
                     incarnation: delivery.incarnation,
                     seq: upto,
+                    sync_micros: 0,
                 };
                 for chunk in batch.chunks(4096) {
                     let _ = agent.send(v1::FromExecutor {
@@ -636,8 +637,10 @@ impl Writer {
                     }
                     // A flush commits even with nothing new: the
                     // commits before it were not synced.
+                    let synced_commit = durable || !flushed.is_empty();
+                    let started = Instant::now();
                     if (!writes.is_empty() || !flushed.is_empty())
-                        && let Err(e) = checkpoint.commit(&writes, durable || !flushed.is_empty())
+                        && let Err(e) = checkpoint.commit(&writes, synced_commit)
                     {
                         // The updates still go: holding them would stall
                         // every task; a restart may then lose them.
@@ -662,6 +665,11 @@ impl Writer {
                                 kind: Some(Out::Synced(v1::SyncMark {
                                     incarnation: delivery.incarnation,
                                     seq,
+                                    sync_micros: if synced_commit {
+                                        started.elapsed().as_micros() as u64
+                                    } else {
+                                        0
+                                    },
                                 })),
                             });
                         }

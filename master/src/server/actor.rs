@@ -648,7 +648,13 @@ impl Actor {
                     unsynced: updates.unsynced,
                 });
             }
-            Kind::Synced(mark) => self.notify(Input::AgentSynced { agent, mark }),
+            Kind::Synced(mark) => {
+                if mark.sync_micros > 0 {
+                    let took = Duration::from_micros(mark.sync_micros);
+                    self.metrics.checkpoint_sync.observe(took);
+                }
+                self.notify(Input::AgentSynced { agent, mark });
+            }
             Kind::SandboxReadReply(reply) => {
                 if let Some(waiter) = self.sandbox_reads.remove(&reply.request_id) {
                     let _ = waiter.send(Ok(reply));

@@ -47,6 +47,9 @@ pub struct Metrics {
     launching: HashMap<TaskId, Instant>,
     /// How long each registry commit took.
     pub commit: Histogram,
+    /// How long agents' executors took to sync a batch of updates (from
+    /// the `synced` marks they send).
+    pub checkpoint_sync: Histogram,
 }
 
 /// Launches timed at once, at most: past it new ones go untimed until
@@ -183,6 +186,11 @@ impl Metrics {
             &mut out,
             "wasmos_registry_commit_seconds",
             "How long each commit of the registry took (one per batch of turns).",
+        );
+        self.checkpoint_sync.render(
+            &mut out,
+            "wasmos_checkpoint_sync_seconds",
+            "How long agents' executors took to commit and sync a batch of updates holding an end, as their synced marks report.",
         );
         // Each role's dominant share against what DRF says it should hold.
         let fair = core.allocator().fair_shares();
