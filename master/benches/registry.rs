@@ -67,7 +67,7 @@ fn task(i: usize, agents: usize, frameworks: usize) -> Record {
     let id = format!("job-{}-{i}-1", i % frameworks);
     let agent_id = format!("bench-A{}", i % agents);
     let framework_id = format!("bench-F{}", i % frameworks);
-    Record::Task(v1::StoredTask {
+    Record::Task(Box::new(v1::StoredTask {
         framework_id: framework_id.clone(),
         agent_id: agent_id.clone(),
         spec: Some(v1::TaskSpec {
@@ -94,7 +94,7 @@ fn task(i: usize, agents: usize, frameworks: usize) -> Record {
         kill_requested: false,
         master_update: None,
         end_unsynced: false,
-    })
+    }))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -86,7 +86,7 @@ impl Core {
         }
         for id in dirty.tasks {
             writes.push(match self.tasks.get(&id).filter(|t| !t.archived) {
-                Some(task) => Write::Put(Record::Task(stored_task(task))),
+                Some(task) => Write::Put(Record::Task(Box::new(stored_task(task)))),
                 None => Write::Delete(Table::Tasks, id.to_string()),
             });
         }
@@ -118,7 +118,7 @@ impl Core {
             self.tasks
                 .values()
                 .filter(|t| !t.archived)
-                .map(|t| Record::Task(stored_task(t))),
+                .map(|t| Record::Task(Box::new(stored_task(t)))),
         );
         records
     }

@@ -90,7 +90,9 @@ pub enum Record {
     Agent(v1::StoredAgent),
     Framework(v1::StoredFramework),
     Role(v1::StoredRole),
-    Task(v1::StoredTask),
+    /// Boxed: a task's record is most of the registry's traffic and several
+    /// times the size of the others, and writes are moved through a turn.
+    Task(Box<v1::StoredTask>),
     Artifact(v1::StoredArtifact),
     Ca(v1::StoredCa),
     Token(v1::StoredToken),
@@ -161,7 +163,7 @@ impl Record {
             Table::Agents => Record::Agent(Message::decode(bytes)?),
             Table::Frameworks => Record::Framework(Message::decode(bytes)?),
             Table::Roles => Record::Role(Message::decode(bytes)?),
-            Table::Tasks => Record::Task(Message::decode(bytes)?),
+            Table::Tasks => Record::Task(Box::new(Message::decode(bytes)?)),
             Table::Artifacts => Record::Artifact(Message::decode(bytes)?),
             Table::Trust => Record::Ca(Message::decode(bytes)?),
             Table::Tokens => Record::Token(Message::decode(bytes)?),
@@ -232,7 +234,7 @@ impl Registry {
             Record::Agent(a) => self.agents.push(a),
             Record::Framework(f) => self.frameworks.push(f),
             Record::Role(r) => self.roles.push(r),
-            Record::Task(t) => self.tasks.push(t),
+            Record::Task(t) => self.tasks.push(*t),
             Record::Artifact(a) => self.artifacts.push(a),
             Record::Ca(c) => self.ca = Some(c),
             Record::Token(t) => self.tokens.push(t),
@@ -247,7 +249,11 @@ impl Registry {
         records.extend(self.agents.iter().cloned().map(Record::Agent));
         records.extend(self.frameworks.iter().cloned().map(Record::Framework));
         records.extend(self.roles.iter().cloned().map(Record::Role));
-        records.extend(self.tasks.iter().cloned().map(Record::Task));
+        records.extend(
+            self.tasks
+                .iter()
+                .map(|t| Record::Task(Box::new(t.clone()))),
+        );
         records.extend(self.artifacts.iter().cloned().map(Record::Artifact));
         records.extend(self.ca.iter().cloned().map(Record::Ca));
         records.extend(self.tokens.iter().cloned().map(Record::Token));

@@ -3,7 +3,7 @@ use super::*;
 use wasmos_proto::v1;
 
 fn task(id: &str, agent: &str) -> Record {
-    Record::Task(v1::StoredTask {
+    Record::Task(Box::new(v1::StoredTask {
         framework_id: "f1".into(),
         agent_id: agent.into(),
         spec: Some(v1::TaskSpec {
@@ -12,7 +12,7 @@ fn task(id: &str, agent: &str) -> Record {
             ..Default::default()
         }),
         ..Default::default()
-    })
+    }))
 }
 
 fn task_ids(registry: &Registry) -> Vec<String> {
