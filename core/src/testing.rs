@@ -491,6 +491,7 @@ pub fn reported(launch: &v1::TaskLaunch, state: v1::TaskState) -> v1::RunningTas
         artifact: spec.artifact.clone(),
         spec: Some(spec),
         launch_mac: launch.mac.clone(),
+        launch_epoch: launch.master_epoch,
     }
 }
 

@@ -265,7 +265,8 @@ fn a_task_with_a_forged_or_misused_mac_is_killed_and_its_refusal_kept() {
         &v1::TaskLaunch {
             framework_id: fw.to_string(),
             spec: Some(task("t3", 1.0, GIB)),
-            mac: LaunchKey::new([7; 32]).sign(&agent, &fw, &task("t3", 1.0, GIB)),
+            mac: LaunchKey::new([7; 32]).sign(&agent, &fw, 1, &task("t3", 1.0, GIB)),
+            master_epoch: 1,
         },
         v1::TaskState::Running,
     );
@@ -307,7 +308,7 @@ fn a_task_with_a_forged_or_misused_mac_is_killed_and_its_refusal_kept() {
 }
 
 #[test]
-fn a_replayed_launch_that_no_longer_fits_its_agent_is_killed_not_overcommitted() {
+fn a_replayed_launch_is_never_adopted_twice_nor_overcommitted() {
     // Finished tasks are forgotten as soon as they are acknowledged.
     let mut h = Harness::with_config(CoreConfig {
         completed_tasks_per_framework: 0,
@@ -332,20 +333,29 @@ fn a_replayed_launch_that_no_longer_fits_its_agent_is_killed_not_overcommitted()
     h.accept(&fw, &[&offer], vec![task("t2", 2.0, GIB)], Some(0.0))
         .unwrap();
     h.report(&agent, "t2", v1::TaskState::Running);
+    let t2 = || v1::RunningTask {
+        task_id: "t2".into(),
+        framework_id: fw.to_string(),
+        state: v1::TaskState::Running as i32,
+        ..Default::default()
+    };
 
     // The agent's stream drops; it comes back claiming t1 runs again, with
-    // t1's genuine MAC: t2 holds the agent, so t1 is killed.
+    // t1's genuine MAC: a launch of this master's own run that it settled,
+    // so killed, and nothing to audit.
     h.disconnect_agent(&agent);
     h.take_agent_messages(&agent);
-    let mut t2 = reported(&first[0], v1::TaskState::Running);
-    t2.task_id = "t2".into();
-    t2.spec = None;
-    reregister(
-        &mut h,
-        &agent,
-        2.0,
-        vec![reported(&first[0], v1::TaskState::Running), t2],
-    );
+    let replayed = reported(&first[0], v1::TaskState::Running);
+    reregister(&mut h, &agent, 2.0, vec![replayed.clone(), t2()]);
+    assert_eq!(kills_on_registration(&mut h, &agent), ["t1"]);
+    assert_eq!(h.state_of("t1"), None);
+    assert!(h.core.take_adoptions().refused.is_empty());
+
+    // After a restart it is a launch of an earlier run, so a candidate for
+    // adoption: t2 holds the agent, so t1 is killed, not overcommitted.
+    h.restart();
+    h.resubscribe(&fw, "batch").unwrap();
+    reregister(&mut h, &agent, 2.0, vec![replayed, t2()]);
     assert_eq!(kills_on_registration(&mut h, &agent), ["t1"]);
     assert_eq!(h.state_of("t1"), None);
     assert_eq!(h.state_of("t2"), Some(v1::TaskState::Running));

@@ -672,6 +672,8 @@ impl Sim {
         self.use_offers();
         self.progress_tasks();
         let key = self.h.config.launch_key.clone();
+        // Launches the crash loses were made by the master now running.
+        let epoch = self.h.core.config().master_epoch;
         for agent in self.agents.iter().filter(|a| a.alive && a.connected) {
             let runs = self
                 .h
@@ -687,7 +689,8 @@ impl Sim {
                     resources: None,
                     state: t.status.state,
                     artifact: t.spec.artifact.clone(),
-                    launch_mac: key.sign(&t.agent, &t.framework, &t.spec),
+                    launch_mac: key.sign(&t.agent, &t.framework, epoch, &t.spec),
+                    launch_epoch: epoch,
                     spec: Some(t.spec),
                 })
                 .collect();

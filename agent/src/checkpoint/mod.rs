@@ -144,6 +144,7 @@ impl Checkpoint {
                     if let Some(task) = loaded.tasks.get_mut(id.value()) {
                         task.spec = launch.spec;
                         task.launch_mac = launch.mac;
+                        task.launch_epoch = launch.master_epoch;
                     }
                 }
             }
@@ -285,6 +286,7 @@ mod tests {
                 ..spec.clone()
             }),
             mac: vec![9; 32],
+            master_epoch: 4,
         };
         c.commit(
             &[
@@ -312,6 +314,7 @@ mod tests {
         assert_eq!(t1.state(), v1::TaskState::Running);
         assert_eq!(t1.spec.as_ref(), Some(&spec));
         assert_eq!(t1.launch_mac, vec![9; 32]);
+        assert_eq!(t1.launch_epoch, 4);
     }
 
     #[test]

@@ -408,6 +408,7 @@ impl Agent {
                             artifact: spec.artifact.clone(),
                             spec: Some(spec.clone()),
                             launch_mac: launch.mac.clone(),
+                            launch_epoch: launch.master_epoch,
                         });
                 }
                 self.executor.send(ToExecutor::Run(run));
@@ -527,10 +528,22 @@ impl Agent {
     fn attached(&mut self, welcome: v1::ExecutorWelcome) {
         let known: std::collections::HashSet<&str> =
             welcome.tasks.iter().map(|t| t.task_id.as_str()).collect();
+        // An end this link heard before its executor synced it may have
+        // died with that executor: unknown to the new one, it is lost too
+        // (the master holds such an end from its framework until then).
+        let unsynced: std::collections::HashSet<&str> = self
+            .unacked
+            .values()
+            .filter(|u| u.unsynced.is_some())
+            .map(|u| u.status.task_id.as_str())
+            .collect();
         let lost: Vec<v1::RunningTask> = self
             .open
             .values()
-            .filter(|t| !known.contains(t.task_id.as_str()) && !crate::is_terminal(t.state()))
+            .filter(|t| {
+                !known.contains(t.task_id.as_str())
+                    && (!crate::is_terminal(t.state()) || unsynced.contains(t.task_id.as_str()))
+            })
             .cloned()
             .collect();
         self.open = welcome

@@ -335,6 +335,7 @@ impl Service {
                 artifact: t.artifact.clone(),
                 spec: t.spec.clone(),
                 launch_mac: t.launch_mac.clone(),
+                launch_epoch: t.launch_epoch,
             })
             .collect();
         tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
@@ -388,7 +389,7 @@ impl Service {
                             &task.task_id,
                             v1::TaskState::Lost,
                             v1::Reason::ExecutorTerminated,
-                            "the executor process ended before it started the task",
+                            "the executor process ended before it recorded the task",
                         );
                     }
                 }
@@ -423,11 +424,13 @@ impl Service {
                 state: v1::TaskState::Staging as i32,
                 spec: Some(spec.clone()),
                 launch_mac: launch.mac.clone(),
+                launch_epoch: launch.master_epoch,
             };
             let kept = v1::TaskLaunch {
                 framework_id: launch.framework_id.clone(),
                 spec: Some(spec.clone()),
                 mac: launch.mac,
+                master_epoch: launch.master_epoch,
             };
             match self.executor.launch(
                 &launch.framework_id,
@@ -571,6 +574,7 @@ fn state_of(task: &v1::CheckpointTask) -> v1::CheckpointTask {
         state: task.state,
         spec: None,
         launch_mac: Vec::new(),
+        launch_epoch: 0,
     }
 }
 
@@ -639,12 +643,16 @@ impl Writer {
                     // commits before it were not synced.
                     let synced_commit = durable || !flushed.is_empty();
                     let started = Instant::now();
+                    let mut committed = true;
                     if (!writes.is_empty() || !flushed.is_empty())
                         && let Err(e) = checkpoint.commit(&writes, synced_commit)
                     {
                         // The updates still go: holding them would stall
-                        // every task; a restart may then lose them.
+                        // every task; a restart may then lose them. But no
+                        // `synced` mark claims them durable: their ends
+                        // are told only when sent again after a restart.
                         tracing::error!("{e:#}");
+                        committed = false;
                     }
                     let mut delivery = delivery.lock().unwrap();
                     delivery.committed = delivery.committed.max(upto);
@@ -660,7 +668,7 @@ impl Writer {
                         // Every terminal update up to here was in a synced
                         // commit (its batch asked for one); the others need
                         // none.
-                        if let Some(seq) = synced {
+                        if let Some(seq) = synced.filter(|_| committed) {
                             let _ = agent.send(v1::FromExecutor {
                                 kind: Some(Out::Synced(v1::SyncMark {
                                     incarnation: delivery.incarnation,

@@ -13,12 +13,17 @@
 //!    it); the agent's own update, which it sends again after registering,
 //!    replaces it and is what the framework is told.
 //! 2. **Then adoption.** A task the master does not know, reported with the
-//!    spec and MAC of its launch (`launch_key.rs`), is taken in as if just
-//!    launched: placed on the agent's free resources (its framework's
-//!    reservation first), in the reported state. A MAC that does not check
-//!    out, a framework that is gone, an id already used, or resources the
-//!    agent no longer has free: the agent is told to kill it, and the
-//!    refusal is kept for the audit log (`Core::take_adoptions`).
+//!    spec and MAC of its launch (`launch_key.rs`) by a master of an
+//!    earlier start, is taken in as if just launched: placed on the agent's
+//!    free resources (its framework's reservation first), in the reported
+//!    state. A launch of this master's own run that it does not know any
+//!    more is one it settled and archived: the agent is told to kill it,
+//!    and that is all. A MAC that does not check out, a framework that is
+//!    gone, an id already used, or resources the agent no longer has free:
+//!    the agent is told to kill it, and the refusal is kept for the audit
+//!    log (`Core::take_adoptions`). An ended task adopted may be one whose
+//!    end the framework already acknowledged (the ack never reached the
+//!    agent): it hears the end again, as delivery is at least once.
 //!
 //! Meanwhile a framework that reconciles a task the master does not know
 //! gets no answer while any agent may still report it (`held_reconciliations`
@@ -71,19 +76,24 @@ impl Core {
             source: v1::StatusSource::Agent as i32,
             ..task.status.clone()
         };
+        // A report may hold an end the agent's executor has not synced:
+        // told once the agent's own update for it comes (or replaced).
+        task.end_unsynced = is_terminal(state);
         self.dirty_task(id);
         if is_terminal(state) {
             self.release_task(id);
         }
     }
 
-    /// Step 2: takes in a task the master did not know, or says why not.
+    /// Step 2: takes in a task the master did not know (`Ok(true)`), or
+    /// says why not. `Ok(false)`: a launch of this master's own run, so one
+    /// it settled and forgot (archived): nothing to adopt, nothing to report.
     pub(super) fn adopt(
         &mut self,
         agent: &AgentId,
         report: &v1::RunningTask,
         now: Time,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let id = TaskId::from(report.task_id.as_str());
         let framework = FrameworkId::from(report.framework_id.as_str());
         let Some(spec) = report
@@ -96,14 +106,19 @@ impl Core {
         if spec.task_id != report.task_id {
             return Err(format!("its spec names another task ({})", spec.task_id));
         }
-        if !self
-            .config
-            .launch_key
-            .verify(agent, &framework, spec, &report.launch_mac)
-        {
+        if !self.config.launch_key.verify(
+            agent,
+            &framework,
+            report.launch_epoch,
+            spec,
+            &report.launch_mac,
+        ) {
             return Err(
                 "its launch's MAC does not check out: this master never launched it here".into(),
             );
+        }
+        if report.launch_epoch >= self.config.master_epoch {
+            return Ok(false);
         }
         if self.task_id_taken(&id) {
             return Err("its id is used by another task".into());
@@ -155,6 +170,10 @@ impl Core {
                 released: ended,
                 kill_requested: false,
                 master_update: None,
+                // An ended task adopted is one its framework may have been
+                // told of (and acknowledged) before the crash, if the ack
+                // never reached the agent: its end stands as reported, and
+                // the agent's own update follows (a duplicate at worst).
                 end_unsynced: false,
                 archived: false,
                 owner,
@@ -172,7 +191,7 @@ impl Core {
             .insert(id.clone());
         self.dirty_task(&id);
         self.adoptions.adopted.push(id);
-        Ok(())
+        Ok(true)
     }
 
     /// Where `need` fits in what is free on `agent`: `role`'s reservation

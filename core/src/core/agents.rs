@@ -148,14 +148,18 @@ impl Core {
                 }
             }
             for report in unknown {
-                if let Err(why) = self.adopt(&id, report, now) {
-                    kill.push(report.task_id.clone());
-                    self.adoptions.refused.push(RefusedAdoption {
-                        agent: id.clone(),
-                        task: report.task_id.clone(),
-                        framework: report.framework_id.clone(),
-                        why,
-                    });
+                match self.adopt(&id, report, now) {
+                    Ok(true) => {}
+                    Ok(false) => kill.push(report.task_id.clone()),
+                    Err(why) => {
+                        kill.push(report.task_id.clone());
+                        self.adoptions.refused.push(RefusedAdoption {
+                            agent: id.clone(),
+                            task: report.task_id.clone(),
+                            framework: report.framework_id.clone(),
+                            why,
+                        });
+                    }
                 }
             }
         } else {

@@ -157,13 +157,18 @@ impl Core {
             if spec.name.is_empty() {
                 spec.name = spec.task_id.clone();
             }
-            let mac = self.config.launch_key.sign(&agent, &framework, &spec);
+            let epoch = self.config.master_epoch;
+            let mac = self
+                .config
+                .launch_key
+                .sign(&agent, &framework, epoch, &spec);
             self.out.run(
                 &agent,
                 v1::TaskLaunch {
                     framework_id: framework.to_string(),
                     spec: Some(spec.clone()),
                     mac,
+                    master_epoch: epoch,
                 },
             );
             let status = v1::TaskStatus {

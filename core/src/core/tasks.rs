@@ -96,6 +96,8 @@ impl Core {
             let framework = task.framework.clone();
             let terminal = is_terminal(status.state());
             let task = self.tasks.get_mut(&id).expect("known task");
+            // The same unconfirmed end sent again already waits for a mark.
+            let waiting = task.end_unsynced && task.status.uuid == status.uuid;
             task.status = status.clone();
             let release = terminal && !task.released;
             // An end not yet durable on the agent frees the resources now
@@ -107,7 +109,9 @@ impl Core {
                 self.release_task(&id);
                 freed = true;
             }
-            if let Some(mark) = unsynced.filter(|_| unconfirmed) {
+            if waiting && unconfirmed {
+                // Its first mark still stands.
+            } else if let Some(mark) = unsynced.filter(|_| unconfirmed) {
                 self.agents
                     .get_mut(agent)
                     .expect("checked")

@@ -249,11 +249,7 @@ impl Registry {
         records.extend(self.agents.iter().cloned().map(Record::Agent));
         records.extend(self.frameworks.iter().cloned().map(Record::Framework));
         records.extend(self.roles.iter().cloned().map(Record::Role));
-        records.extend(
-            self.tasks
-                .iter()
-                .map(|t| Record::Task(Box::new(t.clone()))),
-        );
+        records.extend(self.tasks.iter().map(|t| Record::Task(Box::new(t.clone()))));
         records.extend(self.artifacts.iter().cloned().map(Record::Artifact));
         records.extend(self.ca.iter().cloned().map(Record::Ca));
         records.extend(self.tokens.iter().cloned().map(Record::Token));
@@ -341,11 +337,16 @@ pub fn open(store: &dyn Store, fresh_launch_key: [u8; 32]) -> Result<Opened, Sto
     let mut registry = store.load()?;
     let epoch = check_header(registry.meta.as_ref(), registry.len(), &store.describe())?
         .map_or(1, |last| last + 1);
-    let key = registry
-        .meta
-        .as_ref()
-        .and_then(|meta| <[u8; 32]>::try_from(meta.launch_key.as_slice()).ok())
-        .unwrap_or(fresh_launch_key);
+    let key = match registry.meta.as_ref().map(|meta| meta.launch_key.as_slice()) {
+        None | Some([]) => fresh_launch_key,
+        Some(key) => <[u8; 32]>::try_from(key).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "{}: its launch key is {} bytes, not 32; refusing to start (a new key would disown every launch made before)",
+                store.describe(),
+                key.len()
+            ))
+        })?,
+    };
     let meta = v1::RegistryMeta {
         schema_version: SCHEMA_VERSION,
         epoch,

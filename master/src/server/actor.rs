@@ -483,6 +483,16 @@ impl Actor {
             Output::Framework(
                 id,
                 v1::Event {
+                    kind: Some(EventKind::Updates(_)),
+                },
+            ) => {
+                // Held behind its stream's first events (the arm above takes
+                // the others): so is every later update of this batch.
+                self.held_streams.insert(id.clone());
+            }
+            Output::Framework(
+                id,
+                v1::Event {
                     kind: Some(EventKind::Subscribed(_) | EventKind::Error(_)),
                 },
             )
@@ -494,9 +504,14 @@ impl Actor {
                 v1::MasterMessage {
                     kind: Some(AgentKind::RunTasks(_)),
                 },
-            ) if !agent_held(self, id) => {
-                self.early.push(message);
-                return;
+            ) => {
+                if !agent_held(self, id) {
+                    self.early.push(message);
+                    return;
+                }
+                // Held behind its stream's first message: so is every later
+                // launch to it, keeping their order.
+                self.held_agents.insert(id.clone());
             }
             Output::Agent(
                 id,

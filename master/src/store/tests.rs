@@ -227,3 +227,22 @@ fn the_launch_key_is_made_once_and_kept_and_an_old_registry_gets_one() {
     let store = RedbStore::open(&RedbStore::path_in(other.path())).unwrap();
     assert_ne!(open(&store).unwrap().launch_key, first);
 }
+
+#[test]
+fn a_launch_key_of_the_wrong_length_is_refused_not_replaced() {
+    let store = MemoryStore::new();
+    store
+        .commit(&[Write::Put(Record::Meta(v1::RegistryMeta {
+            schema_version: SCHEMA_VERSION,
+            epoch: 3,
+            launch_key: vec![1; 5],
+        }))])
+        .unwrap();
+    let err = open(&store).unwrap_err().to_string();
+    assert!(err.contains("launch key is 5 bytes"), "{err}");
+    assert_eq!(
+        store.load().unwrap().meta.unwrap().launch_key,
+        vec![1; 5],
+        "left as it was"
+    );
+}
