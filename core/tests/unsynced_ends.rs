@@ -54,6 +54,16 @@ fn updates(
     .unwrap();
 }
 
+/// t1 ends; the agent sends it before its executor synced it (mark 7/3).
+fn end_unsynced(h: &mut Harness, agent: &AgentId) {
+    updates(
+        h,
+        agent,
+        vec![status("t1", v1::TaskState::Finished, "end")],
+        Some(mark(7, 3)),
+    );
+}
+
 fn synced(h: &mut Harness, agent: &AgentId, at: v1::SyncMark) {
     assert_eq!(
         h.handle(Input::AgentSynced {
@@ -74,12 +84,7 @@ fn told(h: &mut Harness, fw: &FrameworkId) -> Vec<(String, v1::TaskState)> {
 #[test]
 fn an_unsynced_end_frees_its_resources_at_once_and_is_told_once_synced() {
     let (mut h, agent, fw) = running();
-    updates(
-        &mut h,
-        &agent,
-        vec![status("t1", v1::TaskState::Finished, "end")],
-        Some(mark(7, 3)),
-    );
+    end_unsynced(&mut h, &agent);
     // The cpu is offered again in the same input; the end is not told.
     let offers = h.take_offers(&fw);
     assert_eq!(offered(&offers[0]), Resources::new(1.0, 4 * GIB, 0));
@@ -117,12 +122,7 @@ fn an_unsynced_end_frees_its_resources_at_once_and_is_told_once_synced() {
 #[test]
 fn an_executor_that_lost_an_unsynced_end_reports_lost_and_that_is_what_is_told() {
     let (mut h, agent, fw) = running();
-    updates(
-        &mut h,
-        &agent,
-        vec![status("t1", v1::TaskState::Finished, "end")],
-        Some(mark(7, 3)),
-    );
+    end_unsynced(&mut h, &agent);
     // Power lost before the sync: the new executor finds t1 running in its
     // checkpoint, and reports it lost (durable).
     let mut lost = status("t1", v1::TaskState::Lost, "lost");
@@ -165,12 +165,7 @@ fn an_executor_that_lost_an_unsynced_end_reports_lost_and_that_is_what_is_told()
 #[test]
 fn an_agent_lost_before_confirming_an_end_makes_the_task_lost() {
     let (mut h, agent, fw) = running();
-    updates(
-        &mut h,
-        &agent,
-        vec![status("t1", v1::TaskState::Finished, "end")],
-        Some(mark(7, 3)),
-    );
+    end_unsynced(&mut h, &agent);
     h.disconnect_agent(&agent);
     h.advance(10_000);
     let told = h.take_updates(&fw);
@@ -184,12 +179,7 @@ fn an_agent_lost_before_confirming_an_end_makes_the_task_lost() {
 #[test]
 fn an_unconfirmed_end_survives_a_restart_unconfirmed() {
     let (mut h, agent, fw) = running();
-    updates(
-        &mut h,
-        &agent,
-        vec![status("t1", v1::TaskState::Finished, "end")],
-        Some(mark(7, 3)),
-    );
+    end_unsynced(&mut h, &agent);
     h.restart();
     h.resubscribe(&fw, "batch").unwrap();
     h.reregister_agent(&agent, Harness::agent_info(1.0, 4 * GIB), &["t1"])
@@ -218,12 +208,7 @@ fn an_agent_that_comes_back_without_a_task_whose_end_was_unconfirmed_makes_it_lo
     // The executor lost the task with its power before even its launch was
     // synced: the agent comes back without it.
     let (mut h, agent, fw) = running();
-    updates(
-        &mut h,
-        &agent,
-        vec![status("t1", v1::TaskState::Finished, "end")],
-        Some(mark(7, 3)),
-    );
+    end_unsynced(&mut h, &agent);
     h.disconnect_agent(&agent);
     h.reregister_agent(&agent, Harness::agent_info(1.0, 4 * GIB), &[])
         .unwrap();
@@ -235,12 +220,7 @@ fn an_agent_that_comes_back_without_a_task_whose_end_was_unconfirmed_makes_it_lo
     );
     // One that comes back with it keeps it, unconfirmed, for its update.
     let (mut h, agent, fw) = running();
-    updates(
-        &mut h,
-        &agent,
-        vec![status("t1", v1::TaskState::Finished, "end")],
-        Some(mark(7, 3)),
-    );
+    end_unsynced(&mut h, &agent);
     h.disconnect_agent(&agent);
     h.reregister_agent(&agent, Harness::agent_info(1.0, 4 * GIB), &["t1"])
         .unwrap();

@@ -474,16 +474,7 @@ impl Agent {
                 if self.master_holds_unsynced {
                     send(outbound, ToMaster::Synced(mark)).await?;
                 } else {
-                    for chunk in now_durable.chunks(4096) {
-                        send(
-                            outbound,
-                            ToMaster::Updates(v1::StatusUpdates {
-                                statuses: chunk.to_vec(),
-                                unsynced: None,
-                            }),
-                        )
-                        .await?;
-                    }
+                    send_updates(outbound, &now_durable, None).await?;
                 }
             }
             Event::Message(FromExecutor::SandboxReadReply(reply)) => {
@@ -642,16 +633,7 @@ impl Agent {
             },
         ));
         for (mark, batch) in batches {
-            for chunk in batch.chunks(4096) {
-                send(
-                    outbound,
-                    ToMaster::Updates(v1::StatusUpdates {
-                        statuses: chunk.to_vec(),
-                        unsynced: mark,
-                    }),
-                )
-                .await?;
-            }
+            send_updates(outbound, &batch, mark).await?;
         }
         Ok(())
     }
@@ -698,6 +680,22 @@ const LAUNCHES_REPORTED_BYTES: usize = 2 << 20;
 
 fn id_path(config: &AgentConfig) -> std::path::PathBuf {
     config.executor.work_dir.join("agent_id")
+}
+
+/// Sends `statuses` in messages of at most 4,096, each marked `unsynced`.
+async fn send_updates(
+    outbound: &mpsc::Sender<v1::AgentMessage>,
+    statuses: &[v1::TaskStatus],
+    unsynced: Option<v1::SyncMark>,
+) -> anyhow::Result<()> {
+    for chunk in statuses.chunks(4096) {
+        let updates = v1::StatusUpdates {
+            statuses: chunk.to_vec(),
+            unsynced,
+        };
+        send(outbound, ToMaster::Updates(updates)).await?;
+    }
+    Ok(())
 }
 
 async fn send(outbound: &mpsc::Sender<v1::AgentMessage>, kind: ToMaster) -> anyhow::Result<()> {

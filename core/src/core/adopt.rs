@@ -157,39 +157,25 @@ impl Core {
             source: v1::StatusSource::Agent as i32,
             ..Default::default()
         };
-        self.tasks.insert(
-            id.clone(),
-            Task {
-                id: id.clone(),
-                framework: framework.clone(),
-                agent: agent.clone(),
-                spec: spec.clone(),
-                resources,
-                consumption,
-                status,
-                released: ended,
-                kill_requested: false,
-                master_update: None,
-                // An ended task adopted is one its framework may have been
-                // told of (and acknowledged) before the crash, if the ack
-                // never reached the agent: its end stands as reported, and
-                // the agent's own update follows (a duplicate at worst).
-                end_unsynced: false,
-                archived: false,
-                owner,
-            },
-        );
-        self.agents
-            .get_mut(agent)
-            .expect("registering agent")
-            .tasks
-            .insert(id.clone());
-        self.frameworks
-            .get_mut(&framework)
-            .expect("checked")
-            .tasks
-            .insert(id.clone());
-        self.dirty_task(&id);
+        self.insert_task(Task {
+            id: id.clone(),
+            framework: framework.clone(),
+            agent: agent.clone(),
+            spec: spec.clone(),
+            resources,
+            consumption,
+            status,
+            released: ended,
+            kill_requested: false,
+            master_update: None,
+            // An ended task adopted is one its framework may have been
+            // told of (and acknowledged) before the crash, if the ack
+            // never reached the agent: its end stands as reported, and
+            // the agent's own update follows (a duplicate at worst).
+            end_unsynced: false,
+            archived: false,
+            owner,
+        });
         self.adoptions.adopted.push(id);
         Ok(true)
     }

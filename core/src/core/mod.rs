@@ -577,6 +577,24 @@ impl Core {
     }
 
     /// Is this task id taken, by a live task or a remembered one?
+    /// Takes in a task placed on its agent (launched or adopted): in the
+    /// task table, its agent's and its framework's indexes, and the writes.
+    fn insert_task(&mut self, task: Task) {
+        let id = task.id.clone();
+        self.agents
+            .get_mut(&task.agent)
+            .expect("a task's agent is known")
+            .tasks
+            .insert(id.clone());
+        self.frameworks
+            .get_mut(&task.framework)
+            .expect("a task's framework is known")
+            .tasks
+            .insert(id.clone());
+        self.tasks.insert(id.clone(), task);
+        self.dirty_task(&id);
+    }
+
     fn task_id_taken(&self, id: &TaskId) -> bool {
         self.tasks.contains_key(id) || self.graveyard.contains_key(id)
     }

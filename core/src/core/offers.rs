@@ -180,35 +180,21 @@ impl Core {
                 source: v1::StatusSource::Master as i32,
                 ..Default::default()
             };
-            self.tasks.insert(
-                id.clone(),
-                Task {
-                    id: id.clone(),
-                    framework: framework.clone(),
-                    agent: agent.clone(),
-                    spec,
-                    resources,
-                    consumption,
-                    status,
-                    released: false,
-                    kill_requested: false,
-                    master_update: None,
-                    end_unsynced: false,
-                    archived: false,
-                    owner: owner.clone(),
-                },
-            );
-            self.agents
-                .get_mut(&agent)
-                .expect("offer's agent")
-                .tasks
-                .insert(id.clone());
-            self.frameworks
-                .get_mut(&framework)
-                .expect("checked")
-                .tasks
-                .insert(id.clone());
-            self.dirty_task(&id);
+            self.insert_task(Task {
+                id: id.clone(),
+                framework: framework.clone(),
+                agent: agent.clone(),
+                spec,
+                resources,
+                consumption,
+                status,
+                released: false,
+                kill_requested: false,
+                master_update: None,
+                end_unsynced: false,
+                archived: false,
+                owner: owner.clone(),
+            });
             launched.push(id);
         }
         for (reservation, rest) in pools {
