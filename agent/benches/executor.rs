@@ -6,7 +6,9 @@
 //!   WASI ctx + instantiate + call, pooling allocator included); on the
 //!   work dir's disk too, with and without durable outputs (a terminal
 //!   status waits for its task's outputs to be synced, as in
-//!   `wasmos executor`).
+//!   `wasmos executor`). `raw_over_executor_cpu` compares CPU time (every
+//!   thread of the process, the sandboxes written behind included) per
+//!   task, where `raw_over_executor` compares throughput.
 //! - `fuel`: the prime counter under the executor at cpus=1 versus the same
 //!   guest on an engine without fuel or epochs.
 //! - `density`: 1,000 sleeping Rust tasks at once (`--tasks N` for more,
@@ -196,6 +198,18 @@ fn bench_launch(work: &std::path::Path) -> serde_json::Value {
 
 /// `n` tasks through an executor on `work`; with `durable`, each terminal
 /// status waits for the task's outputs to be synced.
+/// CPU seconds this process has used, all threads, user and system.
+fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Value {
     // Start with nothing dirty: the last run's write-back is not this one's.
     std::fs::create_dir_all(work).unwrap();
@@ -206,6 +220,7 @@ fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Val
     let mut rig = Rig::new(work, &wasm, durable);
 
     let t = Instant::now();
+    let process_cpu_before = process_cpu_s();
     let worker_cpu_before = thread_cpu_s("wasmos-worker-0");
     let io_cpu_before = thread_cpu_s("wasmos-io");
     let persist_cpu_before = thread_cpu_s("wasmos-persist");
@@ -238,12 +253,16 @@ fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Val
     let engine = rig.ex.engine().clone();
     drop(rig);
     let on_disk_rate = n as f64 / t.elapsed().as_secs_f64();
+    // Every thread's CPU, the sandboxes written behind included.
+    let executor_cpu = process_cpu_s() - process_cpu_before;
     assert!(work.join("launch/sandboxes/t0/root").is_dir());
     assert_eq!(
         std::fs::read(work.join(format!("launch/sandboxes/t{}/stdout", n - 1))).unwrap(),
         b"hi"
     );
+    let raw_cpu_before = process_cpu_s();
     let raw = raw_launches(&engine, &wasm, n);
+    let raw_cpu = process_cpu_s() - raw_cpu_before;
     let raw_on_demand = raw_launches(
         &build_engine(&EngineSettings {
             memory: MemoryModel::OnDemand,
@@ -265,6 +284,10 @@ fn launch_on(work: &std::path::Path, n: usize, durable: bool) -> serde_json::Val
         "driver_thread_busy": (driver_busy * 100.0).round() / 100.0,
         "raw_on_demand_tasks_per_s": raw_on_demand.round(),
         "raw_over_executor": (raw / rate * 100.0).round() / 100.0,
+        "executor_cpu_us_per_task": (executor_cpu * 1e6 / n as f64).round(),
+        "raw_cpu_us_per_task": (raw_cpu * 1e6 / n as f64 * 10.0).round() / 10.0,
+        "raw_over_executor_cpu": (executor_cpu / raw_cpu.max(1e-9) * 100.0).round() / 100.0,
+        "target_raw_over_executor_cpu": 2.5,
         "target_tasks_per_s": 20000, "target_raw_over_executor": 1.5,
     })
 }

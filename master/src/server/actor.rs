@@ -34,10 +34,11 @@
 //!   its commit: a crash can only make the agent send it again. An end
 //!   waits: a framework never hears of an end a crash could take back.
 //!
-//! Neither overtakes the first message of its stream held for the same
-//! commit: an offer waits behind a held `SUBSCRIBED` or `ERROR`, a launch
-//! behind its agent's held `Registered` (or the end of its stream). An
-//! offer may overtake held updates, which frameworks must not order against
+//! None of them overtakes a message of its stream held for a commit ahead
+//! of it: offers and updates wait behind a held `SUBSCRIBED` or `ERROR`
+//! (and every later one of the batch behind them), a launch behind its
+//! agent's held `Registered` or a held launch (or the end of its stream).
+//! An offer may overtake held ends, which frameworks must not order against
 //! offers anyway, and a launch may overtake held kills and acks of other
 //! tasks. Together this takes every commit off the path from `Accept` to
 //! the task's start.
