@@ -32,6 +32,7 @@
 
 use wasmos_proto::v1;
 
+use super::offers::draw;
 use super::tasks::{is_terminal, progress};
 use super::validate::validate_task;
 use super::{Core, Task};
@@ -202,16 +203,8 @@ impl Core {
                 .unreserved_total
                 .saturating_sub(&books.unreserved_allocated),
         ));
-        let mut left = need;
-        let mut taken = Vec::new();
-        for (role, free) in pools {
-            let take = left.min(&free);
-            if !take.is_zero() {
-                left -= take;
-                taken.push((role, take));
-            }
-        }
-        left.is_zero().then_some(taken)
+        let free = pools.iter().fold(Resources::ZERO, |sum, (_, r)| sum + *r);
+        need.fits_in(&free).then(|| draw(&mut pools, need))
     }
 
     /// What was adopted and refused since the last call, for the log, the

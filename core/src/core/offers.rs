@@ -376,9 +376,10 @@ impl Core {
     }
 }
 
-/// Takes `need` out of the pools, reserved ones first, one resource at a
-/// time, and says how much came from which pool.
-fn draw(
+/// Takes `need` out of the pools in their order (callers put reserved ones
+/// first), one resource at a time, and says how much came from which pool.
+/// The caller has checked that `need` fits in their sum.
+pub(super) fn draw(
     pools: &mut [(Option<Role>, Resources)],
     need: Resources,
 ) -> Vec<(Option<Role>, Resources)> {
@@ -395,6 +396,6 @@ fn draw(
             taken.push((role.clone(), take));
         }
     }
-    debug_assert!(left.is_zero(), "accept checked that the tasks fit");
+    debug_assert!(left.is_zero(), "the caller checked that the need fits");
     taken
 }
