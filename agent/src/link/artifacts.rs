@@ -29,18 +29,35 @@ impl MasterArtifacts {
         Self { client }
     }
 
-    /// The artifact's chunks as the master sends them.
+    /// The artifact's chunks as the master sends them. A master that
+    /// cannot be reached is tried again for [`UNREACHABLE_FOR`]: launches
+    /// reach agents before the master's commit, so a task may be asking for
+    /// its module while the master restarts.
     async fn chunks(&self, digest: &str) -> std::io::Result<tonic::Streaming<v1::FetchChunk>> {
-        let mut client = self.client.read().expect("not poisoned").clone();
-        Ok(client
-            .fetch(v1::FetchRequest {
+        let give_up = std::time::Instant::now() + UNREACHABLE_FOR;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            let mut client = self.client.read().expect("not poisoned").clone();
+            let request = v1::FetchRequest {
                 digest: digest.to_string(),
-            })
-            .await
-            .map_err(io_error)?
-            .into_inner())
+            };
+            match client.fetch(request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && std::time::Instant::now() + pause < give_up =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(status) => return Err(io_error(status)),
+            }
+        }
     }
 }
+
+/// How long a fetch waits for an unreachable master.
+const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn io_error(status: tonic::Status) -> std::io::Error {
     std::io::Error::other(status.message().to_string())
