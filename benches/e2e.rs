@@ -74,6 +74,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::mpsc;
+use wasmos_master::Resources;
+use wasmos_master::packing;
 use wasmos_sdk::proto as v1;
 use wasmos_sdk::{Client, ConnectOptions, Event, FrameworkConfig, is_terminal};
 
@@ -620,17 +622,15 @@ async fn run(registry: Registry, transport: Transport, executor: Executor) -> se
         };
         match event {
             Event::Offers(offers) => {
-                // Group by agent: one Accept per agent takes all its offers.
-                let mut by_agent: HashMap<String, (Vec<String>, u64, u64)> = HashMap::new();
-                for offer in offers {
-                    let r = offer.resources.unwrap_or_default();
-                    let entry = by_agent.entry(offer.agent_id).or_default();
-                    entry.0.push(offer.offer_id);
-                    entry.1 += (r.cpus * 1000.0).round() as u64;
-                    entry.2 += r.mem;
-                }
-                for (_agent, (offer_ids, cpu_millis, mem)) in by_agent {
-                    let fit = ((cpu_millis / task_cpu_millis).min(mem / TASK_MEM)) as usize;
+                // One Accept per agent takes all its offers.
+                let shape = Resources {
+                    cpu_millis: task_cpu_millis,
+                    mem: TASK_MEM,
+                    disk: 0,
+                };
+                for pool in packing::by_agent(offers) {
+                    let fit = pool.copies_of(&shape) as usize;
+                    let offer_ids = pool.offer_ids;
                     let mut batch = Vec::with_capacity(fit);
                     while batch.len() < fit {
                         if let Some(i) = retry.pop() {

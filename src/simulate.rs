@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wasmos_master::core::{Core, CoreConfig, Input, Output, Reply};
+use wasmos_master::packing;
 use wasmos_master::{FrameworkId, Resources, Time};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
@@ -282,11 +283,12 @@ impl Sim {
     /// Packs as many tasks as fit into each offer; declines empty-handed.
     fn use_offers(&mut self, fw: &FrameworkId, need: Resources) -> anyhow::Result<()> {
         let offers = self.offers.remove(fw.as_str()).unwrap_or_default();
-        for offer in offers {
-            let mut free = Resources::try_from(offer.resources.as_ref().expect("resources"))?;
+        if need.cpu_millis == 0 {
+            bail!("a simulated task needs some cpus");
+        }
+        for pool in packing::by_agent(offers) {
             let mut tasks = Vec::new();
-            while need.fits_in(&free) {
-                free -= need;
+            for _ in 0..pool.copies_of(&need) {
                 self.next_task += 1;
                 let id = format!("task-{}", self.next_task);
                 let ends_at = self.now + self.rng.random_range(1_000..6_000);
@@ -294,7 +296,7 @@ impl Sim {
                     .entry(fw.to_string())
                     .or_default()
                     .push(Running {
-                        agent: offer.agent_id.clone(),
+                        agent: pool.agent_id.clone(),
                         task: id.clone(),
                         ends_at,
                     });
@@ -307,7 +309,7 @@ impl Sim {
             }
             self.input(Input::Accept(v1::AcceptRequest {
                 framework_id: fw.to_string(),
-                offer_ids: vec![offer.offer_id],
+                offer_ids: pool.offer_ids,
                 tasks,
                 filters: Some(v1::Filters {
                     refuse_seconds: Some(0.2),

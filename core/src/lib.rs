@@ -11,6 +11,8 @@
 //!   shell to persist), the `Store` trait and an in-memory store.
 //! - [`access`], [`limits`], [`sandbox_read`]: the rules the shell applies
 //!   to callers, as pure functions.
+//! - [`packing`]: how a framework fills its offers, for every scheduler
+//!   (the SDK, the CLI, simulations, benches) to share.
 //! - [`ids`], [`resources`], [`time`]: the types they share; `deadlines`,
 //!   the timer index both keep.
 //! - `testing` (feature `testing`): the harness that drives the core as the
@@ -22,6 +24,7 @@ pub mod core;
 mod deadlines;
 pub mod ids;
 pub mod limits;
+pub mod packing;
 pub mod resources;
 pub mod sandbox_read;
 pub mod store;

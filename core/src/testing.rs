@@ -388,6 +388,15 @@ impl Harness {
         refuse_seconds: Option<f64>,
     ) -> Result<Reply, CoreError> {
         let ids: Vec<String> = offers.iter().map(|o| o.offer_id.clone()).collect();
+        self.decline_ids(fw, ids, refuse_seconds)
+    }
+
+    pub fn decline_ids(
+        &mut self,
+        fw: &FrameworkId,
+        ids: Vec<String>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<Reply, CoreError> {
         if let Some(list) = self.offers.get_mut(fw) {
             list.retain(|o| !ids.contains(&o.offer_id));
         }

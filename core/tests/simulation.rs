@@ -21,13 +21,14 @@
 //! `WASMOS_SIM_SEEDS=N` runs seeds 0..N (default 40; `scripts/test` runs 300).
 //! A failing seed prints itself; `WASMOS_SIM_SEED=S` replays just that one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use wasmos_core::core::{CoreConfig, Input, progress};
-use wasmos_core::testing::{GIB, Harness, offered};
+use wasmos_core::packing::{self, Fill};
+use wasmos_core::testing::{GIB, Harness};
 use wasmos_core::{AgentId, FrameworkId, Resources};
 use wasmos_proto::v1;
 
@@ -367,50 +368,39 @@ impl Sim {
             .map(|f| f.0.clone())
             .collect();
         for fw in connected {
-            let offers = self.h.take_offers(&fw);
-            let mut by_agent: HashMap<String, Vec<v1::Offer>> = HashMap::new();
-            for offer in offers {
-                by_agent
-                    .entry(offer.agent_id.clone())
-                    .or_default()
-                    .push(offer);
-            }
-            for (_, offers) in by_agent {
+            for mut pool in packing::by_agent(self.h.take_offers(&fw)) {
                 if self.rng.random_bool(0.3) {
                     let refuse = [None, Some(0.0), Some(1.0), Some(3.0)]
                         .choose(&mut self.rng)
                         .copied()
                         .unwrap();
-                    self.h.decline(&fw, &offers, refuse).unwrap();
+                    self.h.decline_ids(&fw, pool.offer_ids, refuse).unwrap();
                     continue;
                 }
-                let total = offers
-                    .iter()
-                    .map(offered)
-                    .fold(Resources::ZERO, |a, b| a + b);
-                let mut left = total;
-                let mut tasks = Vec::new();
-                for _ in 0..self.rng.random_range(1..=4) {
-                    let need = Resources::new(
-                        self.rng.random_range(1..=20) as f64 / 10.0,
-                        self.rng.random_range(1..=8) * (GIB / 4),
-                        0,
-                    );
-                    if need.fits_in(&left) {
-                        left -= need;
+                let mut wanted: VecDeque<Resources> = (0..self.rng.random_range(1..=4))
+                    .map(|_| {
+                        Resources::new(
+                            self.rng.random_range(1..=20) as f64 / 10.0,
+                            self.rng.random_range(1..=8) * (GIB / 4),
+                            0,
+                        )
+                    })
+                    .collect();
+                let tasks: Vec<v1::TaskSpec> = pool
+                    .take(&mut wanted, Fill::FirstFit, |need| *need)
+                    .into_iter()
+                    .map(|need| {
                         self.next_task += 1;
-                        tasks.push(wasmos_core::testing::task(
+                        wasmos_core::testing::task(
                             &format!("t{}", self.next_task),
                             need.cpus(),
                             need.mem,
-                        ));
-                    }
-                }
-                let refs: Vec<&v1::Offer> = offers.iter().collect();
+                        )
+                    })
+                    .collect();
                 let n = tasks.len();
-                let reply =
-                    self.h
-                        .accept(&fw, &refs, tasks, Some(self.rng.random_range(0..3) as f64));
+                let refuse = Some(self.rng.random_range(0..3) as f64);
+                let reply = self.h.accept_ids(&fw, pool.offer_ids, tasks, refuse);
                 assert!(
                     reply.is_ok(),
                     "accept of {n} fitting tasks refused: {reply:?}"

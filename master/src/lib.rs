@@ -18,7 +18,9 @@
 pub mod server;
 pub mod store;
 
-pub use wasmos_core::{access, allocator, core, ids, limits, resources, sandbox_read, time};
+pub use wasmos_core::{
+    access, allocator, core, ids, limits, packing, resources, sandbox_read, time,
+};
 
 pub use allocator::{Allocation, Allocator, AllocatorConfig};
 pub use ids::{AgentId, FrameworkId, OfferId, Role, TaskId};

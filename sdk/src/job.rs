@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use wasmos_core::Resources;
+use wasmos_core::packing::{self, Fill};
 use wasmos_proto::v1;
 
 use crate::client::Client;
@@ -598,32 +600,11 @@ fn sanitize(name: &str) -> String {
     if s.is_empty() { "job".into() } else { s }
 }
 
-#[derive(Clone, Copy)]
-struct Need {
-    cpu_millis: u64,
-    mem: u64,
-    disk: u64,
-}
-
-impl Need {
-    fn of(r: &v1::Resources) -> Need {
-        Need {
-            cpu_millis: (r.cpus.max(0.0) * 1000.0).round() as u64,
-            mem: r.mem,
-            disk: r.disk,
-        }
-    }
-
-    fn take(&mut self, need: Need) -> bool {
-        if need.cpu_millis <= self.cpu_millis && need.mem <= self.mem && need.disk <= self.disk {
-            self.cpu_millis -= need.cpu_millis;
-            self.mem -= need.mem;
-            self.disk -= need.disk;
-            true
-        } else {
-            false
-        }
-    }
+/// What a template asks for, as the master counts it. A template with
+/// resources no master takes (negative cpus) counts as nothing here, so it
+/// is sent, and the master's refusal fails the job with its reason.
+fn need_of(template: &TaskTemplate) -> Resources {
+    Resources::try_from(&template.resources()).unwrap_or_default()
 }
 
 struct Run {
@@ -724,41 +705,17 @@ impl Run {
 
     /// Packs pending tasks onto the offers, agent by agent.
     async fn place(&mut self, offers: Vec<v1::Offer>) -> Result<()> {
-        let mut agents: Vec<(String, Vec<v1::Offer>)> = Vec::new();
-        for offer in offers {
-            match agents.iter_mut().find(|(a, _)| *a == offer.agent_id) {
-                Some((_, list)) => list.push(offer),
-                None => agents.push((offer.agent_id.clone(), vec![offer])),
-            }
-        }
         let mut unused = Vec::new();
-        for (_, offers) in agents {
-            let ids: Vec<String> = offers.iter().map(|o| o.offer_id.clone()).collect();
+        for mut pool in packing::by_agent(offers) {
             if self.pending.is_empty() || self.cancelling {
-                unused.extend(ids);
+                unused.extend(pool.offer_ids);
                 continue;
             }
-            let mut free = Need {
-                cpu_millis: 0,
-                mem: 0,
-                disk: 0,
-            };
-            for offer in &offers {
-                let r = Need::of(&offer.resources.unwrap_or_default());
-                free.cpu_millis += r.cpu_millis;
-                free.mem += r.mem;
-                free.disk += r.disk;
-            }
-            let mut chosen = Vec::new();
-            let mut rest = VecDeque::with_capacity(self.pending.len());
-            for index in self.pending.drain(..) {
-                if free.take(Need::of(&self.job.templates[index].resources())) {
-                    chosen.push(index);
-                } else {
-                    rest.push_back(index);
-                }
-            }
-            self.pending = rest;
+            let templates = &self.job.templates;
+            let chosen = pool.take(&mut self.pending, Fill::FirstFit, |&index| {
+                need_of(&templates[index])
+            });
+            let ids = pool.offer_ids;
             if chosen.is_empty() {
                 unused.extend(ids);
                 continue;

@@ -9,13 +9,15 @@
 //! with `--detach` a framework of our own launches the tasks and leaves
 //! without tearing down, so `wasmos ps/logs/kill` follow them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use wasmos_master::Resources;
+use wasmos_master::packing::{self, Fill};
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
 use wasmos_sdk::{Client, Event, FrameworkConfig, Job, TaskTemplate};
@@ -346,37 +348,16 @@ async fn detach(
                 bail!("the master ended the job's framework: {message}")
             }
             Some(Event::Offers(offers)) => {
-                let mut by_agent: HashMap<String, Vec<v1::Offer>> = HashMap::new();
-                for offer in offers {
-                    by_agent
-                        .entry(offer.agent_id.clone())
-                        .or_default()
-                        .push(offer);
-                }
                 let mut unused = Vec::new();
-                for offers in by_agent.into_values() {
-                    let ids: Vec<String> = offers.iter().map(|o| o.offer_id.clone()).collect();
-                    let mut free = v1::Resources::default();
-                    for r in offers.iter().filter_map(|o| o.resources.as_ref()) {
-                        free.cpus += r.cpus;
-                        free.mem += r.mem;
-                        free.disk += r.disk;
-                    }
-                    let mut chosen = Vec::new();
-                    while let Some(spec) = pending.front() {
-                        let need = spec.resources.unwrap_or_default();
-                        // Millicores, as the master counts them.
-                        let fits = (need.cpus * 1000.0).round() <= (free.cpus * 1000.0).round()
-                            && need.mem <= free.mem
-                            && need.disk <= free.disk;
-                        if !fits {
-                            break;
-                        }
-                        free.cpus -= need.cpus;
-                        free.mem -= need.mem;
-                        free.disk -= need.disk;
-                        chosen.extend(pending.pop_front());
-                    }
+                for mut pool in packing::by_agent(offers) {
+                    // In submission order: the first index goes first.
+                    let chosen = pool.take(&mut pending, Fill::InOrder, |spec| {
+                        spec.resources
+                            .as_ref()
+                            .and_then(|r| Resources::try_from(r).ok())
+                            .unwrap_or_default()
+                    });
+                    let ids = pool.offer_ids;
                     if chosen.is_empty() {
                         unused.extend(ids);
                         continue;
