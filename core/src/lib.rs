@@ -11,8 +11,9 @@
 //!   shell to persist), the `Store` trait and an in-memory store.
 //! - [`access`], [`limits`], [`sandbox_read`]: the rules the shell applies
 //!   to callers, as pure functions.
-//! - [`packing`]: how a framework fills its offers, for every scheduler
-//!   (the SDK, the CLI, simulations, benches) to share.
+//! - [`packing`]: how a framework fills its offers, and [`retry`]: which
+//!   failed tasks run again; for every scheduler (the SDK, the CLI, the
+//!   job service, simulations, benches) to share.
 //! - [`ids`], [`resources`], [`time`]: the types they share; `deadlines`,
 //!   the timer index both keep.
 //! - `testing` (feature `testing`): the harness that drives the core as the
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod limits;
 pub mod packing;
 pub mod resources;
+pub mod retry;
 pub mod sandbox_read;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -39,6 +39,10 @@ pub const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
 /// No event or agent message the master sends exceeds this: larger batches
 /// are split (every SDK's default receive limit is 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Attempts one task of a job may have in all, and rules one retry policy
+/// may hold (`wasmos_core::retry`).
+pub const MAX_ATTEMPTS: u32 = 10;
+pub const MAX_RETRY_RULES: usize = 5;
 
 /// Refuses `value` longer than `max` bytes, naming `field`.
 pub fn check_bytes(field: &str, value: &str, max: usize) -> Result<(), String> {

@@ -19,7 +19,7 @@ pub mod server;
 pub mod store;
 
 pub use wasmos_core::{
-    access, allocator, core, ids, limits, packing, resources, sandbox_read, time,
+    access, allocator, core, ids, limits, packing, resources, retry, sandbox_read, time,
 };
 
 pub use allocator::{Allocation, Allocator, AllocatorConfig};
