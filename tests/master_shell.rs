@@ -13,7 +13,9 @@ use wasmos_agent::ExecutorConfig;
 use wasmos_agent::link::{Agent, AgentConfig};
 use wasmos_master::server::{Master, MasterConfig, WallClock};
 use wasmos_master::store::power_loss::PowerLossDisk;
-use wasmos_master::store::{MemoryStore, RedbStore, Registry, Store, StoreError, Write};
+use wasmos_master::store::{
+    MemoryStore, Record, RedbStore, Registry, Store, StoreError, Table, Write,
+};
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind;
 use wasmos_proto::v1::operator_client::OperatorClient;
@@ -175,6 +177,18 @@ struct Faulty {
 impl Store for Faulty {
     fn load(&self) -> Result<Registry, StoreError> {
         self.inner.load()
+    }
+    fn get(&self, table: Table, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.inner.range(table, from, to, limit)
     }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         if self.fail.load(Ordering::SeqCst) {
@@ -379,6 +393,18 @@ impl Store for CrashAtLaunch {
     fn load(&self) -> Result<Registry, StoreError> {
         self.inner.load()
     }
+    fn get(&self, table: Table, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.inner.range(table, from, to, limit)
+    }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let launch = writes
             .iter()
@@ -485,6 +511,18 @@ impl Gated {
 impl Store for Gated {
     fn load(&self) -> Result<Registry, StoreError> {
         self.inner.load()
+    }
+    fn get(&self, table: Table, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.inner.range(table, from, to, limit)
     }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let closed = self.closed.lock().unwrap();

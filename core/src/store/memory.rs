@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{Registry, Store, StoreError, Table, Write};
+use super::{Record, Registry, Store, StoreError, Table, Write};
 
 /// Records encoded as a durable store would, kept in a map.
 #[derive(Debug, Default)]
@@ -26,6 +26,30 @@ impl Store for MemoryStore {
                 .iter()
                 .map(|((table, key), bytes)| (*table, key.clone(), bytes.clone())),
         )
+    }
+
+    fn get(&self, table: Table, key: &str) -> Result<Option<Record>, StoreError> {
+        let records = self.records.lock().unwrap();
+        records
+            .get(&(table, key.to_string()))
+            .map(|bytes| Record::decode_at(table, key, bytes))
+            .transpose()
+    }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let records = self.records.lock().unwrap();
+        records
+            .range((table, from.to_string())..)
+            .take_while(|((t, key), _)| *t == table && to.is_none_or(|to| key.as_str() < to))
+            .take(limit)
+            .map(|((_, key), bytes)| Record::decode_at(table, key, bytes))
+            .collect()
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {

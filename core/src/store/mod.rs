@@ -12,6 +12,10 @@
 //! transaction per turn of the master's actor ([`Store::commit`]): one fsync
 //! per batch, never one per task.
 //!
+//! Most of the registry is read whole at start ([`Store::load`]); what the
+//! master reads only when asked (a job's per-index chunks) is read by key
+//! ([`Store::get`]) or by key range, a page at a time ([`Store::range`]).
+//!
 //! The core decides *what* to persist (it returns [`Write`]s among its
 //! outputs and never touches a store); the shell decides *when*: it commits a
 //! turn's writes before it sends anything that depends on them.
@@ -157,6 +161,17 @@ impl Record {
         }
     }
 
+    /// Decodes the bytes stored under `table`/`key`, naming them if they
+    /// do not decode.
+    pub fn decode_at(table: Table, key: &str, bytes: &[u8]) -> Result<Record, StoreError> {
+        Record::decode(table, bytes).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "record {}/{key} does not decode: {e}",
+                table.name()
+            ))
+        })
+    }
+
     fn decode(table: Table, bytes: &[u8]) -> Result<Record, prost::DecodeError> {
         Ok(match table {
             Table::Meta => Record::Meta(Message::decode(bytes)?),
@@ -223,13 +238,7 @@ impl Registry {
     /// loading 100,000 tasks is mostly allocation), naming it if it does
     /// not decode.
     pub fn insert(&mut self, table: Table, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let record = Record::decode(table, bytes).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "record {}/{key} does not decode: {e}",
-                table.name()
-            ))
-        })?;
-        match record {
+        match Record::decode_at(table, key, bytes)? {
             Record::Meta(m) => self.meta = Some(m),
             Record::Agent(a) => self.agents.push(a),
             Record::Framework(f) => self.frameworks.push(f),
@@ -298,6 +307,23 @@ pub trait Store: Send + Sync + 'static {
     /// Reads every record.
     fn load(&self) -> Result<Registry, StoreError>;
 
+    /// Reads one record, `None` if there is none under `key`: for what
+    /// the master reads when asked rather than holding it (a job's chunks,
+    /// which [`Store::load`] will not read at start).
+    fn get(&self, table: Table, key: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Reads at most `limit` records of `table` in key order (bytewise, as
+    /// redb and etcd order keys), from the key `from` on (inclusive) and
+    /// before `to` (exclusive; `None`: to the table's end). A page of a
+    /// listing, or one job's chunks under its key prefix ([`prefix_end`]).
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+
     /// Applies `writes`, in order, as one transaction.
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
 
@@ -309,6 +335,23 @@ pub trait Store: Send + Sync + 'static {
     fn is_in_memory(&self) -> bool {
         false
     }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no
+/// such key, the prefix is all `\u{10FFFF}`), so that
+/// `range(table, prefix, prefix_end(prefix).as_deref(), n)` reads the keys
+/// under `prefix`.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next char in order (skipping the surrogate gap).
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// A store shows as where it is (the master's config holds one).

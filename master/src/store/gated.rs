@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Registry, Store, StoreError, Write};
+use super::{Record, Registry, Store, StoreError, Table, Write};
 
 pub struct GatedStore {
     inner: Arc<dyn Store>,
@@ -24,6 +24,20 @@ impl GatedStore {
 impl Store for GatedStore {
     fn load(&self) -> Result<Registry, StoreError> {
         self.inner.load()
+    }
+
+    fn get(&self, table: Table, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.get(table, key)
+    }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.inner.range(table, from, to, limit)
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {

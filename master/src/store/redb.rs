@@ -13,7 +13,7 @@ use ::redb::{
 use prost::Message;
 use wasmos_proto::v1;
 
-use super::{Registry, Store, StoreError, Table, Write};
+use super::{Record, Registry, Store, StoreError, Table, Write};
 
 type Def = TableDefinition<'static, &'static str, &'static [u8]>;
 
@@ -69,6 +69,14 @@ impl RedbStore {
         Ok(RedbStore { db, name })
     }
 
+    /// A record that does not decode, named with the file it is in.
+    fn named(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", self.name)),
+            other => other,
+        }
+    }
+
     fn io(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io(format!("cannot {what} {}: {e}", self.name))
     }
@@ -121,15 +129,54 @@ impl Store for RedbStore {
                 let (key, value) = item.map_err(|e| self.io("read", e))?;
                 registry
                     .insert(table, key.value(), value.value())
-                    .map_err(|e| match e {
-                        StoreError::Corrupt(m) => {
-                            StoreError::Corrupt(format!("{}: {m}", self.name))
-                        }
-                        other => other,
-                    })?;
+                    .map_err(|e| self.named(e))?;
             }
         }
         Ok(registry)
+    }
+
+    fn get(&self, table: Table, key: &str) -> Result<Option<Record>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io("read", e))?;
+        let handle = match txn.open_table(definition(table)) {
+            Ok(handle) => handle,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.io("read", e)),
+        };
+        let Some(bytes) = handle.get(key).map_err(|e| self.io("read", e))? else {
+            return Ok(None);
+        };
+        Record::decode_at(table, key, bytes.value())
+            .map(Some)
+            .map_err(|e| self.named(e))
+    }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io("read", e))?;
+        let handle = match txn.open_table(definition(table)) {
+            Ok(handle) => handle,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.io("read", e)),
+        };
+        let items = match to {
+            Some(to) if to <= from => return Ok(Vec::new()),
+            Some(to) => handle.range(from..to),
+            None => handle.range(from..),
+        }
+        .map_err(|e| self.io("read", e))?;
+        let mut records = Vec::new();
+        for item in items.take(limit) {
+            let (key, value) = item.map_err(|e| self.io("read", e))?;
+            records.push(
+                Record::decode_at(table, key.value(), value.value()).map_err(|e| self.named(e))?,
+            );
+        }
+        Ok(records)
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {

@@ -246,3 +246,130 @@ fn a_launch_key_of_the_wrong_length_is_refused_not_replaced() {
         "left as it was"
     );
 }
+
+fn key_of(record: &Record) -> String {
+    record.key()
+}
+
+/// Keyed and range reads answer the same on every backend, and read what
+/// the last commit left (a delete included).
+fn reads_by_key_and_range(store: &dyn Store) {
+    open(store).unwrap();
+    let ids = ["j1/0002", "j1/0000", "j1/0001", "j10/0000", "j2/0000", "k"];
+    let writes: Vec<Write> = ids.iter().map(|id| Write::Put(task(id, "a1"))).collect();
+    store.commit(&writes).unwrap();
+    store
+        .commit(&[Write::Put(Record::Role(v1::StoredRole {
+            name: "j1/0001".into(),
+            ..Default::default()
+        }))])
+        .unwrap();
+
+    let got = store.get(Table::Tasks, "j1/0001").unwrap().unwrap();
+    assert_eq!(got, task("j1/0001", "a1"));
+    assert_eq!(store.get(Table::Tasks, "j1/0003").unwrap(), None);
+    assert_eq!(store.get(Table::Identities, "j1/0001").unwrap(), None);
+    assert!(matches!(
+        store.get(Table::Roles, "j1/0001").unwrap(),
+        Some(Record::Role(_))
+    ));
+
+    let under = |prefix: &str, limit| -> Vec<String> {
+        let end = prefix_end(prefix);
+        store
+            .range(Table::Tasks, prefix, end.as_deref(), limit)
+            .unwrap()
+            .iter()
+            .map(key_of)
+            .collect()
+    };
+    assert_eq!(under("j1/", 10), ["j1/0000", "j1/0001", "j1/0002"]);
+    assert_eq!(under("j1/", 2), ["j1/0000", "j1/0001"], "a page");
+    assert_eq!(under("j1", 10).len(), 4, "j1/ and j10/");
+    assert_eq!(under("z", 10), Vec::<String>::new());
+    let rest: Vec<String> = store
+        .range(Table::Tasks, "j1/0001", None, 100)
+        .unwrap()
+        .iter()
+        .map(key_of)
+        .collect();
+    assert_eq!(rest, ["j1/0001", "j1/0002", "j10/0000", "j2/0000", "k"]);
+    assert!(
+        store
+            .range(Table::Tasks, "j2", Some("j1"), 10)
+            .unwrap()
+            .is_empty(),
+        "an empty span"
+    );
+    assert!(
+        store.range(Table::Tokens, "", None, 10).unwrap().is_empty(),
+        "a table never written"
+    );
+
+    store
+        .commit(&[Write::Delete(Table::Tasks, "j1/0001".into())])
+        .unwrap();
+    assert_eq!(store.get(Table::Tasks, "j1/0001").unwrap(), None);
+    assert_eq!(under("j1/", 10), ["j1/0000", "j1/0002"]);
+}
+
+#[test]
+fn every_backend_reads_by_key_and_range() {
+    reads_by_key_and_range(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    reads_by_key_and_range(&RedbStore::open(&RedbStore::path_in(dir.path())).unwrap());
+    let disk = PowerLossDisk::new();
+    reads_by_key_and_range(&RedbStore::with_backend(disk.backend(), "the test disk").unwrap());
+}
+
+#[test]
+fn a_keyed_read_after_power_loss_sees_every_commit() {
+    let disk = PowerLossDisk::new();
+    {
+        let store = RedbStore::with_backend(disk.backend(), "the test disk").unwrap();
+        open(&store).unwrap();
+        store.commit(&[Write::Put(task("kept", "a1"))]).unwrap();
+        disk.power_off();
+    }
+    let store = RedbStore::with_backend(disk.backend(), "the test disk").unwrap();
+    assert_eq!(
+        store.get(Table::Tasks, "kept").unwrap(),
+        Some(task("kept", "a1"))
+    );
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_named_by_a_keyed_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&RedbStore::path_in(dir.path())).unwrap();
+    open(&store).unwrap();
+    let txn = store.db.begin_write().unwrap();
+    {
+        let mut table = txn
+            .open_table(::redb::TableDefinition::<&str, &[u8]>::new("tasks"))
+            .unwrap();
+        table.insert("broken", &[0xff, 0xff, 0xff][..]).unwrap();
+    }
+    txn.commit().unwrap();
+    for error in [
+        store.get(Table::Tasks, "broken").unwrap_err(),
+        store.range(Table::Tasks, "", None, 10).unwrap_err(),
+    ] {
+        let message = error.to_string();
+        assert!(
+            message.contains("tasks/broken") && message.contains("registry.redb"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn prefix_ends_sort_after_every_key_under_the_prefix() {
+    assert_eq!(prefix_end("j1/").as_deref(), Some("j10"));
+    assert_eq!(prefix_end("").as_deref(), None);
+    assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+    assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    for key in ["j1/", "j1/zzz", "j1/\u{10FFFF}"] {
+        assert!(key < prefix_end("j1/").unwrap().as_str(), "{key}");
+    }
+}
