@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/wasmos/v1/operator.proto",
     "proto/wasmos/v1/registry.proto",
     "proto/wasmos/v1/executor.proto",
+    "proto/wasmos/v1/jobs.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,7 +14,10 @@
 //!   the only part that knows about tokio, tonic or axum.
 //! - [`store`]: the registry's durable backend (redb), beside the core's
 //!   records and [`store::MemoryStore`].
+//! - [`jobs`]: the job service's state machine (sans-IO, like the core):
+//!   jobs that live in the master, run as one framework per owner.
 
+pub mod jobs;
 pub mod server;
 pub mod store;
 

@@ -61,6 +61,7 @@ use outbox::Outbox;
 pub use persist::LAST_SEEN_EVERY;
 pub use recover::Recovered;
 pub use tasks::{is_terminal, progress};
+pub use validate::validate_task;
 pub use view::{AgentView, FrameworkView, TaskView};
 
 /// Settings of the core, with the defaults an operator would expect.

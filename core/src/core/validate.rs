@@ -42,7 +42,7 @@ pub(super) fn validate_demand(demand: &v1::Demand) -> Result<Demand, CoreError> 
 }
 
 /// Checks a task spec and returns the resources it asks for.
-pub(super) fn validate_task(spec: &v1::TaskSpec) -> Result<Resources, CoreError> {
+pub fn validate_task(spec: &v1::TaskSpec) -> Result<Resources, CoreError> {
     let invalid = |message: String| CoreError::InvalidTask {
         task: spec.task_id.clone(),
         message,

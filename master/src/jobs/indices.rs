@@ -1,0 +1,266 @@
+//! One job's indices: which wait, which run, how each ended.
+//!
+//! An array costs nothing per index until its indices start: what waits
+//! is a counter (every index at or past it has never started) and a queue
+//! of indices to run again; outcomes are kept in chunks of
+//! [`CHUNK`] indices, each made when its first index starts, a few fixed
+//! bytes per index (the agent is a number into the job's own list).
+
+use std::collections::{HashMap, VecDeque};
+
+use wasmos_proto::v1::{self, IndexState};
+
+/// Indices per chunk of outcomes (and per stored chunk).
+pub const CHUNK: u32 = 4096;
+
+/// How one index stands: a few fixed fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub state: IndexState,
+    /// The last attempt's final task state and reason (`v1` numbers).
+    pub task_state: i32,
+    pub reason: i32,
+    pub exit_code: Option<i32>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The last attempt's agent: a number into [`Indices::agents`].
+    pub agent: u32,
+    pub cpu_time_ms: u64,
+    pub wall_time_ms: u64,
+    pub fuel: u64,
+}
+
+/// Counts by final state; the rest are pending or running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl Counts {
+    pub fn ended(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+/// A job's indices.
+#[derive(Debug)]
+pub struct Indices {
+    count: u32,
+    /// Every index at or past this one has never been taken (unless the
+    /// job's indices come in as they become ready: see `ready`).
+    next_fresh: u32,
+    /// Indices to run (again): retries, returned launches, and for a job
+    /// that runs index i after another job's index i, those now ready.
+    queue: VecDeque<u32>,
+    /// Fresh indices come only through `queue` (index-wise dependencies).
+    queued_only: bool,
+    /// Running indices and their attempt.
+    running: HashMap<u32, u32>,
+    chunks: Vec<Option<Box<[Outcome]>>>,
+    /// Agents of last attempts, numbered by first appearance.
+    agents: Vec<String>,
+    agent_numbers: HashMap<String, u32>,
+    counts: Counts,
+}
+
+impl Indices {
+    /// `count` indices, all pending. With `queued_only`, none is taken
+    /// until [`Indices::ready`] names it.
+    pub fn new(count: u32, queued_only: bool) -> Indices {
+        Indices {
+            count,
+            next_fresh: if queued_only { count } else { 0 },
+            queue: VecDeque::new(),
+            queued_only,
+            running: HashMap::new(),
+            chunks: (0..count.div_ceil(CHUNK)).map(|_| None).collect(),
+            agents: Vec::new(),
+            agent_numbers: HashMap::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// The attempt of index `index` now running, if it runs.
+    pub fn running_attempt(&self, index: u32) -> Option<u32> {
+        self.running.get(&index).copied()
+    }
+
+    /// Running indices and their attempts.
+    pub fn running_attempts(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.running.iter().map(|(i, a)| (*i, *a))
+    }
+
+    /// Is an index waiting to be taken?
+    pub fn has_pending(&self) -> bool {
+        !self.queue.is_empty() || self.next_fresh < self.count
+    }
+
+    /// Every index has a final outcome.
+    pub fn all_ended(&self) -> bool {
+        self.counts.ended() == self.count
+    }
+
+    /// Makes index `index` takeable (its index-wise dependency succeeded).
+    pub fn ready(&mut self, index: u32) {
+        debug_assert!(self.queued_only);
+        if index < self.count && self.outcome(index).state == IndexState::Pending {
+            self.queue.push_back(index);
+        }
+    }
+
+    /// Takes up to `n` indices to start, retries first, each with its
+    /// attempt number (counted as started).
+    pub fn take(&mut self, n: usize) -> Vec<(u32, u32)> {
+        let mut taken = Vec::with_capacity(n.min(self.count as usize));
+        while taken.len() < n {
+            let index = match self.queue.pop_front() {
+                Some(index) => index,
+                None if self.next_fresh < self.count => {
+                    self.next_fresh += 1;
+                    self.next_fresh - 1
+                }
+                None => break,
+            };
+            let outcome = self.outcome_mut(index);
+            outcome.attempts += 1;
+            outcome.state = IndexState::Running;
+            let attempt = outcome.attempts;
+            self.running.insert(index, attempt);
+            taken.push((index, attempt));
+        }
+        taken
+    }
+
+    /// Puts back an index whose launch never happened (its offers went
+    /// away): it waits again, under the same attempt number next time.
+    pub fn untake(&mut self, index: u32, attempt: u32) {
+        if self.running.get(&index) == Some(&attempt) {
+            self.running.remove(&index);
+            let outcome = self.outcome_mut(index);
+            outcome.attempts -= 1;
+            outcome.state = IndexState::Pending;
+            self.queue.push_front(index);
+        }
+    }
+
+    /// Records how attempt `attempt` of `index` ended, and where that
+    /// leaves the index: `Pending` puts it back in the queue (a retry), any
+    /// other state is its final outcome. False when that attempt is not
+    /// the one running (a duplicate, an older attempt): nothing changes.
+    pub fn end(
+        &mut self,
+        index: u32,
+        attempt: u32,
+        status: &v1::TaskStatus,
+        outcome: IndexState,
+    ) -> bool {
+        if self.running.get(&index) != Some(&attempt) {
+            return false;
+        }
+        self.running.remove(&index);
+        let agent = self.agent_number(&status.agent_id);
+        let usage = status.usage.unwrap_or_default();
+        let kept = self.outcome_mut(index);
+        kept.state = outcome;
+        kept.task_state = status.state;
+        kept.reason = status.reason;
+        kept.exit_code = status.exit_code;
+        kept.agent = agent;
+        kept.cpu_time_ms = usage.cpu_time_ms;
+        kept.wall_time_ms = usage.wall_time_ms;
+        kept.fuel = usage.fuel_consumed;
+        match outcome {
+            IndexState::Pending => self.queue.push_back(index),
+            IndexState::Running => unreachable!("an ended attempt does not run"),
+            state => self.count_final(state),
+        }
+        true
+    }
+
+    /// Ends an index that will not run (again) with `state` (`Failed` or
+    /// `Cancelled`): what waits, not what runs.
+    pub fn settle(&mut self, index: u32, state: IndexState) {
+        if self.outcome(index).state != IndexState::Pending {
+            return;
+        }
+        self.queue.retain(|&i| i != index);
+        self.outcome_mut(index).state = state;
+        self.count_final(state);
+    }
+
+    /// Ends every waiting index with `state`; the running ones stay.
+    pub fn settle_pending(&mut self, state: IndexState) {
+        let waiting: Vec<u32> = self.queue.drain(..).collect();
+        for index in waiting {
+            self.outcome_mut(index).state = state;
+            self.count_final(state);
+        }
+        let fresh = if self.queued_only {
+            0..self.count
+        } else {
+            self.next_fresh..self.count
+        };
+        self.next_fresh = self.count;
+        for index in fresh {
+            if self.outcome(index).state == IndexState::Pending {
+                self.outcome_mut(index).state = state;
+                self.count_final(state);
+            }
+        }
+    }
+
+    fn count_final(&mut self, state: IndexState) {
+        match state {
+            IndexState::Succeeded => self.counts.succeeded += 1,
+            IndexState::Failed => self.counts.failed += 1,
+            IndexState::Cancelled => self.counts.cancelled += 1,
+            IndexState::Pending | IndexState::Running => {}
+        }
+    }
+
+    /// How index `index` stands.
+    pub fn outcome(&self, index: u32) -> Outcome {
+        self.chunks
+            .get((index / CHUNK) as usize)
+            .and_then(|chunk| chunk.as_ref())
+            .map_or_else(Outcome::default, |chunk| chunk[(index % CHUNK) as usize])
+    }
+
+    /// The agent an outcome names.
+    pub fn agent(&self, outcome: &Outcome) -> &str {
+        self.agents
+            .get(outcome.agent as usize)
+            .map_or("", String::as_str)
+    }
+
+    fn outcome_mut(&mut self, index: u32) -> &mut Outcome {
+        let chunk = &mut self.chunks[(index / CHUNK) as usize];
+        let chunk = chunk
+            .get_or_insert_with(|| vec![Outcome::default(); CHUNK as usize].into_boxed_slice());
+        &mut chunk[(index % CHUNK) as usize]
+    }
+
+    fn agent_number(&mut self, agent: &str) -> u32 {
+        if let Some(&number) = self.agent_numbers.get(agent) {
+            return number;
+        }
+        let number = self.agents.len() as u32;
+        self.agents.push(agent.to_string());
+        self.agent_numbers.insert(agent.to_string(), number);
+        number
+    }
+}

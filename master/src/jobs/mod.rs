@@ -1,0 +1,561 @@
+//! The job service's state machine: jobs that live in the master, run by
+//! the master itself as one framework per owner (role and principal), so
+//! that DRF, quotas, filters and permissions treat them as any framework.
+//!
+//! Sans-IO like the core: no tokio, no clock (`now` is given), no store.
+//! The shell feeds it the offers and updates of its owners' frameworks and
+//! carries out what it answers: [`Placement`]s become `Accept`s and
+//! [`Effect`]s become kills and notices, in the same turn as the core.
+//!
+//! - [`submit`]: a job checked against the limits; the task spec of each
+//!   index, made only when the index starts (task ids
+//!   `<job>-<index>-<attempt>`).
+//! - [`indices`]: one job's indices, a counter and a queue until they
+//!   start, fixed-size outcomes in chunks after.
+//! - [`deps`]: whether a job may start, given the jobs it runs after.
+//!
+//! A job's life: `HELD` (until released) or `WAITING` (for dependencies),
+//! `QUEUED`, `RUNNING` from its first start, and one end: `SUCCEEDED` when
+//! every index finished, `FAILED` when one failed for good (a dependency,
+//! `max_failed`, the deadline), `CANCELLED`. A job told to stop kills what
+//! runs and ends once the kills are heard, so that "ended" always means
+//! nothing of it runs any more.
+
+pub mod deps;
+pub mod indices;
+pub mod submit;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use wasmos_proto::v1::{self, IndexState, JobState};
+
+use crate::core::is_terminal;
+use crate::limits::MAX_TASKS_PER_ACCEPT;
+use crate::{Resources, Time, packing, retry};
+use deps::Gate;
+use indices::Indices;
+
+/// Whose a job is: its tasks run in a framework of this role, owned by
+/// this principal (one framework per owner).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    pub role: String,
+    pub principal: String,
+}
+
+/// One job.
+#[derive(Debug)]
+pub struct Job {
+    pub id: String,
+    pub owner: Owner,
+    /// As submitted, its role filled in.
+    pub spec: v1::JobSpec,
+    /// What each index asks for.
+    pub shape: Resources,
+    pub policy: v1::RetryPolicy,
+    pub submitted: Time,
+    pub state: JobState,
+    /// Held by its owner or an admin (also while `WAITING`).
+    pub held: bool,
+    /// Why it failed or was cancelled (empty otherwise).
+    pub reason: String,
+    /// The end it was told to reach (killing what runs), not reached yet.
+    stopping: Option<JobState>,
+    pub indices: Indices,
+    pub ended_at: Option<Time>,
+}
+
+impl Job {
+    pub fn is_ended(&self) -> bool {
+        matches!(
+            self.state,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// May an index of it start now?
+    fn startable(&self) -> bool {
+        matches!(self.state, JobState::Queued | JobState::Running)
+            && !self.held
+            && self.stopping.is_none()
+            && self.indices.has_pending()
+            && (self.spec.max_running == 0
+                || self.indices.running() < self.spec.max_running as usize)
+    }
+
+    /// Task ids of every index running.
+    fn running_task_ids(&self) -> Vec<String> {
+        self.indices
+            .running_attempts()
+            .map(|(index, attempt)| submit::task_id(&self.id, index, attempt))
+            .collect()
+    }
+}
+
+/// Tasks to launch on one agent, with the offers to name.
+#[derive(Debug, PartialEq)]
+pub struct Launch {
+    pub offer_ids: Vec<String>,
+    pub tasks: Vec<v1::TaskSpec>,
+}
+
+/// What to do with one owner's offers.
+#[derive(Debug, Default, PartialEq)]
+pub struct Placement {
+    pub launches: Vec<Launch>,
+    /// Offers nothing was placed on: to decline.
+    pub unused: Vec<String>,
+}
+
+/// What the shell carries out for the service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Kill these tasks of `owner`'s framework.
+    Kill { owner: Owner, task_ids: Vec<String> },
+    /// A job ended (nothing of it runs any more).
+    Ended { job: String, state: JobState },
+}
+
+/// Every job the master holds.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    jobs: BTreeMap<u64, Job>,
+    keys: HashMap<(Owner, String), u64>,
+    /// Jobs whose index i waits for index i of the key job.
+    each_dependents: HashMap<u64, Vec<u64>>,
+    next: u64,
+}
+
+/// `j17` → 17.
+fn number_of(job: &str) -> Option<u64> {
+    job.strip_prefix('j')?.parse().ok()
+}
+
+impl Jobs {
+    pub fn new() -> Jobs {
+        Jobs::default()
+    }
+
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.get(&number_of(id)?)
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// Takes in a job: its id, or why it was refused. A second submission
+    /// of an owner with the same idempotency key answers the first's id.
+    pub fn submit(
+        &mut self,
+        owner: Owner,
+        mut spec: v1::JobSpec,
+        now: Time,
+    ) -> Result<(String, Vec<Effect>), String> {
+        let checked = submit::check(&spec)?;
+        if owner.role != checked.role {
+            return Err(format!(
+                "the job's role is {}, its owner's framework runs in {}",
+                checked.role, owner.role
+            ));
+        }
+        let key = (owner.clone(), spec.idempotency_key.clone());
+        if !spec.idempotency_key.is_empty()
+            && let Some(number) = self.keys.get(&key)
+        {
+            return Ok((format!("j{number}"), Vec::new()));
+        }
+        let named = spec
+            .after
+            .iter()
+            .chain(&spec.after_any)
+            .chain(&spec.after_failed)
+            .chain((!spec.after_each.is_empty()).then_some(&spec.after_each));
+        for dependency in named {
+            if self.job(dependency).is_none() {
+                return Err(format!("it depends on {dependency}: no such job"));
+            }
+        }
+        let each = if spec.after_each.is_empty() {
+            None
+        } else {
+            let other = self.job(&spec.after_each).expect("checked above");
+            if other.indices.count() < spec.count {
+                return Err(format!(
+                    "it runs index i after index i of {}, which has {} indices; this job has {}",
+                    other.id,
+                    other.indices.count(),
+                    spec.count
+                ));
+            }
+            number_of(&spec.after_each)
+        };
+        spec.role = checked.role;
+        self.next += 1;
+        let number = self.next;
+        let id = format!("j{number}");
+        let job = Job {
+            id: id.clone(),
+            owner,
+            policy: spec.retry.clone().unwrap_or_else(retry::default_policy),
+            shape: checked.shape,
+            indices: Indices::new(spec.count, each.is_some()),
+            held: spec.hold,
+            state: if spec.hold {
+                JobState::Held
+            } else {
+                JobState::Waiting
+            },
+            spec,
+            submitted: now,
+            reason: String::new(),
+            stopping: None,
+            ended_at: None,
+        };
+        if !job.spec.idempotency_key.is_empty() {
+            self.keys.insert(key, number);
+        }
+        self.jobs.insert(number, job);
+        let mut effects = Vec::new();
+        if let Some(other) = each {
+            self.each_dependents.entry(other).or_default().push(number);
+            // What the other job already settled.
+            for index in 0..self.jobs[&number].indices.count() {
+                let state = self.jobs[&other].indices.outcome(index).state;
+                self.pass_index(number, index, state);
+            }
+            if self.jobs[&other].is_ended() {
+                self.fail_unmatched(number, other);
+            }
+        }
+        self.regate(number, now, &mut effects);
+        Ok((id, effects))
+    }
+
+    /// Does any job of `owner` have an index to start?
+    pub fn wants_offers(&self, owner: &Owner) -> bool {
+        self.jobs
+            .values()
+            .any(|j| j.owner == *owner && j.startable())
+    }
+
+    /// Places `owner`'s waiting indices on its offers: its jobs by
+    /// priority (higher first), then age; a job that does not fit what is
+    /// left lets a later one use it.
+    pub fn place(&mut self, owner: &Owner, offers: Vec<v1::Offer>) -> Placement {
+        let mut order: Vec<(i32, u64)> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.owner == *owner && j.startable())
+            .map(|(n, j)| (-j.spec.priority, *n))
+            .collect();
+        order.sort_unstable();
+        let mut placement = Placement::default();
+        for mut pool in packing::by_agent(offers) {
+            let mut tasks = Vec::new();
+            for &(_, number) in &order {
+                let job = self.jobs.get_mut(&number).expect("listed");
+                if !job.startable() {
+                    continue;
+                }
+                let mut room =
+                    (pool.copies_of(&job.shape) as usize).min(MAX_TASKS_PER_ACCEPT - tasks.len());
+                if job.spec.max_running > 0 {
+                    room = room.min(job.spec.max_running as usize - job.indices.running());
+                }
+                let taken = job.indices.take(room);
+                if taken.is_empty() {
+                    continue;
+                }
+                for _ in &taken {
+                    pool.free -= job.shape;
+                }
+                job.state = JobState::Running;
+                let template = job.spec.task.as_ref().expect("checked at submit");
+                tasks.extend(
+                    taken.into_iter().map(|(index, attempt)| {
+                        submit::index_spec(template, &job.id, index, attempt)
+                    }),
+                );
+                if tasks.len() == MAX_TASKS_PER_ACCEPT {
+                    break;
+                }
+            }
+            if tasks.is_empty() {
+                placement.unused.extend(pool.offer_ids);
+            } else {
+                placement.launches.push(Launch {
+                    offer_ids: pool.offer_ids,
+                    tasks,
+                });
+            }
+        }
+        placement
+    }
+
+    /// Tasks whose `Accept` failed (their offers went away): their indices
+    /// wait again, under the same attempt.
+    pub fn not_launched(&mut self, task_ids: &[String]) {
+        for task in task_ids {
+            if let Some((job, index, attempt)) = submit::parse_task_id(task)
+                && let Some(job) = number_of(job).and_then(|n| self.jobs.get_mut(&n))
+            {
+                job.indices.untake(index, attempt);
+            }
+        }
+    }
+
+    /// Takes in a status of a job's task: a final one ends its attempt
+    /// (retried per the job's policy, or final), and may end the job.
+    pub fn update(&mut self, status: &v1::TaskStatus, now: Time) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some((job_id, index, attempt)) = submit::parse_task_id(&status.task_id) else {
+            return effects;
+        };
+        let Some(number) = number_of(job_id) else {
+            return effects;
+        };
+        let Some(job) = self.jobs.get_mut(&number) else {
+            return effects;
+        };
+        if !is_terminal(status.state()) || job.indices.running_attempt(index) != Some(attempt) {
+            return effects;
+        }
+        let outcome = match (status.state(), job.stopping) {
+            (v1::TaskState::Finished, _) => IndexState::Succeeded,
+            (_, Some(JobState::Cancelled)) => IndexState::Cancelled,
+            (_, Some(_)) => IndexState::Failed,
+            (_, None) if retry::should_retry(&job.policy, status, attempt) => IndexState::Pending,
+            (_, None) => IndexState::Failed,
+        };
+        job.indices.end(index, attempt, status, outcome);
+        if outcome == IndexState::Failed
+            && job.stopping.is_none()
+            && job.spec.max_failed > 0
+            && job.indices.counts().failed >= job.spec.max_failed
+        {
+            let reason = format!(
+                "{} indices failed (it stops at {}, its max_failed)",
+                job.indices.counts().failed,
+                job.spec.max_failed
+            );
+            self.stop(number, JobState::Failed, reason, &mut effects);
+        }
+        if outcome != IndexState::Pending {
+            self.pass_on(number, index, outcome);
+        }
+        self.settle(number, now, &mut effects);
+        effects
+    }
+
+    /// Holds a job: nothing more of it starts until it is released (what
+    /// runs goes on). False if it has ended.
+    pub fn hold(&mut self, id: &str) -> bool {
+        match number_of(id).and_then(|n| self.jobs.get_mut(&n)) {
+            Some(job) if !job.is_ended() => {
+                job.held = true;
+                if matches!(job.state, JobState::Waiting | JobState::Queued) {
+                    job.state = JobState::Held;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Releases a held job. False if it has ended.
+    pub fn release(&mut self, id: &str, now: Time) -> Option<Vec<Effect>> {
+        let number = number_of(id)?;
+        let job = self.jobs.get_mut(&number)?;
+        if job.is_ended() {
+            return None;
+        }
+        job.held = false;
+        let mut effects = Vec::new();
+        if job.state == JobState::Held {
+            job.state = JobState::Waiting;
+            self.regate(number, now, &mut effects);
+        }
+        Some(effects)
+    }
+
+    /// Cancels a job: what runs is killed, nothing more starts; it ends
+    /// `CANCELLED` once its kills are heard. `None` if there is no such
+    /// job; no effect on one that ended.
+    pub fn cancel(&mut self, id: &str, why: &str, now: Time) -> Option<Vec<Effect>> {
+        let number = number_of(id)?;
+        let job = self.jobs.get(&number)?;
+        let mut effects = Vec::new();
+        if !job.is_ended() {
+            self.stop(number, JobState::Cancelled, why.to_string(), &mut effects);
+            self.settle(number, now, &mut effects);
+        }
+        Some(effects)
+    }
+
+    /// Jobs past their deadline stop (`FAILED`).
+    pub fn tick(&mut self, now: Time) -> Vec<Effect> {
+        let due: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                !j.is_ended()
+                    && j.stopping.is_none()
+                    && j.spec.deadline_ms > 0
+                    && now.millis() >= j.submitted.millis().saturating_add(j.spec.deadline_ms)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        let mut effects = Vec::new();
+        for number in due {
+            let reason = format!(
+                "its deadline passed ({} ms after it was submitted)",
+                self.jobs[&number].spec.deadline_ms
+            );
+            self.stop(number, JobState::Failed, reason, &mut effects);
+            self.settle(number, now, &mut effects);
+        }
+        effects
+    }
+
+    /// Tells a job to end in `state`: what waits settles, what runs is
+    /// killed (it ends once the kills are heard).
+    fn stop(&mut self, number: u64, state: JobState, reason: String, effects: &mut Vec<Effect>) {
+        let job = self.jobs.get_mut(&number).expect("known");
+        job.stopping = Some(state);
+        job.reason = reason;
+        let settled = if state == JobState::Cancelled {
+            IndexState::Cancelled
+        } else {
+            IndexState::Failed
+        };
+        job.indices.settle_pending(settled);
+        let task_ids = job.running_task_ids();
+        if !task_ids.is_empty() {
+            effects.push(Effect::Kill {
+                owner: job.owner.clone(),
+                task_ids,
+            });
+        }
+        // Index-wise dependents lose every index that will not succeed.
+        for dependent in self
+            .each_dependents
+            .get(&number)
+            .cloned()
+            .unwrap_or_default()
+        {
+            self.fail_unmatched(dependent, number);
+        }
+    }
+
+    /// Ends a job whose indices have all ended; then its dependents may
+    /// move.
+    fn settle(&mut self, number: u64, now: Time, effects: &mut Vec<Effect>) {
+        let job = self.jobs.get_mut(&number).expect("known");
+        if job.is_ended() || !job.indices.all_ended() {
+            return;
+        }
+        let counts = job.indices.counts();
+        job.state = match job.stopping {
+            Some(state) => state,
+            None if counts.failed == 0 && counts.cancelled == 0 => JobState::Succeeded,
+            None => {
+                job.reason = format!(
+                    "{} of {} indices failed",
+                    counts.failed,
+                    job.indices.count()
+                );
+                JobState::Failed
+            }
+        };
+        job.ended_at = Some(now);
+        effects.push(Effect::Ended {
+            job: job.id.clone(),
+            state: job.state,
+        });
+        if let Some(dependents) = self.each_dependents.get(&number).cloned() {
+            for dependent in dependents {
+                self.fail_unmatched(dependent, number);
+                self.settle(dependent, now, effects);
+            }
+        }
+        let waiting: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Waiting)
+            .map(|(n, _)| *n)
+            .collect();
+        for waiting in waiting {
+            self.regate(waiting, now, effects);
+        }
+    }
+
+    /// Moves a `WAITING` job on as its dependencies say.
+    fn regate(&mut self, number: u64, now: Time, effects: &mut Vec<Effect>) {
+        let job = &self.jobs[&number];
+        if job.state != JobState::Waiting {
+            return;
+        }
+        let gate = deps::gate(&job.spec, |id| self.job(id).map(|j| j.state));
+        match gate {
+            Gate::Wait => {}
+            Gate::Open => self.jobs.get_mut(&number).expect("known").state = JobState::Queued,
+            Gate::Fail(reason) => {
+                self.stop(number, JobState::Failed, reason, effects);
+                self.settle(number, now, effects);
+            }
+            Gate::Cancel(reason) => {
+                self.stop(number, JobState::Cancelled, reason, effects);
+                self.settle(number, now, effects);
+            }
+        }
+    }
+
+    /// Index `index` of job `number` ended `state` for good: the same
+    /// index of its index-wise dependents may start, or fails.
+    fn pass_on(&mut self, number: u64, index: u32, state: IndexState) {
+        let dependents = self
+            .each_dependents
+            .get(&number)
+            .cloned()
+            .unwrap_or_default();
+        for dependent in dependents {
+            self.pass_index(dependent, index, state);
+        }
+    }
+
+    fn pass_index(&mut self, dependent: u64, index: u32, state: IndexState) {
+        let Some(job) = self.jobs.get_mut(&dependent) else {
+            return;
+        };
+        if index >= job.indices.count() || job.is_ended() || job.stopping.is_some() {
+            return;
+        }
+        match state {
+            IndexState::Succeeded => job.indices.ready(index),
+            IndexState::Failed | IndexState::Cancelled => {
+                job.indices.settle(index, IndexState::Failed)
+            }
+            IndexState::Pending | IndexState::Running => {}
+        }
+    }
+
+    /// Every index of `dependent` whose counterpart in the ended (or
+    /// stopping) job `other` did not succeed fails.
+    fn fail_unmatched(&mut self, dependent: u64, other: u64) {
+        let count = self.jobs[&dependent].indices.count();
+        let unmatched: Vec<u32> = (0..count)
+            .filter(|&i| self.jobs[&other].indices.outcome(i).state != IndexState::Succeeded)
+            .filter(|&i| self.jobs[&dependent].indices.outcome(i).state == IndexState::Pending)
+            .filter(|&i| self.jobs[&other].indices.running_attempt(i).is_none())
+            .collect();
+        let job = self.jobs.get_mut(&dependent).expect("known");
+        for index in unmatched {
+            job.indices.settle(index, IndexState::Failed);
+        }
+    }
+}
