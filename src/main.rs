@@ -6,6 +6,7 @@ mod agent;
 mod cli_args;
 mod demo;
 mod executor;
+mod jobs;
 mod local;
 mod master;
 mod ops;
@@ -37,6 +38,13 @@ enum Command {
     /// Run a `.wasm` or `.wat` module as a job of N tasks and report each
     /// outcome. Exits non-zero if any task failed.
     Run(Box<run::Args>),
+    /// Submit a job to the master, print its id and exit: the master runs
+    /// it (N indices of a module, retried, after other jobs) without you.
+    Submit(Box<jobs::SubmitArgs>),
+    /// List jobs: id, name, role, owner, state, done/total, failed, age.
+    Jobs(jobs::JobsArgs),
+    /// One job: show, wait, results, hold, release, cancel.
+    Job(jobs::JobArgs),
     /// Run a master and agents in this process, on the default addresses.
     Local(local::Args),
     /// Run the master: pools agents' resources, offers them to frameworks.
@@ -161,6 +169,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()?
             .block_on(executor::run(*args))?,
+        Command::Submit(args) => return rt()?.block_on(jobs::submit(*args)),
+        Command::Jobs(args) => return rt()?.block_on(jobs::list(args)),
+        Command::Job(args) => return rt()?.block_on(jobs::job(args)),
         Command::Ps(args) => rt()?.block_on(ops::ps(args))?,
         Command::Logs(args) => rt()?.block_on(ops::logs(args))?,
         Command::Kill(args) => rt()?.block_on(ops::kill(args))?,

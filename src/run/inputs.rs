@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use wasmos_sdk::{Client, TaskTemplate};
 
-use super::{Args, one_line};
+use super::{TaskArgs, one_line};
 
 pub(super) fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| match e.kind() {
@@ -22,7 +22,7 @@ pub(super) fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Reads the module; compiles `.wat` text; validates the binary.
-pub(super) fn load_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn load_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = read_file(path)?;
     let is_wat_name = path
         .extension()
@@ -65,7 +65,7 @@ pub(super) fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 /// An `--input`, read into memory: a file's bytes or a directory's tar.
-pub(super) struct Input {
+pub(crate) struct Input {
     name: String,
     bytes: Vec<u8>,
     dir: bool,
@@ -74,7 +74,7 @@ pub(super) struct Input {
 }
 
 impl Input {
-    pub(super) fn read(path: &Path) -> anyhow::Result<Input> {
+    pub(crate) fn read(path: &Path) -> anyhow::Result<Input> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => anyhow::anyhow!(
                 "--input {}: no such file or directory; check the path",
@@ -174,25 +174,25 @@ pub(super) fn tar_dir(dir: &Path) -> std::io::Result<(Vec<u8>, u64)> {
 }
 
 /// Uploads the module and the inputs; returns the task template.
-pub(super) async fn upload(
+pub(crate) async fn upload(
     client: &Client,
-    args: &Args,
+    task: &TaskArgs,
     module: &[u8],
     inputs: &[Input],
 ) -> anyhow::Result<TaskTemplate> {
     let uploaded = client
         .upload_raw(module)
         .await
-        .with_context(|| format!("uploading {}", args.module.display()))?;
+        .with_context(|| format!("uploading {}", task.module.display()))?;
     // `--disk` caps what a task writes; its inputs come on top (the task's
     // disk resource counts both).
     let inputs_size: u64 = inputs.iter().map(|i| i.size).sum();
     let mut template = TaskTemplate::new(uploaded.digest)
-        .cpus(args.cpus)
-        .mem(args.mem)
-        .disk(args.disk.saturating_add(inputs_size))
-        .max_fuel(args.max_fuel);
-    if let Some(timeout) = args.timeout {
+        .cpus(task.cpus)
+        .mem(task.mem)
+        .disk(task.disk.saturating_add(inputs_size))
+        .max_fuel(task.max_fuel);
+    if let Some(timeout) = task.timeout {
         template = template.timeout(timeout);
     }
     for input in inputs {

@@ -24,11 +24,12 @@ use wasmos_sdk::{Client, Event, FrameworkConfig, Job, TaskTemplate};
 
 use crate::{cli_args, local, ops};
 
-mod inputs;
+pub(crate) mod inputs;
 mod report;
 
-use inputs::{Input, load_module, upload};
-use report::{Progress, outcome_json, read_stdout, summary};
+pub(crate) use inputs::{Input, load_module, upload};
+pub(crate) use report::read_stdout;
+use report::{Progress, outcome_json, summary};
 
 /// How much of each task's stdout `--json` includes.
 const JSON_STDOUT_LIMIT: u64 = 64 << 10;
@@ -62,63 +63,8 @@ Examples:
 #[derive(clap::Args, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// The module: a `.wasm` binary or `.wat` text.
-    #[arg(value_name = "FILE.wasm|FILE.wat")]
-    module: PathBuf,
-
-    /// Arguments for the module (after `--`); `{i}` becomes the instance
-    /// index. The module sees its task id as argv[0].
-    #[arg(last = true, value_name = "ARGS")]
-    args: Vec<String>,
-
-    /// How many instances (tasks) to run.
-    #[arg(long, short = 'n', default_value_t = 1, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    instances: u32,
-
-    /// CPU share of each instance in cores (0.5 = half a core): the rate at
-    /// which it may burn CPU. At least 0.001.
-    #[arg(long, default_value_t = 0.1, value_name = "C", value_parser = cpus)]
-    cpus: f64,
-
-    /// Cap on each instance's linear memory, e.g. 64MiB or 1GiB.
-    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = cli_args::size)]
-    mem: u64,
-
-    /// Cap on the files each instance writes in its sandbox, e.g. 100MiB.
-    /// 0 (the default) means it writes no files. Inputs come on top: the
-    /// task's disk is this plus their size.
-    #[arg(long, default_value = "0", value_name = "SIZE", value_parser = cli_args::size)]
-    disk: u64,
-
-    /// Fuel (about one unit per wasm instruction) each instance may burn
-    /// before it fails with OUT_OF_FUEL. 0 (the default): no limit.
-    #[arg(long, default_value_t = 0, value_name = "F")]
-    max_fuel: u64,
-
-    /// Wall-clock deadline of each instance, e.g. 500ms, 30s, 5m; past it
-    /// the instance fails with TIMEOUT. Default: none.
-    #[arg(long, value_name = "DUR", value_parser = cli_args::duration)]
-    timeout: Option<Duration>,
-
-    /// An environment variable for the module, NAME=VALUE (repeatable);
-    /// `{i}` in VALUE becomes the instance index. The module sees no other
-    /// environment.
-    #[arg(long, short = 'e', value_name = "K=V", value_parser = cli_args::key_value)]
-    env: Vec<(String, String)>,
-
-    /// A file or directory to place in each instance's sandbox root under
-    /// its own name (repeatable): `--input data/x.csv` appears as `x.csv`, a
-    /// directory `--input ./books` as `books/` with everything below it.
-    #[arg(long, value_name = "PATH")]
-    input: Vec<PathBuf>,
-
-    /// The role the job's framework runs in (its weight and quota apply).
-    #[arg(long, default_value = "default", value_name = "R")]
-    role: String,
-
     #[command(flatten)]
-    master: ops::MasterArg,
+    pub task: TaskArgs,
 
     /// Run on a throwaway cluster in this process (one agent with all of
     /// this machine's cores) instead of a master: nothing needs to be
@@ -139,6 +85,69 @@ pub struct Args {
     json: bool,
 }
 
+/// What each task of a job runs, with what limits, where: shared by
+/// `wasmos run` and `wasmos submit`.
+#[derive(clap::Args, Debug)]
+pub struct TaskArgs {
+    /// The module: a `.wasm` binary or `.wat` text.
+    #[arg(value_name = "FILE.wasm|FILE.wat")]
+    pub module: PathBuf,
+
+    /// Arguments for the module (after `--`); `{i}` becomes the instance
+    /// index. The module sees its task id as argv[0].
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+
+    /// How many instances (tasks) to run.
+    #[arg(long, short = 'n', default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub instances: u32,
+
+    /// CPU share of each instance in cores (0.5 = half a core): the rate at
+    /// which it may burn CPU. At least 0.001.
+    #[arg(long, default_value_t = 0.1, value_name = "C", value_parser = cpus)]
+    pub cpus: f64,
+
+    /// Cap on each instance's linear memory, e.g. 64MiB or 1GiB.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = cli_args::size)]
+    pub mem: u64,
+
+    /// Cap on the files each instance writes in its sandbox, e.g. 100MiB.
+    /// 0 (the default) means it writes no files. Inputs come on top: the
+    /// task's disk is this plus their size.
+    #[arg(long, default_value = "0", value_name = "SIZE", value_parser = cli_args::size)]
+    pub disk: u64,
+
+    /// Fuel (about one unit per wasm instruction) each instance may burn
+    /// before it fails with OUT_OF_FUEL. 0 (the default): no limit.
+    #[arg(long, default_value_t = 0, value_name = "F")]
+    pub max_fuel: u64,
+
+    /// Wall-clock deadline of each instance, e.g. 500ms, 30s, 5m; past it
+    /// the instance fails with TIMEOUT. Default: none.
+    #[arg(long, value_name = "DUR", value_parser = cli_args::duration)]
+    pub timeout: Option<Duration>,
+
+    /// An environment variable for the module, NAME=VALUE (repeatable);
+    /// `{i}` in VALUE becomes the instance index. The module sees no other
+    /// environment.
+    #[arg(long, short = 'e', value_name = "K=V", value_parser = cli_args::key_value)]
+    pub env: Vec<(String, String)>,
+
+    /// A file or directory to place in each instance's sandbox root under
+    /// its own name (repeatable): `--input data/x.csv` appears as `x.csv`, a
+    /// directory `--input ./books` as `books/` with everything below it.
+    #[arg(long, value_name = "PATH")]
+    pub input: Vec<PathBuf>,
+
+    /// The role the job's framework runs in (its weight and quota apply).
+    #[arg(long, default_value = "default", value_name = "R")]
+    pub role: String,
+
+    #[command(flatten)]
+    pub master: ops::MasterArg,
+}
+
 /// `--cpus`: a positive number of cores.
 fn cpus(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -150,13 +159,14 @@ fn cpus(text: &str) -> Result<f64, String> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Everything that can be checked here is checked before any network.
-    let module = load_module(&args.module)?;
+    let module = load_module(&args.task.module)?;
     let inputs = args
+        .task
         .input
         .iter()
         .map(|path| Input::read(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let name = job_name(&args.module);
+    let name = job_name(&args.task.module);
 
     if args.local {
         let dir = std::env::temp_dir().join(format!(
@@ -168,8 +178,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&dir);
         return result;
     }
-    let client = args.master.client().await?;
-    let template = upload(&client, &args, &module, &inputs).await?;
+    let client = args.task.master.client().await?;
+    let template = upload(&client, &args.task, &module, &inputs).await?;
     if args.detach {
         detach(&client, &args, &name, &template).await
     } else {
@@ -190,21 +200,25 @@ async fn run_local(
         listen: "127.0.0.1:0".parse()?,
         http: "127.0.0.1:0".parse()?,
         work_dir: Some(dir.to_path_buf()),
-        cpus: cores.max(args.cpus),
-        mem: (4u64 << 30).max(args.mem),
-        disk: (4u64 << 30).max(args.disk.saturating_mul(u64::from(args.instances))),
+        cpus: cores.max(args.task.cpus),
+        mem: (4u64 << 30).max(args.task.mem),
+        disk: (4u64 << 30).max(
+            args.task
+                .disk
+                .saturating_mul(u64::from(args.task.instances)),
+        ),
     })
     .await
     .context("starting the local cluster")?;
     let client = ops::client(&cluster.url, wasmos_sdk::ConnectOptions::default()).await?;
-    let template = upload(&client, args, module, inputs).await?;
+    let template = upload(&client, &args.task, module, inputs).await?;
     let code = attached(&client, args, name, &template).await;
     drop(cluster);
     code
 }
 
 /// The job's name: the module's file stem.
-fn job_name(module: &Path) -> String {
+pub(crate) fn job_name(module: &Path) -> String {
     let stem = module
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -240,8 +254,10 @@ fn one_line(text: &str) -> String {
 /// The template of instance `i`: args and env values with `{i}` expanded.
 fn instance(template: &TaskTemplate, args: &Args, i: u32) -> TaskTemplate {
     let expand = |s: &str| s.replace("{i}", &i.to_string());
-    let mut t = template.clone().args(args.args.iter().map(|a| expand(a)));
-    for (k, v) in &args.env {
+    let mut t = template
+        .clone()
+        .args(args.task.args.iter().map(|a| expand(a)));
+    for (k, v) in &args.task.env {
         t = t.env(k, expand(v));
     }
     t
@@ -255,11 +271,11 @@ async fn attached(
     name: &str,
     template: &TaskTemplate,
 ) -> anyhow::Result<ExitCode> {
-    let total = args.instances as usize;
+    let total = args.task.instances as usize;
     let mut progress = Progress::new(total);
     let job = Job::new(name)
-        .role(&args.role)
-        .tasks((0..args.instances).map(|i| instance(template, args, i)))
+        .role(&args.task.role)
+        .tasks((0..args.task.instances).map(|i| instance(template, args, i)))
         .on_update(move |u| progress.update(u));
     let cancel = job.cancel_handle();
     let interrupt = tokio::spawn(async move {
@@ -275,7 +291,7 @@ async fn attached(
     let report = job.run(client).await;
     interrupt.abort();
     Progress::clear();
-    let report = report.with_context(|| format!("running {}", args.module.display()))?;
+    let report = report.with_context(|| format!("running {}", args.task.module.display()))?;
 
     let mut operator = OperatorClient::new(client.channel()).max_decoding_message_size(64 << 20);
     if args.json {
@@ -319,14 +335,14 @@ async fn detach(
     template: &TaskTemplate,
 ) -> anyhow::Result<ExitCode> {
     let config = FrameworkConfig::new(name)
-        .role(&args.role)
+        .role(&args.task.role)
         .failover_timeout(DETACHED_FAILOVER);
     let (scheduler, mut events) = client
         .subscribe(config)
         .await
         .context("registering the job's framework")?;
     let prefix = format!("{name}-{:08x}", rand::random::<u32>());
-    let specs: Vec<v1::TaskSpec> = (0..args.instances)
+    let specs: Vec<v1::TaskSpec> = (0..args.task.instances)
         .map(|i| instance(template, args, i).spec(format!("{prefix}-{i}")))
         .collect();
     let mut pending: VecDeque<v1::TaskSpec> = specs.into();

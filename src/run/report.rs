@@ -41,7 +41,7 @@ pub(super) fn outcome_json(
 
 /// Up to `limit` bytes of a task's stdout, read on `agent` (where the
 /// report says it ran) if the master no longer lists the task.
-pub(super) async fn read_stdout(
+pub(crate) async fn read_stdout(
     operator: &mut OperatorClient<Channel>,
     task: &str,
     agent: &str,

@@ -23,7 +23,8 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     /// Attempts started so far.
     pub attempts: u32,
-    /// The last attempt's agent: a number into [`Indices::agents`].
+    /// The last attempt's agent: 1 + its place in the job's list of
+    /// agents; 0 before any attempt ended.
     pub agent: u32,
     pub cpu_time_ms: u64,
     pub wall_time_ms: u64,
@@ -242,8 +243,9 @@ impl Indices {
 
     /// The agent an outcome names.
     pub fn agent(&self, outcome: &Outcome) -> &str {
-        self.agents
-            .get(outcome.agent as usize)
+        (outcome.agent as usize)
+            .checked_sub(1)
+            .and_then(|i| self.agents.get(i))
             .map_or("", String::as_str)
     }
 
@@ -258,8 +260,8 @@ impl Indices {
         if let Some(&number) = self.agent_numbers.get(agent) {
             return number;
         }
-        let number = self.agents.len() as u32;
         self.agents.push(agent.to_string());
+        let number = self.agents.len() as u32;
         self.agent_numbers.insert(agent.to_string(), number);
         number
     }

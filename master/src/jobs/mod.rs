@@ -148,6 +148,15 @@ impl Jobs {
         self.jobs.values()
     }
 
+    /// The jobs submitted after `id` (all, for `None` or an id that is not
+    /// a job's), oldest first: a page of a listing.
+    pub fn jobs_after(&self, id: Option<&str>) -> impl Iterator<Item = &Job> {
+        let after = id.and_then(number_of).unwrap_or(0);
+        self.jobs
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .map(|(_, job)| job)
+    }
+
     /// Takes in a job: its id, or why it was refused. A second submission
     /// of an owner with the same idempotency key answers the first's id.
     pub fn submit(

@@ -15,6 +15,7 @@ mod event_queue;
 mod handle;
 mod histogram;
 mod http;
+mod jobs;
 mod metrics;
 mod operator;
 mod refusals;
@@ -33,6 +34,7 @@ use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
 use wasmos_proto::v1::agent_link_server::AgentLinkServer;
 use wasmos_proto::v1::artifacts_server::ArtifactsServer;
+use wasmos_proto::v1::jobs_server::JobsServer;
 use wasmos_proto::v1::operator_server::OperatorServer;
 use wasmos_proto::v1::scheduler_server::SchedulerServer;
 
@@ -314,6 +316,8 @@ impl Master {
                 .with_connections_shed(gatekeeper.shed_counter())
                 .run(inbox),
         );
+        let wall_clock = config.wall_clock.clone();
+        let job_service = jobs::driver::spawn(handle.clone(), move || wall_clock.now_ms());
         let mut tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {
@@ -455,6 +459,13 @@ impl Master {
                     audit: audit.clone(),
                 }),
                 gate(false, "Operator"),
+            ))
+            .add_service(InterceptedService::new(
+                JobsServer::new(jobs::JobsService {
+                    jobs: job_service,
+                    audit: audit.clone(),
+                }),
+                gate(false, "Jobs"),
             ));
         let (shutdown, stopping) = tokio::sync::watch::channel(());
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {

@@ -1,0 +1,384 @@
+//! The task that drives the job service's state machine ([`crate::jobs`]):
+//! it subscribes one framework per owner through the actor, as any
+//! framework does but with no network between, turns the owner's offers
+//! into `Accept`s, its updates into job progress (and acknowledgements),
+//! and answers the `Jobs` service's calls.
+//!
+//! Jobs live in this task's memory: a master that restarts forgets them
+//! (their tasks it does not: they are the core's, and end as any task of a
+//! framework that did not come back).
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use wasmos_proto::v1;
+use wasmos_proto::v1::event::Kind as EventKind;
+
+use super::super::actor::Command;
+use super::super::event_queue;
+use super::super::handle::ActorHandle;
+use crate::access::Principal;
+use crate::core::Input;
+use crate::ids::FrameworkId;
+use crate::jobs::{Effect, Jobs, Owner};
+use crate::time::Time;
+
+/// How long a job framework's offers it cannot use are declined for while
+/// it still has indices to start (short: a retry may need them soon).
+const REFUSE_WHILE_PENDING_S: f64 = 1.0;
+/// How long a job framework survives a restart of its driver (it never
+/// disconnects otherwise).
+const FAILOVER_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How often deadlines are checked.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A read of the jobs (and their owners' frameworks), run in the driver.
+pub type Read = Box<dyn FnOnce(&Jobs, &HashMap<Owner, FrameworkId>) + Send>;
+
+/// A call of the `Jobs` service, as the driver takes it.
+pub enum Call {
+    Submit {
+        who: Principal,
+        /// Boxed: a spec is large beside the other calls.
+        spec: Box<v1::JobSpec>,
+        reply: oneshot::Sender<Result<v1::SubmitJobResponse, Status>>,
+    },
+    /// Reads the jobs (the service filters what `who` may see).
+    Read(Read),
+    Hold {
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Release {
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Cancel {
+        id: String,
+        why: String,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// What reaches the driver.
+enum Inbound {
+    Call(Call),
+    /// An event of an owner's framework.
+    Event(Owner, v1::Event),
+    /// Tasks whose `Accept` the master refused: their indices wait again.
+    NotLaunched(Vec<String>),
+}
+
+/// Where calls for the driver go.
+#[derive(Clone)]
+pub struct JobsHandle {
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl JobsHandle {
+    pub fn call(&self, call: Call) -> Result<(), Status> {
+        self.calls
+            .send(call)
+            .map_err(|_| Status::unavailable("the job service has stopped"))
+    }
+}
+
+/// Starts the driver: the handle the service calls through.
+pub fn spawn(actor: ActorHandle, wall_ms: impl Fn() -> u64 + Send + 'static) -> JobsHandle {
+    let (calls, mut call_rx) = mpsc::unbounded_channel();
+    let (inbound, inbox) = mpsc::unbounded_channel();
+    let forward = inbound.clone();
+    tokio::spawn(async move {
+        while let Some(call) = call_rx.recv().await {
+            if forward.send(Inbound::Call(call)).is_err() {
+                return;
+            }
+        }
+    });
+    let driver = Driver {
+        actor,
+        jobs: Jobs::new(),
+        frameworks: HashMap::new(),
+        principals: HashMap::new(),
+        suppressed: HashMap::new(),
+        inbound,
+        wall_ms: Box::new(wall_ms),
+    };
+    tokio::spawn(driver.run(inbox));
+    JobsHandle { calls }
+}
+
+struct Driver {
+    actor: ActorHandle,
+    jobs: Jobs,
+    frameworks: HashMap<Owner, FrameworkId>,
+    principals: HashMap<Owner, Principal>,
+    suppressed: HashMap<Owner, bool>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    wall_ms: Box<dyn Fn() -> u64 + Send>,
+}
+
+impl Driver {
+    fn now(&self) -> Time {
+        Time((self.wall_ms)())
+    }
+
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Inbound>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                inbound = inbox.recv() => match inbound {
+                    Some(Inbound::Call(call)) => self.call(call).await,
+                    Some(Inbound::Event(owner, event)) => self.event(owner, event).await,
+                    Some(Inbound::NotLaunched(tasks)) => {
+                        self.jobs.not_launched(&tasks);
+                        self.offers_wanted().await;
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let effects = self.jobs.tick(self.now());
+                    self.carry_out(effects).await;
+                }
+            }
+        }
+    }
+
+    async fn call(&mut self, call: Call) {
+        match call {
+            Call::Submit { who, spec, reply } => {
+                let answer = self.submit(who, *spec).await;
+                let _ = reply.send(answer);
+            }
+            Call::Read(read) => read(&self.jobs, &self.frameworks),
+            Call::Hold { id, reply } => {
+                let _ = reply.send(self.jobs.hold(&id));
+            }
+            Call::Release { id, reply } => {
+                let effects = self.jobs.release(&id, self.now());
+                let _ = reply.send(effects.is_some());
+                self.carry_out(effects.unwrap_or_default()).await;
+            }
+            Call::Cancel { id, why, reply } => {
+                let live = self.jobs.job(&id).is_some_and(|job| !job.is_ended());
+                let effects = self.jobs.cancel(&id, &why, self.now());
+                let _ = reply.send(live);
+                self.carry_out(effects.unwrap_or_default()).await;
+            }
+        }
+    }
+
+    async fn submit(
+        &mut self,
+        who: Principal,
+        spec: v1::JobSpec,
+    ) -> Result<v1::SubmitJobResponse, Status> {
+        let role = if spec.role.is_empty() {
+            "default".to_string()
+        } else {
+            spec.role.clone()
+        };
+        let owner = Owner {
+            role,
+            principal: who.name.clone(),
+        };
+        let known = self.jobs.jobs().count();
+        let (job_id, effects) = self
+            .jobs
+            .submit(owner.clone(), spec, self.now())
+            .map_err(Status::invalid_argument)?;
+        let existing = self.jobs.jobs().count() == known;
+        self.principals.insert(owner.clone(), who);
+        if let Err(e) = self.framework_of(&owner).await {
+            // Nothing can run it: the job goes, as if never submitted.
+            self.jobs
+                .cancel(&job_id, "its framework could not subscribe", self.now());
+            return Err(e);
+        }
+        tracing::info!(job = %job_id, principal = %owner.principal, role = %owner.role, existing, "job submitted");
+        self.carry_out(effects).await;
+        Ok(v1::SubmitJobResponse { job_id, existing })
+    }
+
+    /// The owner's framework, subscribed on first use.
+    async fn framework_of(&mut self, owner: &Owner) -> Result<FrameworkId, Status> {
+        if let Some(id) = self.frameworks.get(owner) {
+            return Ok(id.clone());
+        }
+        let who = self.principals[owner].clone();
+        let (events, mut stream) = event_queue::queue(64 << 20);
+        let (reply, answer) = oneshot::channel();
+        self.actor
+            .send(Command::Subscribe {
+                who: who.clone(),
+                info: v1::FrameworkInfo {
+                    name: format!("jobs of {}", owner.principal),
+                    role: owner.role.clone(),
+                    failover_timeout_ms: FAILOVER_TIMEOUT_MS,
+                    user: owner.principal.clone(),
+                    principal: owner.principal.clone(),
+                    ..Default::default()
+                },
+                events,
+                reply,
+            })
+            .await?;
+        let (framework, _connection) = answer
+            .await
+            .map_err(|_| Status::unavailable("the master is shutting down"))?
+            .map_err(super::super::handle::status_of)?;
+        tracing::info!(%framework, principal = %owner.principal, role = %owner.role, "job framework subscribed");
+        self.frameworks.insert(owner.clone(), framework.clone());
+        self.suppressed.insert(owner.clone(), false);
+        let inbound = self.inbound.clone();
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            while let Some(event) = poll_fn(|cx| stream.poll_recv(cx)).await {
+                match event {
+                    Ok(event) => {
+                        if inbound.send(Inbound::Event(owner.clone(), event)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(status) => {
+                        tracing::warn!(principal = %owner.principal, error = %status, "a job framework's stream ended");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(framework)
+    }
+
+    async fn event(&mut self, owner: Owner, event: v1::Event) {
+        let Some(framework) = self.frameworks.get(&owner).cloned() else {
+            return;
+        };
+        match event.kind {
+            Some(EventKind::Offers(offers)) => {
+                let placement = self.jobs.place(&owner, offers.offers);
+                for launch in placement.launches {
+                    let task_ids: Vec<String> =
+                        launch.tasks.iter().map(|t| t.task_id.clone()).collect();
+                    let input = Input::Accept(v1::AcceptRequest {
+                        framework_id: framework.to_string(),
+                        offer_ids: launch.offer_ids,
+                        tasks: launch.tasks,
+                        filters: Some(v1::Filters {
+                            refuse_seconds: Some(0.0),
+                        }),
+                    });
+                    // The answer waits for the launch's commit: not here.
+                    let actor = self.actor.clone();
+                    let inbound = self.inbound.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = actor.call(input).await {
+                            tracing::debug!(error = %e, tasks = task_ids.len(), "a job's accept failed; its indices wait again");
+                            let _ = inbound.send(Inbound::NotLaunched(task_ids));
+                        }
+                    });
+                }
+                if !placement.unused.is_empty() {
+                    let refuse = if self.jobs.wants_offers(&owner) {
+                        REFUSE_WHILE_PENDING_S
+                    } else {
+                        3600.0
+                    };
+                    self.send(Input::Decline(v1::DeclineRequest {
+                        framework_id: framework.to_string(),
+                        offer_ids: placement.unused,
+                        filters: Some(v1::Filters {
+                            refuse_seconds: Some(refuse),
+                        }),
+                    }));
+                }
+            }
+            Some(EventKind::Updates(updates)) => {
+                let now = self.now();
+                let mut acks = Vec::new();
+                let mut effects = Vec::new();
+                for status in &updates.statuses {
+                    effects.extend(self.jobs.update(status, now));
+                    if !status.uuid.is_empty() {
+                        acks.push(v1::Ack {
+                            task_id: status.task_id.clone(),
+                            agent_id: status.agent_id.clone(),
+                            uuid: status.uuid.clone(),
+                        });
+                    }
+                }
+                if !acks.is_empty() {
+                    self.send(Input::Acknowledge(v1::AcknowledgeRequest {
+                        framework_id: framework.to_string(),
+                        acks,
+                    }));
+                }
+                self.carry_out(effects).await;
+            }
+            Some(EventKind::Error(error)) => {
+                tracing::warn!(principal = %owner.principal, message = %error.message, "a job framework was ended by the master");
+                self.frameworks.remove(&owner);
+            }
+            _ => {}
+        }
+        self.offers_wanted().await;
+    }
+
+    /// Kills and notices the state machine asked for.
+    async fn carry_out(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Kill { owner, task_ids } => {
+                    if let Some(framework) = self.frameworks.get(&owner) {
+                        self.send(Input::Kill(v1::KillRequest {
+                            framework_id: framework.to_string(),
+                            task_ids,
+                        }));
+                    }
+                }
+                Effect::Ended { job, state } => {
+                    tracing::info!(%job, state = state.as_str_name(), "job ended");
+                }
+            }
+        }
+        self.offers_wanted().await;
+    }
+
+    /// Revives owners with indices to start, suppresses the rest.
+    async fn offers_wanted(&mut self) {
+        let owners: Vec<(Owner, FrameworkId)> = self
+            .frameworks
+            .iter()
+            .map(|(o, f)| (o.clone(), f.clone()))
+            .collect();
+        for (owner, framework) in owners {
+            let wants = self.jobs.wants_offers(&owner);
+            let suppressed = self.suppressed.get(&owner).copied().unwrap_or(false);
+            if wants && suppressed {
+                self.send(Input::Revive(v1::ReviveRequest {
+                    framework_id: framework.to_string(),
+                    ..Default::default()
+                }));
+            } else if !wants && !suppressed {
+                self.send(Input::Suppress(v1::SuppressRequest {
+                    framework_id: framework.to_string(),
+                }));
+            }
+            self.suppressed.insert(owner, !wants);
+        }
+    }
+
+    /// Sends an input whose answer nothing waits for.
+    fn send(&self, input: Input) {
+        let (reply, _answer) = oneshot::channel();
+        self.actor.send_soon(Command::Call {
+            input,
+            who: None,
+            reply,
+        });
+    }
+}

@@ -1,0 +1,313 @@
+//! The `Jobs` service: submit a job and walk away. Calls go to the
+//! [`driver`], which owns the job service's state machine; this file
+//! checks who may do what and audits the changes.
+
+pub mod driver;
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+use wasmos_proto::v1;
+use wasmos_proto::v1::jobs_server;
+
+use super::audit::{Actor, Audit};
+use super::trust::principal_of;
+use crate::access::Principal;
+use crate::jobs::{Job, submit};
+use driver::Call;
+pub use driver::JobsHandle;
+
+/// Jobs one page lists at most, and by default.
+const MAX_LIST: usize = 1000;
+const DEFAULT_LIST: usize = 100;
+/// Indices one page of results holds at most, and by default.
+const MAX_RESULTS: u32 = 10_000;
+const DEFAULT_RESULTS: u32 = 1000;
+
+pub struct JobsService {
+    pub jobs: JobsHandle,
+    pub audit: Arc<Audit>,
+}
+
+/// A job's summary as the wire carries it.
+fn summary(job: &Job, framework_id: &str) -> v1::JobSummary {
+    let counts = job.indices.counts();
+    v1::JobSummary {
+        job_id: job.id.clone(),
+        name: job.spec.name.clone(),
+        role: job.owner.role.clone(),
+        owner: job.owner.principal.clone(),
+        state: job.state as i32,
+        reason: job.reason.clone(),
+        held: job.held,
+        count: job.indices.count(),
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        cancelled: counts.cancelled,
+        running: job.indices.running() as u32,
+        submitted_ms: job.submitted.millis(),
+        ended_ms: job.ended_at.map_or(0, |t| t.millis()),
+        priority: job.spec.priority,
+        framework_id: framework_id.to_string(),
+    }
+}
+
+impl JobsService {
+    /// Reads the jobs in the driver; `None` when it has stopped.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&crate::jobs::Jobs, &dyn Fn(&Job) -> String) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .call(Call::Read(Box::new(move |jobs, frameworks| {
+                let framework_of = |job: &Job| {
+                    frameworks
+                        .get(&job.owner)
+                        .map_or_else(String::new, |f| f.to_string())
+                };
+                let _ = reply.send(read(jobs, &framework_of));
+            })))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the job service has stopped"))
+    }
+
+    /// The summary of a job `who` may see, or NOT_FOUND (also for one it
+    /// may not see: whose jobs exist is not its business).
+    async fn visible(&self, who: &Principal, id: &str) -> Result<v1::JobSummary, Status> {
+        let id = id.to_string();
+        let found = self
+            .read(move |jobs, framework_of| {
+                jobs.job(&id).map(|job| summary(job, &framework_of(job)))
+            })
+            .await?;
+        match found {
+            Some(job) if who.may_see(&job.owner) => Ok(job),
+            _ => Err(Status::not_found("no such job")),
+        }
+    }
+
+    /// A change to a job `who` may use: held, released or cancelled.
+    async fn change(
+        &self,
+        request: Request<v1::JobRequest>,
+        call: &str,
+        make: impl FnOnce(String, String, oneshot::Sender<bool>) -> Call,
+    ) -> Result<Response<v1::JobSummary>, Status> {
+        let who = principal_of(&request)?;
+        let id = request.into_inner().job_id;
+        let result = async {
+            let job = self.visible(&who, &id).await?;
+            who.require_use(&format!("{call} of {id}"), &job.owner)
+                .map_err(|d| Status::permission_denied(d.0))?;
+            let (reply, answer) = oneshot::channel();
+            self.jobs.call(make(
+                id.clone(),
+                format!("cancelled by {}", who.name),
+                reply,
+            ))?;
+            let changed = answer
+                .await
+                .map_err(|_| Status::unavailable("the job service has stopped"))?;
+            if !changed {
+                return Err(Status::failed_precondition(format!(
+                    "{id} has ended: nothing to change"
+                )));
+            }
+            self.visible(&who, &id).await
+        }
+        .await;
+        self.audit.record(
+            Actor::Principal(&who),
+            call,
+            serde_json::json!({"job_id": id}),
+            &result,
+        );
+        result.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl jobs_server::Jobs for JobsService {
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let who = principal_of(&request)?;
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no job spec given"))?;
+        let role = if spec.role.is_empty() {
+            "default".to_string()
+        } else {
+            spec.role.clone()
+        };
+        let args = serde_json::json!({"name": spec.name, "role": role, "count": spec.count});
+        let result = async {
+            who.require_writer("Jobs.Submit")
+                .map_err(|d| Status::permission_denied(d.0))?;
+            who.require_role(&role)
+                .map_err(|d| Status::permission_denied(d.0))?;
+            let (reply, answer) = oneshot::channel();
+            self.jobs.call(Call::Submit {
+                who: who.clone(),
+                spec: Box::new(spec),
+                reply,
+            })?;
+            answer
+                .await
+                .map_err(|_| Status::unavailable("the job service has stopped"))?
+        }
+        .await;
+        self.audit
+            .record(Actor::Principal(&who), "Jobs.Submit", args, &result);
+        result.map(Response::new)
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let who = principal_of(&request)?;
+        let request = request.into_inner();
+        let limit = match request.limit as usize {
+            0 => DEFAULT_LIST,
+            n => n.min(MAX_LIST),
+        };
+        let after = request.after;
+        if !after.is_empty() && job_number(&after).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "`{after}` is not a job id"
+            )));
+        }
+        let page = self
+            .read(move |jobs, framework_of| {
+                let mut page: Vec<v1::JobSummary> = jobs
+                    .jobs_after(Some(after.as_str()).filter(|a| !a.is_empty()))
+                    .filter(|job| who.may_see(&job.owner.principal))
+                    .take(limit + 1)
+                    .map(|job| summary(job, &framework_of(job)))
+                    .collect();
+                let next = if page.len() > limit {
+                    page.truncate(limit);
+                    page.last().map(|j| j.job_id.clone()).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                v1::ListJobsResponse { jobs: page, next }
+            })
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::JobRequest>,
+    ) -> Result<Response<v1::JobSummary>, Status> {
+        let who = principal_of(&request)?;
+        self.visible(&who, &request.get_ref().job_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn results(
+        &self,
+        request: Request<v1::JobResultsRequest>,
+    ) -> Result<Response<v1::JobResultsResponse>, Status> {
+        let who = principal_of(&request)?;
+        let request = request.into_inner();
+        self.visible(&who, &request.job_id).await?;
+        let limit = match request.limit {
+            0 => DEFAULT_RESULTS,
+            n => n.min(MAX_RESULTS),
+        };
+        let page = self
+            .read(move |jobs, _| {
+                let Some(job) = jobs.job(&request.job_id) else {
+                    return v1::JobResultsResponse::default();
+                };
+                let count = job.indices.count();
+                let mut results = Vec::new();
+                let mut index = request.from_index;
+                while index < count && results.len() < limit as usize {
+                    let outcome = job.indices.outcome(index);
+                    let failed = matches!(
+                        outcome.state,
+                        v1::IndexState::Failed | v1::IndexState::Cancelled
+                    );
+                    if !request.failed_only || failed {
+                        results.push(v1::IndexResult {
+                            index,
+                            task_id: if outcome.attempts > 0 {
+                                submit::task_id(&job.id, index, outcome.attempts)
+                            } else {
+                                String::new()
+                            },
+                            outcome: Some(v1::IndexOutcome {
+                                state: outcome.state as i32,
+                                task_state: outcome.task_state,
+                                reason: outcome.reason,
+                                exit_code: outcome.exit_code,
+                                attempts: outcome.attempts,
+                                agent_id: job.indices.agent(&outcome).to_string(),
+                                usage: Some(v1::TaskUsage {
+                                    cpu_time_ms: outcome.cpu_time_ms,
+                                    wall_time_ms: outcome.wall_time_ms,
+                                    fuel_consumed: outcome.fuel,
+                                    ..Default::default()
+                                }),
+                            }),
+                        });
+                    }
+                    index += 1;
+                }
+                v1::JobResultsResponse {
+                    results,
+                    next_index: if index < count { index } else { 0 },
+                }
+            })
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn hold(
+        &self,
+        request: Request<v1::JobRequest>,
+    ) -> Result<Response<v1::JobSummary>, Status> {
+        self.change(request, "Jobs.Hold", |id, _, reply| Call::Hold {
+            id,
+            reply,
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        request: Request<v1::JobRequest>,
+    ) -> Result<Response<v1::JobSummary>, Status> {
+        self.change(request, "Jobs.Release", |id, _, reply| Call::Release {
+            id,
+            reply,
+        })
+        .await
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<v1::JobRequest>,
+    ) -> Result<Response<v1::JobSummary>, Status> {
+        self.change(request, "Jobs.Cancel", |id, why, reply| Call::Cancel {
+            id,
+            why,
+            reply,
+        })
+        .await
+    }
+}
+
+fn job_number(id: &str) -> Option<u64> {
+    id.strip_prefix('j')?.parse().ok()
+}

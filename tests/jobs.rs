@@ -1,0 +1,287 @@
+//! Jobs that live in the master, through real processes: a master and
+//! agents, and `wasmos submit` / `wasmos job ...` as separate commands, so
+//! the client that submitted a job is gone long before the job ends.
+
+mod support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Cluster, guest, output_within};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `wasmos ARGS` against the cluster, run to its end.
+fn cli(cluster: &Cluster, args: &[&str]) -> Output {
+    let mut cmd = cluster.cli();
+    cmd.env("WASMOS_MASTER", &cluster.url).args(args);
+    output_within(cmd, LIMIT)
+}
+
+fn cli_ok(cluster: &Cluster, args: &[&str]) -> String {
+    let o = cli(cluster, args);
+    assert!(
+        o.status.success(),
+        "wasmos {args:?} failed ({}):\n{}",
+        o.status,
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// Submits and returns the job id; the submitting process has exited.
+fn submit(cluster: &Cluster, module: &str, options: &[&str], args: &[&str]) -> String {
+    let path = guest(module);
+    let mut all = vec!["submit", path.to_str().unwrap()];
+    all.extend(options);
+    all.push("--");
+    all.extend(args);
+    let id = cli_ok(cluster, &all).trim().to_string();
+    assert!(id.starts_with('j'), "{id}");
+    id
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn show(cluster: &Cluster, job: &str) -> Value {
+    serde_json::from_str(&cli_ok(cluster, &["job", "show", job, "--json"])).unwrap()
+}
+
+/// `wasmos job wait`: its exit code and what it said.
+fn wait(cluster: &Cluster, job: &str) -> (i32, String) {
+    let o = cli(cluster, &["job", "wait", job]);
+    (o.status.code().unwrap_or(-1), text(&o.stderr))
+}
+
+#[test]
+fn a_submitted_job_runs_without_its_client_and_reports_every_index() {
+    let cluster = Cluster::start(2, &[], &[]);
+    let job = submit(
+        &cluster,
+        "hello",
+        &["-n", "300", "--cpus", "0.05", "--env", "PART=p{i}"],
+        &["--index={i}"],
+    );
+    let (code, said) = wait(&cluster, &job);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains(&format!("{job} SUCCEEDED")), "{said}");
+
+    let results = json_lines(&cli_ok(&cluster, &["job", "results", &job, "--json"]));
+    assert_eq!(results.len(), 300);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i as u64, "{r}");
+        assert_eq!(r["state"], "SUCCEEDED", "{r}");
+        assert_eq!(r["attempts"], 1, "{r}");
+        assert_eq!(r["task_id"], format!("{job}-{i}-1"), "{r}");
+        assert!(r["agent"].as_str().unwrap().len() > 3, "{r}");
+    }
+    let summary = show(&cluster, &job);
+    assert_eq!(summary["succeeded"], 300);
+    assert_eq!(summary["owner"], "local");
+
+    // Every index's stdout, as the task printed it.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    cli_ok(&cluster, &["job", "results", &job, "--output", dir]);
+    for i in [0, 7, 299] {
+        let stdout = std::fs::read_to_string(out.path().join(i.to_string())).unwrap();
+        assert!(
+            stdout.contains(&format!("argv[1]=--index={i}\n")),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("env PART=p{i}\n")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("env WASMOS_INDEX={i}\n")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("env WASMOS_JOB={job}\n")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("env WASMOS_ATTEMPT=1\n"), "{stdout}");
+    }
+    // The job's tasks are tasks like any other.
+    let ps = cli_ok(&cluster, &["ps"]);
+    assert!(ps.contains(&format!("{job}-")), "{ps}");
+    let jobs = cli_ok(&cluster, &["jobs"]);
+    assert!(jobs.contains(&job) && jobs.contains("300/300"), "{jobs}");
+}
+
+#[test]
+fn retries_follow_exit_codes_and_the_task_sees_its_attempt() {
+    let cluster = Cluster::start(1, &[], &[]);
+    // Exits 75 on its first attempt: retried, it succeeds on the second.
+    let retried = submit(
+        &cluster,
+        "flaky",
+        &["-n", "5", "--retry-on", "exit:75"],
+        &["75", "2"],
+    );
+    assert_eq!(wait(&cluster, &retried).0, 0);
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let results = json_lines(&cli_ok(
+        &cluster,
+        &["job", "results", &retried, "--json", "--output", dir],
+    ));
+    for r in &results {
+        assert_eq!(
+            (r["attempts"].as_u64(), r["exit_code"].as_i64()),
+            (Some(2), Some(0)),
+            "{r}"
+        );
+    }
+    let stdout = std::fs::read_to_string(out.path().join("3")).unwrap();
+    assert_eq!(stdout, "attempt 2\n");
+
+    // Without a rule for its exit code a failure is final (the default
+    // retries only lost tasks): the job fails and says how.
+    let failing = submit(&cluster, "flaky", &["-n", "3"], &["9", "5"]);
+    let (code, said) = wait(&cluster, &failing);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("3 of 3 indices failed"), "{said}");
+    let failed = json_lines(&cli_ok(
+        &cluster,
+        &["job", "results", &failing, "--json", "--failed"],
+    ));
+    assert_eq!(failed.len(), 3);
+    assert_eq!(failed[0]["reason"], "EXIT_NONZERO");
+    assert_eq!(failed[0]["exit_code"], 9);
+    assert_eq!(failed[0]["attempts"], 1);
+
+    // Bad rules are refused before anything is sent.
+    let o = cli(
+        &cluster,
+        &[
+            "submit",
+            guest("flaky").to_str().unwrap(),
+            "--retry-on",
+            "sometimes",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not a retry condition"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn dependencies_holds_and_cancels() {
+    let cluster = Cluster::start(1, &[], &[]);
+    // A held job holds back the one that runs after it.
+    let first = submit(&cluster, "hello", &["-n", "3", "--hold"], &[]);
+    let second = submit(&cluster, "hello", &["-n", "2", "--after", &first], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(show(&cluster, &first)["state"], "HELD");
+    assert_eq!(show(&cluster, &second)["state"], "WAITING");
+    cli_ok(&cluster, &["job", "release", &first]);
+    assert_eq!(wait(&cluster, &second).0, 0);
+    assert_eq!(show(&cluster, &first)["state"], "SUCCEEDED");
+
+    // A failed dependency fails the job after it, naming it.
+    let broken = submit(&cluster, "exitcode", &[], &["4"]);
+    let after_broken = submit(&cluster, "hello", &["--after", &broken], &[]);
+    let cleanup = submit(&cluster, "hello", &["--after-failed", &broken], &[]);
+    let (code, said) = wait(&cluster, &after_broken);
+    assert_eq!(code, 1);
+    assert!(
+        said.contains(&format!("{broken}, which it runs after, failed")),
+        "{said}"
+    );
+    assert_eq!(wait(&cluster, &cleanup).0, 0, "it runs because one failed");
+
+    // Cancelling a long array kills what runs and starts nothing more.
+    let long = submit(
+        &cluster,
+        "sleeper",
+        &["-n", "50", "--cpus", "0.25"],
+        &["60000"],
+    );
+    support::wait_for(LIMIT, || {
+        (show(&cluster, &long)["running"].as_u64() > Some(0)).then_some(())
+    })
+    .expect("the array never started");
+    cli_ok(&cluster, &["job", "cancel", &long]);
+    let (code, said) = wait(&cluster, &long);
+    assert_eq!(code, 1);
+    assert!(said.contains("CANCELLED"), "{said}");
+    let summary = show(&cluster, &long);
+    assert_eq!(summary["cancelled"], 50, "{summary}");
+    assert_eq!(summary["running"], 0, "{summary}");
+    let o = cli(&cluster, &["job", "cancel", &long]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("has ended"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_principal_sees_and_changes_only_its_own_jobs() {
+    let cluster = Cluster::start_tls(1, &[], &[]);
+    let alice = cluster.token(&["--principal", "alice", "--roles", "default"]);
+    let bob = cluster.token(&["--principal", "bob", "--roles", "default"]);
+    let viewer = cluster.token(&["--read-only"]);
+    let as_token = |token: &str, args: &[&str]| {
+        let mut cmd = cluster.cli();
+        cmd.env("WASMOS_TOKEN", token)
+            .env("WASMOS_MASTER", &cluster.url)
+            .args(args);
+        output_within(cmd, LIMIT)
+    };
+    let hello = guest("hello");
+    let o = as_token(
+        &alice,
+        &["submit", hello.to_str().unwrap(), "-n", "2", "--hold"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let job = text(&o.stdout).trim().to_string();
+
+    let o = as_token(&bob, &["job", "show", &job]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("no such job"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = as_token(&bob, &["job", "cancel", &job]);
+    assert!(
+        text(&o.stderr).contains("no such job"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = as_token(&bob, &["jobs"]);
+    assert!(!text(&o.stdout).contains(&job), "{}", text(&o.stdout));
+    let o = as_token(
+        &bob,
+        &["submit", hello.to_str().unwrap(), "--role", "batch"],
+    );
+    assert!(!o.status.success(), "bob holds no role batch");
+
+    let o = as_token(&viewer, &["job", "show", &job, "--json"]);
+    assert!(
+        o.status.success(),
+        "read-only sees all: {}",
+        text(&o.stderr)
+    );
+    let o = as_token(&viewer, &["job", "release", &job]);
+    assert!(!o.status.success(), "but changes nothing");
+
+    let o = as_token(&alice, &["job", "release", &job]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = as_token(&alice, &["job", "wait", &job]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let audit = cli_ok(&cluster, &["audit"]);
+    assert!(
+        audit.contains("Jobs.Submit") && audit.contains("Jobs.Release"),
+        "{audit}"
+    );
+}
