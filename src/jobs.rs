@@ -25,8 +25,8 @@ Examples:
   # 10,000 indices, each told its index; retry LOST ones and exit code 75
   wasmos submit worker.wasm -n 10000 --cpus 0.5 --retry-on lost,exit:75 -- part-{i}
   # a second job that starts once the first succeeded
-  wasmos submit merge.wasm --after j1
-  wasmos job wait j2 && wasmos job results j2 --output ./out";
+  wasmos submit merge.wasm --after j1.1
+  wasmos job wait j1.2 && wasmos job results j1.2 --output ./out";
 
 /// Submit a job to the master and exit (see `wasmos submit --help`).
 #[derive(clap::Args, Debug)]

@@ -285,3 +285,17 @@ fn a_principal_sees_and_changes_only_its_own_jobs() {
         "{audit}"
     );
 }
+
+#[test]
+fn job_ids_never_repeat_across_master_starts() {
+    let mut cluster = Cluster::start(1, &[], &[]);
+    let first = submit(&cluster, "hello", &["-n", "2"], &[]);
+    assert_eq!(wait(&cluster, &first).0, 0);
+    cluster.kill_master();
+    cluster.restart_master();
+    cluster.wait_agents(1);
+    let second = submit(&cluster, "hello", &["-n", "2"], &[]);
+    assert_ne!(first, second, "a new start names its jobs anew");
+    let (code, said) = wait(&cluster, &second);
+    assert_eq!(code, 0, "{said}");
+}

@@ -12,6 +12,9 @@
 //!   id and reconciles your tasks.
 //! - [`Job`]: N tasks run to completion for you: placement on offers,
 //!   retries of lost tasks, progress callbacks, cancellation, teardown.
+//! - [`Client::submit`] of a [`JobSpec`]: N indices the master itself runs
+//!   (retries, dependencies, every index's outcome kept), with nothing of
+//!   yours running meanwhile; [`Client::wait_job`], [`Client::job_results`].
 //!
 //! # Example
 //!
@@ -74,6 +77,7 @@ mod connect;
 mod error;
 mod job;
 mod scheduler;
+mod submit;
 
 pub use client::{Client, UPLOAD_CHUNK, Uploaded, digest_of, module_bytes};
 pub use connect::{Channel, ConnectOptions, Credentials, Profile};
@@ -82,6 +86,7 @@ pub use job::{
     CancelHandle, Job, JobReport, JobUpdate, Master, RetryPolicy, TaskOutcome, TaskTemplate,
 };
 pub use scheduler::{Event, Events, FrameworkConfig, Scheduler, SessionStats, is_terminal};
+pub use submit::JobSpec;
 
 /// The `wasmos.v1` wire types (offers, task specs, statuses, ...).
 pub use wasmos_proto::v1 as proto;

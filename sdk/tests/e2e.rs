@@ -533,3 +533,48 @@ async fn a_cancelled_job_kills_its_tasks_and_reports() {
     assert_eq!(agent.hanging(), 0, "the agent was told to kill them");
     assert!(seen.lock().unwrap().contains(&TaskState::Killed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_job_is_run_by_the_master_with_retries_by_exit_code() {
+    let m = start_master().await;
+    // The first attempt of every even index exits 75, "try later".
+    let _agent = ScriptedAgent::start(m.addr, 2.0, 2 * GIB, |spec| {
+        let env = |name: &str| {
+            spec.env
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.value.clone())
+                .unwrap_or_default()
+        };
+        let index: u32 = env("WASMOS_INDEX").parse().unwrap();
+        if index.is_multiple_of(2) && env("WASMOS_ATTEMPT") == "1" {
+            Script::Fail(75)
+        } else {
+            Script::Finish
+        }
+    })
+    .await;
+    let client = Client::connect(&m.url).await.unwrap();
+    let digest = client.upload(HELLO_WAT).await.unwrap().digest;
+    let template = TaskTemplate::new(digest).cpus(0.1).mem(16 * MIB).arg("{i}");
+    let spec = wasmos_sdk::JobSpec::new(&template, 20)
+        .name("sdk-submit")
+        .retry(&RetryPolicy::default().retry_exit_code(75));
+    let id = client.submit(&spec).await.unwrap();
+    let job = tokio::time::timeout(PATIENCE, client.wait_job(&id, Duration::from_millis(50)))
+        .await
+        .expect("the job ends")
+        .unwrap();
+    assert_eq!(job.state(), proto::JobState::Succeeded, "{job:?}");
+    assert_eq!((job.succeeded, job.count), (20, 20));
+    let results = client.job_results(&id, false).await.unwrap();
+    assert_eq!(results.len(), 20);
+    for r in &results {
+        let attempts = r.outcome.as_ref().unwrap().attempts;
+        assert_eq!(attempts, if r.index % 2 == 0 { 2 } else { 1 }, "{r:?}");
+    }
+    assert!(client.job_results(&id, true).await.unwrap().is_empty());
+    assert!(client.jobs().await.unwrap().iter().any(|j| j.job_id == id));
+    let missing = client.job("j999").await.unwrap_err();
+    assert_eq!(missing.code(), Some(tonic::Code::NotFound));
+}

@@ -122,6 +122,8 @@ pub enum Effect {
 /// Every job the master holds.
 #[derive(Debug, Default)]
 pub struct Jobs {
+    /// Job ids are `j<epoch>.<n>`: unique across the master's starts.
+    epoch: u64,
     jobs: BTreeMap<u64, Job>,
     keys: HashMap<(Owner, String), u64>,
     /// Jobs whose index i waits for index i of the key job.
@@ -129,18 +131,27 @@ pub struct Jobs {
     next: u64,
 }
 
-/// `j17` → 17.
-fn number_of(job: &str) -> Option<u64> {
-    job.strip_prefix('j')?.parse().ok()
-}
-
 impl Jobs {
-    pub fn new() -> Jobs {
-        Jobs::default()
+    /// The jobs of the master's start `epoch` (none yet).
+    pub fn new(epoch: u64) -> Jobs {
+        Jobs {
+            epoch,
+            ..Jobs::default()
+        }
+    }
+
+    /// `j<epoch>.17` → 17, for this start's epoch.
+    fn number_of(&self, job: &str) -> Option<u64> {
+        let (epoch, number) = submit::parse_job_id(job)?;
+        (epoch == self.epoch).then_some(number)
+    }
+
+    fn id_of(&self, number: u64) -> String {
+        format!("j{}.{number}", self.epoch)
     }
 
     pub fn job(&self, id: &str) -> Option<&Job> {
-        self.jobs.get(&number_of(id)?)
+        self.jobs.get(&self.number_of(id)?)
     }
 
     /// Every job, oldest first.
@@ -151,7 +162,7 @@ impl Jobs {
     /// The jobs submitted after `id` (all, for `None` or an id that is not
     /// a job's), oldest first: a page of a listing.
     pub fn jobs_after(&self, id: Option<&str>) -> impl Iterator<Item = &Job> {
-        let after = id.and_then(number_of).unwrap_or(0);
+        let after = id.and_then(|id| self.number_of(id)).unwrap_or(0);
         self.jobs
             .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
             .map(|(_, job)| job)
@@ -176,7 +187,7 @@ impl Jobs {
         if !spec.idempotency_key.is_empty()
             && let Some(number) = self.keys.get(&key)
         {
-            return Ok((format!("j{number}"), Vec::new()));
+            return Ok((self.id_of(*number), Vec::new()));
         }
         let named = spec
             .after
@@ -201,12 +212,12 @@ impl Jobs {
                     spec.count
                 ));
             }
-            number_of(&spec.after_each)
+            self.number_of(&spec.after_each)
         };
         spec.role = checked.role;
         self.next += 1;
         let number = self.next;
-        let id = format!("j{number}");
+        let id = self.id_of(number);
         let job = Job {
             id: id.clone(),
             owner,
@@ -243,6 +254,15 @@ impl Jobs {
         }
         self.regate(number, now, &mut effects);
         Ok((id, effects))
+    }
+
+    /// Task ids of every index of `owner`'s jobs running (to reconcile).
+    pub fn running_tasks(&self, owner: &Owner) -> Vec<String> {
+        self.jobs
+            .values()
+            .filter(|j| j.owner == *owner)
+            .flat_map(Job::running_task_ids)
+            .collect()
     }
 
     /// Does any job of `owner` have an index to start?
@@ -311,7 +331,8 @@ impl Jobs {
     pub fn not_launched(&mut self, task_ids: &[String]) {
         for task in task_ids {
             if let Some((job, index, attempt)) = submit::parse_task_id(task)
-                && let Some(job) = number_of(job).and_then(|n| self.jobs.get_mut(&n))
+                && let Some(number) = self.number_of(job)
+                && let Some(job) = self.jobs.get_mut(&number)
             {
                 job.indices.untake(index, attempt);
             }
@@ -325,7 +346,7 @@ impl Jobs {
         let Some((job_id, index, attempt)) = submit::parse_task_id(&status.task_id) else {
             return effects;
         };
-        let Some(number) = number_of(job_id) else {
+        let Some(number) = self.number_of(job_id) else {
             return effects;
         };
         let Some(job) = self.jobs.get_mut(&number) else {
@@ -364,7 +385,7 @@ impl Jobs {
     /// Holds a job: nothing more of it starts until it is released (what
     /// runs goes on). False if it has ended.
     pub fn hold(&mut self, id: &str) -> bool {
-        match number_of(id).and_then(|n| self.jobs.get_mut(&n)) {
+        match self.number_of(id).and_then(|n| self.jobs.get_mut(&n)) {
             Some(job) if !job.is_ended() => {
                 job.held = true;
                 if matches!(job.state, JobState::Waiting | JobState::Queued) {
@@ -378,7 +399,7 @@ impl Jobs {
 
     /// Releases a held job. False if it has ended.
     pub fn release(&mut self, id: &str, now: Time) -> Option<Vec<Effect>> {
-        let number = number_of(id)?;
+        let number = self.number_of(id)?;
         let job = self.jobs.get_mut(&number)?;
         if job.is_ended() {
             return None;
@@ -396,7 +417,7 @@ impl Jobs {
     /// `CANCELLED` once its kills are heard. `None` if there is no such
     /// job; no effect on one that ended.
     pub fn cancel(&mut self, id: &str, why: &str, now: Time) -> Option<Vec<Effect>> {
-        let number = number_of(id)?;
+        let number = self.number_of(id)?;
         let job = self.jobs.get(&number)?;
         let mut effects = Vec::new();
         if !job.is_ended() {

@@ -49,7 +49,7 @@ pub fn check(spec: &v1::JobSpec) -> Result<Checked, String> {
     // Checked as its longest task id will be.
     let longest = index_spec(
         template,
-        &format!("j{}", u64::MAX),
+        &format!("j{}.{}", u64::MAX, u64::MAX),
         spec.count - 1,
         crate::limits::MAX_ATTEMPTS,
     );
@@ -73,6 +73,12 @@ pub fn check(spec: &v1::JobSpec) -> Result<Checked, String> {
         ));
     }
     Ok(Checked { role, shape })
+}
+
+/// The start's epoch and the number a job id (`j<epoch>.<n>`) names.
+pub fn parse_job_id(id: &str) -> Option<(u64, u64)> {
+    let (epoch, number) = id.strip_prefix('j')?.split_once('.')?;
+    Some((epoch.parse().ok()?, number.parse().ok()?))
 }
 
 /// The task id of attempt `attempt` of index `index` of job `job`.

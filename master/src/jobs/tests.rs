@@ -116,7 +116,7 @@ fn env<'a>(task: &'a v1::TaskSpec, name: &str) -> &'a str {
 
 #[test]
 fn an_array_starts_as_offers_come_and_succeeds_when_every_index_finished() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(10));
     assert_eq!(jobs.job(&id).unwrap().state, JobState::Queued);
     assert!(jobs.wants_offers(&alice()));
@@ -171,7 +171,7 @@ fn an_array_starts_as_offers_come_and_succeeds_when_every_index_finished() {
 
 #[test]
 fn retries_follow_the_policy_by_exit_code_and_count_attempts() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let mut spec = job_spec(4);
     spec.retry = Some(v1::RetryPolicy {
         max_attempts: 3,
@@ -200,7 +200,7 @@ fn retries_follow_the_policy_by_exit_code_and_count_attempts() {
 
 #[test]
 fn the_default_policy_retries_a_lost_task_but_not_a_failure() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(2));
     run_out(&mut jobs, 8.0, |task| match task.task_id.as_str() {
         t if t.ends_with("-0-1") => ended(t, v1::TaskState::Lost, None),
@@ -215,7 +215,7 @@ fn the_default_policy_retries_a_lost_task_but_not_a_failure() {
 
 #[test]
 fn duplicates_and_older_attempts_change_nothing_and_unlaunched_tasks_wait_again() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(2));
     let tasks = place(&mut jobs, 2.0);
     jobs.not_launched(&[tasks[1].task_id.clone()]);
@@ -238,7 +238,7 @@ fn duplicates_and_older_attempts_change_nothing_and_unlaunched_tasks_wait_again(
 
 #[test]
 fn max_failed_stops_the_job_and_it_ends_once_its_kills_are_heard() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let mut spec = job_spec(100);
     spec.max_failed = 2;
     let id = submit(&mut jobs, spec);
@@ -285,7 +285,7 @@ fn max_failed_stops_the_job_and_it_ends_once_its_kills_are_heard() {
 
 #[test]
 fn max_running_caps_what_runs_at_once() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let mut spec = job_spec(10);
     spec.max_running = 3;
     let id = submit(&mut jobs, spec);
@@ -301,7 +301,7 @@ fn max_running_caps_what_runs_at_once() {
 
 #[test]
 fn cancel_kills_what_runs_and_settles_what_waits() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(1000));
     let tasks = place(&mut jobs, 2.0);
     let effects = jobs.cancel(&id, "cancelled by alice", Time(1)).unwrap();
@@ -324,12 +324,12 @@ fn cancel_kills_what_runs_and_settles_what_waits() {
     let counts = job.indices.counts();
     assert_eq!((counts.succeeded, counts.cancelled), (1, 999));
     assert_eq!(jobs.cancel(&id, "again", Time(3)), Some(vec![]));
-    assert_eq!(jobs.cancel("j999", "no such", Time(3)), None);
+    assert_eq!(jobs.cancel("j1.999", "no such", Time(3)), None);
 }
 
 #[test]
 fn a_held_job_starts_only_when_released() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let mut spec = job_spec(2);
     spec.hold = true;
     let id = submit(&mut jobs, spec);
@@ -352,7 +352,7 @@ fn a_held_job_starts_only_when_released() {
 
 #[test]
 fn after_waits_for_success_and_a_failed_dependency_fails_the_job_naming_it() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let first = submit(&mut jobs, job_spec(2));
     let mut then = job_spec(2);
     then.after = vec![first.clone()];
@@ -393,7 +393,7 @@ fn after_waits_for_success_and_a_failed_dependency_fails_the_job_naming_it() {
 
 #[test]
 fn after_any_and_after_failed() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let first = submit(&mut jobs, job_spec(1));
     let mut any = job_spec(1);
     any.after_any = vec![first.clone()];
@@ -421,7 +421,7 @@ fn after_any_and_after_failed() {
 
 #[test]
 fn after_each_runs_index_i_after_index_i() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let first = submit(&mut jobs, job_spec(4));
     let mut each = job_spec(4);
     each.after_each = first.clone();
@@ -469,7 +469,7 @@ fn after_each_runs_index_i_after_index_i() {
 
 #[test]
 fn priorities_order_an_owners_jobs_and_a_misfit_lets_the_next_one_in() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let low = submit(&mut jobs, job_spec(10));
     let mut urgent = job_spec(2);
     urgent.priority = 5;
@@ -489,7 +489,7 @@ fn priorities_order_an_owners_jobs_and_a_misfit_lets_the_next_one_in() {
 
 #[test]
 fn a_deadline_fails_what_has_not_finished() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let mut spec = job_spec(3);
     spec.deadline_ms = 1000;
     let id = submit(&mut jobs, spec);
@@ -511,7 +511,7 @@ fn a_deadline_fails_what_has_not_finished() {
 
 #[test]
 fn submissions_past_the_limits_are_refused_with_the_limit_named() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let refuse =
         |jobs: &mut Jobs, spec: v1::JobSpec| jobs.submit(alice(), spec, Time(0)).unwrap_err();
     assert!(refuse(&mut jobs, job_spec(0)).contains("1 to 1000000"));
@@ -520,8 +520,8 @@ fn submissions_past_the_limits_are_refused_with_the_limit_named() {
     deps.after = (0..21).map(|i| format!("j{i}")).collect();
     assert!(refuse(&mut jobs, deps).contains("at most 20 jobs"));
     let mut unknown = job_spec(1);
-    unknown.after = vec!["j77".into()];
-    assert!(refuse(&mut jobs, unknown).contains("j77: no such job"));
+    unknown.after = vec!["j1.77".into()];
+    assert!(refuse(&mut jobs, unknown).contains("j1.77: no such job"));
     let mut policy = job_spec(1);
     policy.retry = Some(v1::RetryPolicy {
         max_attempts: 11,
@@ -546,7 +546,7 @@ fn submissions_past_the_limits_are_refused_with_the_limit_named() {
 
 #[test]
 fn an_idempotency_key_answers_the_first_jobs_id() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let mut spec = job_spec(3);
     spec.idempotency_key = "nightly-2026-12-05".into();
     let first = submit(&mut jobs, spec.clone());
@@ -556,7 +556,7 @@ fn an_idempotency_key_answers_the_first_jobs_id() {
 
 #[test]
 fn a_million_indices_cost_nothing_until_they_start() {
-    let mut jobs = Jobs::new();
+    let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(1_000_000));
     let tasks = place(&mut jobs, 16.0);
     assert_eq!(tasks.len(), 16);

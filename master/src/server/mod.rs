@@ -317,7 +317,8 @@ impl Master {
                 .run(inbox),
         );
         let wall_clock = config.wall_clock.clone();
-        let job_service = jobs::driver::spawn(handle.clone(), move || wall_clock.now_ms());
+        let job_service =
+            jobs::driver::spawn(handle.clone(), opened.epoch, move || wall_clock.now_ms());
         let mut tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {

@@ -29,9 +29,10 @@ use crate::time::Time;
 /// How long a job framework's offers it cannot use are declined for while
 /// it still has indices to start (short: a retry may need them soon).
 const REFUSE_WHILE_PENDING_S: f64 = 1.0;
-/// How long a job framework survives a restart of its driver (it never
-/// disconnects otherwise).
-const FAILOVER_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long a job framework's tasks outlive its stream: the driver
+/// re-subscribes at once when a stream ends, and a master that restarts
+/// forgets its jobs (so their frameworks need not wait long for it).
+const FAILOVER_TIMEOUT_MS: u64 = 3600 * 1000;
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -70,6 +71,8 @@ enum Inbound {
     Event(Owner, v1::Event),
     /// Tasks whose `Accept` the master refused: their indices wait again.
     NotLaunched(Vec<String>),
+    /// The event stream of an owner's framework ended.
+    StreamEnded(Owner, FrameworkId),
 }
 
 /// Where calls for the driver go.
@@ -87,7 +90,12 @@ impl JobsHandle {
 }
 
 /// Starts the driver: the handle the service calls through.
-pub fn spawn(actor: ActorHandle, wall_ms: impl Fn() -> u64 + Send + 'static) -> JobsHandle {
+/// Job ids name the master's start (`epoch`), so they never repeat.
+pub fn spawn(
+    actor: ActorHandle,
+    epoch: u64,
+    wall_ms: impl Fn() -> u64 + Send + 'static,
+) -> JobsHandle {
     let (calls, mut call_rx) = mpsc::unbounded_channel();
     let (inbound, inbox) = mpsc::unbounded_channel();
     let forward = inbound.clone();
@@ -100,7 +108,7 @@ pub fn spawn(actor: ActorHandle, wall_ms: impl Fn() -> u64 + Send + 'static) -> 
     });
     let driver = Driver {
         actor,
-        jobs: Jobs::new(),
+        jobs: Jobs::new(epoch),
         frameworks: HashMap::new(),
         principals: HashMap::new(),
         suppressed: HashMap::new(),
@@ -137,6 +145,9 @@ impl Driver {
                     Some(Inbound::NotLaunched(tasks)) => {
                         self.jobs.not_launched(&tasks);
                         self.offers_wanted().await;
+                    }
+                    Some(Inbound::StreamEnded(owner, framework)) => {
+                        self.resubscribe(owner, framework).await;
                     }
                     None => return,
                 },
@@ -204,11 +215,42 @@ impl Driver {
         Ok(v1::SubmitJobResponse { job_id, existing })
     }
 
+    /// A framework whose stream ended subscribes again under its id, and
+    /// asks after its running tasks (updates of the gap come again).
+    async fn resubscribe(&mut self, owner: Owner, framework: FrameworkId) {
+        if self.frameworks.get(&owner) != Some(&framework) {
+            return;
+        }
+        self.frameworks.remove(&owner);
+        match self.subscribe(&owner, Some(&framework)).await {
+            Ok(framework) => {
+                let task_ids = self.jobs.running_tasks(&owner);
+                self.suppressed.insert(owner, false);
+                self.send(Input::Reconcile(v1::ReconcileRequest {
+                    framework_id: framework.to_string(),
+                    task_ids,
+                }));
+            }
+            Err(e) => {
+                tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe again; its jobs are stuck");
+            }
+        }
+    }
+
     /// The owner's framework, subscribed on first use.
     async fn framework_of(&mut self, owner: &Owner) -> Result<FrameworkId, Status> {
         if let Some(id) = self.frameworks.get(owner) {
             return Ok(id.clone());
         }
+        self.subscribe(owner, None).await
+    }
+
+    /// Subscribes `owner`'s framework (again, under `previous`).
+    async fn subscribe(
+        &mut self,
+        owner: &Owner,
+        previous: Option<&FrameworkId>,
+    ) -> Result<FrameworkId, Status> {
         let who = self.principals[owner].clone();
         let (events, mut stream) = event_queue::queue(64 << 20);
         let (reply, answer) = oneshot::channel();
@@ -216,6 +258,7 @@ impl Driver {
             .send(Command::Subscribe {
                 who: who.clone(),
                 info: v1::FrameworkInfo {
+                    framework_id: previous.map(|f| f.to_string()).unwrap_or_default(),
                     name: format!("jobs of {}", owner.principal),
                     role: owner.role.clone(),
                     failover_timeout_ms: FAILOVER_TIMEOUT_MS,
@@ -236,6 +279,7 @@ impl Driver {
         self.suppressed.insert(owner.clone(), false);
         let inbound = self.inbound.clone();
         let owner = owner.clone();
+        let ended = framework.clone();
         tokio::spawn(async move {
             while let Some(event) = poll_fn(|cx| stream.poll_recv(cx)).await {
                 match event {
@@ -245,11 +289,12 @@ impl Driver {
                         }
                     }
                     Err(status) => {
-                        tracing::warn!(principal = %owner.principal, error = %status, "a job framework's stream ended");
-                        return;
+                        tracing::warn!(principal = %owner.principal, error = %status, "a job framework's stream ended; subscribing again");
+                        break;
                     }
                 }
             }
+            let _ = inbound.send(Inbound::StreamEnded(owner, ended));
         });
         Ok(framework)
     }

@@ -178,7 +178,7 @@ impl jobs_server::Jobs for JobsService {
             n => n.min(MAX_LIST),
         };
         let after = request.after;
-        if !after.is_empty() && job_number(&after).is_none() {
+        if !after.is_empty() && submit::parse_job_id(&after).is_none() {
             return Err(Status::invalid_argument(format!(
                 "`{after}` is not a job id"
             )));
@@ -306,8 +306,4 @@ impl jobs_server::Jobs for JobsService {
         })
         .await
     }
-}
-
-fn job_number(id: &str) -> Option<u64> {
-    id.strip_prefix('j')?.parse().ok()
 }
