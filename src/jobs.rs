@@ -148,6 +148,17 @@ enum JobAction {
     Release { job: String },
     /// Kill what runs and start nothing more.
     Cancel { job: String },
+    /// Run the failed indices again, each as a new attempt.
+    Retry {
+        job: String,
+        /// Only the failed indices (the default, and the only choice but
+        /// --cancelled).
+        #[arg(long)]
+        failed: bool,
+        /// The cancelled indices too.
+        #[arg(long)]
+        cancelled: bool,
+    },
 }
 
 /// `--retry-on`, read (one value, however many rules).
@@ -321,6 +332,32 @@ pub async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
                 .map_err(ops::grpc)?
                 .into_inner();
             eprintln!("{} released", job.job_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        JobAction::Retry {
+            job,
+            failed: _,
+            cancelled,
+        } => {
+            let before = jobs
+                .get(request(&job))
+                .await
+                .map_err(ops::grpc)?
+                .into_inner();
+            let after = jobs
+                .retry(v1::RetryJobRequest {
+                    job_id: job.clone(),
+                    cancelled,
+                })
+                .await
+                .map_err(ops::grpc)?
+                .into_inner();
+            let again = (before.failed + before.cancelled) - (after.failed + after.cancelled);
+            if again == 0 {
+                eprintln!("{job}: no failed index to run again");
+            } else {
+                eprintln!("{job}: {again} indices run again");
+            }
             Ok(ExitCode::SUCCESS)
         }
         JobAction::Cancel { job } => {

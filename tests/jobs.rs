@@ -145,7 +145,7 @@ fn retries_follow_exit_codes_and_the_task_sees_its_attempt() {
 
     // Without a rule for its exit code a failure is final (the default
     // retries only lost tasks): the job fails and says how.
-    let failing = submit(&cluster, "flaky", &["-n", "3"], &["9", "5"]);
+    let failing = submit(&cluster, "flaky", &["-n", "3"], &["9", "2"]);
     let (code, said) = wait(&cluster, &failing);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("3 of 3 indices failed"), "{said}");
@@ -157,6 +157,18 @@ fn retries_follow_exit_codes_and_the_task_sees_its_attempt() {
     assert_eq!(failed[0]["reason"], "EXIT_NONZERO");
     assert_eq!(failed[0]["exit_code"], 9);
     assert_eq!(failed[0]["attempts"], 1);
+    // Run again by hand: each as a second attempt, which succeeds.
+    let said = text(&cli(&cluster, &["job", "retry", &failing, "--failed"]).stderr);
+    assert!(said.contains("3 indices run again"), "{said}");
+    let (code, said) = wait(&cluster, &failing);
+    assert_eq!(code, 0, "{said}");
+    let results = json_lines(&cli_ok(&cluster, &["job", "results", &failing, "--json"]));
+    assert!(
+        results
+            .iter()
+            .all(|r| r["attempts"] == 2 && r["state"] == "SUCCEEDED"),
+        "{results:?}"
+    );
 
     // Bad rules are refused before anything is sent.
     let o = cli(

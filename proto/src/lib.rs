@@ -49,13 +49,13 @@ mod tests {
     #[test]
     fn descriptor_set_holds_every_file_and_service() {
         let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
-        assert_eq!(fds.file.len(), 7);
+        assert_eq!(fds.file.len(), 8);
         let services: Vec<&str> = fds
             .file
             .iter()
             .flat_map(|f| f.service.iter().map(|s| s.name()))
             .collect();
-        for name in ["AgentLink", "Artifacts", "Scheduler", "Operator"] {
+        for name in ["AgentLink", "Artifacts", "Scheduler", "Operator", "Jobs"] {
             assert!(services.contains(&name), "{name} missing from {services:?}");
         }
     }

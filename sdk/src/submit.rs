@@ -237,6 +237,20 @@ impl Client {
         Ok(job.into_inner())
     }
 
+    /// Runs a job's failed indices again (with `cancelled`, its cancelled
+    /// ones too), each as a new attempt.
+    pub async fn retry_job(&self, id: &str, cancelled: bool) -> Result<v1::JobSummary> {
+        let job = self
+            .jobs_client()
+            .retry(v1::RetryJobRequest {
+                job_id: id.to_string(),
+                cancelled,
+            })
+            .await
+            .map_err(Error::rpc("Jobs.Retry"))?;
+        Ok(job.into_inner())
+    }
+
     /// Lets a held job start again.
     pub async fn release_job(&self, id: &str) -> Result<v1::JobSummary> {
         let job = self

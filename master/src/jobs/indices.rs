@@ -224,6 +224,34 @@ impl Indices {
         }
     }
 
+    /// Puts every index that failed (or was cancelled, with `cancelled`)
+    /// back in the queue, to run as a new attempt; how many.
+    pub fn reopen(&mut self, cancelled: bool) -> u32 {
+        let mut reopened = 0;
+        for (c, chunk) in self.chunks.iter_mut().enumerate() {
+            let Some(chunk) = chunk else { continue };
+            for (offset, outcome) in chunk.iter_mut().enumerate() {
+                let again = match outcome.state {
+                    IndexState::Failed => {
+                        self.counts.failed -= 1;
+                        true
+                    }
+                    IndexState::Cancelled if cancelled => {
+                        self.counts.cancelled -= 1;
+                        true
+                    }
+                    _ => false,
+                };
+                if again {
+                    outcome.state = IndexState::Pending;
+                    self.queue.push_back(c as u32 * CHUNK + offset as u32);
+                    reopened += 1;
+                }
+            }
+        }
+        reopened
+    }
+
     fn count_final(&mut self, state: IndexState) {
         match state {
             IndexState::Succeeded => self.counts.succeeded += 1,

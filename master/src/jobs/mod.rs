@@ -427,6 +427,33 @@ impl Jobs {
         Some(effects)
     }
 
+    /// Runs a job's failed indices again, each as a new attempt (with
+    /// `cancelled`, its cancelled ones too): an ended job opens again. How
+    /// many indices wait again; `None` for no such job, or one still
+    /// stopping (its kills not yet heard). Jobs that already failed or were
+    /// cancelled because of this one stay as they ended.
+    pub fn retry_failed(&mut self, id: &str, cancelled: bool) -> Option<u32> {
+        let number = self.number_of(id)?;
+        let job = self.jobs.get_mut(&number)?;
+        if job.stopping.is_some() && !job.is_ended() {
+            return None;
+        }
+        let reopened = job.indices.reopen(cancelled);
+        if reopened > 0 {
+            job.stopping = None;
+            job.reason.clear();
+            job.ended_at = None;
+            if job.is_ended() {
+                job.state = if job.held {
+                    JobState::Held
+                } else {
+                    JobState::Queued
+                };
+            }
+        }
+        Some(reopened)
+    }
+
     /// Jobs past their deadline stop (`FAILED`).
     pub fn tick(&mut self, now: Time) -> Vec<Effect> {
         let due: Vec<u64> = self

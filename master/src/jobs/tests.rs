@@ -565,3 +565,38 @@ fn a_million_indices_cost_nothing_until_they_start() {
     assert_eq!(job.indices.outcome(999_999), indices::Outcome::default());
     assert_eq!(job.indices.running(), 16);
 }
+
+#[test]
+fn failed_indices_run_again_as_new_attempts() {
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(6));
+    run_out(&mut jobs, 8.0, |task| {
+        if env(task, "WASMOS_INDEX").parse::<u32>().unwrap() < 2 {
+            ended(&task.task_id, v1::TaskState::Failed, Some(1))
+        } else {
+            finish(task)
+        }
+    });
+    assert_eq!(jobs.job(&id).unwrap().state, JobState::Failed);
+    assert_eq!(jobs.retry_failed(&id, false), Some(2));
+    let job = jobs.job(&id).unwrap();
+    assert_eq!((job.state, job.reason.as_str()), (JobState::Queued, ""));
+    assert_eq!(job.indices.counts().failed, 0);
+    let again = place(&mut jobs, 8.0);
+    let ids: Vec<&str> = again.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, [format!("{id}-0-2"), format!("{id}-1-2")]);
+    let effects: Vec<Effect> = again
+        .iter()
+        .flat_map(|t| jobs.update(&finish(t), Time(9)))
+        .collect();
+    assert_eq!(
+        effects,
+        [Effect::Ended {
+            job: id.clone(),
+            state: JobState::Succeeded
+        }]
+    );
+    assert_eq!(jobs.retry_failed(&id, false), Some(0), "nothing failed");
+    assert_eq!(jobs.job(&id).unwrap().state, JobState::Succeeded);
+    assert_eq!(jobs.retry_failed("j1.99", false), None);
+}

@@ -62,6 +62,12 @@ pub enum Call {
         why: String,
         reply: oneshot::Sender<bool>,
     },
+    /// How many indices wait again; `None` if the job is still stopping.
+    Retry {
+        id: String,
+        cancelled: bool,
+        reply: oneshot::Sender<Option<u32>>,
+    },
 }
 
 /// What reaches the driver.
@@ -173,6 +179,18 @@ impl Driver {
                 let effects = self.jobs.release(&id, self.now());
                 let _ = reply.send(effects.is_some());
                 self.carry_out(effects.unwrap_or_default()).await;
+            }
+            Call::Retry {
+                id,
+                cancelled,
+                reply,
+            } => {
+                let reopened = self.jobs.retry_failed(&id, cancelled);
+                if let Some(n) = reopened.filter(|n| *n > 0) {
+                    tracing::info!(job = %id, indices = n, "failed indices run again");
+                }
+                let _ = reply.send(reopened);
+                self.offers_wanted().await;
             }
             Call::Cancel { id, why, reply } => {
                 let live = self.jobs.job(&id).is_some_and(|job| !job.is_ended());

@@ -295,6 +295,42 @@ impl jobs_server::Jobs for JobsService {
         .await
     }
 
+    async fn retry(
+        &self,
+        request: Request<v1::RetryJobRequest>,
+    ) -> Result<Response<v1::JobSummary>, Status> {
+        let who = principal_of(&request)?;
+        let v1::RetryJobRequest { job_id, cancelled } = request.into_inner();
+        let result = async {
+            let job = self.visible(&who, &job_id).await?;
+            who.require_use(&format!("Jobs.Retry of {job_id}"), &job.owner)
+                .map_err(|d| Status::permission_denied(d.0))?;
+            let (reply, answer) = oneshot::channel();
+            self.jobs.call(Call::Retry {
+                id: job_id.clone(),
+                cancelled,
+                reply,
+            })?;
+            let reopened = answer
+                .await
+                .map_err(|_| Status::unavailable("the job service has stopped"))?;
+            if reopened.is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "{job_id} is still stopping: retry once it has ended"
+                )));
+            }
+            self.visible(&who, &job_id).await
+        }
+        .await;
+        self.audit.record(
+            Actor::Principal(&who),
+            "Jobs.Retry",
+            serde_json::json!({"job_id": job_id, "cancelled": cancelled}),
+            &result,
+        );
+        result.map(Response::new)
+    }
+
     async fn cancel(
         &self,
         request: Request<v1::JobRequest>,
