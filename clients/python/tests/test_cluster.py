@@ -49,6 +49,38 @@ class ClusterTest(unittest.TestCase):
             self.assertIn(f"argv[1]=task-{i}\n", stdout)
             self.assertIn(f"env INDEX={i}\n", stdout)
 
+    def test_a_submitted_job_runs_in_the_master(self):
+        with self.cluster() as cluster:
+            job = cluster.submit(GUESTS / "hello.wasm", n=12, cpus=0.1, args=["part-{i}"],
+                                 env={"INDEX": "{i}"}, name="py-submit")
+            self.assertTrue(job.startswith("j"), job)
+        # Another connection, as another process would: the job went on.
+        with self.cluster() as cluster:
+            summary = cluster.wait(job, timeout=120)
+            self.assertEqual(wasmos.v1.jobs_pb2.JobState.Name(summary.state), "JOB_STATE_SUCCEEDED")
+            results = cluster.results(job, read_stdout=True)
+            self.assertEqual(len(results), 12)
+            for i, result in enumerate(results):
+                self.assertEqual((result.index, result.state, result.exit_code), (i, "FINISHED", 0))
+                stdout = result.stdout.decode()
+                self.assertIn(f"argv[1]=part-{i}\n", stdout)
+                self.assertIn(f"env INDEX={i}\n", stdout)
+                self.assertIn("env WASMOS_ATTEMPT=1\n", stdout)
+            self.assertIn(job, [j.job_id for j in cluster.jobs()])
+
+    def test_a_submitted_job_retries_by_exit_code(self):
+        with self.cluster() as cluster:
+            job = cluster.submit(GUESTS / "flaky.wasm", n=3, args=["75", "2"],
+                                 retry={"max_attempts": 3, "exit_codes": [75]})
+            cluster.wait(job, timeout=120)
+            self.assertEqual([r.task_id.rsplit("-", 1)[1] for r in cluster.results(job)], ["2"] * 3)
+            held = cluster.submit(GUESTS / "hello.wasm", n=2, hold=True)
+            cancelled = cluster.cancel_job(held)
+            self.assertEqual(wasmos.v1.jobs_pb2.JobState.Name(cancelled.state), "JOB_STATE_CANCELLED")
+            with self.assertRaises(wasmos.WasmosError) as refused:
+                cluster.submit(GUESTS / "hello.wasm", n=0)
+            self.assertIn("1 to 1000000", str(refused.exception))
+
     def test_a_failed_task_says_why(self):
         with self.cluster() as cluster:
             [trap] = cluster.run(GUESTS / "trap.wasm")

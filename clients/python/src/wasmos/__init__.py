@@ -7,6 +7,11 @@ each ended:
 >>> results = wasmos.Cluster().run("primes.wasm", n=100, cpus=0.1, args=["{i}"])
 >>> all(r.ok for r in results)
 
+:meth:`Cluster.submit` hands the master a job instead and returns its id at
+once; the master runs it (retries, dependencies, every index's outcome),
+and :meth:`Cluster.wait` and :meth:`Cluster.results` find it again from
+any process.
+
 A framework that makes its own decisions subclasses :class:`Scheduler`
 (callbacks for offers, updates, ...) and runs it with a
 :class:`SchedulerDriver`, which acknowledges, re-subscribes and reconciles

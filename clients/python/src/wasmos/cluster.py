@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import time
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Union
 
@@ -19,11 +20,14 @@ import grpc
 
 from .driver import FrameworkInfo, SchedulerDriver
 from .errors import WasmosError, rpc_error
-from .jobs import JobScheduler, JobTemplate, TaskResult, task_prefix
+from .jobs import JobScheduler, JobTemplate, TaskResult, reason_name, state_name, task_prefix
 from .profile import Profile
 from .v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
+    common_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
     operator_pb2,
     operator_pb2_grpc,
     scheduler_pb2_grpc,
@@ -64,6 +68,7 @@ class Cluster:
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self.artifacts = artifacts_pb2_grpc.ArtifactsStub(self._channel)
         self.operator = operator_pb2_grpc.OperatorStub(self._channel)
+        self.jobs_service = jobs_pb2_grpc.JobsStub(self._channel)
 
     def close(self) -> None:
         """Closes the connection."""
@@ -184,6 +189,173 @@ class Cluster:
                 for r in results
             ]
         return results
+
+    def submit(
+        self,
+        module: Union[str, Path, bytes],
+        n: int = 1,
+        *,
+        args: Sequence[str] = (),
+        env: Optional[Mapping[str, str]] = None,
+        cpus: float = 0.1,
+        mem: int = 64 * MiB,
+        disk: int = 0,
+        max_fuel: int = 0,
+        timeout: Optional[float] = None,
+        role: str = "default",
+        name: Optional[str] = None,
+        retry: Optional[Mapping] = None,
+        max_failed: int = 0,
+        max_running: int = 0,
+        priority: int = 0,
+        deadline: Optional[float] = None,
+        after: Sequence[str] = (),
+        after_any: Sequence[str] = (),
+        after_failed: Sequence[str] = (),
+        after_each: str = "",
+        hold: bool = False,
+        idempotency_key: str = "",
+    ) -> str:
+        """Hands the master a job of ``n`` indices of ``module`` and returns
+        its id at once: the master runs it, whether or not this process
+        stays (unlike :meth:`run`, which drives a job itself).
+
+        ``{i}`` in ``args`` and ``env`` values becomes the index; the task
+        also finds it in ``WASMOS_INDEX`` and its attempt in
+        ``WASMOS_ATTEMPT``. ``retry`` is ``{"max_attempts": 3, "states":
+        ["LOST"], "reasons": ["AGENT_LOST"], "exit_codes": [75]}`` (each
+        entry retries on its own; unset: the master's default, the lost
+        ones). ``deadline`` is in seconds after submission.
+        """
+        data = module if isinstance(module, bytes) else Path(module).read_bytes()
+        if name is None:
+            name = Path(module).stem if not isinstance(module, bytes) else "job"
+        template = JobTemplate(
+            self.upload(data), list(args), dict(env or {}), cpus, mem, disk, max_fuel, timeout
+        )
+        task = template.spec("", 0)
+        # The master fills in `{i}`: the template keeps it.
+        del task.args[:]
+        task.args.extend(args)
+        del task.env[:]
+        task.env.extend(common_pb2.EnvVar(name=k, value=v) for k, v in (env or {}).items())
+        spec = jobs_pb2.JobSpec(
+            name=name,
+            role=role,
+            task=task,
+            count=n,
+            max_failed=max_failed,
+            max_running=max_running,
+            priority=priority,
+            deadline_ms=int(deadline * 1000) if deadline else 0,
+            after=list(after),
+            after_any=list(after_any),
+            after_failed=list(after_failed),
+            after_each=after_each,
+            hold=hold,
+            idempotency_key=idempotency_key,
+        )
+        if retry is not None:
+            spec.retry.CopyFrom(_retry_policy(retry))
+        answer = self.call(
+            self.jobs_service.Submit, jobs_pb2.SubmitJobRequest(spec=spec), "submitting the job"
+        )
+        return answer.job_id
+
+    def job(self, job_id: str):
+        """A job's summary (``state``, ``count``, ``succeeded``, ``failed``,
+        ``running``, ``reason``, ...), as the master keeps it."""
+        return self.call(self.jobs_service.Get, jobs_pb2.JobRequest(job_id=job_id), f"job {job_id}")
+
+    def jobs(self) -> list:
+        """Every job this caller may see, oldest first."""
+        found, after = [], ""
+        while True:
+            page = self.call(
+                self.jobs_service.List, jobs_pb2.ListJobsRequest(after=after, limit=1000), "listing jobs"
+            )
+            found.extend(page.jobs)
+            if not page.next:
+                return found
+            after = page.next
+
+    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 0.2):
+        """Waits for a job to end; its last summary. Raises
+        :class:`WasmosError` if it has not ended within ``timeout`` seconds."""
+        ends = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if jobs_pb2.JobState.Name(job.state) in _ENDED:
+                return job
+            if time.monotonic() >= ends:
+                raise WasmosError(f"{job_id} did not end within {timeout} s")
+            time.sleep(poll)
+
+    def results(self, job_id: str, *, failed_only: bool = False, read_stdout: bool = False) -> List[TaskResult]:
+        """How each index of a job ended, in index order (an index that
+        never ran has an empty ``task_id``)."""
+        results, start = [], 0
+        while True:
+            page = self.call(
+                self.jobs_service.Results,
+                jobs_pb2.JobResultsRequest(job_id=job_id, from_index=start, limit=10_000, failed_only=failed_only),
+                f"results of {job_id}",
+            )
+            for r in page.results:
+                o = r.outcome
+                result = TaskResult(
+                    index=r.index,
+                    task_id=r.task_id,
+                    agent_id=o.agent_id,
+                    state=state_name(o.task_state) if r.task_id else "",
+                    reason=reason_name(o.reason),
+                    message="",
+                    exit_code=o.exit_code if o.HasField("exit_code") else None,
+                    stdout=None,
+                )
+                if read_stdout and r.task_id:
+                    result = _with_stdout(result, self.read_stdout(r.task_id, o.agent_id))
+                results.append(result)
+            if page.next_index == 0:
+                return results
+            start = page.next_index
+
+    def cancel_job(self, job_id: str):
+        """Kills what runs of a job and starts nothing more."""
+        return self.call(self.jobs_service.Cancel, jobs_pb2.JobRequest(job_id=job_id), f"cancel of {job_id}")
+
+    def hold_job(self, job_id: str):
+        """Nothing more of the job starts until :meth:`release_job`."""
+        return self.call(self.jobs_service.Hold, jobs_pb2.JobRequest(job_id=job_id), f"hold of {job_id}")
+
+    def release_job(self, job_id: str):
+        """Lets a held job start again."""
+        return self.call(self.jobs_service.Release, jobs_pb2.JobRequest(job_id=job_id), f"release of {job_id}")
+
+    def retry_job(self, job_id: str, cancelled: bool = False):
+        """Runs a job's failed indices (and cancelled ones, with
+        ``cancelled``) again, each as a new attempt."""
+        return self.call(
+            self.jobs_service.Retry,
+            jobs_pb2.RetryJobRequest(job_id=job_id, cancelled=cancelled),
+            f"retry of {job_id}",
+        )
+
+
+_ENDED = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
+
+
+def _retry_policy(retry: Mapping) -> "common_pb2.RetryPolicy":
+    """``{"max_attempts": 3, "states": [...], "reasons": [...], "exit_codes":
+    [...]}`` as the wire's policy: one rule per entry."""
+    policy = common_pb2.RetryPolicy(max_attempts=int(retry.get("max_attempts", 3)))
+    for state in retry.get("states", ()):
+        policy.rules.add(states=[common_pb2.TaskState.Value("TASK_STATE_" + state.upper())])
+    for reason in retry.get("reasons", ()):
+        policy.rules.add(reasons=[common_pb2.Reason.Value("REASON_" + reason.upper())])
+    for code in retry.get("exit_codes", ()):
+        policy.rules.add(exit_codes=[int(code)])
+    return policy
 
 
 # Large offers and updates fit (the master keeps every event under 1 MiB);
