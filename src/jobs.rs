@@ -530,6 +530,9 @@ fn show(job: &v1::JobSummary) {
         job.count, job.succeeded, job.failed, job.cancelled, job.running
     );
     println!("priority:  {}", job.priority);
+    if job.expired {
+        println!("results:   expired (past the master's --job-retention); this summary stays");
+    }
     println!("framework: {}", job.framework_id);
 }
 
@@ -551,6 +554,7 @@ fn summary_json(job: &v1::JobSummary) -> serde_json::Value {
         "ended_ms": job.ended_ms,
         "priority": job.priority,
         "framework_id": job.framework_id,
+        "expired": job.expired,
     })
 }
 

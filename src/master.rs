@@ -172,6 +172,10 @@ pub struct Args {
     /// are deleted.
     #[arg(long, default_value = "24h", value_parser = cli_args::duration)]
     artifact_ttl: Duration,
+    /// A job that ended this long ago keeps its summary (`wasmos jobs`,
+    /// `job show`) and loses its per-index outcomes (`job results`).
+    #[arg(long, default_value = "7d", value_parser = cli_args::duration)]
+    job_retention: Duration,
     /// Threads for network I/O. Every call goes through the one actor that
     /// owns the core, so one thread serves best until a master carries
     /// thousands of connections: it spares the cross-thread wake-ups that
@@ -271,6 +275,7 @@ impl Args {
         };
         config.metrics_public = self.metrics_public;
         config.artifact_ttl = self.artifact_ttl;
+        config.job_retention = self.job_retention;
         config.transport = if self.insecure {
             Transport::Insecure
         } else {

@@ -311,3 +311,20 @@ fn job_ids_never_repeat_across_master_starts() {
     let (code, said) = wait(&cluster, &second);
     assert_eq!(code, 0, "{said}");
 }
+
+#[test]
+fn an_ended_job_past_the_retention_keeps_its_summary_only() {
+    let cluster = Cluster::start(1, &["--job-retention", "1s"], &[]);
+    let job = submit(&cluster, "hello", &["-n", "3"], &[]);
+    assert_eq!(wait(&cluster, &job).0, 0);
+    let expired = support::wait_for(LIMIT, || {
+        let summary = show(&cluster, &job);
+        (summary["expired"] == true).then_some(summary)
+    })
+    .expect("the job's results never expired");
+    assert_eq!(expired["state"], "SUCCEEDED");
+    assert_eq!(expired["succeeded"], 3);
+    let o = cli(&cluster, &["job", "results", &job]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("retention"), "{}", text(&o.stderr));
+}

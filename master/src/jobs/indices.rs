@@ -261,6 +261,17 @@ impl Indices {
         }
     }
 
+    /// Drops every index's outcome (the counts stay): an ended job past
+    /// its retention.
+    pub fn forget_outcomes(&mut self) {
+        self.chunks.iter_mut().for_each(|chunk| *chunk = None);
+        self.chunks.shrink_to_fit();
+        self.agents = Vec::new();
+        self.agent_numbers = HashMap::new();
+        self.queue = VecDeque::new();
+        self.running = HashMap::new();
+    }
+
     /// How index `index` stands.
     pub fn outcome(&self, index: u32) -> Outcome {
         self.chunks

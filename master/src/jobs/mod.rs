@@ -66,6 +66,8 @@ pub struct Job {
     stopping: Option<JobState>,
     pub indices: Indices,
     pub ended_at: Option<Time>,
+    /// Ended past its retention: its per-index outcomes are gone.
+    pub expired: bool,
 }
 
 impl Job {
@@ -128,6 +130,8 @@ pub struct Jobs {
     keys: HashMap<(Owner, String), u64>,
     /// Jobs whose index i waits for index i of the key job.
     each_dependents: HashMap<u64, Vec<u64>>,
+    /// Jobs not ended, by principal.
+    live: HashMap<String, usize>,
     next: u64,
 }
 
@@ -189,6 +193,13 @@ impl Jobs {
         {
             return Ok((self.id_of(*number), Vec::new()));
         }
+        let live = self.live.get(&owner.principal).copied().unwrap_or(0);
+        if live >= submit::MAX_LIVE_JOBS_PER_PRINCIPAL {
+            return Err(format!(
+                "{} has {live} jobs that have not ended, the most one principal may have (MAX_LIVE_JOBS_PER_PRINCIPAL); wait for some to end or cancel them",
+                owner.principal
+            ));
+        }
         let named = spec
             .after
             .iter()
@@ -235,10 +246,12 @@ impl Jobs {
             reason: String::new(),
             stopping: None,
             ended_at: None,
+            expired: false,
         };
         if !job.spec.idempotency_key.is_empty() {
             self.keys.insert(key, number);
         }
+        *self.live.entry(job.owner.principal.clone()).or_default() += 1;
         self.jobs.insert(number, job);
         let mut effects = Vec::new();
         if let Some(other) = each {
@@ -435,7 +448,7 @@ impl Jobs {
     pub fn retry_failed(&mut self, id: &str, cancelled: bool) -> Option<u32> {
         let number = self.number_of(id)?;
         let job = self.jobs.get_mut(&number)?;
-        if job.stopping.is_some() && !job.is_ended() {
+        if (job.stopping.is_some() && !job.is_ended()) || job.expired {
             return None;
         }
         let reopened = job.indices.reopen(cancelled);
@@ -444,6 +457,7 @@ impl Jobs {
             job.reason.clear();
             job.ended_at = None;
             if job.is_ended() {
+                *self.live.entry(job.owner.principal.clone()).or_default() += 1;
                 job.state = if job.held {
                     JobState::Held
                 } else {
@@ -452,6 +466,25 @@ impl Jobs {
             }
         }
         Some(reopened)
+    }
+
+    /// Ended jobs whose end is `retention` or more before `now` lose
+    /// their per-index outcomes and keep their summaries (nothing of the
+    /// live queue grows with finished work); how many expired now.
+    pub fn expire(&mut self, now: Time, retention: std::time::Duration) -> usize {
+        let retention = retention.as_millis() as u64;
+        let mut expired = 0;
+        for job in self.jobs.values_mut() {
+            let due = job
+                .ended_at
+                .is_some_and(|at| now.millis() >= at.millis().saturating_add(retention));
+            if due && !job.expired {
+                job.indices.forget_outcomes();
+                job.expired = true;
+                expired += 1;
+            }
+        }
+        expired
     }
 
     /// Jobs past their deadline stop (`FAILED`).
@@ -530,6 +563,9 @@ impl Jobs {
             }
         };
         job.ended_at = Some(now);
+        if let Some(live) = self.live.get_mut(&job.owner.principal) {
+            *live -= 1;
+        }
         effects.push(Effect::Ended {
             job: job.id.clone(),
             state: job.state,

@@ -12,6 +12,8 @@ use crate::retry;
 pub const MAX_INDICES: u32 = 1_000_000;
 /// Jobs one job may depend on, all kinds together.
 pub const MAX_DEPENDENCIES: usize = 20;
+/// Jobs one principal may have that have not ended.
+pub const MAX_LIVE_JOBS_PER_PRINCIPAL: usize = 10_000;
 /// Idempotency keys, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 

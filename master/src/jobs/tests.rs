@@ -600,3 +600,52 @@ fn failed_indices_run_again_as_new_attempts() {
     assert_eq!(jobs.job(&id).unwrap().state, JobState::Succeeded);
     assert_eq!(jobs.retry_failed("j1.99", false), None);
 }
+
+#[test]
+fn a_principal_has_a_bounded_number_of_live_jobs() {
+    let mut jobs = Jobs::new(1);
+    let mut spec = job_spec(1);
+    spec.hold = true;
+    for _ in 0..submit::MAX_LIVE_JOBS_PER_PRINCIPAL {
+        submit(&mut jobs, spec.clone());
+    }
+    let refused = jobs.submit(alice(), spec.clone(), Time(0)).unwrap_err();
+    assert!(refused.contains("MAX_LIVE_JOBS_PER_PRINCIPAL"), "{refused}");
+    let bob = Owner {
+        role: "default".into(),
+        principal: "bob".into(),
+    };
+    assert!(
+        jobs.submit(bob, spec.clone(), Time(0)).is_ok(),
+        "another principal's own"
+    );
+    // One ends: there is room again.
+    let first = jobs.jobs().next().unwrap().id.clone();
+    jobs.cancel(&first, "room", Time(1)).unwrap();
+    assert!(jobs.submit(alice(), spec, Time(2)).is_ok());
+}
+
+#[test]
+fn an_ended_job_past_its_retention_keeps_only_its_summary() {
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(5000));
+    let tasks = place(&mut jobs, 64.0);
+    for task in &tasks {
+        jobs.update(&finish(task), Time(1000));
+    }
+    run_out(&mut jobs, 64.0, finish);
+    let running = submit(&mut jobs, job_spec(3));
+    place(&mut jobs, 1.0);
+    let retention = std::time::Duration::from_secs(10);
+    assert_eq!(jobs.expire(Time(10_000), retention), 0, "not yet");
+    assert_eq!(jobs.job(&id).unwrap().indices.outcome(7).attempts, 1);
+    assert_eq!(jobs.expire(Time(11_001), retention), 1);
+    let job = jobs.job(&id).unwrap();
+    assert!(job.expired);
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.indices.counts().succeeded, 5000, "the summary stays");
+    assert_eq!(job.indices.outcome(7), indices::Outcome::default());
+    assert!(!jobs.job(&running).unwrap().expired, "a live job keeps all");
+    assert_eq!(jobs.expire(Time(99_000), retention), 0, "once");
+    assert_eq!(jobs.retry_failed(&id, false), None);
+}

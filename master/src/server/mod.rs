@@ -121,6 +121,9 @@ pub struct MasterConfig {
     /// Artifacts nobody uploaded, fetched or asked about for this long are
     /// deleted. Default 24 hours.
     pub artifact_ttl: Duration,
+    /// A job that ended this long ago keeps its summary and loses its
+    /// per-index outcomes. Default 7 days.
+    pub job_retention: Duration,
     /// Where the registry lives. Default `None`: `registry.redb` in
     /// `work_dir`.
     pub store: Option<Arc<dyn Store>>,
@@ -161,6 +164,7 @@ impl MasterConfig {
             max_stream_bytes: 8 << 20,
             connection_limits: None,
             artifact_ttl: Duration::from_secs(24 * 3600),
+            job_retention: Duration::from_secs(7 * 24 * 3600),
             store: None,
             hold_commits_while: None,
             wall_clock: WallClock::system(),
@@ -317,8 +321,12 @@ impl Master {
                 .run(inbox),
         );
         let wall_clock = config.wall_clock.clone();
-        let job_service =
-            jobs::driver::spawn(handle.clone(), opened.epoch, move || wall_clock.now_ms());
+        let job_service = jobs::driver::spawn(
+            handle.clone(),
+            opened.epoch,
+            config.job_retention,
+            move || wall_clock.now_ms(),
+        );
         let mut tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {

@@ -100,6 +100,7 @@ impl JobsHandle {
 pub fn spawn(
     actor: ActorHandle,
     epoch: u64,
+    retention: Duration,
     wall_ms: impl Fn() -> u64 + Send + 'static,
 ) -> JobsHandle {
     let (calls, mut call_rx) = mpsc::unbounded_channel();
@@ -119,6 +120,7 @@ pub fn spawn(
         principals: HashMap::new(),
         suppressed: HashMap::new(),
         inbound,
+        retention,
         wall_ms: Box::new(wall_ms),
     };
     tokio::spawn(driver.run(inbox));
@@ -132,6 +134,8 @@ struct Driver {
     principals: HashMap<Owner, Principal>,
     suppressed: HashMap<Owner, bool>,
     inbound: mpsc::UnboundedSender<Inbound>,
+    /// How long an ended job keeps its per-index outcomes.
+    retention: Duration,
     wall_ms: Box<dyn Fn() -> u64 + Send>,
 }
 
@@ -158,8 +162,13 @@ impl Driver {
                     None => return,
                 },
                 _ = tick.tick() => {
-                    let effects = self.jobs.tick(self.now());
+                    let now = self.now();
+                    let effects = self.jobs.tick(now);
                     self.carry_out(effects).await;
+                    let expired = self.jobs.expire(now, self.retention);
+                    if expired > 0 {
+                        tracing::info!(jobs = expired, "ended jobs past their retention keep only their summaries");
+                    }
                 }
             }
         }

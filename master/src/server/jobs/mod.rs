@@ -50,6 +50,7 @@ fn summary(job: &Job, framework_id: &str) -> v1::JobSummary {
         ended_ms: job.ended_at.map_or(0, |t| t.millis()),
         priority: job.spec.priority,
         framework_id: framework_id.to_string(),
+        expired: job.expired,
     }
 }
 
@@ -219,7 +220,13 @@ impl jobs_server::Jobs for JobsService {
     ) -> Result<Response<v1::JobResultsResponse>, Status> {
         let who = principal_of(&request)?;
         let request = request.into_inner();
-        self.visible(&who, &request.job_id).await?;
+        let job = self.visible(&who, &request.job_id).await?;
+        if job.expired {
+            return Err(Status::failed_precondition(format!(
+                "{} ended longer ago than the master's job retention: its per-index results are gone, its summary (`wasmos job show`) stays",
+                job.job_id
+            )));
+        }
         let limit = match request.limit {
             0 => DEFAULT_RESULTS,
             n => n.min(MAX_RESULTS),
