@@ -518,6 +518,10 @@ async fn metrics_and_state_answer_with_the_cluster() {
         .lines()
         .find(|l| l.starts_with("wasmos_fuel_consumed_total{role=\"metered\""))
         .expect("fuel accounted to the role");
+    assert!(
+        fuel_line.contains("principal=\"local\"") && !fuel_line.contains("framework="),
+        "labels carry the role and principal, never a framework id: {fuel_line}"
+    );
     let fuel: f64 = fuel_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(fuel > 0.0, "{fuel_line}");
     // Every launch timed to its first RUNNING (or end), within the buckets.

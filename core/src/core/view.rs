@@ -160,6 +160,13 @@ impl Core {
         self.frameworks.get(id).map(|f| &f.role)
     }
 
+    /// A framework's role and the principal that owns it.
+    pub fn framework_owner(&self, id: &str) -> Option<(&Role, &str)> {
+        self.frameworks
+            .get(id)
+            .map(|f| (&f.role, f.info.principal.as_str()))
+    }
+
     /// How many offers are outstanding.
     pub fn offer_count(&self) -> usize {
         self.offers.len()

@@ -2,7 +2,7 @@
 //!
 //! Gauges (agents, frameworks, offers, tasks by state) are read from the core
 //! at scrape time; counters (terminal tasks by reason, fuel and task-seconds
-//! per role and framework, allocation cycle time) are kept here, fed by the
+//! per role and principal, allocation cycle time) are kept here, fed by the
 //! events the actor routes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,7 +16,8 @@ use super::histogram::Histogram;
 use crate::core::{Core, is_terminal};
 use crate::ids::TaskId;
 
-/// Usage accounted to one (role, framework).
+/// Usage accounted to one (role, principal): never per framework or job,
+/// whose ids grow without end.
 #[derive(Default, Clone, Copy)]
 struct Usage {
     fuel: u64,
@@ -113,14 +114,11 @@ impl Metrics {
             let state = format!("{:?}", status.state()).to_lowercase();
             let reason = format!("{:?}", status.reason()).to_lowercase();
             *self.terminal.entry((state, reason)).or_default() += 1;
-            let role = core
-                .framework_role(&status.framework_id)
-                .map(|r| r.to_string())
+            let (role, principal) = core
+                .framework_owner(&status.framework_id)
+                .map(|(role, principal)| (role.to_string(), principal.to_string()))
                 .unwrap_or_default();
-            let usage = self
-                .usage
-                .entry((role, status.framework_id.clone()))
-                .or_default();
+            let usage = self.usage.entry((role, principal)).or_default();
             let u = status.usage.unwrap_or_default();
             usage.fuel += u.fuel_consumed;
             usage.task_seconds += u.wall_time_ms as f64 / 1000.0;
@@ -267,7 +265,9 @@ impl Metrics {
             "Duration of the last tick of the core.",
             &[(String::new(), self.last_cycle_seconds)],
         );
-        let label = |(role, fw): &(String, String)| format!(r#"role="{role}",framework="{fw}""#);
+        let label = |(role, principal): &(String, String)| {
+            format!(r#"role="{role}",principal="{principal}""#)
+        };
         let fuel: Vec<(String, f64)> = self
             .usage
             .iter()
