@@ -294,11 +294,15 @@ pub async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
     let mut jobs = jobs_client(&client);
     let request = |job: &str| v1::JobRequest {
         job_id: job.to_string(),
+        ..Default::default()
     };
     match args.action {
         JobAction::Show { job, json } => {
             let job = jobs
-                .get(request(&job))
+                .get(v1::JobRequest {
+                    job_id: job,
+                    detail: true,
+                })
                 .await
                 .map_err(ops::grpc)?
                 .into_inner();
@@ -393,6 +397,7 @@ async fn wait(
         let job = jobs
             .get(v1::JobRequest {
                 job_id: id.to_string(),
+                ..Default::default()
             })
             .await
             .map_err(ops::grpc)?
@@ -529,6 +534,28 @@ fn show(job: &v1::JobSummary) {
         "indices:   {} in all: {} succeeded, {} failed, {} cancelled, {} running",
         job.count, job.succeeded, job.failed, job.cancelled, job.running
     );
+    if let Some(detail) = &job.detail {
+        println!(
+            "run time:  p50 {} ms, p99 {} ms; fuel {}, cpu {} ms; {} attempts",
+            detail.run_time_p50_ms,
+            detail.run_time_p99_ms,
+            detail.fuel,
+            detail.cpu_time_ms,
+            detail.attempts
+        );
+        for end in &detail.ends {
+            println!(
+                "ended:     {} {} x{}",
+                task_state_name(end.state),
+                reason_name(end.reason),
+                end.count
+            );
+        }
+        if !detail.failed_indices.is_empty() {
+            let shown: Vec<String> = detail.failed_indices.iter().map(u32::to_string).collect();
+            println!("failed:    indices {}", shown.join(", "));
+        }
+    }
     println!("priority:  {}", job.priority);
     if job.expired {
         println!("results:   expired (past the master's --job-retention); this summary stays");
@@ -555,6 +582,19 @@ fn summary_json(job: &v1::JobSummary) -> serde_json::Value {
         "priority": job.priority,
         "framework_id": job.framework_id,
         "expired": job.expired,
+        "detail": job.detail.as_ref().map(|d| serde_json::json!({
+            "run_time_p50_ms": d.run_time_p50_ms,
+            "run_time_p99_ms": d.run_time_p99_ms,
+            "fuel": d.fuel,
+            "cpu_time_ms": d.cpu_time_ms,
+            "attempts": d.attempts,
+            "failed_indices": d.failed_indices,
+            "ends": d.ends.iter().map(|e| serde_json::json!({
+                "state": task_state_name(e.state),
+                "reason": reason_name(e.reason),
+                "count": e.count,
+            })).collect::<Vec<_>>(),
+        })),
     })
 }
 

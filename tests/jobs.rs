@@ -149,6 +149,14 @@ fn retries_follow_exit_codes_and_the_task_sees_its_attempt() {
     let (code, said) = wait(&cluster, &failing);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("3 of 3 indices failed"), "{said}");
+    let detail = show(&cluster, &failing)["detail"].clone();
+    assert_eq!(
+        detail["failed_indices"],
+        serde_json::json!([0, 1, 2]),
+        "{detail}"
+    );
+    assert_eq!(detail["ends"][0]["reason"], "EXIT_NONZERO", "{detail}");
+    assert_eq!(detail["ends"][0]["count"], 3, "{detail}");
     let failed = json_lines(&cli_ok(
         &cluster,
         &["job", "results", &failing, "--json", "--failed"],

@@ -149,6 +149,7 @@ impl Client {
             .jobs_client()
             .get(v1::JobRequest {
                 job_id: id.to_string(),
+                ..Default::default()
             })
             .await
             .map_err(Error::rpc("Jobs.Get"))?;
@@ -219,6 +220,7 @@ impl Client {
             .jobs_client()
             .cancel(v1::JobRequest {
                 job_id: id.to_string(),
+                ..Default::default()
             })
             .await
             .map_err(Error::rpc("Jobs.Cancel"))?;
@@ -231,6 +233,7 @@ impl Client {
             .jobs_client()
             .hold(v1::JobRequest {
                 job_id: id.to_string(),
+                ..Default::default()
             })
             .await
             .map_err(Error::rpc("Jobs.Hold"))?;
@@ -257,6 +260,7 @@ impl Client {
             .jobs_client()
             .release(v1::JobRequest {
                 job_id: id.to_string(),
+                ..Default::default()
             })
             .await
             .map_err(Error::rpc("Jobs.Release"))?;

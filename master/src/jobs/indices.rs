@@ -272,6 +272,22 @@ impl Indices {
         self.running = HashMap::new();
     }
 
+    /// Every index's outcome, in index order (those never started are
+    /// skipped with their chunk).
+    pub fn outcomes(&self) -> impl Iterator<Item = (u32, &Outcome)> + '_ {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(c, chunk)| Some((c, chunk.as_ref()?)))
+            .flat_map(|(c, chunk)| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, o)| (c as u32 * CHUNK + i as u32, o))
+            })
+            .filter(|(index, _)| *index < self.count)
+    }
+
     /// How index `index` stands.
     pub fn outcome(&self, index: u32) -> Outcome {
         self.chunks

@@ -51,7 +51,52 @@ fn summary(job: &Job, framework_id: &str) -> v1::JobSummary {
         priority: job.spec.priority,
         framework_id: framework_id.to_string(),
         expired: job.expired,
+        detail: None,
     }
+}
+
+/// What a job's indices did, in all: one pass over their outcomes.
+fn detail(job: &Job) -> v1::JobDetail {
+    let mut ends: std::collections::BTreeMap<(i32, i32), u32> = Default::default();
+    let mut run_times = Vec::new();
+    let mut detail = v1::JobDetail::default();
+    for (index, outcome) in job.indices.outcomes() {
+        detail.attempts += u64::from(outcome.attempts);
+        match outcome.state {
+            v1::IndexState::Succeeded | v1::IndexState::Failed | v1::IndexState::Cancelled => {
+                if outcome.attempts > 0 {
+                    *ends
+                        .entry((outcome.task_state, outcome.reason))
+                        .or_default() += 1;
+                    run_times.push(outcome.wall_time_ms);
+                    detail.fuel += outcome.fuel;
+                    detail.cpu_time_ms += outcome.cpu_time_ms;
+                }
+                if outcome.state != v1::IndexState::Succeeded && detail.failed_indices.len() < 100 {
+                    detail.failed_indices.push(index);
+                }
+            }
+            v1::IndexState::Pending | v1::IndexState::Running => {}
+        }
+    }
+    run_times.sort_unstable();
+    let at = |p: f64| {
+        run_times
+            .get(((run_times.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    detail.run_time_p50_ms = at(0.5);
+    detail.run_time_p99_ms = at(0.99);
+    detail.ends = ends
+        .into_iter()
+        .map(|((state, reason), count)| v1::StateReasonCount {
+            state,
+            reason,
+            count,
+        })
+        .collect();
+    detail
 }
 
 impl JobsService {
@@ -209,9 +254,17 @@ impl jobs_server::Jobs for JobsService {
         request: Request<v1::JobRequest>,
     ) -> Result<Response<v1::JobSummary>, Status> {
         let who = principal_of(&request)?;
-        self.visible(&who, &request.get_ref().job_id)
-            .await
-            .map(Response::new)
+        let v1::JobRequest {
+            job_id,
+            detail: with_detail,
+        } = request.into_inner();
+        let mut summary = self.visible(&who, &job_id).await?;
+        if with_detail && !summary.expired {
+            summary.detail = self
+                .read(move |jobs, _| jobs.job(&job_id).map(detail))
+                .await?;
+        }
+        Ok(Response::new(summary))
     }
 
     async fn results(
