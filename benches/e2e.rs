@@ -80,17 +80,6 @@ use wasmos_master::packing;
 use wasmos_sdk::proto as v1;
 use wasmos_sdk::{Client, ConnectOptions, Event, FrameworkConfig, is_terminal};
 
-/// Writes "hi" to stdout and returns (exit 0).
-const HI_WAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write"
-    (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "hi")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 2))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-
 const AGENTS: usize = 2;
 const AGENT_CPUS: &str = "1";
 const AGENT_MEM: &str = "4GiB";

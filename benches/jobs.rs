@@ -21,17 +21,6 @@ use serde_json::json;
 use support::*;
 use wasmos_sdk::{Client, JobSpec, TaskTemplate, proto as v1};
 
-/// Writes "hi" to stdout and returns (exit 0).
-const HI_WAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write"
-    (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "hi\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 3))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-
 /// Resident set of a process, in bytes (`/proc`, Linux).
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -11,7 +11,7 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::jobs_client::JobsClient;
 use wasmos_sdk::{Channel, Client};
 
-use crate::run::{Input, TaskArgs, job_name, load_module, upload};
+use crate::run::{TaskArgs, job_name, upload};
 use crate::{cli_args, ops};
 
 const SUBMIT_HELP: &str = "\
@@ -174,13 +174,7 @@ fn jobs_client(client: &Client) -> JobsClient<Channel> {
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let module = load_module(&args.task.module)?;
-    let inputs = args
-        .task
-        .input
-        .iter()
-        .map(|path| Input::read(path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (module, inputs) = args.task.read_files()?;
     let retry_policy = match (&args.retries, &args.retry_on) {
         (None, None) => None,
         (attempts, rules) => {

@@ -148,6 +148,20 @@ pub struct TaskArgs {
     pub master: ops::MasterArg,
 }
 
+impl TaskArgs {
+    /// The module (checked, `.wat` compiled) and the inputs, read before
+    /// anything is sent.
+    pub(crate) fn read_files(&self) -> anyhow::Result<(Vec<u8>, Vec<Input>)> {
+        let module = load_module(&self.module)?;
+        let inputs = self
+            .input
+            .iter()
+            .map(|path| Input::read(path))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((module, inputs))
+    }
+}
+
 /// `--cpus`: a positive number of cores.
 fn cpus(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -159,13 +173,7 @@ fn cpus(text: &str) -> Result<f64, String> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Everything that can be checked here is checked before any network.
-    let module = load_module(&args.task.module)?;
-    let inputs = args
-        .task
-        .input
-        .iter()
-        .map(|path| Input::read(path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (module, inputs) = args.task.read_files()?;
     let name = job_name(&args.task.module);
 
     if args.local {

@@ -25,18 +25,21 @@ fn ended(state: JobState) -> bool {
     )
 }
 
+/// Every job `spec` names, of every kind of dependency.
+pub fn named(spec: &v1::JobSpec) -> impl Iterator<Item = &String> {
+    spec.after
+        .iter()
+        .chain(&spec.after_any)
+        .chain(&spec.after_failed)
+        .chain((!spec.after_each.is_empty()).then_some(&spec.after_each))
+}
+
 /// The gate of a job with `spec`, `state_of` telling how the jobs it
 /// names stand (`None`: no such job, which fails it).
 pub fn gate(spec: &v1::JobSpec, state_of: impl Fn(&str) -> Option<JobState>) -> Gate {
     let mut wait = false;
     let mut cancel = None;
-    let named = spec
-        .after
-        .iter()
-        .chain(&spec.after_any)
-        .chain(&spec.after_failed)
-        .chain((!spec.after_each.is_empty()).then_some(&spec.after_each));
-    for job in named {
+    for job in named(spec) {
         if state_of(job).is_none() {
             return Gate::Fail(format!("it depends on {job}, which does not exist"));
         }

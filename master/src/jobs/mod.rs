@@ -200,13 +200,7 @@ impl Jobs {
                 owner.principal
             ));
         }
-        let named = spec
-            .after
-            .iter()
-            .chain(&spec.after_any)
-            .chain(&spec.after_failed)
-            .chain((!spec.after_each.is_empty()).then_some(&spec.after_each));
-        for dependency in named {
+        for dependency in deps::named(&spec) {
             if self.job(dependency).is_none() {
                 return Err(format!("it depends on {dependency}: no such job"));
             }

@@ -59,10 +59,7 @@ pub fn check(spec: &v1::JobSpec) -> Result<Checked, String> {
     if let Some(policy) = &spec.retry {
         retry::validate(policy)?;
     }
-    let dependencies = spec.after.len()
-        + spec.after_any.len()
-        + spec.after_failed.len()
-        + usize::from(!spec.after_each.is_empty());
+    let dependencies = super::deps::named(spec).count();
     if dependencies > MAX_DEPENDENCIES {
         return Err(format!(
             "a job depends on at most {MAX_DEPENDENCIES} jobs, got {dependencies}"
