@@ -350,7 +350,8 @@ pub async fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(ops::grpc)?
                 .into_inner();
-            let again = (before.failed + before.cancelled) - (after.failed + after.cancelled);
+            let again =
+                (before.failed + before.cancelled).saturating_sub(after.failed + after.cancelled);
             if again == 0 {
                 eprintln!("{job}: no failed index to run again");
             } else {

@@ -59,6 +59,9 @@ pub struct Indices {
     queued_only: bool,
     /// Running indices and their attempt.
     running: HashMap<u32, u32>,
+    /// Every index from this one on in a chunk never made ended with this
+    /// state at once (its job was told to stop): counted, not stored.
+    unstarted_end: Option<(u32, IndexState)>,
     chunks: Vec<Option<Box<[Outcome]>>>,
     /// Agents of last attempts, numbered by first appearance.
     agents: Vec<String>,
@@ -76,6 +79,7 @@ impl Indices {
             queue: VecDeque::new(),
             queued_only,
             running: HashMap::new(),
+            unstarted_end: None,
             chunks: (0..count.div_ceil(CHUNK)).map(|_| None).collect(),
             agents: Vec::new(),
             agent_numbers: HashMap::new(),
@@ -136,6 +140,9 @@ impl Indices {
                 }
                 None => break,
             };
+            if self.outcome(index).state != IndexState::Pending {
+                continue; // queued twice (ready, then retried), or settled
+            }
             let outcome = self.outcome_mut(index);
             outcome.attempts += 1;
             outcome.state = IndexState::Running;
@@ -204,50 +211,90 @@ impl Indices {
     }
 
     /// Ends every waiting index with `state`; the running ones stay.
+    /// Indices in chunks never made stay unmade: a cancelled array of a
+    /// million costs no more than a counter.
     pub fn settle_pending(&mut self, state: IndexState) {
         let waiting: Vec<u32> = self.queue.drain(..).collect();
         for index in waiting {
-            self.outcome_mut(index).state = state;
-            self.count_final(state);
-        }
-        let fresh = if self.queued_only {
-            0..self.count
-        } else {
-            self.next_fresh..self.count
-        };
-        self.next_fresh = self.count;
-        for index in fresh {
             if self.outcome(index).state == IndexState::Pending {
                 self.outcome_mut(index).state = state;
                 self.count_final(state);
             }
         }
+        let from = if self.queued_only { 0 } else { self.next_fresh };
+        self.next_fresh = self.count;
+        let mut settled = 0;
+        let mut unmade = 0;
+        for (c, chunk) in self.chunks.iter_mut().enumerate() {
+            let first = c as u32 * CHUNK;
+            let end = (first + CHUNK).min(self.count);
+            match chunk {
+                Some(chunk) => {
+                    for index in first.max(from)..end {
+                        let outcome = &mut chunk[(index - first) as usize];
+                        if outcome.state == IndexState::Pending {
+                            outcome.state = state;
+                            settled += 1;
+                        }
+                    }
+                }
+                None => unmade += end.saturating_sub(first.max(from)),
+            }
+        }
+        for _ in 0..settled + unmade {
+            self.count_final(state);
+        }
+        if unmade > 0 {
+            self.unstarted_end = Some((from, state));
+        }
     }
 
     /// Puts every index that failed (or was cancelled, with `cancelled`)
-    /// back in the queue, to run as a new attempt; how many.
-    pub fn reopen(&mut self, cancelled: bool) -> u32 {
+    /// and that `may` allows back in the queue, to run as a new attempt;
+    /// how many.
+    pub fn reopen(&mut self, cancelled: bool, may: impl Fn(u32) -> bool) -> u32 {
+        let again = |state: IndexState| {
+            state == IndexState::Failed || (cancelled && state == IndexState::Cancelled)
+        };
+        let unstarted = self.unstarted_end;
         let mut reopened = 0;
-        for (c, chunk) in self.chunks.iter_mut().enumerate() {
-            let Some(chunk) = chunk else { continue };
-            for (offset, outcome) in chunk.iter_mut().enumerate() {
-                let again = match outcome.state {
-                    IndexState::Failed => {
-                        self.counts.failed -= 1;
-                        true
-                    }
-                    IndexState::Cancelled if cancelled => {
-                        self.counts.cancelled -= 1;
-                        true
-                    }
-                    _ => false,
-                };
-                if again {
-                    outcome.state = IndexState::Pending;
-                    self.queue.push_back(c as u32 * CHUNK + offset as u32);
-                    reopened += 1;
+        for c in 0..self.chunks.len() {
+            let first = c as u32 * CHUNK;
+            let end = (first + CHUNK).min(self.count);
+            let made = self.chunks[c].is_some();
+            if !made {
+                // All of it ended at once, or none of it: reopened whole
+                // (made now) or left unmade. An index-wise dependent's wait
+                // for their counterparts instead.
+                match unstarted {
+                    Some((from, state)) if again(state) && !self.queued_only && end > from => {}
+                    _ => continue,
                 }
             }
+            for index in first..end {
+                // Read before the chunk is made (it reads as pending after).
+                let state = match unstarted {
+                    Some((from, state)) if !made && index >= from => state,
+                    _ => self.outcome(index).state,
+                };
+                if !again(state) || !may(index) {
+                    continue;
+                }
+                match state {
+                    IndexState::Cancelled => self.counts.cancelled -= 1,
+                    _ => self.counts.failed -= 1,
+                }
+                self.outcome_mut(index).state = IndexState::Pending;
+                self.queue.push_back(index);
+                reopened += 1;
+            }
+        }
+        // Every unmade index of that end was made and reopened above.
+        if let Some((_, state)) = self.unstarted_end
+            && again(state)
+            && !self.queued_only
+        {
+            self.unstarted_end = None;
         }
         reopened
     }
@@ -290,10 +337,18 @@ impl Indices {
 
     /// How index `index` stands.
     pub fn outcome(&self, index: u32) -> Outcome {
-        self.chunks
+        let chunk = self
+            .chunks
             .get((index / CHUNK) as usize)
-            .and_then(|chunk| chunk.as_ref())
-            .map_or_else(Outcome::default, |chunk| chunk[(index % CHUNK) as usize])
+            .and_then(|chunk| chunk.as_ref());
+        match (chunk, self.unstarted_end) {
+            (Some(chunk), _) => chunk[(index % CHUNK) as usize],
+            (None, Some((from, state))) if index >= from => Outcome {
+                state,
+                ..Outcome::default()
+            },
+            (None, _) => Outcome::default(),
+        }
     }
 
     /// The agent an outcome names.

@@ -121,6 +121,15 @@ pub enum Effect {
     Ended { job: String, state: JobState },
 }
 
+/// How the indices that wait end when their job is told to end `state`.
+fn index_end(state: JobState) -> IndexState {
+    if state == JobState::Cancelled {
+        IndexState::Cancelled
+    } else {
+        IndexState::Failed
+    }
+}
+
 /// Every job the master holds.
 #[derive(Debug, Default)]
 pub struct Jobs {
@@ -209,6 +218,12 @@ impl Jobs {
             None
         } else {
             let other = self.job(&spec.after_each).expect("checked above");
+            if other.expired {
+                return Err(format!(
+                    "it runs index i after index i of {}, whose per-index outcomes have expired",
+                    other.id
+                ));
+            }
             if other.indices.count() < spec.count {
                 return Err(format!(
                     "it runs index i after index i of {}, which has {} indices; this job has {}",
@@ -259,7 +274,10 @@ impl Jobs {
                 self.fail_unmatched(number, other);
             }
         }
-        self.regate(number, now, &mut effects);
+        self.regate(number, &mut effects);
+        // A job may end at once (a failed dependency, every index-wise
+        // counterpart failed).
+        self.settle(number, now, &mut effects);
         Ok((id, effects))
     }
 
@@ -283,11 +301,11 @@ impl Jobs {
     /// priority (higher first), then age; a job that does not fit what is
     /// left lets a later one use it.
     pub fn place(&mut self, owner: &Owner, offers: Vec<v1::Offer>) -> Placement {
-        let mut order: Vec<(i32, u64)> = self
+        let mut order: Vec<(std::cmp::Reverse<i32>, u64)> = self
             .jobs
             .iter()
             .filter(|(_, j)| j.owner == *owner && j.startable())
-            .map(|(n, j)| (-j.spec.priority, *n))
+            .map(|(n, j)| (std::cmp::Reverse(j.spec.priority), *n))
             .collect();
         order.sort_unstable();
         let mut placement = Placement::default();
@@ -335,15 +353,22 @@ impl Jobs {
 
     /// Tasks whose `Accept` failed (their offers went away): their indices
     /// wait again, under the same attempt.
-    pub fn not_launched(&mut self, task_ids: &[String]) {
+    /// A job told to stop settles them instead (and may end).
+    pub fn not_launched(&mut self, task_ids: &[String], now: Time) -> Vec<Effect> {
+        let mut effects = Vec::new();
         for task in task_ids {
             if let Some((job, index, attempt)) = submit::parse_task_id(task)
                 && let Some(number) = self.number_of(job)
                 && let Some(job) = self.jobs.get_mut(&number)
             {
                 job.indices.untake(index, attempt);
+                if let Some(state) = job.stopping {
+                    job.indices.settle(index, index_end(state));
+                    self.settle(number, now, &mut effects);
+                }
             }
         }
+        effects
     }
 
     /// Takes in a status of a job's task: a final one ends its attempt
@@ -383,7 +408,9 @@ impl Jobs {
             self.stop(number, JobState::Failed, reason, &mut effects);
         }
         if outcome != IndexState::Pending {
-            self.pass_on(number, index, outcome);
+            for dependent in self.pass_on(number, index, outcome) {
+                self.settle(dependent, now, &mut effects);
+            }
         }
         self.settle(number, now, &mut effects);
         effects
@@ -415,7 +442,8 @@ impl Jobs {
         let mut effects = Vec::new();
         if job.state == JobState::Held {
             job.state = JobState::Waiting;
-            self.regate(number, now, &mut effects);
+            self.regate(number, &mut effects);
+            self.settle(number, now, &mut effects);
         }
         Some(effects)
     }
@@ -441,11 +469,30 @@ impl Jobs {
     /// cancelled because of this one stay as they ended.
     pub fn retry_failed(&mut self, id: &str, cancelled: bool) -> Option<u32> {
         let number = self.number_of(id)?;
-        let job = self.jobs.get_mut(&number)?;
+        let job = self.jobs.get(&number)?;
         if (job.stopping.is_some() && !job.is_ended()) || job.expired {
             return None;
         }
-        let reopened = job.indices.reopen(cancelled);
+        // What its dependencies decided stands: a job failed by one is
+        // not run again, an index-wise dependent reruns only indices
+        // whose counterpart succeeded.
+        let gate = deps::gate(&job.spec, |id| self.job(id).map(|j| j.state));
+        if matches!(gate, Gate::Fail(_) | Gate::Cancel(_)) {
+            return Some(0);
+        }
+        let counterpart = self
+            .number_of(&job.spec.after_each)
+            .and_then(|n| self.jobs.get(&n));
+        let ready: Vec<bool> = match counterpart {
+            Some(other) => (0..job.indices.count())
+                .map(|i| other.indices.outcome(i).state == IndexState::Succeeded)
+                .collect(),
+            None => Vec::new(),
+        };
+        let job = self.jobs.get_mut(&number).expect("known");
+        let reopened = job
+            .indices
+            .reopen(cancelled, |i| ready.is_empty() || ready[i as usize]);
         if reopened > 0 {
             job.stopping = None;
             job.reason.clear();
@@ -512,12 +559,7 @@ impl Jobs {
         let job = self.jobs.get_mut(&number).expect("known");
         job.stopping = Some(state);
         job.reason = reason;
-        let settled = if state == JobState::Cancelled {
-            IndexState::Cancelled
-        } else {
-            IndexState::Failed
-        };
-        job.indices.settle_pending(settled);
+        job.indices.settle_pending(index_end(state));
         let task_ids = job.running_task_ids();
         if !task_ids.is_empty() {
             effects.push(Effect::Kill {
@@ -536,12 +578,44 @@ impl Jobs {
         }
     }
 
-    /// Ends a job whose indices have all ended; then its dependents may
-    /// move.
-    fn settle(&mut self, number: u64, now: Time, effects: &mut Vec<Effect>) {
+    /// Ends the jobs whose indices have all ended, from `first` on, and
+    /// moves on what depended on them. A worklist, not recursion: a chain
+    /// of dependencies may be thousands of jobs long.
+    fn settle(&mut self, first: u64, now: Time, effects: &mut Vec<Effect>) {
+        let mut work = vec![first];
+        while let Some(number) = work.pop() {
+            if !self.end_if_done(number, now, effects) {
+                continue;
+            }
+            for dependent in self
+                .each_dependents
+                .get(&number)
+                .cloned()
+                .unwrap_or_default()
+            {
+                self.fail_unmatched(dependent, number);
+                work.push(dependent);
+            }
+            let waiting: Vec<u64> = self
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.state == JobState::Waiting)
+                .map(|(n, _)| *n)
+                .collect();
+            for waiting in waiting {
+                if self.regate(waiting, effects) {
+                    work.push(waiting);
+                }
+            }
+        }
+    }
+
+    /// Ends job `number` if every index of it has ended; true if it ended
+    /// now.
+    fn end_if_done(&mut self, number: u64, now: Time, effects: &mut Vec<Effect>) -> bool {
         let job = self.jobs.get_mut(&number).expect("known");
         if job.is_ended() || !job.indices.all_ended() {
-            return;
+            return false;
         }
         let counts = job.indices.counts();
         job.state = match job.stopping {
@@ -558,61 +632,52 @@ impl Jobs {
         };
         job.ended_at = Some(now);
         if let Some(live) = self.live.get_mut(&job.owner.principal) {
-            *live -= 1;
+            *live = live.saturating_sub(1);
         }
         effects.push(Effect::Ended {
             job: job.id.clone(),
             state: job.state,
         });
-        if let Some(dependents) = self.each_dependents.get(&number).cloned() {
-            for dependent in dependents {
-                self.fail_unmatched(dependent, number);
-                self.settle(dependent, now, effects);
-            }
-        }
-        let waiting: Vec<u64> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.state == JobState::Waiting)
-            .map(|(n, _)| *n)
-            .collect();
-        for waiting in waiting {
-            self.regate(waiting, now, effects);
-        }
+        true
     }
 
-    /// Moves a `WAITING` job on as its dependencies say.
-    fn regate(&mut self, number: u64, now: Time, effects: &mut Vec<Effect>) {
+    /// Moves a `WAITING` job on as its dependencies say; true when that
+    /// stopped it (it may then end: [`Jobs::settle`]).
+    fn regate(&mut self, number: u64, effects: &mut Vec<Effect>) -> bool {
         let job = &self.jobs[&number];
         if job.state != JobState::Waiting {
-            return;
+            return false;
         }
-        let gate = deps::gate(&job.spec, |id| self.job(id).map(|j| j.state));
-        match gate {
-            Gate::Wait => {}
-            Gate::Open => self.jobs.get_mut(&number).expect("known").state = JobState::Queued,
+        match deps::gate(&job.spec, |id| self.job(id).map(|j| j.state)) {
+            Gate::Wait => false,
+            Gate::Open => {
+                self.jobs.get_mut(&number).expect("known").state = JobState::Queued;
+                false
+            }
             Gate::Fail(reason) => {
                 self.stop(number, JobState::Failed, reason, effects);
-                self.settle(number, now, effects);
+                true
             }
             Gate::Cancel(reason) => {
                 self.stop(number, JobState::Cancelled, reason, effects);
-                self.settle(number, now, effects);
+                true
             }
         }
     }
 
     /// Index `index` of job `number` ended `state` for good: the same
     /// index of its index-wise dependents may start, or fails.
-    fn pass_on(&mut self, number: u64, index: u32, state: IndexState) {
+    /// Returns those dependents (they may have ended).
+    fn pass_on(&mut self, number: u64, index: u32, state: IndexState) -> Vec<u64> {
         let dependents = self
             .each_dependents
             .get(&number)
             .cloned()
             .unwrap_or_default();
-        for dependent in dependents {
+        for &dependent in &dependents {
             self.pass_index(dependent, index, state);
         }
+        dependents
     }
 
     fn pass_index(&mut self, dependent: u64, index: u32, state: IndexState) {

@@ -218,7 +218,7 @@ fn duplicates_and_older_attempts_change_nothing_and_unlaunched_tasks_wait_again(
     let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(2));
     let tasks = place(&mut jobs, 2.0);
-    jobs.not_launched(&[tasks[1].task_id.clone()]);
+    jobs.not_launched(&[tasks[1].task_id.clone()], Time(0));
     assert_eq!(jobs.job(&id).unwrap().indices.running(), 1);
     let again = place(&mut jobs, 2.0);
     assert_eq!(again[0].task_id, tasks[1].task_id, "the same attempt");
@@ -648,4 +648,151 @@ fn an_ended_job_past_its_retention_keeps_only_its_summary() {
     assert!(!jobs.job(&running).unwrap().expired, "a live job keeps all");
     assert_eq!(jobs.expire(Time(99_000), retention), 0, "once");
     assert_eq!(jobs.retry_failed(&id, false), None);
+}
+
+#[test]
+fn an_index_wise_dependent_whose_every_counterpart_failed_ends_at_once() {
+    let mut jobs = Jobs::new(1);
+    let first = submit(&mut jobs, job_spec(2));
+    run_out(&mut jobs, 8.0, |t| {
+        ended(&t.task_id, v1::TaskState::Failed, Some(1))
+    });
+    let mut each = job_spec(2);
+    each.after_each = first.clone();
+    let (second, effects) = jobs.submit(alice(), each, Time(5)).unwrap();
+    assert_eq!(
+        effects,
+        [Effect::Ended {
+            job: second.clone(),
+            state: JobState::Failed
+        }]
+    );
+    assert_eq!(jobs.job(&second).unwrap().indices.counts().failed, 2);
+}
+
+#[test]
+fn a_launch_refused_while_its_job_stops_settles_and_the_job_ends() {
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(3));
+    let tasks = place(&mut jobs, 2.0);
+    jobs.cancel(&id, "cancelled", Time(1)).unwrap();
+    jobs.update(
+        &ended(&tasks[0].task_id, v1::TaskState::Killed, None),
+        Time(2),
+    );
+    // The other launch's offer was rescinded: it never ran.
+    let effects = jobs.not_launched(&[tasks[1].task_id.clone()], Time(3));
+    assert_eq!(
+        effects,
+        [Effect::Ended {
+            job: id.clone(),
+            state: JobState::Cancelled
+        }]
+    );
+    assert_eq!(jobs.job(&id).unwrap().indices.counts().cancelled, 3);
+}
+
+#[test]
+fn the_lowest_priority_is_placed_last_without_overflow() {
+    let mut jobs = Jobs::new(1);
+    let mut lowest = job_spec(1);
+    lowest.priority = i32::MIN;
+    let lowest = submit(&mut jobs, lowest);
+    let mut highest = job_spec(1);
+    highest.priority = i32::MAX;
+    let highest = submit(&mut jobs, highest);
+    let tasks = place(&mut jobs, 2.0);
+    assert!(tasks[0].task_id.starts_with(&format!("{highest}-")));
+    assert!(tasks[1].task_id.starts_with(&format!("{lowest}-")));
+}
+
+#[test]
+fn a_cancelled_million_keeps_no_outcome_per_index() {
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(1_000_000));
+    let tasks = place(&mut jobs, 2.0);
+    jobs.cancel(&id, "cancelled", Time(1)).unwrap();
+    for task in &tasks {
+        jobs.update(&finish(task), Time(2));
+    }
+    let job = jobs.job(&id).unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.indices.counts().cancelled, 999_998);
+    assert_eq!(job.indices.outcome(999_999).state, IndexState::Cancelled);
+    assert_eq!(job.indices.outcome(1).state, IndexState::Succeeded);
+    // Run again, cancelled ones too: every index waits, none twice.
+    assert_eq!(jobs.retry_failed(&id, true), Some(999_998));
+    let again = place(&mut jobs, 4.0);
+    let ids: Vec<&str> = again.iter().map(|t| t.task_id.as_str()).collect();
+    // Never started before: their first attempt.
+    assert_eq!(
+        ids,
+        [
+            format!("{id}-2-1"),
+            format!("{id}-3-1"),
+            format!("{id}-4-1"),
+            format!("{id}-5-1")
+        ]
+    );
+}
+
+#[test]
+fn a_long_chain_of_dependents_fails_without_recursion() {
+    let mut jobs = Jobs::new(1);
+    let head = submit(&mut jobs, job_spec(1));
+    let mut last = head.clone();
+    for _ in 0..3_000 {
+        let mut next = job_spec(1);
+        next.after = vec![last];
+        last = submit(&mut jobs, next);
+    }
+    let effects = run_out(&mut jobs, 2.0, |t| {
+        ended(&t.task_id, v1::TaskState::Failed, Some(1))
+    });
+    assert_eq!(effects.len(), 3_001, "every job of the chain ended");
+    assert_eq!(jobs.job(&last).unwrap().state, JobState::Failed);
+}
+
+#[test]
+fn a_retried_index_wise_dependent_never_runs_an_index_twice() {
+    let mut jobs = Jobs::new(1);
+    let first = submit(&mut jobs, job_spec(1));
+    let mut each = job_spec(1);
+    each.after_each = first.clone();
+    let second = submit(&mut jobs, each);
+    run_out(&mut jobs, 8.0, |t| {
+        ended(&t.task_id, v1::TaskState::Failed, Some(1))
+    });
+    assert_eq!(jobs.job(&second).unwrap().state, JobState::Failed);
+    // Retrying the dependent alone runs nothing: its counterpart failed.
+    assert_eq!(jobs.retry_failed(&second, false), Some(0));
+    // Retry the first: its index succeeds, and only then the second's.
+    assert_eq!(jobs.retry_failed(&first, false), Some(1));
+    assert_eq!(jobs.retry_failed(&second, false), Some(0));
+    let launched = run_out(&mut jobs, 8.0, finish);
+    assert!(launched.contains(&Effect::Ended {
+        job: first.clone(),
+        state: JobState::Succeeded
+    }));
+    // The second job ended failed before; it is retried now that its
+    // counterpart succeeded, and runs its index once.
+    assert_eq!(jobs.retry_failed(&second, false), Some(1));
+    let tasks = place(&mut jobs, 8.0);
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert!(place(&mut jobs, 8.0).is_empty());
+}
+
+#[test]
+fn a_job_failed_by_its_dependency_is_not_run_again() {
+    let mut jobs = Jobs::new(1);
+    let first = submit(&mut jobs, job_spec(1));
+    let mut after = job_spec(1);
+    after.after = vec![first.clone()];
+    let second = submit(&mut jobs, after);
+    run_out(&mut jobs, 8.0, |t| {
+        ended(&t.task_id, v1::TaskState::Failed, Some(1))
+    });
+    assert_eq!(jobs.job(&second).unwrap().state, JobState::Failed);
+    assert_eq!(jobs.retry_failed(&second, false), Some(0));
+    assert_eq!(jobs.job(&second).unwrap().state, JobState::Failed);
 }

@@ -153,8 +153,8 @@ impl Driver {
                     Some(Inbound::Call(call)) => self.call(call).await,
                     Some(Inbound::Event(owner, event)) => self.event(owner, event).await,
                     Some(Inbound::NotLaunched(tasks)) => {
-                        self.jobs.not_launched(&tasks);
-                        self.offers_wanted().await;
+                        let effects = self.jobs.not_launched(&tasks, self.now());
+                        self.carry_out(effects).await;
                     }
                     Some(Inbound::StreamEnded(owner, framework)) => {
                         self.resubscribe(owner, framework).await;
@@ -224,19 +224,26 @@ impl Driver {
             role,
             principal: who.name.clone(),
         };
+        // A job may only name jobs its submitter may see: another's are
+        // not there for it.
+        for dependency in crate::jobs::deps::named(&spec) {
+            if let Some(job) = self.jobs.job(dependency)
+                && !who.may_see(&job.owner.principal)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "it depends on {dependency}: no such job"
+                )));
+            }
+        }
+        // The framework first: a job nothing can run is never taken in.
+        self.principals.insert(owner.clone(), who);
+        self.framework_of(&owner).await?;
         let known = self.jobs.jobs().count();
         let (job_id, effects) = self
             .jobs
             .submit(owner.clone(), spec, self.now())
             .map_err(Status::invalid_argument)?;
         let existing = self.jobs.jobs().count() == known;
-        self.principals.insert(owner.clone(), who);
-        if let Err(e) = self.framework_of(&owner).await {
-            // Nothing can run it: the job goes, as if never submitted.
-            self.jobs
-                .cancel(&job_id, "its framework could not subscribe", self.now());
-            return Err(e);
-        }
         tracing::info!(job = %job_id, principal = %owner.principal, role = %owner.role, existing, "job submitted");
         self.carry_out(effects).await;
         Ok(v1::SubmitJobResponse { job_id, existing })
@@ -392,8 +399,29 @@ impl Driver {
                 self.carry_out(effects).await;
             }
             Some(EventKind::Error(error)) => {
-                tracing::warn!(principal = %owner.principal, message = %error.message, "a job framework was ended by the master");
+                // Its tasks were killed with it, and no update of theirs
+                // will come: they are lost (retried per their jobs'
+                // policies) under a framework of its own again.
+                tracing::warn!(principal = %owner.principal, message = %error.message, "a job framework was ended by the master; its running indices are lost");
                 self.frameworks.remove(&owner);
+                let now = self.now();
+                let mut effects = Vec::new();
+                for task_id in self.jobs.running_tasks(&owner) {
+                    let lost = v1::TaskStatus {
+                        task_id,
+                        state: v1::TaskState::Lost as i32,
+                        reason: v1::Reason::FrameworkRemoved as i32,
+                        message: format!("its framework was removed: {}", error.message),
+                        ..Default::default()
+                    };
+                    effects.extend(self.jobs.update(&lost, now));
+                }
+                if self.jobs.wants_offers(&owner)
+                    && let Err(e) = self.framework_of(&owner).await
+                {
+                    tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe again; its jobs wait");
+                }
+                self.carry_out(effects).await;
             }
             _ => {}
         }
@@ -405,11 +433,16 @@ impl Driver {
         for effect in effects {
             match effect {
                 Effect::Kill { owner, task_ids } => {
-                    if let Some(framework) = self.frameworks.get(&owner) {
-                        self.send(Input::Kill(v1::KillRequest {
-                            framework_id: framework.to_string(),
-                            task_ids,
-                        }));
+                    // One kill per task: the master refuses a kill naming a
+                    // task it does not know yet (an `Accept` still on its
+                    // way), and would refuse the others with it.
+                    if let Some(framework) = self.frameworks.get(&owner).cloned() {
+                        for task_id in task_ids {
+                            self.send(Input::Kill(v1::KillRequest {
+                                framework_id: framework.to_string(),
+                                task_ids: vec![task_id],
+                            }));
+                        }
                     }
                 }
                 Effect::Ended { job, state } => {
