@@ -199,6 +199,26 @@ fn retries_follow_exit_codes_and_the_task_sees_its_attempt() {
 #[test]
 fn dependencies_holds_and_cancels() {
     let cluster = Cluster::start(1, &[], &[]);
+    // A job refused by the master leaves nothing behind, not even its
+    // owner's framework.
+    let o = cli(
+        &cluster,
+        &[
+            "submit",
+            guest("hello").to_str().unwrap(),
+            "--after",
+            "j9.9",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("j9.9: no such job"),
+        "{}",
+        text(&o.stderr)
+    );
+    let frameworks = cli_ok(&cluster, &["frameworks", "--json"]);
+    assert!(frameworks.trim().is_empty(), "{frameworks}");
+
     // A held job holds back the one that runs after it.
     let first = submit(&cluster, "hello", &["-n", "3", "--hold"], &[]);
     let second = submit(&cluster, "hello", &["-n", "2", "--after", &first], &[]);

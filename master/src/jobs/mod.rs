@@ -167,6 +167,15 @@ impl Jobs {
         self.jobs.get(&self.number_of(id)?)
     }
 
+    /// The job `owner` submitted under idempotency key `key`, if any.
+    pub fn by_key(&self, owner: &Owner, key: &str) -> Option<&Job> {
+        if key.is_empty() {
+            return None;
+        }
+        let number = self.keys.get(&(owner.clone(), key.to_string()))?;
+        self.jobs.get(number)
+    }
+
     /// Every job, oldest first.
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.jobs.values()

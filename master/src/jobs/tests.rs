@@ -550,6 +550,11 @@ fn an_idempotency_key_answers_the_first_jobs_id() {
     let mut spec = job_spec(3);
     spec.idempotency_key = "nightly-2026-12-05".into();
     let first = submit(&mut jobs, spec.clone());
+    assert_eq!(
+        jobs.by_key(&alice(), "nightly-2026-12-05").unwrap().id,
+        first
+    );
+    assert!(jobs.by_key(&alice(), "").is_none());
     assert_eq!(submit(&mut jobs, spec), first);
     assert_eq!(jobs.jobs().count(), 1);
 }

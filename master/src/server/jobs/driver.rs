@@ -227,23 +227,26 @@ impl Driver {
         // A job may only name jobs its submitter may see: another's are
         // not there for it.
         for dependency in crate::jobs::deps::named(&spec) {
-            if let Some(job) = self.jobs.job(dependency)
-                && !who.may_see(&job.owner.principal)
+            if !self
+                .jobs
+                .job(dependency)
+                .is_some_and(|job| who.may_see(&job.owner.principal))
             {
                 return Err(Status::invalid_argument(format!(
                     "it depends on {dependency}: no such job"
                 )));
             }
         }
-        // The framework first: a job nothing can run is never taken in.
+        // Checked before its framework is made, and the framework made
+        // before the job is taken in: a job nothing can run never is.
+        crate::jobs::submit::check(&spec).map_err(Status::invalid_argument)?;
+        let existing = self.jobs.by_key(&owner, &spec.idempotency_key).is_some();
         self.principals.insert(owner.clone(), who);
         self.framework_of(&owner).await?;
-        let known = self.jobs.jobs().count();
         let (job_id, effects) = self
             .jobs
             .submit(owner.clone(), spec, self.now())
             .map_err(Status::invalid_argument)?;
-        let existing = self.jobs.jobs().count() == known;
         tracing::info!(job = %job_id, principal = %owner.principal, role = %owner.role, existing, "job submitted");
         self.carry_out(effects).await;
         Ok(v1::SubmitJobResponse { job_id, existing })
