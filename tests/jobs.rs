@@ -327,17 +327,67 @@ fn a_principal_sees_and_changes_only_its_own_jobs() {
 }
 
 #[test]
-fn job_ids_never_repeat_across_master_starts() {
-    let mut cluster = Cluster::start(1, &[], &[]);
-    let first = submit(&cluster, "hello", &["-n", "2"], &[]);
-    assert_eq!(wait(&cluster, &first).0, 0);
+fn jobs_survive_their_master_killed_mid_array_and_nothing_finished_runs_again() {
+    let mut cluster = Cluster::start(2, &[], &[]);
+    let done_before = submit(&cluster, "hello", &["-n", "2"], &[]);
+    assert_eq!(wait(&cluster, &done_before).0, 0);
+    // 120 sleepers of 300 ms, 8 at a time per agent: about 2.5 s of work.
+    let job = submit(
+        &cluster,
+        "sleeper",
+        &["-n", "120", "--cpus", "0.25"],
+        &["300", "i{i}"],
+    );
+    let finished = |cluster: &Cluster| show(cluster, &job)["succeeded"].as_u64().unwrap();
+    support::wait_for(LIMIT, || (finished(&cluster) >= 20).then_some(()))
+        .expect("the array never got going");
+    let before: Vec<Value> = json_lines(&cli_ok(&cluster, &["job", "results", &job, "--json"]))
+        .into_iter()
+        .filter(|r| r["state"] == "SUCCEEDED")
+        .collect();
+    assert!(before.len() < 120, "the array ended before the kill");
+
     cluster.kill_master();
     cluster.restart_master();
-    cluster.wait_agents(1);
-    let second = submit(&cluster, "hello", &["-n", "2"], &[]);
-    assert_ne!(first, second, "a new start names its jobs anew");
-    let (code, said) = wait(&cluster, &second);
+    cluster.wait_agents(2);
+
+    let (code, said) = wait(&cluster, &job);
     assert_eq!(code, 0, "{said}");
+    let results = json_lines(&cli_ok(&cluster, &["job", "results", &job, "--json"]));
+    assert_eq!(results.len(), 120);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["state"], "SUCCEEDED", "{r}");
+        assert_eq!(r["index"], i as u64, "{r}");
+    }
+    // What had finished is as it was: same attempt, same task, same agent.
+    for r in &before {
+        let after = &results[r["index"].as_u64().unwrap() as usize];
+        for field in ["attempts", "task_id", "agent", "exit_code"] {
+            assert_eq!(after[field], r[field], "{field}: {r} then {after}");
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    cli_ok(
+        &cluster,
+        &[
+            "job",
+            "results",
+            &job,
+            "--output",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    for i in 0..120 {
+        let stdout = std::fs::read_to_string(out.path().join(i.to_string())).unwrap();
+        assert_eq!(stdout, format!("slept 300 i{i}\n"), "index {i}");
+    }
+    // A job that ended before the restart keeps its results, and new
+    // jobs get ids of the new start.
+    assert_eq!(show(&cluster, &done_before)["succeeded"], 2);
+    let second = submit(&cluster, "hello", &["-n", "2"], &[]);
+    assert_ne!(job, second);
+    assert_ne!(done_before, second);
+    assert_eq!(wait(&cluster, &second).0, 0);
 }
 
 #[test]

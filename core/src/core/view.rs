@@ -76,6 +76,16 @@ impl Core {
         })
     }
 
+    /// The ids of the tasks of framework `framework` not yet archived
+    /// (running, or ended with the end not yet acknowledged).
+    pub fn framework_tasks(&self, framework: &str) -> Vec<String> {
+        self.tasks
+            .values()
+            .filter(|t| t.framework.as_str() == framework)
+            .map(|t| t.id.to_string())
+            .collect()
+    }
+
     /// Every task the master knows (active, archived, and those of removed
     /// frameworks), in id order.
     pub fn tasks(&self) -> Vec<TaskView> {

@@ -52,11 +52,16 @@ pub enum Table {
     Tokens,
     /// Agent identities the CA issued, by agent id.
     Identities,
+    /// The job service's jobs, by job id.
+    Jobs,
+    /// What a job's indices did, under `<job id>/<first index>`: read by
+    /// range with its job, never by [`Store::load`].
+    JobChunks,
 }
 
 impl Table {
     /// Every table, header first.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Meta,
         Table::Agents,
         Table::Frameworks,
@@ -66,7 +71,15 @@ impl Table {
         Table::Trust,
         Table::Tokens,
         Table::Identities,
+        Table::Jobs,
+        Table::JobChunks,
     ];
+
+    /// Does [`Store::load`] read it? Every table but the jobs' chunks,
+    /// which may hold millions of indices the master reads only when asked.
+    pub fn is_loaded(self) -> bool {
+        self != Table::JobChunks
+    }
 
     /// The table's name: a redb table, or an etcd key prefix.
     pub fn name(self) -> &'static str {
@@ -80,6 +93,8 @@ impl Table {
             Table::Trust => "trust",
             Table::Tokens => "tokens",
             Table::Identities => "identities",
+            Table::Jobs => "jobs",
+            Table::JobChunks => "job_chunks",
         }
     }
 }
@@ -101,6 +116,8 @@ pub enum Record {
     Ca(v1::StoredCa),
     Token(v1::StoredToken),
     Identity(v1::StoredIdentity),
+    Job(Box<v1::StoredJob>),
+    JobChunk(v1::StoredJobChunk),
 }
 
 impl Record {
@@ -116,6 +133,8 @@ impl Record {
             Record::Ca(_) => Table::Trust,
             Record::Token(_) => Table::Tokens,
             Record::Identity(_) => Table::Identities,
+            Record::Job(_) => Table::Jobs,
+            Record::JobChunk(_) => Table::JobChunks,
         }
     }
 
@@ -143,6 +162,8 @@ impl Record {
             Record::Ca(_) => "ca".into(),
             Record::Token(t) => t.accessor.clone(),
             Record::Identity(i) => i.agent_id.clone(),
+            Record::Job(j) => j.job_id.clone(),
+            Record::JobChunk(c) => chunk_key(&c.job_id, c.first),
         }
     }
 
@@ -158,6 +179,8 @@ impl Record {
             Record::Ca(r) => r.encode_to_vec(),
             Record::Token(r) => r.encode_to_vec(),
             Record::Identity(r) => r.encode_to_vec(),
+            Record::Job(r) => r.encode_to_vec(),
+            Record::JobChunk(r) => r.encode_to_vec(),
         }
     }
 
@@ -183,6 +206,8 @@ impl Record {
             Table::Trust => Record::Ca(Message::decode(bytes)?),
             Table::Tokens => Record::Token(Message::decode(bytes)?),
             Table::Identities => Record::Identity(Message::decode(bytes)?),
+            Table::Jobs => Record::Job(Box::new(Message::decode(bytes)?)),
+            Table::JobChunks => Record::JobChunk(Message::decode(bytes)?),
         })
     }
 }
@@ -219,6 +244,8 @@ pub struct Registry {
     pub ca: Option<v1::StoredCa>,
     pub tokens: Vec<v1::StoredToken>,
     pub identities: Vec<v1::StoredIdentity>,
+    /// The job service's jobs (their chunks are read by range).
+    pub jobs: Vec<v1::StoredJob>,
 }
 
 impl Registry {
@@ -238,6 +265,9 @@ impl Registry {
     /// loading 100,000 tasks is mostly allocation), naming it if it does
     /// not decode.
     pub fn insert(&mut self, table: Table, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        if !table.is_loaded() {
+            return Ok(());
+        }
         match Record::decode_at(table, key, bytes)? {
             Record::Meta(m) => self.meta = Some(m),
             Record::Agent(a) => self.agents.push(a),
@@ -248,6 +278,8 @@ impl Registry {
             Record::Ca(c) => self.ca = Some(c),
             Record::Token(t) => self.tokens.push(t),
             Record::Identity(i) => self.identities.push(i),
+            Record::Job(j) => self.jobs.push(*j),
+            Record::JobChunk(_) => unreachable!("chunks are not loaded"),
         }
         Ok(())
     }
@@ -263,6 +295,7 @@ impl Registry {
         records.extend(self.ca.iter().cloned().map(Record::Ca));
         records.extend(self.tokens.iter().cloned().map(Record::Token));
         records.extend(self.identities.iter().cloned().map(Record::Identity));
+        records.extend(self.jobs.iter().map(|j| Record::Job(Box::new(j.clone()))));
         records
     }
 
@@ -276,6 +309,7 @@ impl Registry {
             + usize::from(self.ca.is_some())
             + self.tokens.len()
             + self.identities.len()
+            + self.jobs.len()
     }
 
     /// Holds no record but (perhaps) the header.
@@ -335,6 +369,12 @@ pub trait Store: Send + Sync + 'static {
     fn is_in_memory(&self) -> bool {
         false
     }
+}
+
+/// The key of a job's chunk whose first index is `first`: zero-padded, so
+/// a job's chunks sort by index under the prefix `<job id>/`.
+pub fn chunk_key(job_id: &str, first: u32) -> String {
+    format!("{job_id}/{first:010}")
 }
 
 /// The first key after every key that starts with `prefix` (`None`: no

@@ -6,12 +6,19 @@
 //! [`CHUNK`] indices, each made when its first index starts, a few fixed
 //! bytes per index (the agent is a number into the job's own list).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use wasmos_proto::v1::{self, IndexState};
 
-/// Indices per chunk of outcomes (and per stored chunk).
+/// Indices per chunk of outcomes in memory.
 pub const CHUNK: u32 = 4096;
+
+/// Indices per stored chunk: small, since a turn rewrites every stored
+/// chunk one of whose indices changed (11 KiB each).
+pub const STORED_CHUNK: u32 = 256;
+
+/// Bytes per stored outcome (the layout is `StoredJobChunk.outcomes`').
+const STORED_OUTCOME: usize = 44;
 
 /// How one index stands: a few fixed fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +74,9 @@ pub struct Indices {
     agents: Vec<String>,
     agent_numbers: HashMap<String, u32>,
     counts: Counts,
+    /// Stored chunks (numbered from 0, of [`STORED_CHUNK`] indices) one of
+    /// whose outcomes changed since they were last taken.
+    dirty: BTreeSet<u32>,
 }
 
 impl Indices {
@@ -84,6 +94,7 @@ impl Indices {
             agents: Vec::new(),
             agent_numbers: HashMap::new(),
             counts: Counts::default(),
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -143,7 +154,9 @@ impl Indices {
             if self.outcome(index).state != IndexState::Pending {
                 continue; // queued twice (ready, then retried), or settled
             }
-            let outcome = self.outcome_mut(index);
+            // Written with the turn: a master that restarts finds the
+            // attempt used, whether or not its launch got out.
+            let outcome = self.changed(index);
             outcome.attempts += 1;
             outcome.state = IndexState::Running;
             let attempt = outcome.attempts;
@@ -182,7 +195,7 @@ impl Indices {
         self.running.remove(&index);
         let agent = self.agent_number(&status.agent_id);
         let usage = status.usage.unwrap_or_default();
-        let kept = self.outcome_mut(index);
+        let kept = self.changed(index);
         kept.state = outcome;
         kept.task_state = status.state;
         kept.reason = status.reason;
@@ -206,7 +219,7 @@ impl Indices {
             return;
         }
         self.queue.retain(|&i| i != index);
-        self.outcome_mut(index).state = state;
+        self.changed(index).state = state;
         self.count_final(state);
     }
 
@@ -217,7 +230,7 @@ impl Indices {
         let waiting: Vec<u32> = self.queue.drain(..).collect();
         for index in waiting {
             if self.outcome(index).state == IndexState::Pending {
-                self.outcome_mut(index).state = state;
+                self.changed(index).state = state;
                 self.count_final(state);
             }
         }
@@ -234,6 +247,7 @@ impl Indices {
                         let outcome = &mut chunk[(index - first) as usize];
                         if outcome.state == IndexState::Pending {
                             outcome.state = state;
+                            self.dirty.insert(index / STORED_CHUNK);
                             settled += 1;
                         }
                     }
@@ -284,7 +298,7 @@ impl Indices {
                     IndexState::Cancelled => self.counts.cancelled -= 1,
                     _ => self.counts.failed -= 1,
                 }
-                self.outcome_mut(index).state = IndexState::Pending;
+                self.changed(index).state = IndexState::Pending;
                 self.queue.push_back(index);
                 reopened += 1;
             }
@@ -359,6 +373,13 @@ impl Indices {
             .map_or("", String::as_str)
     }
 
+    /// An outcome about to change: its stored chunk is written with the
+    /// turn.
+    fn changed(&mut self, index: u32) -> &mut Outcome {
+        self.dirty.insert(index / STORED_CHUNK);
+        self.outcome_mut(index)
+    }
+
     fn outcome_mut(&mut self, index: u32) -> &mut Outcome {
         let chunk = &mut self.chunks[(index / CHUNK) as usize];
         let chunk = chunk
@@ -374,5 +395,174 @@ impl Indices {
         let number = self.agents.len() as u32;
         self.agent_numbers.insert(agent.to_string(), number);
         number
+    }
+}
+
+/// What a job's record keeps of its indices (the rest is in its chunks).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Kept {
+    pub next_fresh: u32,
+    pub unstarted_end: Option<(u32, IndexState)>,
+    pub counts: Counts,
+    pub agents: Vec<String>,
+}
+
+impl Indices {
+    /// What the job's record keeps of them.
+    pub fn kept(&self) -> Kept {
+        Kept {
+            next_fresh: self.next_fresh,
+            unstarted_end: self.unstarted_end,
+            counts: self.counts,
+            agents: self.agents.clone(),
+        }
+    }
+
+    /// The stored chunks changed since the last call: each one's first
+    /// index and its outcomes' bytes.
+    pub fn take_changed_chunks(&mut self) -> Vec<(u32, Vec<u8>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|stored| {
+                let first = stored * STORED_CHUNK;
+                let end = (first + STORED_CHUNK).min(self.count);
+                let mut bytes = Vec::with_capacity((end - first) as usize * STORED_OUTCOME);
+                for index in first..end {
+                    encode(&self.outcome(index), &mut bytes);
+                }
+                (first, bytes)
+            })
+            .collect()
+    }
+
+    /// `count` indices as their job's record kept them and its stored
+    /// chunks (`(first index, bytes)`) say, with `running` (index and
+    /// attempt, from the tasks the master knows) running again. What
+    /// waits is queued again; `ready` says which indices of a job that
+    /// runs index i after another's index i may start.
+    pub fn restore(
+        count: u32,
+        queued_only: bool,
+        kept: Kept,
+        chunks: Vec<(u32, Vec<u8>)>,
+        running: &[(u32, u32)],
+        ready: impl Fn(u32) -> bool,
+    ) -> Result<Indices, String> {
+        let mut indices = Indices::new(count, queued_only);
+        indices.next_fresh = kept.next_fresh.min(count);
+        indices.unstarted_end = kept.unstarted_end;
+        indices.counts = kept.counts;
+        indices.agent_numbers = kept
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| (agent.clone(), i as u32 + 1))
+            .collect();
+        indices.agents = kept.agents;
+        for (first, bytes) in chunks {
+            if bytes.len() % STORED_OUTCOME != 0 || first % STORED_CHUNK != 0 {
+                return Err(format!(
+                    "its chunk at index {first} holds {} bytes, not whole outcomes",
+                    bytes.len()
+                ));
+            }
+            for (i, record) in bytes.chunks_exact(STORED_OUTCOME).enumerate() {
+                let index = first + i as u32;
+                if index >= count {
+                    break;
+                }
+                *indices.outcome_mut(index) = decode(record);
+            }
+        }
+        for &(index, attempt) in running {
+            if index >= count || is_final(indices.outcome(index).state) {
+                continue;
+            }
+            let outcome = indices.outcome_mut(index);
+            outcome.state = IndexState::Running;
+            outcome.attempts = outcome.attempts.max(attempt);
+            indices.running.insert(index, attempt);
+        }
+        // What waits: taken before (below the counter, or made ready) and
+        // neither running nor ended. An attempt taken whose task the master
+        // never knew is used up (it may have reached its agent).
+        let below = if queued_only {
+            count
+        } else {
+            indices.next_fresh
+        };
+        for c in 0..indices.chunks.len() {
+            if indices.chunks[c].is_none() {
+                continue;
+            }
+            let first = c as u32 * CHUNK;
+            for index in first..(first + CHUNK).min(below) {
+                if indices.running.contains_key(&index) {
+                    continue;
+                }
+                let outcome = indices.outcome_mut(index);
+                if outcome.state == IndexState::Running {
+                    outcome.state = IndexState::Pending;
+                }
+                if outcome.state == IndexState::Pending && (!queued_only || ready(index)) {
+                    indices.queue.push_back(index);
+                }
+            }
+        }
+        // Taken, never written, no task: as if never taken.
+        if !queued_only {
+            let unwritten = (0..below).filter(|&i| {
+                indices.chunks[(i / CHUNK) as usize].is_none() && !indices.running.contains_key(&i)
+            });
+            indices.queue.extend(unwritten);
+        } else {
+            let unwritten: Vec<u32> = (0..count)
+                .filter(|&i| indices.chunks[(i / CHUNK) as usize].is_none())
+                .filter(|&i| !indices.running.contains_key(&i) && ready(i))
+                .filter(|&i| indices.outcome(i).state == IndexState::Pending)
+                .collect();
+            indices.queue.extend(unwritten);
+        }
+        indices.dirty.clear();
+        Ok(indices)
+    }
+}
+
+/// An index's final states.
+fn is_final(state: IndexState) -> bool {
+    matches!(
+        state,
+        IndexState::Succeeded | IndexState::Failed | IndexState::Cancelled
+    )
+}
+
+/// Appends `outcome`'s 44 bytes (`StoredJobChunk.outcomes`).
+fn encode(outcome: &Outcome, bytes: &mut Vec<u8>) {
+    bytes.push(outcome.state as u8);
+    bytes.push(outcome.task_state as u8);
+    bytes.extend_from_slice(&(outcome.reason as u16).to_le_bytes());
+    bytes.extend_from_slice(&outcome.exit_code.unwrap_or(0).to_le_bytes());
+    bytes.extend_from_slice(&[u8::from(outcome.exit_code.is_some()), 0, 0, 0]);
+    bytes.extend_from_slice(&outcome.attempts.to_le_bytes());
+    bytes.extend_from_slice(&outcome.agent.to_le_bytes());
+    bytes.extend_from_slice(&outcome.cpu_time_ms.to_le_bytes());
+    bytes.extend_from_slice(&outcome.wall_time_ms.to_le_bytes());
+    bytes.extend_from_slice(&outcome.fuel.to_le_bytes());
+}
+
+/// One stored outcome (44 bytes).
+fn decode(record: &[u8]) -> Outcome {
+    let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(record[at..at + 8].try_into().expect("8 bytes"));
+    Outcome {
+        state: IndexState::try_from(i32::from(record[0])).unwrap_or(IndexState::Pending),
+        task_state: i32::from(record[1]),
+        reason: i32::from(u16::from_le_bytes([record[2], record[3]])),
+        exit_code: (record[8] != 0).then(|| u32_at(4) as i32),
+        attempts: u32_at(12),
+        agent: u32_at(16),
+        cpu_time_ms: u64_at(20),
+        wall_time_ms: u64_at(28),
+        fuel: u64_at(36),
     }
 }

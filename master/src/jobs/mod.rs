@@ -23,12 +23,15 @@
 
 pub mod deps;
 pub mod indices;
+pub mod persist;
 pub mod submit;
 
 #[cfg(test)]
+mod persist_tests;
+#[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use wasmos_proto::v1::{self, IndexState, JobState};
 
@@ -37,6 +40,10 @@ use crate::limits::MAX_TASKS_PER_ACCEPT;
 use crate::{Resources, Time, packing, retry};
 use deps::Gate;
 use indices::Indices;
+
+/// A job's place in the order of submissions: the epoch of the master's
+/// start that took it in and its number within that start.
+pub type Key = (u64, u64);
 
 /// Whose a job is: its tasks run in a framework of this role, owned by
 /// this principal (one framework per owner).
@@ -135,13 +142,20 @@ fn index_end(state: JobState) -> IndexState {
 pub struct Jobs {
     /// Job ids are `j<epoch>.<n>`: unique across the master's starts.
     epoch: u64,
-    jobs: BTreeMap<u64, Job>,
-    keys: HashMap<(Owner, String), u64>,
+    jobs: BTreeMap<Key, Job>,
+    keys: HashMap<(Owner, String), Key>,
     /// Jobs whose index i waits for index i of the key job.
-    each_dependents: HashMap<u64, Vec<u64>>,
+    each_dependents: HashMap<Key, Vec<Key>>,
     /// Jobs not ended, by principal.
     live: HashMap<String, usize>,
     next: u64,
+    /// Jobs changed since their records were last taken ([`Jobs::writes`]).
+    dirty: BTreeSet<Key>,
+    /// Jobs past their retention whose chunks are still stored: their ids
+    /// and index counts.
+    forgotten: Vec<(String, u32)>,
+    /// The framework each owner's jobs run in, as the shell last said.
+    frameworks: HashMap<Owner, String>,
 }
 
 impl Jobs {
@@ -154,13 +168,18 @@ impl Jobs {
     }
 
     /// `j<epoch>.17` → 17, for this start's epoch.
-    fn number_of(&self, job: &str) -> Option<u64> {
-        let (epoch, number) = submit::parse_job_id(job)?;
-        (epoch == self.epoch).then_some(number)
+    fn number_of(&self, job: &str) -> Option<Key> {
+        submit::parse_job_id(job)
     }
 
-    fn id_of(&self, number: u64) -> String {
-        format!("j{}.{number}", self.epoch)
+    fn id_of(&self, (epoch, number): Key) -> String {
+        format!("j{epoch}.{number}")
+    }
+
+    /// A job about to change (its record is written with the turn).
+    fn job_mut(&mut self, key: Key) -> &mut Job {
+        self.dirty.insert(key);
+        self.jobs.get_mut(&key).expect("known")
     }
 
     pub fn job(&self, id: &str) -> Option<&Job> {
@@ -184,7 +203,7 @@ impl Jobs {
     /// The jobs submitted after `id` (all, for `None` or an id that is not
     /// a job's), oldest first: a page of a listing.
     pub fn jobs_after(&self, id: Option<&str>) -> impl Iterator<Item = &Job> {
-        let after = id.and_then(|id| self.number_of(id)).unwrap_or(0);
+        let after = id.and_then(|id| self.number_of(id)).unwrap_or((0, 0));
         self.jobs
             .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
             .map(|(_, job)| job)
@@ -245,7 +264,7 @@ impl Jobs {
         };
         spec.role = checked.role;
         self.next += 1;
-        let number = self.next;
+        let number = (self.epoch, self.next);
         let id = self.id_of(number);
         let job = Job {
             id: id.clone(),
@@ -269,6 +288,7 @@ impl Jobs {
         if !job.spec.idempotency_key.is_empty() {
             self.keys.insert(key, number);
         }
+        self.dirty.insert(number);
         *self.live.entry(job.owner.principal.clone()).or_default() += 1;
         self.jobs.insert(number, job);
         let mut effects = Vec::new();
@@ -310,7 +330,7 @@ impl Jobs {
     /// priority (higher first), then age; a job that does not fit what is
     /// left lets a later one use it.
     pub fn place(&mut self, owner: &Owner, offers: Vec<v1::Offer>) -> Placement {
-        let mut order: Vec<(std::cmp::Reverse<i32>, u64)> = self
+        let mut order: Vec<(std::cmp::Reverse<i32>, Key)> = self
             .jobs
             .iter()
             .filter(|(_, j)| j.owner == *owner && j.startable())
@@ -334,6 +354,7 @@ impl Jobs {
                 if taken.is_empty() {
                     continue;
                 }
+                self.dirty.insert(number);
                 for _ in &taken {
                     pool.free -= job.shape;
                 }
@@ -373,6 +394,7 @@ impl Jobs {
                 job.indices.untake(index, attempt);
                 if let Some(state) = job.stopping {
                     job.indices.settle(index, index_end(state));
+                    self.dirty.insert(number);
                     self.settle(number, now, &mut effects);
                 }
             }
@@ -396,6 +418,8 @@ impl Jobs {
         if !is_terminal(status.state()) || job.indices.running_attempt(index) != Some(attempt) {
             return effects;
         }
+        self.dirty.insert(number);
+        let job = self.jobs.get_mut(&number).expect("known");
         let outcome = match (status.state(), job.stopping) {
             (v1::TaskState::Finished, _) => IndexState::Succeeded,
             (_, Some(JobState::Cancelled)) => IndexState::Cancelled,
@@ -428,8 +452,12 @@ impl Jobs {
     /// Holds a job: nothing more of it starts until it is released (what
     /// runs goes on). False if it has ended.
     pub fn hold(&mut self, id: &str) -> bool {
-        match self.number_of(id).and_then(|n| self.jobs.get_mut(&n)) {
+        let Some(number) = self.number_of(id) else {
+            return false;
+        };
+        match self.jobs.get_mut(&number) {
             Some(job) if !job.is_ended() => {
+                self.dirty.insert(number);
                 job.held = true;
                 if matches!(job.state, JobState::Waiting | JobState::Queued) {
                     job.state = JobState::Held;
@@ -447,6 +475,7 @@ impl Jobs {
         if job.is_ended() {
             return None;
         }
+        self.dirty.insert(number);
         job.held = false;
         let mut effects = Vec::new();
         if job.state == JobState::Held {
@@ -498,6 +527,7 @@ impl Jobs {
                 .collect(),
             None => Vec::new(),
         };
+        self.dirty.insert(number);
         let job = self.jobs.get_mut(&number).expect("known");
         let reopened = job
             .indices
@@ -524,13 +554,15 @@ impl Jobs {
     pub fn expire(&mut self, now: Time, retention: std::time::Duration) -> usize {
         let retention = retention.as_millis() as u64;
         let mut expired = 0;
-        for job in self.jobs.values_mut() {
+        for (number, job) in self.jobs.iter_mut() {
             let due = job
                 .ended_at
                 .is_some_and(|at| now.millis() >= at.millis().saturating_add(retention));
             if due && !job.expired {
                 job.indices.forget_outcomes();
                 job.expired = true;
+                self.dirty.insert(*number);
+                self.forgotten.push((job.id.clone(), job.indices.count()));
                 expired += 1;
             }
         }
@@ -539,7 +571,7 @@ impl Jobs {
 
     /// Jobs past their deadline stop (`FAILED`).
     pub fn tick(&mut self, now: Time) -> Vec<Effect> {
-        let due: Vec<u64> = self
+        let due: Vec<Key> = self
             .jobs
             .iter()
             .filter(|(_, j)| {
@@ -564,7 +596,8 @@ impl Jobs {
 
     /// Tells a job to end in `state`: what waits settles, what runs is
     /// killed (it ends once the kills are heard).
-    fn stop(&mut self, number: u64, state: JobState, reason: String, effects: &mut Vec<Effect>) {
+    fn stop(&mut self, number: Key, state: JobState, reason: String, effects: &mut Vec<Effect>) {
+        self.dirty.insert(number);
         let job = self.jobs.get_mut(&number).expect("known");
         job.stopping = Some(state);
         job.reason = reason;
@@ -590,7 +623,7 @@ impl Jobs {
     /// Ends the jobs whose indices have all ended, from `first` on, and
     /// moves on what depended on them. A worklist, not recursion: a chain
     /// of dependencies may be thousands of jobs long.
-    fn settle(&mut self, first: u64, now: Time, effects: &mut Vec<Effect>) {
+    fn settle(&mut self, first: Key, now: Time, effects: &mut Vec<Effect>) {
         let mut work = vec![first];
         while let Some(number) = work.pop() {
             if !self.end_if_done(number, now, effects) {
@@ -605,7 +638,7 @@ impl Jobs {
                 self.fail_unmatched(dependent, number);
                 work.push(dependent);
             }
-            let waiting: Vec<u64> = self
+            let waiting: Vec<Key> = self
                 .jobs
                 .iter()
                 .filter(|(_, j)| j.state == JobState::Waiting)
@@ -621,7 +654,8 @@ impl Jobs {
 
     /// Ends job `number` if every index of it has ended; true if it ended
     /// now.
-    fn end_if_done(&mut self, number: u64, now: Time, effects: &mut Vec<Effect>) -> bool {
+    fn end_if_done(&mut self, number: Key, now: Time, effects: &mut Vec<Effect>) -> bool {
+        self.dirty.insert(number);
         let job = self.jobs.get_mut(&number).expect("known");
         if job.is_ended() || !job.indices.all_ended() {
             return false;
@@ -652,7 +686,7 @@ impl Jobs {
 
     /// Moves a `WAITING` job on as its dependencies say; true when that
     /// stopped it (it may then end: [`Jobs::settle`]).
-    fn regate(&mut self, number: u64, effects: &mut Vec<Effect>) -> bool {
+    fn regate(&mut self, number: Key, effects: &mut Vec<Effect>) -> bool {
         let job = &self.jobs[&number];
         if job.state != JobState::Waiting {
             return false;
@@ -660,7 +694,7 @@ impl Jobs {
         match deps::gate(&job.spec, |id| self.job(id).map(|j| j.state)) {
             Gate::Wait => false,
             Gate::Open => {
-                self.jobs.get_mut(&number).expect("known").state = JobState::Queued;
+                self.job_mut(number).state = JobState::Queued;
                 false
             }
             Gate::Fail(reason) => {
@@ -677,7 +711,7 @@ impl Jobs {
     /// Index `index` of job `number` ended `state` for good: the same
     /// index of its index-wise dependents may start, or fails.
     /// Returns those dependents (they may have ended).
-    fn pass_on(&mut self, number: u64, index: u32, state: IndexState) -> Vec<u64> {
+    fn pass_on(&mut self, number: Key, index: u32, state: IndexState) -> Vec<Key> {
         let dependents = self
             .each_dependents
             .get(&number)
@@ -689,13 +723,14 @@ impl Jobs {
         dependents
     }
 
-    fn pass_index(&mut self, dependent: u64, index: u32, state: IndexState) {
+    fn pass_index(&mut self, dependent: Key, index: u32, state: IndexState) {
         let Some(job) = self.jobs.get_mut(&dependent) else {
             return;
         };
         if index >= job.indices.count() || job.is_ended() || job.stopping.is_some() {
             return;
         }
+        self.dirty.insert(dependent);
         match state {
             IndexState::Succeeded => job.indices.ready(index),
             IndexState::Failed | IndexState::Cancelled => {
@@ -707,14 +742,14 @@ impl Jobs {
 
     /// Every index of `dependent` whose counterpart in the ended (or
     /// stopping) job `other` did not succeed fails.
-    fn fail_unmatched(&mut self, dependent: u64, other: u64) {
+    fn fail_unmatched(&mut self, dependent: Key, other: Key) {
         let count = self.jobs[&dependent].indices.count();
         let unmatched: Vec<u32> = (0..count)
             .filter(|&i| self.jobs[&other].indices.outcome(i).state != IndexState::Succeeded)
             .filter(|&i| self.jobs[&dependent].indices.outcome(i).state == IndexState::Pending)
             .filter(|&i| self.jobs[&other].indices.running_attempt(i).is_none())
             .collect();
-        let job = self.jobs.get_mut(&dependent).expect("known");
+        let job = self.job_mut(dependent);
         for index in unmatched {
             job.indices.settle(index, IndexState::Failed);
         }

@@ -3,16 +3,16 @@
 
 use super::*;
 
-const GIB: u64 = 1 << 30;
+pub(super) const GIB: u64 = 1 << 30;
 
-fn alice() -> Owner {
+pub(super) fn alice() -> Owner {
     Owner {
         role: "default".into(),
         principal: "alice".into(),
     }
 }
 
-fn job_spec(count: u32) -> v1::JobSpec {
+pub(super) fn job_spec(count: u32) -> v1::JobSpec {
     v1::JobSpec {
         name: "test".into(),
         task: Some(v1::TaskSpec {
@@ -34,7 +34,7 @@ fn job_spec(count: u32) -> v1::JobSpec {
     }
 }
 
-fn offer(id: &str, agent: &str, cpus: f64) -> v1::Offer {
+pub(super) fn offer(id: &str, agent: &str, cpus: f64) -> v1::Offer {
     v1::Offer {
         offer_id: id.into(),
         agent_id: agent.into(),
@@ -47,7 +47,7 @@ fn offer(id: &str, agent: &str, cpus: f64) -> v1::Offer {
     }
 }
 
-fn ended(task_id: &str, state: v1::TaskState, exit_code: Option<i32>) -> v1::TaskStatus {
+pub(super) fn ended(task_id: &str, state: v1::TaskState, exit_code: Option<i32>) -> v1::TaskStatus {
     let reason = match (state, exit_code) {
         (v1::TaskState::Finished, _) => v1::Reason::Unspecified,
         (v1::TaskState::Failed, Some(_)) => v1::Reason::ExitNonzero,
@@ -70,12 +70,12 @@ fn ended(task_id: &str, state: v1::TaskState, exit_code: Option<i32>) -> v1::Tas
     }
 }
 
-fn submit(jobs: &mut Jobs, spec: v1::JobSpec) -> String {
+pub(super) fn submit(jobs: &mut Jobs, spec: v1::JobSpec) -> String {
     jobs.submit(alice(), spec, Time(0)).expect("submitted").0
 }
 
 /// Launches on one agent of `cpus` cores: the task ids placed.
-fn place(jobs: &mut Jobs, cpus: f64) -> Vec<v1::TaskSpec> {
+pub(super) fn place(jobs: &mut Jobs, cpus: f64) -> Vec<v1::TaskSpec> {
     let placement = jobs.place(&alice(), vec![offer("o", "a1", cpus)]);
     placement
         .launches
@@ -86,7 +86,7 @@ fn place(jobs: &mut Jobs, cpus: f64) -> Vec<v1::TaskSpec> {
 
 /// Places and ends tasks until nothing more starts; `end` says how each
 /// attempt ends. Returns every effect.
-fn run_out(
+pub(super) fn run_out(
     jobs: &mut Jobs,
     cpus: f64,
     mut end: impl FnMut(&v1::TaskSpec) -> v1::TaskStatus,
@@ -103,7 +103,7 @@ fn run_out(
     }
 }
 
-fn finish(task: &v1::TaskSpec) -> v1::TaskStatus {
+pub(super) fn finish(task: &v1::TaskSpec) -> v1::TaskStatus {
     ended(&task.task_id, v1::TaskState::Finished, Some(0))
 }
 

@@ -127,6 +127,14 @@ pub enum Command {
     },
     /// Read the core (for Operator, `/state` and `/metrics`).
     Query(Query),
+    /// Registry writes of the job service, joined to this turn's commit
+    /// (so they are durable before anything a later command sends, such
+    /// as the acknowledgement of the update they record); answered once
+    /// they are.
+    Persist {
+        writes: Vec<Write>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// An agent's stream, attached.
@@ -648,6 +656,10 @@ impl Actor {
                 reply,
             } => self.read_sandbox(who, request, reply),
             Command::Query(query) => query(&self.core, &self.metrics),
+            Command::Persist { writes, reply } => {
+                self.writes.extend(writes);
+                self.hold_reply(reply, ());
+            }
         }
     }
 

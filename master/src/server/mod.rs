@@ -242,6 +242,7 @@ impl Master {
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
         let artifacts = std::mem::take(&mut opened.registry.artifacts);
         let trust_records = trust::Records::take(&mut opened.registry);
+        let stored_jobs = std::mem::take(&mut opened.registry.jobs);
         let (mut core, recovered) = Core::recover(core_config, opened.registry, clock.now())
             .map_err(|e| anyhow::anyhow!("{}: {e}", registry.describe()))?;
         for note in &recovered.notes {
@@ -323,6 +324,8 @@ impl Master {
         let wall_clock = config.wall_clock.clone();
         let job_service = jobs::driver::spawn(
             handle.clone(),
+            registry.clone(),
+            stored_jobs,
             opened.epoch,
             config.job_retention,
             move || wall_clock.now_ms(),

@@ -119,7 +119,7 @@ impl Store for RedbStore {
     fn load(&self) -> Result<Registry, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io("read", e))?;
         let mut registry = Registry::default();
-        for table in Table::ALL {
+        for table in Table::ALL.into_iter().filter(|t| t.is_loaded()) {
             let handle = match txn.open_table(definition(table)) {
                 Ok(handle) => handle,
                 Err(TableError::TableDoesNotExist(_)) => continue,

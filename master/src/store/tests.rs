@@ -212,6 +212,7 @@ fn the_launch_key_is_made_once_and_kept_and_an_old_registry_gets_one() {
         let opened = open(&store).unwrap();
         assert_eq!(opened.epoch, 4);
         assert_eq!(task_ids(&opened.registry), ["t1"]);
+        assert!(opened.registry.jobs.is_empty(), "no jobs table yet: none");
         opened.launch_key
     };
     // Every later start signs with the same key, so launches made before a
@@ -372,4 +373,48 @@ fn prefix_ends_sort_after_every_key_under_the_prefix() {
     for key in ["j1/", "j1/zzz", "j1/\u{10FFFF}"] {
         assert!(key < prefix_end("j1/").unwrap().as_str(), "{key}");
     }
+}
+
+#[test]
+fn jobs_load_at_start_and_their_chunks_only_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::path_in(dir.path());
+    let chunk = |first| {
+        Record::JobChunk(v1::StoredJobChunk {
+            job_id: "j1.1".into(),
+            first,
+            outcomes: vec![7; 44],
+        })
+    };
+    {
+        let store = RedbStore::open(&path).unwrap();
+        open(&store).unwrap();
+        store
+            .commit(&[
+                Write::Put(Record::Job(Box::new(v1::StoredJob {
+                    job_id: "j1.1".into(),
+                    principal: "alice".into(),
+                    ..Default::default()
+                }))),
+                Write::Put(chunk(256)),
+                Write::Put(chunk(0)),
+                Write::Put(Record::JobChunk(v1::StoredJobChunk {
+                    job_id: "j1.10".into(),
+                    ..Default::default()
+                })),
+            ])
+            .unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let opened = open(&store).unwrap();
+    assert_eq!(opened.registry.jobs.len(), 1);
+    assert_eq!(opened.registry.jobs[0].principal, "alice");
+    assert_eq!(opened.registry.len(), 1, "chunks are not loaded");
+    let prefix = "j1.1/";
+    let end = prefix_end(prefix);
+    let chunks = store
+        .range(Table::JobChunks, prefix, end.as_deref(), 100)
+        .unwrap();
+    assert_eq!(chunks, [chunk(0), chunk(256)], "in index order, j1.10 apart");
+    assert_eq!(chunk_key("j1.1", 256), "j1.1/0000000256");
 }

@@ -4,12 +4,16 @@
 //! into `Accept`s, its updates into job progress (and acknowledgements),
 //! and answers the `Jobs` service's calls.
 //!
-//! Jobs live in this task's memory: a master that restarts forgets them
-//! (their tasks it does not: they are the core's, and end as any task of a
-//! framework that did not come back).
+//! Jobs are durable: what the state machine changed goes to the actor as
+//! registry writes ([`Command::Persist`]) joined to its turn's commit,
+//! always before the acknowledgement of the updates it records and before
+//! a submission is answered. A restarted master rebuilds the jobs from
+//! their records and the tasks the core recovered, subscribes each
+//! owner's framework again under its id and reconciles what ran.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -20,18 +24,19 @@ use wasmos_proto::v1::event::Kind as EventKind;
 use super::super::actor::Command;
 use super::super::event_queue;
 use super::super::handle::ActorHandle;
-use crate::access::Principal;
+use crate::access::{Grant, Principal};
 use crate::core::Input;
 use crate::ids::FrameworkId;
-use crate::jobs::{Effect, Jobs, Owner};
+use crate::jobs::{Effect, Jobs, Owner, persist};
+use crate::store::{Record, Store, Table};
 use crate::time::Time;
 
 /// How long a job framework's offers it cannot use are declined for while
 /// it still has indices to start (short: a retry may need them soon).
 const REFUSE_WHILE_PENDING_S: f64 = 1.0;
 /// How long a job framework's tasks outlive its stream: the driver
-/// re-subscribes at once when a stream ends, and a master that restarts
-/// forgets its jobs (so their frameworks need not wait long for it).
+/// re-subscribes at once when a stream ends, and at start when the master
+/// restarts.
 const FAILOVER_TIMEOUT_MS: u64 = 3600 * 1000;
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -95,13 +100,16 @@ impl JobsHandle {
     }
 }
 
-/// Starts the driver: the handle the service calls through.
+/// Starts the driver: the handle the service calls through. It first
+/// rebuilds the jobs `stored` in `store` (calls wait until it has).
 /// Job ids name the master's start (`epoch`), so they never repeat.
 pub fn spawn(
     actor: ActorHandle,
+    store: Arc<dyn Store>,
+    stored: Vec<v1::StoredJob>,
     epoch: u64,
     retention: Duration,
-    wall_ms: impl Fn() -> u64 + Send + 'static,
+    wall_ms: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> JobsHandle {
     let (calls, mut call_rx) = mpsc::unbounded_channel();
     let (inbound, inbox) = mpsc::unbounded_channel();
@@ -123,7 +131,11 @@ pub fn spawn(
         retention,
         wall_ms: Box::new(wall_ms),
     };
-    tokio::spawn(driver.run(inbox));
+    tokio::spawn(async move {
+        let mut driver = driver;
+        driver.restore(store, stored, epoch).await;
+        driver.run(inbox).await;
+    });
     JobsHandle { calls }
 }
 
@@ -136,12 +148,137 @@ struct Driver {
     inbound: mpsc::UnboundedSender<Inbound>,
     /// How long an ended job keeps its per-index outcomes.
     retention: Duration,
-    wall_ms: Box<dyn Fn() -> u64 + Send>,
+    wall_ms: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 impl Driver {
     fn now(&self) -> Time {
         Time((self.wall_ms)())
+    }
+
+    /// Rebuilds the jobs of the registry: the tasks of their owners'
+    /// frameworks the core recovered run again (none of their indices
+    /// starts anew while an agent that may hold it has yet to come back:
+    /// the core keeps such tasks until it decides they are lost), every
+    /// owner with a live job subscribes again under its framework's id and
+    /// reconciles.
+    async fn restore(&mut self, store: Arc<dyn Store>, stored: Vec<v1::StoredJob>, epoch: u64) {
+        if stored.is_empty() {
+            return;
+        }
+        let frameworks: Vec<String> = stored
+            .iter()
+            .filter(|j| !j.framework_id.is_empty())
+            .map(|j| j.framework_id.clone())
+            .collect();
+        let tasks = self
+            .actor
+            .query(move |core, _| {
+                let mut frameworks = frameworks;
+                frameworks.sort();
+                frameworks.dedup();
+                frameworks
+                    .iter()
+                    .flat_map(|f| core.framework_tasks(f))
+                    .collect::<Vec<String>>()
+            })
+            .await
+            .unwrap_or_default();
+        let count = stored.len();
+        let restored = tokio::task::spawn_blocking(move || {
+            Jobs::restore(
+                epoch,
+                stored,
+                |job_id| {
+                    let (from, to) = persist::chunk_range(job_id);
+                    let records = store
+                        .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
+                        .map_err(|e| e.to_string())?;
+                    Ok(records
+                        .into_iter()
+                        .filter_map(|r| match r {
+                            Record::JobChunk(c) => Some(c),
+                            _ => None,
+                        })
+                        .collect())
+                },
+                &tasks,
+            )
+        })
+        .await;
+        let (jobs, notes) = match restored {
+            Ok(restored) => restored,
+            Err(e) => {
+                tracing::error!(error = %e, "the jobs of the registry could not be read; the job service starts empty");
+                return;
+            }
+        };
+        for note in &notes {
+            tracing::warn!("registry: {note}");
+        }
+        self.jobs = jobs;
+        let live = self.jobs.live_owners();
+        tracing::info!(
+            jobs = count - notes.len(),
+            owners = live.len(),
+            "jobs loaded from the registry"
+        );
+        for (owner, framework) in live {
+            self.principals.insert(
+                owner.clone(),
+                // The authority the job was submitted with: its role.
+                Principal {
+                    name: owner.principal.clone(),
+                    accessor: String::new(),
+                    grant: Grant::Roles(vec![owner.role.clone()]),
+                },
+            );
+            let previous = framework.map(FrameworkId::from);
+            let subscribed = match self.subscribe(&owner, previous.as_ref()).await {
+                Ok(id) => Ok(id),
+                Err(e) if previous.is_some() => {
+                    tracing::warn!(principal = %owner.principal, error = %e, "a job framework could not subscribe again under its id; its jobs run in a new one");
+                    self.subscribe(&owner, None).await
+                }
+                Err(e) => Err(e),
+            };
+            match subscribed {
+                Ok(framework) => {
+                    let task_ids = self.jobs.running_tasks(&owner);
+                    if !task_ids.is_empty() {
+                        self.send(Input::Reconcile(v1::ReconcileRequest {
+                            framework_id: framework.to_string(),
+                            task_ids,
+                        }))
+                        .await;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe; its jobs wait");
+                }
+            }
+        }
+        let effects = self.jobs.resume(self.now());
+        self.carry_out(effects).await;
+    }
+
+    /// Joins what the jobs changed to the actor's next commit; waits for
+    /// it with `durable`.
+    async fn persist(&mut self, durable: bool) {
+        let writes = self.jobs.writes();
+        if writes.is_empty() {
+            return;
+        }
+        let (reply, done) = oneshot::channel();
+        if self
+            .actor
+            .send(Command::Persist { writes, reply })
+            .await
+            .is_ok()
+            && durable
+        {
+            let _ = done.await;
+        }
     }
 
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Inbound>) {
@@ -169,6 +306,7 @@ impl Driver {
                     if expired > 0 {
                         tracing::info!(jobs = expired, "ended jobs past their retention keep only their summaries");
                     }
+                    self.persist(false).await;
                 }
             }
         }
@@ -182,10 +320,13 @@ impl Driver {
             }
             Call::Read(read) => read(&self.jobs, &self.frameworks),
             Call::Hold { id, reply } => {
-                let _ = reply.send(self.jobs.hold(&id));
+                let held = self.jobs.hold(&id);
+                self.persist(true).await;
+                let _ = reply.send(held);
             }
             Call::Release { id, reply } => {
                 let effects = self.jobs.release(&id, self.now());
+                self.persist(true).await;
                 let _ = reply.send(effects.is_some());
                 self.carry_out(effects.unwrap_or_default()).await;
             }
@@ -198,12 +339,14 @@ impl Driver {
                 if let Some(n) = reopened.filter(|n| *n > 0) {
                     tracing::info!(job = %id, indices = n, "failed indices run again");
                 }
+                self.persist(true).await;
                 let _ = reply.send(reopened);
                 self.offers_wanted().await;
             }
             Call::Cancel { id, why, reply } => {
                 let live = self.jobs.job(&id).is_some_and(|job| !job.is_ended());
                 let effects = self.jobs.cancel(&id, &why, self.now());
+                self.persist(true).await;
                 let _ = reply.send(live);
                 self.carry_out(effects.unwrap_or_default()).await;
             }
@@ -248,6 +391,8 @@ impl Driver {
             .submit(owner.clone(), spec, self.now())
             .map_err(Status::invalid_argument)?;
         tracing::info!(job = %job_id, principal = %owner.principal, role = %owner.role, existing, "job submitted");
+        // Answered once durable: a job whose id was told is never lost.
+        self.persist(true).await;
         self.carry_out(effects).await;
         Ok(v1::SubmitJobResponse { job_id, existing })
     }
@@ -266,7 +411,8 @@ impl Driver {
                 self.send(Input::Reconcile(v1::ReconcileRequest {
                     framework_id: framework.to_string(),
                     task_ids,
-                }));
+                }))
+                .await;
             }
             Err(e) => {
                 tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe again; its jobs are stuck");
@@ -312,6 +458,7 @@ impl Driver {
             .map_err(|_| Status::unavailable("the master is shutting down"))?
             .map_err(super::super::handle::status_of)?;
         tracing::info!(%framework, principal = %owner.principal, role = %owner.role, "job framework subscribed");
+        self.jobs.set_framework(owner, framework.as_str());
         self.frameworks.insert(owner.clone(), framework.clone());
         self.suppressed.insert(owner.clone(), false);
         let inbound = self.inbound.clone();
@@ -376,7 +523,8 @@ impl Driver {
                         filters: Some(v1::Filters {
                             refuse_seconds: Some(refuse),
                         }),
-                    }));
+                    }))
+                    .await;
                 }
             }
             Some(EventKind::Updates(updates)) => {
@@ -393,11 +541,16 @@ impl Driver {
                         });
                     }
                 }
+                // What the updates changed is written before (or with)
+                // their acknowledgement: once acknowledged, no update of
+                // theirs comes again.
+                self.persist(false).await;
                 if !acks.is_empty() {
                     self.send(Input::Acknowledge(v1::AcknowledgeRequest {
                         framework_id: framework.to_string(),
                         acks,
-                    }));
+                    }))
+                    .await;
                 }
                 self.carry_out(effects).await;
             }
@@ -429,6 +582,7 @@ impl Driver {
             _ => {}
         }
         self.offers_wanted().await;
+        self.persist(false).await;
     }
 
     /// Kills and notices the state machine asked for.
@@ -444,7 +598,8 @@ impl Driver {
                             self.send(Input::Kill(v1::KillRequest {
                                 framework_id: framework.to_string(),
                                 task_ids: vec![task_id],
-                            }));
+                            }))
+                            .await;
                         }
                     }
                 }
@@ -454,6 +609,7 @@ impl Driver {
             }
         }
         self.offers_wanted().await;
+        self.persist(false).await;
     }
 
     /// Revives owners with indices to start, suppresses the rest.
@@ -470,23 +626,29 @@ impl Driver {
                 self.send(Input::Revive(v1::ReviveRequest {
                     framework_id: framework.to_string(),
                     ..Default::default()
-                }));
+                }))
+                .await;
             } else if !wants && !suppressed {
                 self.send(Input::Suppress(v1::SuppressRequest {
                     framework_id: framework.to_string(),
-                }));
+                }))
+                .await;
             }
             self.suppressed.insert(owner, !wants);
         }
     }
 
-    /// Sends an input whose answer nothing waits for.
-    fn send(&self, input: Input) {
+    /// Sends an input whose answer nothing waits for, after every command
+    /// the driver sent before it.
+    async fn send(&self, input: Input) {
         let (reply, _answer) = oneshot::channel();
-        self.actor.send_soon(Command::Call {
-            input,
-            who: None,
-            reply,
-        });
+        let _ = self
+            .actor
+            .send(Command::Call {
+                input,
+                who: None,
+                reply,
+            })
+            .await;
     }
 }

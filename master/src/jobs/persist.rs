@@ -1,0 +1,292 @@
+//! The job service's records: what changed, as registry writes joined to
+//! the actor's turn, and the jobs rebuilt from them at start.
+//!
+//! A job is one record (`StoredJob`: spec, state, counts, the counter of
+//! indices never started) plus stored chunks of fixed outcomes, written
+//! only when one of their indices changes. Which indices run is not
+//! stored: task ids are `<job>-<index>-<attempt>`, so a restarted master
+//! rebuilds it from the tasks the core recovered.
+
+use std::collections::HashMap;
+
+use wasmos_proto::v1::{self, IndexState, JobState};
+
+use super::indices::{Counts, Indices, Kept};
+use super::{Effect, Job, Jobs, Key, Owner, submit};
+use crate::store::{Record, Table, Write, chunk_key, prefix_end};
+use crate::{Time, retry};
+
+impl Jobs {
+    /// The registry writes that make it hold what changed since the last
+    /// call: the records of jobs that changed, their changed chunks, and
+    /// the chunks of jobs past their retention gone.
+    pub fn writes(&mut self) -> Vec<Write> {
+        let mut writes = Vec::new();
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(job) = self.jobs.get_mut(&key) else {
+                continue;
+            };
+            for (first, outcomes) in job.indices.take_changed_chunks() {
+                writes.push(Write::Put(Record::JobChunk(v1::StoredJobChunk {
+                    job_id: job.id.clone(),
+                    first,
+                    outcomes,
+                })));
+            }
+            let framework = self.frameworks.get(&job.owner).cloned();
+            writes.push(Write::Put(Record::Job(Box::new(stored(
+                job,
+                framework.unwrap_or_default(),
+            )))));
+        }
+        for (job_id, count) in std::mem::take(&mut self.forgotten) {
+            let chunks = count.div_ceil(super::indices::STORED_CHUNK);
+            writes.extend((0..chunks).map(|c| {
+                Write::Delete(
+                    Table::JobChunks,
+                    chunk_key(&job_id, c * super::indices::STORED_CHUNK),
+                )
+            }));
+        }
+        writes
+    }
+
+    /// Says which framework `owner`'s jobs run in (their records name it,
+    /// so that a restarted master subscribes it again under its id).
+    pub fn set_framework(&mut self, owner: &Owner, framework: &str) {
+        if self.frameworks.get(owner).map(String::as_str) == Some(framework) {
+            return;
+        }
+        self.frameworks.insert(owner.clone(), framework.to_string());
+        let live = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.owner == *owner && !j.is_ended())
+            .map(|(key, _)| *key);
+        self.dirty.extend(live);
+    }
+
+    /// The framework `owner`'s jobs last ran in, if known.
+    pub fn framework(&self, owner: &Owner) -> Option<&str> {
+        self.frameworks.get(owner).map(String::as_str)
+    }
+
+    /// Owners with a job that has not ended, and their frameworks.
+    pub fn live_owners(&self) -> Vec<(Owner, Option<String>)> {
+        let mut owners: Vec<Owner> = self
+            .jobs
+            .values()
+            .filter(|j| !j.is_ended())
+            .map(|j| j.owner.clone())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        owners
+            .into_iter()
+            .map(|o| {
+                let framework = self.frameworks.get(&o).cloned();
+                (o, framework)
+            })
+            .collect()
+    }
+
+    /// The jobs of a master's start `epoch`, rebuilt from their records,
+    /// the chunks `chunks_of` reads for a job id, and the ids of the
+    /// tasks the master knows (running again where they name an index).
+    /// Jobs whose records cannot be read are left out, each with a note.
+    pub fn restore(
+        epoch: u64,
+        mut records: Vec<v1::StoredJob>,
+        mut chunks_of: impl FnMut(&str) -> Result<Vec<v1::StoredJobChunk>, String>,
+        tasks: &[String],
+    ) -> (Jobs, Vec<String>) {
+        let mut jobs = Jobs::new(epoch);
+        let mut notes = Vec::new();
+        let mut running: HashMap<&str, Vec<(u32, u32)>> = HashMap::new();
+        for task in tasks {
+            if let Some((job, index, attempt)) = submit::parse_task_id(task) {
+                running.entry(job).or_default().push((index, attempt));
+            }
+        }
+        // Oldest first: a job's dependencies are older than it.
+        records.sort_by_key(|r| submit::parse_job_id(&r.job_id));
+        for record in records {
+            let id = record.job_id.clone();
+            let restored = restore_job(
+                &jobs,
+                record,
+                &mut chunks_of,
+                running.get(id.as_str()).map_or(&[][..], Vec::as_slice),
+            );
+            match restored {
+                Ok((key, job, framework)) => jobs.take_in(key, job, framework),
+                Err(e) => notes.push(format!("job {id} is left out: {e}")),
+            }
+        }
+        (jobs, notes)
+    }
+
+    /// After a restore: kills again what jobs told to stop still run (the
+    /// kills may not have gone out), settles what of theirs no longer
+    /// runs, and ends the jobs that have nothing left running or waiting.
+    pub fn resume(&mut self, now: Time) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let live: Vec<Key> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.is_ended())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in live {
+            let job = self.jobs.get_mut(&key).expect("listed");
+            if let Some(state) = job.stopping {
+                // What ran and is gone settles as the job's end says.
+                job.indices.settle_pending(super::index_end(state));
+                self.dirty.insert(key);
+                let task_ids = job.running_task_ids();
+                if !task_ids.is_empty() {
+                    effects.push(Effect::Kill {
+                        owner: job.owner.clone(),
+                        task_ids,
+                    });
+                }
+            }
+            self.regate(key, &mut effects);
+            self.settle(key, now, &mut effects);
+        }
+        effects
+    }
+
+    /// Takes in a restored job.
+    fn take_in(&mut self, key: Key, job: Job, framework: String) {
+        if !job.spec.idempotency_key.is_empty() {
+            self.keys
+                .insert((job.owner.clone(), job.spec.idempotency_key.clone()), key);
+        }
+        if !job.is_ended() {
+            *self.live.entry(job.owner.principal.clone()).or_default() += 1;
+        }
+        if let Some(other) = submit::parse_job_id(&job.spec.after_each)
+            && self.jobs.contains_key(&other)
+        {
+            self.each_dependents.entry(other).or_default().push(key);
+        }
+        if !framework.is_empty() {
+            self.frameworks.insert(job.owner.clone(), framework);
+        }
+        self.jobs.insert(key, job);
+    }
+}
+
+/// A job's record.
+fn stored(job: &Job, framework_id: String) -> v1::StoredJob {
+    let kept = job.indices.kept();
+    let (unstarted_from, unstarted_state) = kept.unstarted_end.unwrap_or_default();
+    v1::StoredJob {
+        job_id: job.id.clone(),
+        role: job.owner.role.clone(),
+        principal: job.owner.principal.clone(),
+        spec: Some(job.spec.clone()),
+        state: job.state as i32,
+        held: job.held,
+        reason: job.reason.clone(),
+        stopping: job.stopping.map_or(0, |s| s as i32),
+        submitted_ms: job.submitted.millis(),
+        ended_ms: job.ended_at.map_or(0, |t| t.millis()),
+        expired: job.expired,
+        next_fresh: kept.next_fresh,
+        unstarted_from,
+        unstarted_state: if kept.unstarted_end.is_some() {
+            unstarted_state as i32
+        } else {
+            0
+        },
+        succeeded: kept.counts.succeeded,
+        failed: kept.counts.failed,
+        cancelled: kept.counts.cancelled,
+        agents: kept.agents,
+        framework_id,
+    }
+}
+
+/// One job from its record and chunks, with `running` (index, attempt)
+/// running again.
+fn restore_job(
+    jobs: &Jobs,
+    record: v1::StoredJob,
+    chunks_of: &mut impl FnMut(&str) -> Result<Vec<v1::StoredJobChunk>, String>,
+    running: &[(u32, u32)],
+) -> Result<(Key, Job, String), String> {
+    let key = submit::parse_job_id(&record.job_id).ok_or("its id is not a job id")?;
+    let spec = record.spec.clone().ok_or("it has no spec")?;
+    let checked = submit::check(&spec)?;
+    let state = JobState::try_from(record.state)
+        .ok()
+        .filter(|s| *s != JobState::Unspecified)
+        .ok_or("its state is unknown")?;
+    let stopping = JobState::try_from(record.stopping)
+        .ok()
+        .filter(|s| *s != JobState::Unspecified);
+    let unstarted_end = IndexState::try_from(record.unstarted_state)
+        .ok()
+        .filter(|s| *s != IndexState::Pending)
+        .map(|s| (record.unstarted_from, s));
+    let kept = Kept {
+        next_fresh: record.next_fresh,
+        unstarted_end,
+        counts: Counts {
+            succeeded: record.succeeded,
+            failed: record.failed,
+            cancelled: record.cancelled,
+        },
+        agents: record.agents,
+    };
+    let chunks = if record.expired {
+        Vec::new()
+    } else {
+        chunks_of(&record.job_id)?
+            .into_iter()
+            .map(|c| (c.first, c.outcomes))
+            .collect()
+    };
+    let counterpart = submit::parse_job_id(&spec.after_each).and_then(|k| jobs.jobs.get(&k));
+    let ready = |index: u32| {
+        counterpart.is_some_and(|other| other.indices.outcome(index).state == IndexState::Succeeded)
+    };
+    let running: &[(u32, u32)] = if record.expired { &[] } else { running };
+    let indices = Indices::restore(
+        spec.count,
+        !spec.after_each.is_empty(),
+        kept,
+        chunks,
+        running,
+        ready,
+    )?;
+    let ended_at = (record.ended_ms > 0).then_some(Time(record.ended_ms));
+    let job = Job {
+        id: record.job_id,
+        owner: Owner {
+            role: record.role,
+            principal: record.principal,
+        },
+        policy: spec.retry.clone().unwrap_or_else(retry::default_policy),
+        shape: checked.shape,
+        spec,
+        submitted: Time(record.submitted_ms),
+        state,
+        held: record.held,
+        reason: record.reason,
+        stopping,
+        indices,
+        ended_at,
+        expired: record.expired,
+    };
+    Ok((key, job, record.framework_id))
+}
+
+/// The range of keys that holds `job_id`'s chunks.
+pub fn chunk_range(job_id: &str) -> (String, Option<String>) {
+    let prefix = format!("{job_id}/");
+    let end = prefix_end(&prefix);
+    (prefix, end)
+}

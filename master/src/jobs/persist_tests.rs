@@ -1,0 +1,229 @@
+//! Jobs written to a real (in-memory) store and rebuilt from it, as a
+//! restarted master rebuilds them: what was written comes back, what ran
+//! runs on, and what was taken but never written is not lost.
+
+use super::tests::{finish, job_spec, place, run_out, submit};
+use super::*;
+use crate::store::{MemoryStore, Record, Store, Table};
+
+/// Commits what changed to `store`.
+fn write(jobs: &mut Jobs, store: &MemoryStore) {
+    store.commit(&jobs.writes()).expect("committed");
+}
+
+/// The jobs a master of start `epoch` rebuilds from `store`, with `tasks`
+/// known to its core.
+fn restart(store: &MemoryStore, epoch: u64, tasks: &[String]) -> Jobs {
+    let records = store.load().expect("loads").jobs;
+    let (jobs, notes) = Jobs::restore(
+        epoch,
+        records,
+        |job| {
+            let (from, to) = persist::chunk_range(job);
+            Ok(store
+                .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|r| match r {
+                    Record::JobChunk(c) => Some(c),
+                    _ => None,
+                })
+                .collect())
+        },
+        tasks,
+    );
+    assert!(notes.is_empty(), "{notes:?}");
+    jobs
+}
+
+fn outcomes(jobs: &Jobs, id: &str) -> Vec<indices::Outcome> {
+    let job = jobs.job(id).expect("known");
+    (0..job.indices.count())
+        .map(|i| job.indices.outcome(i))
+        .collect()
+}
+
+#[test]
+fn a_restarted_master_finds_every_job_as_written_and_what_ran_runs_on() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let mut spec = job_spec(600);
+    spec.idempotency_key = "k".into();
+    let id = submit(&mut jobs, spec.clone());
+    // 300 start; 290 finish, one fails (retried), 9 still run.
+    let mut tasks = Vec::new();
+    while tasks.len() < 300 {
+        tasks.extend(place(&mut jobs, (300 - tasks.len()) as f64));
+    }
+    for task in &tasks[..290] {
+        jobs.update(&finish(task), Time(5));
+    }
+    let failed = super::tests::ended(&tasks[290].task_id, v1::TaskState::Lost, None);
+    jobs.update(&failed, Time(5));
+    write(&mut jobs, &store);
+    let running: Vec<String> = tasks[291..].iter().map(|t| t.task_id.clone()).collect();
+
+    let mut again = restart(&store, 2, &running);
+    assert_eq!(outcomes(&again, &id), outcomes(&jobs, &id));
+    let job = again.job(&id).expect("restored");
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.indices.counts().succeeded, 290);
+    assert_eq!(job.indices.running(), 9);
+    // Ids of an earlier start still name their jobs, keys still match,
+    // and a new job gets an id of this start.
+    assert_eq!(
+        again
+            .by_key(&super::tests::alice(), "k")
+            .map(|j| j.id.clone()),
+        Some(id.clone())
+    );
+    assert_eq!(submit(&mut again, job_spec(1)), "j2.1");
+
+    // What ran finishes; the rest starts, the lost index as its second
+    // attempt, and nothing that finished runs again.
+    for task in &tasks[291..] {
+        again.update(&finish(task), Time(6));
+    }
+    let mut started = Vec::new();
+    run_out(&mut again, 1000.0, |task| {
+        started.push(task.task_id.clone());
+        finish(task)
+    });
+    let job = again.job(&id).expect("known");
+    assert_eq!(job.state, JobState::Succeeded);
+    assert!(started.contains(&format!("{id}-290-2")), "{started:?}");
+    let fresh = started
+        .iter()
+        .filter(|t| t.starts_with(&format!("{id}-")))
+        .count();
+    assert_eq!(fresh, 1 + 300, "the lost index and the 300 never started");
+}
+
+#[test]
+fn an_attempt_taken_whose_task_the_master_never_knew_is_used_up() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(3));
+    assert_eq!(place(&mut jobs, 2.0).len(), 2);
+    write(&mut jobs, &store);
+    // The launches' commit never happened: the core knows no task.
+    let mut again = restart(&store, 2, &[]);
+    let tasks = place(&mut again, 3.0);
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            format!("{id}-0-2"),
+            format!("{id}-1-2"),
+            format!("{id}-2-1")
+        ]
+    );
+}
+
+#[test]
+fn indices_taken_after_the_last_write_start_again_under_a_new_attempt_or_run_on() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(4));
+    write(&mut jobs, &store);
+    // Taken and launched, but the job's write did not happen.
+    let tasks = place(&mut jobs, 2.0);
+    let running = vec![tasks[0].task_id.clone()];
+    let mut again = restart(&store, 2, &running);
+    assert_eq!(again.job(&id).unwrap().indices.running(), 1);
+    let mut started: Vec<String> = place(&mut again, 4.0)
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    started.sort();
+    assert_eq!(
+        started,
+        [
+            format!("{id}-1-1"),
+            format!("{id}-2-1"),
+            format!("{id}-3-1")
+        ]
+    );
+}
+
+#[test]
+fn a_job_told_to_stop_ends_at_restart_when_nothing_of_it_runs_any_more() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(10));
+    place(&mut jobs, 2.0);
+    let effects = jobs.cancel(&id, "by alice", Time(3)).expect("known");
+    assert!(matches!(&effects[..], [Effect::Kill { .. }]));
+    write(&mut jobs, &store);
+    // The kills landed while the master was down: no task is left.
+    let mut again = restart(&store, 2, &[]);
+    let effects = again.resume(Time(4));
+    assert_eq!(
+        effects,
+        [Effect::Ended {
+            job: id.clone(),
+            state: JobState::Cancelled
+        }]
+    );
+    let counts = again.job(&id).unwrap().indices.counts();
+    assert_eq!(counts.cancelled, 10);
+}
+
+#[test]
+fn a_job_past_its_retention_loses_its_stored_chunks_and_keeps_its_summary() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(1000));
+    run_out(&mut jobs, 100.0, finish);
+    write(&mut jobs, &store);
+    let (from, to) = persist::chunk_range(&id);
+    let stored = |store: &MemoryStore| {
+        store
+            .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(stored(&store), 4, "1,000 indices in chunks of 256");
+    let ended = jobs.job(&id).unwrap().ended_at.unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(jobs.expire(Time(ended.millis() + 86_400_000), day), 1);
+    write(&mut jobs, &store);
+    assert_eq!(stored(&store), 0);
+    let again = restart(&store, 2, &[]);
+    let job = again.job(&id).expect("its summary stays");
+    assert!(job.expired);
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.indices.counts().succeeded, 1000);
+}
+
+#[test]
+fn a_job_that_runs_after_each_index_of_another_is_rebuilt_with_what_is_ready() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let first = submit(&mut jobs, job_spec(4));
+    let mut spec = job_spec(4);
+    spec.after_each = first.clone();
+    let second = submit(&mut jobs, spec);
+    // Index 0 and 1 of the first finish: those of the second may start.
+    let tasks = place(&mut jobs, 2.0);
+    for task in &tasks {
+        jobs.update(&finish(task), Time(2));
+    }
+    write(&mut jobs, &store);
+    let mut again = restart(&store, 2, &[]);
+    let mut started: Vec<String> = place(&mut again, 10.0)
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    started.sort();
+    assert_eq!(
+        started,
+        [
+            format!("{first}-2-1"),
+            format!("{first}-3-1"),
+            format!("{second}-0-1"),
+            format!("{second}-1-1"),
+        ]
+    );
+}
