@@ -384,6 +384,12 @@ fn jobs_survive_their_master_killed_mid_array_and_nothing_finished_runs_again() 
     // A job that ended before the restart keeps its results, and new
     // jobs get ids of the new start.
     assert_eq!(show(&cluster, &done_before)["succeeded"], 2);
+    let kept = json_lines(&cli_ok(
+        &cluster,
+        &["job", "results", &done_before, "--json"],
+    ));
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|r| r["state"] == "SUCCEEDED"), "{kept:?}");
     let second = submit(&cluster, "hello", &["-n", "2"], &[]);
     assert_ne!(job, second);
     assert_ne!(done_before, second);

@@ -483,6 +483,13 @@ impl Indices {
             outcome.attempts = outcome.attempts.max(attempt);
             indices.running.insert(index, attempt);
         }
+        if indices.all_ended() {
+            // Nothing waits (and an ended job read without its chunks
+            // reads as all pending).
+            indices.next_fresh = count;
+            indices.dirty.clear();
+            return Ok(indices);
+        }
         // What waits: taken before (below the counter, or made ready) and
         // neither running nor ended. An attempt taken whose task the master
         // never knew is used up (it may have reached its agent).

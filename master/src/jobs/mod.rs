@@ -75,6 +75,10 @@ pub struct Job {
     pub ended_at: Option<Time>,
     /// Ended past its retention: its per-index outcomes are gone.
     pub expired: bool,
+    /// Its per-index outcomes are in memory. Those of a job that ended
+    /// before the master restarted stay in the registry until asked for
+    /// ([`Jobs::load`]).
+    pub loaded: bool,
 }
 
 impl Job {
@@ -284,6 +288,7 @@ impl Jobs {
             stopping: None,
             ended_at: None,
             expired: false,
+            loaded: true,
         };
         if !job.spec.idempotency_key.is_empty() {
             self.keys.insert(key, number);

@@ -110,12 +110,21 @@ impl Jobs {
         }
         // Oldest first: a job's dependencies are older than it.
         records.sort_by_key(|r| submit::parse_job_id(&r.job_id));
+        // An ended job's outcomes are read now only if a live job runs
+        // index by index after it.
+        let counterparts: std::collections::HashSet<String> = records
+            .iter()
+            .filter(|r| !is_ended_state(r.state))
+            .filter_map(|r| r.spec.as_ref())
+            .map(|spec| spec.after_each.clone())
+            .collect();
         for record in records {
             let id = record.job_id.clone();
+            let load = !is_ended_state(record.state) || counterparts.contains(&id);
             let restored = restore_job(
                 &jobs,
                 record,
-                &mut chunks_of,
+                load.then_some(&mut chunks_of),
                 running.get(id.as_str()).map_or(&[][..], Vec::as_slice),
             );
             match restored {
@@ -124,6 +133,37 @@ impl Jobs {
             }
         }
         (jobs, notes)
+    }
+
+    /// Does job `id` keep its per-index outcomes in the registry only?
+    /// Then [`Jobs::load`] them before reading them.
+    pub fn unloaded(&self, id: &str) -> bool {
+        self.job(id).is_some_and(|j| !j.loaded)
+    }
+
+    /// Takes in the stored chunks of job `id`, whose outcomes stayed in the
+    /// registry at start (it had ended).
+    pub fn load(&mut self, id: &str, chunks: Vec<v1::StoredJobChunk>) -> Result<(), String> {
+        let Some(key) = self.number_of(id) else {
+            return Ok(());
+        };
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return Ok(());
+        };
+        if job.loaded {
+            return Ok(());
+        }
+        let chunks = chunks.into_iter().map(|c| (c.first, c.outcomes)).collect();
+        job.indices = Indices::restore(
+            job.indices.count(),
+            !job.spec.after_each.is_empty(),
+            job.indices.kept(),
+            chunks,
+            &[],
+            |_| false,
+        )?;
+        job.loaded = true;
+        Ok(())
     }
 
     /// After a restore: kills again what jobs told to stop still run (the
@@ -211,12 +251,16 @@ fn stored(job: &Job, framework_id: String) -> v1::StoredJob {
 
 /// One job from its record and chunks, with `running` (index, attempt)
 /// running again.
-fn restore_job(
+/// With no `chunks_of`, its outcomes stay in the registry.
+fn restore_job<F>(
     jobs: &Jobs,
     record: v1::StoredJob,
-    chunks_of: &mut impl FnMut(&str) -> Result<Vec<v1::StoredJobChunk>, String>,
+    chunks_of: Option<&mut F>,
     running: &[(u32, u32)],
-) -> Result<(Key, Job, String), String> {
+) -> Result<(Key, Job, String), String>
+where
+    F: FnMut(&str) -> Result<Vec<v1::StoredJobChunk>, String>,
+{
     let key = submit::parse_job_id(&record.job_id).ok_or("its id is not a job id")?;
     let spec = record.spec.clone().ok_or("it has no spec")?;
     let checked = submit::check(&spec)?;
@@ -241,13 +285,13 @@ fn restore_job(
         },
         agents: record.agents,
     };
-    let chunks = if record.expired {
-        Vec::new()
-    } else {
-        chunks_of(&record.job_id)?
+    let loaded = record.expired || chunks_of.is_some();
+    let chunks = match chunks_of {
+        Some(chunks_of) if !record.expired => chunks_of(&record.job_id)?
             .into_iter()
             .map(|c| (c.first, c.outcomes))
-            .collect()
+            .collect(),
+        _ => Vec::new(),
     };
     let counterpart = submit::parse_job_id(&spec.after_each).and_then(|k| jobs.jobs.get(&k));
     let ready = |index: u32| {
@@ -280,8 +324,16 @@ fn restore_job(
         indices,
         ended_at,
         expired: record.expired,
+        loaded,
     };
     Ok((key, job, record.framework_id))
+}
+
+fn is_ended_state(state: i32) -> bool {
+    matches!(
+        JobState::try_from(state),
+        Ok(JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    )
 }
 
 /// The range of keys that holds `job_id`'s chunks.

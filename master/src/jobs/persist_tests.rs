@@ -227,3 +227,34 @@ fn a_job_that_runs_after_each_index_of_another_is_rebuilt_with_what_is_ready() {
         ]
     );
 }
+
+#[test]
+fn an_ended_job_keeps_its_outcomes_in_the_store_until_they_are_asked_for() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(700));
+    run_out(&mut jobs, 50.0, finish);
+    write(&mut jobs, &store);
+    let before = outcomes(&jobs, &id);
+
+    let mut again = restart(&store, 2, &[]);
+    assert!(again.unloaded(&id), "not read at start");
+    let job = again.job(&id).unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.indices.counts().succeeded, 700);
+    assert!(!job.indices.has_pending(), "nothing of an ended job waits");
+    let (from, to) = persist::chunk_range(&id);
+    let chunks = store
+        .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::JobChunk(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    again.load(&id, chunks).expect("loads");
+    assert!(!again.unloaded(&id));
+    assert_eq!(outcomes(&again, &id), before);
+    assert!(again.writes().is_empty(), "reading writes nothing");
+}

@@ -322,7 +322,7 @@ impl Master {
                 .run(inbox),
         );
         let wall_clock = config.wall_clock.clone();
-        let job_service = jobs::driver::spawn(
+        let (job_service, job_driver) = jobs::driver::spawn(
             handle.clone(),
             registry.clone(),
             stored_jobs,
@@ -339,6 +339,7 @@ impl Master {
                 }
             }
         })];
+        tasks.push(job_driver);
 
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(

@@ -415,6 +415,10 @@ fn jobs_load_at_start_and_their_chunks_only_when_read() {
     let chunks = store
         .range(Table::JobChunks, prefix, end.as_deref(), 100)
         .unwrap();
-    assert_eq!(chunks, [chunk(0), chunk(256)], "in index order, j1.10 apart");
+    assert_eq!(
+        chunks,
+        [chunk(0), chunk(256)],
+        "in index order, j1.10 apart"
+    );
     assert_eq!(chunk_key("j1.1", 256), "j1.1/0000000256");
 }

@@ -54,6 +54,13 @@ pub enum Call {
     },
     /// Reads the jobs (the service filters what `who` may see).
     Read(Read),
+    /// Brings a job's per-index outcomes into memory if they are only in
+    /// the registry (a job that ended before the master restarted), so
+    /// that the reads after it see them.
+    Load {
+        id: String,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
     Hold {
         id: String,
         reply: oneshot::Sender<bool>,
@@ -100,7 +107,9 @@ impl JobsHandle {
     }
 }
 
-/// Starts the driver: the handle the service calls through. It first
+/// Starts the driver: the handle the service calls through, and the
+/// driver's task (which holds the registry: the master aborts it when it
+/// stops). It first
 /// rebuilds the jobs `stored` in `store` (calls wait until it has).
 /// Job ids name the master's start (`epoch`), so they never repeat.
 pub fn spawn(
@@ -110,7 +119,7 @@ pub fn spawn(
     epoch: u64,
     retention: Duration,
     wall_ms: impl Fn() -> u64 + Send + Sync + 'static,
-) -> JobsHandle {
+) -> (JobsHandle, tokio::task::JoinHandle<()>) {
     let (calls, mut call_rx) = mpsc::unbounded_channel();
     let (inbound, inbox) = mpsc::unbounded_channel();
     let forward = inbound.clone();
@@ -130,13 +139,14 @@ pub fn spawn(
         inbound,
         retention,
         wall_ms: Box::new(wall_ms),
+        store,
     };
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut driver = driver;
-        driver.restore(store, stored, epoch).await;
+        driver.restore(stored, epoch).await;
         driver.run(inbox).await;
     });
-    JobsHandle { calls }
+    (JobsHandle { calls }, task)
 }
 
 struct Driver {
@@ -149,6 +159,23 @@ struct Driver {
     /// How long an ended job keeps its per-index outcomes.
     retention: Duration,
     wall_ms: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The registry, for the chunks of jobs read when asked.
+    store: Arc<dyn Store>,
+}
+
+/// Reads job `job_id`'s chunks from `store` (a blocking read).
+fn read_chunks(store: &dyn Store, job_id: &str) -> Result<Vec<v1::StoredJobChunk>, String> {
+    let (from, to) = persist::chunk_range(job_id);
+    let records = store
+        .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
+        .map_err(|e| e.to_string())?;
+    Ok(records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::JobChunk(c) => Some(c),
+            _ => None,
+        })
+        .collect())
 }
 
 impl Driver {
@@ -162,7 +189,7 @@ impl Driver {
     /// the core keeps such tasks until it decides they are lost), every
     /// owner with a live job subscribes again under its framework's id and
     /// reconciles.
-    async fn restore(&mut self, store: Arc<dyn Store>, stored: Vec<v1::StoredJob>, epoch: u64) {
+    async fn restore(&mut self, stored: Vec<v1::StoredJob>, epoch: u64) {
         if stored.is_empty() {
             return;
         }
@@ -185,25 +212,9 @@ impl Driver {
             .await
             .unwrap_or_default();
         let count = stored.len();
+        let store = self.store.clone();
         let restored = tokio::task::spawn_blocking(move || {
-            Jobs::restore(
-                epoch,
-                stored,
-                |job_id| {
-                    let (from, to) = persist::chunk_range(job_id);
-                    let records = store
-                        .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
-                        .map_err(|e| e.to_string())?;
-                    Ok(records
-                        .into_iter()
-                        .filter_map(|r| match r {
-                            Record::JobChunk(c) => Some(c),
-                            _ => None,
-                        })
-                        .collect())
-                },
-                &tasks,
-            )
+            Jobs::restore(epoch, stored, |job| read_chunks(&*store, job), &tasks)
         })
         .await;
         let (jobs, notes) = match restored {
@@ -260,6 +271,23 @@ impl Driver {
         }
         let effects = self.jobs.resume(self.now());
         self.carry_out(effects).await;
+    }
+
+    /// Reads job `id`'s outcomes from the registry if they are only there.
+    async fn load(&mut self, id: &str) -> Result<(), Status> {
+        if !self.jobs.unloaded(id) {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let job = id.to_string();
+        let chunks = tokio::task::spawn_blocking(move || read_chunks(&*store, &job))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .and_then(|chunks| self.jobs.load(id, chunks));
+        chunks.map_err(|e| {
+            tracing::error!(job = %id, error = %e, "a job's results could not be read from the registry");
+            Status::internal(format!("the results of {id} could not be read: {e}"))
+        })
     }
 
     /// Joins what the jobs changed to the actor's next commit; waits for
@@ -319,6 +347,9 @@ impl Driver {
                 let _ = reply.send(answer);
             }
             Call::Read(read) => read(&self.jobs, &self.frameworks),
+            Call::Load { id, reply } => {
+                let _ = reply.send(self.load(&id).await);
+            }
             Call::Hold { id, reply } => {
                 let held = self.jobs.hold(&id);
                 self.persist(true).await;
@@ -335,6 +366,11 @@ impl Driver {
                 cancelled,
                 reply,
             } => {
+                if let Err(e) = self.load(&id).await {
+                    tracing::warn!(job = %id, error = %e, "not retried");
+                    let _ = reply.send(None);
+                    return;
+                }
                 let reopened = self.jobs.retry_failed(&id, cancelled);
                 if let Some(n) = reopened.filter(|n| *n > 0) {
                     tracing::info!(job = %id, indices = n, "failed indices run again");
@@ -379,6 +415,9 @@ impl Driver {
                     "it depends on {dependency}: no such job"
                 )));
             }
+        }
+        if !spec.after_each.is_empty() {
+            self.load(&spec.after_each).await?;
         }
         // Checked before its framework is made, and the framework made
         // before the job is taken in: a job nothing can run never is.

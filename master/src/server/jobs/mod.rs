@@ -120,6 +120,20 @@ impl JobsService {
             .map_err(|_| Status::unavailable("the job service has stopped"))
     }
 
+    /// Brings job `id`'s per-index outcomes into the driver's memory (a
+    /// job that ended before the master restarted keeps them in the
+    /// registry until asked).
+    async fn load(&self, id: &str) -> Result<(), Status> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.call(Call::Load {
+            id: id.to_string(),
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the job service has stopped"))?
+    }
+
     /// The summary of a job `who` may see, or NOT_FOUND (also for one it
     /// may not see: whose jobs exist is not its business).
     async fn visible(&self, who: &Principal, id: &str) -> Result<v1::JobSummary, Status> {
@@ -260,6 +274,7 @@ impl jobs_server::Jobs for JobsService {
         } = request.into_inner();
         let mut summary = self.visible(&who, &job_id).await?;
         if with_detail && !summary.expired {
+            self.load(&job_id).await?;
             summary.detail = self
                 .read(move |jobs, _| jobs.job(&job_id).map(detail))
                 .await?;
@@ -280,6 +295,7 @@ impl jobs_server::Jobs for JobsService {
                 job.job_id
             )));
         }
+        self.load(&job.job_id).await?;
         let limit = match request.limit {
             0 => DEFAULT_RESULTS,
             n => n.min(MAX_RESULTS),
