@@ -216,11 +216,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         hold: args.hold,
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
     };
-    let answer = jobs_client(&client)
-        .submit(v1::SubmitJobRequest { spec: Some(spec) })
-        .await
-        .map_err(ops::grpc)?
-        .into_inner();
+    let answer = submit_spec(&client, spec).await?;
     if args.json {
         println!(
             "{}",
@@ -230,6 +226,18 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         println!("{}", answer.job_id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Submits `spec`: the master's answer (the job's id).
+pub async fn submit_spec(
+    client: &Client,
+    spec: v1::JobSpec,
+) -> anyhow::Result<v1::SubmitJobResponse> {
+    Ok(jobs_client(client)
+        .submit(v1::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map_err(ops::grpc)?
+        .into_inner())
 }
 
 pub async fn list(args: JobsArgs) -> anyhow::Result<ExitCode> {

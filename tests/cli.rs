@@ -384,20 +384,17 @@ fn errors_are_one_line_and_say_what_to_do() {
 }
 
 #[test]
-fn detached_tasks_keep_running_and_ps_logs_kill_follow_them() {
+fn detached_jobs_run_in_the_master_and_ps_logs_kill_follow_their_tasks() {
     let cluster = Cluster::start(1, &[], &[]);
     let url = &cluster.url;
     let o = run(url, &guest("sleeper"), &["--detach"], &["1500"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    let ids: Vec<&str> = out.lines().collect();
-    assert_eq!(ids.len(), 1, "{out}");
-    let id = ids[0];
-    let task = ps_task(url, id).expect("ps lists the detached task");
-    assert!(
-        ["STAGING", "STARTING", "RUNNING", "FINISHED"].contains(&task["state"].as_str().unwrap()),
-        "{task}"
-    );
+    let job = stdout(&o).trim().to_string();
+    assert!(job.starts_with('j') && !job.contains('\n'), "{job}");
+    assert!(stderr(&o).contains("wasmos job wait"), "{}", stderr(&o));
+    let task_id = format!("{job}-0-1");
+    let id = task_id.as_str();
+    wait_for(Duration::from_secs(30), || ps_task(url, id)).expect("ps lists the job's task");
     // Once it runs (and has printed nothing yet), `logs --follow` waits for
     // the end of the task and prints everything.
     wait_for(Duration::from_secs(30), || {
@@ -412,23 +409,20 @@ fn detached_tasks_keep_running_and_ps_logs_kill_follow_them() {
     assert_eq!(pieces.len(), 1, "{pieces:?}");
     assert_eq!(pieces[0]["text"], "slept 1500\n");
     assert_eq!(pieces[0]["stream"], "stdout");
-    // The framework was left, not torn down.
-    let framework = task["framework"].as_str().unwrap();
-    let frameworks = json_lines(&cli_ok(url, &["frameworks", "--json"]));
-    let fw = frameworks
-        .iter()
-        .find(|f| f["id"] == framework)
-        .unwrap_or_else(|| panic!("framework {framework} is gone: {frameworks:?}"));
-    assert_eq!(fw["state"], "failover", "{fw}");
+    // The master runs the job: it ends as its task did.
+    let waited = cli(url, &["job", "wait", &job]);
+    assert!(waited.status.success(), "{}", stderr(&waited));
 
     // A task that never ends, killed by `wasmos kill`.
     let dir = tempfile::tempdir().unwrap();
     let spin = write(dir.path(), "spin.wat", SPIN_WAT);
     let o = run(url, &spin, &["--detach", "--json", "-n", "2"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let launched = json_lines(&stdout(&o));
-    assert_eq!(launched.len(), 2, "{}", stdout(&o));
-    let ids: Vec<&str> = launched.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let submitted = json_lines(&stdout(&o));
+    assert_eq!(submitted.len(), 1, "{}", stdout(&o));
+    let job = submitted[0]["job_id"].as_str().unwrap();
+    let ids: Vec<String> = (0..2).map(|i| format!("{job}-{i}-1")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     for id in &ids {
         wait_state(url, id, "RUNNING");
     }
@@ -530,12 +524,13 @@ fn operator_commands_list_agents_frameworks_roles_and_task_files() {
         &["30000"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let sleeper = stdout(&o).trim().to_string();
+    let sleeper = format!("{}-0-1", stdout(&o).trim());
+    wait_state(url, &sleeper, "RUNNING");
     let frameworks = json_lines(&cli_ok(url, &["frameworks", "--json"]));
     assert!(
         frameworks
             .iter()
-            .any(|f| f["role"] == "analytics" && f["name"] == "sleeper"),
+            .any(|f| f["role"] == "analytics" && f["name"] == "jobs of local"),
         "{frameworks:?}"
     );
     assert!(cli_ok(url, &["frameworks"]).contains("analytics"));

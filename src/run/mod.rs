@@ -6,21 +6,18 @@
 //! instead of as N failed tasks. Inputs are uploaded as artifacts (a
 //! directory as a tar archive). Without `--detach` the job runs under the
 //! SDK's [`Job`], which tears its framework down at the end or on Ctrl-C;
-//! with `--detach` a framework of our own launches the tasks and leaves
-//! without tearing down, so `wasmos ps/logs/kill` follow them.
+//! with `--detach` it is submitted to the master's job service (as
+//! `wasmos submit` does, with its defaults) and the command exits at once.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use wasmos_master::Resources;
-use wasmos_master::packing::{self, Fill};
+use anyhow::Context;
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
-use wasmos_sdk::{Client, Event, FrameworkConfig, Job, TaskTemplate};
+use wasmos_sdk::{Client, Job, TaskTemplate};
 
 use crate::{cli_args, local, ops};
 
@@ -33,10 +30,6 @@ use report::{Progress, outcome_json, summary};
 
 /// How much of each task's stdout `--json` includes.
 const JSON_STDOUT_LIMIT: u64 = 64 << 10;
-
-/// How long the master keeps a detached job's tasks without a framework
-/// attached (the master caps it; its default cap is a week).
-const DETACHED_FAILOVER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The end of `wasmos run --help`: how a run goes, exit status, examples.
 /// (The subcommand's one-line about comes from its variant in main.rs.)
@@ -72,15 +65,18 @@ pub struct Args {
     #[arg(long, conflicts_with = "detach")]
     local: bool,
 
-    /// Submit the tasks, print their ids and exit 0 at once, leaving them
-    /// running: follow them with `wasmos ps`, `wasmos logs --follow ID`,
-    /// stop them with `wasmos kill ID`.
+    /// Submit the job to the master, print its id and exit 0 at once,
+    /// whatever the cluster's size: the master runs it (`wasmos submit`
+    /// with its defaults; see there for retries, dependencies, priorities).
+    /// Its tasks are <job>-<index>-<attempt>; follow it with `wasmos job
+    /// wait ID`, `wasmos job results ID`, `wasmos ps`, `wasmos logs`;
+    /// stop it with `wasmos job cancel ID`.
     #[arg(long)]
     detach: bool,
 
     /// Print one JSON object per task on stdout instead of the summary:
     /// id, index, state, reason, message, exit_code, usage, agent and the
-    /// first 64 KiB of its stdout. With --detach: id and framework.
+    /// first 64 KiB of its stdout. With --detach: the job's id.
     #[arg(long)]
     json: bool,
 }
@@ -189,7 +185,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = args.task.master.client().await?;
     let template = upload(&client, &args.task, &module, &inputs).await?;
     if args.detach {
-        detach(&client, &args, &name, &template).await
+        detach(&client, &args, &name, template).await
     } else {
         attached(&client, &args, &name, &template).await
     }
@@ -334,98 +330,35 @@ async fn attached(
     })
 }
 
-/// `--detach`: a framework of our own launches every instance, then leaves
-/// without tearing down (its tasks keep running for the failover timeout).
+/// `--detach`: the job is submitted to the master's job service, which
+/// runs it (and retries its lost tasks) with nobody attached; its id is
+/// printed and `wasmos job wait|results|cancel` follow it.
 async fn detach(
     client: &Client,
     args: &Args,
     name: &str,
-    template: &TaskTemplate,
+    template: TaskTemplate,
 ) -> anyhow::Result<ExitCode> {
-    let config = FrameworkConfig::new(name)
-        .role(&args.task.role)
-        .failover_timeout(DETACHED_FAILOVER);
-    let (scheduler, mut events) = client
-        .subscribe(config)
-        .await
-        .context("registering the job's framework")?;
-    let prefix = format!("{name}-{:08x}", rand::random::<u32>());
-    let specs: Vec<v1::TaskSpec> = (0..args.task.instances)
-        .map(|i| instance(template, args, i).spec(format!("{prefix}-{i}")))
-        .collect();
-    let mut pending: VecDeque<v1::TaskSpec> = specs.into();
-    let mut launched: Vec<String> = Vec::new();
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
-    while !pending.is_empty() {
-        let event = tokio::select! {
-            _ = &mut interrupted => {
-                eprintln!("interrupted: tearing the framework down, killing {} launched tasks", launched.len());
-                let _ = scheduler.teardown().await;
-                return Ok(ExitCode::from(130));
-            }
-            event = events.next() => event,
-        };
-        match event {
-            None => bail!("the framework's session ended before its tasks were launched"),
-            Some(Event::Error(message)) => {
-                bail!("the master ended the job's framework: {message}")
-            }
-            Some(Event::Offers(offers)) => {
-                let mut unused = Vec::new();
-                for mut pool in packing::by_agent(offers) {
-                    // In submission order: the first index goes first.
-                    let chosen = pool.take(&mut pending, Fill::InOrder, |spec| {
-                        spec.resources
-                            .as_ref()
-                            .and_then(|r| Resources::try_from(r).ok())
-                            .unwrap_or_default()
-                    });
-                    let ids = pool.offer_ids;
-                    if chosen.is_empty() {
-                        unused.extend(ids);
-                        continue;
-                    }
-                    match scheduler.accept(ids, chosen.clone(), Some(1.0)).await {
-                        Ok(ids) => {
-                            for id in ids {
-                                if args.json {
-                                    println!(
-                                        "{}",
-                                        serde_json::json!({"id": id, "framework": scheduler.framework_id()})
-                                    );
-                                } else {
-                                    println!("{id}");
-                                }
-                                launched.push(id);
-                            }
-                        }
-                        Err(e) if e.code() == Some(tonic::Code::InvalidArgument) => {
-                            let _ = scheduler.teardown().await;
-                            bail!("the master refused the tasks: {e}");
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "accept failed; waiting for other offers");
-                            for spec in chosen.into_iter().rev() {
-                                pending.push_front(spec);
-                            }
-                        }
-                    }
-                }
-                if !unused.is_empty() {
-                    let _ = scheduler.decline(unused, Some(1.0)).await;
-                }
-            }
-            Some(_) => {}
-        }
+    let mut template = template.args(args.task.args.iter().cloned());
+    for (var, value) in &args.task.env {
+        template = template.env(var, value);
     }
-    let _ = scheduler.suppress().await;
+    let spec = v1::JobSpec {
+        name: name.to_string(),
+        role: args.task.role.clone(),
+        task: Some(template.spec(String::new())),
+        count: args.task.instances,
+        ..Default::default()
+    };
+    let answer = crate::jobs::submit_spec(client, spec).await?;
+    if args.json {
+        println!("{}", serde_json::json!({"job_id": answer.job_id}));
+    } else {
+        println!("{}", answer.job_id);
+    }
     eprintln!(
-        "{} tasks launched by framework {}; follow them with `wasmos ps`, `wasmos logs --follow ID`; stop them with `wasmos kill ID`",
-        launched.len(),
-        scheduler.framework_id()
+        "job {} submitted: its tasks are {}-<index>-<attempt>; follow it with `wasmos job wait {}`, `wasmos job results {}`, `wasmos ps`; stop it with `wasmos job cancel {}`",
+        answer.job_id, answer.job_id, answer.job_id, answer.job_id, answer.job_id
     );
-    // Dropping the scheduler closes the event stream without a teardown.
-    drop(scheduler);
     Ok(ExitCode::SUCCESS)
 }
