@@ -412,3 +412,14 @@ fn an_ended_job_past_the_retention_keeps_its_summary_only() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("retention"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn a_held_job_keeps_its_module_past_the_artifact_ttl() {
+    let cluster = Cluster::start(1, &["--artifact-ttl", "1s"], &[]);
+    let job = submit(&cluster, "hello", &["-n", "2", "--hold"], &[]);
+    // Several sweeps pass while nothing uses the module.
+    std::thread::sleep(Duration::from_secs(4));
+    cli_ok(&cluster, &["job", "release", &job]);
+    let (code, said) = wait(&cluster, &job);
+    assert_eq!(code, 0, "{said}");
+}

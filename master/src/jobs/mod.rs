@@ -324,6 +324,19 @@ impl Jobs {
             .collect()
     }
 
+    /// The artifacts (modules and inputs) of every job that has not ended.
+    pub fn pinned_artifacts(&self) -> std::collections::HashSet<String> {
+        self.jobs
+            .values()
+            .filter(|j| !j.is_ended())
+            .filter_map(|j| j.spec.task.as_ref())
+            .flat_map(|t| {
+                std::iter::once(t.artifact.clone())
+                    .chain(t.inputs.iter().map(|i| i.artifact.clone()))
+            })
+            .collect()
+    }
+
     /// Does any job of `owner` have an index to start?
     pub fn wants_offers(&self, owner: &Owner) -> bool {
         self.jobs

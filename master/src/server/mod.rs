@@ -330,11 +330,16 @@ impl Master {
             config.job_retention,
             move || wall_clock.now_ms(),
         );
+        let pins = job_service.clone();
         let mut tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {
                 every.tick().await;
-                if let Err(e) = sweeper.expire(ttl).await {
+                // Nothing expires while the jobs cannot say what they need.
+                let Ok(pinned) = pins.pinned_artifacts().await else {
+                    continue;
+                };
+                if let Err(e) = sweeper.expire(ttl, &pinned).await {
                     tracing::warn!("expiring artifacts: {e}");
                 }
             }

@@ -218,17 +218,24 @@ impl ArtifactStore {
     }
 
     /// Deletes artifacts unused (not uploaded, fetched or asked about) for
-    /// `ttl`. A job in progress keeps using its artifacts, so only those no
-    /// framework or agent has wanted for that long go. Returns how many.
-    pub async fn expire(&self, ttl: std::time::Duration) -> std::io::Result<usize> {
+    /// `ttl`, but never those `pinned` (named by a job of the job service
+    /// that has not ended: a held job, or one waiting for its dependencies,
+    /// may go long without starting a task). A job in progress keeps using
+    /// its artifacts, so only those no framework or agent has wanted for
+    /// that long go. Returns how many.
+    pub async fn expire(
+        &self,
+        ttl: std::time::Duration,
+        pinned: &std::collections::HashSet<String>,
+    ) -> std::io::Result<usize> {
         let now = std::time::SystemTime::now();
         let mut removed = 0;
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         while let Some(entry) = entries.next_entry().await? {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if validate_digest(name).is_err() {
-                continue; // tmp/ and anything not ours
+            if validate_digest(name).is_err() || pinned.contains(name) {
+                continue; // tmp/ and anything not ours, or a live job's
             }
             let meta = entry.metadata().await?;
             let idle = meta

@@ -105,6 +105,18 @@ impl JobsHandle {
             .send(call)
             .map_err(|_| Status::unavailable("the job service has stopped"))
     }
+
+    /// The artifacts jobs that have not ended name: kept however long
+    /// they go unused.
+    pub async fn pinned_artifacts(&self) -> Result<std::collections::HashSet<String>, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.call(Call::Read(Box::new(move |jobs, _| {
+            let _ = reply.send(jobs.pinned_artifacts());
+        })))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the job service has stopped"))
+    }
 }
 
 /// Starts the driver: the handle the service calls through, and the
