@@ -500,6 +500,7 @@ async fn results(
                         "attempts": outcome.attempts,
                         "agent": outcome.agent_id,
                         "cpu_time_ms": outcome.usage.map_or(0, |u| u.cpu_time_ms),
+                        "wall_time_ms": outcome.usage.map_or(0, |u| u.wall_time_ms),
                         "fuel": outcome.usage.map_or(0, |u| u.fuel_consumed),
                     })
                 );

@@ -12,6 +12,7 @@ mod master;
 mod ops;
 mod run;
 mod simulate;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,9 @@ enum Command {
     Jobs(jobs::JobsArgs),
     /// One job: show, wait, results, hold, release, cancel.
     Job(jobs::JobArgs),
+    /// What tasks used (cpu, task time, memory, fuel) per role, principal
+    /// or job, from the master's usage ledger.
+    Usage(usage::Args),
     /// Run a master and agents in this process, on the default addresses.
     Local(local::Args),
     /// Run the master: pools agents' resources, offers them to frameworks.
@@ -172,6 +176,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => return rt()?.block_on(jobs::submit(*args)),
         Command::Jobs(args) => return rt()?.block_on(jobs::list(args)),
         Command::Job(args) => return rt()?.block_on(jobs::job(args)),
+        Command::Usage(args) => return rt()?.block_on(usage::run(args)),
         Command::Ps(args) => rt()?.block_on(ops::ps(args))?,
         Command::Logs(args) => rt()?.block_on(ops::logs(args))?,
         Command::Kill(args) => rt()?.block_on(ops::kill(args))?,

@@ -46,6 +46,39 @@ fn submit(cluster: &Cluster, module: &str, options: &[&str], args: &[&str]) -> S
     id
 }
 
+/// The usage ledger's row for `job` (`wasmos usage --by job`).
+fn usage_of(cluster: &Cluster, job: &str) -> Value {
+    json_lines(&cli_ok(cluster, &["usage", "--by", "job", "--json"]))
+        .into_iter()
+        .find(|r| r["job"] == job)
+        .unwrap_or_else(|| panic!("no usage of {job}"))
+}
+
+/// The ledger's row for `job` equals the sum of its indices' own usage
+/// (every index ran once).
+fn assert_ledger_matches(cluster: &Cluster, job: &str, results: &[Value]) {
+    let sum = |field: &str| {
+        results
+            .iter()
+            .map(|r| r[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let row = usage_of(cluster, job);
+    assert_eq!(row["tasks"], results.len() as u64, "{row}");
+    assert_eq!(row["first_attempts"], results.len() as u64, "{row}");
+    assert_eq!(row["fuel"], sum("fuel"), "{row}");
+    let seconds = |ms: u64| ms as f64 / 1000.0;
+    let close = |a: &Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-6;
+    assert!(
+        close(&row["cpu_seconds"], seconds(sum("cpu_time_ms"))),
+        "{row}"
+    );
+    assert!(
+        close(&row["task_seconds"], seconds(sum("wall_time_ms"))),
+        "{row}"
+    );
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -87,6 +120,14 @@ fn a_submitted_job_runs_without_its_client_and_reports_every_index() {
     let summary = show(&cluster, &job);
     assert_eq!(summary["succeeded"], 300);
     assert_eq!(summary["owner"], "local");
+    assert_ledger_matches(&cluster, &job, &results);
+    let by_principal = json_lines(&cli_ok(&cluster, &["usage", "--json"]));
+    assert_eq!(by_principal.len(), 1, "{by_principal:?}");
+    assert_eq!(by_principal[0]["principal"], "local");
+    assert_eq!(by_principal[0]["tasks"], 300);
+    let csv = cli_ok(&cluster, &["usage", "--by", "role", "--csv"]);
+    assert!(csv.starts_with("role,tasks,first,"), "{csv}");
+    assert!(csv.contains("\ndefault,300,300,"), "{csv}");
 
     // Every index's stdout, as the task printed it.
     let out = tempfile::tempdir().unwrap();
@@ -319,6 +360,20 @@ fn a_principal_sees_and_changes_only_its_own_jobs() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = as_token(&alice, &["job", "wait", &job]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Usage: alice's own, none of it to bob, all of it to read-only.
+    let usage = |token: &str| {
+        let o = as_token(token, &["usage", "--json"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        json_lines(&text(&o.stdout))
+    };
+    let mine = usage(&alice);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(
+        (&mine[0]["principal"], &mine[0]["tasks"]),
+        (&"alice".into(), &2.into())
+    );
+    assert!(usage(&bob).is_empty(), "bob sees none of alice's usage");
+    assert!(usage(&viewer).iter().any(|r| r["principal"] == "alice"));
     let audit = cli_ok(&cluster, &["audit"]);
     assert!(
         audit.contains("Jobs.Submit") && audit.contains("Jobs.Release"),
@@ -358,6 +413,15 @@ fn jobs_survive_their_master_killed_mid_array_and_nothing_finished_runs_again() 
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r["state"], "SUCCEEDED", "{r}");
         assert_eq!(r["index"], i as u64, "{r}");
+    }
+    // The ledger counted every task once, redelivered ends included
+    // (exactly, when no launch was lost in flight with the master).
+    if results.iter().all(|r| r["attempts"] == 1) {
+        assert_ledger_matches(&cluster, &job, &results);
+    } else {
+        let row = usage_of(&cluster, &job);
+        let fuel: u64 = results.iter().map(|r| r["fuel"].as_u64().unwrap()).sum();
+        assert!(row["fuel"].as_u64().unwrap() >= fuel, "{row}");
     }
     // What had finished is as it was: same attempt, same task, same agent.
     for r in &before {

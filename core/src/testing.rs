@@ -157,6 +157,19 @@ impl Harness {
     pub fn check_registry(&self) {
         let persisted = records_by_key(self.store.load().expect("memory store").records());
         let expected = records_by_key(self.core.registry_records());
+        let core_ledger = self.core.usage_buckets();
+        let hour = core_ledger
+            .first()
+            .map_or(self.config.wall_clock_origin_ms + self.now.millis(), |b| {
+                b.hour_ms
+            });
+        let mut ledger = crate::store::usage_of_hour(&self.store, hour).expect("memory store");
+        ledger
+            .sort_by(|a, b| (&a.role, &a.principal, &a.job).cmp(&(&b.role, &b.principal, &b.job)));
+        assert_eq!(
+            ledger, core_ledger,
+            "the registry's usage ledger differs from the core's"
+        );
         if persisted != expected {
             let missing: Vec<_> = expected
                 .keys()
@@ -187,7 +200,12 @@ impl Harness {
         let mut config = self.config.clone();
         config.master_id = format!("{}r{}", self.config.master_id, self.restarts);
         config.master_epoch = self.restarts as u64 + 1;
-        let registry = self.store.load().expect("memory store");
+        let mut registry = self.store.load().expect("memory store");
+        registry.usage = crate::store::usage_of_hour(
+            &self.store,
+            config.wall_clock_origin_ms + self.now.millis(),
+        )
+        .expect("memory store");
         let (mut core, _) = Core::recover(config, registry, self.now).expect("recovers");
         self.store
             .commit(&core.take_writes())

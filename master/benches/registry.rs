@@ -99,6 +99,7 @@ fn task(i: usize, agents: usize, frameworks: usize) -> Record {
         kill_requested: false,
         master_update: None,
         end_unsynced: false,
+        usage_counted: false,
     }))
 }
 

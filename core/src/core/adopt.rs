@@ -148,6 +148,7 @@ impl Core {
             }
         }
         let owner = self.frameworks[&framework].info.principal.clone();
+        let role = self.frameworks[&framework].role.clone();
         let status = v1::TaskStatus {
             task_id: id.to_string(),
             framework_id: framework.to_string(),
@@ -176,6 +177,10 @@ impl Core {
             end_unsynced: false,
             archived: false,
             owner,
+            role,
+            // An end it reported, already told before the crash or not,
+            // counts now: a master's registry never held it.
+            usage_counted: false,
         });
         self.adoptions.adopted.push(id);
         Ok(true)

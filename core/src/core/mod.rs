@@ -34,6 +34,7 @@ mod error;
 mod frameworks;
 mod invariants;
 mod launch_key;
+mod ledger;
 mod offers;
 mod outbox;
 mod persist;
@@ -57,6 +58,7 @@ pub use adopt::{Adoptions, RefusedAdoption};
 pub use bounds::bound;
 pub use error::CoreError;
 pub use launch_key::LaunchKey;
+pub use ledger::HOUR_MS;
 use outbox::Outbox;
 pub use persist::LAST_SEEN_EVERY;
 pub use recover::Recovered;
@@ -389,6 +391,10 @@ struct Task {
     archived: bool,
     /// The principal owning its framework (kept after the framework goes).
     owner: String,
+    /// Its framework's role (kept after the framework goes).
+    role: Role,
+    /// Its settled end is in the usage ledger (`ledger.rs`).
+    usage_counted: bool,
 }
 
 /// The master's state machine. See the module docs.
@@ -416,6 +422,10 @@ pub struct Core {
     /// agent that may hold them has not re-registered: answered once none
     /// is left recovering (`tasks.rs`).
     held_reconciliations: Vec<(FrameworkId, TaskId)>,
+    /// The usage ledger's current hour (`ledger.rs`).
+    ledger: ledger::Ledger,
+    /// The time of the input being handled (the ledger's clock).
+    last_now: Time,
 }
 
 impl Core {
@@ -436,6 +446,8 @@ impl Core {
             timers: timers::Timers::default(),
             adoptions: Adoptions::default(),
             held_reconciliations: Vec::new(),
+            ledger: ledger::Ledger::default(),
+            last_now: Time::ZERO,
         }
     }
 
@@ -470,6 +482,7 @@ impl Core {
                 };
             }
         };
+        self.last_now = now;
         let reply = match input {
             Input::AgentRegister {
                 connection,

@@ -147,11 +147,11 @@ impl Core {
             self.forget_offer(offer);
         }
         let mut launched = Vec::with_capacity(specs.len());
-        let owner = self
+        let (owner, role) = self
             .frameworks
             .get(&framework)
-            .map(|fw| fw.info.principal.clone())
-            .unwrap_or_default();
+            .map(|fw| (fw.info.principal.clone(), fw.role.clone()))
+            .expect("checked: the framework is known");
         for (id, mut spec, resources) in specs {
             let consumption = draw(&mut pools, resources);
             if spec.name.is_empty() {
@@ -194,6 +194,8 @@ impl Core {
                 end_unsynced: false,
                 archived: false,
                 owner: owner.clone(),
+                role: role.clone(),
+                usage_counted: false,
             });
             launched.push(id);
         }

@@ -59,6 +59,7 @@ impl Core {
     /// are marked too.
     pub fn take_writes(&mut self) -> Vec<Write> {
         let dirty = std::mem::take(&mut self.dirty);
+        self.count_settled(&dirty.tasks);
         let mut writes = Vec::with_capacity(
             dirty.agents.len() + dirty.frameworks.len() + dirty.roles.len() + dirty.tasks.len(),
         );
@@ -90,6 +91,7 @@ impl Core {
                 None => Write::Delete(Table::Tasks, id.to_string()),
             });
         }
+        writes.extend(self.ledger_writes());
         writes
     }
 
@@ -172,6 +174,7 @@ fn stored_task(task: &Task) -> v1::StoredTask {
         kill_requested: task.kill_requested,
         master_update: task.master_update.clone(),
         end_unsynced: task.end_unsynced,
+        usage_counted: task.usage_counted,
     }
 }
 

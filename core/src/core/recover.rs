@@ -42,6 +42,8 @@ impl Core {
     ) -> Result<(Core, Recovered), String> {
         let mut core = Core::new(config);
         let mut report = Recovered::default();
+        core.last_now = now;
+        core.ledger = super::ledger::Ledger::recover(registry.usage.clone());
 
         for role in &registry.roles {
             let name = Role::from(role.name.as_str());
@@ -191,6 +193,10 @@ impl Core {
                 .tasks
                 .insert(id.clone());
             let owner = core.frameworks[&framework].info.principal.clone();
+            let role = core.frameworks[&framework].role.clone();
+            // A settled end in the registry is counted (it was, in the
+            // commit that settled it; or it predates the ledger).
+            let settled = released && !stored.end_unsynced;
             core.tasks.insert(
                 id.clone(),
                 Task {
@@ -210,6 +216,8 @@ impl Core {
                     end_unsynced: stored.end_unsynced && released,
                     archived: false,
                     owner,
+                    role,
+                    usage_counted: stored.usage_counted || settled,
                 },
             );
             if !released && !on_known_agent {

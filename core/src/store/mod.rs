@@ -57,11 +57,15 @@ pub enum Table {
     /// What a job's indices did, under `<job id>/<first index>`: read by
     /// range with its job, never by [`Store::load`].
     JobChunks,
+    /// The usage ledger, hourly, under `<hour ms>/<role>/<principal>/<job>`:
+    /// read by range (the current hour's at start), never by
+    /// [`Store::load`].
+    Usage,
 }
 
 impl Table {
     /// Every table, header first.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Agents,
         Table::Frameworks,
@@ -73,12 +77,15 @@ impl Table {
         Table::Identities,
         Table::Jobs,
         Table::JobChunks,
+        Table::Usage,
     ];
 
     /// Does [`Store::load`] read it? Every table but the jobs' chunks,
-    /// which may hold millions of indices the master reads only when asked.
+    /// which may hold millions of indices, and the usage ledger, which
+    /// grows by the hour: the master reads those by range when it needs
+    /// them.
     pub fn is_loaded(self) -> bool {
-        self != Table::JobChunks
+        !matches!(self, Table::JobChunks | Table::Usage)
     }
 
     /// The table's name: a redb table, or an etcd key prefix.
@@ -95,6 +102,7 @@ impl Table {
             Table::Identities => "identities",
             Table::Jobs => "jobs",
             Table::JobChunks => "job_chunks",
+            Table::Usage => "usage",
         }
     }
 }
@@ -118,6 +126,7 @@ pub enum Record {
     Identity(v1::StoredIdentity),
     Job(Box<v1::StoredJob>),
     JobChunk(v1::StoredJobChunk),
+    Usage(v1::StoredUsage),
 }
 
 impl Record {
@@ -135,6 +144,7 @@ impl Record {
             Record::Identity(_) => Table::Identities,
             Record::Job(_) => Table::Jobs,
             Record::JobChunk(_) => Table::JobChunks,
+            Record::Usage(_) => Table::Usage,
         }
     }
 
@@ -164,6 +174,7 @@ impl Record {
             Record::Identity(i) => i.agent_id.clone(),
             Record::Job(j) => j.job_id.clone(),
             Record::JobChunk(c) => chunk_key(&c.job_id, c.first),
+            Record::Usage(u) => usage_key(u),
         }
     }
 
@@ -181,6 +192,7 @@ impl Record {
             Record::Identity(r) => r.encode_to_vec(),
             Record::Job(r) => r.encode_to_vec(),
             Record::JobChunk(r) => r.encode_to_vec(),
+            Record::Usage(r) => r.encode_to_vec(),
         }
     }
 
@@ -208,6 +220,7 @@ impl Record {
             Table::Identities => Record::Identity(Message::decode(bytes)?),
             Table::Jobs => Record::Job(Box::new(Message::decode(bytes)?)),
             Table::JobChunks => Record::JobChunk(Message::decode(bytes)?),
+            Table::Usage => Record::Usage(Message::decode(bytes)?),
         })
     }
 }
@@ -246,6 +259,10 @@ pub struct Registry {
     pub identities: Vec<v1::StoredIdentity>,
     /// The job service's jobs (their chunks are read by range).
     pub jobs: Vec<v1::StoredJob>,
+    /// The usage ledger's buckets of the current hour: not read by
+    /// [`Store::load`]; the shell reads them by range ([`usage_hour_prefix`])
+    /// before the core recovers, so that it adds to them.
+    pub usage: Vec<v1::StoredUsage>,
 }
 
 impl Registry {
@@ -279,7 +296,9 @@ impl Registry {
             Record::Token(t) => self.tokens.push(t),
             Record::Identity(i) => self.identities.push(i),
             Record::Job(j) => self.jobs.push(*j),
-            Record::JobChunk(_) => unreachable!("chunks are not loaded"),
+            Record::JobChunk(_) | Record::Usage(_) => {
+                unreachable!("tables not loaded are skipped above")
+            }
         }
         Ok(())
     }
@@ -375,6 +394,38 @@ pub trait Store: Send + Sync + 'static {
 /// a job's chunks sort by index under the prefix `<job id>/`.
 pub fn chunk_key(job_id: &str, first: u32) -> String {
     format!("{job_id}/{first:010}")
+}
+
+/// The key of a usage bucket: its hour first, so a time range is a key
+/// range.
+pub fn usage_key(u: &v1::StoredUsage) -> String {
+    format!(
+        "{}{}/{}/{}",
+        usage_hour_prefix(u.hour_ms),
+        u.role,
+        u.principal,
+        u.job
+    )
+}
+
+/// The usage ledger's buckets of the hour holding `wall_ms` (what a
+/// master starting then adds to): [`Registry::usage`].
+pub fn usage_of_hour(store: &dyn Store, wall_ms: u64) -> Result<Vec<v1::StoredUsage>, StoreError> {
+    let prefix = usage_hour_prefix(wall_ms - wall_ms % crate::core::HOUR_MS);
+    let end = prefix_end(&prefix);
+    Ok(store
+        .range(Table::Usage, &prefix, end.as_deref(), usize::MAX)?
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Usage(u) => Some(u),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The prefix of the usage buckets of the hour starting at `hour_ms`.
+pub fn usage_hour_prefix(hour_ms: u64) -> String {
+    format!("{hour_ms:013}/")
 }
 
 /// The first key after every key that starts with `prefix` (`None`: no

@@ -243,6 +243,12 @@ impl Master {
         let artifacts = std::mem::take(&mut opened.registry.artifacts);
         let trust_records = trust::Records::take(&mut opened.registry);
         let stored_jobs = std::mem::take(&mut opened.registry.jobs);
+        // The usage ledger's current hour, which the core adds to.
+        opened.registry.usage = {
+            let registry = registry.clone();
+            let now = config.wall_clock.now_ms();
+            tokio::task::spawn_blocking(move || store::usage_of_hour(&*registry, now)).await??
+        };
         let (mut core, recovered) = Core::recover(core_config, opened.registry, clock.now())
             .map_err(|e| anyhow::anyhow!("{}: {e}", registry.describe()))?;
         for note in &recovered.notes {
@@ -482,6 +488,7 @@ impl Master {
                 JobsServer::new(jobs::JobsService {
                     jobs: job_service,
                     audit: audit.clone(),
+                    registry: registry.clone(),
                 }),
                 gate(false, "Jobs"),
             ));

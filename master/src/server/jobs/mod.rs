@@ -3,6 +3,7 @@
 //! checks who may do what and audits the changes.
 
 pub mod driver;
+mod usage;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ const DEFAULT_RESULTS: u32 = 1000;
 pub struct JobsService {
     pub jobs: JobsHandle,
     pub audit: Arc<Audit>,
+    /// The registry, for the usage ledger.
+    pub registry: Arc<dyn crate::store::Store>,
 }
 
 /// A job's summary as the wire carries it.
@@ -369,6 +372,22 @@ impl jobs_server::Jobs for JobsService {
             reply,
         })
         .await
+    }
+
+    async fn usage(
+        &self,
+        request: Request<v1::UsageRequest>,
+    ) -> Result<Response<v1::UsageResponse>, Status> {
+        let who = principal_of(&request)?;
+        let request = request.into_inner();
+        let by = usage::By::parse(&request.by)?;
+        let registry = self.registry.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            usage::read(&*registry, &who, request.since_ms, by)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(answer))
     }
 
     async fn retry(
