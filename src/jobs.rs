@@ -475,14 +475,31 @@ async fn results(
             if let Some(dir) = &output
                 && !result.task_id.is_empty()
             {
-                let stdout = crate::run::read_stdout(
+                // The whole stdout from its sandbox; once that is gone, the
+                // head the master kept.
+                let read = crate::run::read_stdout(
                     &mut operator,
                     &result.task_id,
                     &outcome.agent_id,
                     u64::MAX,
                 )
-                .await
-                .with_context(|| format!("reading the stdout of index {}", result.index))?;
+                .await;
+                let stdout = match (read, &result.stdout_head) {
+                    (Ok(stdout), _) => stdout,
+                    (Err(e), Some(head)) => {
+                        eprintln!(
+                            "index {}: its sandbox cannot be read ({e:#}); wrote the first {} bytes the master kept",
+                            result.index,
+                            head.len()
+                        );
+                        head.clone()
+                    }
+                    (Err(e), None) => {
+                        return Err(e).with_context(|| {
+                            format!("reading the stdout of index {}", result.index)
+                        });
+                    }
+                };
                 let path = dir.join(result.index.to_string());
                 std::fs::write(&path, stdout)
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -502,6 +519,7 @@ async fn results(
                         "cpu_time_ms": outcome.usage.map_or(0, |u| u.cpu_time_ms),
                         "wall_time_ms": outcome.usage.map_or(0, |u| u.wall_time_ms),
                         "fuel": outcome.usage.map_or(0, |u| u.fuel_consumed),
+                        "stdout_head": result.stdout_head.as_deref().map(String::from_utf8_lossy),
                     })
                 );
             } else {
@@ -538,6 +556,12 @@ fn show(job: &v1::JobSummary) {
         "indices:   {} in all: {} succeeded, {} failed, {} cancelled, {} running",
         job.count, job.succeeded, job.failed, job.cancelled, job.running
     );
+    if job.outputs_dropped > 0 {
+        println!(
+            "outputs:   the stdout of {} indices was not kept by the master (past the job's 64 MiB; failed indices' are kept first): read it from their sandboxes while they last",
+            job.outputs_dropped
+        );
+    }
     if let Some(detail) = &job.detail {
         println!(
             "run time:  p50 {} ms, p99 {} ms; fuel {}, cpu {} ms; {} attempts",
@@ -586,6 +610,7 @@ fn summary_json(job: &v1::JobSummary) -> serde_json::Value {
         "priority": job.priority,
         "framework_id": job.framework_id,
         "expired": job.expired,
+        "outputs_dropped": job.outputs_dropped,
         "detail": job.detail.as_ref().map(|d| serde_json::json!({
             "run_time_p50_ms": d.run_time_p50_ms,
             "run_time_p99_ms": d.run_time_p99_ms,

@@ -150,6 +150,34 @@ fn a_submitted_job_runs_without_its_client_and_reports_every_index() {
         );
         assert!(stdout.contains("env WASMOS_ATTEMPT=1\n"), "{stdout}");
     }
+    // The master kept each index's stdout head: it outlives the sandboxes.
+    for r in &results {
+        let i = r["index"].as_u64().unwrap();
+        let head = r["stdout_head"].as_str().unwrap_or_default();
+        assert!(head.contains(&format!("argv[1]=--index={i}\n")), "{r}");
+    }
+    for agent in &cluster.agents {
+        let _ = std::fs::remove_dir_all(agent.work_dir.join("sandboxes"));
+    }
+    let kept = tempfile::tempdir().unwrap();
+    let o = cli(
+        &cluster,
+        &[
+            "job",
+            "results",
+            &job,
+            "--output",
+            kept.path().to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("the master kept"),
+        "{}",
+        text(&o.stderr)
+    );
+    let stdout = std::fs::read_to_string(kept.path().join("7")).unwrap();
+    assert!(stdout.contains("env WASMOS_INDEX=7\n"), "{stdout}");
     // The job's tasks are tasks like any other.
     let ps = cli_ok(&cluster, &["ps"]);
     assert!(ps.contains(&format!("{job}-")), "{ps}");

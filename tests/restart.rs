@@ -210,11 +210,29 @@ fn kill_9_of_the_master_mid_job_and_a_restart_finish_the_job() {
     );
 }
 
+/// Waits until agent `i` runs tasks, as the master sees it: agents take
+/// their tasks in waves, and on a loaded machine one may sit idle between
+/// two for long enough that a kill would lose nothing.
+fn wait_busy(cluster: &Cluster, i: usize) {
+    let agent = cluster.agent_id(i);
+    wait_for(Duration::from_secs(60), || {
+        let state: Value = serde_json::from_str(&cluster.get("/state")).ok()?;
+        let running = state["tasks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["agent"] == agent.as_str() && t["state"] == "RUNNING")
+            .count();
+        (running >= 10).then_some(())
+    })
+    .unwrap_or_else(|| panic!("agent {i} never ran 10 tasks at once"));
+}
+
 #[test]
 fn kill_9_of_the_master_and_an_agent_then_the_master_first() {
     let mut cluster = Cluster::start(2, MASTER, AGENT);
     let job = RunningJob::start(&cluster);
     wait_a_quarter_done(&cluster);
+    wait_busy(&cluster, 1);
     cluster.kill_master();
     cluster.kill_machine(1);
     cluster.restart_master();
@@ -228,6 +246,7 @@ fn kill_9_of_the_master_and_an_agent_then_the_agent_first() {
     let mut cluster = Cluster::start(2, MASTER, AGENT);
     let job = RunningJob::start(&cluster);
     wait_a_quarter_done(&cluster);
+    wait_busy(&cluster, 0);
     cluster.kill_machine(0);
     cluster.kill_master();
     cluster.restart_agent(0);

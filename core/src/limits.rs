@@ -36,6 +36,9 @@ pub const MAX_OFFERS_PER_ACCEPT: usize = 1_000;
 pub const MAX_TASKS_PER_AGENT: usize = 1_000_000;
 /// A status message from an agent is cut to this many bytes.
 pub const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
+/// The head of a task's stdout a terminal status carries: at most this
+/// many bytes (the agent sends no more; the master cuts what does).
+pub const STDOUT_HEAD_BYTES: usize = 4096;
 /// No event or agent message the master sends exceeds this: larger batches
 /// are split (every SDK's default receive limit is 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;

@@ -346,6 +346,11 @@ impl Cluster {
     /// its machine would.
     pub fn kill_machine(&mut self, i: usize) {
         let pid = self.executor_pid(i);
+        // Stopped first, so that no task ends between the two kills.
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
         self.kill_agent(i);
         kill_9(pid);
         wait_for(Duration::from_secs(10), || (!alive(pid)).then_some(()))

@@ -3,6 +3,9 @@
 //! them verbatim. Also the one place that maps how a task ended
 //! ([`Outcome`]) to a state, a reason and a message.
 
+/// The head of its stdout a task's terminal status carries.
+const STDOUT_HEAD_BYTES: usize = 4096;
+
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -201,12 +204,18 @@ impl Reporter {
                 .map_or(0, |d| d.as_millis() as u64),
             source: StatusSource::Agent as i32,
             agent_recovering: false,
+            stdout_head: Vec::new(),
         };
         let write_behind = if self.done {
             self.write_behind.take()
         } else {
             None
         };
+        let mut status = status;
+        if let Some(w) = &write_behind {
+            // What it printed outlives its sandbox (the job service keeps it).
+            status.stdout_head = w.files.stdout.head(STDOUT_HEAD_BYTES);
+        }
         match write_behind {
             Some(w) if w.durable => {
                 let tx = self.tx.clone();

@@ -12,7 +12,7 @@
 //! on disk shortly after the task ends ([`super::persist`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -152,6 +152,19 @@ impl CappedOutput {
         Ok(())
     }
 
+    /// The first `n` bytes kept: from memory, or from the file once the
+    /// output went there (empty if it cannot be read).
+    pub fn head(&self, n: usize) -> Vec<u8> {
+        if let Sink::Memory { data, .. } = &*self.0.sink.lock().unwrap() {
+            return data[..n.min(data.len())].to_vec();
+        }
+        let mut head = Vec::with_capacity(n);
+        if let Ok(file) = File::open(&self.0.path) {
+            let _ = file.take(n as u64).read_to_end(&mut head);
+        }
+        head
+    }
+
     /// What is held in memory (empty once on disk).
     pub fn memory_bytes(&self) -> Vec<u8> {
         match &*self.0.sink.lock().unwrap() {
@@ -249,6 +262,22 @@ mod tests {
         let dirs = Arc::new(SandboxDirs::new(dir, handle, "t"));
         let path = dirs.paths.stdout.clone();
         (CappedOutput::new(path, cap, dirs.clone()), dirs)
+    }
+
+    #[test]
+    fn the_head_comes_from_memory_then_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, dirs) = output(dir.path(), 1 << 20);
+        out.write_bytes(b"first line\n");
+        assert_eq!(out.head(5), b"first");
+        assert_eq!(out.head(100), b"first line\n");
+        // Past the spill size the output is on disk; the head still reads.
+        out.write_bytes(&vec![b'x'; SPILL_BYTES]);
+        assert!(!out.is_pending());
+        assert_eq!(out.head(12), b"first line\nx");
+        dirs.ensure().unwrap();
+        out.persist().unwrap();
+        assert_eq!(out.head(4), b"firs");
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn bound_input(input: Input) -> Result<Input, String> {
         } => {
             for status in &mut statuses {
                 limits::truncate(&mut status.message, MAX_STATUS_MESSAGE_BYTES);
+                status.stdout_head.truncate(limits::STDOUT_HEAD_BYTES);
             }
             Input::AgentUpdates {
                 agent,

@@ -401,6 +401,7 @@ impl Core {
             timestamp_ms,
             source: v1::StatusSource::Master as i32,
             agent_recovering: false,
+            stdout_head: Vec::new(),
         };
         task.status = status.clone();
         task.master_update = Some(status.clone());

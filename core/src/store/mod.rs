@@ -57,6 +57,9 @@ pub enum Table {
     /// What a job's indices did, under `<job id>/<first index>`: read by
     /// range with its job, never by [`Store::load`].
     JobChunks,
+    /// The first bytes of each index's stdout, under `<job id>/<index>`:
+    /// read by range with a page of results, never by [`Store::load`].
+    JobOutputs,
     /// The usage ledger, hourly, under `<hour ms>/<role>/<principal>/<job>`:
     /// read by range (the current hour's at start), never by
     /// [`Store::load`].
@@ -65,7 +68,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, header first.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Agents,
         Table::Frameworks,
@@ -77,6 +80,7 @@ impl Table {
         Table::Identities,
         Table::Jobs,
         Table::JobChunks,
+        Table::JobOutputs,
         Table::Usage,
     ];
 
@@ -85,7 +89,7 @@ impl Table {
     /// grows by the hour: the master reads those by range when it needs
     /// them.
     pub fn is_loaded(self) -> bool {
-        !matches!(self, Table::JobChunks | Table::Usage)
+        !matches!(self, Table::JobChunks | Table::JobOutputs | Table::Usage)
     }
 
     /// The table's name: a redb table, or an etcd key prefix.
@@ -102,6 +106,7 @@ impl Table {
             Table::Identities => "identities",
             Table::Jobs => "jobs",
             Table::JobChunks => "job_chunks",
+            Table::JobOutputs => "job_outputs",
             Table::Usage => "usage",
         }
     }
@@ -127,6 +132,7 @@ pub enum Record {
     Job(Box<v1::StoredJob>),
     JobChunk(v1::StoredJobChunk),
     Usage(v1::StoredUsage),
+    JobOutput(v1::StoredJobOutput),
 }
 
 impl Record {
@@ -145,6 +151,7 @@ impl Record {
             Record::Job(_) => Table::Jobs,
             Record::JobChunk(_) => Table::JobChunks,
             Record::Usage(_) => Table::Usage,
+            Record::JobOutput(_) => Table::JobOutputs,
         }
     }
 
@@ -175,6 +182,7 @@ impl Record {
             Record::Job(j) => j.job_id.clone(),
             Record::JobChunk(c) => chunk_key(&c.job_id, c.first),
             Record::Usage(u) => usage_key(u),
+            Record::JobOutput(o) => chunk_key(&o.job_id, o.index),
         }
     }
 
@@ -193,6 +201,7 @@ impl Record {
             Record::Job(r) => r.encode_to_vec(),
             Record::JobChunk(r) => r.encode_to_vec(),
             Record::Usage(r) => r.encode_to_vec(),
+            Record::JobOutput(r) => r.encode_to_vec(),
         }
     }
 
@@ -221,6 +230,7 @@ impl Record {
             Table::Jobs => Record::Job(Box::new(Message::decode(bytes)?)),
             Table::JobChunks => Record::JobChunk(Message::decode(bytes)?),
             Table::Usage => Record::Usage(Message::decode(bytes)?),
+            Table::JobOutputs => Record::JobOutput(Message::decode(bytes)?),
         })
     }
 }
@@ -296,7 +306,7 @@ impl Registry {
             Record::Token(t) => self.tokens.push(t),
             Record::Identity(i) => self.identities.push(i),
             Record::Job(j) => self.jobs.push(*j),
-            Record::JobChunk(_) | Record::Usage(_) => {
+            Record::JobChunk(_) | Record::JobOutput(_) | Record::Usage(_) => {
                 unreachable!("tables not loaded are skipped above")
             }
         }

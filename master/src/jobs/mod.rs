@@ -75,6 +75,10 @@ pub struct Job {
     pub ended_at: Option<Time>,
     /// Ended past its retention: its per-index outcomes are gone.
     pub expired: bool,
+    /// Bytes of stdout heads kept for it, and indices whose head was not
+    /// (past [`submit::MAX_OUTPUT_BYTES_PER_JOB`]).
+    pub output_bytes: u64,
+    pub outputs_dropped: u32,
     /// Its per-index outcomes are in memory. Those of a job that ended
     /// before the master restarted stay in the registry until asked for
     /// ([`Jobs::load`]).
@@ -160,6 +164,10 @@ pub struct Jobs {
     forgotten: Vec<(String, u32)>,
     /// The framework each owner's jobs run in, as the shell last said.
     frameworks: HashMap<Owner, String>,
+    /// Stdout heads to write ([`Jobs::writes`]).
+    outputs: Vec<v1::StoredJobOutput>,
+    /// Jobs past their retention whose stdout heads the shell deletes.
+    forgotten_outputs: Vec<String>,
 }
 
 impl Jobs {
@@ -289,6 +297,8 @@ impl Jobs {
             ended_at: None,
             expired: false,
             loaded: true,
+            output_bytes: 0,
+            outputs_dropped: 0,
         };
         if !job.spec.idempotency_key.is_empty() {
             self.keys.insert(key, number);
@@ -446,6 +456,25 @@ impl Jobs {
             (_, None) => IndexState::Failed,
         };
         job.indices.end(index, attempt, status, outcome);
+        if !status.stdout_head.is_empty() {
+            // Failed indices' heads are kept past the job's share.
+            let len = status.stdout_head.len() as u64;
+            let share = match outcome {
+                IndexState::Succeeded => submit::MAX_OUTPUT_BYTES_PER_JOB,
+                _ => 2 * submit::MAX_OUTPUT_BYTES_PER_JOB,
+            };
+            if job.output_bytes + len <= share {
+                job.output_bytes += len;
+                self.outputs.push(v1::StoredJobOutput {
+                    job_id: job.id.clone(),
+                    index,
+                    attempt,
+                    stdout_head: status.stdout_head.clone(),
+                });
+            } else {
+                job.outputs_dropped += 1;
+            }
+        }
         if outcome == IndexState::Failed
             && job.stopping.is_none()
             && job.spec.max_failed > 0
@@ -581,6 +610,7 @@ impl Jobs {
                 job.expired = true;
                 self.dirty.insert(*number);
                 self.forgotten.push((job.id.clone(), job.indices.count()));
+                self.forgotten_outputs.push(job.id.clone());
                 expired += 1;
             }
         }

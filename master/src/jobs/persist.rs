@@ -39,6 +39,11 @@ impl Jobs {
                 framework.unwrap_or_default(),
             )))));
         }
+        writes.extend(
+            std::mem::take(&mut self.outputs)
+                .into_iter()
+                .map(|o| Write::Put(Record::JobOutput(o))),
+        );
         for (job_id, count) in std::mem::take(&mut self.forgotten) {
             let chunks = count.div_ceil(super::indices::STORED_CHUNK);
             writes.extend((0..chunks).map(|c| {
@@ -49,6 +54,12 @@ impl Jobs {
             }));
         }
         writes
+    }
+
+    /// Jobs past their retention since the last call, whose stdout heads
+    /// the shell deletes (it reads which there are).
+    pub fn take_forgotten_outputs(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.forgotten_outputs)
     }
 
     /// Says which framework `owner`'s jobs run in (their records name it,
@@ -246,6 +257,8 @@ fn stored(job: &Job, framework_id: String) -> v1::StoredJob {
         cancelled: kept.counts.cancelled,
         agents: kept.agents,
         framework_id,
+        output_bytes: job.output_bytes,
+        outputs_dropped: job.outputs_dropped,
     }
 }
 
@@ -325,6 +338,8 @@ where
         ended_at,
         expired: record.expired,
         loaded,
+        output_bytes: record.output_bytes,
+        outputs_dropped: record.outputs_dropped,
     };
     Ok((key, job, record.framework_id))
 }

@@ -188,6 +188,7 @@ fn a_job_past_its_retention_loses_its_stored_chunks_and_keeps_its_summary() {
     let ended = jobs.job(&id).unwrap().ended_at.unwrap();
     let day = std::time::Duration::from_secs(86_400);
     assert_eq!(jobs.expire(Time(ended.millis() + 86_400_000), day), 1);
+    assert_eq!(jobs.take_forgotten_outputs(), std::slice::from_ref(&id));
     write(&mut jobs, &store);
     assert_eq!(stored(&store), 0);
     let again = restart(&store, 2, &[]);
@@ -257,4 +258,54 @@ fn an_ended_job_keeps_its_outcomes_in_the_store_until_they_are_asked_for() {
     assert!(!again.unloaded(&id));
     assert_eq!(outcomes(&again, &id), before);
     assert!(again.writes().is_empty(), "reading writes nothing");
+}
+
+#[test]
+fn stdout_heads_are_kept_per_index_within_the_jobs_share() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(3));
+    let head = vec![b'x'; 4096];
+    let mut n = 0;
+    run_out(&mut jobs, 10.0, |task| {
+        let mut status = finish(task);
+        status.stdout_head = head.clone();
+        n += 1;
+        status
+    });
+    assert_eq!(n, 3);
+    write(&mut jobs, &store);
+    let (from, to) = persist::chunk_range(&id);
+    let kept = store
+        .range(Table::JobOutputs, &from, to.as_deref(), 10)
+        .unwrap();
+    assert_eq!(kept.len(), 3);
+    let Record::JobOutput(first) = &kept[0] else {
+        panic!("{kept:?}")
+    };
+    assert_eq!(
+        (first.index, first.attempt, first.stdout_head.len()),
+        (0, 1, 4096)
+    );
+    assert_eq!(jobs.job(&id).unwrap().output_bytes, 3 * 4096);
+
+    // Past the share, successes' heads are dropped and counted.
+    let big = submit(&mut jobs, job_spec(2));
+    jobs.jobs
+        .get_mut(&submit::parse_job_id(&big).unwrap())
+        .unwrap()
+        .output_bytes = submit::MAX_OUTPUT_BYTES_PER_JOB;
+    run_out(&mut jobs, 10.0, |task| {
+        let mut status = finish(task);
+        status.stdout_head = b"more".to_vec();
+        status
+    });
+    assert_eq!(jobs.job(&big).unwrap().outputs_dropped, 2);
+    write(&mut jobs, &store);
+    let again = restart(&store, 2, &[]);
+    assert_eq!(
+        again.job(&big).unwrap().outputs_dropped,
+        2,
+        "kept in its record"
+    );
 }

@@ -75,6 +75,10 @@ pub fn check(spec: &v1::JobSpec) -> Result<Checked, String> {
 }
 
 /// The start's epoch and the number a job id (`j<epoch>.<n>`) names.
+/// The stdout heads (4 KiB each at most) the master keeps of one job's
+/// successful indices; failed ones' are kept up to twice this.
+pub const MAX_OUTPUT_BYTES_PER_JOB: u64 = 64 << 20;
+
 pub fn parse_job_id(id: &str) -> Option<(u64, u64)> {
     let (epoch, number) = id.strip_prefix('j')?.split_once('.')?;
     Some((epoch.parse().ok()?, number.parse().ok()?))

@@ -302,6 +302,35 @@ impl Driver {
         })
     }
 
+    /// Deletes the stdout heads kept for `job` (past its retention).
+    async fn forget_outputs(&mut self, job: String) {
+        let store = self.store.clone();
+        let keys = tokio::task::spawn_blocking(move || {
+            let (from, to) = persist::chunk_range(&job);
+            store
+                .range(Table::JobOutputs, &from, to.as_deref(), usize::MAX)
+                .map(|records| records.iter().map(Record::key).collect::<Vec<String>>())
+        })
+        .await;
+        match keys {
+            Ok(Ok(keys)) if !keys.is_empty() => {
+                let writes = keys
+                    .into_iter()
+                    .map(|key| crate::store::Write::Delete(Table::JobOutputs, key))
+                    .collect();
+                let (reply, _done) = oneshot::channel();
+                let _ = self.actor.send(Command::Persist { writes, reply }).await;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the outputs of an expired job could not be read to delete them")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the outputs of an expired job could not be deleted")
+            }
+        }
+    }
+
     /// Joins what the jobs changed to the actor's next commit; waits for
     /// it with `durable`.
     async fn persist(&mut self, durable: bool) {
@@ -345,6 +374,9 @@ impl Driver {
                     let expired = self.jobs.expire(now, self.retention);
                     if expired > 0 {
                         tracing::info!(jobs = expired, "ended jobs past their retention keep only their summaries");
+                    }
+                    for job in self.jobs.take_forgotten_outputs() {
+                        self.forget_outputs(job).await;
                     }
                     self.persist(false).await;
                 }

@@ -55,6 +55,7 @@ fn summary(job: &Job, framework_id: &str) -> v1::JobSummary {
         framework_id: framework_id.to_string(),
         expired: job.expired,
         detail: None,
+        outputs_dropped: job.outputs_dropped,
     }
 }
 
@@ -100,6 +101,44 @@ fn detail(job: &Job) -> v1::JobDetail {
         })
         .collect();
     detail
+}
+
+/// Fills in the stdout heads the registry keeps for a page of results
+/// (those of each index's last attempt).
+fn with_outputs(
+    registry: &dyn crate::store::Store,
+    job_id: &str,
+    mut page: v1::JobResultsResponse,
+) -> Result<v1::JobResultsResponse, Status> {
+    let (Some(first), Some(last)) = (page.results.first(), page.results.last()) else {
+        return Ok(page);
+    };
+    let from = crate::store::chunk_key(job_id, first.index);
+    let to = crate::store::chunk_key(job_id, last.index + 1);
+    let records = registry
+        .range(
+            crate::store::Table::JobOutputs,
+            &from,
+            Some(&to),
+            (last.index - first.index + 1) as usize,
+        )
+        .map_err(|e| Status::unavailable(format!("the job's outputs cannot be read: {e}")))?;
+    let mut heads: std::collections::HashMap<u32, v1::StoredJobOutput> = records
+        .into_iter()
+        .filter_map(|r| match r {
+            crate::store::Record::JobOutput(o) => Some((o.index, o)),
+            _ => None,
+        })
+        .collect();
+    for result in &mut page.results {
+        let attempts = result.outcome.as_ref().map_or(0, |o| o.attempts);
+        if let Some(kept) = heads.remove(&result.index)
+            && kept.attempt == attempts
+        {
+            result.stdout_head = Some(kept.stdout_head);
+        }
+    }
+    Ok(page)
 }
 
 impl JobsService {
@@ -320,6 +359,7 @@ impl jobs_server::Jobs for JobsService {
                     if !request.failed_only || failed {
                         results.push(v1::IndexResult {
                             index,
+                            stdout_head: None,
                             task_id: if outcome.attempts > 0 {
                                 submit::task_id(&job.id, index, outcome.attempts)
                             } else {
@@ -349,6 +389,11 @@ impl jobs_server::Jobs for JobsService {
                 }
             })
             .await?;
+        let registry = self.registry.clone();
+        let job_id = job.job_id.clone();
+        let page = tokio::task::spawn_blocking(move || with_outputs(&*registry, &job_id, page))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(page))
     }
 
