@@ -515,3 +515,59 @@ fn a_held_job_keeps_its_module_past_the_artifact_ttl() {
     let (code, said) = wait(&cluster, &job);
     assert_eq!(code, 0, "{said}");
 }
+
+#[test]
+fn a_machine_lost_mid_array_has_its_indices_retried_once() {
+    let mut cluster = Cluster::start(
+        2,
+        &["--agent-heartbeat", "300ms", "--agent-timeout", "1500ms"],
+        &[],
+    );
+    // 80 sleepers of 2 s, 4 at a time per agent: 20 s of work in all.
+    let job = submit(
+        &cluster,
+        "sleeper",
+        &["-n", "80", "--cpus", "0.25"],
+        &["2000", "i{i}"],
+    );
+    let agent = cluster.agent_id(0);
+    let running_on_victim = || {
+        let state: Value = serde_json::from_str(&cluster.get("/state")).ok()?;
+        let ids: Vec<String> = state["tasks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["agent"] == agent.as_str() && t["state"] == "RUNNING")
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        (ids.len() >= 2).then_some(ids)
+    };
+    let victims = support::wait_for(LIMIT, running_on_victim).expect("agent 0 never ran tasks");
+    cluster.kill_machine(0);
+
+    let (code, said) = wait(&cluster, &job);
+    assert_eq!(code, 0, "{said}");
+    let results = json_lines(&cli_ok(&cluster, &["job", "results", &job, "--json"]));
+    assert_eq!(results.len(), 80);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["state"], "SUCCEEDED", "{r}");
+        assert_eq!(r["stdout_head"], format!("slept 2000 i{i}\n"), "{r}");
+        assert!(
+            r["attempts"].as_u64().unwrap() <= 2,
+            "ran more than twice: {r}"
+        );
+    }
+    // What ran on the lost machine ran again, once, on the other one (a
+    // task seen running may yet have finished before the kill landed).
+    let mut retried = 0;
+    for victim in &victims {
+        let index: usize = victim.rsplit('-').nth(1).unwrap().parse().unwrap();
+        let r = &results[index];
+        if r["attempts"] == 2 {
+            assert_ne!(r["agent"], agent.as_str(), "{r}");
+            retried += 1;
+        } else {
+            assert_eq!(r["agent"], agent.as_str(), "{r}");
+        }
+    }
+    assert!(retried > 0, "nothing of the lost machine was retried");
+}
