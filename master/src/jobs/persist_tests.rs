@@ -36,6 +36,13 @@ fn restart(store: &MemoryStore, epoch: u64, tasks: &[String]) -> Jobs {
     jobs
 }
 
+/// The task ids placed on one agent of `cpus` cores, sorted.
+fn placed(jobs: &mut Jobs, cpus: f64) -> Vec<String> {
+    let mut ids: Vec<String> = place(jobs, cpus).into_iter().map(|t| t.task_id).collect();
+    ids.sort();
+    ids
+}
+
 fn outcomes(jobs: &Jobs, id: &str) -> Vec<indices::Outcome> {
     let job = jobs.job(id).expect("known");
     (0..job.indices.count())
@@ -108,11 +115,8 @@ fn an_attempt_taken_whose_task_the_master_never_knew_is_used_up() {
     write(&mut jobs, &store);
     // The launches' commit never happened: the core knows no task.
     let mut again = restart(&store, 2, &[]);
-    let tasks = place(&mut again, 3.0);
-    let mut ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
-    ids.sort();
     assert_eq!(
-        ids,
+        placed(&mut again, 3.0),
         [
             format!("{id}-0-2"),
             format!("{id}-1-2"),
@@ -132,13 +136,8 @@ fn indices_taken_after_the_last_write_start_again_under_a_new_attempt_or_run_on(
     let running = vec![tasks[0].task_id.clone()];
     let mut again = restart(&store, 2, &running);
     assert_eq!(again.job(&id).unwrap().indices.running(), 1);
-    let mut started: Vec<String> = place(&mut again, 4.0)
-        .into_iter()
-        .map(|t| t.task_id)
-        .collect();
-    started.sort();
     assert_eq!(
-        started,
+        placed(&mut again, 4.0),
         [
             format!("{id}-1-1"),
             format!("{id}-2-1"),
@@ -213,13 +212,8 @@ fn a_job_that_runs_after_each_index_of_another_is_rebuilt_with_what_is_ready() {
     }
     write(&mut jobs, &store);
     let mut again = restart(&store, 2, &[]);
-    let mut started: Vec<String> = place(&mut again, 10.0)
-        .into_iter()
-        .map(|t| t.task_id)
-        .collect();
-    started.sort();
     assert_eq!(
-        started,
+        placed(&mut again, 10.0),
         [
             format!("{first}-2-1"),
             format!("{first}-3-1"),
