@@ -178,9 +178,10 @@ impl Core {
             archived: false,
             owner,
             role,
-            // An end it reported, already told before the crash or not,
-            // counts now: a master's registry never held it.
-            usage_counted: false,
+            // An end it reported may be one its framework was told and
+            // acknowledged before the crash (counted then): never counted
+            // twice, at the cost of one whose launch was never committed.
+            usage_counted: ended,
         });
         self.adoptions.adopted.push(id);
         Ok(true)

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use wasmos_proto::v1;
 
-use super::{Core, is_terminal};
+use super::{Core, Task, is_terminal};
 use crate::ids::TaskId;
 use crate::store::{Record, Write};
 
@@ -110,35 +110,48 @@ fn job_of(spec: &v1::TaskSpec) -> (String, bool) {
     (job, first)
 }
 
+/// Adds `task` to the ledger if it ended and was not counted yet; with
+/// `settled` only, not an end still awaiting its agent's sync.
+fn count(ledger: &mut Ledger, wall_ms: u64, task: &mut Task, settled: bool) {
+    if task.usage_counted || (settled && task.end_unsynced) || !is_terminal(task.status.state()) {
+        return;
+    }
+    task.usage_counted = true;
+    let usage = task.status.usage.unwrap_or_default();
+    let used = Used {
+        cpu_ms: usage.cpu_time_ms,
+        fuel: usage.fuel_consumed,
+        wall_ms: usage.wall_time_ms,
+        mem_gib_ms: task.resources.mem as f64 / (1u64 << 30) as f64 * usage.wall_time_ms as f64,
+    };
+    let (job, first) = job_of(&task.spec);
+    let owner = (task.role.to_string(), task.owner.clone(), job);
+    ledger.add(wall_ms, owner, first, &used);
+}
+
 impl Core {
     /// Counts the tasks among `ids` whose end is settled and not yet
     /// counted (before their records are written).
     pub(super) fn count_settled(&mut self, ids: &HashSet<TaskId>) {
         let wall_ms = self.wall(self.last_now);
         for id in ids {
-            let Some(task) = self
-                .tasks
-                .get_mut(id)
-                .or_else(|| self.graveyard.get_mut(id))
-            else {
-                continue;
+            let task = match self.tasks.get_mut(id) {
+                Some(task) => task,
+                None => match self.graveyard.get_mut(id) {
+                    Some(task) => task,
+                    None => continue,
+                },
             };
-            if task.usage_counted || task.end_unsynced || !is_terminal(task.status.state()) {
-                continue;
-            }
-            task.usage_counted = true;
-            let usage = task.status.usage.unwrap_or_default();
-            let used = Used {
-                cpu_ms: usage.cpu_time_ms,
-                fuel: usage.fuel_consumed,
-                wall_ms: usage.wall_time_ms,
-                mem_gib_ms: task.resources.mem as f64 / (1u64 << 30) as f64
-                    * usage.wall_time_ms as f64,
-            };
-            let (job, first) = job_of(&task.spec);
-            let owner = (task.role.to_string(), task.owner.clone(), job);
-            self.ledger.add(wall_ms, owner, first, &used);
+            count(&mut self.ledger, wall_ms, task, true);
         }
+    }
+
+    /// Counts a task of a removed framework as it is buried: nobody will
+    /// be told its end, and the graveyard may drop it before the turn's
+    /// writes are made.
+    pub(super) fn count_buried(&mut self, task: &mut Task) {
+        let wall_ms = self.wall(self.last_now);
+        count(&mut self.ledger, wall_ms, task, false);
     }
 
     /// The usage ledger's buckets of the current hour, as the registry

@@ -581,7 +581,8 @@ impl Core {
     }
 
     /// Keeps a task of a removed framework for operators to look at.
-    fn bury(&mut self, task: Task) {
+    fn bury(&mut self, mut task: Task) {
+        self.count_buried(&mut task);
         self.graveyard_order.push_back(task.id.clone());
         self.graveyard.insert(task.id.clone(), task);
         while self.graveyard_order.len() > self.config.removed_framework_tasks {

@@ -491,8 +491,11 @@ impl Indices {
             return Ok(indices);
         }
         // What waits: taken before (below the counter, or made ready) and
-        // neither running nor ended. An attempt taken whose task the master
-        // never knew is used up (it may have reached its agent).
+        // neither running nor ended. An attempt written as taken whose task
+        // the master does not know runs on under its attempt: its launch may
+        // have reached its agent, which adopts it when it comes back;
+        // reconciliation answers it LOST otherwise (then retried per the
+        // job's policy), so no next attempt starts beside it.
         let below = if queued_only {
             count
         } else {
@@ -507,11 +510,10 @@ impl Indices {
                 if indices.running.contains_key(&index) {
                     continue;
                 }
-                let outcome = indices.outcome_mut(index);
+                let outcome = indices.outcome(index);
                 if outcome.state == IndexState::Running {
-                    outcome.state = IndexState::Pending;
-                }
-                if outcome.state == IndexState::Pending && (!queued_only || ready(index)) {
+                    indices.running.insert(index, outcome.attempts);
+                } else if outcome.state == IndexState::Pending && (!queued_only || ready(index)) {
                     indices.queue.push_back(index);
                 }
             }

@@ -443,7 +443,10 @@ impl Jobs {
         let Some(job) = self.jobs.get_mut(&number) else {
             return effects;
         };
-        if !is_terminal(status.state()) || job.indices.running_attempt(index) != Some(attempt) {
+        if !job.loaded
+            || !is_terminal(status.state())
+            || job.indices.running_attempt(index) != Some(attempt)
+        {
             return effects;
         }
         self.dirty.insert(number);

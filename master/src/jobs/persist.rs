@@ -222,7 +222,9 @@ impl Jobs {
         {
             self.each_dependents.entry(other).or_default().push(key);
         }
-        if !framework.is_empty() {
+        // Only a live job's record names its owner's current framework
+        // (an ended one keeps the framework it last ran in).
+        if !framework.is_empty() && !job.is_ended() {
             self.frameworks.insert(job.owner.clone(), framework);
         }
         self.jobs.insert(key, job);
@@ -310,7 +312,13 @@ where
     let ready = |index: u32| {
         counterpart.is_some_and(|other| other.indices.outcome(index).state == IndexState::Succeeded)
     };
-    let running: &[(u32, u32)] = if record.expired { &[] } else { running };
+    // An ended job runs nothing (a task of it the core still holds is one
+    // whose end was written but not yet acknowledged).
+    let running: &[(u32, u32)] = if is_ended_state(record.state) {
+        &[]
+    } else {
+        running
+    };
     let indices = Indices::restore(
         spec.count,
         !spec.after_each.is_empty(),

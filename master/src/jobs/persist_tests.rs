@@ -106,22 +106,38 @@ fn a_restarted_master_finds_every_job_as_written_and_what_ran_runs_on() {
     assert_eq!(fresh, 1 + 300, "the lost index and the 300 never started");
 }
 
+/// What reconciliation answers for a task the master does not know.
+fn unknown(task: &str) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task.into(),
+        state: v1::TaskState::Lost as i32,
+        reason: v1::Reason::TaskUnknown as i32,
+        ..Default::default()
+    }
+}
+
 #[test]
-fn an_attempt_taken_whose_task_the_master_never_knew_is_used_up() {
+fn an_attempt_written_as_taken_whose_task_the_master_does_not_know_runs_on_until_found_lost() {
     let store = MemoryStore::new();
     let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(3));
     assert_eq!(place(&mut jobs, 2.0).len(), 2);
     write(&mut jobs, &store);
-    // The launches' commit never happened: the core knows no task.
+    // The launches' commit never happened: the core knows no task. Their
+    // launches may yet be adopted from their agent: no next attempt
+    // starts beside them, they are reconciled.
     let mut again = restart(&store, 2, &[]);
+    let mut running = again.running_tasks(&super::tests::alice());
+    running.sort();
+    assert_eq!(running, [format!("{id}-0-1"), format!("{id}-1-1")]);
+    assert_eq!(placed(&mut again, 3.0), [format!("{id}-2-1")]);
+    // Reconciliation finds them lost: retried per the policy.
+    for task in &running {
+        again.update(&unknown(task), Time(5));
+    }
     assert_eq!(
         placed(&mut again, 3.0),
-        [
-            format!("{id}-0-2"),
-            format!("{id}-1-2"),
-            format!("{id}-2-1")
-        ]
+        [format!("{id}-0-2"), format!("{id}-1-2")]
     );
 }
 
@@ -147,7 +163,7 @@ fn indices_taken_after_the_last_write_start_again_under_a_new_attempt_or_run_on(
 }
 
 #[test]
-fn a_job_told_to_stop_ends_at_restart_when_nothing_of_it_runs_any_more() {
+fn a_job_told_to_stop_kills_again_at_restart_and_ends_once_nothing_of_it_runs() {
     let store = MemoryStore::new();
     let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(10));
@@ -155,9 +171,17 @@ fn a_job_told_to_stop_ends_at_restart_when_nothing_of_it_runs_any_more() {
     let effects = jobs.cancel(&id, "by alice", Time(3)).expect("known");
     assert!(matches!(&effects[..], [Effect::Kill { .. }]));
     write(&mut jobs, &store);
-    // The kills landed while the master was down: no task is left.
+    // The kills landed while the master was down: no task is left. The
+    // kills go again; reconciliation finds the tasks gone.
     let mut again = restart(&store, 2, &[]);
     let effects = again.resume(Time(4));
+    let [Effect::Kill { task_ids, .. }] = &effects[..] else {
+        panic!("{effects:?}")
+    };
+    let mut effects = Vec::new();
+    for task in task_ids {
+        effects.extend(again.update(&unknown(task), Time(5)));
+    }
     assert_eq!(
         effects,
         [Effect::Ended {

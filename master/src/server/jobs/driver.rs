@@ -314,12 +314,24 @@ impl Driver {
         .await;
         match keys {
             Ok(Ok(keys)) if !keys.is_empty() => {
-                let writes = keys
-                    .into_iter()
-                    .map(|key| crate::store::Write::Delete(Table::JobOutputs, key))
-                    .collect();
-                let (reply, _done) = oneshot::channel();
-                let _ = self.actor.send(Command::Persist { writes, reply }).await;
+                // A page of deletes per commit: a million-index job's heads
+                // must not make one turn's commit huge.
+                for page in keys.chunks(10_000) {
+                    let writes = page
+                        .iter()
+                        .map(|key| crate::store::Write::Delete(Table::JobOutputs, key.clone()))
+                        .collect();
+                    let (reply, done) = oneshot::channel();
+                    if self
+                        .actor
+                        .send(Command::Persist { writes, reply })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let _ = done.await;
+                }
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -331,23 +343,22 @@ impl Driver {
         }
     }
 
-    /// Joins what the jobs changed to the actor's next commit; waits for
-    /// it with `durable`.
-    async fn persist(&mut self, durable: bool) {
+    /// Joins what the jobs changed to the actor's next commit; with
+    /// `durable`, waits for it: an error if it failed (the master then
+    /// stops: a registry that cannot be written is the end of it).
+    async fn persist(&mut self, durable: bool) -> Result<(), Status> {
         let writes = self.jobs.writes();
         if writes.is_empty() {
-            return;
+            return Ok(());
         }
         let (reply, done) = oneshot::channel();
-        if self
-            .actor
-            .send(Command::Persist { writes, reply })
-            .await
-            .is_ok()
-            && durable
-        {
-            let _ = done.await;
+        self.actor.send(Command::Persist { writes, reply }).await?;
+        if durable {
+            done.await.map_err(|_| {
+                Status::unavailable("the registry could not be written; the master is stopping")
+            })?;
         }
+        Ok(())
     }
 
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Inbound>) {
@@ -378,7 +389,7 @@ impl Driver {
                     for job in self.jobs.take_forgotten_outputs() {
                         self.forget_outputs(job).await;
                     }
-                    self.persist(false).await;
+                    let _ = self.persist(false).await;
                 }
             }
         }
@@ -396,12 +407,12 @@ impl Driver {
             }
             Call::Hold { id, reply } => {
                 let held = self.jobs.hold(&id);
-                self.persist(true).await;
+                let _ = self.persist(true).await;
                 let _ = reply.send(held);
             }
             Call::Release { id, reply } => {
                 let effects = self.jobs.release(&id, self.now());
-                self.persist(true).await;
+                let _ = self.persist(true).await;
                 let _ = reply.send(effects.is_some());
                 self.carry_out(effects.unwrap_or_default()).await;
             }
@@ -410,23 +421,35 @@ impl Driver {
                 cancelled,
                 reply,
             } => {
-                if let Err(e) = self.load(&id).await {
-                    tracing::warn!(job = %id, error = %e, "not retried");
-                    let _ = reply.send(None);
-                    return;
+                // An index-wise dependent reruns what its counterpart
+                // succeeded in: both read.
+                let after_each = self
+                    .jobs
+                    .job(&id)
+                    .map(|j| j.spec.after_each.clone())
+                    .unwrap_or_default();
+                for job in [id.as_str(), after_each.as_str()] {
+                    if job.is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = self.load(job).await {
+                        tracing::warn!(job = %id, error = %e, "not retried");
+                        let _ = reply.send(None);
+                        return;
+                    }
                 }
                 let reopened = self.jobs.retry_failed(&id, cancelled);
                 if let Some(n) = reopened.filter(|n| *n > 0) {
                     tracing::info!(job = %id, indices = n, "failed indices run again");
                 }
-                self.persist(true).await;
+                let _ = self.persist(true).await;
                 let _ = reply.send(reopened);
                 self.offers_wanted().await;
             }
             Call::Cancel { id, why, reply } => {
                 let live = self.jobs.job(&id).is_some_and(|job| !job.is_ended());
                 let effects = self.jobs.cancel(&id, &why, self.now());
-                self.persist(true).await;
+                let _ = self.persist(true).await;
                 let _ = reply.send(live);
                 self.carry_out(effects.unwrap_or_default()).await;
             }
@@ -475,7 +498,7 @@ impl Driver {
             .map_err(Status::invalid_argument)?;
         tracing::info!(job = %job_id, principal = %owner.principal, role = %owner.role, existing, "job submitted");
         // Answered once durable: a job whose id was told is never lost.
-        self.persist(true).await;
+        self.persist(true).await?;
         self.carry_out(effects).await;
         Ok(v1::SubmitJobResponse { job_id, existing })
     }
@@ -627,7 +650,7 @@ impl Driver {
                 // What the updates changed is written before (or with)
                 // their acknowledgement: once acknowledged, no update of
                 // theirs comes again.
-                self.persist(false).await;
+                let _ = self.persist(false).await;
                 if !acks.is_empty() {
                     self.send(Input::Acknowledge(v1::AcknowledgeRequest {
                         framework_id: framework.to_string(),
@@ -665,7 +688,7 @@ impl Driver {
             _ => {}
         }
         self.offers_wanted().await;
-        self.persist(false).await;
+        let _ = self.persist(false).await;
     }
 
     /// Kills and notices the state machine asked for.
@@ -692,7 +715,7 @@ impl Driver {
             }
         }
         self.offers_wanted().await;
-        self.persist(false).await;
+        let _ = self.persist(false).await;
     }
 
     /// Revives owners with indices to start, suppresses the rest.

@@ -113,16 +113,29 @@ fn with_outputs(
     let (Some(first), Some(last)) = (page.results.first(), page.results.last()) else {
         return Ok(page);
     };
-    let from = crate::store::chunk_key(job_id, first.index);
-    let to = crate::store::chunk_key(job_id, last.index + 1);
-    let records = registry
-        .range(
-            crate::store::Table::JobOutputs,
-            &from,
-            Some(&to),
-            (last.index - first.index + 1) as usize,
-        )
-        .map_err(|e| Status::unavailable(format!("the job's outputs cannot be read: {e}")))?;
+    let unreadable = |e| Status::unavailable(format!("the job's outputs cannot be read: {e}"));
+    let span = (last.index - first.index + 1) as usize;
+    let records = if span <= 4 * page.results.len() {
+        // A dense page: one range read.
+        let from = crate::store::chunk_key(job_id, first.index);
+        let to = crate::store::chunk_key(job_id, last.index + 1);
+        registry
+            .range(crate::store::Table::JobOutputs, &from, Some(&to), span)
+            .map_err(unreadable)?
+    } else {
+        // A sparse one (failed indices only): one read per index.
+        let mut records = Vec::with_capacity(page.results.len());
+        for result in &page.results {
+            let key = crate::store::chunk_key(job_id, result.index);
+            if let Some(record) = registry
+                .get(crate::store::Table::JobOutputs, &key)
+                .map_err(unreadable)?
+            {
+                records.push(record);
+            }
+        }
+        records
+    };
     let mut heads: std::collections::HashMap<u32, v1::StoredJobOutput> = records
         .into_iter()
         .filter_map(|r| match r {
