@@ -103,6 +103,15 @@ impl Job {
                 || self.indices.running() < self.spec.max_running as usize)
     }
 
+    /// The kill of every index running, if any runs.
+    fn kill_running(&self) -> Option<Effect> {
+        let task_ids = self.running_task_ids();
+        (!task_ids.is_empty()).then(|| Effect::Kill {
+            owner: self.owner.clone(),
+            task_ids,
+        })
+    }
+
     /// Task ids of every index running.
     fn running_task_ids(&self) -> Vec<String> {
         self.indices
@@ -653,13 +662,7 @@ impl Jobs {
         job.stopping = Some(state);
         job.reason = reason;
         job.indices.settle_pending(index_end(state));
-        let task_ids = job.running_task_ids();
-        if !task_ids.is_empty() {
-            effects.push(Effect::Kill {
-                owner: job.owner.clone(),
-                task_ids,
-            });
-        }
+        effects.extend(job.kill_running());
         // Index-wise dependents lose every index that will not succeed.
         for dependent in self
             .each_dependents

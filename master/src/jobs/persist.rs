@@ -194,13 +194,7 @@ impl Jobs {
                 // What ran and is gone settles as the job's end says.
                 job.indices.settle_pending(super::index_end(state));
                 self.dirty.insert(key);
-                let task_ids = job.running_task_ids();
-                if !task_ids.is_empty() {
-                    effects.push(Effect::Kill {
-                        owner: job.owner.clone(),
-                        task_ids,
-                    });
-                }
+                effects.extend(job.kill_running());
             }
             self.regate(key, &mut effects);
             self.settle(key, now, &mut effects);
