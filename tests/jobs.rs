@@ -571,3 +571,39 @@ fn a_machine_lost_mid_array_has_its_indices_retried_once() {
     }
     assert!(retried > 0, "nothing of the lost machine was retried");
 }
+
+/// A 100,000-index array of a real guest, every index's result checked:
+/// its state, its one attempt, its task and the stdout it printed (kept by
+/// the master; the agents keep few sandboxes), and the ledger's sum.
+#[test]
+fn a_hundred_thousand_index_array_runs_and_every_result_is_checked() {
+    const N: usize = 100_000;
+    let cluster = Cluster::start(2, &[], &["--max-sandboxes", "1000"]);
+    let job = submit(
+        &cluster,
+        "hello",
+        &["-n", &N.to_string(), "--cpus", "0.05"],
+        &["--index={i}"],
+    );
+    let mut cmd = cluster.cli();
+    cmd.env("WASMOS_MASTER", &cluster.url)
+        .args(["job", "wait", &job]);
+    let o = output_within(cmd, Duration::from_secs(900));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let results = json_lines(&cli_ok(&cluster, &["job", "results", &job, "--json"]));
+    assert_eq!(results.len(), N);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i as u64, "{r}");
+        assert_eq!(r["state"], "SUCCEEDED", "{r}");
+        assert_eq!(r["exit_code"], 0, "{r}");
+        assert_eq!(r["attempts"], 1, "{r}");
+        assert_eq!(r["task_id"], format!("{job}-{i}-1"), "{r}");
+        let head = r["stdout_head"].as_str().unwrap_or_default();
+        assert!(head.contains(&format!("argv[1]=--index={i}\n")), "{r}");
+        assert!(head.contains(&format!("env WASMOS_INDEX={i}\n")), "{r}");
+    }
+    let summary = show(&cluster, &job);
+    assert_eq!(summary["succeeded"], N as u64, "{summary}");
+    assert_ledger_matches(&cluster, &job, &results);
+}

@@ -3,6 +3,8 @@
 //! command line. Each bench uses part of it.
 #![allow(dead_code)]
 
+pub mod framework_path;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -212,4 +214,53 @@ pub fn token_create(url: &str, master_dir: &Path, admin_token: &str, args: &[&st
         .expect("utf-8")
         .trim()
         .to_string()
+}
+
+/// The master's launch histogram (`wasmos_launch_seconds`, from a task's
+/// `Accept` to its first RUNNING or end, as the master sees it) from its
+/// `/metrics`: each bucket's upper bound in seconds and its cumulative
+/// count.
+pub fn launch_histogram(http: &str, tls: Option<&Credentials>) -> Vec<(f64, f64)> {
+    let metrics = http_get(&format!("{http}/metrics"), tls);
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("wasmos_launch_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `q` quantile (0–1), in milliseconds, of what a launch histogram
+/// counted between `before` and `after` (two [`launch_histogram`]s):
+/// linear within the bucket it falls in, as Prometheus'
+/// `histogram_quantile` does. NaN when nothing was counted.
+pub fn launch_quantile_ms(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let counted = |i: usize| after[i].1 - before.get(i).map_or(0.0, |b| b.1);
+    let Some(total) = after.len().checked_sub(1).map(counted) else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (i, &(bound, _)) in after.iter().enumerate() {
+        let upto = counted(i);
+        if upto >= rank {
+            if bound.is_infinite() {
+                return lower * 1000.0;
+            }
+            let within = (rank - below) / (upto - below).max(1.0);
+            return (lower + (bound - lower) * within) * 1000.0;
+        }
+        (lower, below) = (bound, upto);
+    }
+    f64::NAN
 }

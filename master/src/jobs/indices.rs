@@ -333,6 +333,21 @@ impl Indices {
         self.running = HashMap::new();
     }
 
+    /// Drops every index's outcome from memory, the counts and the agents
+    /// kept: the registry holds them, and [`Indices::restore`] reads them
+    /// back. Only for indices that all ended and were all written.
+    pub fn unload(&mut self) {
+        debug_assert!(self.running.is_empty() && self.dirty.is_empty());
+        self.chunks.iter_mut().for_each(|chunk| *chunk = None);
+        self.queue = VecDeque::new();
+        self.running = HashMap::new();
+    }
+
+    /// Were outcomes changed since they were last taken?
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Every index's outcome, in index order (those never started are
     /// skipped with their chunk).
     pub fn outcomes(&self) -> impl Iterator<Item = (u32, &Outcome)> + '_ {

@@ -31,7 +31,7 @@ mod persist_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use wasmos_proto::v1::{self, IndexState, JobState};
 
@@ -79,8 +79,8 @@ pub struct Job {
     /// (past [`submit::MAX_OUTPUT_BYTES_PER_JOB`]).
     pub output_bytes: u64,
     pub outputs_dropped: u32,
-    /// Its per-index outcomes are in memory. Those of a job that ended
-    /// before the master restarted stay in the registry until asked for
+    /// Its per-index outcomes are in memory. An ended job's leave it once
+    /// written, and are read back from the registry when asked for
     /// ([`Jobs::load`]).
     pub loaded: bool,
 }
@@ -165,6 +165,9 @@ pub struct Jobs {
     each_dependents: HashMap<Key, Vec<Key>>,
     /// Jobs not ended, by principal.
     live: HashMap<String, usize>,
+    /// Jobs not ended: all that placing, offers and pins look at (ended
+    /// jobs stay for their summaries and must cost a turn nothing).
+    live_jobs: BTreeSet<Key>,
     next: u64,
     /// Jobs changed since their records were last taken ([`Jobs::writes`]).
     dirty: BTreeSet<Key>,
@@ -177,6 +180,10 @@ pub struct Jobs {
     outputs: Vec<v1::StoredJobOutput>,
     /// Jobs past their retention whose stdout heads the shell deletes.
     forgotten_outputs: Vec<String>,
+    /// Ended jobs loaded to be read, least recently loaded first.
+    read: VecDeque<Key>,
+    /// Indices whose outcomes left memory ([`Jobs::take_unloaded`]).
+    unloaded: u64,
 }
 
 impl Jobs {
@@ -314,6 +321,7 @@ impl Jobs {
         }
         self.dirty.insert(number);
         *self.live.entry(job.owner.principal.clone()).or_default() += 1;
+        self.live_jobs.insert(number);
         self.jobs.insert(number, job);
         let mut effects = Vec::new();
         if let Some(other) = each {
@@ -343,12 +351,15 @@ impl Jobs {
             .collect()
     }
 
+    /// Jobs not ended, oldest first.
+    fn live_jobs(&self) -> impl Iterator<Item = (Key, &Job)> + '_ {
+        self.live_jobs.iter().map(|key| (*key, &self.jobs[key]))
+    }
+
     /// The artifacts (modules and inputs) of every job that has not ended.
     pub fn pinned_artifacts(&self) -> std::collections::HashSet<String> {
-        self.jobs
-            .values()
-            .filter(|j| !j.is_ended())
-            .filter_map(|j| j.spec.task.as_ref())
+        self.live_jobs()
+            .filter_map(|(_, j)| j.spec.task.as_ref())
             .flat_map(|t| {
                 std::iter::once(t.artifact.clone())
                     .chain(t.inputs.iter().map(|i| i.artifact.clone()))
@@ -358,9 +369,8 @@ impl Jobs {
 
     /// Does any job of `owner` have an index to start?
     pub fn wants_offers(&self, owner: &Owner) -> bool {
-        self.jobs
-            .values()
-            .any(|j| j.owner == *owner && j.startable())
+        self.live_jobs()
+            .any(|(_, j)| j.owner == *owner && j.startable())
     }
 
     /// Places `owner`'s waiting indices on its offers: its jobs by
@@ -368,10 +378,9 @@ impl Jobs {
     /// left lets a later one use it.
     pub fn place(&mut self, owner: &Owner, offers: Vec<v1::Offer>) -> Placement {
         let mut order: Vec<(std::cmp::Reverse<i32>, Key)> = self
-            .jobs
-            .iter()
+            .live_jobs()
             .filter(|(_, j)| j.owner == *owner && j.startable())
-            .map(|(n, j)| (std::cmp::Reverse(j.spec.priority), *n))
+            .map(|(n, j)| (std::cmp::Reverse(j.spec.priority), n))
             .collect();
         order.sort_unstable();
         let mut placement = Placement::default();
@@ -597,6 +606,7 @@ impl Jobs {
             job.ended_at = None;
             if job.is_ended() {
                 *self.live.entry(job.owner.principal.clone()).or_default() += 1;
+                self.live_jobs.insert(number);
                 job.state = if job.held {
                     JobState::Held
                 } else {
@@ -632,15 +642,13 @@ impl Jobs {
     /// Jobs past their deadline stop (`FAILED`).
     pub fn tick(&mut self, now: Time) -> Vec<Effect> {
         let due: Vec<Key> = self
-            .jobs
-            .iter()
+            .live_jobs()
             .filter(|(_, j)| {
-                !j.is_ended()
-                    && j.stopping.is_none()
+                j.stopping.is_none()
                     && j.spec.deadline_ms > 0
                     && now.millis() >= j.submitted.millis().saturating_add(j.spec.deadline_ms)
             })
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n)
             .collect();
         let mut effects = Vec::new();
         for number in due {
@@ -693,10 +701,9 @@ impl Jobs {
                 work.push(dependent);
             }
             let waiting: Vec<Key> = self
-                .jobs
-                .iter()
+                .live_jobs()
                 .filter(|(_, j)| j.state == JobState::Waiting)
-                .map(|(n, _)| *n)
+                .map(|(n, _)| n)
                 .collect();
             for waiting in waiting {
                 if self.regate(waiting, effects) {
@@ -731,6 +738,7 @@ impl Jobs {
         if let Some(live) = self.live.get_mut(&job.owner.principal) {
             *live = live.saturating_sub(1);
         }
+        self.live_jobs.remove(&number);
         effects.push(Effect::Ended {
             job: job.id.clone(),
             state: job.state,

@@ -16,6 +16,10 @@ use super::{Effect, Job, Jobs, Key, Owner, submit};
 use crate::store::{Record, Table, Write, chunk_key, prefix_end};
 use crate::{Time, retry};
 
+/// Indices of ended jobs kept in memory after a read (a job's results are
+/// read page by page); past it, the least recently read are unloaded.
+pub const MAX_INDICES_READ: u64 = 1 << 20;
+
 impl Jobs {
     /// The registry writes that make it hold what changed since the last
     /// call: the records of jobs that changed, their changed chunks, and
@@ -38,6 +42,13 @@ impl Jobs {
                 job,
                 framework.unwrap_or_default(),
             )))));
+            // An ended job's outcomes, now written, leave memory: nothing
+            // in the live queue grows with finished work.
+            if job.is_ended() && job.loaded {
+                job.indices.unload();
+                job.loaded = false;
+                self.unloaded += u64::from(job.indices.count());
+            }
         }
         writes.extend(
             std::mem::take(&mut self.outputs)
@@ -56,6 +67,12 @@ impl Jobs {
         writes
     }
 
+    /// How many indices' outcomes left memory since the last call (the
+    /// shell may then give the freed memory back to the system).
+    pub fn take_unloaded(&mut self) -> u64 {
+        std::mem::take(&mut self.unloaded)
+    }
+
     /// Jobs past their retention since the last call, whose stdout heads
     /// the shell deletes (it reads which there are).
     pub fn take_forgotten_outputs(&mut self) -> Vec<String> {
@@ -69,11 +86,11 @@ impl Jobs {
             return;
         }
         self.frameworks.insert(owner.clone(), framework.to_string());
-        let live = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.owner == *owner && !j.is_ended())
-            .map(|(key, _)| *key);
+        let live: Vec<Key> = self
+            .live_jobs()
+            .filter(|(_, j)| j.owner == *owner)
+            .map(|(key, _)| key)
+            .collect();
         self.dirty.extend(live);
     }
 
@@ -84,12 +101,7 @@ impl Jobs {
 
     /// Owners with a job that has not ended, and their frameworks.
     pub fn live_owners(&self) -> Vec<(Owner, Option<String>)> {
-        let mut owners: Vec<Owner> = self
-            .jobs
-            .values()
-            .filter(|j| !j.is_ended())
-            .map(|j| j.owner.clone())
-            .collect();
+        let mut owners: Vec<Owner> = self.live_jobs().map(|(_, j)| j.owner.clone()).collect();
         owners.sort();
         owners.dedup();
         owners
@@ -152,8 +164,11 @@ impl Jobs {
         self.job(id).is_some_and(|j| !j.loaded)
     }
 
-    /// Takes in the stored chunks of job `id`, whose outcomes stayed in the
-    /// registry at start (it had ended).
+    /// Takes in the stored chunks of job `id`, whose outcomes are only in
+    /// the registry (it had ended). Ended jobs read this way stay in memory
+    /// for the next pages of their results, at most
+    /// [`MAX_INDICES_READ`] indices of them: the least recently loaded go
+    /// first.
     pub fn load(&mut self, id: &str, chunks: Vec<v1::StoredJobChunk>) -> Result<(), String> {
         let Some(key) = self.number_of(id) else {
             return Ok(());
@@ -174,7 +189,34 @@ impl Jobs {
             |_| false,
         )?;
         job.loaded = true;
+        self.read.retain(|k| *k != key);
+        self.read.push_back(key);
+        self.unload_read_beyond(MAX_INDICES_READ);
         Ok(())
+    }
+
+    /// Unloads the ended jobs loaded for reading, oldest first, until those
+    /// left hold at most `max` indices (the newest always stays).
+    pub(super) fn unload_read_beyond(&mut self, max: u64) {
+        let held = |jobs: &Jobs| -> u64 {
+            jobs.read
+                .iter()
+                .filter_map(|k| jobs.jobs.get(k))
+                .map(|j| u64::from(j.indices.count()))
+                .sum()
+        };
+        while self.read.len() > 1 && held(self) > max {
+            let key = self.read.pop_front().expect("more than one");
+            if let Some(job) = self.jobs.get_mut(&key)
+                && job.is_ended()
+                && job.loaded
+                && !job.indices.has_changes()
+            {
+                job.indices.unload();
+                job.loaded = false;
+                self.unloaded += u64::from(job.indices.count());
+            }
+        }
     }
 
     /// After a restore: kills again what jobs told to stop still run (the
@@ -182,12 +224,7 @@ impl Jobs {
     /// runs, and ends the jobs that have nothing left running or waiting.
     pub fn resume(&mut self, now: Time) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let live: Vec<Key> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| !j.is_ended())
-            .map(|(k, _)| *k)
-            .collect();
+        let live: Vec<Key> = self.live_jobs.iter().copied().collect();
         for key in live {
             let job = self.jobs.get_mut(&key).expect("listed");
             if let Some(state) = job.stopping {
@@ -210,6 +247,7 @@ impl Jobs {
         }
         if !job.is_ended() {
             *self.live.entry(job.owner.principal.clone()).or_default() += 1;
+            self.live_jobs.insert(key);
         }
         if let Some(other) = submit::parse_job_id(&job.spec.after_each)
             && self.jobs.contains_key(&other)

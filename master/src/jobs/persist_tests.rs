@@ -15,23 +15,7 @@ fn write(jobs: &mut Jobs, store: &MemoryStore) {
 /// known to its core.
 fn restart(store: &MemoryStore, epoch: u64, tasks: &[String]) -> Jobs {
     let records = store.load().expect("loads").jobs;
-    let (jobs, notes) = Jobs::restore(
-        epoch,
-        records,
-        |job| {
-            let (from, to) = persist::chunk_range(job);
-            Ok(store
-                .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .filter_map(|r| match r {
-                    Record::JobChunk(c) => Some(c),
-                    _ => None,
-                })
-                .collect())
-        },
-        tasks,
-    );
+    let (jobs, notes) = Jobs::restore(epoch, records, |job| Ok(stored_chunks(store, job)), tasks);
     assert!(notes.is_empty(), "{notes:?}");
     jobs
 }
@@ -253,8 +237,12 @@ fn an_ended_job_keeps_its_outcomes_in_the_store_until_they_are_asked_for() {
     let mut jobs = Jobs::new(1);
     let id = submit(&mut jobs, job_spec(700));
     run_out(&mut jobs, 50.0, finish);
-    write(&mut jobs, &store);
     let before = outcomes(&jobs, &id);
+    write(&mut jobs, &store);
+    assert!(jobs.unloaded(&id), "written, they leave memory");
+    assert_eq!(jobs.job(&id).unwrap().indices.counts().succeeded, 700);
+    jobs.load(&id, stored_chunks(&store, &id)).expect("loads");
+    assert_eq!(outcomes(&jobs, &id), before);
 
     let mut again = restart(&store, 2, &[]);
     assert!(again.unloaded(&id), "not read at start");
@@ -262,8 +250,44 @@ fn an_ended_job_keeps_its_outcomes_in_the_store_until_they_are_asked_for() {
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.indices.counts().succeeded, 700);
     assert!(!job.indices.has_pending(), "nothing of an ended job waits");
-    let (from, to) = persist::chunk_range(&id);
-    let chunks = store
+    again.load(&id, stored_chunks(&store, &id)).expect("loads");
+    assert!(!again.unloaded(&id));
+    assert_eq!(outcomes(&again, &id), before);
+    assert!(again.writes().is_empty(), "reading writes nothing");
+}
+
+#[test]
+fn ended_jobs_read_stay_in_memory_within_a_bound_least_recently_read_first() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let ids: Vec<String> = (0..3).map(|_| submit(&mut jobs, job_spec(300))).collect();
+    run_out(&mut jobs, 50.0, finish);
+    write(&mut jobs, &store);
+    for id in &ids {
+        assert!(jobs.unloaded(id));
+        jobs.load(id, stored_chunks(&store, id)).expect("loads");
+    }
+    // Room for two of them: the first read goes.
+    jobs.unload_read_beyond(600);
+    assert!(jobs.unloaded(&ids[0]));
+    assert!(!jobs.unloaded(&ids[1]) && !jobs.unloaded(&ids[2]));
+    // Read again, it is the newest; the next oldest goes.
+    jobs.load(&ids[0], stored_chunks(&store, &ids[0]))
+        .expect("loads");
+    jobs.unload_read_beyond(600);
+    assert!(jobs.unloaded(&ids[1]));
+    assert!(!jobs.unloaded(&ids[0]) && !jobs.unloaded(&ids[2]));
+    // The newest stays however big.
+    jobs.unload_read_beyond(0);
+    assert!(!jobs.unloaded(&ids[0]), "the newest read stays");
+    assert!(jobs.unloaded(&ids[2]));
+    assert_eq!(jobs.job(&ids[2]).unwrap().indices.counts().succeeded, 300);
+}
+
+/// The stored chunks of job `id`.
+fn stored_chunks(store: &MemoryStore, id: &str) -> Vec<v1::StoredJobChunk> {
+    let (from, to) = persist::chunk_range(id);
+    store
         .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
         .unwrap()
         .into_iter()
@@ -271,11 +295,7 @@ fn an_ended_job_keeps_its_outcomes_in_the_store_until_they_are_asked_for() {
             Record::JobChunk(c) => Some(c),
             _ => None,
         })
-        .collect();
-    again.load(&id, chunks).expect("loads");
-    assert!(!again.unloaded(&id));
-    assert_eq!(outcomes(&again, &id), before);
-    assert!(again.writes().is_empty(), "reading writes nothing");
+        .collect()
 }
 
 #[test]

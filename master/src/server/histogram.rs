@@ -4,10 +4,14 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-/// Upper bounds of the buckets, in seconds: from half a millisecond (a
-/// launch on an idle cluster) to ten seconds (a registry on a stalled disk).
-const BOUNDS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Upper bounds of the buckets, in seconds: from a quarter of a
+/// millisecond (a launch on an idle cluster, a commit on a fast disk) to ten
+/// seconds (a registry on a stalled disk), finest where launches and
+/// commits fall, so that a quantile read from them is good to a fraction of
+/// a millisecond.
+const BOUNDS: [f64; 22] = [
+    0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01,
+    0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 #[derive(Clone, Debug, Default)]

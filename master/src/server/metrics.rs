@@ -5,8 +5,10 @@
 //! per role and principal, allocation cycle time) are kept here, fed by the
 //! events the actor routes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use wasmos_proto::v1;
@@ -32,8 +34,9 @@ pub struct Metrics {
     last_cycle_seconds: f64,
     terminal: BTreeMap<(String, String), u64>,
     usage: BTreeMap<(String, String), Usage>,
-    /// Update ids already counted: updates are delivered at least once.
-    counted: HashSet<Vec<u8>>,
+    /// Terminal updates already counted: updates are delivered at least
+    /// once.
+    counted: RecentIds,
     /// Framework streams closed because they fell too far behind.
     streams_shed: u64,
     /// Tasks re-registering agents reported that the master had lost:
@@ -57,9 +60,47 @@ pub struct Metrics {
 /// some end (a framework torn down may leave entries that never end).
 const MAX_LAUNCHING: usize = 1_000_000;
 
-/// Forget counted ids past this many: a resend that old is not worth the
-/// memory, and the count it might double is a metric, not a bill.
-const MAX_COUNTED: usize = 1_000_000;
+/// Counted update ids remembered, the most recent: a resend comes soon
+/// after its first sending (a framework subscribing again), one older is
+/// counted again, and the count it doubles is a metric, not a bill (the
+/// usage ledger counts every task exactly once). A fixed cost of a few MiB,
+/// not one that grows with every task run.
+const MAX_COUNTED: usize = 65_536;
+
+/// The most recent ids seen, by a hash of each (a collision among 65,536
+/// of 64 bits is too rare to matter for a metric).
+struct RecentIds {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+    hasher: RandomState,
+}
+
+impl Default for RecentIds {
+    fn default() -> RecentIds {
+        RecentIds {
+            seen: HashSet::with_capacity(MAX_COUNTED),
+            order: VecDeque::with_capacity(MAX_COUNTED),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl RecentIds {
+    /// Remembers `id`; false if it was already among the recent ones.
+    fn insert(&mut self, id: &[u8]) -> bool {
+        let hash = self.hasher.hash_one(id);
+        if !self.seen.insert(hash) {
+            return false;
+        }
+        if self.order.len() == MAX_COUNTED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.order.push_back(hash);
+        true
+    }
+}
 
 impl Metrics {
     /// A framework stream was closed for falling behind.
@@ -105,10 +146,7 @@ impl Metrics {
             if !is_terminal(state) || status.uuid.is_empty() {
                 continue;
             }
-            if self.counted.len() >= MAX_COUNTED {
-                self.counted.clear();
-            }
-            if !self.counted.insert(status.uuid.clone()) {
+            if !self.counted.insert(&status.uuid) {
                 continue;
             }
             let state = format!("{:?}", status.state()).to_lowercase();
@@ -334,5 +372,25 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str, rows: &[(String,
         } else {
             let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resent_update_counts_once_while_it_is_recent() {
+        let mut ids = RecentIds::default();
+        assert!(ids.insert(b"m-U1"));
+        assert!(!ids.insert(b"m-U1"), "a resend is not counted again");
+        for i in 0..MAX_COUNTED - 1 {
+            assert!(ids.insert(format!("other-{i}").as_bytes()));
+        }
+        assert!(!ids.insert(b"m-U1"), "still among the most recent");
+        assert!(ids.insert(b"one more"));
+        assert!(ids.insert(b"m-U1"), "forgotten once that many came after");
+        assert_eq!(ids.seen.len(), MAX_COUNTED);
+        assert_eq!(ids.order.len(), MAX_COUNTED);
     }
 }

@@ -16,6 +16,7 @@ mod handle;
 mod histogram;
 mod http;
 mod jobs;
+mod memory;
 mod metrics;
 mod operator;
 mod refusals;

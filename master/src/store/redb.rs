@@ -35,6 +35,12 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+/// The registry's page cache in the master's memory. redb's default (1
+/// GiB) lets it grow with every page a busy master ever wrote; the pages
+/// a turn touches (the trees' upper levels, the newest leaves) are few,
+/// and what a start reads once it reads from the file.
+const CACHE_BYTES: usize = 32 << 20;
+
 impl RedbStore {
     /// The registry's file in a work dir.
     pub fn path_in(work_dir: &Path) -> PathBuf {
@@ -51,6 +57,7 @@ impl RedbStore {
             preflight(path, &name)?;
         }
         let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| StoreError::Io(format!("cannot open {name}: {e}")))?;
         Ok(RedbStore { db, name })

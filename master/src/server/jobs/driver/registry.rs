@@ -7,6 +7,10 @@ use tonic::Status;
 use wasmos_proto::v1;
 
 use super::super::super::actor::Command;
+
+/// Outcomes of this many indices leaving memory at once (a big job ended)
+/// are worth handing the freed pages back to the system.
+const TRIM_AFTER_INDICES: u64 = 1 << 16;
 use super::Driver;
 use crate::access::{Grant, Principal};
 use crate::core::Input;
@@ -125,6 +129,17 @@ impl Driver {
         if !self.jobs.unloaded(id) {
             return Ok(());
         }
+        // Its last outcomes may still be in a commit: read after it.
+        let (reply, durable) = oneshot::channel();
+        self.actor
+            .send(Command::Persist {
+                writes: Vec::new(),
+                reply,
+            })
+            .await?;
+        durable.await.map_err(|_| {
+            Status::unavailable("the registry could not be written; the master is stopping")
+        })?;
         let store = self.store.clone();
         let job = id.to_string();
         let chunks = tokio::task::spawn_blocking(move || read_chunks(&*store, &job))
@@ -183,6 +198,9 @@ impl Driver {
     /// stops: a registry that cannot be written is the end of it).
     pub(super) async fn persist(&mut self, durable: bool) -> Result<(), Status> {
         let writes = self.jobs.writes();
+        if self.jobs.take_unloaded() >= TRIM_AFTER_INDICES {
+            tokio::task::spawn_blocking(super::super::super::memory::return_free_memory);
+        }
         if writes.is_empty() {
             return Ok(());
         }
