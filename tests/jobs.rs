@@ -607,3 +607,94 @@ fn a_hundred_thousand_index_array_runs_and_every_result_is_checked() {
     assert_eq!(summary["succeeded"], N as u64, "{summary}");
     assert_ledger_matches(&cluster, &job, &results);
 }
+
+/// Priorities order an owner's jobs, `--max-running` caps an array,
+/// `--after-each` runs index i after index i of another job succeeded (and
+/// fails it where that one failed), `--after-any` runs after a job however
+/// it ended.
+#[test]
+fn priorities_caps_and_index_wise_dependencies() {
+    // One agent that runs one whole-cpu task at a time.
+    let cluster = Cluster::start(1, &[], &["--cpus", "1"]);
+
+    // Two jobs freed by the same gate: the later, higher-priority one runs
+    // first, all of it, while the older one waits.
+    let gate = submit(&cluster, "sleeper", &["--cpus", "1"], &["300"]);
+    let low = submit(
+        &cluster,
+        "sleeper",
+        &["-n", "3", "--cpus", "1", "--after", &gate],
+        &["1000"],
+    );
+    let high = submit(
+        &cluster,
+        "sleeper",
+        &[
+            "-n",
+            "3",
+            "--cpus",
+            "1",
+            "--priority",
+            "10",
+            "--after",
+            &gate,
+        ],
+        &["100"],
+    );
+    assert_eq!(wait(&cluster, &high).0, 0);
+    let low_then = show(&cluster, &low);
+    assert_eq!(
+        low_then["succeeded"], 0,
+        "the older, lower job waited: {low_then}"
+    );
+    assert_eq!(wait(&cluster, &low).0, 0);
+
+    // At most two of an array at once.
+    let capped = submit(
+        &cluster,
+        "sleeper",
+        &["-n", "6", "--cpus", "0.1", "--max-running", "2"],
+        &["400"],
+    );
+    let mut most = 0;
+    loop {
+        let job = show(&cluster, &capped);
+        most = most.max(job["running"].as_u64().unwrap_or(0));
+        if job["state"] == "SUCCEEDED" {
+            break;
+        }
+        assert_ne!(job["state"], "FAILED", "{job}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!((1..=2).contains(&most), "{most} ran at once");
+
+    // Index i of `each` runs once index i of `parts` succeeded: only index
+    // 0 of `parts` exits 0.
+    let parts = submit(
+        &cluster,
+        "exitcode",
+        &["-n", "4", "--cpus", "0.1"],
+        &["{i}"],
+    );
+    let each = submit(
+        &cluster,
+        "hello",
+        &["-n", "4", "--cpus", "0.1", "--after-each", &parts],
+        &["--index={i}"],
+    );
+    let any = submit(&cluster, "hello", &["--after-any", &parts], &[]);
+    assert_eq!(wait(&cluster, &parts).0, 1);
+    assert_eq!(wait(&cluster, &each).0, 1);
+    let results = json_lines(&cli_ok(&cluster, &["job", "results", &each, "--json"]));
+    let states: Vec<&str> = results
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["SUCCEEDED", "FAILED", "FAILED", "FAILED"],
+        "{results:?}"
+    );
+    assert_eq!(results[1]["attempts"], 0, "never started: {}", results[1]);
+    assert_eq!(wait(&cluster, &any).0, 0, "it runs after a failed job too");
+}
