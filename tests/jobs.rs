@@ -578,7 +578,9 @@ fn a_machine_lost_mid_array_has_its_indices_retried_once() {
 #[test]
 fn a_hundred_thousand_index_array_runs_and_every_result_is_checked() {
     const N: usize = 100_000;
-    let cluster = Cluster::start(2, &[], &["--max-sandboxes", "1000"]);
+    // Busy cores delay heartbeats: an agent is not declared lost over it
+    // (its tasks would run again, and this test counts one attempt each).
+    let cluster = Cluster::start(2, &["--agent-timeout", "30s"], &["--max-sandboxes", "1000"]);
     let job = submit(
         &cluster,
         "hello",
@@ -619,12 +621,12 @@ fn priorities_caps_and_index_wise_dependencies() {
 
     // Two jobs freed by the same gate: the later, higher-priority one runs
     // first, all of it, while the older one waits.
-    let gate = submit(&cluster, "sleeper", &["--cpus", "1"], &["300"]);
+    let gate = submit(&cluster, "sleeper", &["--cpus", "1", "--hold"], &["100"]);
     let low = submit(
         &cluster,
         "sleeper",
         &["-n", "3", "--cpus", "1", "--after", &gate],
-        &["1000"],
+        &["3000"],
     );
     let high = submit(
         &cluster,
@@ -641,6 +643,7 @@ fn priorities_caps_and_index_wise_dependencies() {
         ],
         &["100"],
     );
+    cli_ok(&cluster, &["job", "release", &gate]);
     assert_eq!(wait(&cluster, &high).0, 0);
     let low_then = show(&cluster, &low);
     assert_eq!(
@@ -657,7 +660,9 @@ fn priorities_caps_and_index_wise_dependencies() {
         &["400"],
     );
     let mut most = 0;
+    let started = std::time::Instant::now();
     loop {
+        assert!(started.elapsed() < LIMIT, "the capped job never ended");
         let job = show(&cluster, &capped);
         most = most.max(job["running"].as_u64().unwrap_or(0));
         if job["state"] == "SUCCEEDED" {

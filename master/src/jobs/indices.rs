@@ -168,14 +168,17 @@ impl Indices {
 
     /// Puts back an index whose launch never happened (its offers went
     /// away): it waits again, under the same attempt number next time.
-    pub fn untake(&mut self, index: u32, attempt: u32) {
-        if self.running.get(&index) == Some(&attempt) {
-            self.running.remove(&index);
-            let outcome = self.outcome_mut(index);
-            outcome.attempts -= 1;
-            outcome.state = IndexState::Pending;
-            self.queue.push_front(index);
+    /// False if that attempt was not running (it ended meanwhile).
+    pub fn untake(&mut self, index: u32, attempt: u32) -> bool {
+        if self.running.get(&index) != Some(&attempt) {
+            return false;
         }
+        self.running.remove(&index);
+        let outcome = self.outcome_mut(index);
+        outcome.attempts -= 1;
+        outcome.state = IndexState::Pending;
+        self.queue.push_front(index);
+        true
     }
 
     /// Records how attempt `attempt` of `index` ended, and where that
@@ -341,6 +344,12 @@ impl Indices {
         self.chunks.iter_mut().for_each(|chunk| *chunk = None);
         self.queue = VecDeque::new();
         self.running = HashMap::new();
+    }
+
+    /// Outcomes held in memory (whole chunks, made as their first index
+    /// starts).
+    pub fn outcomes_in_memory(&self) -> u64 {
+        self.chunks.iter().filter(|c| c.is_some()).count() as u64 * u64::from(CHUNK)
     }
 
     /// Were outcomes changed since they were last taken?

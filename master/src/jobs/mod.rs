@@ -437,7 +437,9 @@ impl Jobs {
                 && let Some(number) = self.number_of(job)
                 && let Some(job) = self.jobs.get_mut(&number)
             {
-                job.indices.untake(index, attempt);
+                if !job.indices.untake(index, attempt) {
+                    continue; // it ended meanwhile (its end was heard)
+                }
                 if let Some(state) = job.stopping {
                     job.indices.settle(index, index_end(state));
                     self.dirty.insert(number);
@@ -805,7 +807,11 @@ impl Jobs {
     /// Every index of `dependent` whose counterpart in the ended (or
     /// stopping) job `other` did not succeed fails.
     fn fail_unmatched(&mut self, dependent: Key, other: Key) {
-        let count = self.jobs[&dependent].indices.count();
+        let (job, counterpart) = (&self.jobs[&dependent], &self.jobs[&other]);
+        if job.is_ended() || !job.loaded || !counterpart.loaded {
+            return; // what ended stays as it ended
+        }
+        let count = job.indices.count();
         let unmatched: Vec<u32> = (0..count)
             .filter(|&i| self.jobs[&other].indices.outcome(i).state != IndexState::Succeeded)
             .filter(|&i| self.jobs[&dependent].indices.outcome(i).state == IndexState::Pending)

@@ -16,8 +16,9 @@ use super::{Effect, Job, Jobs, Key, Owner, submit};
 use crate::store::{Record, Table, Write, chunk_key, prefix_end};
 use crate::{Time, retry};
 
-/// Indices of ended jobs kept in memory after a read (a job's results are
-/// read page by page); past it, the least recently read are unloaded.
+/// Outcomes of ended jobs kept in memory after a read (a job's results are
+/// read page by page; 56 MiB); past it, the least recently read are
+/// unloaded.
 pub const MAX_INDICES_READ: u64 = 1 << 20;
 
 impl Jobs {
@@ -151,7 +152,13 @@ impl Jobs {
                 running.get(id.as_str()).map_or(&[][..], Vec::as_slice),
             );
             match restored {
-                Ok((key, job, framework)) => jobs.take_in(key, job, framework),
+                Ok((key, job, framework)) => {
+                    // An ended job read for a job after it counts as read.
+                    if job.is_ended() && job.loaded && job.indices.outcomes_in_memory() > 0 {
+                        jobs.read.push_back(key);
+                    }
+                    jobs.take_in(key, job, framework);
+                }
                 Err(e) => notes.push(format!("job {id} is left out: {e}")),
             }
         }
@@ -190,23 +197,31 @@ impl Jobs {
         )?;
         job.loaded = true;
         self.read.retain(|k| *k != key);
-        self.read.push_back(key);
-        self.unload_read_beyond(MAX_INDICES_READ);
+        if job.indices.outcomes_in_memory() > 0 {
+            self.read.push_back(key);
+        }
         Ok(())
     }
 
+    /// Unloads ended jobs read back, least recently loaded first, past
+    /// [`MAX_INDICES_READ`] outcomes in memory.
+    pub fn trim_read(&mut self) {
+        self.unload_read_beyond(MAX_INDICES_READ);
+    }
+
     /// Unloads the ended jobs loaded for reading, oldest first, until those
-    /// left hold at most `max` indices (the newest always stays).
+    /// left hold at most `max` outcomes in memory (the newest always
+    /// stays).
     pub(super) fn unload_read_beyond(&mut self, max: u64) {
-        let held = |jobs: &Jobs| -> u64 {
-            jobs.read
-                .iter()
-                .filter_map(|k| jobs.jobs.get(k))
-                .map(|j| u64::from(j.indices.count()))
-                .sum()
+        let held = |jobs: &Jobs, key: &Key| {
+            jobs.jobs
+                .get(key)
+                .map_or(0, |j| j.indices.outcomes_in_memory())
         };
-        while self.read.len() > 1 && held(self) > max {
+        let mut total: u64 = self.read.iter().map(|k| held(self, k)).sum();
+        while self.read.len() > 1 && total > max {
             let key = self.read.pop_front().expect("more than one");
+            total -= held(self, &key);
             if let Some(job) = self.jobs.get_mut(&key)
                 && job.is_ended()
                 && job.loaded

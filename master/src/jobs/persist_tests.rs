@@ -2,7 +2,7 @@
 //! restarted master rebuilds them: what was written comes back, what ran
 //! runs on, and what was taken but never written is not lost.
 
-use super::tests::{finish, job_spec, place, run_out, submit};
+use super::tests::{ended, finish, job_spec, place, run_out, submit};
 use super::*;
 use crate::store::{MemoryStore, Record, Store, Table};
 
@@ -267,14 +267,20 @@ fn ended_jobs_read_stay_in_memory_within_a_bound_least_recently_read_first() {
         assert!(jobs.unloaded(id));
         jobs.load(id, stored_chunks(&store, id)).expect("loads");
     }
-    // Room for two of them: the first read goes.
-    jobs.unload_read_beyond(600);
+    // Each holds one chunk of outcomes in memory; room for two: the
+    // first read goes.
+    let chunk = u64::from(indices::CHUNK);
+    assert_eq!(
+        jobs.job(&ids[0]).unwrap().indices.outcomes_in_memory(),
+        chunk
+    );
+    jobs.unload_read_beyond(2 * chunk);
     assert!(jobs.unloaded(&ids[0]));
     assert!(!jobs.unloaded(&ids[1]) && !jobs.unloaded(&ids[2]));
     // Read again, it is the newest; the next oldest goes.
     jobs.load(&ids[0], stored_chunks(&store, &ids[0]))
         .expect("loads");
-    jobs.unload_read_beyond(600);
+    jobs.unload_read_beyond(2 * chunk);
     assert!(jobs.unloaded(&ids[1]));
     assert!(!jobs.unloaded(&ids[0]) && !jobs.unloaded(&ids[2]));
     // The newest stays however big.
@@ -282,6 +288,41 @@ fn ended_jobs_read_stay_in_memory_within_a_bound_least_recently_read_first() {
     assert!(!jobs.unloaded(&ids[0]), "the newest read stays");
     assert!(jobs.unloaded(&ids[2]));
     assert_eq!(jobs.job(&ids[2]).unwrap().indices.counts().succeeded, 300);
+}
+
+#[test]
+fn an_ended_dependent_out_of_memory_is_not_rewritten_when_its_counterpart_runs_again() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let first = submit(&mut jobs, job_spec(4));
+    let mut each = job_spec(4);
+    each.after_each = first.clone();
+    let second = submit(&mut jobs, each);
+    // Index 3 of the first job fails; the rest of both succeed.
+    run_out(&mut jobs, 50.0, |task| {
+        if task.task_id.starts_with(&format!("{first}-3-")) {
+            ended(&task.task_id, v1::TaskState::Failed, Some(1))
+        } else {
+            finish(task)
+        }
+    });
+    write(&mut jobs, &store);
+    assert!(jobs.unloaded(&second), "ended and written");
+    let before = stored_chunks(&store, &second);
+    let counts = jobs.job(&second).unwrap().indices.counts();
+    assert_eq!((counts.succeeded, counts.failed), (3, 1));
+
+    // The first job runs its failed index again, and it fails again.
+    jobs.load(&first, stored_chunks(&store, &first))
+        .expect("loads");
+    assert_eq!(jobs.retry_failed(&first, false), Some(1));
+    run_out(&mut jobs, 50.0, |task| {
+        ended(&task.task_id, v1::TaskState::Failed, Some(1))
+    });
+    assert_eq!(jobs.job(&first).unwrap().state, JobState::Failed);
+    write(&mut jobs, &store);
+    assert_eq!(stored_chunks(&store, &second), before, "what ended stays");
+    assert_eq!(jobs.job(&second).unwrap().indices.counts(), counts);
 }
 
 /// The stored chunks of job `id`.

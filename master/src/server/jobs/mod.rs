@@ -175,9 +175,35 @@ impl JobsService {
             .map_err(|_| Status::unavailable("the job service has stopped"))
     }
 
-    /// Brings job `id`'s per-index outcomes into the driver's memory (a
-    /// job that ended before the master restarted keeps them in the
-    /// registry until asked).
+    /// Reads job `id`'s per-index outcomes with `read` (`None`: no such
+    /// job): brought into memory first, and read again should they leave
+    /// it before the read runs (the job ended and was written meanwhile, or
+    /// other jobs were read since).
+    async fn read_loaded<T: Send + 'static>(
+        &self,
+        id: &str,
+        read: impl Fn(&Job) -> T + Clone + Send + 'static,
+    ) -> Result<Option<T>, Status> {
+        for _ in 0..3 {
+            self.load(id).await?;
+            let (id, read) = (id.to_string(), read.clone());
+            let answer = self
+                .read(move |jobs, _| match jobs.job(&id) {
+                    Some(job) if !job.loaded && !job.expired => None,
+                    found => Some(found.map(read)),
+                })
+                .await?;
+            if let Some(answer) = answer {
+                return Ok(answer);
+            }
+        }
+        Err(Status::unavailable(format!(
+            "the results of {id} kept leaving the master's memory while being read; try again"
+        )))
+    }
+
+    /// Brings job `id`'s per-index outcomes into the driver's memory (an
+    /// ended job's are in the registry only, until asked for).
     async fn load(&self, id: &str) -> Result<(), Status> {
         let (reply, answer) = oneshot::channel();
         self.jobs.call(Call::Load {
@@ -329,10 +355,7 @@ impl jobs_server::Jobs for JobsService {
         } = request.into_inner();
         let mut summary = self.visible(&who, &job_id).await?;
         if with_detail && !summary.expired {
-            self.load(&job_id).await?;
-            summary.detail = self
-                .read(move |jobs, _| jobs.job(&job_id).map(detail))
-                .await?;
+            summary.detail = self.read_loaded(&job_id, detail).await?;
         }
         Ok(Response::new(summary))
     }
@@ -350,16 +373,12 @@ impl jobs_server::Jobs for JobsService {
                 job.job_id
             )));
         }
-        self.load(&job.job_id).await?;
         let limit = match request.limit {
             0 => DEFAULT_RESULTS,
             n => n.min(MAX_RESULTS),
         };
         let page = self
-            .read(move |jobs, _| {
-                let Some(job) = jobs.job(&request.job_id) else {
-                    return v1::JobResultsResponse::default();
-                };
+            .read_loaded(&job.job_id, move |job| {
                 let count = job.indices.count();
                 let mut results = Vec::new();
                 let mut index = request.from_index;
@@ -401,7 +420,8 @@ impl jobs_server::Jobs for JobsService {
                     next_index: if index < count { index } else { 0 },
                 }
             })
-            .await?;
+            .await?
+            .unwrap_or_default();
         let registry = self.registry.clone();
         let job_id = job.job_id.clone();
         let page = tokio::task::spawn_blocking(move || with_outputs(&*registry, &job_id, page))

@@ -189,7 +189,12 @@ impl Driver {
         loop {
             tokio::select! {
                 inbound = inbox.recv() => match inbound {
-                    Some(Inbound::Call(call)) => self.call(call).await,
+                    Some(Inbound::Call(call)) => {
+                        self.call(call).await;
+                        // Only between calls: what one call loaded stays
+                        // for all of it.
+                        self.jobs.trim_read();
+                    }
                     Some(Inbound::Event(owner, event)) => self.event(owner, event).await,
                     Some(Inbound::NotLaunched(tasks)) => {
                         let effects = self.jobs.not_launched(&tasks, self.now());
