@@ -19,7 +19,7 @@ use crate::{Time, retry};
 /// Outcomes of ended jobs kept in memory after a read (a job's results are
 /// read page by page; 56 MiB); past it, the least recently read are
 /// unloaded.
-pub const MAX_INDICES_READ: u64 = 1 << 20;
+pub const MAX_OUTCOMES_READ: u64 = 1 << 20;
 
 impl Jobs {
     /// The registry writes that make it hold what changed since the last
@@ -173,9 +173,7 @@ impl Jobs {
 
     /// Takes in the stored chunks of job `id`, whose outcomes are only in
     /// the registry (it had ended). Ended jobs read this way stay in memory
-    /// for the next pages of their results, at most
-    /// [`MAX_INDICES_READ`] indices of them: the least recently loaded go
-    /// first.
+    /// for the next pages of their results ([`Jobs::trim_read`]).
     pub fn load(&mut self, id: &str, chunks: Vec<v1::StoredJobChunk>) -> Result<(), String> {
         let Some(key) = self.number_of(id) else {
             return Ok(());
@@ -204,9 +202,9 @@ impl Jobs {
     }
 
     /// Unloads ended jobs read back, least recently loaded first, past
-    /// [`MAX_INDICES_READ`] outcomes in memory.
+    /// [`MAX_OUTCOMES_READ`] outcomes in memory.
     pub fn trim_read(&mut self) {
-        self.unload_read_beyond(MAX_INDICES_READ);
+        self.unload_read_beyond(MAX_OUTCOMES_READ);
     }
 
     /// Unloads the ended jobs loaded for reading, oldest first, until those

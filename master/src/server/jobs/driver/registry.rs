@@ -7,16 +7,16 @@ use tonic::Status;
 use wasmos_proto::v1;
 
 use super::super::super::actor::Command;
-
-/// Outcomes of this many indices leaving memory at once (a big job ended)
-/// are worth handing the freed pages back to the system.
-const TRIM_AFTER_INDICES: u64 = 1 << 16;
 use super::Driver;
 use crate::access::{Grant, Principal};
 use crate::core::Input;
 use crate::ids::FrameworkId;
 use crate::jobs::{Jobs, persist};
 use crate::store::{Record, Store, Table};
+
+/// Outcomes of this many indices leaving memory at once (a big job ended)
+/// are worth handing the freed pages back to the system.
+const TRIM_AFTER_INDICES: u64 = 1 << 16;
 
 /// Reads job `job_id`'s chunks from `store` (a blocking read).
 fn read_chunks(store: &dyn Store, job_id: &str) -> Result<Vec<v1::StoredJobChunk>, String> {
