@@ -5,12 +5,25 @@
 mod support;
 
 use std::process::Output;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde_json::Value;
 use support::{Cluster, guest, output_within};
 
 const LIMIT: Duration = Duration::from_secs(120);
+
+/// The 100,000-index test keeps both cores busy: it runs alone, the others
+/// side by side (their heartbeats and deadlines are short).
+static CORES: RwLock<()> = RwLock::new(());
+
+fn side_by_side() -> RwLockReadGuard<'static, ()> {
+    CORES.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    CORES.write().unwrap_or_else(|e| e.into_inner())
+}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -97,6 +110,7 @@ fn wait(cluster: &Cluster, job: &str) -> (i32, String) {
 
 #[test]
 fn a_submitted_job_runs_without_its_client_and_reports_every_index() {
+    let _cores = side_by_side();
     let cluster = Cluster::start(2, &[], &[]);
     let job = submit(
         &cluster,
@@ -187,6 +201,7 @@ fn a_submitted_job_runs_without_its_client_and_reports_every_index() {
 
 #[test]
 fn retries_follow_exit_codes_and_the_task_sees_its_attempt() {
+    let _cores = side_by_side();
     let cluster = Cluster::start(1, &[], &[]);
     // Exits 75 on its first attempt: retried, it succeeds on the second.
     let retried = submit(
@@ -267,6 +282,7 @@ fn retries_follow_exit_codes_and_the_task_sees_its_attempt() {
 
 #[test]
 fn dependencies_holds_and_cancels() {
+    let _cores = side_by_side();
     let cluster = Cluster::start(1, &[], &[]);
     // A job refused by the master leaves nothing behind, not even its
     // owner's framework.
@@ -335,6 +351,7 @@ fn dependencies_holds_and_cancels() {
 
 #[test]
 fn a_principal_sees_and_changes_only_its_own_jobs() {
+    let _cores = side_by_side();
     let cluster = Cluster::start_tls(1, &[], &[]);
     let alice = cluster.token(&["--principal", "alice", "--roles", "default"]);
     let bob = cluster.token(&["--principal", "bob", "--roles", "default"]);
@@ -411,6 +428,7 @@ fn a_principal_sees_and_changes_only_its_own_jobs() {
 
 #[test]
 fn jobs_survive_their_master_killed_mid_array_and_nothing_finished_runs_again() {
+    let _cores = side_by_side();
     let mut cluster = Cluster::start(2, &[], &[]);
     let done_before = submit(&cluster, "hello", &["-n", "2"], &[]);
     assert_eq!(wait(&cluster, &done_before).0, 0);
@@ -490,6 +508,7 @@ fn jobs_survive_their_master_killed_mid_array_and_nothing_finished_runs_again() 
 
 #[test]
 fn an_ended_job_past_the_retention_keeps_its_summary_only() {
+    let _cores = side_by_side();
     let cluster = Cluster::start(1, &["--job-retention", "1s"], &[]);
     let job = submit(&cluster, "hello", &["-n", "3"], &[]);
     assert_eq!(wait(&cluster, &job).0, 0);
@@ -507,6 +526,7 @@ fn an_ended_job_past_the_retention_keeps_its_summary_only() {
 
 #[test]
 fn a_held_job_keeps_its_module_past_the_artifact_ttl() {
+    let _cores = side_by_side();
     let cluster = Cluster::start(1, &["--artifact-ttl", "1s"], &[]);
     let job = submit(&cluster, "hello", &["-n", "2", "--hold"], &[]);
     // Several sweeps pass while nothing uses the module.
@@ -518,6 +538,7 @@ fn a_held_job_keeps_its_module_past_the_artifact_ttl() {
 
 #[test]
 fn a_machine_lost_mid_array_has_its_indices_retried_once() {
+    let _cores = side_by_side();
     let mut cluster = Cluster::start(
         2,
         &["--agent-heartbeat", "300ms", "--agent-timeout", "1500ms"],
@@ -577,6 +598,7 @@ fn a_machine_lost_mid_array_has_its_indices_retried_once() {
 /// the master; the agents keep few sandboxes), and the ledger's sum.
 #[test]
 fn a_hundred_thousand_index_array_runs_and_every_result_is_checked() {
+    let _cores = alone();
     const N: usize = 100_000;
     // Busy cores delay heartbeats: an agent is not declared lost over it
     // (its tasks would run again, and this test counts one attempt each).
@@ -616,6 +638,7 @@ fn a_hundred_thousand_index_array_runs_and_every_result_is_checked() {
 /// it ended.
 #[test]
 fn priorities_caps_and_index_wise_dependencies() {
+    let _cores = side_by_side();
     // One agent that runs one whole-cpu task at a time.
     let cluster = Cluster::start(1, &[], &["--cpus", "1"]);
 
