@@ -189,6 +189,11 @@ impl Reporter {
         }
         self.done = is_terminal(state);
         *self.latest.lock().unwrap() = state;
+        if self.done {
+            // Its STARTING and RUNNING, if still queued, say nothing the
+            // end does not.
+            super::outbox::supersede(&self.task_id);
+        }
         let status = TaskStatus {
             task_id: self.task_id.clone(),
             framework_id: self.framework_id.clone(),
@@ -273,6 +278,26 @@ mod tests {
         assert_eq!(b.reason(), Reason::ExitNonzero);
         assert_eq!(b.exit_code, Some(3));
         assert_eq!(*latest.lock().unwrap(), TaskState::Failed);
+    }
+
+    #[test]
+    fn on_a_worker_thread_an_end_supersedes_its_queued_progress() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                crate::executor::outbox::enable();
+                let latest = Arc::new(Mutex::new(TaskState::Staging));
+                let mut r = Reporter::new(tx.clone(), "t".into(), "f".into(), "a".into(), latest);
+                r.progress(TaskState::Starting, "");
+                r.progress(TaskState::Running, "");
+                r.finish(&Outcome::Finished, TaskUsage::default());
+                crate::executor::outbox::flush(true);
+            });
+        });
+        let states: Vec<TaskState> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|s| s.state())
+            .collect();
+        assert_eq!(states, [TaskState::Finished]);
     }
 
     #[test]

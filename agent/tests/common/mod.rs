@@ -132,6 +132,23 @@ pub fn states(statuses: &[TaskStatus]) -> Vec<TaskState> {
     statuses.iter().map(|s| s.state()).collect()
 }
 
+/// Checks that a task reported some of `path`'s states, in its order, and
+/// ended with its last. A task's `STARTING` and `RUNNING` that still wait
+/// in its worker's outbox when it ends are dropped (the end supersedes
+/// them), so a short task may report its end alone.
+#[track_caller]
+pub fn assert_path(statuses: &[TaskStatus], path: &[TaskState], what: &str) {
+    let seen = states(statuses);
+    assert_eq!(seen.last(), path.last(), "{what}: {statuses:#?}");
+    let mut rest = path.iter();
+    for state in &seen {
+        assert!(
+            rest.any(|s| s == state),
+            "{what}: {seen:?} is not a part of {path:?}"
+        );
+    }
+}
+
 /// A spec with generous limits: 1 cpu, 256 MiB, 64 MiB of disk.
 pub fn spec(task_id: &str, args: &[&str]) -> TaskSpec {
     TaskSpec {
