@@ -182,7 +182,7 @@ pub struct Jobs {
     forgotten_outputs: Vec<String>,
     /// Ended jobs loaded to be read, least recently loaded first.
     read: VecDeque<Key>,
-    /// Indices whose outcomes left memory ([`Jobs::take_unloaded`]).
+    /// Outcomes that left memory ([`Jobs::take_unloaded`]).
     unloaded: u64,
 }
 

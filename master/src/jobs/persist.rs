@@ -46,9 +46,9 @@ impl Jobs {
             // An ended job's outcomes, now written, leave memory: nothing
             // in the live queue grows with finished work.
             if job.is_ended() && job.loaded {
+                self.unloaded += job.indices.outcomes_in_memory();
                 job.indices.unload();
                 job.loaded = false;
-                self.unloaded += u64::from(job.indices.count());
             }
         }
         writes.extend(
@@ -68,8 +68,9 @@ impl Jobs {
         writes
     }
 
-    /// How many indices' outcomes left memory since the last call (the
-    /// shell may then give the freed memory back to the system).
+    /// How many outcomes left memory since the last call (the shell may
+    /// then give the freed memory back to the system). A job that never
+    /// started an index frees none.
     pub fn take_unloaded(&mut self) -> u64 {
         std::mem::take(&mut self.unloaded)
     }
@@ -225,9 +226,9 @@ impl Jobs {
                 && job.loaded
                 && !job.indices.has_changes()
             {
+                self.unloaded += job.indices.outcomes_in_memory();
                 job.indices.unload();
                 job.loaded = false;
-                self.unloaded += u64::from(job.indices.count());
             }
         }
     }

@@ -339,18 +339,28 @@ impl Driver {
         self.frameworks.remove(&owner);
         match self.subscribe(&owner, Some(&framework)).await {
             Ok(framework) => {
-                let task_ids = self.jobs.running_tasks(&owner);
-                self.suppressed.insert(owner, false);
-                self.send(Input::Reconcile(v1::ReconcileRequest {
-                    framework_id: framework.to_string(),
-                    task_ids,
-                }))
-                .await;
+                self.suppressed.insert(owner.clone(), false);
+                self.reconcile(&owner, framework).await;
             }
             Err(e) => {
                 tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe again; its jobs are stuck");
             }
         }
+    }
+
+    /// Asks the core for the state of every task `owner`'s jobs run, after
+    /// its framework subscribed again: the answers settle what ended or
+    /// was lost while no stream was there to say so.
+    async fn reconcile(&mut self, owner: &Owner, framework: FrameworkId) {
+        let task_ids = self.jobs.running_tasks(owner);
+        if task_ids.is_empty() {
+            return;
+        }
+        self.send(Input::Reconcile(v1::ReconcileRequest {
+            framework_id: framework.to_string(),
+            task_ids,
+        }))
+        .await;
     }
 
     /// The owner's framework, subscribed on first use.

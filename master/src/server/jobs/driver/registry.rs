@@ -9,7 +9,6 @@ use wasmos_proto::v1;
 use super::super::super::actor::Command;
 use super::Driver;
 use crate::access::{Grant, Principal};
-use crate::core::Input;
 use crate::ids::FrameworkId;
 use crate::jobs::{Jobs, persist};
 use crate::store::{Record, Store, Table};
@@ -105,16 +104,7 @@ impl Driver {
                 Err(e) => Err(e),
             };
             match subscribed {
-                Ok(framework) => {
-                    let task_ids = self.jobs.running_tasks(&owner);
-                    if !task_ids.is_empty() {
-                        self.send(Input::Reconcile(v1::ReconcileRequest {
-                            framework_id: framework.to_string(),
-                            task_ids,
-                        }))
-                        .await;
-                    }
-                }
+                Ok(framework) => self.reconcile(&owner, framework).await,
                 Err(e) => {
                     tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe; its jobs wait");
                 }
@@ -130,16 +120,7 @@ impl Driver {
             return Ok(());
         }
         // Its last outcomes may still be in a commit: read after it.
-        let (reply, durable) = oneshot::channel();
-        self.actor
-            .send(Command::Persist {
-                writes: Vec::new(),
-                reply,
-            })
-            .await?;
-        durable.await.map_err(|_| {
-            Status::unavailable("the registry could not be written; the master is stopping")
-        })?;
+        self.durable(Vec::new()).await?;
         let store = self.store.clone();
         let job = id.to_string();
         let chunks = tokio::task::spawn_blocking(move || read_chunks(&*store, &job))
@@ -204,13 +185,22 @@ impl Driver {
         if writes.is_empty() {
             return Ok(());
         }
+        if durable {
+            return self.durable(writes).await;
+        }
+        let (reply, _done) = oneshot::channel();
+        self.actor.send(Command::Persist { writes, reply }).await?;
+        Ok(())
+    }
+
+    /// Joins `writes` (maybe none) to the actor's next commit and waits
+    /// until it, and every commit before it, is durable: with none it is a
+    /// barrier that what the service wrote so far can be read back.
+    async fn durable(&mut self, writes: Vec<crate::store::Write>) -> Result<(), Status> {
         let (reply, done) = oneshot::channel();
         self.actor.send(Command::Persist { writes, reply }).await?;
-        if durable {
-            done.await.map_err(|_| {
-                Status::unavailable("the registry could not be written; the master is stopping")
-            })?;
-        }
-        Ok(())
+        done.await.map_err(|_| {
+            Status::unavailable("the registry could not be written; the master is stopping")
+        })
     }
 }
