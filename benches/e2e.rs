@@ -24,7 +24,11 @@
 //! framework never saw `RUNNING`; those are counted in
 //! `running_skipped`). `master_launch_p50_ms` and `_p99_ms` are the same
 //! span as the master times it (`wasmos_launch_seconds`, without the
-//! framework's round trip). Prints one JSON line.
+//! framework's round trip). A task that ends within its executor's batch
+//! reports its end alone (its STARTING and RUNNING are dropped), so for
+//! trivial tasks launch latency is the time to their end: `end_p50_ms` and
+//! `end_p99_ms` time every task from its `Accept` to its end. Prints one
+//! JSON line.
 //!
 //! The run itself (the cluster and the framework) is
 //! `support/framework_path.rs`, which the jobs bench runs too.

@@ -240,6 +240,8 @@ pub async fn run(
     let mut next = 0usize; // next task never launched
     let mut retry: Vec<usize> = Vec::new(); // refused by a failed Accept
     let mut latencies_ms: Vec<f64> = Vec::with_capacity(tasks);
+    // From the `Accept` to the task's end, as the framework hears it.
+    let mut ends_ms: Vec<f64> = Vec::with_capacity(tasks);
     let (mut finished, mut failed, mut running_skipped) = (0usize, 0usize, 0usize);
     let mut accept_calls = 0usize;
     let mut accept_errors = 0usize;
@@ -355,6 +357,9 @@ pub async fn run(
                 if terminal {
                     t.done = true;
                     last_progress = now;
+                    if let Some(accepted) = t.accepted {
+                        ends_ms.push((now - accepted).as_secs_f64() * 1000.0);
+                    }
                     if state == v1::TaskState::Finished && status.exit_code == Some(0) {
                         finished += 1;
                     } else {
@@ -397,6 +402,7 @@ pub async fn run(
     drop(processes);
 
     latencies_ms.sort_by(f64::total_cmp);
+    ends_ms.sort_by(f64::total_cmp);
     // Medians of each stage, from the agents' millisecond timestamps.
     let stage = |f: &dyn Fn(&TaskTimes) -> (u64, u64)| {
         let mut v: Vec<f64> = times
@@ -447,6 +453,8 @@ pub async fn run(
         "launch_p90_ms": round3(percentile(&latencies_ms, 90.0)),
         "launch_p99_ms": round3(percentile(&latencies_ms, 99.0)),
         "launch_max_ms": round3(percentile(&latencies_ms, 100.0)),
+        "end_p50_ms": round3(percentile(&ends_ms, 50.0)),
+        "end_p99_ms": round3(percentile(&ends_ms, 99.0)),
         // The same span as the master times it (no framework round trip),
         // from its histogram's buckets.
         "master_launch_p50_ms": master_launch_ms(0.5),

@@ -120,9 +120,10 @@ fn artifacts_client(config: &AgentConfig) -> anyhow::Result<ArtifactsClient<Chan
     Ok(artifacts::client(config.endpoint()?))
 }
 
-/// An update waiting for its acknowledgement.
+/// An update waiting for its acknowledgement (its status boxed: the map
+/// that holds it shifts its values on every insert and remove).
 struct Unacked {
-    status: v1::TaskStatus,
+    status: Box<v1::TaskStatus>,
     sent: Instant,
     /// Not yet durable on the executor: it is at this mark.
     unsynced: Option<v1::SyncMark>,
@@ -468,7 +469,7 @@ impl Agent {
                         .is_some_and(|at| at.incarnation == mark.incarnation && at.seq <= mark.seq)
                     {
                         entry.unsynced = None;
-                        now_durable.push(entry.status.clone());
+                        now_durable.push((*entry.status).clone());
                     }
                 }
                 if self.master_holds_unsynced {
@@ -586,7 +587,7 @@ impl Agent {
         self.unacked.insert(
             self.next_seq,
             Unacked {
-                status,
+                status: Box::new(status),
                 sent: Instant::now(),
                 unsynced,
             },
@@ -610,12 +611,12 @@ impl Agent {
                 continue;
             }
             match &entry.unsynced {
-                None => durable.push(entry.status.clone()),
+                None => durable.push((*entry.status).clone()),
                 Some(_) if !self.master_holds_unsynced => continue,
                 Some(at) => {
                     let (seq, batch) = unsynced.entry(at.incarnation).or_default();
                     *seq = (*seq).max(at.seq);
-                    batch.push(entry.status.clone());
+                    batch.push((*entry.status).clone());
                 }
             }
             entry.sent = now;

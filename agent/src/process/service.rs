@@ -91,8 +91,10 @@ pub struct Service {
     status_tx: UnboundedSender<v1::TaskStatus>,
     /// Every task not yet forgotten (its end acknowledged), by id.
     tasks: HashMap<String, v1::CheckpointTask>,
-    /// Unacknowledged updates by sequence number.
-    unacked: BTreeMap<u64, v1::TaskStatus>,
+    /// Unacknowledged updates by sequence number, boxed: a B-tree shifts
+    /// its values within a node on every insert and remove, and a status
+    /// is a few hundred bytes.
+    unacked: BTreeMap<u64, Box<v1::TaskStatus>>,
     by_uuid: HashMap<Vec<u8>, u64>,
     next_seq: u64,
     writer: Writer,
@@ -138,7 +140,11 @@ impl Service {
                 .iter()
                 .map(|(seq, s)| (s.uuid.clone(), *seq))
                 .collect(),
-            unacked: loaded.updates,
+            unacked: loaded
+                .updates
+                .into_iter()
+                .map(|(seq, s)| (seq, Box::new(s)))
+                .collect(),
             next_seq,
             writer: Writer::start(checkpoint, delivery.clone())?,
             delivery,
@@ -293,7 +299,7 @@ impl Service {
             pending: if compatible {
                 self.unacked
                     .range(..=committed)
-                    .map(|(_, s)| s.clone())
+                    .map(|(_, s)| (**s).clone())
                     .collect()
             } else {
                 Vec::new()
@@ -465,7 +471,7 @@ impl Service {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.by_uuid.insert(status.uuid.clone(), seq);
-            self.unacked.insert(seq, status.clone());
+            self.unacked.insert(seq, Box::new(status.clone()));
             let task =
                 self.tasks
                     .entry(status.task_id.clone())
