@@ -170,7 +170,10 @@ impl Args {
         let cpus = executor.cpus;
         executor = executor.mem(self.mem);
         let info = v1::AgentInfo {
-            hostname: self.hostname.clone().unwrap_or_else(hostname),
+            hostname: self
+                .hostname
+                .clone()
+                .unwrap_or_else(wasmos_platform::host::hostname),
             resources: Some(v1::Resources {
                 cpus,
                 mem: self.mem,
@@ -323,12 +326,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// `/state` and `/metrics` of this agent, on a port its operator opened.

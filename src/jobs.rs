@@ -215,6 +215,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         after_each: args.after_each.clone().unwrap_or_default(),
         hold: args.hold,
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+        on: args.task.on(),
     };
     let answer = submit_spec(&client, spec).await?;
     if args.json {

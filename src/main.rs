@@ -115,7 +115,12 @@ fn main() -> ExitCode {
             | Command::Local(_)
             | Command::Demo(_)
     ) {
-        owner_only_files();
+        // Everything these create is their owner's alone, whatever umask
+        // they were started under: a master's registry holds the CA's key
+        // and tasks' env, an agent's work dir its key, sandboxes and tasks'
+        // outputs; the mask covers files a library (redb, wasmtime's cache)
+        // makes too.
+        wasmos_platform::private::owner_only_from_now_on();
     }
     match run(cli.command) {
         Ok(code) => code,
@@ -123,19 +128,6 @@ fn main() -> ExitCode {
             eprintln!("wasmos: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Makes everything this process creates its owner's alone (files 0600,
-/// directories 0700), whatever umask it was started under: a master's
-/// registry holds the CA's key and tasks' env, an agent's work dir holds
-/// its key, sandboxes and tasks' outputs. The umask covers every file,
-/// also those a library (redb, wasmtime's cache) makes.
-fn owner_only_files() {
-    #[cfg(unix)]
-    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
-    unsafe {
-        libc::umask(0o077);
     }
 }
 

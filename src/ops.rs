@@ -440,8 +440,8 @@ pub async fn agents(args: ListArgs) -> anyhow::Result<()> {
         .agents;
     if !args.json {
         println!(
-            "{:<22} {:<16} {:<10} {:>6} {:>22} {:>22}",
-            "AGENT", "HOST", "STATE", "TASKS", "TOTAL", "USED"
+            "{:<22} {:<16} {:<14} {:<10} {:>6} {:>22} {:>22}",
+            "AGENT", "HOST", "PLATFORM", "STATE", "TASKS", "TOTAL", "USED"
         );
     }
     for a in agents {
@@ -463,10 +463,19 @@ pub async fn agents(args: ListArgs) -> anyhow::Result<()> {
                     "attributes": info.attributes.iter().map(|x| format!("{}={}", x.key, x.value)).collect::<Vec<_>>()})
             );
         } else {
+            // `os/arch` as the agent reports them (`-` from an agent too old
+            // to say).
+            let attribute = |key: &str| {
+                info.attributes
+                    .iter()
+                    .find(|a| a.key == key)
+                    .map_or("-", |a| a.value.as_str())
+            };
             println!(
-                "{:<22} {:<16} {:<10} {:>6} {:>22} {:>22}",
+                "{:<22} {:<16} {:<14} {:<10} {:>6} {:>22} {:>22}",
                 info.agent_id,
                 info.hostname,
+                format!("{}/{}", attribute("os"), attribute("arch")),
                 state,
                 a.tasks,
                 total.to_string(),

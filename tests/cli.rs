@@ -304,6 +304,45 @@ fn run_local_needs_no_cluster_and_cleans_up() {
     assert!(stderr(&o).contains("TRAP"), "{}", stderr(&o));
 }
 
+#[test]
+fn on_picks_agents_by_what_they_report_and_no_operator_can_fake_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let here = format!("arch={}", std::env::consts::ARCH);
+    let mut cmd = wasmos();
+    cmd.args([
+        "run",
+        "--local",
+        "--on",
+        &here,
+        "--on",
+        &format!("os={}", std::env::consts::OS),
+    ])
+    .arg(guest("hello"))
+    .env("TMPDIR", tmp.path());
+    let o = output(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut cmd = wasmos();
+    cmd.args(["run", "--local", "--on", "arch=sparc64"])
+        .arg(guest("hello"))
+        .env("TMPDIR", tmp.path());
+    let err = one_line_error(&output(cmd));
+    assert!(err.contains("--on arch=sparc64"), "{err}");
+    assert!(err.contains(&here), "it says what this machine is: {err}");
+
+    // The agent's own attributes are not an operator's to set.
+    let mut cmd = wasmos();
+    cmd.args(["agent", "--attr", "arch=aarch64", "--work-dir"])
+        .arg(tmp.path().join("agent"))
+        .args(["--master", &format!("http://127.0.0.1:{}", unused_port())]);
+    let err = one_line_error(&output(cmd));
+    assert!(
+        err.contains("the attribute `arch` is the agent's own"),
+        "{err}"
+    );
+    assert!(err.contains(&here), "{err}");
+}
+
 /// A loopback port nothing listens on (bound, then released).
 fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -487,9 +526,20 @@ fn operator_commands_list_agents_frameworks_roles_and_task_files() {
     }
     let table = cli_ok(url, &["agents"]);
     assert!(table.starts_with("AGENT"), "{table}");
+    let platform = format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH);
     for a in &agents {
         assert!(table.contains(a["id"].as_str().unwrap()), "{table}");
+        let attributes = a["attributes"].as_array().unwrap();
+        assert!(
+            attributes.contains(&Value::from(format!("os={}", std::env::consts::OS))),
+            "{a}"
+        );
+        assert!(
+            attributes.contains(&Value::from(format!("arch={}", std::env::consts::ARCH))),
+            "{a}"
+        );
     }
+    assert_eq!(table.matches(&platform).count(), 2, "{table}");
 
     // A task that writes a file: `ls` and `cat` read it back.
     let o = run(

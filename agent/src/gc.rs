@@ -32,6 +32,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use wasmos_platform::disk::free_space;
+
 use crate::{Executor, ExecutorConfig};
 
 /// One sandbox, as [`choose_victims`] sees it.
@@ -442,23 +444,6 @@ fn last_modified(dir: &Path) -> SystemTime {
         .min(SystemTime::now())
 }
 
-/// Bytes available to unprivileged users on the file system of `path`.
-pub fn free_space(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `c_path` is NUL-terminated and `stat` is a valid out pointer
-    // for one `statvfs`.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs succeeded, so it filled `stat`.
-    let stat = unsafe { stat.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field types differ by platform
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,12 +567,5 @@ mod tests {
             ..both
         };
         assert_eq!(choose_victims(&all, &both), ["a", "b", "c"]);
-    }
-
-    #[test]
-    fn free_space_is_measured() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(free_space(dir.path()).is_some_and(|b| b > 0));
-        assert_eq!(free_space(&dir.path().join("missing")), None);
     }
 }

@@ -73,6 +73,54 @@ fn stdin_is_empty() {
     );
 }
 
+/// What makes a task's output and fuel the same on every agent: NaNs made
+/// by arithmetic are canonical (x86_64 would make a negative one, aarch64 a
+/// positive one), and initialising memory costs the same fuel everywhere
+/// (copied, as on an OS without copy-on-write images, never mapped for
+/// free on one OS and charged on another).
+#[test]
+fn float_bits_and_fuel_do_not_depend_on_the_cpu_or_os() {
+    let h = Harness::new();
+    for (kind, program) in [
+        ("module", guest("floats")),
+        ("component", component("floats")),
+    ] {
+        let mut fuel = Vec::new();
+        for run in 0..2 {
+            let id = format!("floats-{kind}-{run}");
+            let statuses = h.run(spec(&id, &["1000"]), program.clone());
+            let end = statuses.last().unwrap();
+            assert_eq!(end.state(), TaskState::Finished, "{kind}: {end:?}");
+            let out = h.stdout(&id);
+            for line in [
+                "nan 7ff8000000000000",
+                "nan+1 7ff8000000000000",
+                "nan32 7fc00000",
+                "sqrt(-1) 7ff8000000000000",
+                "min(nan,2) 4000000000000000",
+            ] {
+                assert!(
+                    out.lines().any(|l| l == line),
+                    "{kind}: no `{line}` in\n{out}"
+                );
+            }
+            fuel.push(end.usage.unwrap().fuel_consumed);
+        }
+        assert_eq!(fuel[0], fuel[1], "{kind}: fuel is deterministic");
+    }
+    let fuel = |name: &str| {
+        let statuses = h.run(spec(&format!("fuel-{name}"), &[]), fixture(name));
+        let end = statuses.last().unwrap();
+        assert_eq!(end.state(), TaskState::Finished, "{name}: {end:?}");
+        end.usage.unwrap().fuel_consumed
+    };
+    let (with_data, without) = (fuel("data"), fuel("no_data"));
+    assert!(
+        with_data > without,
+        "copying the data segment is charged: {with_data} vs {without}"
+    );
+}
+
 #[test]
 fn argv0_defaults_to_the_task_id() {
     let h = Harness::new();

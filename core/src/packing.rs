@@ -22,9 +22,22 @@ pub struct AgentOffers {
     pub offer_ids: Vec<String>,
     /// What they offer together, less what [`take`] has taken so far.
     pub free: Resources,
+    /// The agent's attributes (its `os` and `arch` among them), as its
+    /// first offer gave them.
+    pub attributes: Vec<v1::Attribute>,
 }
 
 impl AgentOffers {
+    /// True when the agent has every attribute `on` asks for (key and
+    /// value alike): where a job that asked for `arch=aarch64` may run.
+    pub fn matches(&self, on: &[v1::Attribute]) -> bool {
+        on.iter().all(|want| {
+            self.attributes
+                .iter()
+                .any(|a| a.key == want.key && a.value == want.value)
+        })
+    }
+
     /// How many tasks of one shape fit in what is left (`u64::MAX` for an
     /// empty shape: it takes nothing).
     pub fn copies_of(&self, need: &Resources) -> u64 {
@@ -61,6 +74,7 @@ pub fn by_agent(offers: impl IntoIterator<Item = v1::Offer>) -> Vec<AgentOffers>
                     agent_id: offer.agent_id,
                     offer_ids: Vec::new(),
                     free: Resources::ZERO,
+                    attributes: offer.attributes,
                 });
                 agents.last_mut().expect("just pushed")
             }
@@ -203,9 +217,34 @@ mod tests {
             agent_id: "a".into(),
             offer_ids: vec![],
             free: Resources::new(1.0, 10, 0),
+            attributes: vec![],
         };
         assert_eq!(pool.copies_of(&Resources::new(0.3, 2, 0)), 3);
         assert_eq!(pool.copies_of(&Resources::new(0.1, 4, 0)), 2);
         assert_eq!(pool.copies_of(&Resources::ZERO), u64::MAX);
+    }
+
+    #[test]
+    fn an_agent_matches_when_it_has_every_attribute_asked_for() {
+        let attribute = |key: &str, value: &str| v1::Attribute {
+            key: key.into(),
+            value: value.into(),
+        };
+        let offer = |id: &str, agent: &str| v1::Offer {
+            offer_id: id.into(),
+            agent_id: agent.into(),
+            attributes: vec![attribute("os", "linux"), attribute("arch", "aarch64")],
+            ..Default::default()
+        };
+        let pools = by_agent([offer("o1", "a"), offer("o2", "a")]);
+        let [pool] = &pools[..] else {
+            panic!("{pools:?}")
+        };
+        assert!(pool.matches(&[]));
+        assert!(pool.matches(&[attribute("arch", "aarch64")]));
+        assert!(pool.matches(&[attribute("arch", "aarch64"), attribute("os", "linux")]));
+        assert!(!pool.matches(&[attribute("arch", "x86_64")]));
+        assert!(!pool.matches(&[attribute("arch", "aarch64"), attribute("zone", "eu")]));
+        assert!(!pool.matches(&[attribute("aarch64", "arch")]));
     }
 }

@@ -330,6 +330,33 @@ async fn a_job_of_50_tasks_finishes_with_an_outcome_per_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_an_attribute_runs_only_on_agents_that_have_it() {
+    let m = start_master().await;
+    let x86 = [("os", "linux"), ("arch", "x86_64")];
+    let arm = [("os", "linux"), ("arch", "aarch64")];
+    let a = ScriptedAgent::start_with(m.addr, 2.0, 2 * GIB, &x86, |_| Script::Finish).await;
+    let b = ScriptedAgent::start_with(m.addr, 2.0, 2 * GIB, &arm, |_| Script::Finish).await;
+    let client = Client::connect(&m.url).await.unwrap();
+    let digest = client.upload(HELLO_WAT).await.unwrap().digest;
+    let template = TaskTemplate::new(digest).cpus(0.5).mem(16 * MIB);
+    let report = Job::new("on-arm")
+        .on("arch", "aarch64")
+        .on("os", "linux")
+        .tasks(vec![template; 12])
+        .run(&client)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{:?}", report.tasks);
+    assert!(
+        report.tasks.iter().all(|t| t.agent_id == b.id()),
+        "{:?}",
+        report.tasks
+    );
+    assert_eq!(b.launched().len(), 12, "four at a time, in three rounds");
+    assert!(a.launched().is_empty(), "{:?}", a.launched());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_tasks_are_retried_on_another_agent() {
     let m = start_master().await;
     let mut doomed = ScriptedAgent::start(m.addr, 2.0, 2 * GIB, |_| Script::Hang).await;

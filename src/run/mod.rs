@@ -140,6 +140,13 @@ pub struct TaskArgs {
     #[arg(long, default_value = "default", value_name = "R")]
     pub role: String,
 
+    /// Run only on agents with this attribute, KEY=VALUE (repeatable: all
+    /// must hold). Every agent reports `os` (linux, macos, windows) and
+    /// `arch` (x86_64, aarch64): `--on arch=aarch64`; operators add their
+    /// own with `wasmos agent --attr`. `wasmos agents` shows them.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = cli_args::key_value)]
+    pub on: Vec<(String, String)>,
+
     #[command(flatten)]
     pub master: ops::MasterArg,
 }
@@ -147,6 +154,17 @@ pub struct TaskArgs {
 impl TaskArgs {
     /// The module (checked, `.wat` compiled) and the inputs, read before
     /// anything is sent.
+    /// `--on` as the attributes the master matches.
+    pub(crate) fn on(&self) -> Vec<v1::Attribute> {
+        self.on
+            .iter()
+            .map(|(key, value)| v1::Attribute {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
     pub(crate) fn read_files(&self) -> anyhow::Result<(Vec<u8>, Vec<Input>)> {
         let module = load_module(&self.module)?;
         let inputs = self
@@ -198,6 +216,20 @@ async fn run_local(
     inputs: &[Input],
     dir: &Path,
 ) -> anyhow::Result<ExitCode> {
+    // The one local agent is this machine: a job it cannot match would
+    // wait forever.
+    let here = wasmos_platform::host::attributes();
+    if let Some((key, value)) = args
+        .task
+        .on
+        .iter()
+        .find(|(k, v)| !here.contains(&(k.as_str(), v.as_str())))
+    {
+        anyhow::bail!(
+            "--on {key}={value}: the local cluster's one agent is this machine ({}), so nothing would run",
+            here.map(|(k, v)| format!("{k}={v}")).join(", ")
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cluster = local::start(&local::Args {
         agents: 1,
@@ -277,8 +309,11 @@ async fn attached(
 ) -> anyhow::Result<ExitCode> {
     let total = args.task.instances as usize;
     let mut progress = Progress::new(total);
-    let job = Job::new(name)
-        .role(&args.task.role)
+    let mut job = Job::new(name).role(&args.task.role);
+    for (key, value) in &args.task.on {
+        job = job.on(key, value);
+    }
+    let job = job
         .tasks((0..args.task.instances).map(|i| instance(template, args, i)))
         .on_update(move |u| progress.update(u));
     let cancel = job.cancel_handle();
@@ -348,6 +383,7 @@ async fn detach(
         role: args.task.role.clone(),
         task: Some(template.spec(String::new())),
         count: args.task.instances,
+        on: args.task.on(),
         ..Default::default()
     };
     let answer = crate::jobs::submit_spec(client, spec).await?;

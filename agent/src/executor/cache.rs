@@ -362,14 +362,8 @@ fn write_entry(path: &Path, payload: &[u8]) -> std::io::Result<()> {
 /// Sets `path`'s mtime to now (its recency for [`trim_dir`]); a missing
 /// file is no error.
 fn touch(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: `c_path` is a valid NUL-terminated string for the call; null
-    // `times` means "now" for both times.
-    unsafe {
-        libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), std::ptr::null(), 0);
+    if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 

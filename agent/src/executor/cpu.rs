@@ -4,27 +4,14 @@
 //! the time an instruction takes differs by an order of magnitude between,
 //! say, a division and an add, so any fuel-per-second calibration is wrong
 //! for guests whose instruction mix differs from the calibration workload.
-//! The worker thread's own CPU clock (`CLOCK_THREAD_CPUTIME_ID`, read
-//! around each poll of a task) measures exactly what the task used,
+//! The worker thread's own CPU clock (`CLOCK_THREAD_CPUTIME_ID` on Unix,
+//! `QueryThreadCycleTime` on Windows; read around each poll of a task) measures exactly what the task used,
 //! whatever it executes and however busy the machine is. Fuel yields are
 //! only the points where a task that used up its share is made to wait.
 
 use std::time::{Duration, Instant};
 
-/// CPU time the calling thread has used, in nanoseconds.
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
-    // every Linux and macOS supports.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use wasmos_platform::cpu_time::thread_cpu_ns;
 
 /// How much CPU time a task may run ahead of its rate: enough to cover a few
 /// polls, small enough that a task's long-run rate is its `cpus`.

@@ -158,24 +158,19 @@ impl MemoryModel {
 
 /// Address space the engine's memories may take: half of what this process
 /// can map (the user half of the virtual address space, as the stack's
-/// address shows, and `RLIMIT_AS`), leaving the rest to everything else.
+/// address shows on Unix, 128 TiB on 64-bit Windows; and `RLIMIT_AS`),
+/// leaving the rest to everything else.
 pub fn address_space_budget() -> u64 {
-    let here = 0u8;
-    let top = (&here as *const u8 as u64).checked_next_power_of_two();
-    let space = top.unwrap_or(u64::MAX);
-    // SAFETY: getrlimit writes one rlimit.
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    let rlimit = if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0
-        && limit.rlim_cur != libc::RLIM_INFINITY
-    {
-        limit.rlim_cur
+    let space = if cfg!(all(windows, target_pointer_width = "64")) {
+        1 << 47
     } else {
-        u64::MAX
+        let here = 0u8;
+        (&here as *const u8 as u64)
+            .checked_next_power_of_two()
+            .unwrap_or(u64::MAX)
     };
-    space.min(rlimit) / 2
+    let limit = wasmos_platform::limits::address_space().unwrap_or(u64::MAX);
+    space.min(limit) / 2
 }
 
 /// Warns when this process's limits hold fewer than `tasks` running tasks:
@@ -183,24 +178,16 @@ pub fn address_space_budget() -> u64 {
 /// `mmap failed`) although it fits the agent's resources. Each task that can
 /// touch files holds a descriptor for its root; each takes a few mappings.
 fn warn_of_process_limits(tasks: u64) {
-    let mut files = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut files) } == 0 && files.rlim_cur < tasks {
+    use wasmos_platform::limits;
+    if let Some(files) = limits::open_files().filter(|&f| f < tasks) {
         tracing::warn!(
             tasks,
-            open_files = files.rlim_cur,
-            "the open-file limit holds about {} tasks that use files at once: raise it \
+            open_files = files,
+            "the open-file limit holds about {files} tasks that use files at once: raise it \
              (`ulimit -n`, LimitNOFILE=) or offer fewer cpus",
-            files.rlim_cur
         );
     }
-    let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    if let Some(maps) = maps.filter(|&m| m / MAPS_PER_TASK < tasks) {
+    if let Some(maps) = limits::memory_maps().filter(|&m| m / MAPS_PER_TASK < tasks) {
         tracing::warn!(
             tasks,
             max_map_count = maps,
@@ -243,6 +230,17 @@ pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     config.consume_fuel(settings.fuel);
     config.epoch_interruption(settings.epochs);
     config.wasm_component_model(true);
+    // The same results and the same fuel on every agent, whatever its CPU
+    // and OS. NaNs are canonical and relaxed SIMD deterministic, so float
+    // code prints the same bits on x86_64 and aarch64. Memory is always
+    // initialised by copying: copy-on-write images exist on Linux always,
+    // on other Unixes only for some modules and on Windows never, and the
+    // startup code that copies data segments burns fuel where they are not
+    // used, so a task's fuel would otherwise depend on the agent's OS.
+    config
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .memory_init_cow(false);
     match settings.memory {
         MemoryModel::Pooled { slots, reservation } => {
             let n = slots.max(1);

@@ -119,19 +119,15 @@ impl Executor {
     pub fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
         let sandboxes_dir = config.work_dir.join("sandboxes");
-        std::fs::create_dir_all(&sandboxes_dir)
-            .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
         // Sandboxes and outputs are their tasks' owners' to read (through
         // the master), no other local user's: a directory others cannot
         // enter keeps them out whatever the files' own modes.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&config.work_dir, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("making {} private", config.work_dir.display()))?;
-        }
+        wasmos_platform::private::private_dir(&config.work_dir)
+            .with_context(|| format!("making {} private", config.work_dir.display()))?;
+        std::fs::create_dir_all(&sandboxes_dir)
+            .with_context(|| format!("creating work dir {}", config.work_dir.display()))?;
         let lock = lock_work_dir(&config.work_dir, "executor.lock")?;
-        let sandboxes = std::fs::File::open(&sandboxes_dir)
+        let sandboxes = wasmos_platform::private::open_dir(&sandboxes_dir)
             .with_context(|| format!("opening {}", sandboxes_dir.display()))?;
         // What an earlier executor logged and never wrote goes into its
         // sandboxes first, so they are on disk like any other.

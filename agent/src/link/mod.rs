@@ -165,6 +165,7 @@ impl Agent {
     /// Locks the work dir, reads a saved agent id, and finds or starts the
     /// executor.
     pub fn new(mut config: AgentConfig) -> anyhow::Result<Agent> {
+        add_platform_attributes(&mut config.info)?;
         let artifact_client = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
         // Keys, sandboxes and tasks' outputs: the agent's owner's alone.
         wasmos_tls::private_dir(&config.executor.work_dir)
@@ -678,6 +679,37 @@ impl Agent {
 /// most: with the ids and states of up to 10,000 tasks it stays well under
 /// the 4 MiB a gRPC message may be by default.
 const LAUNCHES_REPORTED_BYTES: usize = 2 << 20;
+
+/// Adds the attributes every agent reports of itself (`os`, `arch`), so a
+/// task can ask for a kind of machine; an operator's attribute of the same
+/// name is refused rather than let it shadow the truth.
+fn add_platform_attributes(info: &mut v1::AgentInfo) -> anyhow::Result<()> {
+    use wasmos_platform::host;
+    if let Some(a) = info
+        .attributes
+        .iter()
+        .find(|a| host::RESERVED_ATTRIBUTES.contains(&a.key.as_str()))
+    {
+        anyhow::bail!(
+            "the attribute `{}` is the agent's own (it reports {}): choose another name",
+            a.key,
+            host::attributes()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    info.attributes.extend(
+        host::attributes()
+            .into_iter()
+            .map(|(key, value)| v1::Attribute {
+                key: key.into(),
+                value: value.into(),
+            }),
+    );
+    Ok(())
+}
 
 fn id_path(config: &AgentConfig) -> std::path::PathBuf {
     config.executor.work_dir.join("agent_id")

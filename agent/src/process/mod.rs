@@ -76,9 +76,11 @@ pub fn show(p: &v1::ExecutorProtocol) -> String {
     format!("{}.{}", p.major, p.minor)
 }
 
-/// The executor's socket in a work dir.
+/// The executor's socket for a work dir: `executor.sock` in it, or, when
+/// that path is longer than the OS takes for a socket, in a private
+/// directory of the temp dir named for the work dir.
 pub fn socket_path(work_dir: &std::path::Path) -> std::path::PathBuf {
-    work_dir.join("executor.sock")
+    wasmos_platform::socket::socket_path(work_dir, "executor.sock")
 }
 
 /// The file the executor writes its process id to.

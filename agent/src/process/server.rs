@@ -19,6 +19,7 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<Exit> {
     // executor.lock is ours now: a socket file left is a dead executor's.
     let socket = super::socket_path(&work_dir);
     let _ = std::fs::remove_file(&socket);
+    wasmos_platform::socket::prepare(&socket)?;
     let listener = bind_private(&socket)?;
     let pid_file = super::pid_path(&work_dir);
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
@@ -59,13 +60,7 @@ fn bind_private(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    listener.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {} ({} bytes; a Unix socket path must be under 108): {e}",
-            path.display(),
-            path.as_os_str().len()
-        )
-    })
+    listener.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display(),))
 }
 
 /// One agent's connection: its `hello`, then its messages, until it closes.

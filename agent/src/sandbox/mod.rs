@@ -28,30 +28,7 @@ use std::sync::{Arc, Mutex};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
-/// Syncs the file system `file` lives on (`syncfs` on Linux; `sync`
-/// elsewhere on Unix): whatever was written to it is then on the disk.
-pub fn sync_file_system(file: &std::fs::File) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open descriptor; syncfs reads nothing else.
-        if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-    #[cfg(all(unix, not(target_os = "linux")))]
-    {
-        let _ = file;
-        // SAFETY: sync takes no arguments and cannot fail.
-        unsafe { libc::sync() };
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        file.sync_all()
-    }
-}
+pub use wasmos_platform::disk::sync_file_system;
 
 /// The paths of one sandbox.
 #[derive(Debug, Clone)]
@@ -196,19 +173,8 @@ impl Sandbox {
     /// `mkdir`s then resolve one or two path components instead of the
     /// whole work-dir path, which matters at thousands of launches a second.
     pub fn create_in(&self, sandboxes: &std::fs::File, task_id: &str) -> io::Result<()> {
-        use std::ffi::CString;
-        use std::os::fd::AsRawFd;
-        let mkdirat = |name: &str| -> io::Result<()> {
-            let name = CString::new(name).map_err(io::Error::other)?;
-            // SAFETY: a valid directory fd and a NUL-terminated path.
-            // Owner-only whatever the umask: a task's files are its owner's.
-            let rc = unsafe { libc::mkdirat(sandboxes.as_raw_fd(), name.as_ptr(), 0o700) };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        };
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        let mkdirat = |name: &str| wasmos_platform::private::create_dir_at(sandboxes, parent, name);
         match mkdirat(task_id) {
             // The sandboxes directory went away: make it again by path.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return self.create(),

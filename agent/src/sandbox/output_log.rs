@@ -84,7 +84,7 @@ impl OutputLog {
         std::fs::create_dir_all(&dir)?;
         let sandboxes_dir = work_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir)?;
-        let sandboxes = File::open(&sandboxes_dir)?;
+        let sandboxes = wasmos_platform::private::open_dir(&sandboxes_dir)?;
         let segments = list_segments(&dir)?;
         let mut restored = 0;
         for path in segments.values() {
@@ -183,7 +183,7 @@ fn new_segment(dir: &Path, n: u64) -> io::Result<(File, Arc<Segment>)> {
     let path = dir.join(format!("{n:020}.log"));
     let file = OpenOptions::new().create(true).append(true).open(&path)?;
     // The new name must survive too, or a crash could lose the segment.
-    File::open(dir)?.sync_all()?;
+    wasmos_platform::disk::sync_dir(dir)?;
     let segment = Arc::new(Segment {
         path,
         outstanding: AtomicUsize::new(0),

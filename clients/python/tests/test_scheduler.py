@@ -6,6 +6,7 @@ Run by scripts/test-python: python -m unittest discover clients/python/tests
 
 import json
 import os
+import platform
 import queue
 import signal
 import subprocess
@@ -414,6 +415,32 @@ class SchedulerDriverTest(DriverTest):
             with self.assertRaises(wasmos.WasmosError) as refused:
                 driver.start()
         self.assertEqual(refused.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+
+
+class OnTest(unittest.TestCase):
+    """Jobs that ask for an agent's attributes, its own (`os`, `arch`) and
+    an operator's (`zone`), run by the client and by the master."""
+
+    def test_jobs_run_only_on_agents_with_the_attributes_asked_for(self):
+        os_name = {"linux": "linux", "darwin": "macos", "win32": "windows"}[sys.platform]
+        arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(),
+                                                          platform.machine().lower())
+        for agent in MASTER.agents():
+            self.assertIn(f"os={os_name}", agent["attributes"], agent)
+            self.assertIn(f"arch={arch}", agent["attributes"], agent)
+        zoned = MASTER.agent_id("agent-0")
+        on = {"zone": "eu-1", "arch": arch}
+        with connect() as cluster:
+            ran = cluster.run(GUESTS / "hello.wasm", n=6, cpus=0.5, on=on, read_stdout=False)
+            job = cluster.submit(GUESTS / "hello.wasm", n=6, cpus=0.5, on=on)
+            cluster.wait(job, timeout=WAIT)
+            submitted = cluster.results(job)
+            with self.assertRaises(wasmos.WasmosError) as refused:
+                cluster.submit(GUESTS / "hello.wasm", on={f"k{i}": "v" for i in range(17)})
+        self.assertIn("on has 17 items", str(refused.exception))
+        self.assertEqual(len(ran) + len(submitted), 12)
+        for result in ran + submitted:
+            self.assertEqual((result.state, result.agent_id), ("FINISHED", zoned), result)
 
 
 class ExampleTest(unittest.TestCase):

@@ -375,7 +375,8 @@ impl Jobs {
 
     /// Places `owner`'s waiting indices on its offers: its jobs by
     /// priority (higher first), then age; a job that does not fit what is
-    /// left lets a later one use it.
+    /// left, or asks for attributes the agent lacks (`on`), lets a later
+    /// one use it.
     pub fn place(&mut self, owner: &Owner, offers: Vec<v1::Offer>) -> Placement {
         let mut order: Vec<(std::cmp::Reverse<i32>, Key)> = self
             .live_jobs()
@@ -388,7 +389,7 @@ impl Jobs {
             let mut tasks = Vec::new();
             for &(_, number) in &order {
                 let job = self.jobs.get_mut(&number).expect("listed");
-                if !job.startable() {
+                if !job.startable() || !pool.matches(&job.spec.on) {
                     continue;
                 }
                 let mut room =

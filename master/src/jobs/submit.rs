@@ -16,6 +16,8 @@ pub const MAX_DEPENDENCIES: usize = 20;
 pub const MAX_LIVE_JOBS_PER_PRINCIPAL: usize = 10_000;
 /// Idempotency keys, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
+/// Attributes a job may ask its agents for (`on`).
+pub const MAX_ON: usize = 16;
 
 /// What [`check`] found a job asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +73,11 @@ pub fn check(spec: &v1::JobSpec) -> Result<Checked, String> {
             spec.idempotency_key.len()
         ));
     }
+    crate::limits::check_pairs(
+        "on",
+        spec.on.iter().map(|a| (a.key.as_str(), a.value.as_str())),
+        MAX_ON,
+    )?;
     Ok(Checked { role, shape })
 }
 

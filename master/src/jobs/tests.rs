@@ -170,6 +170,49 @@ fn an_array_starts_as_offers_come_and_succeeds_when_every_index_finished() {
 }
 
 #[test]
+fn a_job_on_an_attribute_starts_only_on_agents_that_have_it() {
+    let attribute = |key: &str, value: &str| v1::Attribute {
+        key: key.into(),
+        value: value.into(),
+    };
+    let mut jobs = Jobs::new(1);
+    let anywhere = submit(&mut jobs, job_spec(1));
+    let mut spec = job_spec(2);
+    spec.on = vec![attribute("arch", "aarch64")];
+    let arm = submit(&mut jobs, spec);
+
+    let x86 = v1::Offer {
+        attributes: vec![attribute("os", "linux"), attribute("arch", "x86_64")],
+        ..offer("o1", "x86", 4.0)
+    };
+    let placement = jobs.place(&alice(), vec![x86]);
+    let placed: Vec<_> = placement.launches.iter().flat_map(|l| &l.tasks).collect();
+    assert_eq!(
+        placed.len(),
+        1,
+        "only the job that asks for nothing: {placed:?}"
+    );
+    assert!(placed[0].task_id.starts_with(&anywhere));
+    assert!(jobs.wants_offers(&alice()), "the aarch64 job still waits");
+
+    let aarch64 = v1::Offer {
+        attributes: vec![attribute("os", "linux"), attribute("arch", "aarch64")],
+        ..offer("o2", "arm", 4.0)
+    };
+    let placement = jobs.place(&alice(), vec![aarch64]);
+    let placed: Vec<_> = placement.launches.iter().flat_map(|l| &l.tasks).collect();
+    assert_eq!(placed.len(), 2, "{placed:?}");
+    assert!(placed.iter().all(|t| t.task_id.starts_with(&arm)));
+
+    let mut spec = job_spec(1);
+    spec.on = (0..=submit::MAX_ON)
+        .map(|i| attribute(&format!("k{i}"), "v"))
+        .collect();
+    let refused = jobs.submit(alice(), spec, Time(0)).unwrap_err();
+    assert!(refused.contains("on has 17 items"), "{refused}");
+}
+
+#[test]
 fn retries_follow_the_policy_by_exit_code_and_count_attempts() {
     let mut jobs = Jobs::new(1);
     let mut spec = job_spec(4);

@@ -49,9 +49,10 @@ pub struct ConnectionLimits {
 impl ConnectionLimits {
     /// Defaults from this process's file-descriptor limit (raised to its
     /// hard limit first): all of it but a reserve for the registry,
-    /// artifacts and logs; a quarter of that per address.
+    /// artifacts and logs; a quarter of that per address. Where the OS has
+    /// no such limit (Windows), as if it were 16,384.
     pub fn from_fd_limit() -> ConnectionLimits {
-        let fds = raise_fd_limit();
+        let fds = wasmos_platform::limits::raise_open_files().unwrap_or(16_384);
         let total = fds.saturating_sub(512).max(64) as usize;
         ConnectionLimits {
             total,
@@ -59,31 +60,6 @@ impl ConnectionLimits {
             first_byte: Duration::from_secs(10),
         }
     }
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard one; returns the soft limit
-/// in force.
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write `limit`.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    limit.rlim_cur
 }
 
 /// Counts connections and sheds those past the caps.

@@ -704,12 +704,9 @@ fn server_names(addr: SocketAddr, settings: &TlsSettings) -> Vec<String> {
     names
 }
 
+/// This host's name, unless the OS has none to give.
 fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
+    Some(wasmos_platform::host::hostname()).filter(|h| h != "localhost")
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {

@@ -47,6 +47,8 @@ pub struct Job {
     cancel: CancelHandle,
     refuse_seconds: f64,
     kill_grace: Duration,
+    /// Attributes an agent must have for the job's tasks to run on it.
+    on: Vec<v1::Attribute>,
 }
 
 impl std::fmt::Debug for Job {
@@ -73,6 +75,7 @@ impl Job {
             cancel: CancelHandle::default(),
             refuse_seconds: 1.0,
             kill_grace: Duration::from_secs(5),
+            on: Vec::new(),
         }
     }
 
@@ -86,6 +89,20 @@ impl Job {
     /// timeout, ...); its name is what operators see.
     pub fn framework(mut self, config: FrameworkConfig) -> Self {
         self.framework = config;
+        self
+    }
+
+    /// Runs the job's tasks only on agents whose attribute `key` is
+    /// `value`; called again, every such condition must hold. Every agent
+    /// reports its `os` (`linux`, `macos`, `windows`) and `arch` (`x86_64`,
+    /// `aarch64`), and operators add their own (`wasmos agent --attr
+    /// zone=eu-1`): `.on("arch", "aarch64")`. Other agents' offers are
+    /// declined for a long while: their attributes do not change.
+    pub fn on(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.on.push(v1::Attribute {
+            key: key.into(),
+            value: value.into(),
+        });
         self
     }
 

@@ -117,7 +117,12 @@ impl Run {
     /// Packs pending tasks onto the offers, agent by agent.
     async fn place(&mut self, offers: Vec<v1::Offer>) -> Result<()> {
         let mut unused = Vec::new();
+        let mut elsewhere = Vec::new();
         for mut pool in packing::by_agent(offers) {
+            if !pool.matches(&self.job.on) {
+                elsewhere.extend(pool.offer_ids);
+                continue;
+            }
             if self.pending.is_empty() || self.cancelling {
                 unused.extend(pool.offer_ids);
                 continue;
@@ -171,6 +176,12 @@ impl Run {
                 for index in chosen.into_iter().rev() {
                     self.pending.push_front(index);
                 }
+            }
+        }
+        if !elsewhere.is_empty() {
+            let refuse = Some(ELSEWHERE_REFUSE_SECONDS);
+            if let Err(e) = self.scheduler.decline(elsewhere, refuse).await {
+                tracing::debug!(error = %e, "decline failed (the offers are gone anyway)");
             }
         }
         if !unused.is_empty() {
@@ -247,3 +258,7 @@ impl Run {
         Ok(())
     }
 }
+
+/// How long offers of agents that do not match the job's [`Job::on`] are
+/// held back: an agent's attributes do not change while it runs.
+const ELSEWHERE_REFUSE_SECONDS: f64 = 300.0;

@@ -211,6 +211,18 @@ impl ScriptedAgent {
         mem: u64,
         script: impl Fn(&v1::TaskSpec) -> Script + Send + Sync + 'static,
     ) -> ScriptedAgent {
+        Self::start_with(master, cpus, mem, &[], script).await
+    }
+
+    /// [`start`](Self::start), reporting `attributes` (`("arch",
+    /// "aarch64")`: a scripted agent claims whatever a test needs).
+    pub async fn start_with(
+        master: SocketAddr,
+        cpus: f64,
+        mem: u64,
+        attributes: &[(&str, &str)],
+        script: impl Fn(&v1::TaskSpec) -> Script + Send + Sync + 'static,
+    ) -> ScriptedAgent {
         let mut client = AgentLinkClient::connect(format!("http://{master}"))
             .await
             .expect("agent connects");
@@ -225,6 +237,13 @@ impl ScriptedAgent {
                         disk: mem,
                     }),
                     version: "scripted-test-agent".into(),
+                    attributes: attributes
+                        .iter()
+                        .map(|&(key, value)| v1::Attribute {
+                            key: key.into(),
+                            value: value.into(),
+                        })
+                        .collect(),
                     ..Default::default()
                 }),
                 tasks: Vec::new(),

@@ -141,6 +141,7 @@ class Cluster:
         name: Optional[str] = None,
         read_stdout: bool = True,
         deadline: float = 3600.0,
+        on: Optional[Mapping[str, str]] = None,
     ) -> List[TaskResult]:
         """Runs ``module`` (a ``.wasm`` path or its bytes) as ``n`` tasks and
         returns how each ended, in index order.
@@ -148,7 +149,9 @@ class Cluster:
         ``{i}`` in ``args`` and ``env`` values becomes the task's index.
         Each task gets ``cpus`` (a share of a core), ``mem`` bytes of linear
         memory, ``disk`` bytes of files, ``max_fuel`` (0: no limit) and a
-        wall-clock ``timeout`` in seconds. With ``read_stdout`` each
+        wall-clock ``timeout`` in seconds. ``on`` runs them only on agents
+        with those attributes: every agent reports ``os`` and ``arch``
+        (``on={"arch": "aarch64"}``). With ``read_stdout`` each
         result carries its task's stdout. Raises :class:`WasmosError` when
         the master refuses the job (its words in the message) or it does not
         end within ``deadline`` seconds.
@@ -160,7 +163,7 @@ class Cluster:
             name = Path(module).stem if not isinstance(module, bytes) else "job"
         digest = self.upload(data)
         template = JobTemplate(digest, list(args), dict(env or {}), cpus, mem, disk, max_fuel, timeout)
-        job = JobScheduler(n, template, task_prefix(name))
+        job = JobScheduler(n, template, task_prefix(name), on)
         # The job's tasks are declared, so the master sizes offers for them
         # by DRF alongside other frameworks.
         info = FrameworkInfo(
@@ -215,6 +218,7 @@ class Cluster:
         after_each: str = "",
         hold: bool = False,
         idempotency_key: str = "",
+        on: Optional[Mapping[str, str]] = None,
     ) -> str:
         """Hands the master a job of ``n`` indices of ``module`` and returns
         its id at once: the master runs it, whether or not this process
@@ -225,7 +229,9 @@ class Cluster:
         ``WASMOS_ATTEMPT``. ``retry`` is ``{"max_attempts": 3, "states":
         ["LOST"], "reasons": ["AGENT_LOST"], "exit_codes": [75]}`` (each
         entry retries on its own; unset: the master's default, the lost
-        ones). ``deadline`` is in seconds after submission.
+        ones). ``deadline`` is in seconds after submission. ``on`` runs
+        the indices only on agents with those attributes (``{"arch":
+        "aarch64"}``), as for :meth:`run`.
         """
         data = module if isinstance(module, bytes) else Path(module).read_bytes()
         if name is None:
@@ -254,6 +260,7 @@ class Cluster:
             after_each=after_each,
             hold=hold,
             idempotency_key=idempotency_key,
+            on=[common_pb2.Attribute(key=k, value=v) for k, v in (on or {}).items()],
         )
         if retry is not None:
             spec.retry.CopyFrom(_retry_policy(retry))

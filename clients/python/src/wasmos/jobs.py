@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import grpc
 
 from .driver import Demand, SchedulerDriver, is_terminal
 from .errors import TRANSIENT, WasmosError, launch_in_doubt
-from .offers import Resources
+from .offers import Resources, has_attribute
 from .scheduler import Scheduler
 from .v1 import common_pb2
 
@@ -92,8 +92,10 @@ class JobScheduler(Scheduler):
     """Places pending tasks on offers, records each task's end, and stops
     the driver (tearing the framework down) when all have ended."""
 
-    def __init__(self, n: int, template: JobTemplate, prefix: str):
+    def __init__(self, n: int, template: JobTemplate, prefix: str, on: Optional[Mapping[str, str]] = None):
         self.template = template
+        # Attributes an agent must have for the job's tasks to run there.
+        self.on = dict(on or {})
         self.need = Resources.of(common_pb2.Resources(cpus=template.cpus, mem=template.mem, disk=template.disk))
         self.prefix = prefix
         self.n = n
@@ -123,6 +125,10 @@ class JobScheduler(Scheduler):
 
     def offers(self, driver: SchedulerDriver, offers) -> None:
         for offer in offers:
+            if not all(has_attribute(offer, k, v) for k, v in self.on.items()):
+                # An agent's attributes do not change: hold its offers back long.
+                _quietly(driver.decline, [offer.offer_id], 300.0)
+                continue
             free = Resources.of(offer)
             tasks, indexes = [], []
             while self.pending and free.fits(self.need):
