@@ -199,6 +199,42 @@ async fn kill_9_of_the_agent_leaves_its_tasks_running_and_they_finish_on_their_f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_too_deep_for_a_socket_path_finds_its_executor_in_the_temp_dir() {
+    // Past 107 bytes (103 on macOS) no Unix socket can be bound: the socket
+    // moves to a private directory of the temp dir named for the work dir,
+    // where a restarted agent finds the executor again.
+    let mut cluster = Cluster::start(0, MASTER, &[]);
+    let deep = cluster.dir.path().join("d".repeat(60)).join("e".repeat(60));
+    let socket = wasmos_platform::socket::socket_path(&deep, "executor.sock");
+    assert!(!socket.starts_with(&deep), "{}", socket.display());
+    cluster.add_agent_in(deep.clone(), AGENT);
+    cluster.wait_agents(1);
+    let executor = cluster.executor_pid(0);
+    assert!(socket.exists(), "{}", socket.display());
+    assert!(!deep.join("executor.sock").exists());
+
+    cluster.kill_agent(0);
+    cluster.restart_agent(0);
+    let client = Client::connect(&cluster.url).await.unwrap();
+    let hello = client
+        .upload(std::fs::read(support::guest("hello")).unwrap())
+        .await
+        .unwrap();
+    let template = TaskTemplate::new(hello.digest).cpus(0.1).mem(16 << 20);
+    let report = Job::new("deep")
+        .tasks(vec![template; 4])
+        .run(&client)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{:?}", report.tasks);
+    assert_eq!(
+        cluster.executor_pid(0),
+        executor,
+        "the agent re-attached to its executor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_executor_loses_its_tasks_with_its_reason_and_the_job_completes() {
     let mut cluster = Cluster::start(1, MASTER, AGENT);
     let agent_id = cluster.agent_id(0);

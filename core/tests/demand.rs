@@ -207,6 +207,23 @@ fn a_framework_is_offered_no_more_than_it_waits_for_and_the_rest_goes_to_one_tha
 }
 
 #[test]
+fn demand_declined_on_one_agent_is_offered_on_another_at_once() {
+    // Its demand fits one agent, so it is offered one; it will not run
+    // there (an attribute it needs is elsewhere) and declines for long.
+    let mut h = Harness::new();
+    let picky = subscribe_with_demand(&mut h, "picky", "r", demand(1.0, GIB, 2));
+    h.add_agent(8.0, 16 * GIB);
+    h.add_agent(8.0, 16 * GIB);
+    let first = h.take_offers(&picky);
+    assert_eq!(first.len(), 1, "its demand fits one agent: {first:?}");
+    h.decline(&picky, &first, Some(300.0)).unwrap();
+    let second = h.take_offers(&picky);
+    assert_eq!(second.len(), 1, "the other agent is offered at once");
+    assert_ne!(second[0].agent_id, first[0].agent_id);
+    assert_eq!(offered(&second[0]), Resources::new(2.0, 2 * GIB, 0));
+}
+
+#[test]
 fn set_demand_and_revive_raise_it_and_a_bad_demand_changes_nothing() {
     let mut h = Harness::new();
     let fw = subscribe_with_demand(&mut h, "fw", "r", demand(1.0, GIB, 0));

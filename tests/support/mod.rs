@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod foreign;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -248,8 +249,13 @@ impl Cluster {
 
     /// Starts one more agent; returns its index.
     pub fn add_agent(&mut self, args: &[&str]) -> usize {
+        let work_dir = self.dir.path().join(format!("agent-{}", self.agents.len()));
+        self.add_agent_in(work_dir, args)
+    }
+
+    /// Starts one more agent in `work_dir`; returns its index.
+    pub fn add_agent_in(&mut self, work_dir: PathBuf, args: &[&str]) -> usize {
         let i = self.agents.len();
-        let work_dir = self.dir.path().join(format!("agent-{i}"));
         let mut all: Vec<String> = vec!["--hostname".into(), format!("agent-{i}")];
         all.extend(args.iter().map(|s| s.to_string()));
         let mut agent = AgentProcess {

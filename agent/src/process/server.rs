@@ -23,7 +23,11 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<Exit> {
     let listener = bind_private(&socket)?;
     let pid_file = super::pid_path(&work_dir);
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
-    let _cleanup = Cleanup(vec![socket.clone(), pid_file]);
+    let mut cleanup = Cleanup(vec![socket.clone(), pid_file]);
+    // A socket moved out of a deep work dir leaves no directory behind.
+    if let Some(dir) = socket.parent().filter(|&dir| dir != work_dir) {
+        cleanup.0.push(dir.to_path_buf());
+    }
     tracing::info!(
         pid = std::process::id(),
         socket = %socket.display(),
@@ -112,7 +116,7 @@ struct Cleanup(Vec<PathBuf>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for path in &self.0 {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
         }
     }
 }

@@ -460,6 +460,16 @@ impl Allocator {
         Ok(())
     }
 
+    /// Whether a framework that wants offers declared demand that no offer
+    /// covers now.
+    pub fn has_unmet_demand(&self, id: &FrameworkId) -> bool {
+        let Some(&slot) = self.framework_slots.get(id) else {
+            return false;
+        };
+        let fw = self.frameworks[slot as usize].as_ref().expect("slot");
+        fw.key.is_some() && fw.demand.is_some_and(|d| d.unmet() > 0)
+    }
+
     /// Whether a framework wants offers (connected and not suppressed).
     pub fn wants_offers(&self, id: &FrameworkId) -> bool {
         self.framework_slots

@@ -255,7 +255,16 @@ impl Core {
             agents.push(offer.agent);
         }
         agents.dedup();
-        self.allocate(now, Scope::Agents(&agents));
+        // A framework that declines while its declared demand waits refused
+        // its demand where it was offered (say, an agent without the
+        // attributes its tasks need): its demand is looked for on every
+        // agent, or nothing would offer it the others until some unrelated
+        // change there.
+        if self.allocator.has_unmet_demand(&framework) {
+            self.allocate(now, Scope::All);
+        } else {
+            self.allocate(now, Scope::Agents(&agents));
+        }
         Ok(Reply::Done)
     }
 
