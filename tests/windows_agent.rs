@@ -7,8 +7,9 @@
 //! sockets, no executor process).
 //!
 //! Ignored by `cargo test`: it needs the Windows build and wine.
-//! `scripts/release` builds the one and installs the other, and runs it
-//! with `--ignored`.
+//! `scripts/release` builds the one, installs the other (with the one
+//! Windows DLL wine 8 lacks, `scripts/lib/wine/`), and runs it with
+//! `--ignored`.
 mod support;
 
 use support::Cluster;

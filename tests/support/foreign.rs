@@ -35,7 +35,7 @@ impl Drop for Foreign {
 /// token, named `hostname`, with `extra` agent flags.
 pub fn start_agent(cluster: &Cluster, program: &[&str], hostname: &str, extra: &[&str]) -> Foreign {
     let join = cluster.token(&["--agent"]);
-    let mut cmd = Command::new(&program[0]);
+    let mut cmd = Command::new(program[0]);
     cmd.args(&program[1..])
         .args(["agent", "--master", &cluster.url, "--work-dir"])
         .arg(cluster.dir.path().join(format!("agent-{hostname}")))
