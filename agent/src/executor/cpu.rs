@@ -5,9 +5,10 @@
 //! say, a division and an add, so any fuel-per-second calibration is wrong
 //! for guests whose instruction mix differs from the calibration workload.
 //! The worker thread's own CPU clock (`CLOCK_THREAD_CPUTIME_ID` on Unix,
-//! `QueryThreadCycleTime` on Windows; read around each poll of a task) measures exactly what the task used,
-//! whatever it executes and however busy the machine is. Fuel yields are
-//! only the points where a task that used up its share is made to wait.
+//! `QueryThreadCycleTime` on Windows; read around each poll of a task)
+//! measures exactly what the task used, whatever it executes and however
+//! busy the machine is. Fuel yields are only the points where a task that
+//! used up its share is made to wait.
 
 use std::time::{Duration, Instant};
 

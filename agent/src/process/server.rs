@@ -64,7 +64,7 @@ fn bind_private(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    listener.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display(),))
+    listener.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))
 }
 
 /// One agent's connection: its `hello`, then its messages, until it closes.
