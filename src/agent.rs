@@ -58,7 +58,7 @@ pub struct Args {
     reservations: Vec<(String, Resources)>,
     /// Where sandboxes, compiled modules and the agent id live.
     #[arg(long, default_value = "wasmos-agent")]
-    work_dir: PathBuf,
+    pub work_dir: PathBuf,
     /// This agent's name for people (default: the host name).
     #[arg(long)]
     hostname: Option<String>,
@@ -105,6 +105,13 @@ pub struct Args {
     /// running, exits by itself.
     #[arg(long, default_value = "5m", value_parser = cli_args::duration)]
     executor_orphan_timeout: Duration,
+    /// Run as the Windows service of this name, started by the service
+    /// control manager (`sc.exe create NAME binPath= "...\\wasmos.exe agent
+    /// --windows-service NAME ..."`), which stops it; logs then go to
+    /// <work-dir>/agent.log, as a service has no console.
+    #[cfg(windows)]
+    #[arg(long, value_name = "NAME")]
+    pub windows_service: Option<String>,
     /// The agent/executor protocol to speak, MAJOR.MINOR (tests force
     /// another to check upgrades).
     #[arg(long, hide = true, value_parser = wasmos_agent::process::parse_protocol)]
@@ -236,11 +243,12 @@ fn join_string(args: &Args) -> anyhow::Result<Option<String>> {
     Ok(std::env::var("WASMOS_JOIN").ok().filter(|v| !v.is_empty()))
 }
 
-/// The identity in the work dir, or a new one from the join string.
+/// The identity in the work dir, or a new one from the join string. A work
+/// dir that has joined never reads the join string again, so a service's
+/// join file or `WASMOS_JOIN` may be removed once it has.
 async fn identity(args: &Args, hostname: &str) -> anyhow::Result<Option<Identity>> {
-    let join = join_string(args)?;
     if let Some(identity) = Identity::load(&args.work_dir)? {
-        if join.is_some() {
+        if args.join.is_some() || args.join_file.is_some() {
             tracing::info!(
                 agent = identity.agent_id(),
                 "this work dir has joined already; the join string is not used again"
@@ -248,7 +256,7 @@ async fn identity(args: &Args, hostname: &str) -> anyhow::Result<Option<Identity
         }
         return Ok(Some(identity));
     }
-    match join {
+    match join_string(args)? {
         None => Ok(None),
         Some(text) => {
             let join = wasmos_tls::JoinString::parse(&text)?;
@@ -260,7 +268,8 @@ async fn identity(args: &Args, hostname: &str) -> anyhow::Result<Option<Identity
 /// The most cpus `wasmos agent` offers (and worker threads it starts).
 const MAX_CPUS: f64 = 4096.0;
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs `wasmos agent` until it fails or `stop` resolves (with what asked).
+pub async fn run(args: Args, stop: impl Future<Output = &'static str>) -> anyhow::Result<()> {
     if let Some(Action::Drain { agent_id, master }) = &args.action {
         master
             .operator()
@@ -321,8 +330,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::select! {
         result = agent.run() => result,
-        _ = tokio::signal::ctrl_c() => {
-            println!("stopping");
+        why = stop => {
+            println!("stopping ({why})");
             Ok(())
         }
     }

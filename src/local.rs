@@ -132,8 +132,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("not saving a profile: {e}"),
     }
     println!("  try: wasmos agents   (Ctrl-C stops the cluster)");
-    tokio::signal::ctrl_c().await?;
-    println!("stopping");
+    let why = crate::shutdown::requested().await;
+    println!("stopping ({why})");
     Ok(())
 }
 

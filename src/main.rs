@@ -11,12 +11,16 @@ mod local;
 mod master;
 mod ops;
 mod run;
+mod shutdown;
 mod simulate;
 mod usage;
+#[cfg(windows)]
+mod windows_service;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// wasmos: a cluster manager where every task is a WebAssembly module.
 ///
@@ -99,13 +103,25 @@ fn main() -> ExitCode {
         Command::Master(_) | Command::Agent(_) | Command::Executor(_) | Command::Local(_) => "info",
         _ => "warn",
     };
+    let log_file = match service_log(&cli.command) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("wasmos: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ansi = log_file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let writer = match log_file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMOS_LOG")
                 .unwrap_or_else(|_| default_level.into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(ansi)
         .init();
     if matches!(
         cli.command,
@@ -121,6 +137,19 @@ fn main() -> ExitCode {
         // outputs; the mask covers files a library (redb, wasmtime's cache)
         // makes too.
         wasmos_platform::private::owner_only_from_now_on();
+    }
+    #[cfg(windows)]
+    if let Command::Agent(args) = &cli.command
+        && let Some(name) = &args.windows_service
+    {
+        return match windows_service::run(name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("wasmos: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(cli.command) {
         Ok(code) => code,
@@ -159,7 +188,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(agent::run(*args))?,
+            .block_on(agent::run(*args, shutdown::requested()))?,
         // Likewise: tasks run on the executor's worker threads.
         Command::Executor(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -184,4 +213,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a Windows service's logs go: it has no console, so
+/// `<work-dir>/agent.log` (appended). None for everything else: stderr.
+fn service_log(command: &Command) -> anyhow::Result<Option<std::fs::File>> {
+    #[cfg(windows)]
+    if let Command::Agent(args) = command
+        && args.windows_service.is_some()
+    {
+        let path = args.work_dir.join("agent.log");
+        std::fs::create_dir_all(&args.work_dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        return Ok(Some(file));
+    }
+    let _ = command;
+    Ok(None)
 }

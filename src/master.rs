@@ -326,8 +326,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::select! {
         result = master.wait() => result,
-        _ = tokio::signal::ctrl_c() => {
-            println!("stopping");
+        why = crate::shutdown::requested() => {
+            println!("stopping ({why})");
             Ok(())
         }
     }
