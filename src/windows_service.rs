@@ -87,16 +87,20 @@ fn serve(args: crate::agent::Args) -> anyhow::Result<()> {
     };
     report(ServiceState::Running, ServiceExitCode::Win32(0))?;
     tracing::info!(service = name, "running as a Windows service");
-    let result = tokio::runtime::Builder::new_current_thread()
+    // From here on, whatever happens ends in Stopped being reported: a
+    // service that returns without it hangs in the manager's eyes.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(crate::agent::run(args, async {
+        .build();
+    let result = runtime.map_err(anyhow::Error::from).and_then(|runtime| {
+        runtime.block_on(crate::agent::run(args, async {
             let why = stopped.await.unwrap_or("service stop");
             if let Err(e) = report(ServiceState::StopPending, ServiceExitCode::Win32(0)) {
                 tracing::warn!("cannot tell the service manager the agent is stopping: {e}");
             }
             why
-        }));
+        }))
+    });
     // Said before Stopped is reported: the manager may end the process then.
     let exit_code = match &result {
         Ok(()) => {

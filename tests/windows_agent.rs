@@ -57,14 +57,22 @@ fn a_windows_agent_runs_as_a_service_and_stops_when_the_service_manager_says() {
         windows(&work_dir),
         windows(&join),
     );
+    // Its output goes to a file, not a pipe: the wine processes a first
+    // `wine` starts (services.exe, ...) inherit its pipes and hold them
+    // open for as long as they run.
+    let sc_output = cluster.dir.path().join("sc.out");
     let sc = |args: &[&str]| {
-        let o = std::process::Command::new("wine")
+        let out = std::fs::File::create(&sc_output).unwrap();
+        let status = std::process::Command::new("wine")
             .arg("sc")
             .args(args)
             .env("WINEDEBUG", "-all")
-            .output()
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .status()
             .expect("wine sc");
-        assert!(o.status.success(), "sc {args:?}: {o:?}");
+        let said = std::fs::read_to_string(&sc_output).unwrap_or_default();
+        assert!(status.success(), "sc {args:?}: {status}: {said}");
     };
     // Wine ends its services once no other wine program runs (Windows'
     // service manager never does): a shell waiting on its input keeps
@@ -75,6 +83,7 @@ fn a_windows_agent_runs_as_a_service_and_stops_when_the_service_manager_says() {
             .env("WINEDEBUG", "-all")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("wine cmd"),
     );
@@ -111,7 +120,8 @@ fn a_windows_agent_runs_as_a_service_and_stops_when_the_service_manager_says() {
     cluster.wait_agents(0);
 }
 
-/// A wine program that keeps wine's services running while it does.
+/// A wine program that keeps wine's services running while it does; as the
+/// first, it starts them.
 struct Session(std::process::Child);
 
 impl Drop for Session {
@@ -126,13 +136,13 @@ struct Deleted(String);
 
 impl Drop for Deleted {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("wine")
-            .args(["sc", "stop", &self.0])
-            .env("WINEDEBUG", "-all")
-            .output();
-        let _ = std::process::Command::new("wine")
-            .args(["sc", "delete", &self.0])
-            .env("WINEDEBUG", "-all")
-            .output();
+        for action in ["stop", "delete"] {
+            let _ = std::process::Command::new("wine")
+                .args(["sc", action, &self.0])
+                .env("WINEDEBUG", "-all")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
