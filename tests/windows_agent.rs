@@ -18,8 +18,7 @@ use support::foreign::{self, PATIENT_MASTER};
 #[test]
 #[ignore = "needs the cross-built wasmos.exe and wine: scripts/release runs it"]
 fn a_windows_agent_runs_the_same_job_with_the_same_output_and_fuel_and_keeps_its_limits() {
-    let exe = std::env::var("WASMOS_WINDOWS_BIN")
-        .expect("WASMOS_WINDOWS_BIN names the cross-built wasmos.exe (scripts/release)");
+    let exe = windows_exe();
     let cluster = Cluster::start_tls(1, PATIENT_MASTER, &[]);
     let _windows = foreign::start_agent(&cluster, &["wine", &exe], "windows", &[]);
     cluster.wait_agents(2);
@@ -39,8 +38,7 @@ fn a_windows_agent_runs_the_same_job_with_the_same_output_and_fuel_and_keeps_its
 #[test]
 #[ignore = "needs the cross-built wasmos.exe and wine: scripts/release runs it"]
 fn a_windows_agent_runs_as_a_service_and_stops_when_the_service_manager_says() {
-    let exe = std::env::var("WASMOS_WINDOWS_BIN")
-        .expect("WASMOS_WINDOWS_BIN names the cross-built wasmos.exe (scripts/release)");
+    let exe = windows_exe();
     let cluster = Cluster::start_tls(0, PATIENT_MASTER, &[]);
     // A service gets its environment from the manager, not from us: the
     // join string comes from a file.
@@ -118,6 +116,12 @@ fn a_windows_agent_runs_as_a_service_and_stops_when_the_service_manager_says() {
     );
     // Its stream closed with it: the master sees no agent.
     cluster.wait_agents(0);
+}
+
+/// The cross-built `wasmos.exe` scripts/release names.
+fn windows_exe() -> String {
+    std::env::var("WASMOS_WINDOWS_BIN")
+        .expect("WASMOS_WINDOWS_BIN names the cross-built wasmos.exe (scripts/release)")
 }
 
 /// A wine program that keeps wine's services running while it does; as the
