@@ -532,6 +532,7 @@ async fn metrics_and_state_answer_with_the_cluster() {
             .unwrap_or_else(|| panic!("no {name}: {metrics}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
+    assert_eq!(value("wasmos_tasks_launched_total "), 5.0);
     assert_eq!(value("wasmos_launch_seconds_count"), 5.0);
     assert_eq!(value("wasmos_launch_seconds_bucket{le=\"10\"}"), 5.0);
     assert!(value("wasmos_launch_seconds_sum") > 0.0);

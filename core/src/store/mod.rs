@@ -422,15 +422,57 @@ pub fn usage_key(u: &v1::StoredUsage) -> String {
 /// master starting then adds to): [`Registry::usage`].
 pub fn usage_of_hour(store: &dyn Store, wall_ms: u64) -> Result<Vec<v1::StoredUsage>, StoreError> {
     let prefix = usage_hour_prefix(wall_ms - wall_ms % crate::core::HOUR_MS);
-    let end = prefix_end(&prefix);
-    Ok(store
-        .range(Table::Usage, &prefix, end.as_deref(), usize::MAX)?
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::Usage(u) => Some(u),
-            _ => None,
-        })
-        .collect())
+    let mut buckets = Vec::new();
+    scan_prefix(store, Table::Usage, &prefix, &mut |record| {
+        if let Record::Usage(u) = record {
+            buckets.push(u);
+        }
+    })?;
+    Ok(buckets)
+}
+
+/// How many records [`scan`] reads at once.
+pub const SCAN_PAGE: usize = 4096;
+
+/// Visits the records of `table` from the key `from` on (inclusive) and
+/// before `to` (exclusive; `None`: to the table's end), in key order, a
+/// page of [`SCAN_PAGE`] at a time: what a read of a range of unknown size
+/// holds at once is a page, whatever the range holds.
+pub fn scan(
+    store: &dyn Store,
+    table: Table,
+    from: &str,
+    to: Option<&str>,
+    visit: &mut dyn FnMut(Record),
+) -> Result<(), StoreError> {
+    let mut from = from.to_string();
+    loop {
+        let page = store.range(table, &from, to, SCAN_PAGE)?;
+        let full = page.len() == SCAN_PAGE;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        // The least key after the last one read.
+        let next = format!("{}\0", last.key());
+        for record in page {
+            visit(record);
+        }
+        if !full {
+            return Ok(());
+        }
+        from = next;
+    }
+}
+
+/// [`scan`] of the keys of `table` that start with `prefix`.
+pub fn scan_prefix(
+    store: &dyn Store,
+    table: Table,
+    prefix: &str,
+    visit: &mut dyn FnMut(Record),
+) -> Result<(), StoreError> {
+    let end = prefix_end(prefix);
+    scan(store, table, prefix, end.as_deref(), visit)
 }
 
 /// The prefix of the usage buckets of the hour starting at `hour_ms`.

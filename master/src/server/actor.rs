@@ -14,7 +14,9 @@
 //! answers the held calls: nothing leaves the master that depends on a write
 //! that is not durable. While a commit runs, new commands queue up and make
 //! the next turn's batch, so the fsyncs per second stay few however many
-//! tasks go through.
+//! tasks go through. That batch is bounded ([`ActorConfig::max_backlog`]):
+//! a disk that falls behind makes callers wait, not the master's memory
+//! grow.
 //!
 //! Offers, rescinds, launches and the updates that do not end a task
 //! (`STARTING`, `RUNNING`) are the exception: they go out at the end of
@@ -78,6 +80,9 @@ pub type Query = Box<dyn FnOnce(&Core, &Metrics) + Send>;
 
 /// The most commands one turn takes before it commits and sends.
 pub const MAX_TURN: usize = 4096;
+
+/// How often a full backlog is logged at most.
+const BACKLOG_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// An answer held until the turn's writes are durable.
 type HeldReply = Box<dyn FnOnce() + Send>;
@@ -157,7 +162,17 @@ pub struct ActorConfig {
     /// resources never wait for it: the core offers them in the input that
     /// freed them.
     pub min_tick_interval: Duration,
+    /// The most registry writes and held answers that wait behind a commit
+    /// in flight: past it the actor takes no command until that commit
+    /// ends, so a slow disk slows callers (the command queue fills, then
+    /// their calls wait) instead of growing the master's memory without
+    /// bound.
+    pub max_backlog: usize,
 }
+
+/// The default of [`ActorConfig::max_backlog`]: a few seconds of a busy
+/// master's writes, tens of MiB at most.
+pub const MAX_BACKLOG: usize = 32_768;
 
 /// The core's monotonic clock: milliseconds since the actor's start.
 #[derive(Clone, Copy, Debug)]
@@ -225,6 +240,8 @@ pub struct Actor {
     metrics: Metrics,
     /// Streams cut off while routing; the core hears of it after routing.
     dropped: Vec<Input>,
+    /// When a full backlog was last logged.
+    last_backlog_warning: Option<Instant>,
 }
 
 impl Actor {
@@ -256,6 +273,7 @@ impl Actor {
             next_request: 0,
             metrics: Metrics::default(),
             dropped: Vec::new(),
+            last_backlog_warning: None,
         }
     }
 
@@ -280,11 +298,15 @@ impl Actor {
                     None => std::future::pending().await,
                 }
             };
+            let taking = !self.backlog_full();
             tokio::select! {
-                command = commands.recv() => match command {
+                command = commands.recv(), if taking => match command {
                     Some(command) => {
                         self.turn_command(command).await?;
                         for _ in 1..MAX_TURN {
+                            if self.backlog_full() {
+                                break;
+                            }
                             match commands.try_recv() {
                                 Ok(command) => self.turn_command(command).await?,
                                 Err(_) => break,
@@ -305,6 +327,26 @@ impl Actor {
             self.end_turn()?;
         }
         self.drain().await
+    }
+
+    /// Do the writes and answers waiting behind the commit in flight fill
+    /// the backlog?
+    fn backlog_full(&mut self) -> bool {
+        let waiting = self.writes.len() + self.held_replies.len();
+        let full = self.committing.is_some() && waiting >= self.config.max_backlog;
+        if full
+            && self
+                .last_backlog_warning
+                .is_none_or(|at| at.elapsed() > BACKLOG_WARNING_EVERY)
+        {
+            self.last_backlog_warning = Some(Instant::now());
+            tracing::warn!(
+                writes = self.writes.len(),
+                answers = self.held_replies.len(),
+                "the registry's commits fall behind: no command is taken until the one in flight ends"
+            );
+        }
+        full
     }
 
     /// Handles one command of a turn. A new stream first drains what the
@@ -836,3 +878,6 @@ impl Actor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

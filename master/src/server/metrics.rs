@@ -49,6 +49,8 @@ pub struct Metrics {
     launch: Histogram,
     /// Tasks launched and not yet heard RUNNING or ended, since when.
     launching: HashMap<TaskId, Instant>,
+    /// Tasks launched since the master started.
+    launched: u64,
     /// How long each registry commit took.
     pub commit: Histogram,
     /// How long agents' executors took to sync a batch of updates (from
@@ -119,8 +121,9 @@ impl Metrics {
         self.cycle_seconds_sum += self.last_cycle_seconds;
     }
 
-    /// Starts the launch clock of these tasks.
+    /// Counts these tasks' launch and starts their launch clock.
     pub fn launched(&mut self, tasks: &[TaskId]) {
+        self.launched += tasks.len() as u64;
         if self.launching.len() + tasks.len() > MAX_LAUNCHING {
             return;
         }
@@ -184,6 +187,12 @@ impl Metrics {
             "Frameworks known to the master.",
             connected,
             frameworks.len(),
+        );
+        counter(
+            &mut out,
+            "wasmos_tasks_launched_total",
+            "Tasks launched (accepted and sent to their agents) since the master started.",
+            &[(String::new(), self.launched as f64)],
         );
         counter(
             &mut out,

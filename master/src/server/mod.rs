@@ -155,6 +155,7 @@ impl MasterConfig {
             },
             actor: ActorConfig {
                 min_tick_interval: Duration::from_millis(200),
+                max_backlog: actor::MAX_BACKLOG,
             },
             role_weights: Vec::new(),
             quotas: Vec::new(),

@@ -2,10 +2,17 @@
 //! hold the master between sending a launch (or freeing an end) and making
 //! it durable, to kill it right there (`wasmos master --hold-commits-while`,
 //! a hidden flag). The windows it opens are a millisecond wide otherwise.
+//!
+//! Whether a held commit holds a launch depends on what the master was
+//! doing when the gate went up, so while one waits, `<gate>.launches` lists
+//! the tasks it launches (one id a line, none if it launches nothing): a
+//! test sees what it caught and can lift the gate and try again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use wasmos_proto::v1;
 
 use super::{Record, Registry, Store, StoreError, Table, Write};
 
@@ -19,6 +26,31 @@ impl GatedStore {
     pub fn new(inner: Arc<dyn Store>, gate: PathBuf) -> GatedStore {
         GatedStore { inner, gate }
     }
+}
+
+impl GatedStore {
+    /// Where a held commit's launches are listed: `<gate>.launches`.
+    pub fn launches_listing(&self) -> PathBuf {
+        let mut name = self.gate.as_os_str().to_owned();
+        name.push(".launches");
+        PathBuf::from(name)
+    }
+}
+
+/// The tasks these writes launch: task records still `STAGING`, as a
+/// launch is written in the turn of its `Accept`.
+fn launches(writes: &[Write]) -> Vec<String> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Put(Record::Task(task))
+                if task.status.as_ref().map(|s| s.state()) == Some(v1::TaskState::Staging) =>
+            {
+                task.spec.as_ref().map(|s| s.task_id.clone())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 impl Store for GatedStore {
@@ -41,8 +73,18 @@ impl Store for GatedStore {
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        while self.gate.exists() {
-            std::thread::sleep(Duration::from_millis(2));
+        if self.gate.exists() {
+            let listing = self.launches_listing();
+            let held = launches(writes).join("\n");
+            // Whole or not at all: written aside, then renamed.
+            let aside = listing.with_extension("launches.tmp");
+            std::fs::write(&aside, held)
+                .and_then(|()| std::fs::rename(&aside, &listing))
+                .map_err(|e| StoreError::Io(format!("{}: {e}", listing.display())))?;
+            while self.gate.exists() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = std::fs::remove_file(&listing);
         }
         self.inner.commit(writes)
     }

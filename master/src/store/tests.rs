@@ -323,6 +323,47 @@ fn every_backend_reads_by_key_and_range() {
     reads_by_key_and_range(&RedbStore::with_backend(disk.backend(), "the test disk").unwrap());
 }
 
+/// A scan visits every key of its range once, in order, across pages: a
+/// key right at a page's end, keys that extend another (`k` and `k\0`),
+/// and nothing past the range.
+fn scans_across_pages(store: &dyn Store) {
+    open(store).unwrap();
+    let mut ids: Vec<String> = (0..2 * SCAN_PAGE + 1)
+        .map(|i| format!("j1/{i:06}"))
+        .collect();
+    ids.push(format!("j1/{:06}\0", SCAN_PAGE - 1));
+    ids.push(format!("j1/{:06}\0\0", SCAN_PAGE - 1));
+    let writes: Vec<Write> = ids
+        .iter()
+        .chain(&["j0/x".to_string(), "j10/x".to_string(), "j2".to_string()])
+        .map(|id| Write::Put(task(id, "a1")))
+        .collect();
+    store.commit(&writes).unwrap();
+    ids.sort();
+    let mut seen = Vec::new();
+    scan_prefix(store, Table::Tasks, "j1/", &mut |r| seen.push(r.key())).unwrap();
+    assert_eq!(seen.len(), ids.len());
+    assert!(seen == ids, "every key once, in order");
+    let mut seen = Vec::new();
+    scan(store, Table::Tasks, "j10/", None, &mut |r| {
+        seen.push(r.key())
+    })
+    .unwrap();
+    assert_eq!(seen, ["j10/x", "j2"], "to the table's end");
+    let mut seen = 0;
+    scan_prefix(store, Table::Roles, "", &mut |_| seen += 1).unwrap();
+    assert_eq!(seen, 0, "a table never written");
+}
+
+#[test]
+fn every_backend_scans_across_pages() {
+    scans_across_pages(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    scans_across_pages(&RedbStore::open(&RedbStore::path_in(dir.path())).unwrap());
+    let disk = PowerLossDisk::new();
+    scans_across_pages(&RedbStore::with_backend(disk.backend(), "the test disk").unwrap());
+}
+
 #[test]
 fn a_keyed_read_after_power_loss_sees_every_commit() {
     let disk = PowerLossDisk::new();

@@ -9,7 +9,7 @@ use wasmos_proto::v1;
 
 use crate::access::Principal;
 use crate::core::HOUR_MS;
-use crate::store::{Record, Store, Table, usage_hour_prefix};
+use crate::store::{Record, Store, Table, scan, usage_hour_prefix};
 
 /// How the rows are keyed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +46,15 @@ pub fn read(
     } else {
         usage_hour_prefix(since)
     };
-    let records = store
-        .range(Table::Usage, &from, None, usize::MAX)
-        .map_err(|e| Status::unavailable(format!("the usage ledger cannot be read: {e}")))?;
     let mut rows: BTreeMap<(String, String, String), v1::UsageRow> = BTreeMap::new();
-    for record in records {
+    // A page of buckets at a time: the rows are what is held, not the
+    // ledger's hours.
+    let mut add = |record| {
         let Record::Usage(bucket) = record else {
-            continue;
+            return;
         };
         if !who.may_see(&bucket.principal) {
-            continue;
+            return;
         }
         let key = match by {
             By::Role => (bucket.role.clone(), String::new(), String::new()),
@@ -78,7 +77,9 @@ pub fn read(
         row.fuel += bucket.fuel;
         row.task_seconds += bucket.wall_ms as f64 / 1000.0;
         row.mem_gib_seconds += bucket.mem_gib_ms / 1000.0;
-    }
+    };
+    scan(store, Table::Usage, &from, None, &mut add)
+        .map_err(|e| Status::unavailable(format!("the usage ledger cannot be read: {e}")))?;
     Ok(v1::UsageResponse {
         rows: rows.into_values().collect(),
         since_ms: since,

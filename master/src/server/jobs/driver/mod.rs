@@ -430,6 +430,7 @@ impl Driver {
         let Some(framework) = self.frameworks.get(&owner).cloned() else {
             return;
         };
+        let mut effects = Vec::new();
         match event.kind {
             Some(EventKind::Offers(offers)) => {
                 let placement = self.jobs.place(&owner, offers.offers);
@@ -473,7 +474,6 @@ impl Driver {
             Some(EventKind::Updates(updates)) => {
                 let now = self.now();
                 let mut acks = Vec::new();
-                let mut effects = Vec::new();
                 for status in &updates.statuses {
                     effects.extend(self.jobs.update(status, now));
                     if !status.uuid.is_empty() {
@@ -495,7 +495,6 @@ impl Driver {
                     }))
                     .await;
                 }
-                self.carry_out(effects).await;
             }
             Some(EventKind::Error(error)) => {
                 // Its tasks were killed with it, and no update of theirs
@@ -504,7 +503,6 @@ impl Driver {
                 tracing::warn!(principal = %owner.principal, message = %error.message, "a job framework was ended by the master; its running indices are lost");
                 self.frameworks.remove(&owner);
                 let now = self.now();
-                let mut effects = Vec::new();
                 for task_id in self.jobs.running_tasks(&owner) {
                     let lost = v1::TaskStatus {
                         task_id,
@@ -520,15 +518,14 @@ impl Driver {
                 {
                     tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe again; its jobs wait");
                 }
-                self.carry_out(effects).await;
             }
             _ => {}
         }
-        self.offers_wanted().await;
-        let _ = self.persist(false).await;
+        self.carry_out(effects).await;
     }
 
-    /// Kills and notices the state machine asked for.
+    /// Kills and notices the state machine asked for, then what follows
+    /// any change: offers asked for or stopped, the changes written.
     async fn carry_out(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {

@@ -11,7 +11,7 @@ use super::Driver;
 use crate::access::{Grant, Principal};
 use crate::ids::FrameworkId;
 use crate::jobs::{Jobs, persist};
-use crate::store::{Record, Store, Table};
+use crate::store::{Record, Store, Table, scan};
 
 /// Outcomes of this many indices leaving memory at once (a big job ended)
 /// are worth handing the freed pages back to the system.
@@ -20,16 +20,20 @@ const TRIM_AFTER_INDICES: u64 = 1 << 16;
 /// Reads job `job_id`'s chunks from `store` (a blocking read).
 fn read_chunks(store: &dyn Store, job_id: &str) -> Result<Vec<v1::StoredJobChunk>, String> {
     let (from, to) = persist::chunk_range(job_id);
-    let records = store
-        .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
-        .map_err(|e| e.to_string())?;
-    Ok(records
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::JobChunk(c) => Some(c),
-            _ => None,
-        })
-        .collect())
+    let mut chunks = Vec::new();
+    scan(
+        store,
+        Table::JobChunks,
+        &from,
+        to.as_deref(),
+        &mut |record| {
+            if let Record::JobChunk(c) = record {
+                chunks.push(c);
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(chunks)
 }
 
 impl Driver {
@@ -138,9 +142,15 @@ impl Driver {
         let store = self.store.clone();
         let keys = tokio::task::spawn_blocking(move || {
             let (from, to) = persist::chunk_range(&job);
-            store
-                .range(Table::JobOutputs, &from, to.as_deref(), usize::MAX)
-                .map(|records| records.iter().map(Record::key).collect::<Vec<String>>())
+            let mut keys = Vec::new();
+            scan(
+                &*store,
+                Table::JobOutputs,
+                &from,
+                to.as_deref(),
+                &mut |record| keys.push(record.key()),
+            )
+            .map(|()| keys)
         })
         .await;
         match keys {
