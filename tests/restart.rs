@@ -210,21 +210,29 @@ fn kill_9_of_the_master_mid_job_and_a_restart_finish_the_job() {
     );
 }
 
-/// Waits until agent `i` runs tasks, as the master sees it: agents take
-/// their tasks in waves, and on a loaded machine one may sit idle between
-/// two for long enough that a kill would lose nothing.
+/// Waits until agent `i` has just started tasks, as the master sees it:
+/// 10 or more `RUNNING` there that were not at the last look, 20 ms before.
+/// Agents take their tasks in waves (a second's sleep each, started
+/// together), so a kill right after this lands mid-sleep, never in the
+/// moment a wave ends and nothing would be lost.
 fn wait_busy(cluster: &Cluster, i: usize) {
     let agent = cluster.agent_id(i);
+    let mut before: Option<std::collections::HashSet<String>> = None;
     wait_for(Duration::from_secs(60), || {
         let state: Value = serde_json::from_str(&cluster.get("/state")).ok()?;
-        let running = state["tasks"]
+        let running: std::collections::HashSet<String> = state["tasks"]
             .as_array()?
             .iter()
             .filter(|t| t["agent"] == agent.as_str() && t["state"] == "RUNNING")
-            .count();
-        (running >= 10).then_some(())
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect();
+        let fresh = before
+            .as_ref()
+            .map_or(0, |before| running.difference(before).count());
+        before = Some(running);
+        (fresh >= 10).then_some(())
     })
-    .unwrap_or_else(|| panic!("agent {i} never ran 10 tasks at once"));
+    .unwrap_or_else(|| panic!("agent {i} never started 10 tasks at once"));
 }
 
 #[test]

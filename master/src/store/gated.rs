@@ -26,11 +26,9 @@ impl GatedStore {
     pub fn new(inner: Arc<dyn Store>, gate: PathBuf) -> GatedStore {
         GatedStore { inner, gate }
     }
-}
 
-impl GatedStore {
     /// Where a held commit's launches are listed: `<gate>.launches`.
-    pub fn launches_listing(&self) -> PathBuf {
+    fn launches_listing(&self) -> PathBuf {
         let mut name = self.gate.as_os_str().to_owned();
         name.push(".launches");
         PathBuf::from(name)

@@ -314,13 +314,19 @@ fn reads_by_key_and_range(store: &dyn Store) {
     assert_eq!(under("j1/", 10), ["j1/0000", "j1/0002"]);
 }
 
+/// Runs `check` on a fresh store of each backend: memory, redb on a
+/// file, redb on the power-loss disk.
+fn on_every_backend(check: fn(&dyn Store)) {
+    check(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    check(&RedbStore::open(&RedbStore::path_in(dir.path())).unwrap());
+    let disk = PowerLossDisk::new();
+    check(&RedbStore::with_backend(disk.backend(), "the test disk").unwrap());
+}
+
 #[test]
 fn every_backend_reads_by_key_and_range() {
-    reads_by_key_and_range(&MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    reads_by_key_and_range(&RedbStore::open(&RedbStore::path_in(dir.path())).unwrap());
-    let disk = PowerLossDisk::new();
-    reads_by_key_and_range(&RedbStore::with_backend(disk.backend(), "the test disk").unwrap());
+    on_every_backend(reads_by_key_and_range);
 }
 
 /// A scan visits every key of its range once, in order, across pages: a
@@ -357,11 +363,7 @@ fn scans_across_pages(store: &dyn Store) {
 
 #[test]
 fn every_backend_scans_across_pages() {
-    scans_across_pages(&MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    scans_across_pages(&RedbStore::open(&RedbStore::path_in(dir.path())).unwrap());
-    let disk = PowerLossDisk::new();
-    scans_across_pages(&RedbStore::with_backend(disk.backend(), "the test disk").unwrap());
+    on_every_backend(scans_across_pages);
 }
 
 #[test]
