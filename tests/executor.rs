@@ -379,25 +379,7 @@ async fn an_orphaned_executor_exits_once_its_tasks_are_done() {
     let agent: Vec<&str> = [AGENT, &["--executor-orphan-timeout", "300ms"]].concat();
     let mut cluster = Cluster::start(1, MASTER, &agent);
     let client = Client::connect(&cluster.url).await.unwrap();
-    let sleeper = client
-        .upload(std::fs::read(support::guest("sleeper")).unwrap())
-        .await
-        .unwrap();
-    let running = Arc::new(Mutex::new(false));
-    let r = running.clone();
-    let job = Job::new("orphan")
-        .task(TaskTemplate::new(&sleeper.digest).arg("3000"))
-        .on_update(move |u| {
-            if u.status.state() == v1::TaskState::Running {
-                *r.lock().unwrap() = true;
-            }
-        });
-    let c = client.clone();
-    tokio::spawn(async move { job.run(&c).await });
-    wait_for(Duration::from_secs(30), || {
-        running.lock().unwrap().then_some(())
-    })
-    .expect("the task runs");
+    support::run_one_sleeper(&client, "orphan", 3000, Duration::from_secs(30)).await;
     let pid = cluster.executor_pid(0);
     cluster.kill_agent(0);
     // Its task still runs: the executor stays for it...

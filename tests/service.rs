@@ -9,12 +9,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{Cluster, alive, wait_for};
-use wasmos_proto::v1;
-use wasmos_sdk::{Client, ConnectOptions, Job, TaskTemplate};
+use wasmos_sdk::{Client, ConnectOptions};
 
 fn services() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/services")
@@ -162,23 +160,8 @@ async fn stops_on_sigterm_and_keeps_its_task(
     let client = Client::connect_with(cluster.url.clone(), options)
         .await
         .unwrap();
-    let sleeper = client
-        .upload(std::fs::read(support::guest("sleeper")).unwrap())
-        .await
-        .unwrap();
-    let running = Arc::new(Mutex::new(None));
-    let r = running.clone();
-    let job = Job::new("service")
-        .task(TaskTemplate::new(&sleeper.digest).arg("3000"))
-        .on_update(move |u| {
-            if u.status.state() == v1::TaskState::Running {
-                *r.lock().unwrap() = Some(u.status.agent_id.clone());
-            }
-        });
-    let c = client.clone();
-    let run = tokio::spawn(async move { job.run(&c).await });
-    let first_id = wait_for(Duration::from_secs(60), || running.lock().unwrap().clone())
-        .expect("the task runs");
+    let (run, first_id) =
+        support::run_one_sleeper(&client, "service", 3000, Duration::from_secs(60)).await;
     let executor: u32 = std::fs::read_to_string(work_dir.join("executor.pid"))
         .unwrap()
         .trim()

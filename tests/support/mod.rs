@@ -454,6 +454,38 @@ fn spawn_master(
     (master, url, last_word(&lines[1]))
 }
 
+/// Runs a job of one sleeper task of `ms` milliseconds through `client`;
+/// returns the job's run and, once its task is `RUNNING` (within `limit`),
+/// the agent it runs on.
+pub async fn run_one_sleeper(
+    client: &wasmos_sdk::Client,
+    name: &str,
+    ms: u64,
+    limit: Duration,
+) -> (
+    tokio::task::JoinHandle<wasmos_sdk::Result<wasmos_sdk::JobReport>>,
+    String,
+) {
+    use std::sync::{Arc, Mutex};
+    let sleeper = client
+        .upload(std::fs::read(guest("sleeper")).unwrap())
+        .await
+        .unwrap();
+    let running = Arc::new(Mutex::new(None));
+    let r = running.clone();
+    let job = wasmos_sdk::Job::new(name)
+        .task(wasmos_sdk::TaskTemplate::new(&sleeper.digest).arg(ms.to_string()))
+        .on_update(move |u| {
+            if u.status.state() == wasmos_proto::v1::TaskState::Running {
+                *r.lock().unwrap() = Some(u.status.agent_id.clone());
+            }
+        });
+    let c = client.clone();
+    let run = tokio::spawn(async move { job.run(&c).await });
+    let agent = wait_for(limit, || running.lock().unwrap().clone()).expect("the task runs");
+    (run, agent)
+}
+
 /// Polls `check` every 20 ms until it answers or `limit` passes.
 pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = std::time::Instant::now();
