@@ -32,11 +32,14 @@
 //! protocol and supervision) → `checkpoint` (unacknowledged updates on
 //! disk) → `executor` (running tasks in wasmtime under limits) → `sandbox`
 //! (a task's directory and outputs, written behind). [`gc`], the disk
-//! collector, uses the executor's public API and the sandbox module. See
+//! collector, uses the executor's public API and the sandbox module;
+//! `frames` is the checksummed record both append-only files (the
+//! checkpoint and the output log) are made of. See
 //! `ARCHITECTURE.md` at the repository's root for how they fit the rest.
 
 pub mod checkpoint;
 mod executor;
+mod frames;
 pub mod gc;
 #[cfg(feature = "link")]
 pub mod link;

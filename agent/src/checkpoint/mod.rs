@@ -1,51 +1,70 @@
 //! The executor's checkpoint: the tasks it has not forgotten and the status
-//! updates the framework has not acknowledged, in `<work-dir>/checkpoint.redb`,
+//! updates the framework has not acknowledged, in `<work-dir>/checkpoint.log`,
 //! so that after any restart (the executor's, or the machine's) every
 //! unacknowledged update is sent again and every task that was running is
 //! accounted for.
 //!
-//! Writes come in batches, one redb transaction each. Most are committed
-//! without a sync (a launch, `RUNNING`, an acknowledgement: the page cache
+//! **An append-only log.** Each batch of writes is one checksummed frame
+//! ([`crate::frames`]) appended in one `write`: no tree to rebalance, no
+//! page copied, no allocation per record beyond its encoding. Most batches
+//! are not synced (a launch, `RUNNING`, an acknowledgement: the page cache
 //! keeps them across a `kill -9`, and a power cut that loses them costs no
 //! more than a task reported `LOST`); a batch carrying a terminal update is
-//! synced, and the agent told so (`synced`), before a framework hears of
-//! the end, so a framework never sees an end the executor could forget.
+//! synced (`fdatasync`), and the agent told so (`synced`), before a
+//! framework hears of the end, so a framework never sees an end the
+//! executor could forget. A torn frame at the end (the power went during
+//! an append) is cut off when the log is opened: its batch was never
+//! synced, so nothing it held was promised.
+//!
+//! **Snapshots keep it small.** The checkpoint keeps what is live (tasks
+//! not forgotten, updates not acknowledged) in memory as well; once the log
+//! has grown by [`SNAPSHOT_AFTER`] and to twice its last snapshot, a synced
+//! batch writes the live records to a new file, syncs it and renames it
+//! over the log. Most of a task's records are forgotten within a second of
+//! its end, so a snapshot is small and rare.
 //!
 //! A task's launch (its spec and MAC, which a restarted master adopts the
-//! task from) is written once, in `launches`; its record in `tasks`, which
-//! every state change rewrites, stays a few bytes.
+//! task from) is written once; its state record, which every state change
+//! rewrites, stays a few bytes.
 //!
-//! [`power_loss`] is a backend for tests that keeps unsynced writes in
-//! memory only: a `kill -9` then loses exactly what a power cut would.
+//! Executors before the log kept a redb file, `checkpoint.redb`
+//! ([`legacy`]): the first start of a newer executor moves it into the log.
+//!
+//! [`Backend::PowerLoss`] keeps unsynced batches in memory only, for tests:
+//! a `kill -9` then loses exactly what a power cut would.
 
-pub mod power_loss;
+mod legacy;
+mod record;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use wasmos_proto::v1;
 
-/// Task id → `CheckpointTask`.
-const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
-/// Task id → `TaskLaunch`, as the master sent it (written once).
-const LAUNCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("launches");
-/// Sequence number → `TaskStatus`, in the order the updates were made.
-const UPDATES: TableDefinition<u64, &[u8]> = TableDefinition::new("updates");
-/// `schema` → the layout version of the tables above.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SCHEMA: u64 = 1;
+use crate::frames;
+
+/// The first bytes of a checkpoint log, then its format's version (u32 LE).
+const MAGIC: &[u8; 8] = b"wsmsckpt";
+const VERSION: u32 = 1;
+const FILE_HEADER: usize = MAGIC.len() + 4;
+/// The log is rewritten from the live records once it has grown by this
+/// much since the last snapshot (and to twice that snapshot's size).
+pub const SNAPSHOT_AFTER: u64 = 4 << 20;
+/// A snapshot's frames hold about this much each.
+const SNAPSHOT_FRAME: usize = 1 << 20;
 
 /// How the checkpoint reaches the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
-    /// A redb file, as in production.
+    /// The log file, as in production.
     #[default]
     File,
-    /// A file that only changes when redb syncs (tests: see [`power_loss`]).
-    /// Its synced commits also wait while `<work-dir>/hold-syncs` exists,
-    /// so a test can cut the power between an end going out and its sync.
+    /// The log file, but batches not synced stay in memory (tests: a
+    /// `kill -9` loses them as a power cut would). Synced batches also
+    /// wait while `<work-dir>/hold-syncs` exists, so a test can cut the
+    /// power between an end going out and its sync.
     PowerLoss,
 }
 
@@ -58,7 +77,7 @@ pub struct Loaded {
 }
 
 /// One write of a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// A task's state, without its `spec` and `launch_mac` (see `Launch`).
     Task(String, v1::CheckpointTask),
@@ -69,10 +88,109 @@ pub enum Write {
     ForgetUpdate(u64),
 }
 
+/// The live records: what a snapshot writes.
+#[derive(Debug, Default)]
+struct Live {
+    tasks: HashMap<String, v1::CheckpointTask>,
+    launches: HashMap<String, v1::TaskLaunch>,
+    updates: BTreeMap<u64, v1::TaskStatus>,
+}
+
+impl Live {
+    fn apply(&mut self, write: Write) {
+        match write {
+            Write::Task(id, task) => {
+                self.tasks.insert(id, task);
+            }
+            Write::Launch(id, launch) => {
+                self.launches.insert(id, launch);
+            }
+            Write::ForgetTask(id) => {
+                self.tasks.remove(&id);
+                self.launches.remove(&id);
+            }
+            Write::Update(seq, status) => {
+                self.updates.insert(seq, status);
+            }
+            Write::ForgetUpdate(seq) => {
+                self.updates.remove(&seq);
+            }
+        }
+    }
+
+    /// The tasks with their launches, and the updates.
+    fn loaded(&self) -> Loaded {
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|(id, task)| {
+                let mut task = task.clone();
+                if let Some(launch) = self.launches.get(id) {
+                    task.spec = launch.spec.clone();
+                    task.launch_mac = launch.mac.clone();
+                    task.launch_epoch = launch.master_epoch;
+                }
+                (id.clone(), task)
+            })
+            .collect();
+        Loaded {
+            tasks,
+            updates: self.updates.clone(),
+        }
+    }
+
+    /// The live records as a log file: its header, then frames.
+    fn snapshot(&self) -> Vec<u8> {
+        let mut file = file_header();
+        let mut batch = Vec::new();
+        let mut flush = |batch: &mut Vec<u8>, force: bool| {
+            if !batch.is_empty() && (force || batch.len() >= SNAPSHOT_FRAME) {
+                frames::push(&mut file, batch);
+                batch.clear();
+            }
+        };
+        for (id, task) in &self.tasks {
+            record::task(&mut batch, id, task);
+            if let Some(launch) = self.launches.get(id) {
+                record::launch(&mut batch, id, launch);
+            }
+            flush(&mut batch, false);
+        }
+        for (seq, status) in &self.updates {
+            record::update(&mut batch, *seq, status);
+            flush(&mut batch, false);
+        }
+        flush(&mut batch, true);
+        file
+    }
+}
+
+fn file_header() -> Vec<u8> {
+    let mut header = Vec::with_capacity(FILE_HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header
+}
+
 /// The open checkpoint.
 pub struct Checkpoint {
-    db: Database,
     path: PathBuf,
+    work_dir: PathBuf,
+    backend: Backend,
+    /// The log, written at its end.
+    file: File,
+    /// The bytes of whole frames in the file.
+    len: u64,
+    /// Its length after the last snapshot.
+    snapshot_len: u64,
+    live: Live,
+    /// Frames appended but not yet in the file (`PowerLoss` only).
+    unsynced: Vec<u8>,
+    /// A failed append may have left the file behind `live`: the next
+    /// synced batch writes a snapshot.
+    behind: bool,
+    /// The frame being built, kept for its capacity.
+    buf: Vec<u8>,
     /// Synced commits wait while this file exists (power-loss tests).
     hold_syncs_while: Option<PathBuf>,
 }
@@ -80,280 +198,194 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Where the checkpoint of `work_dir` lives.
     pub fn path_in(work_dir: &Path) -> PathBuf {
-        work_dir.join("checkpoint.redb")
+        work_dir.join("checkpoint.log")
     }
 
     /// Opens (creating) the checkpoint in `work_dir` and reads it whole. A
-    /// checkpoint of a newer schema is refused, never overwritten.
+    /// checkpoint of a newer format is refused, never overwritten.
     pub fn open(work_dir: &Path, backend: Backend) -> anyhow::Result<(Checkpoint, Loaded)> {
         let path = Self::path_in(work_dir);
-        let db = match backend {
-            Backend::File => Database::builder().create(&path),
-            Backend::PowerLoss => {
-                Database::builder().create_with_backend(power_loss::FileImage::open(&path)?)
-            }
-        }
-        .map_err(|e| anyhow::anyhow!("cannot open the checkpoint {}: {e}", path.display()))?;
-        let checkpoint = Checkpoint {
-            db,
-            path,
-            hold_syncs_while: (backend == Backend::PowerLoss).then(|| work_dir.join("hold-syncs")),
+        let legacy_path = work_dir.join("checkpoint.redb");
+        let io = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("cannot open the checkpoint {}: {e}", path.display())
         };
-        let loaded = checkpoint.load()?;
+        let existing = match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&e)),
+        };
+        let mut checkpoint = match existing {
+            Some(bytes) => {
+                let (live, whole) = replay(&path, &bytes)?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io(&e))?;
+                if whole < bytes.len() {
+                    tracing::warn!(checkpoint = %path.display(), dropped = bytes.len() - whole, "checkpoint: a torn batch at the end was dropped (it was never synced)");
+                    file.set_len(whole as u64).map_err(|e| io(&e))?;
+                    file.sync_data().map_err(|e| io(&e))?;
+                }
+                Checkpoint {
+                    path: path.clone(),
+                    work_dir: work_dir.to_path_buf(),
+                    backend,
+                    file,
+                    len: whole as u64,
+                    snapshot_len: whole as u64,
+                    live,
+                    unsynced: Vec::new(),
+                    behind: false,
+                    buf: Vec::new(),
+                    hold_syncs_while: None,
+                }
+            }
+            None => {
+                // A log is created whole (as a snapshot), so a crash leaves
+                // either none or one that opens.
+                let live = if legacy_path.exists() {
+                    legacy::load(&legacy_path)?
+                } else {
+                    Live::default()
+                };
+                let file = write_snapshot(&path, work_dir, &live.snapshot()).map_err(|e| io(&e))?;
+                let len = file.metadata().map_err(|e| io(&e))?.len();
+                Checkpoint {
+                    path: path.clone(),
+                    work_dir: work_dir.to_path_buf(),
+                    backend,
+                    file,
+                    len,
+                    snapshot_len: len,
+                    live,
+                    unsynced: Vec::new(),
+                    behind: false,
+                    buf: Vec::new(),
+                    hold_syncs_while: None,
+                }
+            }
+        };
+        if legacy_path.exists() {
+            // Its records are in the synced log now.
+            std::fs::remove_file(&legacy_path).map_err(|e| io(&e))?;
+            wasmos_platform::disk::sync_dir(work_dir).map_err(|e| io(&e))?;
+            tracing::info!(from = %legacy_path.display(), to = %path.display(), tasks = checkpoint.live.tasks.len(), updates = checkpoint.live.updates.len(), "checkpoint: moved into the log");
+        }
+        checkpoint.hold_syncs_while =
+            (backend == Backend::PowerLoss).then(|| work_dir.join("hold-syncs"));
+        let loaded = checkpoint.live.loaded();
         Ok((checkpoint, loaded))
     }
 
-    fn load(&self) -> anyhow::Result<Loaded> {
-        let io = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!("cannot read the checkpoint {}: {e}", self.path.display())
-        };
-        let txn = self.db.begin_read().map_err(|e| io(&e))?;
-        match txn.open_table(META) {
-            Ok(meta) => {
-                let schema = meta.get("schema").map_err(|e| io(&e))?.map(|v| v.value());
-                if let Some(schema) = schema
-                    && schema != SCHEMA
-                {
-                    anyhow::bail!(
-                        "the checkpoint {} has schema {schema}; this wasmos reads {SCHEMA}: use the wasmos that wrote it, or move the file away (its tasks' updates are then lost)",
-                        self.path.display()
-                    );
-                }
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(io(&e)),
-        }
-        let mut loaded = Loaded::default();
-        match txn.open_table(TASKS) {
-            Ok(table) => {
-                for item in table.iter().map_err(|e| io(&e))? {
-                    let (id, bytes) = item.map_err(|e| io(&e))?;
-                    let task = v1::CheckpointTask::decode(bytes.value()).map_err(|e| io(&e))?;
-                    loaded.tasks.insert(id.value().to_string(), task);
-                }
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(io(&e)),
-        }
-        // Absent in checkpoints written before launches were kept.
-        match txn.open_table(LAUNCHES) {
-            Ok(table) => {
-                for item in table.iter().map_err(|e| io(&e))? {
-                    let (id, bytes) = item.map_err(|e| io(&e))?;
-                    let launch = v1::TaskLaunch::decode(bytes.value()).map_err(|e| io(&e))?;
-                    if let Some(task) = loaded.tasks.get_mut(id.value()) {
-                        task.spec = launch.spec;
-                        task.launch_mac = launch.mac;
-                        task.launch_epoch = launch.master_epoch;
-                    }
-                }
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(io(&e)),
-        }
-        match txn.open_table(UPDATES) {
-            Ok(table) => {
-                for item in table.iter().map_err(|e| io(&e))? {
-                    let (seq, bytes) = item.map_err(|e| io(&e))?;
-                    let status = v1::TaskStatus::decode(bytes.value()).map_err(|e| io(&e))?;
-                    loaded.updates.insert(seq.value(), status);
-                }
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(io(&e)),
-        }
-        Ok(loaded)
-    }
-
-    /// Applies `writes` in one transaction, synced to the disk when
-    /// `durable`.
-    pub fn commit(&self, writes: &[Write], durable: bool) -> anyhow::Result<()> {
-        let io = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!("cannot write the checkpoint {}: {e}", self.path.display())
-        };
+    /// Applies `writes` as one batch, synced to the disk when `durable`
+    /// (also with no writes: everything before is then synced).
+    pub fn commit(&mut self, writes: Vec<Write>, durable: bool) -> anyhow::Result<()> {
         if durable && let Some(gate) = &self.hold_syncs_while {
             while gate.exists() {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         }
-        let mut txn = self.db.begin_write().map_err(|e| io(&e))?;
-        if !durable {
-            txn.set_durability(Durability::None).map_err(|e| io(&e))?;
+        self.buf.clear();
+        if !writes.is_empty() {
+            frames::push_with(&mut self.buf, |body| {
+                for write in &writes {
+                    record::encode(body, write);
+                }
+            });
         }
-        {
-            let mut meta = txn.open_table(META).map_err(|e| io(&e))?;
-            meta.insert("schema", SCHEMA).map_err(|e| io(&e))?;
-            let mut tasks = txn.open_table(TASKS).map_err(|e| io(&e))?;
-            let mut launches = txn.open_table(LAUNCHES).map_err(|e| io(&e))?;
-            let mut updates = txn.open_table(UPDATES).map_err(|e| io(&e))?;
-            for write in writes {
-                match write {
-                    Write::Task(id, task) => {
-                        tasks
-                            .insert(id.as_str(), task.encode_to_vec().as_slice())
-                            .map_err(|e| io(&e))?;
-                    }
-                    Write::Launch(id, launch) => {
-                        launches
-                            .insert(id.as_str(), launch.encode_to_vec().as_slice())
-                            .map_err(|e| io(&e))?;
-                    }
-                    Write::ForgetTask(id) => {
-                        tasks.remove(id.as_str()).map_err(|e| io(&e))?;
-                        launches.remove(id.as_str()).map_err(|e| io(&e))?;
-                    }
-                    Write::Update(seq, status) => {
-                        updates
-                            .insert(*seq, status.encode_to_vec().as_slice())
-                            .map_err(|e| io(&e))?;
-                    }
-                    Write::ForgetUpdate(seq) => {
-                        updates.remove(*seq).map_err(|e| io(&e))?;
-                    }
+        for write in writes {
+            self.live.apply(write);
+        }
+        let grown = self.len + self.unsynced.len() as u64 - self.snapshot_len;
+        if durable && (self.behind || (grown >= SNAPSHOT_AFTER && grown >= self.snapshot_len)) {
+            return self.snapshot();
+        }
+        let result = match self.backend {
+            Backend::File => self.append(durable),
+            Backend::PowerLoss => {
+                self.unsynced.extend_from_slice(&self.buf);
+                if durable {
+                    std::mem::swap(&mut self.buf, &mut self.unsynced);
+                    self.unsynced.clear();
+                    self.append(true)
+                } else {
+                    Ok(())
                 }
             }
-        }
-        txn.commit().map_err(|e| io(&e))
+        };
+        result.map_err(|e| {
+            self.behind = true;
+            anyhow::anyhow!("cannot write the checkpoint {}: {e}", self.path.display())
+        })
     }
+
+    /// Appends `buf` to the file (synced when `durable`); on a failure,
+    /// cuts off what part of it was written.
+    fn append(&mut self, durable: bool) -> std::io::Result<()> {
+        if let Err(e) = self.file.write_all(&self.buf) {
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
+        self.len += self.buf.len() as u64;
+        if durable {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the log as the live records, synced.
+    fn snapshot(&mut self) -> anyhow::Result<()> {
+        let bytes = self.live.snapshot();
+        let file = write_snapshot(&self.path, &self.work_dir, &bytes).map_err(|e| {
+            self.behind = true;
+            anyhow::anyhow!("cannot write the checkpoint {}: {e}", self.path.display())
+        })?;
+        self.file = file;
+        self.len = bytes.len() as u64;
+        self.snapshot_len = self.len;
+        self.unsynced.clear();
+        self.behind = false;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` as the log at `path`: to a file beside it, synced, then
+/// renamed over it. Returns the new file, open at its end.
+fn write_snapshot(path: &Path, dir: &Path, bytes: &[u8]) -> std::io::Result<File> {
+    let next = path.with_extension("log.next");
+    let mut file = File::create(&next)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    std::fs::rename(&next, path)?;
+    wasmos_platform::disk::sync_dir(dir)?;
+    Ok(file)
+}
+
+/// The live records of a log's bytes, and the length of its whole frames
+/// (what follows them is a torn batch).
+fn replay(path: &Path, bytes: &[u8]) -> anyhow::Result<(Live, usize)> {
+    let bad = |why: &str| anyhow::anyhow!("the checkpoint {} {why}", path.display());
+    if bytes.len() < FILE_HEADER || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(bad("is not a wasmos checkpoint log"));
+    }
+    let version = u32::from_le_bytes(bytes[MAGIC.len()..FILE_HEADER].try_into().unwrap());
+    if version != VERSION {
+        return Err(bad(&format!(
+            "has format {version}; this wasmos reads {VERSION}: use the wasmos that wrote it, or move the file away (its tasks' updates are then lost)"
+        )));
+    }
+    let mut live = Live::default();
+    let mut frames = frames::Frames::new(&bytes[FILE_HEADER..]);
+    for body in frames.by_ref() {
+        // A whole frame that does not decode was written by a broken
+        // executor, not torn by a crash: refuse rather than guess.
+        let writes = record::decode(body).map_err(|e| bad(&format!("holds a bad batch: {e}")))?;
+        for write in writes {
+            live.apply(write);
+        }
+    }
+    Ok((live, FILE_HEADER + frames.end()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(task: &str, state: v1::TaskState) -> v1::TaskStatus {
-        v1::TaskStatus {
-            task_id: task.into(),
-            state: state as i32,
-            uuid: vec![1, 2, 3],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn what_is_committed_is_loaded_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (c, loaded) = Checkpoint::open(dir.path(), Backend::File).unwrap();
-        assert!(loaded.tasks.is_empty() && loaded.updates.is_empty());
-        let task = v1::CheckpointTask {
-            framework_id: "f".into(),
-            artifact: "a".into(),
-            state: v1::TaskState::Running as i32,
-            ..Default::default()
-        };
-        c.commit(
-            &[
-                Write::Task("t1".into(), task.clone()),
-                Write::Task("t2".into(), task.clone()),
-                Write::Update(1, status("t1", v1::TaskState::Running)),
-                Write::Update(2, status("t1", v1::TaskState::Finished)),
-            ],
-            false,
-        )
-        .unwrap();
-        c.commit(
-            &[Write::ForgetUpdate(1), Write::ForgetTask("t2".into())],
-            true,
-        )
-        .unwrap();
-        drop(c);
-        let (_, loaded) = Checkpoint::open(dir.path(), Backend::File).unwrap();
-        assert_eq!(loaded.tasks.keys().collect::<Vec<_>>(), ["t1"]);
-        assert_eq!(loaded.tasks["t1"], task);
-        assert_eq!(loaded.updates.len(), 1);
-        assert_eq!(loaded.updates[&2].state(), v1::TaskState::Finished);
-    }
-
-    #[test]
-    fn a_launch_is_written_once_and_comes_back_with_its_task() {
-        let dir = tempfile::tempdir().unwrap();
-        let (c, _) = Checkpoint::open(dir.path(), Backend::File).unwrap();
-        let spec = v1::TaskSpec {
-            task_id: "t1".into(),
-            artifact: "a".into(),
-            ..Default::default()
-        };
-        let state = |state: v1::TaskState| v1::CheckpointTask {
-            framework_id: "f".into(),
-            artifact: "a".into(),
-            state: state as i32,
-            ..Default::default()
-        };
-        let launch = |id: &str| v1::TaskLaunch {
-            framework_id: "f".into(),
-            spec: Some(v1::TaskSpec {
-                task_id: id.into(),
-                ..spec.clone()
-            }),
-            mac: vec![9; 32],
-            master_epoch: 4,
-        };
-        c.commit(
-            &[
-                Write::Task("t1".into(), state(v1::TaskState::Staging)),
-                Write::Launch("t1".into(), launch("t1")),
-                Write::Task("t2".into(), state(v1::TaskState::Staging)),
-                Write::Launch("t2".into(), launch("t2")),
-            ],
-            false,
-        )
-        .unwrap();
-        // State changes rewrite the small record only; t2 is forgotten.
-        c.commit(
-            &[
-                Write::Task("t1".into(), state(v1::TaskState::Running)),
-                Write::ForgetTask("t2".into()),
-            ],
-            true,
-        )
-        .unwrap();
-        drop(c);
-        let (_, loaded) = Checkpoint::open(dir.path(), Backend::File).unwrap();
-        assert_eq!(loaded.tasks.keys().collect::<Vec<_>>(), ["t1"]);
-        let t1 = &loaded.tasks["t1"];
-        assert_eq!(t1.state(), v1::TaskState::Running);
-        assert_eq!(t1.spec.as_ref(), Some(&spec));
-        assert_eq!(t1.launch_mac, vec![9; 32]);
-        assert_eq!(t1.launch_epoch, 4);
-    }
-
-    #[test]
-    fn the_power_loss_backend_keeps_only_synced_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let (c, _) = Checkpoint::open(dir.path(), Backend::PowerLoss).unwrap();
-        c.commit(
-            &[Write::Update(1, status("synced", v1::TaskState::Finished))],
-            true,
-        )
-        .unwrap();
-        c.commit(
-            &[Write::Update(2, status("unsynced", v1::TaskState::Running))],
-            false,
-        )
-        .unwrap();
-        // A process that dies here: its memory (the unsynced batch) is gone.
-        std::mem::forget(c);
-        let (_, loaded) = Checkpoint::open(dir.path(), Backend::PowerLoss).unwrap();
-        assert_eq!(
-            loaded
-                .updates
-                .values()
-                .map(|s| s.task_id.as_str())
-                .collect::<Vec<_>>(),
-            ["synced"]
-        );
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = Database::create(Checkpoint::path_in(dir.path())).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("schema", 99).unwrap();
-            txn.commit().unwrap();
-        }
-        let err = Checkpoint::open(dir.path(), Backend::File).err().unwrap();
-        assert!(err.to_string().contains("schema 99"), "{err}");
-    }
-}
+mod tests;

@@ -612,7 +612,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(checkpoint: Checkpoint, delivery: Arc<Mutex<Delivery>>) -> anyhow::Result<Writer> {
+    fn start(mut checkpoint: Checkpoint, delivery: Arc<Mutex<Delivery>>) -> anyhow::Result<Writer> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("wasmos-checkpoint".into())
@@ -651,7 +651,7 @@ impl Writer {
                     let started = Instant::now();
                     let mut committed = true;
                     if (!writes.is_empty() || !flushed.is_empty())
-                        && let Err(e) = checkpoint.commit(&writes, synced_commit)
+                        && let Err(e) = checkpoint.commit(writes, synced_commit)
                     {
                         // The updates still go: holding them would stall
                         // every task; a restart may then lose them. But no

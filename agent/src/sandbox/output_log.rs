@@ -9,7 +9,7 @@
 //! one `fdatasync`, and the sandbox is written behind as usual.
 //!
 //! ```text
-//! <work_dir>/outputs/<segment>.log   records: len u32 LE, crc32 u32 LE, OutputRecord
+//! <work_dir>/outputs/<segment>.log   frames (crate::frames) of one OutputRecord each
 //! ```
 //!
 //! A segment is closed past [`SEGMENT_BYTES`] and deleted once every
@@ -121,15 +121,12 @@ impl OutputLog {
     pub fn append(&self, records: &[Logged<'_>]) -> io::Result<Vec<Ticket>> {
         let mut buf = Vec::new();
         for r in records {
-            let body = v1::OutputRecord {
+            let record = v1::OutputRecord {
                 task_id: r.task_id.to_string(),
                 stdout: r.stdout.clone(),
                 stderr: r.stderr.clone(),
-            }
-            .encode_to_vec();
-            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            buf.extend_from_slice(&body);
+            };
+            crate::frames::push_with(&mut buf, |body| record.encode(body).expect("a Vec grows"));
         }
         let mut active = self.active.lock().unwrap();
         active.file.write_all(&buf)?;
@@ -210,22 +207,14 @@ fn list_segments(dir: &Path) -> io::Result<BTreeMap<u64, PathBuf>> {
 fn read_segment(path: &Path) -> io::Result<Vec<v1::OutputRecord>> {
     let bytes = std::fs::read(path)?;
     let mut records = Vec::new();
-    let mut at = 0;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
+    let mut frames = crate::frames::Frames::new(&bytes);
+    for body in frames.by_ref() {
         match v1::OutputRecord::decode(body) {
             Ok(record) => records.push(record),
             Err(_) => break,
         }
-        at += 8 + len;
     }
+    let at = frames.end();
     if at < bytes.len() {
         tracing::warn!(segment = %path.display(), dropped = bytes.len() - at, "output log: a torn record at the end was dropped");
     }
