@@ -20,7 +20,9 @@
 //! One pass is [`Collector::collect`]; [`spawn`] runs passes on a thread of
 //! their own every [`gc_interval`](ExecutorConfig::gc_interval) and soon
 //! after a [`GcHandle::task_ended`] (at most one pass per
-//! [`MAX_GAP_AFTER_TASK_END`] for those: a pass lists every sandbox). The
+//! [`MAX_GAP_AFTER_TASK_END`] for those, and over the sandboxes the
+//! collector knows of, [`Collector::collect_known`]: listing every sandbox
+//! is left to one pass an interval). The
 //! pure functions [`expired_or_excess`] and [`choose_victims`] choose the
 //! sandboxes. The collector only uses the executor's public API
 //! (`running_tasks`, `state`, `remove`, `config`).
@@ -200,23 +202,44 @@ impl Collector {
             .get_or_insert(now);
     }
 
-    /// One pass over `executor`'s sandboxes and module cache. Blocking (it
+    /// One pass over `executor`'s sandboxes and module cache, listing every
+    /// sandbox on disk (so it finds those of an earlier run). Blocking (it
     /// walks directories): run it off async threads.
     pub fn collect(&self, executor: &Executor) -> GcReport {
+        self.pass(executor, true)
+    }
+
+    /// A pass over the sandboxes the collector knows (of tasks that ended
+    /// or run) and the module cache, without listing the sandboxes
+    /// directory: what a task's end asks for. Listing costs the kernel a
+    /// walk of every retained sandbox, and tasks end by the thousand a
+    /// second; the periodic [`collect`](Self::collect) finds the rest.
+    pub fn collect_known(&self, executor: &Executor) -> GcReport {
+        self.pass(executor, false)
+    }
+
+    fn pass(&self, executor: &Executor, list: bool) -> GcReport {
         let config = executor.config();
         let mut report = GcReport::default();
         let sandboxes_dir = config.work_dir.join("sandboxes");
         // List the directories before asking what runs: a task launched
         // in between is then seen running, never as an ended stray.
-        let dirs = list_dirs(&sandboxes_dir);
+        let listed = list.then(|| list_dirs(&sandboxes_dir));
         let running: HashSet<String> = executor.running_tasks().into_iter().collect();
-        let mut uses = Vec::with_capacity(dirs.len());
+        let mut uses = Vec::new();
         {
             let mut ended = self.ended.lock().unwrap();
-            let present: HashSet<&String> = dirs.iter().collect();
-            // A sandbox written behind its task may not be listed yet.
-            let recent = SystemTime::now() - WRITE_BEHIND_GRACE;
-            ended.retain(|task, e| present.contains(task) || e.at > recent);
+            let dirs = match listed {
+                Some(dirs) => {
+                    let present: HashSet<&String> = dirs.iter().collect();
+                    // A sandbox written behind its task may not be listed yet.
+                    let recent = SystemTime::now() - WRITE_BEHIND_GRACE;
+                    ended.retain(|task, e| present.contains(task) || e.at > recent);
+                    dirs
+                }
+                None => ended.keys().chain(&running).cloned().collect(),
+            };
+            uses.reserve(dirs.len());
             for task in &dirs {
                 let dir = sandboxes_dir.join(task);
                 let is_running = running.contains(task)
@@ -383,10 +406,18 @@ pub fn spawn(executor: Arc<Executor>) -> std::io::Result<GcHandle> {
             let collector = collector.clone();
             let asked = asked.clone();
             move || {
+                let mut listed: Option<Instant> = None;
                 loop {
                     let started = Instant::now();
                     asked.store(false, Ordering::Release);
-                    let report = collector.collect(&executor);
+                    // Every sandbox is listed once an interval; the passes
+                    // tasks' ends ask for between look at what they know.
+                    let report = if listed.is_none_or(|at| at.elapsed() >= interval) {
+                        listed = Some(started);
+                        collector.collect(&executor)
+                    } else {
+                        collector.collect_known(&executor)
+                    };
                     if !report.removed.is_empty() || report.evicted_modules > 0 {
                         tracing::debug!(?report, "disk collector pass");
                     }

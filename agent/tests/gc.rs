@@ -218,9 +218,20 @@ fn retired_and_stray_sandboxes_go_after_the_retention_time_unretired_ones_stay()
     std::fs::create_dir_all(dir.path().join("work/sandboxes/stray/root")).unwrap();
     collector.task_retired("acked");
     assert!(collector.collect(&ex).removed.is_empty(), "too young");
+    // A stray that appears after the pass that listed the first one.
+    let late = dir.path().join("work/sandboxes/late-stray");
+    std::fs::create_dir_all(late.join("root")).unwrap();
+    for path in ["", "root"] {
+        age(&late.join(path), 3600);
+    }
     std::thread::sleep(retention + Duration::from_millis(200));
-    let mut removed = collector.collect(&ex).removed;
+    // A pass a task's end asks for looks at the sandboxes the collector
+    // knows of, not at the directory: the late stray waits for a pass
+    // that lists it.
+    let mut removed = collector.collect_known(&ex).removed;
     removed.sort();
     assert_eq!(removed, ["acked", "stray"]);
+    assert!(exists(&ex, "late-stray"));
+    assert_eq!(collector.collect(&ex).removed, ["late-stray"]);
     assert!(exists(&ex, "unacked"), "never acknowledged: kept");
 }

@@ -267,14 +267,32 @@ fn sandboxes_written_behind_read_the_same_before_and_after() {
     // A sandbox removed before it reached the disk never appears later.
     h.executor.remove("wb-0").unwrap();
     let gone = h.executor.sandbox("wb-0").dir;
-    // Dropping the executor writes every sandbox still in memory.
+    // Once on disk the same answers again, with no root made for tasks
+    // that could touch no file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for id in &ids[1..] {
+        let sandbox = h.executor.sandbox(id);
+        while !sandbox.stdout.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never reached the disk"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!sandbox.root.exists(), "{id}");
+        assert_eq!(h.executor.list(id, "/").unwrap(), vec![]);
+        assert!(h.executor.list(id, "/sub").is_err());
+        let missing = h.executor.read(id, &SandboxFile::Root("x".into()), 0, 10);
+        assert!(missing.is_err());
+    }
+    // And after the executor is gone.
     let work = h.executor.config().work_dir.clone();
     let Harness { dir, executor } = h;
     drop(executor);
     assert!(!gone.exists(), "a removed sandbox came back");
     for id in &ids[1..] {
         let sandbox = work.join("sandboxes").join(id);
-        assert!(sandbox.join("root").is_dir(), "{id}");
+        assert!(!sandbox.join("root").exists(), "{id}");
         assert_eq!(std::fs::read(sandbox.join("stdout")).unwrap(), b"hi");
     }
     drop(dir);

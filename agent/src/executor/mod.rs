@@ -361,18 +361,21 @@ impl Executor {
         } else {
             relative_path(rel)?
         };
-        if let Ok(control) = self.control(task_id)
-            && control.files.root_pending()
-        {
-            // The task can touch no file: its root is empty.
+        let sandbox = self.sandbox(task_id);
+        // A task that can touch no file has no root, in memory or on disk:
+        // its root is empty.
+        let no_root = match self.control(task_id) {
+            Ok(control) if control.files.root_pending() => true,
+            _ => sandbox.dir.is_dir() && !sandbox.root.exists(),
+        };
+        if no_root {
             return if at_root {
                 Ok(Vec::new())
             } else {
                 Err(format!("cannot open `{path}`: no such directory"))
             };
         }
-        let root = self
-            .sandbox(task_id)
+        let root = sandbox
             .root_dir()
             .map_err(|e| format!("no sandbox root: {e}"))?;
         let dir = if at_root {

@@ -7,6 +7,10 @@
 //!     stderr
 //! ```
 //!
+//! A task that can touch no file gets no `root/` at all: its root is empty,
+//! and reads and listings say so; one `mkdir` fewer for each of the
+//! thousands of trivial tasks a second an agent ends.
+//!
 //! Task ids are unique in the cluster, so the path is stable across agent
 //! restarts. Everything the agent itself does inside `root/` (placing
 //! inputs, reading files for operators) goes through `cap-std`, so a symlink
@@ -94,8 +98,9 @@ impl SandboxDirs {
         Ok(())
     }
 
-    /// Creates the directories unless they were created already. Fails if
-    /// the executor removed the sandbox.
+    /// Creates the sandbox's directory (not its root: a task that can
+    /// touch no file has none) unless it was created already. Fails if the
+    /// executor removed the sandbox.
     pub fn ensure(&self) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();
         match *state {
@@ -105,7 +110,7 @@ impl SandboxDirs {
                 "the sandbox was removed",
             )),
             DirState::Absent => {
-                self.paths.create_in(&self.sandboxes, &self.task_id)?;
+                self.paths.create_dir_in(&self.sandboxes, &self.task_id)?;
                 *state = DirState::Created;
                 Ok(())
             }
@@ -173,14 +178,24 @@ impl Sandbox {
     /// `mkdir`s then resolve one or two path components instead of the
     /// whole work-dir path, which matters at thousands of launches a second.
     pub fn create_in(&self, sandboxes: &std::fs::File, task_id: &str) -> io::Result<()> {
-        let parent = self.dir.parent().unwrap_or(Path::new("."));
-        let mkdirat = |name: &str| wasmos_platform::private::create_dir_at(sandboxes, parent, name);
-        match mkdirat(task_id) {
-            // The sandboxes directory went away: make it again by path.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.create(),
-            other => other?,
+        if !self.create_dir_in(sandboxes, task_id)? {
+            return Ok(());
         }
-        mkdirat(&format!("{task_id}/root"))
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        wasmos_platform::private::create_dir_at(sandboxes, parent, &format!("{task_id}/root"))
+    }
+
+    /// Creates the sandbox's directory alone, as
+    /// [`create_in`](Self::create_in) does: the sandbox of a task that can
+    /// touch no file. False when it had to make the whole sandbox by path
+    /// (the sandboxes directory had gone).
+    pub fn create_dir_in(&self, sandboxes: &std::fs::File, task_id: &str) -> io::Result<bool> {
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        match wasmos_platform::private::create_dir_at(sandboxes, parent, task_id) {
+            // The sandboxes directory went away: make it again by path.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.create().map(|()| false),
+            other => other.map(|()| true),
+        }
     }
 
     /// The root as a capability: nothing reached through it leaves it.
@@ -210,6 +225,7 @@ impl Sandbox {
             SandboxFile::Root(rel) => {
                 let rel = relative_path(rel)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                // No root (a task that could touch no file): no such file.
                 self.root_dir()?.open(rel)?.into_std()
             }
         };

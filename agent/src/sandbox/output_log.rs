@@ -227,11 +227,12 @@ fn restore(work_dir: &Path, sandboxes: &File, record: &v1::OutputRecord) -> io::
         return Ok(());
     }
     let sandbox = Sandbox::at(work_dir, &record.task_id);
-    match sandbox.create_in(sandboxes, &record.task_id) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            std::fs::create_dir_all(&sandbox.root)?
+    // A logged task could touch no file: no root, as the persister makes it.
+    match sandbox.create_dir_in(sandboxes, &record.task_id) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => {
+            other?;
         }
-        other => other?,
     }
     for (path, data) in [
         (&sandbox.stdout, &record.stdout),
@@ -272,7 +273,7 @@ mod tests {
         assert_eq!(restored, 2);
         let sandbox = Sandbox::at(dir.path(), "a-1");
         assert_eq!(std::fs::read_to_string(&sandbox.stdout).unwrap(), "one\n");
-        assert!(sandbox.root.is_dir());
+        assert!(sandbox.dir.is_dir() && !sandbox.root.exists());
         assert!(!sandbox.stderr.exists(), "no stderr, no file");
         let segments = list_segments(&dir.path().join("outputs")).unwrap();
         assert_eq!(segments.len(), 1, "the old segment went: {segments:?}");

@@ -422,7 +422,7 @@ mod tests {
         for (i, f) in all.iter().enumerate() {
             assert!(f.read_pending(&SandboxFile::Stdout, 0, 1).is_none());
             assert_eq!(read(f), format!("out {i}").as_bytes());
-            assert!(f.dirs.paths.root.is_dir());
+            assert!(f.dirs.paths.dir.is_dir() && !f.dirs.paths.root.exists());
         }
     }
 
