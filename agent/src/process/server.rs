@@ -69,10 +69,11 @@ fn bind_private(path: &std::path::Path) -> anyhow::Result<UnixListener> {
 
 /// One agent's connection: its `hello`, then its messages, until it closes.
 async fn connection(id: u64, stream: tokio::net::UnixStream, inputs: mpsc::UnboundedSender<Input>) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = wire::FrameReader::new(reader);
     let hello = match tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        wire::read::<v1::ToExecutor>(&mut reader),
+        reader.read::<v1::ToExecutor>(),
     )
     .await
     {
@@ -94,7 +95,7 @@ async fn connection(id: u64, stream: tokio::net::UnixStream, inputs: mpsc::Unbou
         return;
     }
     loop {
-        match wire::read::<v1::ToExecutor>(&mut reader).await {
+        match reader.read::<v1::ToExecutor>().await {
             Ok(Some(message)) => {
                 if inputs.send(Input::Message(id, message)).is_err() {
                     return;

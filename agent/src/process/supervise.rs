@@ -177,7 +177,8 @@ async fn session(
     commands: &mut UnboundedReceiver<v1::ToExecutor>,
     events: &UnboundedSender<Event>,
 ) -> Ended {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = wire::FrameReader::new(reader);
     let (to_executor, mut outgoing) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let _ = wire::write_all(&mut writer, &mut outgoing).await;
@@ -187,7 +188,7 @@ async fn session(
     let (frames_tx, mut frames) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let frame = wire::read::<v1::FromExecutor>(&mut reader).await;
+            let frame = reader.read::<v1::FromExecutor>().await;
             let end = !matches!(frame, Ok(Some(_)));
             if frames_tx.send(frame).is_err() || end {
                 return;
