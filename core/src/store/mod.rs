@@ -64,11 +64,14 @@ pub enum Table {
     /// read by range (the current hour's at start), never by
     /// [`Store::load`].
     Usage,
+    /// The jobs' specs, by job id: written once, so the job's record a
+    /// turn rewrites stays small.
+    JobSpecs,
 }
 
 impl Table {
     /// Every table, header first.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Meta,
         Table::Agents,
         Table::Frameworks,
@@ -82,6 +85,7 @@ impl Table {
         Table::JobChunks,
         Table::JobOutputs,
         Table::Usage,
+        Table::JobSpecs,
     ];
 
     /// Does [`Store::load`] read it? Every table but the jobs' chunks,
@@ -108,6 +112,7 @@ impl Table {
             Table::JobChunks => "job_chunks",
             Table::JobOutputs => "job_outputs",
             Table::Usage => "usage",
+            Table::JobSpecs => "job_specs",
         }
     }
 }
@@ -133,6 +138,7 @@ pub enum Record {
     JobChunk(v1::StoredJobChunk),
     Usage(v1::StoredUsage),
     JobOutput(v1::StoredJobOutput),
+    JobSpec(Box<v1::StoredJobSpec>),
 }
 
 impl Record {
@@ -152,6 +158,7 @@ impl Record {
             Record::JobChunk(_) => Table::JobChunks,
             Record::Usage(_) => Table::Usage,
             Record::JobOutput(_) => Table::JobOutputs,
+            Record::JobSpec(_) => Table::JobSpecs,
         }
     }
 
@@ -183,6 +190,7 @@ impl Record {
             Record::JobChunk(c) => chunk_key(&c.job_id, c.first),
             Record::Usage(u) => usage_key(u),
             Record::JobOutput(o) => chunk_key(&o.job_id, o.index),
+            Record::JobSpec(s) => s.job_id.clone(),
         }
     }
 
@@ -202,6 +210,7 @@ impl Record {
             Record::JobChunk(r) => r.encode_to_vec(),
             Record::Usage(r) => r.encode_to_vec(),
             Record::JobOutput(r) => r.encode_to_vec(),
+            Record::JobSpec(r) => r.encode_to_vec(),
         }
     }
 
@@ -231,6 +240,7 @@ impl Record {
             Table::JobChunks => Record::JobChunk(Message::decode(bytes)?),
             Table::Usage => Record::Usage(Message::decode(bytes)?),
             Table::JobOutputs => Record::JobOutput(Message::decode(bytes)?),
+            Table::JobSpecs => Record::JobSpec(Box::new(Message::decode(bytes)?)),
         })
     }
 }
@@ -267,8 +277,10 @@ pub struct Registry {
     pub ca: Option<v1::StoredCa>,
     pub tokens: Vec<v1::StoredToken>,
     pub identities: Vec<v1::StoredIdentity>,
-    /// The job service's jobs (their chunks are read by range).
+    /// The job service's jobs (their chunks are read by range), their
+    /// specs in [`Registry::job_specs`] (see [`Registry::take_jobs`]).
     pub jobs: Vec<v1::StoredJob>,
+    pub job_specs: Vec<v1::StoredJobSpec>,
     /// The usage ledger's buckets of the current hour: not read by
     /// [`Store::load`]; the shell reads them by range ([`usage_hour_prefix`])
     /// before the core recovers, so that it adds to them.
@@ -306,6 +318,7 @@ impl Registry {
             Record::Token(t) => self.tokens.push(t),
             Record::Identity(i) => self.identities.push(i),
             Record::Job(j) => self.jobs.push(*j),
+            Record::JobSpec(s) => self.job_specs.push(*s),
             Record::JobChunk(_) | Record::JobOutput(_) | Record::Usage(_) => {
                 unreachable!("tables not loaded are skipped above")
             }
@@ -325,6 +338,11 @@ impl Registry {
         records.extend(self.tokens.iter().cloned().map(Record::Token));
         records.extend(self.identities.iter().cloned().map(Record::Identity));
         records.extend(self.jobs.iter().map(|j| Record::Job(Box::new(j.clone()))));
+        records.extend(
+            self.job_specs
+                .iter()
+                .map(|s| Record::JobSpec(Box::new(s.clone()))),
+        );
         records
     }
 
@@ -339,11 +357,29 @@ impl Registry {
             + self.tokens.len()
             + self.identities.len()
             + self.jobs.len()
+            + self.job_specs.len()
     }
 
     /// Holds no record but (perhaps) the header.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Takes the jobs out, each with its spec: from `job_specs`, or from
+    /// its record as masters before `job_specs` wrote it.
+    pub fn take_jobs(&mut self) -> Vec<v1::StoredJob> {
+        let mut specs: std::collections::HashMap<String, v1::JobSpec> =
+            std::mem::take(&mut self.job_specs)
+                .into_iter()
+                .filter_map(|s| Some((s.job_id, s.spec?)))
+                .collect();
+        let mut jobs = std::mem::take(&mut self.jobs);
+        for job in &mut jobs {
+            if let Some(spec) = specs.remove(&job.job_id) {
+                job.spec = Some(spec);
+            }
+        }
+        jobs
     }
 }
 

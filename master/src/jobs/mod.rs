@@ -83,6 +83,9 @@ pub struct Job {
     /// written, and are read back from the registry when asked for
     /// ([`Jobs::load`]).
     pub loaded: bool,
+    /// Its spec is in the registry's `job_specs` (written once, with the
+    /// job's first record; after a restart, again with its next one).
+    pub spec_written: bool,
 }
 
 impl Job {
@@ -313,6 +316,7 @@ impl Jobs {
             ended_at: None,
             expired: false,
             loaded: true,
+            spec_written: false,
             output_bytes: 0,
             outputs_dropped: 0,
         };

@@ -1,9 +1,10 @@
 //! The job service's records: what changed, as registry writes joined to
 //! the actor's turn, and the jobs rebuilt from them at start.
 //!
-//! A job is one record (`StoredJob`: spec, state, counts, the counter of
-//! indices never started) plus stored chunks of fixed outcomes, written
-//! only when one of their indices changes. Which indices run is not
+//! A job is one record (`StoredJob`: state, counts, the counter of
+//! indices never started), its spec (`StoredJobSpec`, written once, so the
+//! record each turn rewrites stays small) and stored chunks of fixed
+//! outcomes, written only when one of their indices changes. Which indices run is not
 //! stored: task ids are `<job>-<index>-<attempt>`, so a restarted master
 //! rebuilds it from the tasks the core recovered.
 
@@ -37,6 +38,13 @@ impl Jobs {
                     first,
                     outcomes,
                 })));
+            }
+            if !job.spec_written {
+                writes.push(Write::Put(Record::JobSpec(Box::new(v1::StoredJobSpec {
+                    job_id: job.id.clone(),
+                    spec: Some(job.spec.clone()),
+                }))));
+                job.spec_written = true;
             }
             let framework = self.frameworks.get(&job.owner).cloned();
             writes.push(Write::Put(Record::Job(Box::new(stored(
@@ -285,7 +293,8 @@ fn stored(job: &Job, framework_id: String) -> v1::StoredJob {
         job_id: job.id.clone(),
         role: job.owner.role.clone(),
         principal: job.owner.principal.clone(),
-        spec: Some(job.spec.clone()),
+        // In `job_specs`, written once.
+        spec: None,
         state: job.state as i32,
         held: job.held,
         reason: job.reason.clone(),
@@ -392,6 +401,10 @@ where
         ended_at,
         expired: record.expired,
         loaded,
+        // Written again with the job's next record: a record of a master
+        // before `job_specs` still holds its spec, and the next one will
+        // not.
+        spec_written: false,
         output_bytes: record.output_bytes,
         outputs_dropped: record.outputs_dropped,
     };

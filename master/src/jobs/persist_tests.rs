@@ -14,7 +14,7 @@ fn write(jobs: &mut Jobs, store: &MemoryStore) {
 /// The jobs a master of start `epoch` rebuilds from `store`, with `tasks`
 /// known to its core.
 fn restart(store: &MemoryStore, epoch: u64, tasks: &[String]) -> Jobs {
-    let records = store.load().expect("loads").jobs;
+    let records = store.load().expect("loads").take_jobs();
     let (jobs, notes) = Jobs::restore(epoch, records, |job| Ok(stored_chunks(store, job)), tasks);
     assert!(notes.is_empty(), "{notes:?}");
     jobs
@@ -387,4 +387,77 @@ fn stdout_heads_are_kept_per_index_within_the_jobs_share() {
         2,
         "kept in its record"
     );
+}
+
+/// The records `writes` puts of one kind.
+fn puts(writes: &[crate::store::Write], table: Table) -> Vec<Record> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            crate::store::Write::Put(r) if r.table() == table => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_jobs_spec_is_written_once_and_its_record_without_it() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let mut spec = job_spec(20);
+    spec.task.as_mut().unwrap().args = vec!["x".repeat(4096)];
+    let id = submit(&mut jobs, spec);
+    let first = jobs.writes();
+    let specs = puts(&first, Table::JobSpecs);
+    assert_eq!(specs.len(), 1);
+    let Record::Job(record) = &puts(&first, Table::Jobs)[0] else {
+        unreachable!()
+    };
+    assert!(record.spec.is_none(), "the record a turn rewrites is small");
+    let len = prost::Message::encoded_len(&**record);
+    assert!(len < 512, "{len}");
+    store.commit(&first).unwrap();
+    // Turns that change the job rewrite its record, never its spec.
+    let tasks = place(&mut jobs, 20.0);
+    for task in &tasks[..10] {
+        jobs.update(&finish(task), Time(5));
+    }
+    let later = jobs.writes();
+    assert_eq!(puts(&later, Table::Jobs).len(), 1);
+    assert!(puts(&later, Table::JobSpecs).is_empty());
+    store.commit(&later).unwrap();
+    let running: Vec<String> = tasks[10..].iter().map(|t| t.task_id.clone()).collect();
+    let again = restart(&store, 2, &running);
+    assert_eq!(again.job(&id).unwrap().spec, jobs.job(&id).unwrap().spec);
+}
+
+#[test]
+fn a_record_that_holds_its_spec_as_older_masters_wrote_it_restores_and_moves_it_out() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(20));
+    let writes = jobs.writes();
+    // As a master before `job_specs` wrote it: the spec in the record.
+    let Record::Job(mut old) = puts(&writes, Table::Jobs)[0].clone() else {
+        unreachable!()
+    };
+    old.spec = Some(jobs.job(&id).unwrap().spec.clone());
+    store
+        .commit(&[crate::store::Write::Put(Record::Job(old))])
+        .unwrap();
+    let mut again = restart(&store, 2, &[]);
+    assert_eq!(again.job(&id).unwrap().spec, jobs.job(&id).unwrap().spec);
+    // Its next record goes without the spec, which goes to `job_specs`
+    // in the same commit.
+    let tasks = place(&mut again, 1.0);
+    again.update(&finish(&tasks[0]), Time(5));
+    let next = again.writes();
+    assert_eq!(puts(&next, Table::JobSpecs).len(), 1);
+    let Record::Job(record) = &puts(&next, Table::Jobs)[0] else {
+        unreachable!()
+    };
+    assert!(record.spec.is_none());
+    store.commit(&next).unwrap();
+    let third = restart(&store, 3, &[]);
+    assert_eq!(third.job(&id).unwrap().spec, jobs.job(&id).unwrap().spec);
 }

@@ -244,7 +244,7 @@ impl Master {
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
         let artifacts = std::mem::take(&mut opened.registry.artifacts);
         let trust_records = trust::Records::take(&mut opened.registry);
-        let stored_jobs = std::mem::take(&mut opened.registry.jobs);
+        let stored_jobs = opened.registry.take_jobs();
         // The usage ledger's current hour, which the core adds to.
         opened.registry.usage = {
             let registry = registry.clone();
