@@ -264,9 +264,13 @@ impl Collector {
                         retired_at: Some(at),
                     }
                 });
-                let bytes = *record
-                    .bytes
-                    .get_or_insert_with(|| crate::sandbox::disk_usage(&dir));
+                // A sandbox not written yet (a pass that did not list)
+                // is measured once it is.
+                let bytes = match record.bytes {
+                    Some(bytes) => bytes,
+                    None if dir.exists() => *record.bytes.insert(crate::sandbox::disk_usage(&dir)),
+                    None => 0,
+                };
                 uses.push(SandboxUse {
                     task: task.clone(),
                     ended_at: record.at,
