@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{
+    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+};
 use wasmos_proto::v1;
 
 use super::Live;
@@ -45,41 +47,43 @@ pub fn load(path: &Path) -> anyhow::Result<Live> {
         Err(e) => return Err(io(&e)),
     }
     let mut live = Live::default();
-    match txn.open_table(TASKS) {
-        Ok(table) => {
-            for item in table.iter().map_err(|e| io(&e))? {
-                let (id, bytes) = item.map_err(|e| io(&e))?;
-                let task = v1::CheckpointTask::decode(bytes.value()).map_err(|e| io(&e))?;
-                live.tasks.insert(id.value().to_string(), task);
-            }
-        }
-        Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(io(&e)),
-    }
+    each(&txn, TASKS, &io, |id, bytes| {
+        let task = v1::CheckpointTask::decode(bytes).map_err(|e| io(&e))?;
+        live.tasks.insert(id.to_string(), task);
+        Ok(())
+    })?;
     // Absent in checkpoints written before launches were kept.
-    match txn.open_table(LAUNCHES) {
-        Ok(table) => {
-            for item in table.iter().map_err(|e| io(&e))? {
-                let (id, bytes) = item.map_err(|e| io(&e))?;
-                let launch = v1::TaskLaunch::decode(bytes.value()).map_err(|e| io(&e))?;
-                live.launches.insert(id.value().to_string(), launch);
-            }
-        }
-        Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(io(&e)),
-    }
-    match txn.open_table(UPDATES) {
-        Ok(table) => {
-            for item in table.iter().map_err(|e| io(&e))? {
-                let (seq, bytes) = item.map_err(|e| io(&e))?;
-                let status = v1::TaskStatus::decode(bytes.value()).map_err(|e| io(&e))?;
-                live.updates.insert(seq.value(), status);
-            }
-        }
-        Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(io(&e)),
-    }
+    each(&txn, LAUNCHES, &io, |id, bytes| {
+        let launch = v1::TaskLaunch::decode(bytes).map_err(|e| io(&e))?;
+        live.launches.insert(id.to_string(), launch);
+        Ok(())
+    })?;
+    each(&txn, UPDATES, &io, |seq, bytes| {
+        let status = v1::TaskStatus::decode(bytes).map_err(|e| io(&e))?;
+        live.updates.insert(seq, status);
+        Ok(())
+    })?;
     Ok(live)
+}
+
+/// Calls `each` with every entry of `table`, in key order; a table the
+/// file does not have has none.
+fn each<K: Key + 'static>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, &[u8]>,
+    io: &impl Fn(&dyn std::fmt::Display) -> anyhow::Error,
+    mut each: impl FnMut(K::SelfType<'_>, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let table = match txn.open_table(table) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(io(&e)),
+    };
+    for item in table.iter().map_err(|e| io(&e))? {
+        let (key, value) = item.map_err(|e| io(&e))?;
+        each(key.value(), value.value())?;
+    }
+    Ok(())
 }
 
 /// Writes a redb checkpoint as executors before the log did (tests).

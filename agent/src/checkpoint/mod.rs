@@ -214,7 +214,7 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&e)),
         };
-        let mut checkpoint = match existing {
+        let (file, len, live) = match existing {
             Some(bytes) => {
                 let (live, whole) = replay(&path, &bytes)?;
                 let file = OpenOptions::new()
@@ -226,19 +226,7 @@ impl Checkpoint {
                     file.set_len(whole as u64).map_err(|e| io(&e))?;
                     file.sync_data().map_err(|e| io(&e))?;
                 }
-                Checkpoint {
-                    path: path.clone(),
-                    work_dir: work_dir.to_path_buf(),
-                    backend,
-                    file,
-                    len: whole as u64,
-                    snapshot_len: whole as u64,
-                    live,
-                    unsynced: Vec::new(),
-                    behind: false,
-                    buf: Vec::new(),
-                    hold_syncs_while: None,
-                }
+                (file, whole as u64, live)
             }
             None => {
                 // A log is created whole (as a snapshot), so a crash leaves
@@ -250,20 +238,21 @@ impl Checkpoint {
                 };
                 let file = write_snapshot(&path, work_dir, &live.snapshot()).map_err(|e| io(&e))?;
                 let len = file.metadata().map_err(|e| io(&e))?.len();
-                Checkpoint {
-                    path: path.clone(),
-                    work_dir: work_dir.to_path_buf(),
-                    backend,
-                    file,
-                    len,
-                    snapshot_len: len,
-                    live,
-                    unsynced: Vec::new(),
-                    behind: false,
-                    buf: Vec::new(),
-                    hold_syncs_while: None,
-                }
+                (file, len, live)
             }
+        };
+        let checkpoint = Checkpoint {
+            path: path.clone(),
+            work_dir: work_dir.to_path_buf(),
+            backend,
+            file,
+            len,
+            snapshot_len: len,
+            live,
+            unsynced: Vec::new(),
+            behind: false,
+            buf: Vec::new(),
+            hold_syncs_while: (backend == Backend::PowerLoss).then(|| work_dir.join("hold-syncs")),
         };
         if legacy_path.exists() {
             // Its records are in the synced log now.
@@ -271,8 +260,6 @@ impl Checkpoint {
             wasmos_platform::disk::sync_dir(work_dir).map_err(|e| io(&e))?;
             tracing::info!(from = %legacy_path.display(), to = %path.display(), tasks = checkpoint.live.tasks.len(), updates = checkpoint.live.updates.len(), "checkpoint: moved into the log");
         }
-        checkpoint.hold_syncs_while =
-            (backend == Backend::PowerLoss).then(|| work_dir.join("hold-syncs"));
         let loaded = checkpoint.live.loaded();
         Ok((checkpoint, loaded))
     }
