@@ -29,7 +29,7 @@ pub mod submit;
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

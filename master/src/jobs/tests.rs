@@ -12,7 +12,7 @@ pub(super) fn alice() -> Owner {
     }
 }
 
-pub(super) fn job_spec(count: u32) -> v1::JobSpec {
+pub(crate) fn job_spec(count: u32) -> v1::JobSpec {
     v1::JobSpec {
         name: "test".into(),
         task: Some(v1::TaskSpec {

@@ -45,6 +45,10 @@
 //! tasks. Together this takes every commit off the path from `Accept` to
 //! the task's start.
 //!
+//! The job service runs here too (`actor/jobs.rs`): its frameworks' events
+//! reach it where a client's stream would get them, by the same rules, and
+//! what it does is inputs and writes of the turn it does it in.
+//!
 //! Time: the core runs on a monotonic clock (milliseconds since the actor's
 //! start); the wall clock is read once, at start, to map it to timestamps
 //! and persisted deadlines. A step of the wall clock changes no timer.
@@ -59,6 +63,7 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 use wasmos_proto::v1::master_message::Kind as AgentKind;
 
+use super::jobs::driver::Driver;
 use super::metrics::Metrics;
 use crate::access::Principal;
 use crate::core::{Adoptions, ConnectionId, Core, CoreError, Input, Output, Reply, is_terminal};
@@ -132,14 +137,23 @@ pub enum Command {
     },
     /// Read the core (for Operator, `/state` and `/metrics`).
     Query(Query),
-    /// Registry writes of the job service, joined to this turn's commit
-    /// (so they are durable before anything a later command sends, such
-    /// as the acknowledgement of the update they record); answered once
-    /// they are.
+    /// Registry writes made outside the core and the job service (the
+    /// deletes of expired jobs' stdout heads), joined to this turn's
+    /// commit; answered once they are durable.
     Persist {
         writes: Vec<Write>,
         reply: oneshot::Sender<()>,
     },
+    /// A call of the job service, which runs in the actor's turns.
+    Jobs(super::jobs::driver::Call),
+}
+
+/// Where a framework's events go.
+enum Stream {
+    /// A client's event stream.
+    Client(EventSender),
+    /// The job service, for the jobs of this owner (see `actor/jobs.rs`).
+    Jobs(crate::jobs::Owner),
 }
 
 /// An agent's stream, attached.
@@ -232,7 +246,7 @@ pub struct Actor {
     /// their writes form the next commit, so a busy master commits large
     /// batches back to back instead of idling through every fsync.
     committing: Option<Committing>,
-    frameworks: HashMap<FrameworkId, (ConnectionId, EventSender)>,
+    frameworks: HashMap<FrameworkId, (ConnectionId, Stream)>,
     agents: HashMap<AgentId, (ConnectionId, AgentSender)>,
     sandbox_reads: HashMap<u64, oneshot::Sender<Result<v1::SandboxReadReply, Status>>>,
     next_connection: ConnectionId,
@@ -242,6 +256,10 @@ pub struct Actor {
     dropped: Vec<Input>,
     /// When a full backlog was last logged.
     last_backlog_warning: Option<Instant>,
+    /// The job service, if this master runs one (out while it runs).
+    jobs: Option<Box<Driver>>,
+    /// Events of job frameworks, for the job service once routing ends.
+    job_events: Vec<(crate::jobs::Owner, v1::Event)>,
 }
 
 impl Actor {
@@ -274,7 +292,15 @@ impl Actor {
             metrics: Metrics::default(),
             dropped: Vec::new(),
             last_backlog_warning: None,
+            jobs: None,
+            job_events: Vec::new(),
         }
+    }
+
+    /// Runs the job service `driver` in this actor's turns.
+    pub fn with_jobs(mut self, driver: Driver) -> Actor {
+        self.jobs = Some(Box::new(driver));
+        self
     }
 
     /// Runs until every command sender is dropped, or until a write to the
@@ -285,6 +311,10 @@ impl Actor {
         let mut last_tick = Instant::now();
         let mut heartbeat = tokio::time::interval(self.core.config().framework_heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut jobs_tick = tokio::time::interval(super::jobs::driver::TICK);
+        jobs_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.with_driver(|driver, actor| driver.start(actor));
+        self.end_turn()?;
         loop {
             // Sleep until the core's next deadline, or the next input.
             let wake = self.core.next_timeout().map(|at| {
@@ -323,6 +353,9 @@ impl Actor {
                     self.metrics.record_cycle(last_tick.elapsed());
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
+                _ = jobs_tick.tick(), if self.jobs.is_some() => {
+                    self.with_driver(|driver, actor| driver.tick(actor));
+                }
             }
             self.end_turn()?;
         }
@@ -435,6 +468,7 @@ impl Actor {
         while let Some(input) = self.dropped.pop() {
             self.notify(input);
         }
+        self.drive_jobs();
     }
 
     /// Makes everything durable and sent before going on: before a new
@@ -618,8 +652,9 @@ impl Actor {
                     .and_then(|()| self.apply(input));
                 let result = match applied {
                     Ok(Reply::Subscribed(id)) => {
-                        if let Some((_, old)) =
-                            self.frameworks.insert(id.clone(), (connection, events))
+                        if let Some((_, Stream::Client(old))) = self
+                            .frameworks
+                            .insert(id.clone(), (connection, Stream::Client(events)))
                         {
                             // The old stream learns why it ends, then ends
                             // when `old` is dropped here.
@@ -702,6 +737,7 @@ impl Actor {
                 self.writes.extend(writes);
                 self.hold_reply(reply, ());
             }
+            Command::Jobs(call) => self.with_driver(|driver, actor| driver.call(call, actor)),
         }
     }
 
@@ -819,9 +855,9 @@ impl Actor {
         };
         let ids: Vec<FrameworkId> = self
             .frameworks
-            .keys()
-            .filter(|id| !held(id))
-            .cloned()
+            .iter()
+            .filter(|(id, (_, stream))| matches!(stream, Stream::Client(_)) && !held(id))
+            .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
             self.send_event(&id, heartbeat.clone());
@@ -865,19 +901,28 @@ impl Actor {
     }
 
     fn send_event(&mut self, id: &FrameworkId, event: v1::Event) {
-        if let Some((connection, sender)) = self.frameworks.get(id)
-            && let Err(why) = sender.try_send(Ok(event))
-        {
+        let sent = match self.frameworks.get(id) {
+            Some((_, Stream::Jobs(owner))) => {
+                self.job_events.push((owner.clone(), event));
+                return;
+            }
+            Some((connection, Stream::Client(sender))) => {
+                sender.try_send(Ok(event)).map_err(|why| (*connection, why))
+            }
+            None => return,
+        };
+        if let Err((connection, why)) = sent {
             tracing::warn!(framework = %id, "framework stream closed: {why}");
             self.metrics.stream_shed();
             self.dropped.push(Input::FrameworkDisconnected {
                 framework: id.clone(),
-                connection: *connection,
+                connection,
             });
             self.frameworks.remove(id);
         }
     }
 }
 
+mod jobs;
 #[cfg(test)]
 mod tests;

@@ -322,22 +322,32 @@ impl Master {
             per_address = limits.per_address,
             "connection limits"
         );
+        // The jobs are rebuilt before the actor starts: it runs them, and
+        // reads no registry itself.
+        let job_tasks: Vec<String> = jobs::driver::registry::frameworks_of(&stored_jobs)
+            .iter()
+            .flat_map(|f| core.framework_tasks(f))
+            .collect();
+        let restored = {
+            let registry = registry.clone();
+            let epoch = opened.epoch;
+            tokio::task::spawn_blocking(move || {
+                jobs::driver::registry::restore(&*registry, stored_jobs, epoch, &job_tasks)
+            })
+            .await?
+        };
+        let wall_clock = config.wall_clock.clone();
+        let driver =
+            jobs::driver::Driver::new(restored, config.job_retention, move || wall_clock.now_ms());
         let (commands, inbox) = mpsc::channel(65_536);
         let handle = handle::ActorHandle::new(commands);
         let actor = tokio::spawn(
             actor::Actor::new(core, config.actor.clone(), clock, registry.clone())
                 .with_connections_shed(gatekeeper.shed_counter())
+                .with_jobs(driver)
                 .run(inbox),
         );
-        let wall_clock = config.wall_clock.clone();
-        let (job_service, job_driver) = jobs::driver::spawn(
-            handle.clone(),
-            registry.clone(),
-            stored_jobs,
-            opened.epoch,
-            config.job_retention,
-            move || wall_clock.now_ms(),
-        );
+        let job_service = jobs::JobsHandle::new(handle.clone());
         let pins = job_service.clone();
         let mut tasks = vec![tokio::spawn(async move {
             let mut every = tokio::time::interval(sweep_every);
@@ -352,7 +362,12 @@ impl Master {
                 }
             }
         })];
-        tasks.push(job_driver);
+        tasks.push(tokio::spawn(jobs::driver::registry::forget_outputs(
+            job_service.clone(),
+            handle.clone(),
+            registry.clone(),
+            jobs::driver::TICK,
+        )));
 
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(

@@ -92,3 +92,141 @@ async fn a_commit_that_does_not_end_stops_the_actor_taking_commands_at_its_backl
     assert_eq!(memory.load().unwrap().roles.len(), CALLS);
     running.abort();
 }
+
+/// The next message on an agent's stream, within a few seconds.
+async fn next_message(
+    messages: &mut mpsc::Receiver<Result<v1::MasterMessage, Status>>,
+) -> AgentKind {
+    tokio::time::timeout(Duration::from_secs(5), messages.recv())
+        .await
+        .expect("a message for the agent")
+        .expect("the stream is open")
+        .expect("not an error")
+        .kind
+        .expect("a kind")
+}
+
+/// An agent's report of `task`'s new state.
+fn report(agent: &AgentId, task: &str, state: v1::TaskState) -> Command {
+    Command::FromAgent {
+        agent: agent.clone(),
+        message: v1::agent_message::Kind::Updates(v1::StatusUpdates {
+            statuses: vec![v1::TaskStatus {
+                task_id: task.into(),
+                agent_id: agent.to_string(),
+                state: state as i32,
+                exit_code: Some(0),
+                uuid: format!("{task}-{state:?}").into_bytes(),
+                source: v1::StatusSource::Agent as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_service_runs_inside_the_actors_turns() {
+    use crate::jobs::{Jobs, tests::job_spec};
+    use crate::server::jobs::driver::{Call, Driver};
+
+    let memory = Arc::new(MemoryStore::new());
+    let driver = Driver::new(Jobs::new(1), Duration::from_secs(3600), || 1_000);
+    let actor = Actor::new(
+        Core::new(CoreConfig::default()),
+        ActorConfig {
+            min_tick_interval: Duration::from_millis(50),
+            max_backlog: MAX_BACKLOG,
+        },
+        Clock::start(),
+        memory.clone(),
+    )
+    .with_jobs(driver);
+    let (commands, inbox) = mpsc::channel(64);
+    let running = tokio::spawn(actor.run(inbox));
+
+    // An agent with room for one index at a time.
+    let (agent_tx, mut agent_rx) = mpsc::channel(64);
+    let (reply, attached) = oneshot::channel();
+    commands
+        .send(Command::AttachAgent {
+            register: v1::Register {
+                agent: Some(v1::AgentInfo {
+                    hostname: "host".into(),
+                    resources: Some(v1::Resources {
+                        cpus: 1.0,
+                        mem: 1 << 30,
+                        disk: 0,
+                    }),
+                    ..Default::default()
+                }),
+                tasks: vec![],
+            },
+            messages: agent_tx,
+            reply,
+        })
+        .await
+        .unwrap();
+    let agent = attached.await.unwrap().unwrap().agent;
+    assert!(matches!(
+        next_message(&mut agent_rx).await,
+        AgentKind::Registered(_)
+    ));
+
+    // The actor alone runs the job: nothing but the test sends commands,
+    // yet the service takes the offer and launches the first index.
+    let (reply, submitted) = oneshot::channel();
+    commands
+        .send(Command::Jobs(Call::Submit {
+            who: Principal::local(),
+            spec: Box::new(job_spec(2)),
+            loaded: Vec::new(),
+            reply,
+        }))
+        .await
+        .unwrap();
+    let job = submitted.await.unwrap().unwrap().job_id;
+    let first = format!("{job}-0-1");
+    match next_message(&mut agent_rx).await {
+        AgentKind::RunTasks(run) => {
+            let ids: Vec<String> = run
+                .tasks
+                .into_iter()
+                .map(|t| t.spec.unwrap().task_id)
+                .collect();
+            assert_eq!(ids, vec![first.clone()]);
+        }
+        other => panic!("expected a launch, got {other:?}"),
+    }
+
+    // The index's end: the service acknowledges it and launches the next
+    // index in the turns that follow, with no other command.
+    commands
+        .send(report(&agent, &first, v1::TaskState::Running))
+        .await
+        .unwrap();
+    commands
+        .send(report(&agent, &first, v1::TaskState::Finished))
+        .await
+        .unwrap();
+    let mut acked = false;
+    let mut next = Vec::new();
+    while !acked || next.is_empty() {
+        match next_message(&mut agent_rx).await {
+            AgentKind::AckUpdates(acks) => {
+                acked |= acks.acks.iter().any(|a| a.task_id == first);
+            }
+            AgentKind::RunTasks(run) => {
+                next.extend(run.tasks.into_iter().map(|t| t.spec.unwrap().task_id));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(next, vec![format!("{job}-1-1")]);
+
+    // What the service recorded is in the registry.
+    let stored = memory.load().unwrap();
+    let record = stored.jobs.iter().find(|j| j.job_id == job).unwrap();
+    assert_eq!(record.succeeded, 1);
+    running.abort();
+}

@@ -160,19 +160,18 @@ impl JobsService {
         &self,
         read: impl FnOnce(&crate::jobs::Jobs, &dyn Fn(&Job) -> String) -> T + Send + 'static,
     ) -> Result<T, Status> {
-        let (reply, answer) = oneshot::channel();
         self.jobs
-            .call(Call::Read(Box::new(move |jobs, frameworks| {
-                let framework_of = |job: &Job| {
-                    frameworks
-                        .get(&job.owner)
-                        .map_or_else(String::new, |f| f.to_string())
-                };
-                let _ = reply.send(read(jobs, &framework_of));
-            })))?;
-        answer
+            .ask(|reply| {
+                Call::Read(Box::new(move |jobs, frameworks| {
+                    let framework_of = |job: &Job| {
+                        frameworks
+                            .get(&job.owner)
+                            .map_or_else(String::new, |f| f.to_string())
+                    };
+                    let _ = reply.send(read(jobs, &framework_of));
+                }))
+            })
             .await
-            .map_err(|_| Status::unavailable("the job service has stopped"))
     }
 
     /// Reads job `id`'s per-index outcomes with `read` (`None`: no such
@@ -185,7 +184,7 @@ impl JobsService {
         read: impl Fn(&Job) -> T + Clone + Send + 'static,
     ) -> Result<Option<T>, Status> {
         for _ in 0..3 {
-            self.load(id).await?;
+            self.jobs.load(&self.registry, id).await?;
             let (id, read) = (id.to_string(), read.clone());
             let answer = self
                 .read(move |jobs, _| match jobs.job(&id) {
@@ -200,19 +199,6 @@ impl JobsService {
         Err(Status::unavailable(format!(
             "the results of {id} kept leaving the master's memory while being read; try again"
         )))
-    }
-
-    /// Brings job `id`'s per-index outcomes into the driver's memory (an
-    /// ended job's are in the registry only, until asked for).
-    async fn load(&self, id: &str) -> Result<(), Status> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs.call(Call::Load {
-            id: id.to_string(),
-            reply,
-        })?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the job service has stopped"))?
     }
 
     /// The summary of a job `who` may see, or NOT_FOUND (also for one it
@@ -243,15 +229,8 @@ impl JobsService {
             let job = self.visible(&who, &id).await?;
             who.require_use(&format!("{call} of {id}"), &job.owner)
                 .map_err(|d| Status::permission_denied(d.0))?;
-            let (reply, answer) = oneshot::channel();
-            self.jobs.call(make(
-                id.clone(),
-                format!("cancelled by {}", who.name),
-                reply,
-            ))?;
-            let changed = answer
-                .await
-                .map_err(|_| Status::unavailable("the job service has stopped"))?;
+            let why = format!("cancelled by {}", who.name);
+            let changed = self.jobs.ask(|reply| make(id.clone(), why, reply)).await?;
             if !changed {
                 return Err(Status::failed_precondition(format!(
                     "{id} has ended: nothing to change"
@@ -292,15 +271,19 @@ impl jobs_server::Jobs for JobsService {
                 .map_err(|d| Status::permission_denied(d.0))?;
             who.require_role(&role)
                 .map_err(|d| Status::permission_denied(d.0))?;
-            let (reply, answer) = oneshot::channel();
-            self.jobs.call(Call::Submit {
-                who: who.clone(),
-                spec: Box::new(spec),
-                reply,
-            })?;
-            answer
-                .await
-                .map_err(|_| Status::unavailable("the job service has stopped"))?
+            // An index-wise dependency's outcomes must be in memory.
+            let loaded = self
+                .jobs
+                .read_unloaded(&self.registry, vec![spec.after_each.clone()])
+                .await?;
+            self.jobs
+                .ask(|reply| Call::Submit {
+                    who: who.clone(),
+                    spec: Box::new(spec),
+                    loaded,
+                    reply,
+                })
+                .await?
         }
         .await;
         self.audit
@@ -478,15 +461,29 @@ impl jobs_server::Jobs for JobsService {
             let job = self.visible(&who, &job_id).await?;
             who.require_use(&format!("Jobs.Retry of {job_id}"), &job.owner)
                 .map_err(|d| Status::permission_denied(d.0))?;
-            let (reply, answer) = oneshot::channel();
-            self.jobs.call(Call::Retry {
-                id: job_id.clone(),
-                cancelled,
-                reply,
-            })?;
-            let reopened = answer
-                .await
-                .map_err(|_| Status::unavailable("the job service has stopped"))?;
+            // An index-wise dependent reruns what its counterpart
+            // succeeded in: both are read.
+            let id = job_id.clone();
+            let after_each = self
+                .read(move |jobs, _| {
+                    jobs.job(&id)
+                        .map(|j| j.spec.after_each.clone())
+                        .unwrap_or_default()
+                })
+                .await?;
+            let loaded = self
+                .jobs
+                .read_unloaded(&self.registry, vec![job_id.clone(), after_each])
+                .await?;
+            let reopened = self
+                .jobs
+                .ask(|reply| Call::Retry {
+                    id: job_id.clone(),
+                    cancelled,
+                    loaded,
+                    reply,
+                })
+                .await?;
             if reopened.is_none() {
                 return Err(Status::failed_precondition(format!(
                     "{job_id} is still stopping: retry once it has ended"

@@ -1,67 +1,86 @@
-//! The task that drives the job service's state machine ([`crate::jobs`]):
-//! it subscribes one framework per owner through the actor, as any
-//! framework does but with no network between, turns the owner's offers
-//! into `Accept`s, its updates into job progress (and acknowledgements),
-//! and answers the `Jobs` service's calls.
+//! The glue between the job service's state machine ([`crate::jobs`]) and
+//! the core, run by the actor inside its turns: no task, channel or
+//! stream between them.
 //!
-//! Jobs are durable: what the state machine changed goes to the actor as
-//! registry writes ([`Command::Persist`]) joined to its turn's commit,
-//! always before the acknowledgement of the updates it records and before
-//! a submission is answered. A restarted master rebuilds the jobs from
-//! their records and the tasks the core recovered, subscribes each
-//! owner's framework again under its id and reconciles what ran
-//! (`registry.rs`).
+//! Each owner's jobs run in one framework of theirs, subscribed like any
+//! other but with the job service as its stream: the actor hands the
+//! driver that framework's events where it would send them to a client
+//! (offers at the end of their turn, ends once durable), and the driver's
+//! `Accept`s, `Decline`s, kills and acknowledgements are core inputs of
+//! the same turn. What the state machine changed joins that turn's commit
+//! ([`Host::persist`]), always before the acknowledgement of the updates
+//! it records, and a call is answered once what it changed is durable
+//! ([`Host::when_durable`]).
+//!
+//! Nothing here reads the registry: the actor's thread must not wait on a
+//! disk. The service reads what an ended job's outcomes need (`registry.rs`)
+//! and hands them in with its call; the jobs are rebuilt before the actor
+//! starts, and the stdout heads of expired jobs are deleted by a task of
+//! the master's.
 
-mod registry;
+pub mod registry;
 
 use std::collections::HashMap;
-use std::future::poll_fn;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tonic::Status;
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
 
-use super::super::actor::Command;
-use super::super::event_queue;
-use super::super::handle::ActorHandle;
-use crate::access::Principal;
-use crate::core::Input;
+use super::super::handle::{ActorHandle, status_of};
+use crate::access::{Grant, Principal};
+use crate::core::{CoreError, Input, Reply};
 use crate::ids::FrameworkId;
 use crate::jobs::{Effect, Jobs, Owner};
-use crate::store::Store;
+use crate::store::Write;
 use crate::time::Time;
 
 /// How long a job framework's offers it cannot use are declined for while
 /// it still has indices to start (short: a retry may need them soon).
 const REFUSE_WHILE_PENDING_S: f64 = 1.0;
-/// How long a job framework's tasks outlive its stream: the driver
-/// re-subscribes at once when a stream ends, and at start when the master
-/// restarts.
+/// How long a job framework's tasks outlive it: it has no stream that
+/// could end, but a restarted master subscribes it again only once the
+/// jobs are rebuilt.
 const FAILOVER_TIMEOUT_MS: u64 = 3600 * 1000;
-/// How often deadlines are checked.
-const TICK: Duration = Duration::from_millis(250);
+/// How often deadlines and retention are checked.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Outcomes of this many indices leaving memory at once (a big job ended)
+/// are worth handing the freed pages back to the system.
+const TRIM_AFTER_INDICES: u64 = 1 << 16;
 
-/// A read of the jobs (and their owners' frameworks), run in the driver.
+/// A read of the jobs (and their owners' frameworks), run in the actor.
 pub type Read = Box<dyn FnOnce(&Jobs, &HashMap<Owner, FrameworkId>) + Send>;
 
-/// A call of the `Jobs` service, as the driver takes it.
+/// An ended job's per-index outcomes, read from the registry by the
+/// service for a call that needs them in memory.
+pub struct Loaded {
+    pub job_id: String,
+    pub chunks: Vec<v1::StoredJobChunk>,
+}
+
+/// A call of the `Jobs` service, as the driver takes it. Calls that read
+/// an ended job's outcomes carry them (`loaded`).
 pub enum Call {
     Submit {
         who: Principal,
         /// Boxed: a spec is large beside the other calls.
         spec: Box<v1::JobSpec>,
+        loaded: Vec<Loaded>,
         reply: oneshot::Sender<Result<v1::SubmitJobResponse, Status>>,
     },
     /// Reads the jobs (the service filters what `who` may see).
     Read(Read),
-    /// Brings a job's per-index outcomes into memory if they are only in
-    /// the registry (a job that ended before the master restarted), so
-    /// that the reads after it see them.
+    /// Which of these jobs keep their outcomes in the registry only:
+    /// answered once every write before it is durable, so that the
+    /// registry holds their last outcomes when the service reads them.
+    Unloaded {
+        ids: Vec<String>,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    /// Takes in outcomes the service read, for the reads after it.
     Load {
-        id: String,
+        loaded: Vec<Loaded>,
         reply: oneshot::Sender<Result<(), Status>>,
     },
     Hold {
@@ -81,212 +100,250 @@ pub enum Call {
     Retry {
         id: String,
         cancelled: bool,
+        loaded: Vec<Loaded>,
         reply: oneshot::Sender<Option<u32>>,
     },
+    /// Jobs past their retention since the last call, whose stdout heads
+    /// are to be deleted.
+    TakeForgottenOutputs { reply: oneshot::Sender<Vec<String>> },
 }
 
-/// What reaches the driver.
-enum Inbound {
-    Call(Call),
-    /// An event of an owner's framework.
-    Event(Owner, v1::Event),
-    /// Tasks whose `Accept` the master refused: their indices wait again.
-    NotLaunched(Vec<String>),
-    /// The event stream of an owner's framework ended.
-    StreamEnded(Owner, FrameworkId),
+/// What the driver needs of the actor, within a turn.
+pub trait Host {
+    /// Feeds an input to the core.
+    fn apply(&mut self, input: Input) -> Result<Reply, CoreError>;
+    /// Subscribes a framework for `who` whose events come to the driver
+    /// as `owner`'s.
+    fn subscribe(
+        &mut self,
+        who: &Principal,
+        owner: &Owner,
+        info: v1::FrameworkInfo,
+    ) -> Result<FrameworkId, CoreError>;
+    /// Joins registry writes to the turn's commit.
+    fn persist(&mut self, writes: Vec<Write>);
+    /// Runs `answer` once everything written so far is durable.
+    fn when_durable(&mut self, answer: Box<dyn FnOnce() + Send>);
 }
 
-/// Where calls for the driver go.
+/// Where the service's calls go: the actor.
 #[derive(Clone)]
 pub struct JobsHandle {
-    calls: mpsc::UnboundedSender<Call>,
+    actor: ActorHandle,
 }
 
 impl JobsHandle {
-    pub fn call(&self, call: Call) -> Result<(), Status> {
-        self.calls
-            .send(call)
+    pub fn new(actor: ActorHandle) -> JobsHandle {
+        JobsHandle { actor }
+    }
+
+    pub async fn call(&self, call: Call) -> Result<(), Status> {
+        self.actor
+            .send(super::super::actor::Command::Jobs(call))
+            .await
+    }
+
+    /// Makes a call and waits for its answer.
+    pub async fn ask<T>(&self, call: impl FnOnce(oneshot::Sender<T>) -> Call) -> Result<T, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.call(call(reply)).await?;
+        answer
+            .await
             .map_err(|_| Status::unavailable("the job service has stopped"))
     }
 
     /// The artifacts jobs that have not ended name: kept however long
     /// they go unused.
     pub async fn pinned_artifacts(&self) -> Result<std::collections::HashSet<String>, Status> {
-        let (reply, answer) = oneshot::channel();
-        self.call(Call::Read(Box::new(move |jobs, _| {
-            let _ = reply.send(jobs.pinned_artifacts());
-        })))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the job service has stopped"))
+        self.ask(|reply| {
+            Call::Read(Box::new(move |jobs, _| {
+                let _ = reply.send(jobs.pinned_artifacts());
+            }))
+        })
+        .await
     }
 }
 
-/// Starts the driver: the handle the service calls through, and the
-/// driver's task (which holds the registry: the master aborts it when it
-/// stops). It first
-/// rebuilds the jobs `stored` in `store` (calls wait until it has).
-/// Job ids name the master's start (`epoch`), so they never repeat.
-pub fn spawn(
-    actor: ActorHandle,
-    store: Arc<dyn Store>,
-    stored: Vec<v1::StoredJob>,
-    epoch: u64,
-    retention: Duration,
-    wall_ms: impl Fn() -> u64 + Send + Sync + 'static,
-) -> (JobsHandle, tokio::task::JoinHandle<()>) {
-    let (calls, mut call_rx) = mpsc::unbounded_channel();
-    let (inbound, inbox) = mpsc::unbounded_channel();
-    let forward = inbound.clone();
-    tokio::spawn(async move {
-        while let Some(call) = call_rx.recv().await {
-            if forward.send(Inbound::Call(call)).is_err() {
-                return;
-            }
-        }
-    });
-    let driver = Driver {
-        actor,
-        jobs: Jobs::new(epoch),
-        frameworks: HashMap::new(),
-        principals: HashMap::new(),
-        suppressed: HashMap::new(),
-        inbound,
-        retention,
-        wall_ms: Box::new(wall_ms),
-        store,
-    };
-    let task = tokio::spawn(async move {
-        let mut driver = driver;
-        driver.restore(stored, epoch).await;
-        driver.run(inbox).await;
-    });
-    (JobsHandle { calls }, task)
-}
-
-struct Driver {
-    actor: ActorHandle,
+/// The job service's state in the actor.
+pub struct Driver {
     jobs: Jobs,
     frameworks: HashMap<Owner, FrameworkId>,
     principals: HashMap<Owner, Principal>,
     suppressed: HashMap<Owner, bool>,
-    inbound: mpsc::UnboundedSender<Inbound>,
     /// How long an ended job keeps its per-index outcomes.
     retention: Duration,
-    wall_ms: Box<dyn Fn() -> u64 + Send + Sync>,
-    /// The registry, for the chunks of jobs read when asked.
-    store: Arc<dyn Store>,
+    wall_ms: Box<dyn Fn() -> u64 + Send>,
 }
 
 impl Driver {
+    /// A driver of `jobs` (rebuilt from the registry, or none), whose job
+    /// times come from `wall_ms`. [`Driver::start`] it in the actor.
+    pub fn new(
+        jobs: Jobs,
+        retention: Duration,
+        wall_ms: impl Fn() -> u64 + Send + 'static,
+    ) -> Driver {
+        Driver {
+            jobs,
+            frameworks: HashMap::new(),
+            principals: HashMap::new(),
+            suppressed: HashMap::new(),
+            retention,
+            wall_ms: Box::new(wall_ms),
+        }
+    }
+
     fn now(&self) -> Time {
         Time((self.wall_ms)())
     }
 
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Inbound>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                inbound = inbox.recv() => match inbound {
-                    Some(Inbound::Call(call)) => {
-                        self.call(call).await;
-                        // Only between calls: what one call loaded stays
-                        // for all of it.
-                        self.jobs.trim_read();
-                    }
-                    Some(Inbound::Event(owner, event)) => self.event(owner, event).await,
-                    Some(Inbound::NotLaunched(tasks)) => {
-                        let effects = self.jobs.not_launched(&tasks, self.now());
-                        self.carry_out(effects).await;
-                    }
-                    Some(Inbound::StreamEnded(owner, framework)) => {
-                        self.resubscribe(owner, framework).await;
-                    }
-                    None => return,
+    /// After a restart: every owner with a live job subscribes again
+    /// under its framework's id and reconciles its running tasks (none of
+    /// their indices starts anew while an agent that may hold it has yet
+    /// to come back: the core keeps such tasks until it decides they are
+    /// lost), then the jobs resume.
+    pub fn start(&mut self, host: &mut impl Host) {
+        for (owner, framework) in self.jobs.live_owners() {
+            self.principals.insert(
+                owner.clone(),
+                // The authority the job was submitted with: its role.
+                Principal {
+                    name: owner.principal.clone(),
+                    accessor: String::new(),
+                    grant: Grant::Roles(vec![owner.role.clone()]),
                 },
-                _ = tick.tick() => {
-                    let now = self.now();
-                    let effects = self.jobs.tick(now);
-                    self.carry_out(effects).await;
-                    let expired = self.jobs.expire(now, self.retention);
-                    if expired > 0 {
-                        tracing::info!(jobs = expired, "ended jobs past their retention keep only their summaries");
-                    }
-                    for job in self.jobs.take_forgotten_outputs() {
-                        self.forget_outputs(job).await;
-                    }
-                    let _ = self.persist(false).await;
+            );
+            let previous = framework.map(FrameworkId::from);
+            let subscribed = match self.subscribe(&owner, previous.as_ref(), host) {
+                Ok(id) => Ok(id),
+                Err(e) if previous.is_some() => {
+                    tracing::warn!(principal = %owner.principal, error = %e, "a job framework could not subscribe again under its id; its jobs run in a new one");
+                    self.subscribe(&owner, None, host)
+                }
+                Err(e) => Err(e),
+            };
+            match subscribed {
+                Ok(framework) => self.reconcile(&owner, framework, host),
+                Err(e) => {
+                    tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe; its jobs wait");
                 }
             }
         }
+        let effects = self.jobs.resume(self.now());
+        self.carry_out(effects, host);
     }
 
-    async fn call(&mut self, call: Call) {
+    /// Takes one call of the service.
+    pub fn call(&mut self, call: Call, host: &mut impl Host) {
         match call {
-            Call::Submit { who, spec, reply } => {
-                let answer = self.submit(who, *spec).await;
-                let _ = reply.send(answer);
+            Call::Submit {
+                who,
+                spec,
+                loaded,
+                reply,
+            } => {
+                match self
+                    .load(loaded)
+                    .and_then(|()| self.submit(who, *spec, host))
+                {
+                    // Answered once durable: a job whose id was told is
+                    // never lost.
+                    Ok(answer) => {
+                        self.persist(host);
+                        host.when_durable(Box::new(move || {
+                            let _ = reply.send(Ok(answer));
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Call::Read(read) => read(&self.jobs, &self.frameworks),
-            Call::Load { id, reply } => {
-                let _ = reply.send(self.load(&id).await);
+            Call::Unloaded { ids, reply } => {
+                let unloaded = ids
+                    .into_iter()
+                    .filter(|id| self.jobs.unloaded(id))
+                    .collect();
+                host.when_durable(Box::new(move || {
+                    let _ = reply.send(unloaded);
+                }));
+            }
+            Call::Load { loaded, reply } => {
+                let _ = reply.send(self.load(loaded));
             }
             Call::Hold { id, reply } => {
                 let held = self.jobs.hold(&id);
-                let _ = self.persist(true).await;
-                let _ = reply.send(held);
+                self.answer_durable(reply, held, host);
             }
             Call::Release { id, reply } => {
                 let effects = self.jobs.release(&id, self.now());
-                let _ = self.persist(true).await;
-                let _ = reply.send(effects.is_some());
-                self.carry_out(effects.unwrap_or_default()).await;
+                self.answer_durable(reply, effects.is_some(), host);
+                self.carry_out(effects.unwrap_or_default(), host);
             }
             Call::Retry {
                 id,
                 cancelled,
+                loaded,
                 reply,
             } => {
                 // An index-wise dependent reruns what its counterpart
-                // succeeded in: both read.
-                let after_each = self
-                    .jobs
-                    .job(&id)
-                    .map(|j| j.spec.after_each.clone())
-                    .unwrap_or_default();
-                for job in [id.as_str(), after_each.as_str()] {
-                    if job.is_empty() {
-                        continue;
-                    }
-                    if let Err(e) = self.load(job).await {
-                        tracing::warn!(job = %id, error = %e, "not retried");
-                        let _ = reply.send(None);
-                        return;
-                    }
+                // succeeded in: the service read both.
+                if let Err(e) = self.load(loaded) {
+                    tracing::warn!(job = %id, error = %e, "not retried");
+                    let _ = reply.send(None);
+                    return;
                 }
                 let reopened = self.jobs.retry_failed(&id, cancelled);
                 if let Some(n) = reopened.filter(|n| *n > 0) {
                     tracing::info!(job = %id, indices = n, "failed indices run again");
                 }
-                let _ = self.persist(true).await;
-                let _ = reply.send(reopened);
-                self.offers_wanted().await;
+                self.answer_durable(reply, reopened, host);
+                self.offers_wanted(host);
             }
             Call::Cancel { id, why, reply } => {
                 let live = self.jobs.job(&id).is_some_and(|job| !job.is_ended());
                 let effects = self.jobs.cancel(&id, &why, self.now());
-                let _ = self.persist(true).await;
-                let _ = reply.send(live);
-                self.carry_out(effects.unwrap_or_default()).await;
+                self.answer_durable(reply, live, host);
+                self.carry_out(effects.unwrap_or_default(), host);
+            }
+            Call::TakeForgottenOutputs { reply } => {
+                let _ = reply.send(self.jobs.take_forgotten_outputs());
             }
         }
+        // Only between calls: what one call loaded stays for all of it.
+        self.jobs.trim_read();
     }
 
-    async fn submit(
+    /// Writes what changed and answers `value` once it is durable.
+    fn answer_durable<T: Send + 'static>(
+        &mut self,
+        reply: oneshot::Sender<T>,
+        value: T,
+        host: &mut impl Host,
+    ) {
+        self.persist(host);
+        host.when_durable(Box::new(move || {
+            let _ = reply.send(value);
+        }));
+    }
+
+    /// Takes in outcomes the service read from the registry.
+    fn load(&mut self, loaded: Vec<Loaded>) -> Result<(), Status> {
+        for Loaded { job_id, chunks } in loaded {
+            self.jobs.load(&job_id, chunks).map_err(|e| {
+                tracing::error!(job = %job_id, error = %e, "a job's results could not be read from the registry");
+                Status::internal(format!("the results of {job_id} could not be read: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn submit(
         &mut self,
         who: Principal,
         spec: v1::JobSpec,
+        host: &mut impl Host,
     ) -> Result<v1::SubmitJobResponse, Status> {
         let role = if spec.role.is_empty() {
             "default".to_string()
@@ -310,134 +367,112 @@ impl Driver {
                 )));
             }
         }
-        if !spec.after_each.is_empty() {
-            self.load(&spec.after_each).await?;
+        if !spec.after_each.is_empty() && self.jobs.unloaded(&spec.after_each) {
+            return Err(Status::unavailable(format!(
+                "the results of {} left memory while the job was submitted; try again",
+                spec.after_each
+            )));
         }
         // Checked before its framework is made, and the framework made
         // before the job is taken in: a job nothing can run never is.
         crate::jobs::submit::check(&spec).map_err(Status::invalid_argument)?;
         let existing = self.jobs.by_key(&owner, &spec.idempotency_key).is_some();
         self.principals.insert(owner.clone(), who);
-        self.framework_of(&owner).await?;
+        self.framework_of(&owner, host).map_err(status_of)?;
         let (job_id, effects) = self
             .jobs
             .submit(owner.clone(), spec, self.now())
             .map_err(Status::invalid_argument)?;
         tracing::info!(job = %job_id, principal = %owner.principal, role = %owner.role, existing, "job submitted");
-        // Answered once durable: a job whose id was told is never lost.
-        self.persist(true).await?;
-        self.carry_out(effects).await;
+        self.carry_out(effects, host);
         Ok(v1::SubmitJobResponse { job_id, existing })
     }
 
-    /// A framework whose stream ended subscribes again under its id, and
-    /// asks after its running tasks (updates of the gap come again).
-    async fn resubscribe(&mut self, owner: Owner, framework: FrameworkId) {
-        if self.frameworks.get(&owner) != Some(&framework) {
-            return;
+    /// Checks deadlines and retention.
+    pub fn tick(&mut self, host: &mut impl Host) {
+        let now = self.now();
+        let effects = self.jobs.tick(now);
+        self.carry_out(effects, host);
+        let expired = self.jobs.expire(now, self.retention);
+        if expired > 0 {
+            tracing::info!(
+                jobs = expired,
+                "ended jobs past their retention keep only their summaries"
+            );
         }
-        self.frameworks.remove(&owner);
-        match self.subscribe(&owner, Some(&framework)).await {
-            Ok(framework) => {
-                self.suppressed.insert(owner.clone(), false);
-                self.reconcile(&owner, framework).await;
-            }
-            Err(e) => {
-                tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe again; its jobs are stuck");
-            }
-        }
+        self.persist(host);
     }
 
     /// Asks the core for the state of every task `owner`'s jobs run, after
     /// its framework subscribed again: the answers settle what ended or
-    /// was lost while no stream was there to say so.
-    async fn reconcile(&mut self, owner: &Owner, framework: FrameworkId) {
+    /// was lost while the master was down.
+    fn reconcile(&mut self, owner: &Owner, framework: FrameworkId, host: &mut impl Host) {
         let task_ids = self.jobs.running_tasks(owner);
         if task_ids.is_empty() {
             return;
         }
-        self.send(Input::Reconcile(v1::ReconcileRequest {
-            framework_id: framework.to_string(),
-            task_ids,
-        }))
-        .await;
+        notify(
+            host,
+            Input::Reconcile(v1::ReconcileRequest {
+                framework_id: framework.to_string(),
+                task_ids,
+            }),
+        );
     }
 
     /// The owner's framework, subscribed on first use.
-    async fn framework_of(&mut self, owner: &Owner) -> Result<FrameworkId, Status> {
+    fn framework_of(
+        &mut self,
+        owner: &Owner,
+        host: &mut impl Host,
+    ) -> Result<FrameworkId, CoreError> {
         if let Some(id) = self.frameworks.get(owner) {
             return Ok(id.clone());
         }
-        self.subscribe(owner, None).await
+        self.subscribe(owner, None, host)
     }
 
     /// Subscribes `owner`'s framework (again, under `previous`).
-    async fn subscribe(
+    fn subscribe(
         &mut self,
         owner: &Owner,
         previous: Option<&FrameworkId>,
-    ) -> Result<FrameworkId, Status> {
+        host: &mut impl Host,
+    ) -> Result<FrameworkId, CoreError> {
         let who = self.principals[owner].clone();
-        let (events, mut stream) = event_queue::queue(64 << 20);
-        let (reply, answer) = oneshot::channel();
-        self.actor
-            .send(Command::Subscribe {
-                who: who.clone(),
-                info: v1::FrameworkInfo {
-                    framework_id: previous.map(|f| f.to_string()).unwrap_or_default(),
-                    name: format!("jobs of {}", owner.principal),
-                    role: owner.role.clone(),
-                    failover_timeout_ms: FAILOVER_TIMEOUT_MS,
-                    user: owner.principal.clone(),
-                    principal: owner.principal.clone(),
-                    ..Default::default()
-                },
-                events,
-                reply,
-            })
-            .await?;
-        let (framework, _connection) = answer
-            .await
-            .map_err(|_| Status::unavailable("the master is shutting down"))?
-            .map_err(super::super::handle::status_of)?;
+        let framework = host.subscribe(
+            &who,
+            owner,
+            v1::FrameworkInfo {
+                framework_id: previous.map(|f| f.to_string()).unwrap_or_default(),
+                name: format!("jobs of {}", owner.principal),
+                role: owner.role.clone(),
+                failover_timeout_ms: FAILOVER_TIMEOUT_MS,
+                user: owner.principal.clone(),
+                principal: owner.principal.clone(),
+                ..Default::default()
+            },
+        )?;
         tracing::info!(%framework, principal = %owner.principal, role = %owner.role, "job framework subscribed");
         self.jobs.set_framework(owner, framework.as_str());
         self.frameworks.insert(owner.clone(), framework.clone());
         self.suppressed.insert(owner.clone(), false);
-        let inbound = self.inbound.clone();
-        let owner = owner.clone();
-        let ended = framework.clone();
-        tokio::spawn(async move {
-            while let Some(event) = poll_fn(|cx| stream.poll_recv(cx)).await {
-                match event {
-                    Ok(event) => {
-                        if inbound.send(Inbound::Event(owner.clone(), event)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(status) => {
-                        tracing::warn!(principal = %owner.principal, error = %status, "a job framework's stream ended; subscribing again");
-                        break;
-                    }
-                }
-            }
-            let _ = inbound.send(Inbound::StreamEnded(owner, ended));
-        });
         Ok(framework)
     }
 
-    async fn event(&mut self, owner: Owner, event: v1::Event) {
-        let Some(framework) = self.frameworks.get(&owner).cloned() else {
+    /// An event of `owner`'s framework, where a client would receive it.
+    pub fn event(&mut self, owner: &Owner, event: v1::Event, host: &mut impl Host) {
+        let Some(framework) = self.frameworks.get(owner).cloned() else {
             return;
         };
         let mut effects = Vec::new();
         match event.kind {
             Some(EventKind::Offers(offers)) => {
-                let placement = self.jobs.place(&owner, offers.offers);
+                let placement = self.jobs.place(owner, offers.offers);
                 for launch in placement.launches {
                     let task_ids: Vec<String> =
                         launch.tasks.iter().map(|t| t.task_id.clone()).collect();
-                    let input = Input::Accept(v1::AcceptRequest {
+                    let accept = Input::Accept(v1::AcceptRequest {
                         framework_id: framework.to_string(),
                         offer_ids: launch.offer_ids,
                         tasks: launch.tasks,
@@ -445,30 +480,27 @@ impl Driver {
                             refuse_seconds: Some(0.0),
                         }),
                     });
-                    // The answer waits for the launch's commit: not here.
-                    let actor = self.actor.clone();
-                    let inbound = self.inbound.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = actor.call(input).await {
-                            tracing::debug!(error = %e, tasks = task_ids.len(), "a job's accept failed; its indices wait again");
-                            let _ = inbound.send(Inbound::NotLaunched(task_ids));
-                        }
-                    });
+                    if let Err(e) = host.apply(accept) {
+                        tracing::debug!(error = %e, tasks = task_ids.len(), "a job's accept failed; its indices wait again");
+                        effects.extend(self.jobs.not_launched(&task_ids, self.now()));
+                    }
                 }
                 if !placement.unused.is_empty() {
-                    let refuse = if self.jobs.wants_offers(&owner) {
+                    let refuse = if self.jobs.wants_offers(owner) {
                         REFUSE_WHILE_PENDING_S
                     } else {
                         3600.0
                     };
-                    self.send(Input::Decline(v1::DeclineRequest {
-                        framework_id: framework.to_string(),
-                        offer_ids: placement.unused,
-                        filters: Some(v1::Filters {
-                            refuse_seconds: Some(refuse),
+                    notify(
+                        host,
+                        Input::Decline(v1::DeclineRequest {
+                            framework_id: framework.to_string(),
+                            offer_ids: placement.unused,
+                            filters: Some(v1::Filters {
+                                refuse_seconds: Some(refuse),
+                            }),
                         }),
-                    }))
-                    .await;
+                    );
                 }
             }
             Some(EventKind::Updates(updates)) => {
@@ -487,13 +519,15 @@ impl Driver {
                 // What the updates changed is written before (or with)
                 // their acknowledgement: once acknowledged, no update of
                 // theirs comes again.
-                let _ = self.persist(false).await;
+                self.persist(host);
                 if !acks.is_empty() {
-                    self.send(Input::Acknowledge(v1::AcknowledgeRequest {
-                        framework_id: framework.to_string(),
-                        acks,
-                    }))
-                    .await;
+                    notify(
+                        host,
+                        Input::Acknowledge(v1::AcknowledgeRequest {
+                            framework_id: framework.to_string(),
+                            acks,
+                        }),
+                    );
                 }
             }
             Some(EventKind::Error(error)) => {
@@ -501,9 +535,9 @@ impl Driver {
                 // will come: they are lost (retried per their jobs'
                 // policies) under a framework of its own again.
                 tracing::warn!(principal = %owner.principal, message = %error.message, "a job framework was ended by the master; its running indices are lost");
-                self.frameworks.remove(&owner);
+                self.frameworks.remove(owner);
                 let now = self.now();
-                for task_id in self.jobs.running_tasks(&owner) {
+                for task_id in self.jobs.running_tasks(owner) {
                     let lost = v1::TaskStatus {
                         task_id,
                         state: v1::TaskState::Lost as i32,
@@ -513,33 +547,35 @@ impl Driver {
                     };
                     effects.extend(self.jobs.update(&lost, now));
                 }
-                if self.jobs.wants_offers(&owner)
-                    && let Err(e) = self.framework_of(&owner).await
+                if self.jobs.wants_offers(owner)
+                    && let Err(e) = self.framework_of(owner, host)
                 {
                     tracing::error!(principal = %owner.principal, error = %e, "a job framework could not subscribe again; its jobs wait");
                 }
             }
             _ => {}
         }
-        self.carry_out(effects).await;
+        self.carry_out(effects, host);
     }
 
     /// Kills and notices the state machine asked for, then what follows
     /// any change: offers asked for or stopped, the changes written.
-    async fn carry_out(&mut self, effects: Vec<Effect>) {
+    fn carry_out(&mut self, effects: Vec<Effect>, host: &mut impl Host) {
         for effect in effects {
             match effect {
                 Effect::Kill { owner, task_ids } => {
-                    // One kill per task: the master refuses a kill naming a
-                    // task it does not know yet (an `Accept` still on its
-                    // way), and would refuse the others with it.
+                    // One kill per task: the core refuses a kill naming a
+                    // task it does not know (one whose launch it refused),
+                    // and would refuse the others with it.
                     if let Some(framework) = self.frameworks.get(&owner).cloned() {
                         for task_id in task_ids {
-                            self.send(Input::Kill(v1::KillRequest {
-                                framework_id: framework.to_string(),
-                                task_ids: vec![task_id],
-                            }))
-                            .await;
+                            notify(
+                                host,
+                                Input::Kill(v1::KillRequest {
+                                    framework_id: framework.to_string(),
+                                    task_ids: vec![task_id],
+                                }),
+                            );
                         }
                     }
                 }
@@ -548,47 +584,50 @@ impl Driver {
                 }
             }
         }
-        self.offers_wanted().await;
-        let _ = self.persist(false).await;
+        self.offers_wanted(host);
+        self.persist(host);
     }
 
     /// Revives owners with indices to start, suppresses the rest.
-    async fn offers_wanted(&mut self) {
-        let owners: Vec<(Owner, FrameworkId)> = self
-            .frameworks
-            .iter()
-            .map(|(o, f)| (o.clone(), f.clone()))
-            .collect();
-        for (owner, framework) in owners {
-            let wants = self.jobs.wants_offers(&owner);
-            let suppressed = self.suppressed.get(&owner).copied().unwrap_or(false);
+    fn offers_wanted(&mut self, host: &mut impl Host) {
+        for (owner, framework) in &self.frameworks {
+            let wants = self.jobs.wants_offers(owner);
+            let suppressed = self.suppressed.get(owner).copied().unwrap_or(false);
             if wants && suppressed {
-                self.send(Input::Revive(v1::ReviveRequest {
-                    framework_id: framework.to_string(),
-                    ..Default::default()
-                }))
-                .await;
+                notify(
+                    host,
+                    Input::Revive(v1::ReviveRequest {
+                        framework_id: framework.to_string(),
+                        ..Default::default()
+                    }),
+                );
             } else if !wants && !suppressed {
-                self.send(Input::Suppress(v1::SuppressRequest {
-                    framework_id: framework.to_string(),
-                }))
-                .await;
+                notify(
+                    host,
+                    Input::Suppress(v1::SuppressRequest {
+                        framework_id: framework.to_string(),
+                    }),
+                );
             }
-            self.suppressed.insert(owner, !wants);
+            self.suppressed.insert(owner.clone(), !wants);
         }
     }
 
-    /// Sends an input whose answer nothing waits for, after every command
-    /// the driver sent before it.
-    async fn send(&self, input: Input) {
-        let (reply, _answer) = oneshot::channel();
-        let _ = self
-            .actor
-            .send(Command::Call {
-                input,
-                who: None,
-                reply,
-            })
-            .await;
+    /// Joins what the jobs changed to the turn's commit.
+    fn persist(&mut self, host: &mut impl Host) {
+        let writes = self.jobs.writes();
+        if self.jobs.take_unloaded() >= TRIM_AFTER_INDICES {
+            tokio::task::spawn_blocking(super::super::memory::return_free_memory);
+        }
+        if !writes.is_empty() {
+            host.persist(writes);
+        }
+    }
+}
+
+/// An input whose refusal is only worth a log line.
+fn notify(host: &mut impl Host, input: Input) {
+    if let Err(e) = host.apply(input) {
+        tracing::debug!(error = %e, "the job service's input was refused");
     }
 }
