@@ -46,8 +46,10 @@
 //! the task's start.
 //!
 //! The job service runs here too (`actor/jobs.rs`): its frameworks' events
-//! reach it where a client's stream would get them, by the same rules, and
-//! what it does is inputs and writes of the turn it does it in.
+//! reach it at the end of their turn, ends included, and what it does is
+//! inputs and writes of that turn's commit: its writes, acknowledgements,
+//! kills and answers wait for the commit the ends they follow wait for, so
+//! an end costs it no commit of its own.
 //!
 //! Time: the core runs on a monotonic clock (milliseconds since the actor's
 //! start); the wall clock is read once, at start, to map it to timestamps
@@ -516,6 +518,16 @@ impl Actor {
                     .as_ref()
                     .is_some_and(|c| c.held_agents.contains(id))
         };
+        if let Output::Framework(id, _) | Output::CloseFramework(id) = &message
+            && matches!(self.frameworks.get(id), Some((_, Stream::Jobs(_))))
+        {
+            // The job service hears everything at the turn's end, ends
+            // too: what it does about them (its writes, acknowledgements,
+            // kills and answers) waits for the same commit they do, and
+            // its launches may go early like any other.
+            self.early.push(message);
+            return;
+        }
         match &message {
             Output::Framework(id, event)
                 if matches!(

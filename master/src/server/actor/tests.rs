@@ -126,11 +126,14 @@ fn report(agent: &AgentId, task: &str, state: v1::TaskState) -> Command {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_job_service_runs_inside_the_actors_turns() {
+async fn the_job_service_runs_inside_the_actors_turns_and_an_end_costs_it_no_commit() {
     use crate::jobs::{Jobs, tests::job_spec};
     use crate::server::jobs::driver::{Call, Driver};
 
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("hold");
     let memory = Arc::new(MemoryStore::new());
+    let store = Arc::new(GatedStore::new(memory.clone(), gate.clone()));
     let driver = Driver::new(Jobs::new(1), Duration::from_secs(3600), || 1_000);
     let actor = Actor::new(
         Core::new(CoreConfig::default()),
@@ -139,7 +142,7 @@ async fn the_job_service_runs_inside_the_actors_turns() {
             max_backlog: MAX_BACKLOG,
         },
         Clock::start(),
-        memory.clone(),
+        store,
     )
     .with_jobs(driver);
     let (commands, inbox) = mpsc::channel(64);
@@ -175,56 +178,82 @@ async fn the_job_service_runs_inside_the_actors_turns() {
 
     // The actor alone runs the job: nothing but the test sends commands,
     // yet the service takes the offer and launches the first index.
-    let (reply, submitted) = oneshot::channel();
-    commands
-        .send(Command::Jobs(Call::Submit {
-            who: Principal::local(),
-            spec: Box::new(job_spec(2)),
-            loaded: Vec::new(),
-            reply,
-        }))
-        .await
-        .unwrap();
-    let job = submitted.await.unwrap().unwrap().job_id;
-    let first = format!("{job}-0-1");
-    match next_message(&mut agent_rx).await {
-        AgentKind::RunTasks(run) => {
-            let ids: Vec<String> = run
-                .tasks
-                .into_iter()
-                .map(|t| t.spec.unwrap().task_id)
-                .collect();
-            assert_eq!(ids, vec![first.clone()]);
+    let submit = |spec: v1::JobSpec| {
+        let commands = commands.clone();
+        async move {
+            let (reply, submitted) = oneshot::channel();
+            commands
+                .send(Command::Jobs(Call::Submit {
+                    who: Principal::local(),
+                    spec: Box::new(spec),
+                    loaded: Vec::new(),
+                    reply,
+                }))
+                .await
+                .unwrap();
+            submitted.await.unwrap().unwrap().job_id
         }
+    };
+    let job = submit(job_spec(1)).await;
+    // A job that starts once the first succeeded: only the service's
+    // hearing of that end launches it.
+    let then = submit(v1::JobSpec {
+        after: vec![job.clone()],
+        ..job_spec(1)
+    })
+    .await;
+    let launches = |kind: AgentKind| match kind {
+        AgentKind::RunTasks(run) => run
+            .tasks
+            .into_iter()
+            .map(|t| t.spec.unwrap().task_id)
+            .collect::<Vec<_>>(),
         other => panic!("expected a launch, got {other:?}"),
-    }
+    };
+    let (first, second) = (format!("{job}-0-1"), format!("{then}-0-1"));
+    assert_eq!(
+        launches(next_message(&mut agent_rx).await),
+        vec![first.clone()]
+    );
 
-    // The index's end: the service acknowledges it and launches the next
-    // index in the turns that follow, with no other command.
+    // RUNNING, acknowledged by the service once durable.
     commands
         .send(report(&agent, &first, v1::TaskState::Running))
         .await
         .unwrap();
+    match next_message(&mut agent_rx).await {
+        AgentKind::AckUpdates(acks) => assert_eq!(acks.acks[0].task_id, first),
+        other => panic!("expected the RUNNING's acknowledgement, got {other:?}"),
+    }
+
+    // The end's commit is held. The service heard of the end in its turn
+    // all the same: the next job is launched meanwhile, and launched by
+    // that very commit, which holds the end, the jobs' progress and the
+    // end's acknowledgement (sent once it is durable).
+    std::fs::write(&gate, b"").unwrap();
     commands
         .send(report(&agent, &first, v1::TaskState::Finished))
         .await
         .unwrap();
-    let mut acked = false;
-    let mut next = Vec::new();
-    while !acked || next.is_empty() {
-        match next_message(&mut agent_rx).await {
-            AgentKind::AckUpdates(acks) => {
-                acked |= acks.acks.iter().any(|a| a.task_id == first);
-            }
-            AgentKind::RunTasks(run) => {
-                next.extend(run.tasks.into_iter().map(|t| t.spec.unwrap().task_id));
-            }
-            _ => {}
-        }
+    assert_eq!(
+        launches(next_message(&mut agent_rx).await),
+        vec![second.clone()]
+    );
+    let listing = dir.path().join("hold.launches");
+    while !listing.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(next, vec![format!("{job}-1-1")]);
-
-    // What the service recorded is in the registry.
+    assert_eq!(std::fs::read_to_string(&listing).unwrap(), second);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        agent_rx.try_recv().is_err(),
+        "nothing but the launch leaves while the end's commit is held"
+    );
+    std::fs::remove_file(&gate).unwrap();
+    match next_message(&mut agent_rx).await {
+        AgentKind::AckUpdates(acks) => assert_eq!(acks.acks[0].task_id, first),
+        other => panic!("expected the end's acknowledgement, got {other:?}"),
+    }
     let stored = memory.load().unwrap();
     let record = stored.jobs.iter().find(|j| j.job_id == job).unwrap();
     assert_eq!(record.succeeded, 1);

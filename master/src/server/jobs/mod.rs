@@ -168,7 +168,10 @@ impl JobsService {
                             .get(&job.owner)
                             .map_or_else(String::new, |f| f.to_string())
                     };
-                    let _ = reply.send(read(jobs, &framework_of));
+                    let value = read(jobs, &framework_of);
+                    Box::new(move || {
+                        let _ = reply.send(value);
+                    })
                 }))
             })
             .await

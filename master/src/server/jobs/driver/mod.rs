@@ -4,13 +4,14 @@
 //!
 //! Each owner's jobs run in one framework of theirs, subscribed like any
 //! other but with the job service as its stream: the actor hands the
-//! driver that framework's events where it would send them to a client
-//! (offers at the end of their turn, ends once durable), and the driver's
-//! `Accept`s, `Decline`s, kills and acknowledgements are core inputs of
-//! the same turn. What the state machine changed joins that turn's commit
-//! ([`Host::persist`]), always before the acknowledgement of the updates
-//! it records, and a call is answered once what it changed is durable
-//! ([`Host::when_durable`]).
+//! driver that framework's events at the end of the turn that made them,
+//! ends included, and the driver's `Accept`s, `Decline`s, kills and
+//! acknowledgements are core inputs of that turn. What the state machine
+//! changed joins the commit the ends it saw are in ([`Host::persist`]),
+//! with the acknowledgements of the updates it records, and every call,
+//! reads too, is answered once what it changed or saw is durable
+//! ([`Host::when_durable`]): a crash takes back an end and what the
+//! service made of it together, and the agent sends the end again.
 //!
 //! Nothing here reads the registry: the actor's thread must not wait on a
 //! disk. The service reads what an ended job's outcomes need (`registry.rs`)
@@ -49,8 +50,14 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// are worth handing the freed pages back to the system.
 const TRIM_AFTER_INDICES: u64 = 1 << 16;
 
+/// An answer sent once everything it saw is durable.
+pub type Answer = Box<dyn FnOnce() + Send>;
+
 /// A read of the jobs (and their owners' frameworks), run in the actor.
-pub type Read = Box<dyn FnOnce(&Jobs, &HashMap<Owner, FrameworkId>) + Send>;
+/// Its answer waits for the commit of what it saw: the service acts on
+/// ends in the turn they arrive, so a read may see what a crash could
+/// still take back.
+pub type Read = Box<dyn FnOnce(&Jobs, &HashMap<Owner, FrameworkId>) -> Answer + Send>;
 
 /// An ended job's per-index outcomes, read from the registry by the
 /// service for a call that needs them in memory.
@@ -123,7 +130,7 @@ pub trait Host {
     /// Joins registry writes to the turn's commit.
     fn persist(&mut self, writes: Vec<Write>);
     /// Runs `answer` once everything written so far is durable.
-    fn when_durable(&mut self, answer: Box<dyn FnOnce() + Send>);
+    fn when_durable(&mut self, answer: Answer);
 }
 
 /// Where the service's calls go: the actor.
@@ -157,7 +164,10 @@ impl JobsHandle {
     pub async fn pinned_artifacts(&self) -> Result<std::collections::HashSet<String>, Status> {
         self.ask(|reply| {
             Call::Read(Box::new(move |jobs, _| {
-                let _ = reply.send(jobs.pinned_artifacts());
+                let pinned = jobs.pinned_artifacts();
+                Box::new(move || {
+                    let _ = reply.send(pinned);
+                })
             }))
         })
         .await
@@ -259,7 +269,7 @@ impl Driver {
                     }
                 }
             }
-            Call::Read(read) => read(&self.jobs, &self.frameworks),
+            Call::Read(read) => host.when_durable(read(&self.jobs, &self.frameworks)),
             Call::Unloaded { ids, reply } => {
                 let unloaded = ids
                     .into_iter()
