@@ -14,8 +14,10 @@ use wasmos_proto::v1::{self, IndexState};
 pub const CHUNK: u32 = 4096;
 
 /// Indices per stored chunk: small, since a turn rewrites every stored
-/// chunk one of whose indices changed (11 KiB each).
-pub const STORED_CHUNK: u32 = 256;
+/// chunk one of whose indices changed (2.75 KiB each). Masters before
+/// wrote chunks of 256: they read as they are, and are split into chunks
+/// of this size the next time their job is written.
+pub const STORED_CHUNK: u32 = 64;
 
 /// Bytes per stored outcome (the layout is `StoredJobChunk.outcomes`').
 const STORED_OUTCOME: usize = 44;
@@ -77,6 +79,10 @@ pub struct Indices {
     /// Stored chunks (numbered from 0, of [`STORED_CHUNK`] indices) one of
     /// whose outcomes changed since they were last taken.
     dirty: BTreeSet<u32>,
+    /// Stored chunks of ours that a larger chunk of an older master holds:
+    /// written with the first of them that changes (it takes the larger
+    /// chunk's key, so the rest must follow).
+    split: BTreeSet<u32>,
 }
 
 impl Indices {
@@ -95,6 +101,7 @@ impl Indices {
             agent_numbers: HashMap::new(),
             counts: Counts::default(),
             dirty: BTreeSet::new(),
+            split: BTreeSet::new(),
         }
     }
 
@@ -445,7 +452,11 @@ impl Indices {
     /// The stored chunks changed since the last call: each one's first
     /// index and its outcomes' bytes.
     pub fn take_changed_chunks(&mut self) -> Vec<(u32, Vec<u8>)> {
-        std::mem::take(&mut self.dirty)
+        let mut changed = std::mem::take(&mut self.dirty);
+        if !changed.is_empty() {
+            changed.append(&mut self.split);
+        }
+        changed
             .into_iter()
             .map(|stored| {
                 let first = stored * STORED_CHUNK;
@@ -483,6 +494,7 @@ impl Indices {
             .map(|(i, agent)| (agent.clone(), i as u32 + 1))
             .collect();
         indices.agents = kept.agents;
+        let mut split = BTreeSet::new();
         for (first, bytes) in chunks {
             if bytes.len() % STORED_OUTCOME != 0 || first % STORED_CHUNK != 0 {
                 return Err(format!(
@@ -496,6 +508,11 @@ impl Indices {
                     break;
                 }
                 *indices.outcome_mut(index) = decode(record);
+            }
+            let held = (bytes.len() / STORED_OUTCOME) as u32;
+            if held > STORED_CHUNK {
+                let end = (first + held).min(count);
+                split.extend((first / STORED_CHUNK)..end.div_ceil(STORED_CHUNK));
             }
         }
         for &(index, attempt) in running {
@@ -512,8 +529,10 @@ impl Indices {
             // reads as all pending).
             indices.next_fresh = count;
             indices.dirty.clear();
+            indices.split = split;
             return Ok(indices);
         }
+        indices.split = split;
         // What waits: taken before (below the counter, or made ready) and
         // neither running nor ended. An attempt written as taken whose task
         // the master does not know runs on under its attempt: its launch may

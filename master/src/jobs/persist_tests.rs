@@ -191,7 +191,7 @@ fn a_job_past_its_retention_loses_its_stored_chunks_and_keeps_its_summary() {
             .unwrap()
             .len()
     };
-    assert_eq!(stored(&store), 4, "1,000 indices in chunks of 256");
+    assert_eq!(stored(&store), 16, "1,000 indices in chunks of 64");
     let ended = jobs.job(&id).unwrap().ended_at.unwrap();
     let day = std::time::Duration::from_secs(86_400);
     assert_eq!(jobs.expire(Time(ended.millis() + 86_400_000), day), 1);
@@ -460,4 +460,61 @@ fn a_record_that_holds_its_spec_as_older_masters_wrote_it_restores_and_moves_it_
     store.commit(&next).unwrap();
     let third = restart(&store, 3, &[]);
     assert_eq!(third.job(&id).unwrap().spec, jobs.job(&id).unwrap().spec);
+}
+
+#[test]
+fn chunks_of_256_indices_as_older_masters_wrote_them_read_and_are_split_at_the_next_write() {
+    use crate::store::{Write, chunk_key};
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(600));
+    let mut tasks = Vec::new();
+    while tasks.len() < 300 {
+        tasks.extend(place(&mut jobs, (300 - tasks.len()) as f64));
+    }
+    tasks.sort_by_key(|t| submit::parse_task_id(&t.task_id).unwrap().1);
+    // The first 9 indices still run; the rest of the 300 finished.
+    for task in &tasks[9..] {
+        jobs.update(&finish(task), Time(5));
+    }
+    write(&mut jobs, &store);
+
+    // Rewritten as an older master kept them: indices 0..256 in one chunk.
+    let chunks = stored_chunks(&store, &id);
+    assert_eq!(
+        chunks.iter().map(|c| c.first).collect::<Vec<_>>(),
+        vec![0, 64, 128, 192, 256]
+    );
+    let mut merged = v1::StoredJobChunk {
+        job_id: id.clone(),
+        first: 0,
+        outcomes: Vec::new(),
+    };
+    let mut old = Vec::new();
+    for chunk in chunks.into_iter().filter(|c| c.first < 256) {
+        merged.outcomes.extend(chunk.outcomes);
+        if chunk.first > 0 {
+            old.push(Write::Delete(Table::JobChunks, chunk_key(&id, chunk.first)));
+        }
+    }
+    old.push(Write::Put(Record::JobChunk(merged)));
+    store.commit(&old).unwrap();
+
+    let running: Vec<String> = tasks[..9].iter().map(|t| t.task_id.clone()).collect();
+    let mut again = restart(&store, 2, &running);
+    assert_eq!(outcomes(&again, &id), outcomes(&jobs, &id));
+
+    // Index 0 ends: its chunk of 64 takes the old chunk's key, and the
+    // three after it are written with it, so nothing of the old is lost.
+    again.update(&finish(&tasks[0]), Time(6));
+    write(&mut again, &store);
+    let chunks = stored_chunks(&store, &id);
+    assert_eq!(
+        chunks.iter().map(|c| c.first).collect::<Vec<_>>(),
+        vec![0, 64, 128, 192, 256]
+    );
+    assert!(chunks.iter().all(|c| c.outcomes.len() == 64 * 44));
+    let third = restart(&store, 3, &running[1..]);
+    assert_eq!(outcomes(&third, &id), outcomes(&again, &id));
+    assert_eq!(third.job(&id).unwrap().indices.counts().succeeded, 292);
 }
