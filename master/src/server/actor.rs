@@ -649,6 +649,17 @@ impl Actor {
                 reply,
             } => {
                 let connection = self.connection();
+                // The job service's frameworks have no stream to take over.
+                if let Some((_, Stream::Jobs(_))) = self
+                    .frameworks
+                    .get(&FrameworkId::from(info.framework_id.as_str()))
+                {
+                    let _ = reply.send(Err(CoreError::InvalidArgument(format!(
+                        "framework {} runs jobs of the job service; it cannot be subscribed by a client",
+                        info.framework_id
+                    ))));
+                    return;
+                }
                 // Whoever subscribes a new framework owns it; a re-subscribed
                 // one keeps its owner (the core ignores this field then).
                 info.principal = who.name.clone();

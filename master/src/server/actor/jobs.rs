@@ -1,6 +1,6 @@
 //! The job service inside the actor's turns: its frameworks' events come
-//! to it where a client's stream would get them, and what it does is core
-//! inputs and registry writes of the same turn.
+//! to it at the end of the turn that made them (see the actor's doc), and
+//! what it does is core inputs and registry writes of that turn.
 
 use wasmos_proto::v1;
 
@@ -9,7 +9,7 @@ use crate::access::Principal;
 use crate::core::{CoreError, Input, Reply};
 use crate::ids::FrameworkId;
 use crate::jobs::Owner;
-use crate::server::jobs::driver::{Driver, Host};
+use crate::server::jobs::driver::{Answer, Driver, Host};
 use crate::store::Write;
 
 impl Actor {
@@ -74,7 +74,7 @@ impl Host for Actor {
         self.writes.extend(writes);
     }
 
-    fn when_durable(&mut self, answer: Box<dyn FnOnce() + Send>) {
+    fn when_durable(&mut self, answer: Answer) {
         self.held_replies.push(answer);
     }
 }

@@ -211,10 +211,32 @@ async fn the_job_service_runs_inside_the_actors_turns_and_an_end_costs_it_no_com
         other => panic!("expected a launch, got {other:?}"),
     };
     let (first, second) = (format!("{job}-0-1"), format!("{then}-0-1"));
-    assert_eq!(
-        launches(next_message(&mut agent_rx).await),
-        vec![first.clone()]
-    );
+    let launch = next_message(&mut agent_rx).await;
+    let AgentKind::RunTasks(run) = &launch else {
+        panic!("expected a launch, got {launch:?}");
+    };
+    let framework = run.tasks[0].framework_id.clone();
+    assert_eq!(launches(launch), vec![first.clone()]);
+
+    // No client takes the service's framework over.
+    let (events, _stream) = crate::server::event_queue::queue(1 << 20);
+    let (reply, subscribed) = oneshot::channel();
+    commands
+        .send(Command::Subscribe {
+            who: Principal::local(),
+            info: v1::FrameworkInfo {
+                framework_id: framework.clone(),
+                name: "impostor".into(),
+                role: "default".into(),
+                ..Default::default()
+            },
+            events,
+            reply,
+        })
+        .await
+        .unwrap();
+    let refused = subscribed.await.unwrap().expect_err("refused");
+    assert!(refused.to_string().contains("job service"), "{refused}");
 
     // RUNNING, acknowledged by the service once durable.
     commands
