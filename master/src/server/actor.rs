@@ -649,17 +649,11 @@ impl Actor {
                 reply,
             } => {
                 let connection = self.connection();
-                // The job service's frameworks have no stream to take over.
-                if let Some((_, Stream::Jobs(_))) = self
-                    .frameworks
-                    .get(&FrameworkId::from(info.framework_id.as_str()))
-                {
-                    let _ = reply.send(Err(CoreError::InvalidArgument(format!(
-                        "framework {} runs jobs of the job service; it cannot be subscribed by a client",
-                        info.framework_id
-                    ))));
-                    return;
-                }
+                let jobs_framework = matches!(
+                    self.frameworks
+                        .get(&FrameworkId::from(info.framework_id.as_str())),
+                    Some((_, Stream::Jobs(_)))
+                );
                 // Whoever subscribes a new framework owns it; a re-subscribed
                 // one keeps its owner (the core ignores this field then).
                 info.principal = who.name.clone();
@@ -669,10 +663,17 @@ impl Actor {
                 };
                 // The stream must be known before the core's SUBSCRIBED and
                 // first offers are routed, so route after registering it.
-                let applied = self
-                    .core
-                    .authorize(&who, &input)
-                    .and_then(|()| self.apply(input));
+                let applied = self.core.authorize(&who, &input).and_then(|()| {
+                    // The job service's frameworks have no stream to take
+                    // over (said only to whoever may see them).
+                    if jobs_framework {
+                        return Err(CoreError::InvalidArgument(
+                            "this framework runs jobs of the job service; it cannot be subscribed by a client"
+                                .into(),
+                        ));
+                    }
+                    self.apply(input)
+                });
                 let result = match applied {
                     Ok(Reply::Subscribed(id)) => {
                         if let Some((_, Stream::Client(old))) = self
