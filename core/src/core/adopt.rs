@@ -34,6 +34,7 @@ use wasmos_proto::v1;
 
 use super::offers::draw;
 use super::tasks::{is_terminal, progress};
+use super::transitions::Transitions;
 use super::validate::validate_task;
 use super::{Core, Task};
 use crate::ids::{AgentId, FrameworkId, Role, TaskId};
@@ -68,7 +69,7 @@ impl Core {
         if task.released || progress(state) <= progress(task.status.state()) {
             return;
         }
-        task.status = v1::TaskStatus {
+        task.set_status(v1::TaskStatus {
             state: state as i32,
             reason: v1::Reason::Unspecified as i32,
             message: "reported by its agent on re-registration".into(),
@@ -76,7 +77,7 @@ impl Core {
             timestamp_ms,
             source: v1::StatusSource::Agent as i32,
             ..task.status.clone()
-        };
+        });
         // A report may hold an end the agent's executor has not synced:
         // told once the agent's own update for it comes (or replaced).
         task.end_unsynced = is_terminal(state);
@@ -166,6 +167,7 @@ impl Core {
             spec: spec.clone(),
             resources,
             consumption,
+            transitions: Transitions::starting(&status),
             status,
             released: ended,
             kill_requested: false,

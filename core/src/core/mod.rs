@@ -37,10 +37,12 @@ mod launch_key;
 mod ledger;
 mod offers;
 mod outbox;
+mod pages;
 mod persist;
 mod recover;
 mod tasks;
 mod timers;
+mod transitions;
 mod validate;
 mod view;
 
@@ -60,9 +62,11 @@ pub use error::CoreError;
 pub use launch_key::LaunchKey;
 pub use ledger::HOUR_MS;
 use outbox::Outbox;
+pub use pages::{TaskFilter, TaskLine, TaskPage};
 pub use persist::LAST_SEEN_EVERY;
 pub use recover::Recovered;
 pub use tasks::{is_terminal, progress};
+pub use transitions::Transition;
 pub use validate::validate_task;
 pub use view::{AgentView, FrameworkView, TaskView};
 
@@ -395,6 +399,8 @@ struct Task {
     role: Role,
     /// Its settled end is in the usage ledger (`ledger.rs`).
     usage_counted: bool,
+    /// Its last changes of state, for operators.
+    transitions: transitions::Transitions,
 }
 
 /// The master's state machine. See the module docs.

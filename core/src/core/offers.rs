@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use wasmos_proto::v1;
 
+use super::transitions::Transitions;
 use super::validate::validate_task;
 use super::{Core, CoreError, Offer, Reply, Task};
 use crate::allocator::Scope;
@@ -187,6 +188,7 @@ impl Core {
                 spec,
                 resources,
                 consumption,
+                transitions: Transitions::starting(&status),
                 status,
                 released: false,
                 kill_requested: false,

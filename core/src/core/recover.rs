@@ -14,6 +14,7 @@ use std::time::Duration;
 use wasmos_proto::v1;
 
 use super::persist::resources_of;
+use super::transitions::Transitions;
 use super::{Agent, Core, CoreConfig, Framework, Task, agents::agent_resources};
 use crate::ids::{AgentId, FrameworkId, Role, TaskId};
 use crate::store::Registry;
@@ -206,6 +207,7 @@ impl Core {
                     spec,
                     resources,
                     consumption,
+                    transitions: Transitions::starting(&status),
                     status,
                     // A running task on an agent that is gone holds nothing.
                     released: released || !on_known_agent,
@@ -255,7 +257,7 @@ impl Core {
             source: v1::StatusSource::Master as i32,
             ..Default::default()
         };
-        task.status = status.clone();
+        task.set_status(status.clone());
         task.master_update = Some(status);
         self.dirty_task(id);
     }

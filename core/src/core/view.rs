@@ -19,6 +19,10 @@ pub struct TaskView {
     pub status: v1::TaskStatus,
     /// The principal owning its framework.
     pub owner: String,
+    /// Its framework's role.
+    pub role: Role,
+    /// Its last changes of state, oldest first.
+    pub transitions: Vec<super::Transition>,
 }
 
 impl TaskView {
@@ -73,6 +77,8 @@ impl Core {
             spec: t.spec.clone(),
             status: t.status.clone(),
             owner: t.owner.clone(),
+            role: t.role.clone(),
+            transitions: t.transitions.list(),
         })
     }
 

@@ -167,6 +167,11 @@ impl Metrics {
         }
     }
 
+    /// Terminal updates sent to frameworks since the master started.
+    pub fn ended_total(&self) -> u64 {
+        self.terminal.values().sum()
+    }
+
     /// The Prometheus text exposition of the core's gauges and these counters.
     pub fn render(&self, core: &Core) -> String {
         let mut out = String::new();

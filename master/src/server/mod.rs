@@ -23,6 +23,7 @@ mod refusals;
 mod scheduler;
 mod tls_listener;
 pub mod trust;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -461,6 +462,17 @@ impl Master {
                 .context("the master's TLS certificate")?;
         }
 
+        // The gRPC port and the web UI serve the same two services.
+        let operator_service = Arc::new(operator::OperatorService {
+            actor: handle.clone(),
+            trust: trust.clone(),
+            audit: audit.clone(),
+        });
+        let jobs_service = Arc::new(jobs::JobsService {
+            jobs: job_service,
+            audit: audit.clone(),
+            registry: registry.clone(),
+        });
         let router = server
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -494,19 +506,11 @@ impl Master {
                 gate(true, "Artifacts"),
             ))
             .add_service(InterceptedService::new(
-                OperatorServer::new(operator::OperatorService {
-                    actor: handle.clone(),
-                    trust: trust.clone(),
-                    audit: audit.clone(),
-                }),
+                OperatorServer::from_arc(operator_service.clone()),
                 gate(false, "Operator"),
             ))
             .add_service(InterceptedService::new(
-                JobsServer::new(jobs::JobsService {
-                    jobs: job_service,
-                    audit: audit.clone(),
-                    registry: registry.clone(),
-                }),
+                JobsServer::from_arc(jobs_service.clone()),
                 gate(false, "Jobs"),
             ));
         let (shutdown, stopping) = tokio::sync::watch::channel(());
@@ -538,7 +542,18 @@ impl Master {
                     .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
                 let http_addr = listener.local_addr()?;
                 let listener = connections::GatedListener::new(listener, gatekeeper.clone())?;
-                let app = http::router(handle.clone(), trust.clone(), config.metrics_public);
+                let history = Arc::new(ui::history::History::default());
+                tasks.push(ui::spawn_sampler(handle.clone(), history.clone()));
+                let ui = Arc::new(ui::Ui {
+                    actor: handle.clone(),
+                    operator: operator_service.clone(),
+                    jobs: jobs_service.clone(),
+                    sessions: ui::session::Sessions::new(trust.clone()),
+                    history,
+                });
+                let app = http::router(handle.clone(), trust.clone(), config.metrics_public)
+                    .merge(ui::router(ui))
+                    .into_make_service_with_connect_info::<ui::Peer>();
                 let http_stopped = stopped(stopping.clone());
                 let served = match &trust {
                     None => tokio::spawn(async move {
