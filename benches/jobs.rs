@@ -27,13 +27,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::cluster::{cluster, wait};
 use support::framework_path::{self, Executor, Registry, Transport, round3};
 use support::*;
-use wasmos_sdk::{Client, JobSpec, TaskTemplate, proto as v1};
+use wasmos_sdk::{Client, JobSpec, TaskTemplate};
 
 const AGENTS: usize = framework_path::AGENTS;
 
@@ -47,131 +47,12 @@ fn rss(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-fn ended(job: &v1::JobSummary) -> bool {
-    matches!(
-        job.state(),
-        v1::JobState::Succeeded | v1::JobState::Failed | v1::JobState::Cancelled
-    )
-}
-
-/// Waits for job `id` to end, calling `progress` with each summary seen.
-async fn wait(
-    client: &Client,
-    id: &str,
-    mut progress: impl FnMut(&v1::JobSummary),
-) -> v1::JobSummary {
-    loop {
-        let job = client.job(id).await.expect("job");
-        progress(&job);
-        if ended(&job) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A master and two agents, the master's pid, its gRPC url and HTTP
-/// address, and each agent's pid with its executor's.
-struct Cluster {
-    /// Killed when the cluster is dropped.
-    _processes: Processes,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-    master: u32,
-    url: String,
-    http: String,
-    agents: Vec<(u32, u32)>,
-}
-
-fn cluster() -> Cluster {
-    let base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm".into()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = tempfile::tempdir_in(&base).expect("work dir");
-    let master_dir = tempfile::tempdir().expect("the master's work dir");
-    let (master, lines) = spawn(
-        &[
-            "master",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--insecure",
-        ],
-        master_dir.path(),
-        &["listening on", "/metrics on"],
-    );
-    let master_pid = master.id();
-    let mut processes = Processes(vec![master], Vec::new());
-    let url = url_in(&lines[0]);
-    let http = last_word(&lines[1]);
-    let mut agents = Vec::new();
-    for i in 0..AGENTS {
-        let hostname = format!("agent-{i}");
-        let (agent, _) = spawn(
-            &[
-                "agent",
-                "--master",
-                &url,
-                "--cpus",
-                "1",
-                "--mem",
-                "4GiB",
-                "--hostname",
-                &hostname,
-            ],
-            &dir.path().join(&hostname),
-            &["wasmos agent offering"],
-        );
-        agents.push(agent.id());
-        processes.0.push(agent);
-    }
-    wait_agents(&http, AGENTS, None);
-    // Each agent's executor, whose CPU counts with its agent's.
-    let agents: Vec<(u32, u32)> = agents
-        .into_iter()
-        .enumerate()
-        .map(|(i, agent)| {
-            let pid_file = dir.path().join(format!("agent-{i}/executor.pid"));
-            let executor = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no executor pid in {}", pid_file.display()));
-            processes.1.push(executor);
-            (agent, executor)
-        })
-        .collect();
-    Cluster {
-        _processes: processes,
-        _dirs: (dir, master_dir),
-        master: master_pid,
-        url,
-        http,
-        agents,
-    }
-}
-
-impl Cluster {
-    /// CPU seconds so far: the master's, then each agent's with its
-    /// executor's.
-    fn cpu(&self) -> Vec<f64> {
-        std::iter::once(cpu_seconds(self.master))
-            .chain(
-                self.agents
-                    .iter()
-                    .map(|&(agent, executor)| cpu_seconds(agent) + cpu_seconds(executor)),
-            )
-            .collect()
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let tasks: u32 = arg("--tasks").unwrap_or(100_000);
     let task_cpus: f64 = arg("--task-cpus").unwrap_or(0.2);
     let flag = |name: &str| std::env::args().any(|a| a == name);
-    let c = cluster();
+    let c = cluster(&[]);
     let client = Client::connect(&c.url).await.expect("connect");
     let digest = client.upload(HI_WAT).await.expect("upload").digest;
     let template = TaskTemplate::new(&digest).cpus(task_cpus).mem(8 << 20);

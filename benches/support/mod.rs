@@ -3,6 +3,7 @@
 //! command line. Each bench uses part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod framework_path;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,6 +3,7 @@
 //! page, and nobody sees tasks they may not; each task keeps its last
 //! changes of state.
 
+use wasmos_core::access::{Grant, Principal};
 use wasmos_core::core::{TaskFilter, TaskPage};
 use wasmos_core::testing::{GIB, Harness, task};
 use wasmos_proto::v1;
@@ -35,16 +36,28 @@ fn thirty_tasks() -> Harness {
     h
 }
 
+fn admin() -> Principal {
+    Principal::local()
+}
+
+fn bob() -> Principal {
+    Principal {
+        name: "bob".into(),
+        accessor: "b".into(),
+        grant: Grant::Roles(vec!["web".into()]),
+    }
+}
+
 fn ids(page: &TaskPage) -> Vec<String> {
     page.tasks.iter().map(|t| t.id.to_string()).collect()
 }
 
-/// Every page of `filter` as seen by `visible`, `limit` at a time.
-fn walk(h: &Harness, filter: &TaskFilter, visible: fn(&str) -> bool, limit: usize) -> Vec<String> {
+/// Every page of `filter` as seen by `who`, `limit` at a time.
+fn walk(h: &Harness, filter: &TaskFilter, who: &Principal, limit: usize) -> Vec<String> {
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = h.core.task_page(filter, visible, after.as_deref(), limit);
+        let page = h.core.task_page(filter, who, after.as_deref(), limit);
         assert!(page.tasks.len() <= limit);
         seen.extend(ids(&page));
         match page.next {
@@ -58,7 +71,7 @@ fn walk(h: &Harness, filter: &TaskFilter, visible: fn(&str) -> bool, limit: usiz
 fn pages_walk_every_matching_task_once_in_id_order() {
     let h = thirty_tasks();
     let all = TaskFilter::default();
-    let first = h.core.task_page(&all, |_| true, None, 7);
+    let first = h.core.task_page(&all, &admin(), None, 7);
     assert_eq!(first.matching, 30);
     assert_eq!(
         ids(&first),
@@ -69,7 +82,7 @@ fn pages_walk_every_matching_task_once_in_id_order() {
         Some("a-06".into())
     );
 
-    let walked = walk(&h, &all, |_| true, 7);
+    let walked = walk(&h, &all, &admin(), 7);
     let mut sorted = walked.clone();
     sorted.sort();
     sorted.dedup();
@@ -77,9 +90,42 @@ fn pages_walk_every_matching_task_once_in_id_order() {
     assert_eq!(walked.len(), 30);
 
     // A page exactly as long as what is left says there is no next one.
-    let last = h.core.task_page(&all, |_| true, Some("a-24"), 5);
+    let last = h.core.task_page(&all, &admin(), Some("a-24"), 5);
     assert_eq!(ids(&last), ["b-00", "b-01", "b-02", "b-03", "b-04"]);
     assert_eq!(last.next, None);
+}
+
+#[test]
+fn a_job_filter_walks_only_that_jobs_ids() {
+    // Ids of the job service are `<job>-<index>-<attempt>`: `a` is a "job"
+    // here, and `a-0` one too, whose ids are not `a`'s prefix plus `-`.
+    let h = thirty_tasks();
+    let of_a = TaskFilter {
+        job: "a".into(),
+        ..Default::default()
+    };
+    let walked = walk(&h, &of_a, &admin(), 4);
+    assert_eq!(walked.len(), 25);
+    assert!(walked.iter().all(|id| id.starts_with("a-")));
+    assert_eq!(h.core.task_page(&of_a, &admin(), None, 4).matching, 25);
+    // A cursor before the job starts at its first id; one past it, nothing.
+    assert_eq!(
+        ids(&h.core.task_page(&of_a, &admin(), Some("0"), 1)),
+        ["a-00"]
+    );
+    assert!(
+        h.core
+            .task_page(&of_a, &admin(), Some("z"), 4)
+            .tasks
+            .is_empty()
+    );
+    let none = TaskFilter {
+        job: "a-0".into(),
+        ..Default::default()
+    };
+    assert_eq!(h.core.task_page(&none, &admin(), None, 4).matching, 0);
+    // Bob walks the same filter the long way and sees none of Alice's.
+    assert!(walk(&h, &of_a, &bob(), 4).is_empty());
 }
 
 #[test]
@@ -89,31 +135,32 @@ fn filters_and_visibility_narrow_the_pages_and_their_counts() {
         state: Some(v1::TaskState::Finished),
         ..Default::default()
     };
-    assert_eq!(walk(&h, &finished, |_| true, 1), ["a-07", "b-02"]);
-    assert_eq!(walk(&h, &finished, |owner| owner == "bob", 10), ["b-02"]);
-    let page = h
-        .core
-        .task_page(&TaskFilter::default(), |owner| owner == "bob", None, 100);
+    assert_eq!(walk(&h, &finished, &admin(), 1), ["a-07", "b-02"]);
+    assert_eq!(walk(&h, &finished, &bob(), 10), ["b-02"]);
+    let page = h.core.task_page(&TaskFilter::default(), &bob(), None, 100);
     assert_eq!(page.matching, 5);
     assert!(page.tasks.iter().all(|t| t.owner == "bob"));
 
-    let framework_a = h.core.task_page(&TaskFilter::default(), |_| true, None, 1);
+    let framework_a = h.core.task_page(&TaskFilter::default(), &admin(), None, 1);
     let a = framework_a.tasks[0].framework.clone();
     let of_a = TaskFilter {
         framework: a,
         state: Some(v1::TaskState::Running),
         ..Default::default()
     };
-    assert_eq!(h.core.task_page(&of_a, |_| true, None, 100).matching, 24);
+    assert_eq!(h.core.task_page(&of_a, &admin(), None, 100).matching, 24);
     let nowhere = TaskFilter {
         agent: "no-such-agent".into(),
         ..Default::default()
     };
-    assert_eq!(h.core.task_page(&nowhere, |_| true, None, 100).matching, 0);
+    assert_eq!(h.core.task_page(&nowhere, &admin(), None, 100).matching, 0);
 
-    let counts = h.core.task_counts(|owner| owner == "alice");
-    assert_eq!(counts.get(&v1::TaskState::Running), Some(&24));
+    let counts = h.core.task_counts(&bob());
+    assert_eq!(counts.get(&v1::TaskState::Running), Some(&4));
     assert_eq!(counts.get(&v1::TaskState::Finished), Some(&1));
+    let counts = h.core.task_counts(&admin());
+    assert_eq!(counts.get(&v1::TaskState::Running), Some(&28));
+    assert_eq!(counts.get(&v1::TaskState::Finished), Some(&2));
 }
 
 #[test]

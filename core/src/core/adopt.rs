@@ -69,15 +69,18 @@ impl Core {
         if task.released || progress(state) <= progress(task.status.state()) {
             return;
         }
-        task.set_status(v1::TaskStatus {
-            state: state as i32,
-            reason: v1::Reason::Unspecified as i32,
-            message: "reported by its agent on re-registration".into(),
-            uuid: Vec::new(),
-            timestamp_ms,
-            source: v1::StatusSource::Agent as i32,
-            ..task.status.clone()
-        });
+        task.set_status(
+            v1::TaskStatus {
+                state: state as i32,
+                reason: v1::Reason::Unspecified as i32,
+                message: "reported by its agent on re-registration".into(),
+                uuid: Vec::new(),
+                timestamp_ms,
+                source: v1::StatusSource::Agent as i32,
+                ..task.status.clone()
+            },
+            &mut self.known,
+        );
         // A report may hold an end the agent's executor has not synced:
         // told once the agent's own update for it comes (or replaced).
         task.end_unsynced = is_terminal(state);

@@ -264,16 +264,16 @@ impl Core {
             if !task.released {
                 self.release(&task.framework, &task.agent, &task.consumption);
                 task.released = true;
-                let last = std::mem::take(&mut task.status);
-                task.set_status(v1::TaskStatus {
+                let killed = v1::TaskStatus {
                     state: v1::TaskState::Killed as i32,
                     reason: v1::Reason::FrameworkRemoved as i32,
                     message: why.to_string(),
                     uuid: Vec::new(),
                     timestamp_ms: self.wall(now),
                     source: v1::StatusSource::Master as i32,
-                    ..last
-                });
+                    ..task.status.clone()
+                };
+                task.set_status(killed, &mut self.known);
             }
             task.master_update = None;
             self.bury(task);

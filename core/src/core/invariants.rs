@@ -19,6 +19,7 @@ impl Core {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.allocator.check_consistency()?;
         self.check_timers()?;
+        self.check_known_tasks()?;
         // (agent, pool) -> offered + used, and framework -> the same.
         let mut per_pool: HashMap<(AgentId, Option<Role>), Resources> = HashMap::new();
         let mut per_framework: HashMap<FrameworkId, Resources> = HashMap::new();

@@ -414,6 +414,9 @@ pub struct Core {
     /// Tasks of removed frameworks, kept read-only for operators.
     graveyard: HashMap<TaskId, Task>,
     graveyard_order: VecDeque<TaskId>,
+    /// Every task id of `tasks` and `graveyard`, in order, and their
+    /// counts by state: what the paged views read.
+    known: pages::KnownTasks,
     next_id: u64,
     out: Outbox,
     /// What the current input changed, to persist.
@@ -445,6 +448,7 @@ impl Core {
             tasks: HashMap::new(),
             graveyard: HashMap::new(),
             graveyard_order: VecDeque::new(),
+            known: pages::KnownTasks::default(),
             next_id: 0,
             out: Outbox::default(),
             dirty: persist::Dirty::default(),
@@ -593,7 +597,9 @@ impl Core {
         self.graveyard.insert(task.id.clone(), task);
         while self.graveyard_order.len() > self.config.removed_framework_tasks {
             let old = self.graveyard_order.pop_front().expect("non-empty");
-            self.graveyard.remove(&old);
+            if let Some(forgotten) = self.graveyard.remove(&old) {
+                self.known.remove(&old, forgotten.status.state());
+            }
         }
     }
 
@@ -612,6 +618,7 @@ impl Core {
             .expect("a task's framework is known")
             .tasks
             .insert(id.clone());
+        self.known.add(&id, task.status.state());
         self.tasks.insert(id.clone(), task);
         self.dirty_task(&id);
     }

@@ -5,13 +5,55 @@
 //! the maps (a few milliseconds of the actor's turn), not a sort and a
 //! clone of all of them as [`Core::tasks`] does.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::ops::Bound;
 
 use wasmos_proto::v1;
 
 use super::{Core, Task};
+use crate::access::Principal;
 use crate::ids::TaskId;
 use crate::resources::Resources;
+
+/// Every task the core knows (live, archived and of removed frameworks)
+/// in id order, and how many are in each state: kept as tasks come, change
+/// and go, so that a page for someone who sees everything is a walk of a
+/// few entries and its counts need no pass at all.
+#[derive(Debug, Default)]
+pub(super) struct KnownTasks {
+    ids: BTreeSet<TaskId>,
+    by_state: BTreeMap<v1::TaskState, usize>,
+}
+
+impl KnownTasks {
+    pub(super) fn add(&mut self, id: &TaskId, state: v1::TaskState) {
+        if self.ids.insert(id.clone()) {
+            *self.by_state.entry(state).or_default() += 1;
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &TaskId, state: v1::TaskState) {
+        if self.ids.remove(id) {
+            self.count_out(state);
+        }
+    }
+
+    pub(super) fn changed(&mut self, from: v1::TaskState, to: v1::TaskState) {
+        if from != to {
+            self.count_out(from);
+            *self.by_state.entry(to).or_default() += 1;
+        }
+    }
+
+    fn count_out(&mut self, state: v1::TaskState) {
+        if let Some(n) = self.by_state.get_mut(&state) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_state.remove(&state);
+            }
+        }
+    }
+}
 
 /// Which tasks a page holds. Empty fields match everything.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +68,16 @@ pub struct TaskFilter {
 }
 
 impl TaskFilter {
+    /// True when nothing but (at most) the job narrows the tasks: a walk
+    /// of the ids in order finds the page.
+    fn by_job_at_most(&self) -> bool {
+        self.state.is_none()
+            && self.reason.is_none()
+            && self.role.is_empty()
+            && self.framework.is_empty()
+            && self.agent.is_empty()
+    }
+
     fn matches(&self, task: &Task) -> bool {
         self.state.is_none_or(|s| task.status.state() == s)
             && self.reason.is_none_or(|r| task.status.reason() == r)
@@ -68,15 +120,19 @@ pub struct TaskPage {
 
 impl Core {
     /// The first `limit` tasks after `after` (in id order) that `filter`
-    /// and `visible` (given the task's owner) match.
+    /// matches, of those `who` may see.
     pub fn task_page(
         &self,
         filter: &TaskFilter,
-        visible: impl Fn(&str) -> bool,
+        who: &Principal,
         after: Option<&str>,
         limit: usize,
     ) -> TaskPage {
         let limit = limit.max(1);
+        if who.sees_all() && filter.by_job_at_most() {
+            return self.page_in_order(&filter.job, after, limit);
+        }
+        let visible = |owner: &str| who.may_see(owner);
         // The `limit + 1` smallest ids past `after`: a max-heap whose top
         // is the largest kept, so a smaller id replaces it.
         let mut kept: BinaryHeap<&TaskId> = BinaryHeap::with_capacity(limit + 2);
@@ -112,15 +168,83 @@ impl Core {
         }
     }
 
-    /// How many tasks `visible` may see are in each state.
-    pub fn task_counts(&self, visible: impl Fn(&str) -> bool) -> BTreeMap<v1::TaskState, usize> {
+    /// The page of tasks of job `job` (of all tasks, if empty) after
+    /// `after`, read off the ordered ids: no pass over the other tasks.
+    fn page_in_order(&self, job: &str, after: Option<&str>, limit: usize) -> TaskPage {
+        let prefix = (!job.is_empty()).then(|| format!("{job}-"));
+        let prefix = prefix.as_deref();
+        let in_job = |id: &&TaskId| prefix.is_none_or(|p| id.as_str().starts_with(p));
+        // From the job's first id, or past the cursor if that is further.
+        let start = match (prefix, after) {
+            (Some(p), Some(a)) if a < p => Bound::Included(p),
+            (_, Some(a)) => Bound::Excluded(a),
+            (Some(p), None) => Bound::Included(p),
+            (None, None) => Bound::Unbounded,
+        };
+        let from = |start| {
+            self.known
+                .ids
+                .range::<str, _>((start, Bound::Unbounded))
+                .take_while(in_job)
+        };
+        let matching = match prefix {
+            None => self.known.ids.len(),
+            Some(p) => from(Bound::Included(p)).count(),
+        };
+        let ids: Vec<&TaskId> = from(start).take(limit + 1).collect();
+        let more = ids.len() > limit;
+        let tasks: Vec<TaskLine> = ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| self.tasks.get(id).or_else(|| self.graveyard.get(id)))
+            .map(line)
+            .collect();
+        let next = more.then(|| tasks.last().map(|t| t.id.clone())).flatten();
+        TaskPage {
+            tasks,
+            matching,
+            next,
+        }
+    }
+
+    /// How many tasks `who` may see are in each state.
+    pub fn task_counts(&self, who: &Principal) -> BTreeMap<v1::TaskState, usize> {
+        if who.sees_all() {
+            return self.known.by_state.clone();
+        }
         let mut counts = BTreeMap::new();
         for task in self.tasks.values().chain(self.graveyard.values()) {
-            if visible(&task.owner) {
+            if who.may_see(&task.owner) {
                 *counts.entry(task.status.state()).or_default() += 1;
             }
         }
         counts
+    }
+
+    /// The index agrees with the task tables (an invariant the tests check
+    /// after every step).
+    pub(super) fn check_known_tasks(&self) -> Result<(), String> {
+        let mut by_state = BTreeMap::new();
+        for task in self.tasks.values().chain(self.graveyard.values()) {
+            if !self.known.ids.contains(&task.id) {
+                return Err(format!("task {} is missing from the ordered ids", task.id));
+            }
+            *by_state.entry(task.status.state()).or_default() += 1;
+        }
+        if self.known.ids.len() != self.tasks.len() + self.graveyard.len() {
+            return Err(format!(
+                "{} ordered ids for {} tasks",
+                self.known.ids.len(),
+                self.tasks.len() + self.graveyard.len()
+            ));
+        }
+        if by_state != self.known.by_state {
+            return Err(format!(
+                "counts by state {:?}, the tasks say {by_state:?}",
+                self.known.by_state
+            ));
+        }
+        Ok(())
     }
 }
 

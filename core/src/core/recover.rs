@@ -198,6 +198,7 @@ impl Core {
             // A settled end in the registry is counted (it was, in the
             // commit that settled it; or it predates the ledger).
             let settled = released && !stored.end_unsynced;
+            core.known.add(&id, status.state());
             core.tasks.insert(
                 id.clone(),
                 Task {
@@ -257,7 +258,7 @@ impl Core {
             source: v1::StatusSource::Master as i32,
             ..Default::default()
         };
-        task.set_status(status.clone());
+        task.set_status(status.clone(), &mut self.known);
         task.master_update = Some(status);
         self.dirty_task(id);
     }

@@ -98,7 +98,7 @@ impl Core {
             let task = self.tasks.get_mut(&id).expect("known task");
             // The same unconfirmed end sent again already waits for a mark.
             let waiting = task.end_unsynced && task.status.uuid == status.uuid;
-            task.set_status(status.clone());
+            task.set_status(status.clone(), &mut self.known);
             let release = terminal && !task.released;
             // An end not yet durable on the agent frees the resources now
             // and is told once the agent's `synced` covers it.
@@ -403,7 +403,7 @@ impl Core {
             agent_recovering: false,
             stdout_head: Vec::new(),
         };
-        task.set_status(status.clone());
+        task.set_status(status.clone(), &mut self.known);
         task.master_update = Some(status.clone());
         task.end_unsynced = false;
         let framework = task.framework.clone();
@@ -460,7 +460,9 @@ impl Core {
         fw.completed.push_back(id.clone());
         while fw.completed.len() > cap {
             let old = fw.completed.pop_front().expect("non-empty");
-            self.tasks.remove(&old);
+            if let Some(forgotten) = self.tasks.remove(&old) {
+                self.known.remove(&old, forgotten.status.state());
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 use wasmos_proto::v1;
 
 use super::Task;
+use super::pages::KnownTasks;
 
 /// Changes kept per task; older ones are dropped.
 const KEPT: usize = 6;
@@ -56,8 +57,10 @@ impl Transitions {
 }
 
 impl Task {
-    /// Sets the task's latest status, noting the change of state.
-    pub(super) fn set_status(&mut self, status: v1::TaskStatus) {
+    /// Sets the task's latest status, noting the change of state here and
+    /// in the counts of `known`.
+    pub(super) fn set_status(&mut self, status: v1::TaskStatus, known: &mut KnownTasks) {
+        known.changed(self.status.state(), status.state());
         self.transitions.record(&status);
         self.status = status;
     }

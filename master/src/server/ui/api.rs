@@ -40,9 +40,7 @@ pub async fn task_page(
     let who = viewer.who.clone();
     let after = (!after.is_empty()).then(|| after.to_string());
     ui.actor
-        .query(move |core, _| {
-            core.task_page(&filter, |owner| who.may_see(owner), after.as_deref(), limit)
-        })
+        .query(move |core, _| core.task_page(&filter, &who, after.as_deref(), limit))
         .await
 }
 
@@ -96,7 +94,7 @@ pub async fn overview(State(ui): Shared, headers: HeaderMap) -> Response {
         .query(move |core, _| {
             let agents = core.agents();
             let counts: serde_json::Map<String, serde_json::Value> = core
-                .task_counts(|owner| who.may_see(owner))
+                .task_counts(&who)
                 .into_iter()
                 .map(|(state, n)| (html::state(state).to_string(), json!(n)))
                 .collect();
