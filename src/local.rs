@@ -22,7 +22,7 @@ pub struct Args {
     /// gRPC address of the master.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: SocketAddr,
-    /// HTTP address of the master (/state, /metrics).
+    /// HTTP address of the master: its web UI, /state and /metrics.
     #[arg(long, default_value = "127.0.0.1:5051")]
     pub http: SocketAddr,
     /// Where the master and agents keep their files (default: a `wasmos`
@@ -121,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster.url, args.agents
     );
     if let Some(http) = cluster.master.http_addr() {
+        println!("  web UI on http://{http}/");
         println!("  /state and /metrics on http://{http}");
     }
     match save_profile(&cluster.url) {

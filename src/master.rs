@@ -18,7 +18,8 @@ pub struct Args {
     /// gRPC address for frameworks, agents and operators.
     #[arg(long, default_value = "127.0.0.1:5050")]
     listen: SocketAddr,
-    /// HTTP address for /health, /state (JSON) and /metrics (Prometheus).
+    /// HTTP address for the web UI (`/`), /health, /state (JSON) and
+    /// /metrics (Prometheus).
     #[arg(long, default_value = "127.0.0.1:5051")]
     http: SocketAddr,
     /// Serve no HTTP port.
@@ -310,6 +311,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "http"
     };
     if let Some(http) = master.http_addr() {
+        let login = if scheme == "https" {
+            " (log in with a token; browsers trust the cluster by its ca.pem)"
+        } else {
+            ""
+        };
+        println!("  web UI on {scheme}://{http}/{login}");
         println!("  /state and /metrics on {scheme}://{http}");
     }
     if let Some(token) = master.admin_token_path() {

@@ -433,6 +433,25 @@ async fn on_a_local_cluster(browser: &Browser, cluster: &Cluster) {
     })
     .unwrap_or_else(|| panic!("weight {} after the form", weight_of_default()));
 
+    // The agents page shows both, connected and heard from lately.
+    browser.goto(&format!("{base}/ui/agents")).await;
+    let agents = browser.text("main table").await;
+    assert_eq!(agents.matches("connected").count(), 2, "{agents}");
+    assert!(agents.contains("os=linux"), "{agents}");
+    // (Today's date or, just past midnight, yesterday's.)
+    let days = browser
+        .run(
+            "const day = (ms) => new Date(ms).toISOString().slice(0, 10);
+             return [day(Date.now()), day(Date.now() - 86400000)];",
+        )
+        .await;
+    let heard = |day: &Value| agents.matches(day.as_str().unwrap()).count();
+    assert_eq!(
+        heard(&days[0]) + heard(&days[1]),
+        2,
+        "a last-heard time for each: {agents}"
+    );
+
     browser.goto(&format!("{base}/")).await;
     browser.assert_clean().await;
     browser.screenshot("overview").await;

@@ -44,6 +44,8 @@ pub struct AgentView {
     pub connected: bool,
     pub draining: bool,
     pub tasks: usize,
+    /// When the master last heard from it, in wall-clock milliseconds.
+    pub last_seen_ms: u64,
 }
 
 /// A framework as the master knows it.
@@ -129,6 +131,7 @@ impl Core {
                     connected: a.connection.is_some(),
                     draining: a.draining,
                     tasks: a.tasks.len(),
+                    last_seen_ms: self.wall(a.last_seen),
                 }
             })
             .collect();
@@ -186,6 +189,17 @@ impl Core {
     /// How many offers are outstanding.
     pub fn offer_count(&self) -> usize {
         self.offers.len()
+    }
+
+    /// What the agents reserve for each role, in all.
+    pub fn role_reservations(&self) -> std::collections::BTreeMap<Role, Resources> {
+        let mut reserved = std::collections::BTreeMap::new();
+        for agent in self.agents.values() {
+            for (role, amount) in &agent.reservations {
+                *reserved.entry(role.clone()).or_insert(Resources::ZERO) += *amount;
+            }
+        }
+        reserved
     }
 
     /// The reservations an agent registered with.

@@ -168,6 +168,7 @@ impl Operator for OperatorService {
                         connected: a.connected,
                         draining: a.draining,
                         tasks: a.tasks as u32,
+                        last_seen_ms: a.last_seen_ms,
                     })
                     .collect()
             })

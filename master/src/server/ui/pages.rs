@@ -12,7 +12,10 @@ use wasmos_proto::v1::operator_server::Operator;
 use super::html::{self, bar, csrf, page, query, resources, resources_wire};
 use super::session::Viewer;
 use super::{Shared, as_viewer, error_page, page_viewer};
+use std::collections::BTreeMap;
+
 use crate::core::TaskFilter;
+use crate::ids::Role;
 use crate::resources::Resources;
 
 /// Rows a table page shows.
@@ -56,16 +59,14 @@ pub async fn overview(State(ui): Shared, headers: HeaderMap) -> Response {
             };
             let counts = core.task_counts(&who);
             (
-                agents.len(),
-                connected,
-                draining,
-                sum(|a| a.total),
-                sum(|a| a.used),
+                (agents.len(), connected, draining),
+                (sum(|a| a.total), sum(|a| a.used)),
                 counts,
+                core.role_reservations(),
             )
         })
         .await;
-    let Ok((agents, connected, draining, total, used, counts)) = cluster else {
+    let Ok(((agents, connected, draining), (total, used), counts, reserved)) = cluster else {
         return error_page(Some(&viewer), &tonic::Status::unavailable("shutting down"));
     };
     let roles = call_or_return!(
@@ -113,7 +114,7 @@ pub async fn overview(State(ui): Shared, headers: HeaderMap) -> Response {
         section {
             h2 { "Dominant share of each role (solid) against its fair share (dashed), last 15 minutes" }
             (html::trusted(ui.history.chart()))
-            (roles_table(&roles, None))
+            (roles_table(&roles, &reserved, None))
         }
     };
     page("Overview", Some(&viewer), LIVE_MS, body).into_response()
@@ -127,11 +128,15 @@ fn quota(quota: Option<&v1::Resources>) -> String {
     }
 }
 
-fn roles_table(roles: &[v1::RoleInfo], viewer: Option<&Viewer>) -> Markup {
+fn roles_table(
+    roles: &[v1::RoleInfo],
+    reserved: &BTreeMap<Role, Resources>,
+    viewer: Option<&Viewer>,
+) -> Markup {
     html! {
         table {
             tr {
-                th { "role" } th.num { "weight" } th { "quota" } th { "allocated" }
+                th { "role" } th.num { "weight" } th { "quota" } th { "reserved" } th { "allocated" }
                 th.num { "share" } th.num { "fair share" } th.num { "frameworks" }
                 @if viewer.is_some() { th { "change" } }
             }
@@ -140,6 +145,12 @@ fn roles_table(roles: &[v1::RoleInfo], viewer: Option<&Viewer>) -> Markup {
                     td { a href={ "/ui/tasks" (query(&[("role", &role.name)])) } { (role.name) } }
                     td.num { (role.weight) }
                     td { (quota(role.quota.as_ref())) }
+                    td {
+                        @match reserved.get(role.name.as_str()) {
+                            Some(r) => (resources(r)),
+                            None => "none",
+                        }
+                    }
                     td { (resources_wire(role.allocated.as_ref())) }
                     td.num { (format!("{:.1}%", role.weighted_share * role.weight * 100.0)) }
                     td.num { (format!("{:.1}%", role.fair_share * 100.0)) }
@@ -168,9 +179,13 @@ pub async fn roles(State(ui): Shared, headers: HeaderMap) -> Response {
             .list_roles(as_viewer(&viewer, v1::ListRolesRequest {}))
     )
     .roles;
+    let reserved = match ui.actor.query(|core, _| core.role_reservations()).await {
+        Ok(reserved) => reserved,
+        Err(status) => return error_page(Some(&viewer), &status),
+    };
     let admin = viewer.who.is_admin().then_some(&viewer);
     let body = html! {
-        (roles_table(&roles, admin))
+        (roles_table(&roles, &reserved, admin))
         @if admin.is_some() {
             p.hint { "A quota is written as the CLI takes it (cpus:4,mem:8GiB,disk:10GiB); left empty it stays as it is." }
         }
@@ -191,7 +206,7 @@ pub async fn agents(State(ui): Shared, headers: HeaderMap) -> Response {
         table {
             tr {
                 th { "agent" } th { "host" } th { "attributes" } th { "resources" } th { "used" }
-                th.num { "tasks" } th { "state" }
+                th.num { "tasks" } th { "state" } th { "last heard (UTC)" }
                 @if admin { th { "change" } }
             }
             @for agent in &agents {
@@ -208,6 +223,7 @@ pub async fn agents(State(ui): Shared, headers: HeaderMap) -> Response {
                         @else if agent.draining { span.badge.warn { "draining" } }
                         @else { span.badge.ok { "connected" } }
                     }
+                    td { (html::time(agent.last_seen_ms)) }
                     @if admin {
                         td {
                             @let change = if agent.draining { "undrain" } else { "drain" };
@@ -625,7 +641,17 @@ pub async fn job(State(ui): Shared, headers: HeaderMap, Path(id): Path<String>) 
 #[serde(default)]
 pub struct UsageQuery {
     pub by: String,
+    /// Only the last this many hours (0: everything the ledger holds).
+    pub hours: u64,
 }
+
+/// The spans the usage page offers: (hours, label).
+const USAGE_SPANS: [(u64, &str); 4] = [
+    (1, "last hour"),
+    (24, "last day"),
+    (168, "last week"),
+    (0, "all"),
+];
 
 pub async fn usage(
     State(ui): Shared,
@@ -633,16 +659,27 @@ pub async fn usage(
     Query(asked): Query<UsageQuery>,
 ) -> Response {
     let viewer = viewer_or_return!(ui, headers);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let request = v1::UsageRequest {
-        since_ms: 0,
+        since_ms: match asked.hours {
+            0 => 0,
+            hours => now_ms.saturating_sub(hours.saturating_mul(3_600_000)),
+        },
         by: asked.by.clone(),
     };
+    let hours = asked.hours.to_string();
     let usage = call_or_return!(viewer, ui.jobs.usage(as_viewer(&viewer, request)));
     let body = html! {
         p {
             "Group by: "
             @for by in ["role", "principal", "job"] {
-                a href={ "/ui/usage" (query(&[("by", by)])) } { (by) } " "
+                a href={ "/ui/usage" (query(&[("by", by), ("hours", &hours)])) } { (by) } " "
+            }
+            " · Over: "
+            @for (span, label) in USAGE_SPANS {
+                a href={ "/ui/usage" (query(&[("by", &asked.by), ("hours", &span.to_string())])) } { (label) } " "
             }
         }
         p { "Since " (html::time(usage.since_ms)) " UTC." }
