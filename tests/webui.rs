@@ -367,6 +367,15 @@ async fn on_a_local_cluster(browser: &Browser, cluster: &Cluster) {
         browser.text("pre#stderr").await
     );
     browser.screenshot("failed-task").await;
+    // Its job's page groups the failure under its reason, with its message.
+    browser.goto(&format!("{base}/ui/jobs/{failing}")).await;
+    let failures = browser.text("main").await;
+    assert!(failures.contains("EXIT_NONZERO (1)"), "{failures}");
+    assert!(failures.contains("exited with code 7"), "{failures}");
+    assert!(
+        failures.contains("exiting with 7"),
+        "the stdout head: {failures}"
+    );
 
     // Hostile names and output are shown as text and never run.
     let hostile_name = "<script>window.pwned = 1</script>";
@@ -452,7 +461,10 @@ async fn on_a_local_cluster(browser: &Browser, cluster: &Cluster) {
         "a last-heard time for each: {agents}"
     );
 
+    // The overview, once jobs ran, shows their role and its weight.
     browser.goto(&format!("{base}/")).await;
+    let roles = browser.text("main section:last-child table").await;
+    assert!(roles.contains("default 3"), "the roles: {roles}");
     browser.assert_clean().await;
     browser.screenshot("overview").await;
     for page in ["jobs", "tasks", "agents", "roles", "usage"] {
@@ -579,4 +591,41 @@ async fn on_a_tls_master(browser: &Browser, cluster: &Cluster) {
         browser.url().await
     );
     assert!(browser.text("p.error").await.contains("revoked"));
+}
+
+/// The head of the answer to `GET /` sent to `cluster` with `host` as the
+/// Host header.
+fn head_of_get_as(cluster: &Cluster, host: &str) -> String {
+    use std::io::{Read, Write};
+    let address = cluster.http.strip_prefix("http://").expect("plaintext");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map_or(response.clone(), |(head, _)| head.to_ascii_lowercase())
+}
+
+#[test]
+fn a_master_without_logins_serves_its_ui_only_at_its_address() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let address = cluster.http.strip_prefix("http://").unwrap().to_string();
+    let head = head_of_get_as(&cluster, &address);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let port = address.rsplit_once(':').unwrap().1;
+    let head = head_of_get_as(&cluster, &format!("localhost:{port}"));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // A name that resolves to loopback is another site (DNS rebinding).
+    let head = head_of_get_as(&cluster, &format!("rebound.example:{port}"));
+    assert!(head.starts_with("http/1.1 421"), "{head}");
 }

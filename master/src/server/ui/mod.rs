@@ -79,8 +79,39 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/ui/api/tasks/{id}/log", get(api::log))
         .route("/ui/assets/ui.css", get(css))
         .route("/ui/assets/ui.js", get(js))
+        .layer(middleware::from_fn_with_state(ui.clone(), known_host))
         .layer(middleware::from_fn(secure_headers))
         .with_state(ui)
+}
+
+/// On a master without logins (`wasmos local`), pages are only served to
+/// requests addressed to an IP address or `localhost`: a site that points
+/// its own name at 127.0.0.1 (DNS rebinding) must not get a page, and with
+/// it the CSRF token that allows changes.
+async fn known_host(State(ui): Shared, request: Request, next: Next) -> Response {
+    if !ui.sessions.needs_login() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if !is_address(host) {
+            let message = format!(
+                "this master serves its UI at its address (e.g. http://127.0.0.1:PORT/), not at `{host}`\n"
+            );
+            return (StatusCode::MISDIRECTED_REQUEST, message).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// True for `127.0.0.1:5051`, `[::1]:5051`, `localhost:5051` and the like.
+fn is_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Headers every answer carries: what the browser may run, and that it
@@ -228,4 +259,28 @@ pub fn spawn_sampler(actor: ActorHandle, history: Arc<History>) -> tokio::task::
             history.sample(&actor).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_addresses_and_localhost_are_known_hosts() {
+        for host in [
+            "127.0.0.1:5051",
+            "127.0.0.1",
+            "[::1]:5051",
+            "localhost:80",
+            "10.0.0.7:5051",
+        ] {
+            assert!(super::is_address(host), "{host}");
+        }
+        for host in [
+            "evil.example:5051",
+            "evil.example",
+            "",
+            "127.0.0.1.nip.io:5051",
+        ] {
+            assert!(!super::is_address(host), "{host}");
+        }
+    }
 }

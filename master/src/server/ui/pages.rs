@@ -572,6 +572,34 @@ pub async fn job(State(ui): Shared, headers: HeaderMap, Path(id): Path<String>) 
     } else {
         Vec::new()
     };
+    // The failures grouped by reason, each with its task's last message
+    // while the master still knows the task.
+    let task_ids: Vec<String> = failures.iter().map(|r| r.task_id.clone()).collect();
+    let messages: BTreeMap<String, String> = ui
+        .actor
+        .query(move |core, _| {
+            task_ids
+                .into_iter()
+                .filter_map(|id| {
+                    let message = core.task(&id)?.status.message;
+                    Some((id, message))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+    let mut by_reason: BTreeMap<&'static str, Vec<&v1::IndexResult>> = BTreeMap::new();
+    for result in &failures {
+        let reason = result
+            .outcome
+            .as_ref()
+            .map_or(v1::Reason::Unspecified, |o| o.reason());
+        let reason = match html::reason(reason) {
+            "" => "no reason (killed or cancelled before it ran)",
+            named => named,
+        };
+        by_reason.entry(reason).or_default().push(result);
+    }
     let detail = job.detail.clone().unwrap_or_default();
     let ended = job.ended_ms != 0;
     let body = html! {
@@ -619,16 +647,20 @@ pub async fn job(State(ui): Shared, headers: HeaderMap, Path(id): Path<String>) 
             }
         }
         @if !failures.is_empty() {
-            h2 { "Failed indices (the first " (FAILURES_SHOWN) ")" }
-            table {
-                tr { th.num { "index" } th { "task" } th { "reason" } th { "stdout (head)" } }
-                @for result in &failures {
-                    @let outcome = result.outcome.clone().unwrap_or_default();
-                    tr {
-                        td.num { (result.index) }
-                        td { a href={ "/ui/tasks/" (html::encode(&result.task_id)) } { (result.task_id) } }
-                        td { (html::reason(outcome.reason())) }
-                        td { pre.inline { (String::from_utf8_lossy(result.stdout_head.as_deref().unwrap_or_default())) } }
+            h2 { "Failed indices by reason (the first " (FAILURES_SHOWN) ")" }
+            @for (reason, results) in &by_reason {
+                h3 { (reason) " (" (results.len()) ")" }
+                table {
+                    tr { th.num { "index" } th { "task" } th.num { "exit" } th { "message" } th { "stdout (head)" } }
+                    @for result in results {
+                        @let outcome = result.outcome.clone().unwrap_or_default();
+                        tr {
+                            td.num { (result.index) }
+                            td { a href={ "/ui/tasks/" (html::encode(&result.task_id)) } { (result.task_id) } }
+                            td.num { @if let Some(code) = outcome.exit_code { (code) } }
+                            td { pre.inline { (messages.get(&result.task_id).map_or("", String::as_str)) } }
+                            td { pre.inline { (String::from_utf8_lossy(result.stdout_head.as_deref().unwrap_or_default())) } }
+                        }
                     }
                 }
             }
