@@ -119,10 +119,7 @@ impl Browser {
 
     /// The text of the first element `css` finds on the page as it is now.
     async fn text(&self, css: &str) -> String {
-        match self.client.find(Locator::Css(css)).await {
-            Ok(element) => element.text().await.unwrap_or_default(),
-            Err(e) => panic!("no `{css}` on {}: {e}", self.url().await),
-        }
+        self.element(css).await.text().await.unwrap_or_default()
     }
 
     /// Waits until the first `css` element's text satisfies `ready`,
@@ -143,6 +140,25 @@ impl Browser {
             "`{css}` on {} never got there; last: {last:?}",
             self.url().await
         );
+    }
+
+    /// The element `css` finds, or a panic naming the page.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element,
+            Err(e) => panic!("no `{css}` on {}: {e}", self.url().await),
+        }
+    }
+
+    /// Replaces the text of the field `css` finds with `text`.
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self.element(css).await;
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.element(css).await.click().await.unwrap();
     }
 
     async fn url(&self) -> String {
@@ -411,23 +427,12 @@ async fn on_a_local_cluster(browser: &Browser, cluster: &Cluster) {
 
     // A weight changed on the page reaches `wasmos roles`.
     browser.goto(&format!("{base}/ui/roles")).await;
-    let weight = browser
-        .client
-        .find(Locator::Css(
-            "form[action='/ui/roles/default'] input[name=weight]",
-        ))
-        .await
-        .expect("the weight field of role default");
-    weight.clear().await.unwrap();
-    weight.send_keys("3").await.unwrap();
     browser
-        .client
-        .find(Locator::Css("form[action='/ui/roles/default'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .fill("form[action='/ui/roles/default'] input[name=weight]", "3")
+        .await;
+    browser
+        .click("form[action='/ui/roles/default'] button")
+        .await;
     // The form posts and the browser follows the redirect in its own time.
     let weight_of_default = || -> Value {
         let listed = cli_ok(cluster, None, &["roles", "--json"]);
@@ -490,36 +495,12 @@ async fn on_a_tls_master(browser: &Browser, cluster: &Cluster) {
         "no session: the login page, not {}",
         browser.url().await
     );
-    let field = browser
-        .client
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap();
-    field.send_keys("not-a-token").await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.fill("input[name=token]", "not-a-token").await;
+    browser.click("form.login button").await;
     browser.wait_text("p.error", |t| t.contains("Bearer")).await;
 
-    let field = browser
-        .client
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap();
-    field.send_keys(&bob).await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.fill("input[name=token]", &bob).await;
+    browser.click("form.login button").await;
     browser
         .wait_text("header .who", |t| t.contains("bob"))
         .await;
@@ -565,15 +546,8 @@ async fn on_a_tls_master(browser: &Browser, cluster: &Cluster) {
     assert_eq!(forged, json!([403, 403]));
     assert_eq!(job_state(cluster, &bobs), "HELD");
     browser
-        .client
-        .find(Locator::Css(&format!(
-            "form[action='/ui/jobs/{bobs}/cancel'] button"
-        )))
-        .await
-        .expect("the cancel button")
-        .click()
-        .await
-        .unwrap();
+        .click(&format!("form[action='/ui/jobs/{bobs}/cancel'] button"))
+        .await;
     wait_for(PATIENCE, || {
         (job_state(cluster, &bobs) == "CANCELLED").then_some(())
     })

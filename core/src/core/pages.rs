@@ -152,20 +152,7 @@ impl Core {
                 kept.push(&task.id);
             }
         }
-        let mut ids = kept.into_sorted_vec();
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        let tasks: Vec<TaskLine> = ids
-            .iter()
-            .filter_map(|id| self.tasks.get(*id).or_else(|| self.graveyard.get(*id)))
-            .map(line)
-            .collect();
-        let next = more.then(|| tasks.last().map(|t| t.id.clone())).flatten();
-        TaskPage {
-            tasks,
-            matching,
-            next,
-        }
+        self.page_of(kept.into_sorted_vec(), limit, matching)
     }
 
     /// The page of tasks of job `job` (of all tasks, if empty) after
@@ -191,7 +178,12 @@ impl Core {
             None => self.known.ids.len(),
             Some(p) => from(Bound::Included(p)).count(),
         };
-        let ids: Vec<&TaskId> = from(start).take(limit + 1).collect();
+        self.page_of(from(start).take(limit + 1).collect(), limit, matching)
+    }
+
+    /// The page of the first `limit` of `ids` (in order; one more says a
+    /// next page exists).
+    fn page_of(&self, ids: Vec<&TaskId>, limit: usize, matching: usize) -> TaskPage {
         let more = ids.len() > limit;
         let tasks: Vec<TaskLine> = ids
             .into_iter()

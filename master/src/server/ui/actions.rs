@@ -93,10 +93,10 @@ pub async fn log_out(
     form: Result<Form<Csrf>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return forged();
+        return Refused::Forged.into_response();
     };
-    if !ui.sessions.csrf_matches(&headers, &form.csrf) {
-        return forged();
+    if !ui.sessions.csrf_matches(&headers, form.csrf()) {
+        return Refused::Forged.into_response();
     }
     ui.sessions.log_out(&headers);
     (
@@ -106,17 +106,38 @@ pub async fn log_out(
         .into_response()
 }
 
-fn forged() -> Response {
-    Refused::Forged.into_response()
+/// A form that carries the session's CSRF token.
+trait CarriesCsrf {
+    fn csrf(&self) -> &str;
 }
 
-/// The viewer of a change, once its CSRF token is checked.
-fn changer(ui: &Ui, headers: &HeaderMap, csrf: &str) -> Result<Viewer, Refused> {
+impl CarriesCsrf for Csrf {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl CarriesCsrf for RoleForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The viewer of a change and its form, once the form's CSRF token is
+/// checked (a body that is no form has none).
+fn changer<T: CarriesCsrf>(
+    ui: &Ui,
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<(Viewer, T), Refused> {
+    let Ok(Form(form)) = form else {
+        return Err(Refused::Forged);
+    };
     let viewer = page_viewer(ui, headers)?;
-    if !ui.sessions.csrf_matches(headers, csrf) {
+    if !ui.sessions.csrf_matches(headers, form.csrf()) {
         return Err(Refused::Forged);
     }
-    Ok(viewer)
+    Ok((viewer, form))
 }
 
 /// Back to the page the change was made on, or the reason it failed.
@@ -141,11 +162,8 @@ pub async fn role_change(
     Path(name): Path<String>,
     form: Result<Form<RoleForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return forged();
-    };
-    let viewer = match changer(&ui, &headers, &form.csrf) {
-        Ok(viewer) => viewer,
+    let (viewer, form) = match changer(&ui, &headers, form) {
+        Ok(changer) => changer,
         Err(refused) => return refused.into_response(),
     };
     let result = async {
@@ -183,11 +201,8 @@ pub async fn agent_change(
     Path((id, change)): Path<(String, String)>,
     form: Result<Form<Csrf>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return forged();
-    };
-    let viewer = match changer(&ui, &headers, &form.csrf) {
-        Ok(viewer) => viewer,
+    let (viewer, _) = match changer(&ui, &headers, form) {
+        Ok(changer) => changer,
         Err(refused) => return refused.into_response(),
     };
     let result = match change.as_str() {
@@ -214,11 +229,8 @@ pub async fn job_change(
     Path((id, change)): Path<(String, String)>,
     form: Result<Form<Csrf>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return forged();
-    };
-    let viewer = match changer(&ui, &headers, &form.csrf) {
-        Ok(viewer) => viewer,
+    let (viewer, _) = match changer(&ui, &headers, form) {
+        Ok(changer) => changer,
         Err(refused) => return refused.into_response(),
     };
     let back = format!("/ui/jobs/{}", html::encode(&id));
