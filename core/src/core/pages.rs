@@ -1,9 +1,11 @@
 //! Paged, filtered views of the tasks, for the web UI and its JSON API.
 //!
-//! A page copies only its own tasks: the rest are looked at, counted and
-//! left where they are. With 100,000 tasks known a page costs a pass over
-//! the maps (a few milliseconds of the actor's turn), not a sort and a
-//! clone of all of them as [`Core::tasks`] does.
+//! A page copies only its own tasks, never a sort and a clone of all of
+//! them as [`Core::tasks`] does. For someone who sees everything, a page of
+//! all tasks or of one job is a walk of the ordered ids from its cursor
+//! (0.3 ms of the actor's turn with 100,000 tasks known); a page for a
+//! principal who sees only their own tasks, or filtered by state, reason,
+//! role, framework or agent, is one pass over the tasks (~10 ms).
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Bound;
