@@ -143,17 +143,23 @@ pub async fn read_log(
         .read_sandbox(as_viewer(viewer, request))
         .await?
         .into_inner();
-    // Cut at the last whole character: the next read starts on the rest.
-    let whole = match std::str::from_utf8(&reply.data) {
-        Ok(_) => reply.data.len(),
-        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-        Err(_) => reply.data.len(),
-    };
+    let at_end = reply.complete && offset + reply.data.len() as u64 >= reply.size;
+    let whole = whole_characters(&reply.data, at_end);
     Ok(Log {
         text: String::from_utf8_lossy(&reply.data[..whole]).into_owned(),
         next_offset: offset + whole as u64,
         complete: reply.complete && offset + whole as u64 >= reply.size,
     })
+}
+
+/// How much of `data` to show now: up to its last whole character, so
+/// the next read starts on the rest of one cut in two; all of it when it
+/// ends the file (`at_end`), or the page would wait for the rest forever.
+fn whole_characters(data: &[u8], at_end: bool) -> usize {
+    match std::str::from_utf8(data) {
+        Err(e) if e.error_len().is_none() && !at_end => e.valid_up_to(),
+        _ => data.len(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,5 +244,21 @@ pub async fn file(
                 .into_response()
         }
         Err(status) => (http_status(&status), format!("{}\n", status.message())).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_characters;
+
+    #[test]
+    fn a_character_cut_in_two_waits_for_its_rest_unless_the_file_ends() {
+        let text = "tick é".as_bytes();
+        let cut = &text[..text.len() - 1];
+        assert_eq!(whole_characters(text, false), text.len());
+        assert_eq!(whole_characters(cut, false), cut.len() - 1);
+        assert_eq!(whole_characters(cut, true), cut.len());
+        // Bytes that are no UTF-8 at all are shown (replaced), not held.
+        assert_eq!(whole_characters(b"a\xffb", false), 3);
     }
 }
