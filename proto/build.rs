@@ -1,6 +1,8 @@
 //! Compiles `proto/wasmos/v1/*.proto` with protox (pure Rust, no `protoc`)
 //! and generates prost messages, plus tonic clients and servers with the
-//! `grpc` feature (without it the generated code never names tonic).
+//! `grpc` feature (without it the generated code never names tonic). With
+//! `grpc`, also the clients of the subset of etcd's API under `proto/etcd/`
+//! that a master on etcd speaks.
 
 use std::path::PathBuf;
 
@@ -15,8 +17,14 @@ const PROTOS: &[&str] = &[
     "proto/wasmos/v1/jobs.proto",
 ];
 
+const ETCD_PROTOS: &[&str] = &[
+    "proto/etcd/mvccpb/kv.proto",
+    "proto/etcd/etcdserverpb/rpc.proto",
+    "proto/etcd/v3electionpb/v3election.proto",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for proto in PROTOS {
+    for proto in PROTOS.iter().chain(ETCD_PROTOS) {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(PROTOS, ["proto"])?;
@@ -33,5 +41,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(grpc)
         .build_client(grpc)
         .compile_fds(fds)?;
+
+    // etcd's services are only called, never served, and stay out of the
+    // descriptor set above (reflection lists wasmos's own services).
+    if grpc {
+        tonic_prost_build::configure()
+            .build_server(false)
+            .build_client(true)
+            .compile_fds(protox::compile(ETCD_PROTOS, ["proto"])?)?;
+    }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod executor;
 mod jobs;
 mod local;
 mod master;
+mod master_ha;
 mod ops;
 mod run;
 mod shutdown;

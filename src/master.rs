@@ -1,4 +1,6 @@
-//! `wasmos master`: runs the master until Ctrl-C.
+//! `wasmos master`: runs the master until Ctrl-C or SIGTERM: alone on its
+//! work dir's registry, or (`--etcd`) as one of several masters sharing a
+//! registry in etcd, leading or standing by.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +37,22 @@ pub struct Args {
     /// clusters and benchmarks.
     #[arg(long)]
     ephemeral: bool,
+    /// etcd's client URLs (`http://127.0.0.1:2379[,...]`): keep the
+    /// registry in etcd, shared with the other masters of the same
+    /// --etcd-prefix. One of them leads (campaigning through etcd's
+    /// election on a lease); the others stand by and take over when it
+    /// stops. Artifacts and the audit log stay in each master's work dir.
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with = "ephemeral")]
+    etcd: Option<String>,
+    /// The key prefix of this cluster in etcd: several clusters can share
+    /// one etcd under different prefixes.
+    #[arg(long, default_value = "/wasmos", requires = "etcd")]
+    etcd_prefix: String,
+    /// The leader's lease in etcd (whole seconds): a leader that cannot
+    /// renew it (etcd or the network down, the process paused) stops
+    /// before it ends, and a standby leads once it has ended.
+    #[arg(long, default_value = "5s", value_parser = cli_args::duration, requires = "etcd")]
+    leader_lease: Duration,
     /// While FILE exists, registry commits wait (tests: to kill the master
     /// between sending a launch and making it durable).
     #[arg(long, hide = true, value_name = "FILE")]
@@ -299,7 +317,42 @@ impl Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(etcd) = &args.etcd {
+        return crate::master_ha::run(&args, etcd).await;
+    }
     let master = Master::start(args.config()?).await?;
+    announce(&args, &master);
+    tokio::select! {
+        result = master.wait() => result,
+        why = crate::shutdown::requested() => {
+            println!("stopping ({why})");
+            Ok(())
+        }
+    }
+}
+
+impl Args {
+    pub fn etcd_prefix(&self) -> &str {
+        &self.etcd_prefix
+    }
+
+    pub fn leader_lease(&self) -> Duration {
+        self.leader_lease
+    }
+
+    /// The gRPC URL clients reach this master by, before it has bound
+    /// (`--advertise`, else `--listen`).
+    pub fn grpc_url(&self) -> String {
+        let scheme = if self.insecure { "http" } else { "https" };
+        match self.advertise.first() {
+            Some(host_port) => format!("{scheme}://{host_port}"),
+            None => format!("{scheme}://{}", self.listen),
+        }
+    }
+}
+
+/// Says where a started master serves and where its credentials are.
+pub fn announce(args: &Args, master: &Master) {
     println!(
         "wasmos master listening on {} (epoch {})",
         master.url(),
@@ -327,15 +380,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "  new admin token in {} (clients: --token)",
                 token.display()
             );
-        } else {
+        } else if token.exists() {
             println!("  admin token in {}", token.display());
-        }
-    }
-    tokio::select! {
-        result = master.wait() => result,
-        why = crate::shutdown::requested() => {
-            println!("stopping ({why})");
-            Ok(())
+        } else {
+            println!(
+                "  admin token: in the work dir of the master that first led this cluster (admin.token)"
+            );
         }
     }
 }

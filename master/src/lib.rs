@@ -17,6 +17,7 @@
 //! - [`jobs`]: the job service's state machine (sans-IO, like the core):
 //!   jobs that live in the master, run as one framework per owner.
 
+pub mod etcd;
 pub mod jobs;
 pub mod server;
 pub mod store;

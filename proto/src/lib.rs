@@ -21,6 +21,23 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/wasmos.v1.rs"));
 }
 
+/// The clients of etcd's v3 API that a master on etcd uses (key-value,
+/// leases, elections, maintenance): etcd's own packages and field numbers,
+/// trimmed to what wasmos calls.
+#[cfg(feature = "grpc")]
+pub mod etcd {
+    #![allow(clippy::all, missing_docs)]
+    pub mod mvccpb {
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    }
+    pub mod etcdserverpb {
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+    pub mod v3electionpb {
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    }
+}
+
 impl v1::TaskState {
     /// Is this a state a task never leaves (`FINISHED`, `FAILED`, `KILLED`,
     /// `LOST`, `ERROR`)? Part of the protocol's meaning, so the master, agents

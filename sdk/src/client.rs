@@ -52,8 +52,29 @@ impl Client {
     }
 
     /// Connects with what `options` say to trust and show.
+    ///
+    /// `url` may list several masters of one cluster, comma-separated
+    /// (`https://m1:5050,https://m2:5050`): the first that answers is
+    /// taken. Only the leader serves; the others (standing by) do not
+    /// listen, so this finds the leader.
     pub async fn connect_with(url: impl Into<String>, options: ConnectOptions) -> Result<Client> {
         let url = url.into();
+        let mut last_error = None;
+        for one in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            match Client::connect_one(one.to_string(), options.clone()).await {
+                Ok(client) => return Ok(client),
+                Err(e @ Error::Connect { .. }) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::InvalidUrl {
+            url,
+            message: "no URL given".into(),
+        }))
+    }
+
+    /// Connects to the one master at `url`.
+    async fn connect_one(url: String, options: ConnectOptions) -> Result<Client> {
         let invalid = |message: String| Error::InvalidUrl {
             url: url.clone(),
             message,

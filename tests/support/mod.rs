@@ -3,6 +3,7 @@
 //! killed when the test ends.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod events;
 pub mod foreign;
 

@@ -46,7 +46,10 @@ use wasmos_proto::v1::to_executor::Kind as ToExecutor;
 /// Everything `wasmos agent` can be told.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The master's gRPC URL, e.g. `http://127.0.0.1:5050`.
+    /// The master's gRPC URL, e.g. `http://127.0.0.1:5050`, or the URLs of
+    /// several masters of one cluster, comma-separated: the agent attaches
+    /// to whichever leads (the others do not listen) and moves on to the
+    /// next when its master goes away.
     pub master: String,
     /// What the agent offers (resources, attributes, reservations, hostname).
     /// `agent_id` is filled in from `<work_dir>/agent_id` when present.
@@ -91,23 +94,37 @@ impl AgentConfig {
         }
     }
 
-    /// The master's endpoint, with the agent's certificate when it has one.
-    fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        let mut endpoint = Endpoint::from_shared(self.master.clone())
-            .with_context(|| {
-                format!(
-                    "`{}` is not a master URL (e.g. https://master:5050)",
-                    self.master
-                )
-            })?
-            .connect_timeout(Duration::from_secs(3));
+    /// The masters' URLs, in the order tried.
+    pub fn masters(&self) -> Vec<&str> {
+        let masters: Vec<&str> = self
+            .master
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .collect();
+        if masters.is_empty() {
+            vec![self.master.as_str()]
+        } else {
+            masters
+        }
+    }
+
+    /// The endpoint of the master at `url`, with the agent's certificate
+    /// when it has one. HTTP/2 keepalive notices a master that stopped
+    /// answering (paused, or cut off) without closing the connection.
+    fn endpoint(&self, url: &str) -> anyhow::Result<Endpoint> {
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("`{url}` is not a master URL (e.g. https://master:5050)"))?
+            .connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
         match (&self.identity, endpoint.uri().scheme_str()) {
             (Some(identity), Some("https")) => {
                 endpoint = endpoint.tls_config(identity.client_tls().tonic())?;
             }
             (None, Some("https")) => anyhow::bail!(
-                "{} serves TLS: the agent must join it first (--join <join string>, from `wasmos token create --agent`)",
-                self.master
+                "{url} serves TLS: the agent must join it first (--join <join string>, from `wasmos token create --agent`)"
             ),
             _ => {}
         }
@@ -115,9 +132,10 @@ impl AgentConfig {
     }
 }
 
-/// A lazily connected client of the master's `Artifacts` service.
-fn artifacts_client(config: &AgentConfig) -> anyhow::Result<ArtifactsClient<Channel>> {
-    Ok(artifacts::client(config.endpoint()?))
+/// A lazily connected client of the `Artifacts` service of the master at
+/// `url`.
+fn artifacts_client(config: &AgentConfig, url: &str) -> anyhow::Result<ArtifactsClient<Channel>> {
+    Ok(artifacts::client(config.endpoint(url)?))
 }
 
 /// An update waiting for its acknowledgement (its status boxed: the map
@@ -152,7 +170,10 @@ pub struct Agent {
     /// only once durable.
     master_holds_unsynced: bool,
     heartbeat_interval: Duration,
-    /// The artifact fetcher, its client rebuilt after a renewal.
+    /// Which of the configured masters the agent dials (its index).
+    current_master: usize,
+    /// The artifact fetcher, its client rebuilt after a renewal and when
+    /// the agent moves to another master.
     artifacts: Arc<MasterArtifacts>,
     artifact_client: Arc<std::sync::RwLock<ArtifactsClient<Channel>>>,
     /// Tasks running (as the agent last heard), for its HTTP port.
@@ -166,7 +187,11 @@ impl Agent {
     /// executor.
     pub fn new(mut config: AgentConfig) -> anyhow::Result<Agent> {
         add_platform_attributes(&mut config.info)?;
-        let artifact_client = Arc::new(std::sync::RwLock::new(artifacts_client(&config)?));
+        let first_master = config.masters()[0].to_string();
+        let artifact_client = Arc::new(std::sync::RwLock::new(artifacts_client(
+            &config,
+            &first_master,
+        )?));
         // Keys, sandboxes and tasks' outputs: the agent's owner's alone.
         wasmos_tls::private_dir(&config.executor.work_dir)
             .with_context(|| format!("cannot create {}", config.executor.work_dir.display()))?;
@@ -208,6 +233,7 @@ impl Agent {
             master_epoch: 0,
             master_holds_unsynced: false,
             heartbeat_interval: Duration::from_secs(1),
+            current_master: 0,
             artifacts: Arc::new(MasterArtifacts::new(artifact_client.clone())),
             artifact_client,
             running: Arc::default(),
@@ -240,6 +266,11 @@ impl Agent {
                 Ok(()) => {
                     tracing::warn!("the master closed the stream; reconnecting");
                     backoff = self.config.min_backoff;
+                    // A master that leaves may have lost its leadership:
+                    // the next one is tried at once.
+                    if self.next_master() {
+                        continue;
+                    }
                 }
                 Err(e) => {
                     // Refused for who it is (revoked, unknown, over its
@@ -256,25 +287,65 @@ impl Agent {
                     {
                         anyhow::bail!("the master refused this agent: {}", status.message());
                     }
-                    tracing::warn!(
-                        "link to {} failed: {e:#}; retrying in {backoff:?}",
-                        self.config.master
-                    );
+                    // Every master is tried in turn before backing off.
+                    if self.config.masters().len() > 1 {
+                        tracing::debug!("link to {} failed: {e:#}", self.master_url());
+                        if self.next_master() {
+                            continue;
+                        }
+                        tracing::warn!(
+                            "no master answered (the last: {e:#}); retrying in {backoff:?}"
+                        );
+                    } else {
+                        tracing::warn!(
+                            "link to {} failed: {e:#}; retrying in {backoff:?}",
+                            self.master_url()
+                        );
+                    }
                 }
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.max_backoff);
+            // Of several masters one leads again within a lease: look for
+            // it at least every second.
+            let max_backoff = match self.config.masters().len() {
+                1 => self.config.max_backoff,
+                _ => self.config.max_backoff.min(Duration::from_secs(1)),
+            };
+            backoff = (backoff * 2).min(max_backoff);
         }
+    }
+
+    /// The URL of the master the agent dials now.
+    fn master_url(&self) -> String {
+        let masters = self.config.masters();
+        masters[self.current_master % masters.len()].to_string()
+    }
+
+    /// Moves on to the next configured master (and its artifact client);
+    /// false when that wraps around to the first, or there is only one.
+    fn next_master(&mut self) -> bool {
+        let count = self.config.masters().len();
+        if count < 2 {
+            return false;
+        }
+        self.current_master = (self.current_master + 1) % count;
+        let url = self.master_url();
+        match artifacts_client(&self.config, &url) {
+            Ok(client) => *self.artifact_client.write().expect("not poisoned") = client,
+            Err(e) => tracing::warn!("rebuilding the artifact client: {e:#}"),
+        }
+        self.current_master != 0
     }
 
     /// One stream: register, then serve until it ends.
     async fn session(&mut self) -> anyhow::Result<()> {
+        let url = self.master_url();
         let channel = self
             .config
-            .endpoint()?
+            .endpoint(&url)?
             .connect()
             .await
-            .with_context(|| format!("no master at {}", self.config.master))?;
+            .with_context(|| format!("no master at {url}"))?;
         let mut client = AgentLinkClient::new(channel.clone()).max_decoding_message_size(64 << 20);
         let (outbound, rx) = mpsc::channel::<v1::AgentMessage>(4096);
         let mut info = self.config.info.clone();
@@ -302,7 +373,7 @@ impl Agent {
             anyhow::bail!("the master's first message was not `registered`");
         };
         self.registered(registered)?;
-        tracing::info!(agent = %self.agent_id, master = %self.config.master, "registered");
+        tracing::info!(agent = %self.agent_id, master = %url, "registered");
         self.resend(&outbound, Duration::ZERO).await?;
 
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
@@ -344,7 +415,7 @@ impl Agent {
             tracing::warn!("{e:#}");
             return;
         }
-        match artifacts_client(&self.config) {
+        match artifacts_client(&self.config, &self.master_url()) {
             Ok(client) => *self.artifact_client.write().expect("not poisoned") = client,
             Err(e) => tracing::warn!("rebuilding the artifact client: {e:#}"),
         }
@@ -357,7 +428,7 @@ impl Agent {
         if registered.master_epoch < self.master_epoch {
             anyhow::bail!(
                 "the master at {} answered with epoch {}, older than epoch {} seen before: a stale master; refusing it",
-                self.config.master,
+                self.master_url(),
                 registered.master_epoch,
                 self.master_epoch
             );

@@ -397,6 +397,11 @@ pub enum StoreError {
     /// The registry was written by a master of another schema version.
     #[error("{0}")]
     Schema(String),
+    /// The write was refused because this master no longer leads: a
+    /// registry shared by several masters (etcd) applies a leader's writes
+    /// only while its election holds. The master stops at once.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// Where the master's registry lives. Implementations must make a
@@ -432,6 +437,13 @@ pub trait Store: Send + Sync + 'static {
     /// True when a commit is only a memory write, so the shell need not move
     /// it off its thread.
     fn is_in_memory(&self) -> bool {
+        false
+    }
+
+    /// True when several masters share the registry (etcd), one leading:
+    /// what one master made at its first start (the admin token) may live
+    /// in another master's work dir.
+    fn is_shared(&self) -> bool {
         false
     }
 }

@@ -87,6 +87,10 @@ impl Store for GatedStore {
         self.inner.commit(writes)
     }
 
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} (commits held while {} exists)",

@@ -142,7 +142,8 @@ pub struct Opened {
 impl Trust {
     /// Loads the CA (making one, durably, on first start), the tokens and
     /// identities, issues this start's server certificate for `names`, and
-    /// makes sure `<work_dir>/admin.token` holds a valid admin token.
+    /// makes sure `<work_dir>/admin.token` holds a valid admin token (on a
+    /// shared registry, only when the registry holds no admin token).
     pub fn open(
         store: Arc<dyn Store>,
         records: Records,
@@ -213,8 +214,16 @@ impl Trust {
                     t.kind() == v1::TokenKind::Admin && token.matches(&t.secret_sha256)
                 })
             });
+        // A registry several masters share holds the admin token the first
+        // of them made (its secret in that master's work dir, only its hash
+        // here): the others make none, or every failover would add one.
+        let shared_has_admin = store.is_shared()
+            && state
+                .tokens
+                .values()
+                .any(|t| t.kind() == v1::TokenKind::Admin);
         let mut new_admin_token = None;
-        if current.is_none() {
+        if current.is_none() && !shared_has_admin {
             let token = Secret::generate();
             let stored = v1::StoredToken {
                 accessor: token.accessor.clone(),

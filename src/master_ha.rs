@@ -1,0 +1,120 @@
+//! `wasmos master --etcd`: one of several masters sharing a registry in
+//! etcd. It takes a lease, campaigns, and stands by until it leads; then it
+//! starts as a lone master would, on the registry in etcd with every write
+//! fenced by its election, until it stops (Ctrl-C or SIGTERM: it resigns,
+//! and a standby leads at once) or loses its leadership (it exits, code 3,
+//! for its supervisor to restart it as a standby).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmos_master::etcd::leadership::{self, Lease};
+use wasmos_master::etcd::{self, Etcd, Keys};
+use wasmos_master::server::Master;
+use wasmos_master::store::EtcdStore;
+use wasmos_proto::v1::MasterInfo;
+
+use crate::master::Args;
+
+/// How long to wait before asking an etcd that did not answer again.
+const RETRY: Duration = Duration::from_millis(500);
+
+pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
+    let endpoints = etcd::endpoints(etcd_urls)?;
+    let keys = Keys::new(args.etcd_prefix())?;
+    let mut config = args.config()?;
+    let client = Etcd::connect(&endpoints);
+    let mut info = MasterInfo {
+        master_id: config.core.master_id.clone(),
+        grpc_url: args.grpc_url(),
+        http_url: String::new(),
+        since_ms: now_ms(),
+    };
+    let shutdown = crate::shutdown::requested();
+    tokio::pin!(shutdown);
+    let mut told_waiting = false;
+    let (lease, leader) = loop {
+        let lease = tokio::select! {
+            lease = Lease::grant(&client, args.leader_lease()) => lease,
+            why = &mut shutdown => {
+                println!("stopping ({why})");
+                return Ok(());
+            }
+        };
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(e) => {
+                if !told_waiting {
+                    eprintln!(
+                        "wasmos master: etcd at {etcd_urls} does not answer ({}); trying again",
+                        e.message()
+                    );
+                    told_waiting = true;
+                }
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        match leadership::current_leader(&client, &keys).await {
+            Ok(Some(leader)) => println!(
+                "standing by under {} on etcd: {} leads ({})",
+                keys.prefix(),
+                leader.master_id,
+                leader.grpc_url
+            ),
+            _ => println!("standing by under {} on etcd: no leader yet", keys.prefix()),
+        }
+        tokio::select! {
+            won = leadership::campaign(&client, &keys, &lease, &info) => match won {
+                Ok(leader) => break (lease, leader),
+                Err(e) => {
+                    eprintln!("wasmos master: campaign failed ({}); trying again", e.message());
+                    lease.revoke().await;
+                    tokio::time::sleep(RETRY).await;
+                }
+            },
+            why = lease.until_lost() => {
+                eprintln!("wasmos master: lost the standby lease ({why}); campaigning again");
+            }
+            why = &mut shutdown => {
+                println!("stopping ({why})");
+                lease.revoke().await;
+                return Ok(());
+            }
+        }
+    };
+    // From here on a leader that cannot prove it leads ends the process.
+    lease.watch_leadership();
+    println!(
+        "leading under {} on etcd (lease {:?})",
+        keys.prefix(),
+        lease.ttl()
+    );
+    let store = EtcdStore::connect(&endpoints, keys.clone(), Some(leader.fence()), lease.ttl())?;
+    config.store = Some(Arc::new(store));
+    let master = Master::start(config).await?;
+    info.grpc_url = master.url();
+    info.http_url = master
+        .http_addr()
+        .map(|http| format!("{}://{http}", master.scheme()))
+        .unwrap_or_default();
+    info.since_ms = now_ms();
+    leader.proclaim(&client, &info).await;
+    crate::master::announce(args, &master);
+    // The master (in `wait`) is dropped when this ends: its servers close,
+    // and a write its actor still makes is fenced once the lease is gone.
+    let stopping = tokio::select! {
+        result = master.wait() => return result,
+        why = &mut shutdown => why,
+    };
+    println!("stopping ({stopping}); resigning");
+    leader.resign(&client).await;
+    lease.revoke().await;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,513 @@
+//! Several masters on one etcd: one leads, the others stand by, every
+//! registry write is fenced by the leader's election, and a standby takes
+//! over a job when the leader is killed, paused or stopped. Real etcd
+//! (Debian's), real `wasmos master` and `wasmos agent` processes, TLS, on
+//! loopback with ephemeral ports.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::etcd::Etcd;
+use support::{FAST_MASTER, guest, wait_for, wasmos};
+use wasmos_master::etcd::{Etcd as EtcdClient, Keys, endpoints, leadership};
+use wasmos_master::store::{EtcdStore, Record, Store, StoreError, Table, Write};
+use wasmos_proto::v1;
+
+/// Generous bounds: tests bound failover, the bench measures it.
+const LIMIT: Duration = Duration::from_secs(60);
+const LEASE: &str = "2s";
+const PREFIX: &str = "/ha-test";
+
+/// One `wasmos master --etcd` process and what it printed (stdout and
+/// stderr, line by line).
+struct MasterProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl MasterProcess {
+    /// Waits for a line containing `marker`.
+    fn wait_line(&mut self, marker: &str, limit: Duration) -> Option<String> {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(marker)) {
+            return Some(line.clone());
+        }
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(marker) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit; its code.
+    fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        wait_for(limit, || self.child.try_wait().ok().flatten())
+            .map(|status| status.code().unwrap_or(-1))
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        signal(self.pid(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A cluster of masters on one etcd, and agents that know them all.
+struct Ha {
+    etcd: Etcd,
+    dir: tempfile::TempDir,
+    /// Each master's gRPC and HTTP ports, fixed so clients can list them.
+    ports: Vec<(u16, u16)>,
+    masters: Vec<Option<MasterProcess>>,
+    /// The master whose work dir holds the admin token (the first leader).
+    admin: usize,
+    agents: Vec<(Child, PathBuf)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Ha {
+    /// `n` masters: the first started (and leading) before the others.
+    fn start(n: usize) -> Ha {
+        let mut ha = Ha::new(n);
+        ha.spawn(0);
+        ha.wait_leading(0);
+        for i in 1..n {
+            ha.spawn(i);
+            ha.master(i)
+                .wait_line("standing by", LIMIT)
+                .expect("a second master stands by");
+        }
+        ha
+    }
+
+    fn new(n: usize) -> Ha {
+        Ha {
+            etcd: Etcd::start(),
+            dir: tempfile::tempdir().unwrap(),
+            ports: (0..n).map(|_| (free_port(), free_port())).collect(),
+            masters: (0..n).map(|_| None).collect(),
+            admin: 0,
+            agents: Vec::new(),
+        }
+    }
+
+    fn work_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("master-{i}"))
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let (grpc, http) = self.ports[i];
+        let mut cmd = wasmos();
+        cmd.arg("master")
+            .args(["--etcd", &self.etcd.url, "--etcd-prefix", PREFIX])
+            .args(["--leader-lease", LEASE])
+            .args(["--listen", &format!("127.0.0.1:{grpc}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .arg("--work-dir")
+            .arg(self.work_dir(i))
+            .args(FAST_MASTER)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn wasmos master");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    eprintln!("[master-{i}] {line}");
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        self.masters[i] = Some(MasterProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        });
+    }
+
+    fn master(&mut self, i: usize) -> &mut MasterProcess {
+        self.masters[i].as_mut().expect("the master runs")
+    }
+
+    /// Waits until master `i` leads and serves; its epoch.
+    fn wait_leading(&mut self, i: usize) -> u64 {
+        let line = self
+            .master(i)
+            .wait_line("listening on", LIMIT)
+            .unwrap_or_else(|| panic!("master {i} did not lead within {LIMIT:?}"));
+        line.rsplit("epoch ")
+            .next()
+            .and_then(|e| e.trim_end_matches(')').parse().ok())
+            .expect("the epoch")
+    }
+
+    /// Every master's gRPC URL, comma-separated, as clients take them.
+    fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(grpc, _)| format!("https://127.0.0.1:{grpc}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `wasmos` as the cluster's admin (the first leader's token; every
+    /// master's CA is the same), pointed at every master.
+    fn cli(&self) -> Command {
+        let first = self.work_dir(self.admin);
+        let token = std::fs::read_to_string(first.join("admin.token")).expect("admin.token");
+        let mut cmd = wasmos();
+        cmd.env("WASMOS_CA", first.join("ca.pem"))
+            .env("WASMOS_TOKEN", token.trim())
+            .env("WASMOS_MASTER", self.urls());
+        cmd
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli().args(args).output().expect("run wasmos");
+        assert!(
+            out.status.success(),
+            "wasmos {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `wasmos ARGS`, tried again until it succeeds (a standby is taking
+    /// over meanwhile).
+    fn cli_eventually(&self, args: &[&str]) -> String {
+        let done = wait_for(LIMIT, || {
+            let out: Output = self.cli().args(args).output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8(out.stdout).unwrap())
+        });
+        done.unwrap_or_else(|| panic!("wasmos {args:?} did not succeed within {LIMIT:?}"))
+    }
+
+    /// Starts an agent that joins the cluster and knows every master.
+    fn add_agent(&mut self) {
+        let join = self.cli_ok(&["token", "create", "--agent", "--uses", "10"]);
+        let i = self.agents.len();
+        let work_dir = self.dir.path().join(format!("agent-{i}"));
+        let mut cmd = wasmos();
+        cmd.arg("agent")
+            .args([
+                "--master",
+                &self.urls(),
+                "--hostname",
+                &format!("agent-{i}"),
+            ])
+            .args(["--cpus", "2"])
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .env("WASMOS_JOIN", join.trim());
+        let (child, _) = support::spawn_until(cmd, &["wasmos agent offering"]);
+        self.agents.push((child, work_dir));
+    }
+
+    /// Waits until the leading master knows `n` agents connected.
+    fn wait_agents(&self, n: usize) {
+        let connected = wait_for(LIMIT, || {
+            let out = self.cli().args(["agents", "--json"]).output().ok()?;
+            let text = String::from_utf8(out.stdout).ok()?;
+            let agents: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            (agents.iter().filter(|a| a["state"] == "connected").count() >= n).then_some(())
+        });
+        assert!(
+            connected.is_some(),
+            "{n} agents did not connect within {LIMIT:?}"
+        );
+    }
+}
+
+impl Drop for Ha {
+    fn drop(&mut self) {
+        for (agent, work_dir) in &mut self.agents {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            // Executors outlive their agents by design: end them too.
+            if let Some(pid) = std::fs::read_to_string(work_dir.join("executor.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                support::kill_9(pid);
+            }
+        }
+        self.masters.clear();
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_its_job_completes() {
+    let mut ha = Ha::start(3);
+    ha.add_agent();
+    ha.add_agent();
+    ha.wait_agents(2);
+    let sleeper = guest("sleeper");
+    let job = ha
+        .cli_ok(&[
+            "submit",
+            sleeper.to_str().unwrap(),
+            "-n",
+            "2000",
+            "--cpus",
+            "0.25",
+            "--",
+            "20",
+            "i{i}",
+        ])
+        .trim()
+        .to_string();
+    let succeeded = |ha: &Ha| -> u64 {
+        let out = ha
+            .cli()
+            .args(["job", "show", &job, "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["succeeded"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_for(LIMIT, || (succeeded(&ha) >= 200).then_some(())).expect("the job never got going");
+
+    let killed_at = Instant::now();
+    let old_epoch = 1;
+    support::kill_9(ha.master(0).pid());
+    let leader = (1..3)
+        .find_map(|i| {
+            let line = ha
+                .master(i)
+                .wait_line("listening on", Duration::from_secs(1))?;
+            Some((i, line))
+        })
+        .or_else(|| (1..3).find_map(|i| Some((i, ha.master(i).wait_line("listening on", LIMIT)?))))
+        .expect("a standby leads");
+    eprintln!(
+        "master-{} leads {:?} after the kill",
+        leader.0,
+        killed_at.elapsed()
+    );
+    let epoch = ha.wait_leading(leader.0);
+    assert!(epoch > old_epoch, "the new leader's epoch {epoch}");
+    assert!(succeeded(&ha) < 2000 || killed_at.elapsed() > Duration::ZERO);
+
+    let waited = ha.cli_eventually(&["job", "wait", &job]);
+    let _ = waited;
+    let results = json_lines(&ha.cli_ok(&["job", "results", &job, "--json"]));
+    assert_eq!(results.len(), 2000);
+    let mut retried = 0;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i as u64, "{r}");
+        assert_eq!(r["state"], "SUCCEEDED", "{r}");
+        if r["attempts"] != 1 {
+            retried += 1;
+        }
+    }
+    // Only launches in flight when the leader died may run again: at most
+    // the slots of two agents of 2 cpus at 0.25 each.
+    assert!(retried <= 16, "{retried} indices ran more than once");
+}
+
+#[test]
+fn a_paused_leader_is_fenced_and_exits_without_writing() {
+    let mut ha = Ha::start(2);
+    let old = ha.master(0).pid();
+    signal(old, "STOP");
+    let epoch = ha.wait_leading(1);
+    assert_eq!(epoch, 2);
+    // The new leader paused too (its lease then ends as well): whatever
+    // reaches the registry from now on would come from the old leader.
+    signal(ha.master(1).pid(), "STOP");
+    let store = unfenced_store(&ha.etcd.url);
+    let before = store.newest_revision().unwrap();
+    signal(old, "CONT");
+    let code = ha.master(0).exit_code(LIMIT).expect("the old leader exits");
+    assert_eq!(code, leadership::LOST_LEADERSHIP_EXIT);
+    assert!(
+        ha.master(0).wait_line("lost leadership", LIMIT).is_some(),
+        "the old leader says why it stops"
+    );
+    assert_eq!(
+        store.newest_revision().unwrap(),
+        before,
+        "the old leader wrote"
+    );
+}
+
+#[test]
+fn masters_started_together_share_one_ca_and_one_admin_token_and_sigterm_hands_over() {
+    let mut ha = Ha::new(2);
+    ha.spawn(0);
+    ha.spawn(1);
+    // One of them leads; the other stands by.
+    let first = wait_for(LIMIT, || {
+        (0..2).find(|&i| {
+            ha.master(i)
+                .wait_line("listening on", Duration::from_millis(50))
+                .is_some()
+        })
+    })
+    .expect("one master leads");
+    let second = 1 - first;
+    assert!(ha.master(second).wait_line("standing by", LIMIT).is_some());
+    ha.admin = first;
+    ha.cli_ok(&["roles", "set", "batch", "--weight", "3"]);
+
+    let stopped = Instant::now();
+    signal(ha.master(first).pid(), "TERM");
+    assert_eq!(
+        ha.master(first).exit_code(LIMIT),
+        Some(0),
+        "a graceful stop"
+    );
+    ha.wait_leading(second);
+    eprintln!("the standby leads {:?} after SIGTERM", stopped.elapsed());
+
+    let ca = |i: usize| std::fs::read_to_string(ha.work_dir(i).join("ca.pem")).unwrap();
+    assert_eq!(ca(0), ca(1), "one CA");
+    assert!(
+        !ha.work_dir(second).join("admin.token").exists(),
+        "the second master made an admin token of its own"
+    );
+    // The first master's token works on the second, which holds one admin
+    // token and the role set on the first.
+    let tokens = json_lines(&ha.cli_eventually(&["token", "list", "--json"]));
+    let admins = tokens.iter().filter(|t| t["kind"] == "admin").count();
+    assert_eq!(admins, 1, "{tokens:?}");
+    let roles = ha.cli_ok(&["roles"]);
+    assert!(roles.contains("batch"), "{roles}");
+}
+
+/// A store on the test etcd that no election fences.
+fn unfenced_store(url: &str) -> EtcdStore {
+    EtcdStore::connect(
+        &endpoints(url).unwrap(),
+        Keys::new(PREFIX).unwrap(),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+fn role(name: String, weight: f64) -> Write {
+    Write::Put(Record::Role(v1::StoredRole {
+        name,
+        weight: Some(weight),
+        ..Default::default()
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_registry_reads_in_pages_writes_in_chunks_and_refuses_a_deposed_leader() {
+    let etcd = Etcd::start();
+    let client = EtcdClient::connect(&endpoints(&etcd.url).unwrap());
+    let keys = Keys::new(PREFIX).unwrap();
+    let lease = leadership::Lease::grant(&client, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let info = v1::MasterInfo::default();
+    let leader = leadership::campaign(&client, &keys, &lease, &info)
+        .await
+        .unwrap();
+    let store = EtcdStore::connect(
+        &endpoints(&etcd.url).unwrap(),
+        keys,
+        Some(leader.fence()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(store);
+
+    // 2,500 roles and a key written twice, in one commit: more than one
+    // transaction holds, and more than one page of a read.
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut writes: Vec<Write> = (0..2500).map(|i| role(format!("r{i:05}"), 1.0)).collect();
+        writes.push(role("r00007".into(), 7.0));
+        writes.push(Write::Delete(Table::Roles, "r00008".into()));
+        s.commit(&writes).unwrap();
+        let registry = s.load().unwrap();
+        assert_eq!(registry.roles.len(), 2499);
+        let seventh = registry.roles.iter().find(|r| r.name == "r00007").unwrap();
+        assert_eq!(seventh.weight, Some(7.0));
+        let Some(Record::Role(r)) = s.get(Table::Roles, "r00009").unwrap() else {
+            panic!("r00009 is missing");
+        };
+        assert_eq!(r.name, "r00009");
+        assert!(s.get(Table::Roles, "r00008").unwrap().is_none());
+        let page = s.range(Table::Roles, "r00100", Some("r00200"), 10).unwrap();
+        assert_eq!(page.len(), 10);
+        assert_eq!(
+            page[0],
+            Record::Role(v1::StoredRole {
+                name: "r00100".into(),
+                weight: Some(1.0),
+                ..Default::default()
+            })
+        );
+    })
+    .await
+    .unwrap();
+
+    // Leadership given up: the same store's writes are refused whole.
+    lease.revoke().await;
+    let s = store.clone();
+    let refused = tokio::task::spawn_blocking(move || s.commit(&[role("late".into(), 1.0)]))
+        .await
+        .unwrap();
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    let s = store.clone();
+    let late = tokio::task::spawn_blocking(move || s.get(Table::Roles, "late").unwrap())
+        .await
+        .unwrap();
+    assert!(late.is_none());
+}

@@ -1,0 +1,91 @@
+//! A throwaway etcd for tests of masters on etcd: Debian's `etcd` binary
+//! (`scripts/test` installs `etcd-server`), one member on ephemeral
+//! loopback ports, its data in a temp dir, killed when dropped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Etcd {
+    child: Option<Child>,
+    pub url: String,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// A loopback port free now (the kernel's pick, released at once).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let args = vec![
+            "--data-dir".to_string(),
+            dir.path().join("data").display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client.clone(),
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("default={peer}"),
+            "--log-level".into(),
+            "error".into(),
+        ];
+        let mut etcd = Etcd {
+            child: None,
+            url: client,
+            args,
+            _dir: dir,
+        };
+        etcd.resume_process();
+        etcd
+    }
+
+    /// Starts the etcd process (again, on the same data and ports) and
+    /// waits until it answers.
+    fn resume_process(&mut self) {
+        let child = Command::new("etcd")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd is missing: run scripts/test (it installs Debian's etcd-server)");
+        self.child = Some(child);
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let up = super::wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&addr).ok()
+        });
+        assert!(up.is_some(), "etcd did not listen on {addr} within 30 s");
+    }
+
+    /// Stops etcd (kill -9): masters lose it until [`Etcd::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "etcd still runs");
+        self.resume_process();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
