@@ -11,6 +11,7 @@ mod local;
 mod master;
 mod master_ha;
 mod ops;
+mod registry;
 mod run;
 mod shutdown;
 mod simulate;
@@ -90,6 +91,9 @@ enum Command {
     /// Save a master's URL, CA and token in the profile the CLI and SDK
     /// read, after checking that the master accepts them.
     Login(access::LoginArgs),
+    /// Move a master's registry: `registry migrate` copies a stopped
+    /// master's registry into etcd, for masters that share it.
+    Registry(registry::Args),
     /// Simulate the master's core and DRF allocator in one process: agents,
     /// frameworks in weighted roles, tasks coming and going, in simulated
     /// time. Prints each framework's dominant share as it changes.
@@ -212,6 +216,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Whoami(args) => rt()?.block_on(access::whoami(args))?,
         Command::Audit(args) => rt()?.block_on(access::audit(args))?,
         Command::Simulate(args) => simulate::run(args)?,
+        Command::Registry(args) => registry::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

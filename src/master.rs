@@ -53,6 +53,11 @@ pub struct Args {
     /// before it ends, and a standby leads once it has ended.
     #[arg(long, default_value = "5s", value_parser = cli_args::duration, requires = "etcd")]
     leader_lease: Duration,
+    /// How often the leader compacts etcd's history (keeping one interval
+    /// of it): etcd keeps every revision until compacted, and refuses all
+    /// writes once its quota is full.
+    #[arg(long, default_value = "1m", value_parser = cli_args::duration, requires = "etcd")]
+    etcd_compact_every: Duration,
     /// While FILE exists, registry commits wait (tests: to kill the master
     /// between sending a launch and making it durable).
     #[arg(long, hide = true, value_name = "FILE")]
@@ -338,6 +343,10 @@ impl Args {
 
     pub fn leader_lease(&self) -> Duration {
         self.leader_lease
+    }
+
+    pub fn etcd_compact_every(&self) -> Duration {
+        self.etcd_compact_every
     }
 
     /// The gRPC URL clients reach this master by, before it has bound

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use wasmos_master::etcd::compaction;
 use wasmos_master::etcd::leadership::{self, Lease};
 use wasmos_master::etcd::{self, Etcd, Keys};
 use wasmos_master::server::Master;
@@ -100,6 +101,10 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
         .unwrap_or_default();
     info.since_ms = now_ms();
     leader.proclaim(&client, &info).await;
+    let compaction = tokio::spawn(compaction::compact_forever(
+        client.clone(),
+        args.etcd_compact_every(),
+    ));
     crate::master::announce(args, &master);
     // The master (in `wait`) is dropped when this ends: its servers close,
     // and a write its actor still makes is fenced once the lease is gone.
@@ -107,6 +112,7 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
         result = master.wait() => return result,
         why = &mut shutdown => why,
     };
+    compaction.abort();
     println!("stopping ({stopping}); resigning");
     leader.resign(&client).await;
     lease.revoke().await;

@@ -134,7 +134,7 @@ impl Ha {
         let mut cmd = wasmos();
         cmd.arg("master")
             .args(["--etcd", &self.etcd.url, "--etcd-prefix", PREFIX])
-            .args(["--leader-lease", LEASE])
+            .args(["--leader-lease", LEASE, "--etcd-compact-every", "1s"])
             .args(["--listen", &format!("127.0.0.1:{grpc}")])
             .args(["--http", &format!("127.0.0.1:{http}")])
             .arg("--work-dir")
@@ -427,6 +427,74 @@ fn masters_started_together_share_one_ca_and_one_admin_token_and_sigterm_hands_o
     assert!(roles.contains("batch"), "{roles}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_outlive_an_etcd_outage_and_the_leader_compacts_history() {
+    let mut ha = tokio::task::block_in_place(|| {
+        let mut ha = Ha::start(2);
+        ha.add_agent();
+        ha.wait_agents(1);
+        ha
+    });
+    let hello = guest("hello");
+    let submit = |ha: &Ha| {
+        let job = ha.cli_eventually(&[
+            "submit",
+            hello.to_str().unwrap(),
+            "-n",
+            "50",
+            "--cpus",
+            "0.1",
+        ]);
+        let said = ha.cli_eventually(&["job", "wait", job.trim()]);
+        let _ = said;
+        let results = json_lines(&ha.cli_ok(&["job", "results", job.trim(), "--json"]));
+        assert_eq!(results.len(), 50);
+        assert!(
+            results.iter().all(|r| r["state"] == "SUCCEEDED"),
+            "{results:?}"
+        );
+    };
+    tokio::task::block_in_place(|| submit(&ha));
+
+    // The leader compacts: the first revisions are gone from etcd.
+    let client = EtcdClient::connect(&endpoints(&ha.etcd.url).unwrap());
+    let mut compacted = false;
+    for _ in 0..600 {
+        let old = client
+            .kv
+            .clone()
+            .range(wasmos_proto::etcd::etcdserverpb::RangeRequest {
+                key: b"/".to_vec(),
+                range_end: vec![0],
+                revision: 2,
+                count_only: true,
+                ..Default::default()
+            })
+            .await;
+        if old.is_err_and(|e| e.message().contains("compacted")) {
+            compacted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(compacted, "etcd's history was never compacted");
+
+    // etcd gone for longer than the lease: the leader stops and says why;
+    // once etcd is back, the standby leads and the cluster works again.
+    ha.etcd.stop();
+    tokio::task::block_in_place(|| {
+        assert_eq!(
+            ha.master(0).exit_code(LIMIT),
+            Some(leadership::LOST_LEADERSHIP_EXIT)
+        );
+        assert!(ha.master(0).wait_line("lost leadership", LIMIT).is_some());
+        std::thread::sleep(Duration::from_secs(1));
+        ha.etcd.restart();
+        assert_eq!(ha.wait_leading(1), 2);
+        submit(&ha);
+    });
+}
+
 /// A store on the test etcd that no election fences.
 fn unfenced_store(url: &str) -> EtcdStore {
     EtcdStore::connect(
@@ -510,4 +578,93 @@ async fn the_etcd_registry_reads_in_pages_writes_in_chunks_and_refuses_a_deposed
         .await
         .unwrap();
     assert!(late.is_none());
+}
+
+#[test]
+fn a_migrated_registry_serves_the_same_jobs_roles_and_tokens() {
+    let etcd = Etcd::start();
+    let mut cluster = support::Cluster::start_tls(1, &[], &[]);
+    let cli_ok = |cluster: &support::Cluster, args: &[&str]| {
+        let out = cluster
+            .cli()
+            .env("WASMOS_MASTER", &cluster.url)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli_ok(&cluster, &["roles", "set", "batch", "--weight", "3"]);
+    cluster.token(&["--principal", "alice", "--roles", "batch"]);
+    let hello = guest("hello");
+    let job = cli_ok(&cluster, &["submit", hello.to_str().unwrap(), "-n", "5"]);
+    let job = job.trim().to_string();
+    cli_ok(&cluster, &["job", "wait", &job]);
+    cluster.kill_master();
+
+    let work_dir = cluster.dir.path().join("master");
+    let migrate = |prefix: &str| {
+        wasmos()
+            .args([
+                "registry",
+                "migrate",
+                "--etcd",
+                &etcd.url,
+                "--etcd-prefix",
+                prefix,
+            ])
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .output()
+            .unwrap()
+    };
+    let out = migrate("/migrated");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("1 jobs"), "{said}");
+    // Into a prefix that holds a registry already: refused.
+    let again = migrate("/migrated");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("empty prefix"));
+
+    // A master on etcd, on the same work dir: the same registry.
+    let mut cmd = wasmos();
+    cmd.arg("master")
+        .args(["--etcd", &etcd.url, "--etcd-prefix", "/migrated"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--work-dir",
+        ])
+        .arg(&work_dir);
+    let (mut master, lines) = support::spawn_until(cmd, &["listening on"]);
+    assert!(lines[0].contains("(epoch 2)"), "{}", lines[0]);
+    let url = lines[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_string();
+    cluster.url = url;
+    let tokens = cli_ok(&cluster, &["token", "list"]);
+    assert!(tokens.contains("alice"), "{tokens}");
+    assert!(cli_ok(&cluster, &["roles"]).contains("batch"));
+    let shown: Value =
+        serde_json::from_str(&cli_ok(&cluster, &["job", "show", &job, "--json"])).unwrap();
+    assert_eq!(shown["succeeded"], 5, "{shown}");
+    assert_eq!(
+        json_lines(&cli_ok(&cluster, &["job", "results", &job, "--json"])).len(),
+        5
+    );
+    let _ = master.kill();
+    let _ = master.wait();
 }

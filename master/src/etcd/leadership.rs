@@ -1,8 +1,8 @@
 //! Who leads: masters campaign through etcd's election service, each on a
 //! lease of its own; the winner leads until its lease ends.
 //!
-//! - [`Lease::grant`] takes a lease and keeps it alive from a task that
-//!   renews it every third of its time to live. The lease's deadline, as
+//! - [`Lease::grant`] takes a lease and keeps it alive from a thread of
+//!   its own that renews it every third of its time to live. The lease's deadline, as
 //!   this master knows it, is the moment a renewal was *sent* plus the TTL
 //!   etcd answered: never later than etcd's own.
 //! - [`campaign`] waits until this master leads and returns its
@@ -42,7 +42,8 @@ pub struct Lease {
     id: i64,
     ttl: Duration,
     state: Arc<LeaseState>,
-    keepalive: tokio::task::JoinHandle<()>,
+    /// Ends the renewals when the lease is dropped or revoked.
+    _stop: tokio::sync::oneshot::Sender<()>,
     etcd: Etcd,
 }
 
@@ -90,12 +91,40 @@ impl Lease {
             valid_until_ms: AtomicU64::new(ttl.as_millis() as u64),
             lost: Mutex::new(None),
         });
-        let keepalive = tokio::spawn(keep_alive(etcd.clone(), granted.id, ttl, state.clone()));
+        // Renewals run on a thread and runtime of their own: a master busy
+        // on its own thread (loading a large registry) must not lose its
+        // leadership for it.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let renewing = (etcd.clone(), granted.id, state.clone());
+        std::thread::Builder::new()
+            .name("wasmos-lease".into())
+            .spawn(move || {
+                let (etcd, id, state) = renewing;
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        *state.lost.lock().unwrap() = Some(format!("cannot renew it: {e}"));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = keep_alive(etcd.reconnect(), id, ttl, state) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .map_err(|e| {
+                tonic::Status::internal(format!("cannot start renewing the lease: {e}"))
+            })?;
         Ok(Lease {
             id: granted.id,
             ttl,
             state,
-            keepalive,
+            _stop: stop,
             etcd: etcd.clone(),
         })
     }
@@ -166,7 +195,6 @@ impl Lease {
     /// Gives the lease back: every key on it (the campaign key) goes at
     /// once, so a standby leads without waiting for it to expire.
     pub async fn revoke(self) {
-        self.keepalive.abort();
         let revoked = self
             .etcd
             .lease

@@ -4,8 +4,9 @@
 //! masters make ([`Etcd`]). The registry on etcd is `store::EtcdStore`;
 //! who leads is [`leadership`].
 //!
-//! Files: `mod.rs`, `leadership.rs`.
+//! Files: `mod.rs`, `leadership.rs`, `compaction.rs`.
 
+pub mod compaction;
 pub mod leadership;
 
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub fn endpoints(list: &str) -> anyhow::Result<Vec<Endpoint>> {
 /// etcd's members (any member answers; it forwards to etcd's own leader).
 #[derive(Clone, Debug)]
 pub struct Etcd {
+    endpoints: Vec<Endpoint>,
     pub kv: KvClient<Channel>,
     pub lease: LeaseClient<Channel>,
     pub election: ElectionClient<Channel>,
@@ -83,11 +85,20 @@ impl Etcd {
             many => Channel::balance_list(many.iter().cloned()),
         };
         Etcd {
+            endpoints: endpoints.to_vec(),
             kv: KvClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES),
             lease: LeaseClient::new(channel.clone()),
             election: ElectionClient::new(channel.clone()),
             maintenance: MaintenanceClient::new(channel),
         }
+    }
+}
+
+impl Etcd {
+    /// The same etcd on a channel of the current runtime's own (a
+    /// channel's connection is driven by the runtime it was made on).
+    pub fn reconnect(&self) -> Etcd {
+        Etcd::connect(&self.endpoints)
     }
 }
 
