@@ -26,7 +26,9 @@ use crate::cli_args;
 pub struct Args {
     #[command(subcommand)]
     pub action: Option<Action>,
-    /// The master's URL [default: the one joined, else http://127.0.0.1:5050].
+    /// The master's URL, or the URLs of several masters of one cluster,
+    /// comma-separated: the agent attaches to whichever leads [default: the
+    /// one joined, else http://127.0.0.1:5050].
     #[arg(long, env = "WASMOS_MASTER")]
     master: Option<String>,
     /// Join a TLS master with the string `wasmos token create --agent`

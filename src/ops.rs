@@ -17,7 +17,9 @@ use wasmos_sdk::{Channel, Client, ConnectOptions, Profile};
 /// then its environment variable, then the profile `wasmos login` wrote.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MasterArg {
-    /// The master's URL [default: the profile's, else http://127.0.0.1:5050].
+    /// The master's URL, or several masters' comma-separated (the first
+    /// that answers, the leader, is used) [default: the profile's, else
+    /// http://127.0.0.1:5050].
     #[arg(long, env = "WASMOS_MASTER", global = true)]
     pub master: Option<String>,
     /// The cluster's CA certificate (PEM) to verify an https:// master by
