@@ -1,5 +1,5 @@
 //! End to end: `cargo bench --bench e2e [-- --tasks N] [--task-cpus C]
-//! [--master-threads T] [--compare-in-memory] [--compare-insecure]
+//! [--master-threads T] [--compare-in-memory] [--compare-insecure] [--compare-etcd]
 //! [--compare-in-process [--rounds R]] [--compare-bare [--rounds R]]`;
 //! `WASMOS_BIN=path` runs another
 //! build of `wasmos` (the previous commit's, say) the same way.
@@ -47,6 +47,12 @@
 //! in-memory registry), and adds `in_memory_tasks_per_s`,
 //! `in_memory_launch_p50_ms` and `durable_over_in_memory` to the one JSON
 //! line.
+//!
+//! `--compare-etcd` runs it a second time with the registry in etcd (a
+//! throwaway Debian etcd on loopback; the master leads two standbys) and
+//! adds `etcd_tasks_per_s`, `etcd_launch_p50_ms`, `etcd_over_redb` and
+//! etcd's own counts: transactions, puts and bytes received per task, and
+//! its file's size at the end (`etcd`).
 //!
 //! The master serves TLS, as `wasmos master` does by default: agents join
 //! with a join token and connect with their own certificates, the framework
@@ -120,6 +126,24 @@ async fn main() {
         result["in_memory_launch_p99_ms"] = in_memory["launch_p99_ms"].clone();
         result["durable_over_in_memory"] = round3(durable / memory.max(1.0)).into();
         result["target_durable_over_in_memory"] = 0.9.into();
+    }
+    if std::env::args().any(|a| a == "--compare-etcd") {
+        let etcd = run(Registry::Etcd, Transport::Tls, Executor::Process).await;
+        let (redb, on_etcd) = (
+            result["tasks_per_s"].as_f64().unwrap_or(0.0),
+            etcd["tasks_per_s"].as_f64().unwrap_or(0.0),
+        );
+        for field in [
+            "tasks_per_s",
+            "launch_p50_ms",
+            "launch_p99_ms",
+            "cpu_us_per_task",
+        ] {
+            result[format!("etcd_{field}")] = etcd[field].clone();
+        }
+        result["etcd"] = etcd["etcd"].clone();
+        result["etcd_over_redb"] = round3(on_etcd / redb.max(1.0)).into();
+        result["target_etcd_over_redb"] = 0.8.into();
     }
     if std::env::args().any(|a| a == "--compare-in-process") {
         result = compare_in_process(result).await;

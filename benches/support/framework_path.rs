@@ -48,6 +48,9 @@ pub enum Registry {
     Durable,
     /// `--ephemeral`: in memory.
     InMemory,
+    /// `--etcd`: in an etcd of the bench's own (Debian's `etcd`, its data
+    /// in the temp dir), the master leading two standbys.
+    Etcd,
 }
 
 /// Where the agents run their tasks in one run of the bench.
@@ -139,6 +142,12 @@ pub async fn run(
     if registry == Registry::InMemory {
         master_args.push("--ephemeral");
     }
+    let etcd = (registry == Registry::Etcd).then(super::etcd::Etcd::start);
+    if let Some(etcd) = &etcd {
+        // Compaction within the run's seconds, not once a minute: the file
+        // size reported is then what a long run settles at.
+        master_args.extend(["--etcd", etcd.url.as_str(), "--etcd-compact-every", "5s"]);
+    }
     if transport == Transport::Insecure {
         master_args.push("--insecure");
     }
@@ -148,6 +157,30 @@ pub async fn run(
         &["listening on", "/metrics on"],
     );
     let mut processes = Processes(vec![master], Vec::new());
+    // Two standbys beside the leader, as a cluster on etcd runs (their CPU
+    // is not counted: they only renew their leases).
+    let standby_dirs: Vec<tempfile::TempDir> = etcd
+        .iter()
+        .flat_map(|_| (0..2).map(|_| tempfile::tempdir_in(&registry_base).expect("work dir")))
+        .collect();
+    let mut standbys = Processes(Vec::new(), Vec::new());
+    for (etcd, dir) in etcd
+        .iter()
+        .flat_map(|e| standby_dirs.iter().map(move |d| (e, d)))
+    {
+        let args = [
+            "master",
+            "--etcd",
+            &etcd.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-http",
+        ];
+        standbys
+            .0
+            .push(spawn(&args, dir.path(), &["standing by"]).0);
+    }
+    let etcd_before = etcd.as_ref().map(etcd_counters);
     let url = url_in(&lines[0]);
     let http = last_word(&lines[1]);
     let credentials = (transport == Transport::Tls).then(|| Credentials {
@@ -399,7 +432,9 @@ pub async fn run(
     let master_launch_ms = |q| round3(launch_quantile_ms(&launches_before, &launches, q));
     let stats = scheduler.stats();
     let _ = scheduler.teardown().await;
+    let etcd_after = etcd.as_ref().map(etcd_counters);
     drop(processes);
+    drop(standbys);
 
     latencies_ms.sort_by(f64::total_cmp);
     ends_ms.sort_by(f64::total_cmp);
@@ -426,10 +461,23 @@ pub async fn run(
         "registry": match registry {
             Registry::Durable => "redb",
             Registry::InMemory => "in-memory",
+            Registry::Etcd => "etcd",
         },
         "registry_fs": match registry {
             Registry::Durable => file_system_of(master_dir.path()),
-            Registry::InMemory => "none".into(),
+            Registry::InMemory | Registry::Etcd => "none".into(),
+        },
+        // etcd's work over the run, per task, and its file at the end.
+        "etcd": match (etcd_before, etcd_after) {
+            (Some(before), Some(after)) => json!({
+                "cpu_us_per_task": ((after.cpu_s - before.cpu_s) * 1e6 / tasks.max(1) as f64).round(),
+                "txns_per_task": round3((after.txns - before.txns) / tasks.max(1) as f64),
+                "puts_per_task": round3((after.puts - before.puts) / tasks.max(1) as f64),
+                "bytes_in_per_task": ((after.bytes_in - before.bytes_in) / tasks.max(1) as f64).round(),
+                "db_bytes": after.db_bytes,
+                "db_bytes_in_use": after.db_bytes_in_use,
+            }),
+            _ => serde_json::Value::Null,
         },
         "registry_bytes": registry_bytes,
         "transport": match transport {
@@ -484,4 +532,32 @@ pub async fn run(
         "target_launch_p50_ms": 2,
         "target_launch_p99_ms": 10,
     })
+}
+
+/// What etcd counts, from its `/metrics`.
+struct EtcdCounters {
+    cpu_s: f64,
+    txns: f64,
+    puts: f64,
+    bytes_in: f64,
+    db_bytes: f64,
+    db_bytes_in_use: f64,
+}
+
+fn etcd_counters(etcd: &super::etcd::Etcd) -> EtcdCounters {
+    let text = http_get(&format!("{}/metrics", etcd.url), None);
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    EtcdCounters {
+        cpu_s: cpu_seconds(etcd.pid()),
+        txns: metric("etcd_mvcc_txn_total"),
+        puts: metric("etcd_mvcc_put_total"),
+        bytes_in: metric("etcd_network_client_grpc_received_bytes_total"),
+        db_bytes: metric("etcd_mvcc_db_total_size_in_bytes"),
+        db_bytes_in_use: metric("etcd_mvcc_db_total_size_in_use_in_bytes"),
+    }
 }

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+#[path = "../../tests/support/etcd.rs"]
+pub mod etcd;
 pub mod framework_path;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,6 +1,7 @@
-//! A throwaway etcd for tests of masters on etcd: Debian's `etcd` binary
-//! (`scripts/test` installs `etcd-server`), one member on ephemeral
-//! loopback ports, its data in a temp dir, killed when dropped.
+//! A throwaway etcd for tests and benches of masters on etcd: Debian's
+//! `etcd` binary (`scripts/test` installs `etcd-server`), one member on
+//! ephemeral loopback ports, its data in a temp dir, killed when dropped.
+//! Self-contained, so benches include it too (`#[path]`).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -64,10 +65,19 @@ impl Etcd {
             .expect("etcd is missing: run scripts/test (it installs Debian's etcd-server)");
         self.child = Some(child);
         let addr = self.url.trim_start_matches("http://").to_string();
-        let up = super::wait_for(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&addr).ok()
-        });
-        assert!(up.is_some(), "etcd did not listen on {addr} within 30 s");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd did not listen on {addr} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The etcd process's id (benches count its CPU).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("etcd runs").id()
     }
 
     /// Stops etcd (kill -9): masters lose it until [`Etcd::restart`].

@@ -13,10 +13,11 @@
 //! **etcd's limits.** A transaction holds at most 128 operations and 1.5
 //! MiB by default, and no key twice: a commit's writes are de-duplicated
 //! (the last write of a key wins) and sent in chunks of at most
-//! [`MAX_TXN_OPS`] operations and [`MAX_TXN_BYTES`], each fenced. A turn
-//! larger than one chunk is durable chunk by chunk: a master that dies
-//! between two leaves the first applied (the registry then holds part of
-//! a turn, as after a crash mid-turn whose launches were adopted).
+//! [`MAX_TXN_OPS`] operations and [`MAX_TXN_BYTES`], each fenced, sent side
+//! by side. A turn larger than one chunk is not atomic: a master that dies
+//! while they are in flight may leave some applied and not others (the
+//! registry then holds part of a turn, as after a crash mid-turn whose
+//! launches were adopted).
 //!
 //! **Reads at one revision.** [`Store::load`] reads the registry a page at a
 //! time, every page at the revision of the first, so a start sees one
@@ -359,23 +360,32 @@ impl Store for EtcdStore {
                 }
             })
             .collect();
-        for chunk in chunks(ops) {
-            let request = TxnRequest {
+        let requests: Vec<TxnRequest> = chunks(ops)
+            .into_iter()
+            .map(|chunk| TxnRequest {
                 compare: self.compares(),
                 success: chunk,
                 failure: Vec::new(),
-            };
-            let answer = self.call("write", move |mut kv| {
-                let request = request.clone();
-                async move { kv.txn(request).await.map(|a| a.into_inner()) }
-            })?;
-            if !answer.succeeded {
-                return Err(StoreError::Fenced(format!(
-                    "{}: this master no longer leads (its election key is gone or was taken over); \
-                     its write was refused",
-                    self.name
-                )));
+            })
+            .collect();
+        // The chunks touch distinct keys: they go side by side, and etcd
+        // applies concurrent transactions in one of its own commits.
+        let answers = self.call("write", move |kv| {
+            let requests = requests.clone();
+            async move {
+                let sent = requests.into_iter().map(|request| {
+                    let mut kv = kv.clone();
+                    async move { kv.txn(request).await.map(|a| a.into_inner()) }
+                });
+                futures::future::try_join_all(sent).await
             }
+        })?;
+        if answers.iter().any(|answer| !answer.succeeded) {
+            return Err(StoreError::Fenced(format!(
+                "{}: this master no longer leads (its election key is gone or was taken over); \
+                 its write was refused",
+                self.name
+            )));
         }
         Ok(())
     }
