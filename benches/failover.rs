@@ -1,7 +1,8 @@
 //! `cargo bench --bench failover`: how long a cluster of three masters on
 //! etcd goes without a leader. Each round `kill -9`s the leader and times
 //! from the kill to the first job the new leader accepts (`wasmos submit`,
-//! tried every 20 ms against every master), then starts the killed master
+//! tried every 20 ms against every master; a standby names the leader),
+//! then starts the killed master
 //! again as a standby; a last round stops the leader with SIGTERM (it
 //! resigns). One agent, TLS, a real etcd (Debian's) on loopback.
 //!
@@ -17,6 +18,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use wasmos_master::etcd::{Etcd, Keys, endpoints, leadership};
 
 const WASMOS: &str = env!("CARGO_BIN_EXE_wasmos");
 
@@ -78,13 +81,21 @@ impl Masters {
         urls.join(",")
     }
 
-    /// The master whose gRPC port accepts connections: only the leader
-    /// listens.
+    /// The master that leads, as etcd says (its proclaimed gRPC URL).
     fn leader(&self) -> Option<usize> {
-        (0..self.ports.len()).find(|&i| {
-            self.children[i].is_some()
-                && std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_ok()
-        })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let leader = runtime.block_on(async {
+            let etcd = Etcd::connect(&endpoints(&self.etcd_url).unwrap());
+            let keys = Keys::new("/wasmos").unwrap();
+            leadership::current_leader(&etcd, &keys).await
+        });
+        let url = leader.ok()??.grpc_url;
+        self.ports
+            .iter()
+            .position(|p| url.ends_with(&format!(":{p}")))
     }
 
     fn cli(&self) -> Command {

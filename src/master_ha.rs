@@ -11,8 +11,10 @@ use std::time::Duration;
 use wasmos_master::etcd::compaction;
 use wasmos_master::etcd::leadership::{self, Lease};
 use wasmos_master::etcd::{self, Etcd, Keys};
-use wasmos_master::server::Master;
+use wasmos_master::server::standby::Standby;
+use wasmos_master::server::{Master, MasterConfig, Transport};
 use wasmos_master::store::EtcdStore;
+use wasmos_master::store::{Record, Store, Table};
 use wasmos_proto::v1::MasterInfo;
 
 use crate::master::Args;
@@ -31,6 +33,17 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
         http_url: String::new(),
         since_ms: now_ms(),
     };
+    // While standing by, the master's ports tell clients where the leader
+    // is (see `standby`).
+    let (stop_standing_by, standing_by) = tokio::sync::oneshot::channel();
+    let standby = tokio::spawn(stand_by(
+        client.clone(),
+        keys.clone(),
+        EtcdStore::connect(&endpoints, keys.clone(), None, args.leader_lease())?,
+        config.clone(),
+        args.leader_lease(),
+        standing_by,
+    ));
     let shutdown = crate::shutdown::requested();
     tokio::pin!(shutdown);
     let mut told_waiting = false;
@@ -86,6 +99,8 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     };
     // From here on a leader that cannot prove it leads ends the process.
     lease.watch_leadership();
+    let _ = stop_standing_by.send(());
+    let _ = standby.await;
     println!(
         "leading under {} on etcd (lease {:?})",
         keys.prefix(),
@@ -124,3 +139,85 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Serves the standby's answers on the master's ports until `stop`, with
+/// the leader as etcd says (asked every [`LEADER_POLL`]). On a TLS cluster
+/// it starts once the cluster's CA is in the registry (the first leader
+/// makes it).
+async fn stand_by(
+    etcd: Etcd,
+    keys: Keys,
+    registry: EtcdStore,
+    config: MasterConfig,
+    lease: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let registry = Arc::new(registry);
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
+    let mut serving: Option<Standby> = None;
+    let mut told = false;
+    loop {
+        if let Ok(leader) = leadership::current_leader(&etcd, &keys).await {
+            leader_tx.send_replace(leader);
+        }
+        if serving.is_none() {
+            let tls = match &config.transport {
+                Transport::Insecure => Some(None),
+                Transport::Tls(settings) => {
+                    let registry = registry.clone();
+                    let ca = tokio::task::spawn_blocking(move || registry.get(Table::Trust, "ca"))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten();
+                    match ca {
+                        Some(Record::Ca(ca)) => {
+                            match wasmos_master::server::standby::tls_config(
+                                &ca,
+                                settings,
+                                config.listen,
+                            ) {
+                                Ok(tls) => Some(Some(tls)),
+                                Err(e) => {
+                                    if !told {
+                                        eprintln!(
+                                            "wasmos master: cannot serve while standing by: {e:#}"
+                                        );
+                                        told = true;
+                                    }
+                                    None
+                                }
+                            }
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            if let Some(tls) = tls {
+                // Hinted while nobody leads: about when a lease ends.
+                let retry = (lease / 5).max(Duration::from_millis(100));
+                match Standby::start(config.listen, config.http, tls, leader_rx.clone(), retry)
+                    .await
+                {
+                    Ok(standby) => serving = Some(standby),
+                    Err(e) => {
+                        if !told {
+                            eprintln!("wasmos master: {e:#}");
+                            told = true;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LEADER_POLL) => {}
+            _ = &mut stop => break,
+        }
+    }
+    if let Some(standby) = serving {
+        standby.stop().await;
+    }
+}
+
+/// How often a standby asks etcd who leads.
+const LEADER_POLL: Duration = Duration::from_millis(250);

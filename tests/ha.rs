@@ -358,6 +358,55 @@ fn a_killed_leader_is_replaced_and_its_job_completes() {
 }
 
 #[test]
+fn a_standby_points_clients_and_agents_to_the_leader() {
+    let mut ha = Ha::start(2);
+    let (standby_grpc, standby_http) = ha.ports[1];
+    let (leader_grpc, leader_http) = ha.ports[0];
+    let standby = format!("https://127.0.0.1:{standby_grpc}");
+    // The CLI given only the standby reaches the leader.
+    let roles = ha
+        .cli()
+        .env("WASMOS_MASTER", &standby)
+        .args(["roles"])
+        .output()
+        .unwrap();
+    assert!(
+        roles.status.success(),
+        "{}",
+        String::from_utf8_lossy(&roles.stderr)
+    );
+    // /health says standby and names the leader.
+    let ca = std::fs::read_to_string(ha.work_dir(0).join("ca.pem")).unwrap();
+    let health = support::https_get(
+        &format!("https://127.0.0.1:{standby_http}/health"),
+        &ca,
+        None,
+    );
+    assert!(health.contains("503"), "{health}");
+    assert!(health.contains("\"status\":\"standby\""), "{health}");
+    assert!(
+        health.contains(&format!("127.0.0.1:{leader_grpc}")),
+        "{health}"
+    );
+    assert!(
+        health.contains(&format!("127.0.0.1:{leader_http}")),
+        "{health}"
+    );
+    // An agent that knows only the standby attaches to the leader.
+    let join = ha.cli_ok(&["token", "create", "--agent"]);
+    let work_dir = ha.dir.path().join("agent-via-standby");
+    let mut cmd = wasmos();
+    cmd.arg("agent")
+        .args(["--master", &standby, "--hostname", "via-standby"])
+        .arg("--work-dir")
+        .arg(&work_dir)
+        .env("WASMOS_JOIN", join.trim());
+    let (child, _) = support::spawn_until(cmd, &["wasmos agent offering"]);
+    ha.agents.push((child, work_dir));
+    ha.wait_agents(1);
+}
+
+#[test]
 fn a_paused_leader_is_fenced_and_exits_without_writing() {
     let mut ha = Ha::start(2);
     let old = ha.master(0).pid();

@@ -38,6 +38,15 @@ pub mod etcd {
     }
 }
 
+/// The metadata key of the leader's gRPC URL in a standby master's
+/// answers (`UNAVAILABLE` to every call, before any credential check):
+/// clients go there at once.
+pub const LEADER_METADATA: &str = "wasmos-leader";
+
+/// The metadata key of how long to wait, in milliseconds, in a standby
+/// master's answers while nobody leads (an election is on).
+pub const RETRY_METADATA: &str = "wasmos-retry-ms";
+
 impl v1::TaskState {
     /// Is this a state a task never leaves (`FINISHED`, `FAILED`, `KILLED`,
     /// `LOST`, `ERROR`)? Part of the protocol's meaning, so the master, agents

@@ -8,6 +8,7 @@ use tonic::transport::Endpoint;
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;
+use wasmos_proto::{LEADER_METADATA, RETRY_METADATA};
 
 use crate::connect::{Channel, ConnectOptions};
 use crate::error::{Error, Result};
@@ -16,6 +17,18 @@ use crate::scheduler::{Events, FrameworkConfig, Scheduler};
 /// Size of each `Upload` chunk: well under gRPC's 4 MiB message limit, large
 /// enough that a 100 MiB module takes only a hundred messages.
 pub const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// How long [`Client::connect_with`] waits for an election to end.
+pub const FOLLOW_FOR: Duration = Duration::from_secs(30);
+
+/// What a master says it is.
+enum Probe {
+    Serving,
+    /// A standby: the leader's URL.
+    Leader(String),
+    /// A standby while nobody leads: its answer and the wait it hints.
+    Wait(tonic::Status, Duration),
+}
 
 /// A connection to one master.
 ///
@@ -54,23 +67,86 @@ impl Client {
     /// Connects with what `options` say to trust and show.
     ///
     /// `url` may list several masters of one cluster, comma-separated
-    /// (`https://m1:5050,https://m2:5050`): the first that answers is
-    /// taken. Only the leader serves; the others (standing by) do not
-    /// listen, so this finds the leader.
+    /// (`https://m1:5050,https://m2:5050`). Of masters on etcd one leads;
+    /// a standby answers with the leader's address, which is followed, and
+    /// during an election with a wait, which is waited (for at most
+    /// [`FOLLOW_FOR`]). So any master of the cluster leads to its leader.
     pub async fn connect_with(url: impl Into<String>, options: ConnectOptions) -> Result<Client> {
         let url = url.into();
-        let mut last_error = None;
-        for one in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            match Client::connect_one(one.to_string(), options.clone()).await {
-                Ok(client) => return Ok(client),
-                Err(e @ Error::Connect { .. }) => last_error = Some(e),
-                Err(e) => return Err(e),
+        let started = std::time::Instant::now();
+        loop {
+            let mut last_error = None;
+            let mut wait = None;
+            for one in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                let client = match Client::connect_one(one.to_string(), options.clone()).await {
+                    Ok(client) => client,
+                    Err(e @ Error::Connect { .. }) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match client.probe().await {
+                    Probe::Serving => return Ok(client),
+                    Probe::Leader(leader) => {
+                        match Client::connect_one(leader, options.clone()).await {
+                            Ok(leader) => return Ok(leader),
+                            Err(e @ Error::Connect { .. }) => last_error = Some(e),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Probe::Wait(status, after) => {
+                        wait = Some(after);
+                        last_error = Some(Error::Rpc {
+                            call: "Connect",
+                            status,
+                        });
+                    }
+                }
+            }
+            match wait {
+                Some(after) if started.elapsed() + after < FOLLOW_FOR => {
+                    tokio::time::sleep(after).await;
+                }
+                _ => {
+                    return Err(last_error.unwrap_or_else(|| Error::InvalidUrl {
+                        url,
+                        message: "no URL given".into(),
+                    }));
+                }
             }
         }
-        Err(last_error.unwrap_or_else(|| Error::InvalidUrl {
-            url,
-            message: "no URL given".into(),
-        }))
+    }
+
+    /// Asks the master whether it serves: a standby answers `UNAVAILABLE`
+    /// with the leader's URL, or, while nobody leads, with a wait. Any
+    /// other answer (a master that serves, an older one without the health
+    /// service, a refused credential) is this master's to give.
+    async fn probe(&self) -> Probe {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        let Err(status) = health.check(request).await else {
+            return Probe::Serving;
+        };
+        if status.code() != tonic::Code::Unavailable {
+            return Probe::Serving;
+        }
+        let metadata = |key: &str| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(leader) = metadata(LEADER_METADATA) {
+            return Probe::Leader(leader);
+        }
+        match metadata(RETRY_METADATA).and_then(|ms| ms.parse().ok()) {
+            Some(ms) => Probe::Wait(status, Duration::from_millis(ms)),
+            None => Probe::Serving,
+        }
     }
 
     /// Connects to the one master at `url`.

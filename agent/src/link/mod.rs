@@ -172,6 +172,9 @@ pub struct Agent {
     heartbeat_interval: Duration,
     /// Which of the configured masters the agent dials (its index).
     current_master: usize,
+    /// The leader a standby master named: dialled before the configured
+    /// ones until it fails.
+    leader_hint: Option<String>,
     /// The artifact fetcher, its client rebuilt after a renewal and when
     /// the agent moves to another master.
     artifacts: Arc<MasterArtifacts>,
@@ -234,6 +237,7 @@ impl Agent {
             master_holds_unsynced: false,
             heartbeat_interval: Duration::from_secs(1),
             current_master: 0,
+            leader_hint: None,
             artifacts: Arc::new(MasterArtifacts::new(artifact_client.clone())),
             artifact_client,
             running: Arc::default(),
@@ -273,6 +277,34 @@ impl Agent {
                     }
                 }
                 Err(e) => {
+                    // A standby named the leader: go there at once; or
+                    // nobody leads yet: wait as long as it said.
+                    if let Some(status) = e.downcast_ref::<tonic::Status>()
+                        && status.code() == tonic::Code::Unavailable
+                    {
+                        let hint = |key: &str| {
+                            status
+                                .metadata()
+                                .get(key)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string)
+                        };
+                        if let Some(leader) = hint(wasmos_proto::LEADER_METADATA)
+                            && self.leader_hint.as_deref() != Some(leader.as_str())
+                        {
+                            tracing::info!(%leader, "a standby master named the leader");
+                            self.leader_hint = Some(leader);
+                            self.rebuild_artifact_client();
+                            continue;
+                        }
+                        if let Some(ms) =
+                            hint(wasmos_proto::RETRY_METADATA).and_then(|ms| ms.parse::<u64>().ok())
+                        {
+                            tracing::info!("no master leads yet; asking again in {ms} ms");
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            continue;
+                        }
+                    }
                     // Refused for who it is (revoked, unknown, over its
                     // token's resources) or for what it claims (more than
                     // the master's --max-agent-resources): it would claim
@@ -315,26 +347,39 @@ impl Agent {
         }
     }
 
-    /// The URL of the master the agent dials now.
+    /// The URL of the master the agent dials now: the leader a standby
+    /// named, else the configured master it is at.
     fn master_url(&self) -> String {
+        if let Some(leader) = &self.leader_hint {
+            return leader.clone();
+        }
         let masters = self.config.masters();
         masters[self.current_master % masters.len()].to_string()
     }
 
-    /// Moves on to the next configured master (and its artifact client);
-    /// false when that wraps around to the first, or there is only one.
+    /// Moves on: from a named leader back to the configured masters, else
+    /// to the next configured master (with its artifact client); false
+    /// when that wraps around to the first, or there is only one.
     fn next_master(&mut self) -> bool {
+        if self.leader_hint.take().is_some() {
+            self.rebuild_artifact_client();
+            return true;
+        }
         let count = self.config.masters().len();
         if count < 2 {
             return false;
         }
         self.current_master = (self.current_master + 1) % count;
-        let url = self.master_url();
-        match artifacts_client(&self.config, &url) {
+        self.rebuild_artifact_client();
+        self.current_master != 0
+    }
+
+    /// Points the artifact fetcher at the master dialled now.
+    fn rebuild_artifact_client(&mut self) {
+        match artifacts_client(&self.config, &self.master_url()) {
             Ok(client) => *self.artifact_client.write().expect("not poisoned") = client,
             Err(e) => tracing::warn!("rebuilding the artifact client: {e:#}"),
         }
-        self.current_master != 0
     }
 
     /// One stream: register, then serve until it ends.

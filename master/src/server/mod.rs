@@ -21,6 +21,7 @@ mod metrics;
 mod operator;
 mod refusals;
 mod scheduler;
+pub mod standby;
 mod tls_listener;
 pub mod trust;
 mod ui;
@@ -713,7 +714,7 @@ fn default_advertise(addr: SocketAddr) -> String {
 /// The names an issued server certificate covers: the listen address,
 /// loopback, `localhost`, this host's name, the advertised hosts and
 /// `--tls-san`.
-fn server_names(addr: SocketAddr, settings: &TlsSettings) -> Vec<String> {
+pub fn server_names(addr: SocketAddr, settings: &TlsSettings) -> Vec<String> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     if !addr.ip().is_unspecified() {
         names.push(addr.ip().to_string());
