@@ -75,6 +75,9 @@ enum Command {
     Cat(ops::CatArgs),
     /// List agents: resources, usage, state.
     Agents(ops::ListArgs),
+    /// List the masters: on etcd, the leader (with its epoch) and the
+    /// standbys, each with where it serves and since when.
+    Masters(ops::ListArgs),
     /// List frameworks: role, state, tasks, dominant share and the share DRF
     /// says each should hold.
     Frameworks(ops::ListArgs),
@@ -209,6 +212,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => rt()?.block_on(ops::ls(args))?,
         Command::Cat(args) => rt()?.block_on(ops::cat(args))?,
         Command::Agents(args) => rt()?.block_on(ops::agents(args))?,
+        Command::Masters(args) => rt()?.block_on(ops::masters(args))?,
         Command::Frameworks(args) => rt()?.block_on(ops::frameworks(args))?,
         Command::Roles(args) => rt()?.block_on(ops::roles(args))?,
         Command::Token(args) => rt()?.block_on(access::token(args))?,

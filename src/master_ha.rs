@@ -69,6 +69,9 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
                 continue;
             }
         };
+        if let Err(e) = leadership::register(&client, &keys, &lease, &info).await {
+            tracing::warn!("cannot say where this master is: {}", e.message());
+        }
         match leadership::current_leader(&client, &keys).await {
             Ok(Some(leader)) => println!(
                 "standing by under {} on etcd: {} leads ({})",
@@ -108,6 +111,10 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     );
     let store = EtcdStore::connect(&endpoints, keys.clone(), Some(leader.fence()), lease.ttl())?;
     config.store = Some(Arc::new(store));
+    config.peers = Some(etcd::Peers {
+        etcd: client.clone(),
+        keys: keys.clone(),
+    });
     let master = Master::start(config).await?;
     info.grpc_url = master.url();
     info.http_url = master
@@ -116,6 +123,9 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
         .unwrap_or_default();
     info.since_ms = now_ms();
     leader.proclaim(&client, &info).await;
+    if let Err(e) = leadership::register(&client, &keys, &lease, &info).await {
+        tracing::warn!("cannot say where this master is: {}", e.message());
+    }
     let compaction = tokio::spawn(compaction::compact_forever(
         client.clone(),
         args.etcd_compact_every(),

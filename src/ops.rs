@@ -627,3 +627,59 @@ fn resources(r: Option<&v1::Resources>) -> Resources {
     r.and_then(|r| Resources::try_from(r).ok())
         .unwrap_or_default()
 }
+
+/// `wasmos masters`: the cluster's masters, the leader first.
+pub async fn masters(args: ListArgs) -> anyhow::Result<()> {
+    let mut client = args.master.operator().await?;
+    let masters = client
+        .list_masters(v1::ListMastersRequest {})
+        .await?
+        .into_inner()
+        .masters;
+    if !args.json {
+        println!(
+            "{:<10} {:<9} {:>6} {:<28} {:<28} SINCE",
+            "MASTER", "ROLE", "EPOCH", "GRPC", "HTTP"
+        );
+    }
+    for m in masters {
+        let info = m.info.unwrap_or_default();
+        let role = if m.leader { "leader" } else { "standby" };
+        let since = (info.since_ms > 0).then(|| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(info.since_ms),
+            )
+            .to_string()
+        });
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"id": info.master_id, "role": role, "epoch": m.epoch,
+                    "grpc": info.grpc_url, "http": info.http_url, "since_ms": info.since_ms})
+            );
+        } else {
+            let epoch = if m.leader {
+                m.epoch.to_string()
+            } else {
+                "-".into()
+            };
+            let or_dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
+            println!(
+                "{:<10} {:<9} {:>6} {:<28} {:<28} {}",
+                info.master_id,
+                role,
+                epoch,
+                or_dash(&info.grpc_url),
+                or_dash(&info.http_url),
+                since.unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    Ok(())
+}

@@ -392,6 +392,17 @@ fn a_standby_points_clients_and_agents_to_the_leader() {
         health.contains(&format!("127.0.0.1:{leader_http}")),
         "{health}"
     );
+    // `wasmos masters`: the leader first, with its epoch, then the standby.
+    let masters = json_lines(&ha.cli_ok(&["masters", "--json"]));
+    assert_eq!(masters.len(), 2, "{masters:?}");
+    assert_eq!(masters[0]["role"], "leader", "{masters:?}");
+    assert_eq!(masters[0]["epoch"], 1, "{masters:?}");
+    assert_eq!(
+        masters[0]["grpc"],
+        format!("https://127.0.0.1:{leader_grpc}")
+    );
+    assert_eq!(masters[1]["role"], "standby", "{masters:?}");
+    assert_eq!(masters[1]["grpc"], standby);
     // An agent that knows only the standby attaches to the leader.
     let join = ha.cli_ok(&["token", "create", "--agent"]);
     let work_dir = ha.dir.path().join("agent-via-standby");

@@ -127,7 +127,10 @@ impl Client {
         let request = tonic_health::pb::HealthCheckRequest {
             service: String::new(),
         };
-        let Err(status) = health.check(request).await else {
+        // A master that does not answer in time is left to the call that
+        // follows to report.
+        let answer = tokio::time::timeout(Duration::from_secs(5), health.check(request)).await;
+        let Ok(Err(status)) = answer else {
             return Probe::Serving;
         };
         if status.code() != tonic::Code::Unavailable {

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use wasmos_proto::etcd::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
+    PutRequest, RangeRequest,
 };
 use wasmos_proto::etcd::v3electionpb::{
     CampaignRequest, LeaderKey, LeaderRequest, ProclaimRequest, ResignRequest,
@@ -358,4 +359,44 @@ pub async fn current_leader(etcd: &Etcd, keys: &Keys) -> Result<Option<MasterInf
         Err(status) if status.message().contains("no leader") => Ok(None),
         Err(status) => Err(status),
     }
+}
+
+/// Says where this master is, for `wasmos masters`: `info` under its id,
+/// on its lease (gone with it).
+pub async fn register(
+    etcd: &Etcd,
+    keys: &Keys,
+    lease: &Lease,
+    info: &MasterInfo,
+) -> Result<(), tonic::Status> {
+    etcd.kv
+        .clone()
+        .put(PutRequest {
+            key: keys.master(&info.master_id),
+            value: info.encode_to_vec(),
+            lease: lease.id,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Every master that said where it is and whose lease holds, by id.
+pub async fn masters(etcd: &Etcd, keys: &Keys) -> Result<Vec<MasterInfo>, tonic::Status> {
+    let start = keys.master("");
+    let answer = etcd
+        .kv
+        .clone()
+        .range(RangeRequest {
+            range_end: super::prefix_end(&start),
+            key: start,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(answer
+        .kvs
+        .iter()
+        .filter_map(|kv| MasterInfo::decode(kv.value.as_slice()).ok())
+        .collect())
 }

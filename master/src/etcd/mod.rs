@@ -102,6 +102,14 @@ impl Etcd {
     }
 }
 
+/// How a leader lists the masters of its cluster: etcd, and the keys
+/// they register under.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    pub etcd: Etcd,
+    pub keys: Keys,
+}
+
 /// Where a cluster's keys live under its prefix (`/wasmos` by default):
 /// `<prefix>/registry/<table>/<key>` for each record of the registry, and
 /// `<prefix>/leader` the election's name.
@@ -150,6 +158,12 @@ impl Keys {
     /// The election's name: campaigners' keys are `<prefix>/leader/<lease>`.
     pub fn election(&self) -> Vec<u8> {
         format!("{}/leader", self.prefix).into_bytes()
+    }
+
+    /// Where each master says it is, on its lease:
+    /// `<prefix>/masters/<master id>`.
+    pub fn master(&self, id: &str) -> Vec<u8> {
+        format!("{}/masters/{id}", self.prefix).into_bytes()
     }
 
     /// The first key after every key of the registry: with

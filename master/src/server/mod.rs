@@ -130,6 +130,9 @@ pub struct MasterConfig {
     /// Where the registry lives. Default `None`: `registry.redb` in
     /// `work_dir`.
     pub store: Option<Arc<dyn Store>>,
+    /// Of masters on etcd: where the others say they are (`ListMasters`).
+    /// `None` for a master alone.
+    pub peers: Option<crate::etcd::Peers>,
     /// While this file exists, registry commits wait (a test hook: see
     /// `store::GatedStore`).
     pub hold_commits_while: Option<PathBuf>,
@@ -170,6 +173,7 @@ impl MasterConfig {
             artifact_ttl: Duration::from_secs(24 * 3600),
             job_retention: Duration::from_secs(7 * 24 * 3600),
             store: None,
+            peers: None,
             hold_commits_while: None,
             wall_clock: WallClock::system(),
             audit_log_bytes: AUDIT_LOG_BYTES,
@@ -468,6 +472,9 @@ impl Master {
             actor: handle.clone(),
             trust: trust.clone(),
             audit: audit.clone(),
+            peers: config.peers.clone(),
+            epoch: opened.epoch,
+            master_id: config.core.master_id.clone(),
         });
         let jobs_service = Arc::new(jobs::JobsService {
             jobs: job_service,
