@@ -367,3 +367,56 @@ fn hold_a_commit_with_launches(gate: &std::path::Path) -> Vec<String> {
     }
     panic!("50 commits held in a row launched nothing");
 }
+
+/// A framework that saw epoch 3 refuses a master that comes back at epoch
+/// 2 (a stale master, as a deposed leader would be), and takes the next
+/// one, at epoch 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_refuses_a_master_of_an_older_epoch() {
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(1, &[], &[]));
+    let client = wasmos_sdk::Client::connect(cluster.url.clone())
+        .await
+        .unwrap();
+    let (scheduler, mut events) = client
+        .subscribe(wasmos_sdk::FrameworkConfig::new("epochs"))
+        .await
+        .unwrap();
+    let registry = cluster.dir.path().join("master").join("registry.redb");
+    let at_epoch_1 = cluster.dir.path().join("epoch-1.redb");
+    // Waits (10 s at most) for the framework to re-subscribe; whether it did.
+    async fn resubscribed(events: &mut wasmos_sdk::Events, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+            if matches!(event, wasmos_sdk::Event::Resubscribed { .. }) {
+                return true;
+            }
+        }
+        false
+    }
+    tokio::task::block_in_place(|| {
+        cluster.kill_master();
+        std::fs::copy(&registry, &at_epoch_1).unwrap();
+        cluster.restart_master(); // epoch 2
+    });
+    assert!(resubscribed(&mut events, Duration::from_secs(10)).await);
+    tokio::task::block_in_place(|| {
+        cluster.kill_master();
+        cluster.restart_master(); // epoch 3
+    });
+    assert!(resubscribed(&mut events, Duration::from_secs(10)).await);
+    tokio::task::block_in_place(|| {
+        cluster.kill_master();
+        std::fs::copy(&at_epoch_1, &registry).unwrap();
+        cluster.restart_master(); // epoch 2 again: older than 3
+    });
+    assert!(
+        !resubscribed(&mut events, Duration::from_secs(3)).await,
+        "the framework took a master of an older epoch"
+    );
+    assert_eq!(scheduler.stats().resubscriptions, 2);
+    tokio::task::block_in_place(|| {
+        cluster.kill_master();
+        cluster.restart_master(); // epoch 3: as new as the newest seen
+    });
+    assert!(resubscribed(&mut events, Duration::from_secs(10)).await);
+}

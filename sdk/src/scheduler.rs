@@ -234,6 +234,9 @@ struct Shared {
     /// Set by teardown: the stream's end is expected.
     ended: AtomicBool,
     reconnect: Notify,
+    /// The newest master epoch seen: a master of an older one is a stale
+    /// master still running (a deposed leader), and is refused.
+    master_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// Stops the session's background tasks when the last handle goes.
@@ -321,6 +324,7 @@ impl Scheduler {
             counters: Counters::default(),
             ended: AtomicBool::new(false),
             reconnect: Notify::new(),
+            master_epoch: std::sync::atomic::AtomicU64::new(subscribed.master_epoch),
         });
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -705,7 +709,21 @@ async fn drive(
                 return;
             }
             match open(&mut grpc, shared.config.info(&shared.framework_id)).await {
+                Ok((_, subscribed))
+                    if subscribed.master_epoch < shared.master_epoch.load(Ordering::SeqCst) =>
+                {
+                    tracing::warn!(
+                        epoch = subscribed.master_epoch,
+                        seen = shared.master_epoch.load(Ordering::SeqCst),
+                        "a master of an older epoch than one seen before answered: a stale master; refusing it"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(shared.config.max_backoff);
+                }
                 Ok((stream, subscribed)) => {
+                    shared
+                        .master_epoch
+                        .fetch_max(subscribed.master_epoch, Ordering::SeqCst);
                     break (
                         stream,
                         Liveness::new(&subscribed, shared.config.min_heartbeat_timeout),
