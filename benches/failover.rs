@@ -31,14 +31,6 @@ struct Masters {
     children: Vec<Option<Child>>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `cmd` and waits (60 s at most) for a stdout line with `marker`;
 /// the rest of its output is dropped.
 fn spawn_until(mut cmd: Command, marker: &str) -> Child {
@@ -155,7 +147,7 @@ fn main() {
         etcd_url: etcd.url.clone(),
         lease,
         dir: dir.path().to_path_buf(),
-        ports: (0..3).map(|_| free_port()).collect(),
+        ports: (0..3).map(|_| etcd::free_port()).collect(),
         children: (0..3).map(|_| None).collect(),
     };
     masters.spawn(0, "listening on");

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::etcd::Etcd;
+use support::etcd::{Etcd, free_port};
 use support::{FAST_MASTER, guest, wait_for, wasmos};
 use wasmos_master::etcd::{Etcd as EtcdClient, Keys, endpoints, leadership};
 use wasmos_master::store::{EtcdStore, Record, Store, StoreError, Table, Write};
@@ -89,14 +89,6 @@ struct Ha {
     /// The master whose work dir holds the admin token (the first leader).
     admin: usize,
     agents: Vec<(Child, PathBuf)>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Ha {

@@ -14,8 +14,9 @@ pub struct Etcd {
     _dir: tempfile::TempDir,
 }
 
-/// A loopback port free now (the kernel's pick, released at once).
-fn free_port() -> u16 {
+/// A loopback port free now (the kernel's pick, released at once): for
+/// processes that must be told their ports before they start.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

@@ -2,9 +2,11 @@
 //! lease of its own; the winner leads until its lease ends.
 //!
 //! - [`Lease::grant`] takes a lease and keeps it alive from a thread of
-//!   its own that renews it every third of its time to live. The lease's deadline, as
-//!   this master knows it, is the moment a renewal was *sent* plus the TTL
-//!   etcd answered: never later than etcd's own.
+//!   its own that renews it every third of its time to live. The lease's
+//!   deadline, as this master knows it, is the moment a renewal was *sent*
+//!   plus the TTL etcd answered: never later than etcd's own.
+//! - [`register`] puts where this master is under its id, on its lease,
+//!   for [`masters`] (`wasmos masters`).
 //! - [`campaign`] waits until this master leads and returns its
 //!   [`Leader`] key, whose creation revision fences every registry write
 //!   (`store::EtcdStore`).
