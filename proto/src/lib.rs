@@ -47,6 +47,34 @@ pub const LEADER_METADATA: &str = "wasmos-leader";
 /// master's answers while nobody leads (an election is on).
 pub const RETRY_METADATA: &str = "wasmos-retry-ms";
 
+/// Where a standby master's answer sends its caller: to the leader, or to
+/// wait while an election is on.
+#[cfg(feature = "grpc")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StandbyHint {
+    /// The leader's gRPC URL ([`LEADER_METADATA`]).
+    Leader(String),
+    /// How long to wait before asking again ([`RETRY_METADATA`]).
+    Wait(std::time::Duration),
+}
+
+#[cfg(feature = "grpc")]
+impl StandbyHint {
+    /// The hint a standby's `UNAVAILABLE` answer carries; `None` for any
+    /// other answer.
+    pub fn of(status: &tonic::Status) -> Option<StandbyHint> {
+        if status.code() != tonic::Code::Unavailable {
+            return None;
+        }
+        let metadata = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok());
+        if let Some(leader) = metadata(LEADER_METADATA) {
+            return Some(StandbyHint::Leader(leader.to_string()));
+        }
+        let ms = metadata(RETRY_METADATA)?.parse().ok()?;
+        Some(StandbyHint::Wait(std::time::Duration::from_millis(ms)))
+    }
+}
+
 impl v1::TaskState {
     /// Is this a state a task never leaves (`FINISHED`, `FAILED`, `KILLED`,
     /// `LOST`, `ERROR`)? Part of the protocol's meaning, so the master, agents

@@ -5,10 +5,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
+use wasmos_proto::StandbyHint;
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_client::ArtifactsClient;
 use wasmos_proto::v1::scheduler_client::SchedulerClient;
-use wasmos_proto::{LEADER_METADATA, RETRY_METADATA};
 
 use crate::connect::{Channel, ConnectOptions};
 use crate::error::{Error, Result};
@@ -133,21 +133,9 @@ impl Client {
         let Ok(Err(status)) = answer else {
             return Probe::Serving;
         };
-        if status.code() != tonic::Code::Unavailable {
-            return Probe::Serving;
-        }
-        let metadata = |key: &str| {
-            status
-                .metadata()
-                .get(key)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        if let Some(leader) = metadata(LEADER_METADATA) {
-            return Probe::Leader(leader);
-        }
-        match metadata(RETRY_METADATA).and_then(|ms| ms.parse().ok()) {
-            Some(ms) => Probe::Wait(status, Duration::from_millis(ms)),
+        match StandbyHint::of(&status) {
+            Some(StandbyHint::Leader(leader)) => Probe::Leader(leader),
+            Some(StandbyHint::Wait(after)) => Probe::Wait(status, after),
             None => Probe::Serving,
         }
     }

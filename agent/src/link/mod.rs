@@ -279,31 +279,24 @@ impl Agent {
                 Err(e) => {
                     // A standby named the leader: go there at once; or
                     // nobody leads yet: wait as long as it said.
-                    if let Some(status) = e.downcast_ref::<tonic::Status>()
-                        && status.code() == tonic::Code::Unavailable
+                    match e
+                        .downcast_ref::<tonic::Status>()
+                        .and_then(wasmos_proto::StandbyHint::of)
                     {
-                        let hint = |key: &str| {
-                            status
-                                .metadata()
-                                .get(key)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string)
-                        };
-                        if let Some(leader) = hint(wasmos_proto::LEADER_METADATA)
-                            && self.leader_hint.as_deref() != Some(leader.as_str())
+                        Some(wasmos_proto::StandbyHint::Leader(leader))
+                            if self.leader_hint.as_deref() != Some(leader.as_str()) =>
                         {
                             tracing::info!(%leader, "a standby master named the leader");
                             self.leader_hint = Some(leader);
                             self.rebuild_artifact_client();
                             continue;
                         }
-                        if let Some(ms) =
-                            hint(wasmos_proto::RETRY_METADATA).and_then(|ms| ms.parse::<u64>().ok())
-                        {
-                            tracing::info!("no master leads yet; asking again in {ms} ms");
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Some(wasmos_proto::StandbyHint::Wait(after)) => {
+                            tracing::info!("no master leads yet; asking again in {after:?}");
+                            tokio::time::sleep(after).await;
                             continue;
                         }
+                        _ => {}
                     }
                     // Refused for who it is (revoked, unknown, over its
                     // token's resources) or for what it claims (more than
