@@ -11,6 +11,7 @@ use std::time::Duration;
 use wasmos_master::etcd::compaction;
 use wasmos_master::etcd::leadership::{self, Lease};
 use wasmos_master::etcd::{self, Etcd, Keys};
+use wasmos_master::server::BlobService;
 use wasmos_master::server::standby::Standby;
 use wasmos_master::server::{Master, MasterConfig, Transport};
 use wasmos_master::store::EtcdStore;
@@ -206,9 +207,23 @@ async fn stand_by(
             if let Some(tls) = tls {
                 // Hinted while nobody leads: about when a lease ends.
                 let retry = (lease / 5).max(Duration::from_millis(100));
-                match Standby::start(config.listen, config.http, tls, leader_rx.clone(), retry)
+                let started = async {
+                    let blobs = BlobService::new(
+                        &config.work_dir.join("artifacts"),
+                        config.max_artifact_size,
+                        tls.is_some(),
+                    )?;
+                    Standby::start(
+                        config.listen,
+                        config.http,
+                        tls,
+                        blobs,
+                        leader_rx.clone(),
+                        retry,
+                    )
                     .await
-                {
+                };
+                match started.await {
                     Ok(standby) => serving = Some(standby),
                     Err(e) => {
                         if !told {

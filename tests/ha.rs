@@ -349,6 +349,94 @@ fn a_killed_leader_is_replaced_and_its_job_completes() {
     assert!(retried <= 16, "{retried} indices ran more than once");
 }
 
+/// The artifacts (64-hex-digit names) in master `i`'s store.
+fn stored_artifacts(ha: &Ha, i: usize) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(ha.work_dir(i).join("artifacts")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 64)
+        })
+        .collect()
+}
+
+#[test]
+fn an_artifact_outlives_the_leader_that_stored_it() {
+    let mut ha = Ha::start(2);
+    let sleeper = guest("sleeper");
+    let job = ha
+        .cli_ok(&[
+            "submit",
+            sleeper.to_str().unwrap(),
+            "--hold",
+            "-n",
+            "4",
+            "--",
+            "5",
+            "i{i}",
+        ])
+        .trim()
+        .to_string();
+    // Answered: the standby holds the module's bytes already.
+    let held = stored_artifacts(&ha, 1);
+    assert_eq!(held.len(), 1, "the standby holds the upload: {held:?}");
+    support::kill_9(ha.master(0).pid());
+    ha.wait_leading(1);
+
+    // The new leader loses its copy too (a disk replaced): it fetches the
+    // bytes from the old leader, back as a standby, when a task needs them.
+    std::fs::remove_file(&held[0]).unwrap();
+    ha.masters[0] = None;
+    ha.spawn(0);
+    ha.master(0)
+        .wait_line("standing by", LIMIT)
+        .expect("the old leader stands by");
+    ha.add_agent();
+    ha.wait_agents(1);
+    ha.cli_eventually(&["job", "release", &job]);
+    ha.cli_eventually(&["job", "wait", &job]);
+    let results = json_lines(&ha.cli_ok(&["job", "results", &job, "--json"]));
+    assert_eq!(results.len(), 4);
+    for r in &results {
+        assert_eq!(r["state"], "SUCCEEDED", "{r}");
+    }
+    assert_eq!(
+        stored_artifacts(&ha, 1).len(),
+        1,
+        "fetched back from a peer"
+    );
+
+    // Only masters trade artifacts: a client with the cluster's CA but no
+    // master certificate is refused by the standby and by the leader.
+    let digest = held[0].file_name().unwrap().to_str().unwrap().to_string();
+    let ca = std::fs::read_to_string(ha.work_dir(0).join("ca.pem")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (grpc, _) in ha.ports.clone() {
+        let refused = runtime.block_on(async {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{grpc}"))
+                    .unwrap()
+                    .tls_config(wasmos_tls::ClientTls::trusting(ca.clone()).tonic())
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+            v1::master_peers_client::MasterPeersClient::new(channel)
+                .give(v1::FetchRequest {
+                    digest: digest.clone(),
+                })
+                .await
+                .unwrap_err()
+        });
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+    }
+}
+
 #[test]
 fn a_standby_points_clients_and_agents_to_the_leader() {
     let mut ha = Ha::start(2);

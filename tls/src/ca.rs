@@ -161,6 +161,31 @@ impl Ca {
             not_after_ms,
         })
     }
+
+    /// A client certificate (with a new key) naming master `master_id`:
+    /// what masters of one cluster show each other when they trade
+    /// artifacts (see [`master_id_of`](crate::master_id_of)).
+    pub fn issue_master(&self, master_id: &str, valid_for: Duration) -> Result<ServerIdentity> {
+        let key = KeyPair::generate().map_err(rcgen("generating the master's client key"))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!("wasmos master {master_id}"));
+        params.subject_alt_names = vec![SanType::URI(
+            cert::master_uri(master_id)
+                .try_into()
+                .map_err(rcgen("naming the master's client certificate"))?,
+        )];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, valid_for);
+        let cert = params
+            .signed_by(&key, &self.issuer()?)
+            .map_err(rcgen("signing the master's client certificate"))?;
+        Ok(ServerIdentity {
+            cert_chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
 }
 
 /// An agent's own key, made on its machine; the key never leaves it.
@@ -244,6 +269,13 @@ mod tests {
             .unwrap();
         let server_der = cert::first_cert_der(&server.cert_chain_pem).unwrap();
         assert_eq!(cert::agent_id_of(&server_der), None, "a server is no agent");
+        assert_eq!(cert::master_id_of(&server_der), None);
+
+        let master = ca.issue_master("M1", Duration::from_secs(60)).unwrap();
+        let master_der = cert::first_cert_der(&master.cert_chain_pem).unwrap();
+        assert_eq!(cert::master_id_of(&master_der).as_deref(), Some("M1"));
+        assert_eq!(cert::agent_id_of(&master_der), None, "a master is no agent");
+        assert_eq!(cert::master_id_of(&der), None, "an agent is no master");
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub(crate) fn agent_uri(agent_id: &str) -> String {
     format!("wasmos://agent/{agent_id}")
 }
 
+pub(crate) fn master_uri(master_id: &str) -> String {
+    format!("wasmos://master/{master_id}")
+}
+
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>> {
     X509Certificate::from_der(der)
         .map(|(_, cert)| cert)
@@ -64,6 +68,18 @@ pub fn ca_pin(der: &[u8]) -> Result<String> {
 /// URI), or `None` for any other certificate. The master trusts it only in
 /// a chain it verified against its CA.
 pub fn agent_id_of(der: &[u8]) -> Option<String> {
+    uri_id(der, "wasmos://agent/")
+}
+
+/// The master id a master's client certificate names (see
+/// [`Ca::issue_master`](crate::Ca::issue_master)), if it is one. Its chain
+/// must have been verified against the cluster's CA already.
+pub fn master_id_of(der: &[u8]) -> Option<String> {
+    uri_id(der, "wasmos://master/")
+}
+
+/// The rest of the first URI name under `prefix`, if not empty.
+fn uri_id(der: &[u8], prefix: &str) -> Option<String> {
     let cert = parse(der).ok()?;
     let names = cert.subject_alternative_name().ok()??;
     names
@@ -72,7 +88,7 @@ pub fn agent_id_of(der: &[u8]) -> Option<String> {
         .iter()
         .find_map(|name| match name {
             GeneralName::URI(uri) => uri
-                .strip_prefix("wasmos://agent/")
+                .strip_prefix(prefix)
                 .filter(|id| !id.is_empty())
                 .map(str::to_string),
             _ => None,

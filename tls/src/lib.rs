@@ -27,7 +27,7 @@ mod server;
 mod token;
 
 pub use ca::{AgentKey, Ca, IssuedCert, ServerIdentity};
-pub use cert::{agent_id_of, ca_pin, first_cert_der, not_after_ms};
+pub use cert::{agent_id_of, ca_pin, first_cert_der, master_id_of, not_after_ms};
 pub use client::ClientTls;
 pub use files::{private_dir, write_file};
 pub use handshake::{fetch_pinned_ca, speaks_tls};

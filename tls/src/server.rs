@@ -26,6 +26,34 @@ impl ServerIdentity {
 
     /// rustls's form for the HTTP port (no client certificates).
     pub fn rustls(&self) -> Result<Arc<rustls::ServerConfig>> {
+        self.rustls_with(rustls::server::WebPkiClientVerifier::no_client_auth())
+    }
+
+    /// rustls's form for a port that also takes client certificates
+    /// chained to `client_ca_pem`, but does not require one (a standby's
+    /// gRPC port: masters show theirs, everyone else is redirected).
+    pub fn rustls_verifying_clients(
+        &self,
+        client_ca_pem: &str,
+    ) -> Result<Arc<rustls::ServerConfig>> {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in cert::cert_ders(client_ca_pem)? {
+            roots
+                .add(der.into())
+                .map_err(|e| TlsError::Invalid(format!("the client CA: {e}")))?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Invalid(format!("the client CA: {e}")))?;
+        self.rustls_with(verifier)
+    }
+
+    fn rustls_with(
+        &self,
+        clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Result<Arc<rustls::ServerConfig>> {
         let chain: Vec<CertificateDer<'static>> = cert::cert_ders(&self.cert_chain_pem)?
             .into_iter()
             .map(CertificateDer::from)
@@ -44,7 +72,7 @@ impl ServerIdentity {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Invalid(e.to_string()))?
-            .with_no_client_auth()
+            .with_client_cert_verifier(clients)
             .with_single_cert(chain, key)
             .map_err(|e| TlsError::Invalid(format!("the certificate and key: {e}")))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

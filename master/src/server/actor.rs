@@ -271,6 +271,16 @@ impl Actor {
         self
     }
 
+    /// Counts uploads answered with no other master holding a copy (see
+    /// `artifacts::ArtifactStore::with_peers`), for the metrics.
+    pub fn with_artifacts_held_alone(
+        mut self,
+        counter: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Actor {
+        self.metrics.artifacts_held_alone = counter;
+        self
+    }
+
     /// An actor for `core`, whose times come from `clock` and whose writes
     /// go to `store`.
     pub fn new(core: Core, config: ActorConfig, clock: Clock, store: Arc<dyn Store>) -> Actor {

@@ -44,6 +44,9 @@ pub struct Metrics {
     adoptions: (u64, u64),
     /// Connections closed for passing a cap (counted by the gatekeeper).
     pub connections_shed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Uploads answered while no other master held a copy (counted by the
+    /// artifact store).
+    pub artifacts_held_alone: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// From a task's launch (its `Accept`) to its first RUNNING or
     /// terminal update on its way to the framework.
     launch: Histogram,
@@ -220,6 +223,16 @@ impl Metrics {
                         .load(std::sync::atomic::Ordering::Relaxed) as f64,
                 ),
             ],
+        );
+        counter(
+            &mut out,
+            "wasmos_artifacts_held_alone_total",
+            "Uploads answered while no other master held a copy (masters on etcd): lost if this master's disk is.",
+            &[(
+                String::new(),
+                self.artifacts_held_alone
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
         );
         gauge(
             &mut out,

@@ -38,12 +38,14 @@ use tonic::service::interceptor::InterceptedService;
 use wasmos_proto::v1::agent_link_server::AgentLinkServer;
 use wasmos_proto::v1::artifacts_server::ArtifactsServer;
 use wasmos_proto::v1::jobs_server::JobsServer;
+use wasmos_proto::v1::master_peers_server::MasterPeersServer;
 use wasmos_proto::v1::operator_server::OperatorServer;
 use wasmos_proto::v1::scheduler_server::SchedulerServer;
 
 pub use actor::ActorConfig;
 pub use artifacts::{
-    ArtifactStore, MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, MinRate, Refused, StoreLimits, UploadState,
+    ArtifactStore, BlobService, MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, MinRate, Refused,
+    StoreLimits, UploadState,
 };
 pub use audit::{AUDIT_LOG_BYTES, AUDIT_LOG_FILES};
 pub use connections::ConnectionLimits;
@@ -350,6 +352,7 @@ impl Master {
         let actor = tokio::spawn(
             actor::Actor::new(core, config.actor.clone(), clock, registry.clone())
                 .with_connections_shed(gatekeeper.shed_counter())
+                .with_artifacts_held_alone(store.held_alone.clone())
                 .with_jobs(driver)
                 .run(inbox),
         );
@@ -403,6 +406,24 @@ impl Master {
         let (trust, new_admin_token) = match trust {
             Some((trust, token)) => (Some(trust), token),
             None => (None, None),
+        };
+        // With other masters, every upload is copied to them and what this
+        // disk lacks is fetched from them (see `artifacts/peers.rs`).
+        let (store, blobs) = match &config.peers {
+            Some(peers) => {
+                let tls = match &trust {
+                    Some(trust) => Some(trust.peer_tls(&config.core.master_id)?),
+                    None => None,
+                };
+                let link = artifacts::PeerLink::new(&config.core.master_id, peers.clone(), tls);
+                let blobs = artifacts::BlobService::new(
+                    &config.work_dir.join("artifacts"),
+                    config.max_artifact_size,
+                    trust.is_some(),
+                )?;
+                (store.with_peers(link), Some(blobs))
+            }
+            None => (store, None),
         };
         let audit = Arc::new(
             audit::Audit::open_rotating(
@@ -520,7 +541,11 @@ impl Master {
             .add_service(InterceptedService::new(
                 JobsServer::from_arc(jobs_service.clone()),
                 gate(false, "Jobs"),
-            ));
+            ))
+            // Masters only: checked by certificate in the service itself.
+            .add_optional_service(blobs.map(|blobs| {
+                MasterPeersServer::new(blobs).max_decoding_message_size(MAX_UPLOAD_MESSAGE)
+            }));
         let (shutdown, stopping) = tokio::sync::watch::channel(());
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
             // Ends when the sender (the `Master`) is dropped.

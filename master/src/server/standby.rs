@@ -9,7 +9,10 @@
 //! - on the HTTP port, `/health` answers 503 `standby` with the leader,
 //!   and every other path redirects to the leader's HTTP port.
 //!
-//! The SDK, the CLI and agents follow the hint at once.
+//! The SDK, the CLI and agents follow the hint at once. Only other masters
+//! are served: the `MasterPeers` service, which trades artifacts' bytes
+//! (see `artifacts/peers.rs`), on a TLS cluster with a master's client
+//! certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +26,11 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 use wasmos_proto::v1::MasterInfo;
 
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use wasmos_proto::v1::master_peers_server::MasterPeersServer;
+
+use super::artifacts::{BlobService, MAX_UPLOAD_MESSAGE, PeerCerts};
 use super::connections::{ConnectionLimits, GatedListener, Gatekeeper};
 use super::tls_listener::TlsListener;
 
@@ -41,30 +49,37 @@ struct Answers {
 }
 
 impl Standby {
-    /// Serves on `grpc` and `http` (TLS with `tls`, a rustls config the
+    /// Serves on `grpc` and `http` (TLS with `tls`, rustls configs the
     /// cluster's CA vouches for; plaintext without), answering with what
     /// `leader` says now; `retry` is the wait hinted while nobody leads.
+    /// Other masters trade artifacts with `blobs`.
     pub async fn start(
         grpc: SocketAddr,
         http: Option<SocketAddr>,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<StandbyTls>,
+        blobs: BlobService,
         leader: watch::Receiver<Option<MasterInfo>>,
         retry: Duration,
     ) -> anyhow::Result<Standby> {
         let (stop, stopped) = watch::channel(false);
         let answers = Answers { leader, retry };
         let keeper = Gatekeeper::new(ConnectionLimits::from_fd_limit());
+        let blobs = MasterPeersServer::new(blobs).max_decoding_message_size(MAX_UPLOAD_MESSAGE);
         let grpc_router = Router::new()
+            .route_service("/wasmos.v1.MasterPeers/{*call}", blobs)
             .fallback(grpc_answer)
             .with_state(answers.clone());
-        let mut servers =
-            vec![serve(grpc, grpc_router, tls.clone(), &keeper, stopped.clone()).await?];
+        let (grpc_tls, http_tls) = match tls {
+            Some(tls) => (Some(tls.grpc), Some(tls.http)),
+            None => (None, None),
+        };
+        let mut servers = vec![serve(grpc, grpc_router, grpc_tls, &keeper, stopped.clone()).await?];
         if let Some(http) = http {
             let http_router = Router::new()
                 .route("/health", axum::routing::get(health))
                 .fallback(to_leader)
                 .with_state(answers);
-            servers.push(serve(http, http_router, tls, &keeper, stopped).await?);
+            servers.push(serve(http, http_router, http_tls, &keeper, stopped).await?);
         }
         Ok(Standby { stop, servers })
     }
@@ -85,6 +100,13 @@ impl Standby {
     }
 }
 
+/// The TLS of a standby's ports.
+pub struct StandbyTls {
+    /// Takes the client certificates of other masters.
+    grpc: Arc<rustls::ServerConfig>,
+    http: Arc<rustls::ServerConfig>,
+}
+
 /// The TLS a standby serves with: the operator's own certificate
 /// (`--tls-cert`), or one the cluster's CA (`ca`, read from the shared
 /// registry) issues for `listen`'s names, as the master will once it leads.
@@ -92,7 +114,7 @@ pub fn tls_config(
     ca: &wasmos_proto::v1::StoredCa,
     settings: &super::TlsSettings,
     listen: SocketAddr,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+) -> anyhow::Result<StandbyTls> {
     let identity = match &settings.own_identity {
         Some((chain, key)) => wasmos_tls::ServerIdentity {
             cert_chain_pem: chain.clone(),
@@ -103,7 +125,30 @@ pub fn tls_config(
             Duration::from_secs(24 * 3600),
         )?,
     };
-    Ok(identity.rustls()?)
+    Ok(StandbyTls {
+        grpc: identity.rustls_verifying_clients(&ca.cert_pem)?,
+        http: identity.rustls()?,
+    })
+}
+
+/// The client certificates of a TLS connection (for `MasterPeers`).
+impl Connected<IncomingStream<'_, TlsListener>> for PeerCerts {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> PeerCerts {
+        PeerCerts(
+            stream
+                .io()
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(<[_]>::to_vec),
+        )
+    }
+}
+
+impl Connected<IncomingStream<'_, GatedListener>> for PeerCerts {
+    fn connect_info(_: IncomingStream<'_, GatedListener>) -> PeerCerts {
+        PeerCerts(None)
+    }
 }
 
 /// Binds `addr` and serves `router` on it until `stopped` says so.
@@ -124,17 +169,21 @@ async fn serve(
     Ok(match tls {
         Some(config) => {
             let listener = TlsListener::new(gated, config);
+            let app = router.into_make_service_with_connect_info::<PeerCerts>();
             tokio::spawn(async move {
-                let _ = axum::serve(listener, router)
+                let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(until_stopped)
                     .await;
             })
         }
-        None => tokio::spawn(async move {
-            let _ = axum::serve(gated, router)
-                .with_graceful_shutdown(until_stopped)
-                .await;
-        }),
+        None => {
+            let app = router.into_make_service_with_connect_info::<PeerCerts>();
+            tokio::spawn(async move {
+                let _ = axum::serve(gated, app)
+                    .with_graceful_shutdown(until_stopped)
+                    .await;
+            })
+        }
     })
 }
 

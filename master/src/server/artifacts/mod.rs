@@ -8,6 +8,7 @@
 
 mod intake;
 pub mod limits;
+mod peers;
 mod service;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use wasmos_proto::v1;
 
 pub use intake::{MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, Refused, UploadState};
 pub use limits::{MinRate, StoreLimits};
+pub use peers::{BlobService, PeerCerts, PeerLink};
 pub use service::ArtifactsService;
 
 use crate::access::Principal;
@@ -68,6 +70,12 @@ pub struct ArtifactStore {
     /// indexed: uploads finishing together cannot each pass a limit that
     /// only one of them fits.
     storing: Arc<tokio::sync::Mutex<()>>,
+    /// The other masters of a cluster on etcd: they hold a copy of every
+    /// artifact, and give this master what it lacks.
+    peers: Option<Arc<PeerLink>>,
+    fetching: Arc<tokio::sync::Mutex<()>>,
+    /// Uploads answered while no other master held a copy.
+    pub held_alone: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An upload slot, given back when dropped.
@@ -89,8 +97,10 @@ impl ArtifactStore {
     /// Opens (creating) the store under `dir`, with its index in `registry`
     /// (as loaded: `indexed`). Files and index are reconciled: a file the
     /// index lacks (stored just before a crash) is indexed, a record whose
-    /// file is gone is dropped. Uploads larger than `max_size` bytes are
-    /// refused.
+    /// file is gone is dropped. On a registry masters share the index is
+    /// not this disk's: a record whose file is missing here stays (another
+    /// master holds the bytes), and a file without a record (expired
+    /// meanwhile) goes. Uploads larger than `max_size` bytes are refused.
     pub fn open(
         dir: &Path,
         max_size: u64,
@@ -109,13 +119,20 @@ impl ArtifactStore {
                 on_disk.insert(name.to_string(), entry.metadata()?.len());
             }
         }
+        let shared = registry.is_shared();
         let mut writes = Vec::new();
         let mut index = Index::default();
         for record in indexed {
-            if on_disk.remove(&record.digest).is_none() {
+            if on_disk.remove(&record.digest).is_none() && !shared {
                 writes.push(Write::Delete(Table::Artifacts, record.digest.clone()));
             } else {
                 index.insert(record.clone());
+            }
+        }
+        if shared {
+            for digest in std::mem::take(&mut on_disk).into_keys() {
+                std::fs::remove_file(dir.join(&digest))?;
+                tracing::info!(%digest, "artifact expired (no longer indexed)");
             }
         }
         for (digest, size) in on_disk {
@@ -143,7 +160,33 @@ impl ArtifactStore {
                 limits.uploads_per_principal,
             ))),
             storing: Arc::new(tokio::sync::Mutex::new(())),
+            peers: None,
+            fetching: Arc::default(),
+            held_alone: Arc::default(),
         })
+    }
+
+    /// Copies every upload to the other masters `peers` names before it
+    /// is answered, and fetches from them what this disk lacks.
+    pub fn with_peers(mut self, peers: PeerLink) -> ArtifactStore {
+        self.peers = Some(Arc::new(peers));
+        self
+    }
+
+    /// Makes sure `digest`'s file is here if the index has it: fetched
+    /// from another master when missing (this master leads since the one
+    /// that stored it stopped).
+    async fn ensure_local(&self, path: &Path, digest: &str) {
+        let Some(peers) = &self.peers else { return };
+        if !self.contains(digest) || tokio::fs::try_exists(path).await.unwrap_or(true) {
+            return;
+        }
+        // One fetch at a time per store: a digest asked for by many
+        // agents at once is fetched once.
+        let _fetching = self.fetching.lock().await;
+        if !tokio::fs::try_exists(path).await.unwrap_or(true) {
+            peers.fetch(digest, &self.dir, self.max_size).await;
+        }
     }
 
     /// Refuses a principal an artifact it did not upload (admins and
@@ -207,6 +250,7 @@ impl ArtifactStore {
     /// [`ArtifactStore::expire`]).
     pub async fn stat(&self, digest: &str) -> Result<Option<u64>, Status> {
         let path = self.path(digest)?;
+        self.ensure_local(&path, digest).await;
         match tokio::fs::metadata(&path).await {
             Ok(meta) => {
                 touch(&path).await;
@@ -314,7 +358,7 @@ impl ArtifactStore {
         received: intake::Received,
     ) -> Result<v1::ArtifactInfo, Status> {
         let intake::Received { tmp, digest, size } = received;
-        let _storing = self.storing.lock().await;
+        let storing = self.storing.lock().await;
         let record = {
             let index = self.index.lock().expect("not poisoned");
             let existing = index.artifacts.get(&digest);
@@ -349,12 +393,23 @@ impl ArtifactStore {
             .await
             .map_err(|e| Status::unavailable(format!("cannot index the artifact: {e}")))?;
         self.index.lock().expect("not poisoned").insert(record);
+        drop(storing);
+        if let Some(peers) = &self.peers
+            && !peers.hand_out(&path, &digest).await
+        {
+            // Answered anyway: refusing would stop a lone master from
+            // taking uploads at all. The metric says so.
+            self.held_alone
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%digest, "no other master holds the artifact: it is on this master's disk alone");
+        }
         Ok(v1::ArtifactInfo { digest, size })
     }
 
     /// Opens a stored artifact for reading (a use, see [`ArtifactStore::expire`]).
     pub async fn open_file(&self, digest: &str) -> Result<tokio::fs::File, Status> {
         let path = self.path(digest)?;
+        self.ensure_local(&path, digest).await;
         touch(&path).await;
         tokio::fs::File::open(&path)
             .await

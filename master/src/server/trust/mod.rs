@@ -267,6 +267,19 @@ impl Trust {
         &self.identity
     }
 
+    /// What this master shows the other masters of its cluster, and
+    /// trusts them by: the CA clients verify masters by, and a client
+    /// certificate the cluster's CA issues now for `master_id`.
+    pub fn peer_tls(&self, master_id: &str) -> anyhow::Result<wasmos_tls::ClientTls> {
+        let identity = self
+            .ca
+            .issue_master(master_id, std::time::Duration::from_secs(365 * 24 * 3600))?;
+        Ok(wasmos_tls::ClientTls {
+            ca_pem: self.server_ca_pem.clone(),
+            identity: Some((identity.cert_chain_pem, identity.key_pem)),
+        })
+    }
+
     /// PEM of the CAs whose client certificates are verified.
     pub fn client_roots(&self) -> &str {
         &self.client_roots
