@@ -438,6 +438,62 @@ fn an_artifact_outlives_the_leader_that_stored_it() {
 }
 
 #[test]
+fn an_sdk_framework_follows_the_new_leader() {
+    let mut ha = Ha::start(2);
+    ha.add_agent();
+    ha.wait_agents(1);
+    let admin = ha.work_dir(ha.admin);
+    let options = wasmos_sdk::ConnectOptions {
+        ca_pem: Some(std::fs::read_to_string(admin.join("ca.pem")).unwrap()),
+        token: Some(
+            std::fs::read_to_string(admin.join("admin.token"))
+                .unwrap()
+                .trim()
+                .to_string(),
+        ),
+        identity: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (framework, mut events) = runtime.block_on(async {
+        let client = wasmos_sdk::Client::connect_with(ha.urls(), options)
+            .await
+            .unwrap();
+        client
+            .subscribe(wasmos_sdk::FrameworkConfig::new("follows"))
+            .await
+            .unwrap()
+    });
+    // The next event of a kind, within the test's limit.
+    let next = |events: &mut wasmos_sdk::Events, wanted: fn(&wasmos_sdk::Event) -> bool| {
+        runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + LIMIT;
+            while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+                if wanted(&event) {
+                    return Some(event);
+                }
+            }
+            None
+        })
+    };
+    next(&mut events, |e| matches!(e, wasmos_sdk::Event::Offers(_))).expect("offers");
+
+    support::kill_9(ha.master(0).pid());
+    ha.wait_leading(1);
+    let resubscribed = next(&mut events, |e| {
+        matches!(e, wasmos_sdk::Event::Resubscribed { .. })
+    })
+    .expect("the framework re-subscribes to the new leader");
+    let wasmos_sdk::Event::Resubscribed { framework_id } = resubscribed else {
+        unreachable!()
+    };
+    assert_eq!(framework_id, framework.framework_id());
+    // Offers again: only the leader makes them, from the agent it took over.
+    next(&mut events, |e| matches!(e, wasmos_sdk::Event::Offers(_)))
+        .expect("offers from the new leader");
+    assert_eq!(framework.stats().resubscriptions, 1);
+}
+
+#[test]
 fn a_standby_points_clients_and_agents_to_the_leader() {
     let mut ha = Ha::start(2);
     let (standby_grpc, standby_http) = ha.ports[1];

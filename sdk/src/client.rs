@@ -38,6 +38,10 @@ enum Probe {
 pub struct Client {
     channel: Channel,
     url: String,
+    /// Every master given to [`Client::connect_with`], and how to reach
+    /// them: where [`Client::follow_leader`] looks after a failover.
+    cluster: String,
+    options: ConnectOptions,
 }
 
 /// What [`Client::upload`] did.
@@ -87,10 +91,10 @@ impl Client {
                     Err(e) => return Err(e),
                 };
                 match client.probe().await {
-                    Probe::Serving => return Ok(client),
+                    Probe::Serving => return Ok(client.of_cluster(&url)),
                     Probe::Leader(leader) => {
                         match Client::connect_one(leader, options.clone()).await {
-                            Ok(leader) => return Ok(leader),
+                            Ok(leader) => return Ok(leader.of_cluster(&url)),
                             Err(e @ Error::Connect { .. }) => last_error = Some(e),
                             Err(e) => return Err(e),
                         }
@@ -116,6 +120,18 @@ impl Client {
                 }
             }
         }
+    }
+
+    fn of_cluster(mut self, urls: &str) -> Client {
+        self.cluster = urls.to_string();
+        self
+    }
+
+    /// A client of the master that leads now, found from the masters this
+    /// client was made with (see [`Client::connect_with`]): after a
+    /// failover, the new leader.
+    pub async fn follow_leader(&self) -> Result<Client> {
+        Client::connect_with(self.cluster.clone(), self.options.clone()).await
     }
 
     /// Asks the master whether it serves: a standby answers `UNAVAILABLE`
@@ -189,7 +205,9 @@ impl Client {
         })?;
         Ok(Client {
             channel: InterceptedService::new(channel, options.credentials()?),
+            cluster: url.clone(),
             url,
+            options,
         })
     }
 

@@ -224,7 +224,13 @@ struct Counters {
 }
 
 struct Shared {
-    grpc: SchedulerClient<Channel>,
+    /// The master's scheduler service: the leader's, followed after a
+    /// failover (see `drive`).
+    grpc: Mutex<SchedulerClient<Channel>>,
+    /// The URL of the master `grpc` calls.
+    url: Mutex<String>,
+    /// The cluster's masters, to find the leader again.
+    client: Client,
     framework_id: String,
     config: FrameworkConfig,
     /// Tasks launched and not yet seen terminal: reconciled after a
@@ -317,7 +323,9 @@ impl Scheduler {
         let liveness = Liveness::new(&subscribed, config.min_heartbeat_timeout);
         tracing::info!(framework = %subscribed.framework_id, "subscribed");
         let shared = Arc::new(Shared {
-            grpc,
+            grpc: Mutex::new(grpc),
+            url: Mutex::new(client.url().to_string()),
+            client,
             framework_id: subscribed.framework_id,
             config,
             known: Mutex::new(HashSet::new()),
@@ -356,7 +364,7 @@ impl Scheduler {
     }
 
     fn grpc(&self) -> SchedulerClient<Channel> {
-        self.shared.grpc.clone()
+        self.shared.grpc()
     }
 
     fn id(&self) -> String {
@@ -577,10 +585,15 @@ fn ack_of(status: &v1::TaskStatus) -> Option<v1::Ack> {
     })
 }
 
+impl Shared {
+    fn grpc(&self) -> SchedulerClient<Channel> {
+        self.grpc.lock().unwrap().clone()
+    }
+}
+
 async fn reconcile(shared: &Shared, task_ids: Vec<String>) -> Result<()> {
     shared
-        .grpc
-        .clone()
+        .grpc()
         .reconcile(v1::ReconcileRequest {
             framework_id: shared.framework_id.clone(),
             task_ids,
@@ -608,7 +621,7 @@ async fn acknowledge_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<v
             .acknowledge_calls
             .fetch_add(1, Ordering::Relaxed);
         shared.counters.acknowledged.fetch_add(n, Ordering::Relaxed);
-        if let Err(status) = shared.grpc.clone().acknowledge(request).await {
+        if let Err(status) = shared.grpc().acknowledge(request).await {
             // Harmless: unacknowledged updates are sent again and then
             // acknowledged again.
             tracing::debug!(%status, "acknowledge failed; the updates will be resent");
@@ -695,7 +708,7 @@ async fn drive(
 
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
-        let mut grpc = shared.grpc.clone();
+        let mut grpc = shared.grpc();
         (stream, liveness) = loop {
             if shared.ended.load(Ordering::SeqCst) {
                 emit(Event::Error("the framework was torn down".into()));
@@ -740,6 +753,18 @@ async fn drive(
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, ?backoff, "re-subscription failed; retrying");
+                    // The master may be gone or standing by: find the one
+                    // that leads now (at once, with no backoff, when a
+                    // standby names it).
+                    if let Ok(leader) = shared.client.follow_leader().await
+                        && *shared.url.lock().unwrap() != leader.url()
+                    {
+                        tracing::info!(master = leader.url(), "following the leading master");
+                        grpc = leader.scheduler_client();
+                        *shared.grpc.lock().unwrap() = grpc.clone();
+                        *shared.url.lock().unwrap() = leader.url().to_string();
+                        continue;
+                    }
                     let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
                     tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                     backoff = (backoff * 2).min(shared.config.max_backoff);
