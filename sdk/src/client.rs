@@ -40,8 +40,7 @@ pub struct Client {
     url: String,
     /// Every master given to [`Client::connect_with`], and how to reach
     /// them: where [`Client::follow_leader`] looks after a failover.
-    cluster: String,
-    options: ConnectOptions,
+    cluster: std::sync::Arc<(String, ConnectOptions)>,
 }
 
 /// What [`Client::upload`] did.
@@ -123,7 +122,7 @@ impl Client {
     }
 
     fn of_cluster(mut self, urls: &str) -> Client {
-        self.cluster = urls.to_string();
+        self.cluster = std::sync::Arc::new((urls.to_string(), self.cluster.1.clone()));
         self
     }
 
@@ -131,7 +130,8 @@ impl Client {
     /// client was made with (see [`Client::connect_with`]): after a
     /// failover, the new leader.
     pub async fn follow_leader(&self) -> Result<Client> {
-        Client::connect_with(self.cluster.clone(), self.options.clone()).await
+        let (urls, options) = &*self.cluster;
+        Client::connect_with(urls.clone(), options.clone()).await
     }
 
     /// Asks the master whether it serves: a standby answers `UNAVAILABLE`
@@ -205,9 +205,8 @@ impl Client {
         })?;
         Ok(Client {
             channel: InterceptedService::new(channel, options.credentials()?),
-            cluster: url.clone(),
+            cluster: std::sync::Arc::new((url.clone(), options)),
             url,
-            options,
         })
     }
 
