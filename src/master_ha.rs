@@ -104,7 +104,15 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     // From here on a leader that cannot prove it leads ends the process.
     lease.watch_leadership();
     let _ = stop_standing_by.send(());
-    let _ = standby.await;
+    let last_seen_leader = standby.await.ok().flatten();
+    let gap = last_seen_leader.map(|seen| seen.elapsed());
+    match leadership::begin_term(&client, &keys, gap).await {
+        Ok(history) => config.leader_history = Some(history),
+        Err(e) => tracing::warn!("cannot count this term in etcd: {}", e.message()),
+    }
+    if let Some(gap) = gap {
+        println!("no master led for {:.2} s", gap.as_secs_f64());
+    }
     println!(
         "leading under {} on etcd (lease {:?})",
         keys.prefix(),
@@ -154,7 +162,7 @@ fn now_ms() -> u64 {
 /// Serves the standby's answers on the master's ports until `stop`, with
 /// the leader as etcd says (asked every [`LEADER_POLL`]). On a TLS cluster
 /// it starts once the cluster's CA is in the registry (the first leader
-/// makes it).
+/// makes it). Returns when it last saw another master lead.
 async fn stand_by(
     etcd: Etcd,
     keys: Keys,
@@ -162,13 +170,20 @@ async fn stand_by(
     config: MasterConfig,
     lease: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
+) -> Option<std::time::Instant> {
     let registry = Arc::new(registry);
+    let mut last_seen_leader = None;
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
     let mut serving: Option<Standby> = None;
     let mut told = false;
     loop {
         if let Ok(leader) = leadership::current_leader(&etcd, &keys).await {
+            if leader
+                .as_ref()
+                .is_some_and(|l| l.master_id != config.core.master_id)
+            {
+                last_seen_leader = Some(std::time::Instant::now());
+            }
             leader_tx.send_replace(leader);
         }
         if serving.is_none() {
@@ -242,6 +257,7 @@ async fn stand_by(
     if let Some(standby) = serving {
         standby.stop().await;
     }
+    last_seen_leader
 }
 
 /// How often a standby asks etcd who leads.

@@ -214,6 +214,25 @@ impl Ha {
         done.unwrap_or_else(|| panic!("wasmos {args:?} did not succeed within {LIMIT:?}"))
     }
 
+    /// `path` on master `i`'s HTTP port, as the admin.
+    fn http_admin(&self, i: usize, path: &str) -> String {
+        let first = self.work_dir(self.admin);
+        let ca = std::fs::read_to_string(first.join("ca.pem")).unwrap();
+        let token = std::fs::read_to_string(first.join("admin.token")).unwrap();
+        support::https_get(
+            &format!("https://127.0.0.1:{}{path}", self.ports[i].1),
+            &ca,
+            Some(token.trim()),
+        )
+    }
+
+    /// A metric's value on master `i` (which must lead).
+    fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        self.http_admin(i, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+    }
+
     /// Starts an agent that joins the cluster and knows every master.
     fn add_agent(&mut self) {
         let join = self.cli_ok(&["token", "create", "--agent", "--uses", "10"]);
@@ -491,6 +510,10 @@ fn an_sdk_framework_follows_the_new_leader() {
     next(&mut events, |e| matches!(e, wasmos_sdk::Event::Offers(_)))
         .expect("offers from the new leader");
     assert_eq!(framework.stats().resubscriptions, 1);
+    // The new leader counts the change, and the time nobody led.
+    assert_eq!(ha.metric(1, "wasmos_leader_changes_total"), Some(1.0));
+    let gap = ha.metric(1, "wasmos_leaderless_last_seconds").unwrap();
+    assert!(gap > 0.0 && gap < LIMIT.as_secs_f64(), "{gap}");
 }
 
 #[test]
@@ -539,6 +562,15 @@ fn a_standby_points_clients_and_agents_to_the_leader() {
     );
     assert_eq!(masters[1]["role"], "standby", "{masters:?}");
     assert_eq!(masters[1]["grpc"], standby);
+    // So does /state, and the metrics count the one term so far.
+    let state: Value = serde_json::from_str(&ha.http_admin(0, "/state")).unwrap();
+    let listed = state["masters"].as_array().expect("masters in /state");
+    assert_eq!(listed.len(), 2, "{state}");
+    assert_eq!(listed[0]["leader"], true);
+    assert_eq!(listed[0]["epoch"], 1);
+    assert_eq!(listed[1]["grpc"], standby);
+    assert_eq!(ha.metric(0, "wasmos_master_epoch"), Some(1.0));
+    assert_eq!(ha.metric(0, "wasmos_leader_changes_total"), Some(0.0));
     // An agent that knows only the standby attaches to the leader.
     let join = ha.cli_ok(&["token", "create", "--agent"]);
     let work_dir = ha.dir.path().join("agent-via-standby");

@@ -402,3 +402,62 @@ pub async fn masters(etcd: &Etcd, keys: &Keys) -> Result<Vec<MasterInfo>, tonic:
         .filter_map(|kv| MasterInfo::decode(kv.value.as_slice()).ok())
         .collect())
 }
+
+/// What the leaders of one prefix did so far, kept in etcd
+/// (`<prefix>/history`) for the metrics of whoever leads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderHistory {
+    /// Terms begun (the first leader's is the first).
+    pub terms: u64,
+    /// Time without a leader between terms, as the next leader saw it:
+    /// from the last time it saw the old leader to its own win.
+    pub leaderless_ms: u64,
+    /// The last such gap.
+    pub last_gap_ms: u64,
+}
+
+impl LeaderHistory {
+    /// Terms that followed another: leader changes.
+    pub fn changes(&self) -> u64 {
+        self.terms.saturating_sub(1)
+    }
+}
+
+/// Counts a new term in etcd's history, `gap` after the last leader was
+/// seen (`None`: none was, this master found nobody leading). Written by
+/// the new leader only, once, right after it won.
+pub async fn begin_term(
+    etcd: &Etcd,
+    keys: &Keys,
+    gap: Option<Duration>,
+) -> Result<LeaderHistory, tonic::Status> {
+    let answer = etcd
+        .kv
+        .clone()
+        .range(RangeRequest {
+            key: keys.history(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut history: LeaderHistory = answer
+        .kvs
+        .first()
+        .and_then(|kv| serde_json::from_slice(&kv.value).ok())
+        .unwrap_or_default();
+    history.terms += 1;
+    if let Some(gap) = gap {
+        let gap_ms = gap.as_millis() as u64;
+        history.leaderless_ms += gap_ms;
+        history.last_gap_ms = gap_ms;
+    }
+    etcd.kv
+        .clone()
+        .put(PutRequest {
+            key: keys.history(),
+            value: serde_json::to_vec(&history).expect("plain numbers"),
+            ..Default::default()
+        })
+        .await?;
+    Ok(history)
+}

@@ -160,6 +160,11 @@ impl Keys {
         format!("{}/leader", self.prefix).into_bytes()
     }
 
+    /// The leaders' history (see [`leadership::LeaderHistory`]).
+    pub fn history(&self) -> Vec<u8> {
+        format!("{}/history", self.prefix).into_bytes()
+    }
+
     /// Where each master says it is, on its lease:
     /// `<prefix>/masters/<master id>`.
     pub fn master(&self, id: &str) -> Vec<u8> {

@@ -12,12 +12,20 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::handle::ActorHandle;
+use super::masters::Masters;
 use super::trust::Trust;
+
+/// What the HTTP port reads: the actor's state, and the masters.
+#[derive(Clone)]
+pub struct HttpState {
+    pub actor: ActorHandle,
+    pub masters: Masters,
+}
 
 /// `/health` is open; `/state` and `/metrics` need an admin or read-only
 /// token on a TLS master (`trust`), as the Operator's lists do, except
 /// `/metrics` when `metrics_public` (allowed on loopback addresses only).
-pub fn router(actor: ActorHandle, trust: Option<Arc<Trust>>, metrics_public: bool) -> Router {
+pub fn router(state: HttpState, trust: Option<Arc<Trust>>, metrics_public: bool) -> Router {
     let guard = move |trust: Option<Arc<Trust>>| {
         middleware::from_fn(move |request: Request, next: Next| {
             let trust = trust.clone();
@@ -52,8 +60,8 @@ pub fn router(actor: ActorHandle, trust: Option<Arc<Trust>>, metrics_public: boo
             }
         })
     };
-    let state = Router::new()
-        .route("/state", get(state))
+    let state_page = Router::new()
+        .route("/state", get(state_page))
         .route_layer(guard(trust.clone()));
     let metrics = Router::new().route("/metrics", get(metrics));
     let metrics = if metrics_public {
@@ -63,20 +71,21 @@ pub fn router(actor: ActorHandle, trust: Option<Arc<Trust>>, metrics_public: boo
     };
     Router::new()
         .route("/health", get(health))
-        .merge(state)
+        .merge(state_page)
         .merge(metrics)
-        .with_state(actor)
+        .with_state(state)
 }
 
-async fn health(State(actor): State<ActorHandle>) -> Response {
-    match actor.query(|_, _| ()).await {
+async fn health(State(state): State<HttpState>) -> Response {
+    match state.actor.query(|_, _| ()).await {
         Ok(()) => "ok\n".into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 
-async fn state(State(actor): State<ActorHandle>) -> Response {
-    let state = actor
+async fn state_page(State(http): State<HttpState>) -> Response {
+    let state = http
+        .actor
         .query(|core, _| {
             let tasks: Vec<_> = core
                 .tasks()
@@ -102,14 +111,24 @@ async fn state(State(actor): State<ActorHandle>) -> Response {
         })
         .await;
     match state {
-        Ok(state) => axum::Json(state).into_response(),
+        Ok(mut state) => {
+            state["masters"] = http.masters.json().await;
+            axum::Json(state).into_response()
+        }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 
-async fn metrics(State(actor): State<ActorHandle>) -> Response {
-    match actor.query(|core, metrics| metrics.render(core)).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match state
+        .actor
+        .query(|core, metrics| metrics.render(core))
+        .await
+    {
+        Ok(mut text) => {
+            state.masters.render_metrics(&mut text);
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }

@@ -383,11 +383,11 @@ fn connection_gauge(out: &mut String, name: &str, help: &str, connected: usize, 
     );
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
+pub(crate) fn gauge(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
     family(out, name, help, "gauge", rows);
 }
 
-fn counter(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
+pub(crate) fn counter(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
     family(out, name, help, "counter", rows);
 }
 

@@ -16,6 +16,7 @@ mod handle;
 mod histogram;
 mod http;
 mod jobs;
+mod masters;
 mod memory;
 mod metrics;
 mod operator;
@@ -135,6 +136,9 @@ pub struct MasterConfig {
     /// Of masters on etcd: where the others say they are (`ListMasters`).
     /// `None` for a master alone.
     pub peers: Option<crate::etcd::Peers>,
+    /// Of a master on etcd: the leaders so far, its own term counted (for
+    /// the metrics).
+    pub leader_history: Option<crate::etcd::leadership::LeaderHistory>,
     /// While this file exists, registry commits wait (a test hook: see
     /// `store::GatedStore`).
     pub hold_commits_while: Option<PathBuf>,
@@ -176,6 +180,7 @@ impl MasterConfig {
             job_retention: Duration::from_secs(7 * 24 * 3600),
             store: None,
             peers: None,
+            leader_history: None,
             hold_commits_while: None,
             wall_clock: WallClock::system(),
             audit_log_bytes: AUDIT_LOG_BYTES,
@@ -488,14 +493,18 @@ impl Master {
                 .context("the master's TLS certificate")?;
         }
 
+        let masters = masters::Masters {
+            master_id: config.core.master_id.clone(),
+            epoch: opened.epoch,
+            peers: config.peers.clone(),
+            history: config.leader_history,
+        };
         // The gRPC port and the web UI serve the same two services.
         let operator_service = Arc::new(operator::OperatorService {
             actor: handle.clone(),
             trust: trust.clone(),
             audit: audit.clone(),
-            peers: config.peers.clone(),
-            epoch: opened.epoch,
-            master_id: config.core.master_id.clone(),
+            masters: masters.clone(),
         });
         let jobs_service = Arc::new(jobs::JobsService {
             jobs: job_service,
@@ -584,7 +593,11 @@ impl Master {
                     sessions: ui::session::Sessions::new(trust.clone()),
                     history,
                 });
-                let app = http::router(handle.clone(), trust.clone(), config.metrics_public)
+                let state = http::HttpState {
+                    actor: handle.clone(),
+                    masters: masters.clone(),
+                };
+                let app = http::router(state, trust.clone(), config.metrics_public)
                     .merge(ui::router(ui))
                     .into_make_service_with_connect_info::<ui::Peer>();
                 let http_stopped = stopped(stopping.clone());

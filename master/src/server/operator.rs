@@ -26,11 +26,8 @@ pub struct OperatorService {
     /// `None` on an insecure master.
     pub trust: Option<Arc<Trust>>,
     pub audit: Arc<Audit>,
-    /// Of masters on etcd: where to list them.
-    pub peers: Option<crate::etcd::Peers>,
-    /// This master's epoch and id, for `ListMasters`.
-    pub epoch: u64,
-    pub master_id: String,
+    /// This master and the others, for `ListMasters`.
+    pub masters: super::masters::Masters,
 }
 
 impl OperatorService {
@@ -358,34 +355,7 @@ impl Operator for OperatorService {
         request: Request<v1::ListMastersRequest>,
     ) -> Result<Response<v1::ListMastersResponse>, Status> {
         principal_of(&request)?;
-        let me = v1::MasterState {
-            info: Some(v1::MasterInfo {
-                master_id: self.master_id.clone(),
-                ..Default::default()
-            }),
-            leader: true,
-            epoch: self.epoch,
-        };
-        let Some(peers) = &self.peers else {
-            return Ok(Response::new(v1::ListMastersResponse { masters: vec![me] }));
-        };
-        let mut listed = crate::etcd::leadership::masters(&peers.etcd, &peers.keys)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot ask etcd: {}", e.message())))?;
-        listed.sort_by(|a, b| a.master_id.cmp(&b.master_id));
-        let mut masters = Vec::with_capacity(listed.len() + 1);
-        let (mine, others): (Vec<_>, Vec<_>) = listed
-            .into_iter()
-            .partition(|info| info.master_id == self.master_id);
-        masters.push(v1::MasterState {
-            info: mine.into_iter().next().or(me.info),
-            ..me
-        });
-        masters.extend(others.into_iter().map(|info| v1::MasterState {
-            info: Some(info),
-            leader: false,
-            epoch: 0,
-        }));
+        let masters = self.masters.list().await?;
         Ok(Response::new(v1::ListMastersResponse { masters }))
     }
 
