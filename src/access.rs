@@ -276,6 +276,14 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(note) = dropped_note(&read, since_ms, args.limit) {
         eprintln!("{note}");
     }
+    if read.leading_since_ms > since_ms {
+        eprintln!(
+            "note: these are the leading master's lines; it has led since {}, and lines of \
+             earlier leaders are in their own audit.log (`wasmos masters` lists the masters)",
+            ops::wall_time(read.leading_since_ms)
+                .unwrap_or_else(|| format!("{} ms", read.leading_since_ms))
+        );
+    }
     for entry in read.entries {
         println!("{entry}");
     }

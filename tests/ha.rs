@@ -430,6 +430,30 @@ fn an_artifact_outlives_the_leader_that_stored_it() {
         "fetched back from a peer"
     );
 
+    // The new leader's audit log names it in every line, and `wasmos
+    // audit` says where the lines of the first leader are.
+    let masters = json_lines(&ha.cli_ok(&["masters", "--json"]));
+    let leader_id = masters[0]["id"]
+        .as_str()
+        .expect("the leader's id")
+        .to_string();
+    let out = ha.cli().args(["audit"]).output().unwrap();
+    assert!(out.status.success());
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        lines.iter().any(|l| l["call"] == "Operator.CreateToken"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l["master"] == leader_id.as_str()),
+        "{lines:?}"
+    );
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("lines of earlier leaders are in their own audit.log"),
+        "{note}"
+    );
+
     // Only masters trade artifacts: a client with the cluster's CA but no
     // master certificate is refused by the standby and by the leader.
     let digest = held[0].file_name().unwrap().to_str().unwrap().to_string();

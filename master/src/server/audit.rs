@@ -38,6 +38,9 @@ pub struct Audit {
     max_bytes: u64,
     /// How many files are kept, `audit.log` included (at least 2).
     files: u32,
+    /// Written into every line (`"master"`): masters on etcd each keep
+    /// their own log, and a reader must tell whose line it is.
+    master_id: Option<String>,
 }
 
 struct State {
@@ -116,7 +119,14 @@ impl Audit {
             clock,
             max_bytes,
             files: files.max(2),
+            master_id: None,
         })
+    }
+
+    /// Names `master_id` in every line from now on.
+    pub fn with_master(mut self, master_id: &str) -> Audit {
+        self.master_id = Some(master_id.to_string());
+        self
     }
 
     /// `audit.log.k`; `audit.log` for 0.
@@ -287,7 +297,14 @@ impl Audit {
     }
 
     fn write(&self, open: &mut Open, entry: &Value) {
-        let mut line = entry.to_string();
+        let mut line = match (&self.master_id, entry) {
+            (Some(master), Value::Object(fields)) => {
+                let mut fields = fields.clone();
+                fields.insert("master".into(), master.as_str().into());
+                Value::Object(fields).to_string()
+            }
+            _ => entry.to_string(),
+        };
         line.push('\n');
         if open.bytes + line.len() as u64 > self.max_bytes && open.bytes > 0 {
             match self.rotate() {

@@ -16,6 +16,19 @@ pub struct Masters {
     pub peers: Option<crate::etcd::Peers>,
     /// Of masters on etcd: the leaders so far, this one's term counted.
     pub history: Option<LeaderHistory>,
+    /// When this master began to lead (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+impl Masters {
+    /// Since when this master leads, if others led before it (their audit
+    /// lines are in their own logs); 0 otherwise.
+    pub fn led_after_others_since_ms(&self) -> u64 {
+        match &self.history {
+            Some(history) if history.terms > 1 => self.since_ms,
+            _ => 0,
+        }
+    }
 }
 
 impl Masters {

@@ -437,9 +437,8 @@ impl Master {
                 config.audit_log_bytes,
                 config.audit_log_files,
             )
-            .with_context(|| {
-                format!("cannot open the audit log in {}", config.work_dir.display())
-            })?,
+            .with_context(|| format!("cannot open the audit log in {}", config.work_dir.display()))?
+            .with_master(&config.core.master_id),
         );
         let gate = |agents, service| trust::Gate {
             trust: trust.clone(),
@@ -498,6 +497,7 @@ impl Master {
             epoch: opened.epoch,
             peers: config.peers.clone(),
             history: config.leader_history,
+            since_ms: config.wall_clock.now_ms(),
         };
         // The gRPC port and the web UI serve the same two services.
         let operator_service = Arc::new(operator::OperatorService {

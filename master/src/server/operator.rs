@@ -375,6 +375,7 @@ impl Operator for OperatorService {
             entries: read.entries,
             dropped_until_ms: read.dropped_until_ms,
             oldest_kept_ms: read.oldest_kept_ms,
+            leading_since_ms: self.masters.led_after_others_since_ms(),
         }))
     }
 
