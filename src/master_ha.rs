@@ -27,6 +27,7 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     let endpoints = etcd::endpoints(etcd_urls)?;
     let keys = Keys::new(args.etcd_prefix())?;
     let mut config = args.config()?;
+    config.keepalive = (args.leader_lease() / 2).max(Duration::from_millis(500));
     let client = Etcd::connect(&endpoints);
     let mut info = MasterInfo {
         master_id: config.core.master_id.clone(),

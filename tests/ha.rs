@@ -605,8 +605,24 @@ fn a_standby_points_clients_and_agents_to_the_leader() {
         .arg(&work_dir)
         .env("WASMOS_JOIN", join.trim());
     let (child, _) = support::spawn_until(cmd, &["wasmos agent offering"]);
+    let agent = child.id();
     ha.agents.push((child, work_dir));
     ha.wait_agents(1);
+
+    // A silent agent is let go within about a lease (the leader pings every
+    // stream every half lease), not after the 40 s of a lone master.
+    signal(agent, "STOP");
+    let stopped = Instant::now();
+    let let_go = wait_for(LIMIT, || {
+        let out = ha.cli().args(["agents", "--json"]).output().ok()?;
+        let agents = json_lines(&String::from_utf8_lossy(&out.stdout));
+        // Disconnected, or (past the test's short agent timeout) removed.
+        (out.status.success() && !agents.iter().any(|a| a["state"] == "connected")).then_some(())
+    });
+    let took = stopped.elapsed();
+    signal(agent, "CONT");
+    assert!(let_go.is_some(), "the silent agent was never let go");
+    assert!(took < Duration::from_secs(20), "let go after {took:?}");
 }
 
 #[test]

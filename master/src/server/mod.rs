@@ -136,6 +136,11 @@ pub struct MasterConfig {
     /// Of masters on etcd: where the others say they are (`ListMasters`).
     /// `None` for a master alone.
     pub peers: Option<crate::etcd::Peers>,
+    /// How often the master pings each connection (agents' streams
+    /// among them), and how long it waits for the answer, at most 10 s,
+    /// before closing it. Default 30 s; masters on etcd ping every half
+    /// lease, so a silent agent is let go within about a lease.
+    pub keepalive: Duration,
     /// Of a master on etcd: the leaders so far, its own term counted (for
     /// the metrics).
     pub leader_history: Option<crate::etcd::leadership::LeaderHistory>,
@@ -180,6 +185,7 @@ impl MasterConfig {
             job_retention: Duration::from_secs(7 * 24 * 3600),
             store: None,
             peers: None,
+            keepalive: Duration::from_secs(30),
             leader_history: None,
             hold_commits_while: None,
             wall_clock: WallClock::system(),
@@ -474,8 +480,8 @@ impl Master {
         // Peers that stop answering are found by HTTP/2 pings; one
         // connection cannot open streams without end.
         let mut server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_interval(Some(config.keepalive))
+            .http2_keepalive_timeout(Some(config.keepalive.min(Duration::from_secs(10))))
             .max_concurrent_streams(Some(1024))
             // What a peer may send ahead of what a call has read: held in
             // memory per stream, so an upload in progress holds at most
