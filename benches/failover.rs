@@ -80,7 +80,7 @@ impl Masters {
             .build()
             .unwrap();
         let leader = runtime.block_on(async {
-            let etcd = Etcd::connect(&endpoints(&self.etcd_url).unwrap());
+            let etcd = Etcd::connect(&endpoints(&self.etcd_url, None).unwrap());
             let keys = Keys::new("/wasmos").unwrap();
             leadership::current_leader(&etcd, &keys).await
         });

@@ -5,6 +5,7 @@ mod access;
 mod agent;
 mod cli_args;
 mod demo;
+mod etcd_tls;
 mod executor;
 mod jobs;
 mod local;

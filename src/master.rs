@@ -58,6 +58,8 @@ pub struct Args {
     /// writes once its quota is full.
     #[arg(long, default_value = "1m", value_parser = cli_args::duration, requires = "etcd")]
     etcd_compact_every: Duration,
+    #[command(flatten)]
+    etcd_tls: crate::etcd_tls::EtcdTlsArgs,
     /// While FILE exists, registry commits wait (tests: to kill the master
     /// between sending a launch and making it durable).
     #[arg(long, hide = true, value_name = "FILE")]
@@ -343,6 +345,10 @@ impl Args {
 
     pub fn leader_lease(&self) -> Duration {
         self.leader_lease
+    }
+
+    pub fn etcd_tls(&self) -> &crate::etcd_tls::EtcdTlsArgs {
+        &self.etcd_tls
     }
 
     pub fn etcd_compact_every(&self) -> Duration {

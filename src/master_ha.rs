@@ -24,7 +24,7 @@ use crate::master::Args;
 const RETRY: Duration = Duration::from_millis(500);
 
 pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
-    let endpoints = etcd::endpoints(etcd_urls)?;
+    let endpoints = etcd::endpoints(etcd_urls, args.etcd_tls().load()?.as_ref())?;
     let keys = Keys::new(args.etcd_prefix())?;
     let mut config = args.config()?;
     config.keepalive = (args.leader_lease() / 2).max(Duration::from_millis(500));

@@ -24,9 +24,12 @@ enum Command {
         /// The stopped master's work dir.
         #[arg(long, default_value = "wasmos-master")]
         work_dir: PathBuf,
-        /// etcd's client URLs (`http://127.0.0.1:2379[,...]`).
+        /// etcd's client URLs (`http://127.0.0.1:2379[,...]`, or https://
+        /// with --etcd-ca).
         #[arg(long, value_name = "URL[,URL...]")]
         etcd: String,
+        #[command(flatten)]
+        etcd_tls: crate::etcd_tls::EtcdTlsArgs,
         /// The cluster's key prefix in etcd; it must hold nothing yet.
         #[arg(long, default_value = "/wasmos")]
         etcd_prefix: String,
@@ -40,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Command::Migrate {
         work_dir,
         etcd,
+        etcd_tls,
         etcd_prefix,
     } = args.command;
     let path = RedbStore::path_in(&work_dir);
@@ -52,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let source = RedbStore::open(&path)?;
     let keys = Keys::new(&etcd_prefix)?;
     let target = EtcdStore::connect(
-        &endpoints(&etcd)?,
+        &endpoints(&etcd, etcd_tls.load()?.as_ref())?,
         keys.clone(),
         None,
         Duration::from_secs(10),

@@ -541,6 +541,80 @@ fn an_sdk_framework_follows_the_new_leader() {
 }
 
 #[test]
+fn a_master_reaches_etcd_over_tls_with_a_client_certificate() {
+    let ca = wasmos_tls::Ca::generate("etcd").unwrap();
+    let etcd = Etcd::start_tls(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let client = ca.issue_master("m", Duration::from_secs(3600)).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca_file, cert, key) = (
+        file("ca.pem", ca.cert_pem()),
+        file("client.pem", &client.cert_chain_pem),
+        file("client-key.pem", &client.key_pem),
+    );
+    let master = |tls: &[&str]| {
+        let mut cmd = wasmos();
+        cmd.arg("master")
+            .args(["--etcd", &etcd.url, "--leader-lease", LEASE])
+            .args(tls)
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--work-dir")
+            .arg(dir.path().join("master"))
+            .args(FAST_MASTER);
+        cmd
+    };
+    // No CA: refused at once, saying what to give.
+    let out = master(&[]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--etcd-ca"), "{err}");
+
+    // With etcd's CA and a client certificate: it leads, and its registry
+    // is in etcd.
+    let (mut child, _) = support::spawn_until(
+        master(&[
+            "--etcd-ca",
+            &ca_file,
+            "--etcd-cert",
+            &cert,
+            "--etcd-key",
+            &key,
+        ]),
+        &["listening on"],
+    );
+    let tls = wasmos_tls::ClientTls {
+        ca_pem: ca.cert_pem().to_string(),
+        identity: Some((client.cert_chain_pem.clone(), client.key_pem.clone())),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let newest = |tls: wasmos_tls::ClientTls| {
+        runtime.block_on(async {
+            let store = EtcdStore::connect(
+                &endpoints(&etcd.url, Some(&tls)).unwrap(),
+                Keys::new("/wasmos").unwrap(),
+                None,
+                Duration::from_secs(1),
+            )
+            .unwrap();
+            tokio::task::spawn_blocking(move || store.newest_revision())
+                .await
+                .unwrap()
+        })
+    };
+    let revision = newest(tls.clone()).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(revision > 1, "the master wrote its registry into etcd");
+    // etcd admits no client without a certificate of its CA.
+    let anonymous = wasmos_tls::ClientTls::trusting(ca.cert_pem());
+    assert!(newest(anonymous).is_err());
+}
+
+#[test]
 fn a_standby_points_clients_and_agents_to_the_leader() {
     let mut ha = Ha::start(2);
     let (standby_grpc, standby_http) = ha.ports[1];
@@ -725,7 +799,7 @@ async fn masters_outlive_an_etcd_outage_and_the_leader_compacts_history() {
     tokio::task::block_in_place(|| submit(&ha));
 
     // The leader compacts: the first revisions are gone from etcd.
-    let client = EtcdClient::connect(&endpoints(&ha.etcd.url).unwrap());
+    let client = EtcdClient::connect(&endpoints(&ha.etcd.url, None).unwrap());
     let mut compacted = false;
     for _ in 0..600 {
         let old = client
@@ -766,7 +840,7 @@ async fn masters_outlive_an_etcd_outage_and_the_leader_compacts_history() {
 /// A store on the test etcd that no election fences.
 fn unfenced_store(url: &str) -> EtcdStore {
     EtcdStore::connect(
-        &endpoints(url).unwrap(),
+        &endpoints(url, None).unwrap(),
         Keys::new(PREFIX).unwrap(),
         None,
         Duration::from_secs(5),
@@ -785,7 +859,7 @@ fn role(name: String, weight: f64) -> Write {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_registry_reads_in_pages_writes_in_chunks_and_refuses_a_deposed_leader() {
     let etcd = Etcd::start();
-    let client = EtcdClient::connect(&endpoints(&etcd.url).unwrap());
+    let client = EtcdClient::connect(&endpoints(&etcd.url, None).unwrap());
     let keys = Keys::new(PREFIX).unwrap();
     let lease = leadership::Lease::grant(&client, Duration::from_secs(2))
         .await
@@ -795,7 +869,7 @@ async fn the_etcd_registry_reads_in_pages_writes_in_chunks_and_refuses_a_deposed
         .await
         .unwrap();
     let store = EtcdStore::connect(
-        &endpoints(&etcd.url).unwrap(),
+        &endpoints(&etcd.url, None).unwrap(),
         keys,
         Some(leader.fence()),
         Duration::from_secs(2),

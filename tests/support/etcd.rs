@@ -26,8 +26,20 @@ pub fn free_port() -> u16 {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// An etcd that serves TLS with a certificate `ca` issues for
+    /// 127.0.0.1, and admits only clients showing a certificate of `ca`.
+    #[allow(dead_code)]
+    pub fn start_tls(ca: &wasmos_tls::Ca) -> Etcd {
+        Etcd::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&wasmos_tls::Ca>) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
-        let client = format!("http://127.0.0.1:{}", free_port());
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", free_port());
         let peer = format!("http://127.0.0.1:{}", free_port());
         let args = vec![
             "--data-dir".to_string(),
@@ -45,6 +57,26 @@ impl Etcd {
             "--log-level".into(),
             "error".into(),
         ];
+        let mut args = args;
+        if let Some(ca) = ca {
+            let server = ca
+                .issue_server(&["127.0.0.1".into()], Duration::from_secs(3600))
+                .expect("etcd's certificate");
+            let file = |name: &str, text: &str| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, text).expect("write a TLS file");
+                path.display().to_string()
+            };
+            args.extend([
+                "--cert-file".to_string(),
+                file("etcd.pem", &server.cert_chain_pem),
+                "--key-file".into(),
+                file("etcd-key.pem", &server.key_pem),
+                "--trusted-ca-file".into(),
+                file("ca.pem", ca.cert_pem()),
+                "--client-cert-auth".into(),
+            ]);
+        }
         let mut etcd = Etcd {
             child: None,
             url: client,
@@ -65,7 +97,11 @@ impl Etcd {
             .spawn()
             .expect("etcd is missing: run scripts/test (it installs Debian's etcd-server)");
         self.child = Some(child);
-        let addr = self.url.trim_start_matches("http://").to_string();
+        let addr = self
+            .url
+            .split_once("://")
+            .map_or(&*self.url, |(_, a)| a)
+            .to_string();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(&addr).is_err() {
             assert!(

@@ -23,39 +23,49 @@ use crate::store::Table;
 /// read at start, or a whole range of a job's chunks.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 
-/// Parses `--etcd`: comma-separated `http://host:port` URLs of etcd's
-/// members. Plaintext reaches only loopback addresses: the registry holds
-/// the cluster CA's key and token hashes, which must not cross a network
-/// in the clear.
-pub fn endpoints(list: &str) -> anyhow::Result<Vec<Endpoint>> {
+/// Parses `--etcd`: comma-separated URLs of etcd's members, reached with
+/// `tls` (etcd's CA and, for an etcd that asks, a client certificate) at
+/// `https://` URLs. Plaintext (`http://`) reaches only loopback
+/// addresses: the registry holds the cluster CA's key and token hashes,
+/// which must not cross a network in the clear.
+pub fn endpoints(list: &str, tls: Option<&wasmos_tls::ClientTls>) -> anyhow::Result<Vec<Endpoint>> {
     let mut endpoints = Vec::new();
     for url in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
         let uri: tonic::codegen::http::Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("--etcd {url}: not a URL ({e})"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => anyhow::bail!(
-                "--etcd {url}: etcd over TLS is not supported yet; run etcd on a loopback address (http://127.0.0.1:2379)"
-            ),
-            _ => anyhow::bail!("--etcd {url}: give etcd's client URL as http://HOST:PORT"),
-        }
         let host = uri.host().unwrap_or_default();
         let loopback = host == "localhost"
             || host
                 .trim_matches(['[', ']'])
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            anyhow::bail!(
-                "--etcd {url}: plaintext etcd only on a loopback address: the registry holds the cluster CA's key"
-            );
+        match (uri.scheme_str(), tls) {
+            (Some("https"), Some(_)) => {}
+            (Some("https"), None) => anyhow::bail!(
+                "--etcd {url}: give the CA etcd's certificate chains to with --etcd-ca (and --etcd-cert/--etcd-key if etcd asks for client certificates)"
+            ),
+            (Some("http"), Some(_)) => {
+                anyhow::bail!("--etcd {url}: --etcd-ca is for etcd over TLS: give its https:// URL")
+            }
+            (Some("http"), None) if !loopback => anyhow::bail!(
+                "--etcd {url}: plaintext etcd only on a loopback address: the registry holds the cluster CA's key; reach etcd over TLS (https:// with --etcd-ca)"
+            ),
+            (Some("http"), None) => {}
+            _ => anyhow::bail!(
+                "--etcd {url}: give etcd's client URL as http://HOST:PORT or https://HOST:PORT"
+            ),
         }
-        let endpoint = Endpoint::from(uri)
+        let mut endpoint = Endpoint::from(uri)
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.tonic())
+                .map_err(|e| anyhow::anyhow!("--etcd {url}: TLS: {e}"))?;
+        }
         endpoints.push(endpoint);
     }
     if endpoints.is_empty() {
@@ -240,17 +250,31 @@ mod tests {
     }
 
     #[test]
-    fn plaintext_etcd_only_on_loopback() {
+    fn plaintext_etcd_only_on_loopback_and_tls_only_with_a_ca() {
         assert_eq!(
-            endpoints("http://127.0.0.1:2379, http://[::1]:2379")
+            endpoints("http://127.0.0.1:2379, http://[::1]:2379", None)
                 .unwrap()
                 .len(),
             2
         );
-        assert!(endpoints("http://localhost:2379").is_ok());
-        let err = endpoints("http://10.0.0.1:2379").unwrap_err().to_string();
+        assert!(endpoints("http://localhost:2379", None).is_ok());
+        let err = endpoints("http://10.0.0.1:2379", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("loopback"), "{err}");
-        assert!(endpoints("").is_err());
-        assert!(endpoints("127.0.0.1:2379").is_err());
+        assert!(endpoints("", None).is_err());
+        assert!(endpoints("127.0.0.1:2379", None).is_err());
+
+        let err = endpoints("https://10.0.0.1:2379", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--etcd-ca"), "{err}");
+        let ca = wasmos_tls::Ca::generate("t").unwrap();
+        let tls = wasmos_tls::ClientTls::trusting(ca.cert_pem());
+        assert!(endpoints("https://10.0.0.1:2379", Some(&tls)).is_ok());
+        let err = endpoints("http://127.0.0.1:2379", Some(&tls))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https://"), "{err}");
     }
 }
