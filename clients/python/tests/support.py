@@ -6,6 +6,7 @@ Not a test module (no `test_` prefix): the test modules import it.
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -99,10 +100,16 @@ class Master:
             (w for line in log.read_text().splitlines() if "listening on" in line
              for w in line.split() if w.startswith("https://")), None), "the master's URL")
 
-    def restart_master(self):
-        """`kill -9` of the master, and a new one on its port and files."""
+    def restart_master(self, registry: Optional[Path] = None, keep: Optional[Path] = None):
+        """`kill -9` of the master, and a new one on its port and files:
+        first copying its registry to `keep`, then `registry` over it."""
         self.master.kill()
         self.master.wait()
+        current = self.work / "master/registry.redb"
+        if keep is not None:
+            shutil.copyfile(current, keep)
+        if registry is not None:
+            shutil.copyfile(registry, current)
         self.master = self._start_master(self.url.removeprefix("https://"))
         assert self._url() == self.url
 

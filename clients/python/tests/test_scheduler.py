@@ -279,6 +279,35 @@ class SchedulerDriverTest(DriverTest):
         driver.stop()
         self.assertTrue(driver.join(30))
 
+    def test_the_driver_refuses_a_master_of_an_older_epoch(self):
+        class Quiet(Placer):
+            def subscribed(self, driver, framework_id, resubscribed):
+                driver.suppress()
+                super().subscribed(driver, framework_id, resubscribed)
+
+        framework = Quiet(None, [])
+        driver = self.driver(framework, "epochs")
+        driver.start()
+        at_first = MASTER.work / "epoch-first.redb"
+
+        def restarted(within, **registry):
+            before = len(framework.subscriptions)
+            MASTER.restart_master(**registry)
+            try:
+                wait_for(lambda: len(framework.subscriptions) > before or None, "re-subscription", within)
+                return True
+            except AssertionError:
+                return False
+
+        self.assertTrue(restarted(WAIT, keep=at_first))  # one epoch newer
+        self.assertTrue(restarted(WAIT))  # two newer
+        # The registry as it was first: a master one epoch older than the
+        # newest the driver saw, as a deposed leader would be.
+        self.assertFalse(restarted(3, registry=at_first), "the driver took a master of an older epoch")
+        self.assertTrue(restarted(WAIT))  # as new as the newest seen
+        driver.stop()
+        self.assertTrue(driver.join(30))
+
     def test_a_silent_stream_is_found_dead_by_its_missing_heartbeats(self):
         class Quiet(Placer):
             """Asks for no offers: no call of its is in flight when the

@@ -199,6 +199,9 @@ class SchedulerDriver:
         self._acknowledge_calls = 0
         self._acknowledged = 0
         self._resubscriptions = 0
+        # The newest master epoch seen: a master of an older one is a stale
+        # master still running (a deposed leader), and is refused.
+        self._master_epoch = 0
 
     def __repr__(self) -> str:
         return f"SchedulerDriver(framework_id={self._framework_id!r}, name={self._info.name!r})"
@@ -467,6 +470,14 @@ class SchedulerDriver:
             stream.cancel()
             raise WasmosError(f"subscribe: the master's first event was {kind}, not subscribed")
         subscribed = first.subscribed
+        if subscribed.master_epoch < self._master_epoch:
+            stream.cancel()
+            raise WasmosError(
+                f"subscribe: a master of epoch {subscribed.master_epoch} answered, older than epoch "
+                f"{self._master_epoch} seen before: a stale master; refusing it",
+                grpc.StatusCode.UNAVAILABLE,
+            )
+        self._master_epoch = subscribed.master_epoch
         self._framework_id = subscribed.framework_id
         self._heartbeat_interval = subscribed.heartbeat_interval_ms / 1000
         if subscribed.failover_timeout_ms:
