@@ -420,3 +420,48 @@ async fn a_framework_refuses_a_master_of_an_older_epoch() {
     });
     assert!(resubscribed(&mut events, Duration::from_secs(10)).await);
 }
+
+/// The registry commits the master made since it started.
+fn commits(cluster: &Cluster) -> u64 {
+    support::http_get(&format!("{}/metrics", cluster.http))
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("wasmos_registry_commit_seconds_count ")?
+                .parse()
+                .ok()
+        })
+        .expect("the commit histogram")
+}
+
+/// Agents re-registering together after a restart share commits instead
+/// of taking one each in turn (what lets a new leader take back a
+/// thousand agents within its lease; `cargo bench --bench reregister`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reregistering_at_once_share_commits() {
+    const AGENTS: usize = 300;
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(0, &[], &[]));
+    let (_, attached) = support::sim_agents::attach_all(&cluster.url, AGENTS).await;
+    drop(attached);
+    tokio::task::block_in_place(|| {
+        cluster.kill_master();
+        cluster.restart_master();
+    });
+    let before = commits(&cluster);
+    let (_, attached) = support::sim_agents::attach_all(&cluster.url, AGENTS).await;
+    let made = commits(&cluster) - before;
+    let state: serde_json::Value =
+        serde_json::from_str(&support::http_get(&format!("{}/state", cluster.http))).unwrap();
+    let connected = state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["connected"] == true)
+        .count();
+    drop(attached);
+    eprintln!("{made} commits for {AGENTS} re-registrations; {connected} connected");
+    assert_eq!(connected, AGENTS, "every agent is back");
+    assert!(
+        made <= (AGENTS / 4) as u64,
+        "{made} commits for {AGENTS} re-registrations"
+    );
+}

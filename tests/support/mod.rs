@@ -6,6 +6,7 @@
 pub mod etcd;
 pub mod events;
 pub mod foreign;
+pub mod sim_agents;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

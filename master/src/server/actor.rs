@@ -397,15 +397,35 @@ impl Actor {
     /// Handles one command of a turn. A new stream first drains what the
     /// turn holds, so that nothing meant for an older stream of the same
     /// framework or agent reaches the new one before its first message.
+    /// An agent's stream drains only when something is on its way to that
+    /// agent: a new leader's agents, re-registering all at once, share
+    /// commits instead of taking one each in turn.
     async fn turn_command(&mut self, command: Command) -> Result<(), StoreError> {
-        if matches!(
-            command,
-            Command::Subscribe { .. } | Command::AttachAgent { .. }
-        ) {
+        let drain = match &command {
+            Command::Subscribe { .. } => true,
+            Command::AttachAgent { register, .. } => register
+                .agent
+                .as_ref()
+                .is_some_and(|a| self.sends_to_agent(&a.agent_id)),
+            _ => false,
+        };
+        if drain {
             self.drain().await?;
         }
         self.command(command);
         Ok(())
+    }
+
+    /// Is a message for agent `id` (or the end of its stream) waiting to go:
+    /// early in this turn, held in it, or held behind the commit in flight?
+    fn sends_to_agent(&self, id: &str) -> bool {
+        let for_agent = |o: &Output| matches!(o, Output::Agent(a, _) | Output::CloseAgent(a) if a.as_str() == id);
+        self.early.iter().any(for_agent)
+            || self.held.iter().any(for_agent)
+            || self
+                .committing
+                .as_ref()
+                .is_some_and(|c| c.held.iter().any(for_agent))
     }
 
     /// Ends a turn. With a commit in flight, what the turn holds waits for
