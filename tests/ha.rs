@@ -233,19 +233,15 @@ impl Ha {
             .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
     }
 
-    /// Starts an agent that joins the cluster and knows every master.
+    /// Starts an agent that joins the cluster: it knows every master from
+    /// its join string (the leader lists the others).
     fn add_agent(&mut self) {
         let join = self.cli_ok(&["token", "create", "--agent", "--uses", "10"]);
         let i = self.agents.len();
         let work_dir = self.dir.path().join(format!("agent-{i}"));
         let mut cmd = wasmos();
         cmd.arg("agent")
-            .args([
-                "--master",
-                &self.urls(),
-                "--hostname",
-                &format!("agent-{i}"),
-            ])
+            .args(["--hostname", &format!("agent-{i}")])
             .args(["--cpus", "2"])
             .arg("--work-dir")
             .arg(&work_dir)
@@ -302,6 +298,14 @@ fn a_killed_leader_is_replaced_and_its_job_completes() {
     ha.add_agent();
     ha.add_agent();
     ha.wait_agents(2);
+    // The join string named every master, and the agents keep them all.
+    let identity = std::fs::read_to_string(ha.agents[0].1.join("tls/identity.json")).unwrap();
+    for (grpc, _) in &ha.ports {
+        assert!(
+            identity.contains(&format!("127.0.0.1:{grpc}")),
+            "{identity}"
+        );
+    }
     let sleeper = guest("sleeper");
     let job = ha
         .cli_ok(&[

@@ -24,6 +24,8 @@ use wasmos_tls::{AgentKey, ClientTls, JoinString};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Saved {
     agent_id: String,
+    /// The masters' URLs, comma-separated: the one the agent joined
+    /// through, then the others its join string named.
     master: String,
     /// When the current certificate was issued and when it ends, in ms
     /// since the Unix epoch.
@@ -127,7 +129,18 @@ impl Identity {
             dir: Identity::dir_in(work_dir),
             saved: Saved {
                 agent_id: joined.agent_id,
-                master: url,
+                // Every master the join string names, the one that
+                // answered first: with several, the agent follows the
+                // leader among them.
+                master: std::iter::once(url.clone())
+                    .chain(
+                        join.masters
+                            .iter()
+                            .filter(|m| *m != master)
+                            .map(|m| format!("https://{m}")),
+                    )
+                    .collect::<Vec<_>>()
+                    .join(","),
                 issued_ms: now_ms(),
                 not_after_ms: joined.not_after_ms,
             },

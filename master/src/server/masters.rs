@@ -65,6 +65,28 @@ impl Masters {
         Ok(masters)
     }
 
+    /// The other masters' gRPC `host:port`, for join strings (none when
+    /// etcd cannot say: the string still names this master).
+    pub async fn others_host_port(&self) -> Vec<String> {
+        let Some(peers) = &self.peers else {
+            return Vec::new();
+        };
+        match crate::etcd::leadership::masters(&peers.etcd, &peers.keys).await {
+            Ok(masters) => masters
+                .into_iter()
+                .filter(|m| m.master_id != self.master_id)
+                .filter_map(|m| Some(m.grpc_url.split_once("://")?.1.to_string()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list the other masters for a join string: {}",
+                    e.message()
+                );
+                Vec::new()
+            }
+        }
+    }
+
     /// [`Masters::list`] as `/state` shows it (an error as its message).
     pub async fn json(&self) -> Value {
         match self.list().await {

@@ -285,13 +285,18 @@ impl Operator for OperatorService {
             "ttl_ms": r.ttl_ms,
             "uses": r.uses,
         });
+        let others = if r.kind() == v1::TokenKind::AgentJoin {
+            self.masters.others_host_port().await
+        } else {
+            Vec::new()
+        };
         let created = self
             .admin_change(
                 &request,
                 "Operator.CreateToken",
                 "making a token",
                 args,
-                async { self.trust()?.create_token(r).await },
+                async { self.trust()?.create_token(r, &others).await },
             )
             .await?;
         // The secret is in the answer only; the audit line names the accessor.

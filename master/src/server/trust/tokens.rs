@@ -98,9 +98,13 @@ impl Trust {
     }
 
     /// Makes a token. Join tokens default to one use within an hour.
+    /// Makes a token; a join token's join string names this master, then
+    /// `other_masters` (`host:port`: the cluster's other masters on etcd),
+    /// so that its agents know them all.
     pub async fn create_token(
         &self,
         request: v1::CreateTokenRequest,
+        other_masters: &[String],
     ) -> Result<v1::CreateTokenResponse, Status> {
         let kind = request.kind();
         let principal = match (kind, request.principal.as_str()) {
@@ -183,7 +187,13 @@ impl Trust {
         let join = if kind == v1::TokenKind::AgentJoin {
             JoinString {
                 token: token.clone(),
-                masters: self.settings.advertise.clone(),
+                masters: self
+                    .settings
+                    .advertise
+                    .iter()
+                    .chain(other_masters)
+                    .cloned()
+                    .collect(),
                 ca_pin: self.server_pin.clone(),
             }
             .to_string()
