@@ -8,7 +8,9 @@
 //! agents re-register and frameworks re-subscribe, sometimes with commits
 //! outstanding: launches that reached their agents and ends that freed
 //! resources, neither durable, which the agents report back (adopted, or
-//! applied before any adoption); agents' updates are lost,
+//! applied before any adoption), or with part of them landed (a registry
+//! that cuts a commit into transactions, as etcd's does, may apply some of
+//! them and not others before the crash); agents' updates are lost,
 //! duplicated and reordered on the way. After every step the harness checks
 //! that no task's state moves back from what its framework was told, and
 //! the core's invariants (per agent and pool, offered + used + free = total,
@@ -28,6 +30,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use wasmos_core::core::{CoreConfig, Input, progress};
 use wasmos_core::packing::{self, Fill};
+use wasmos_core::store::{Store, Write};
 use wasmos_core::testing::{GIB, Harness};
 use wasmos_core::{AgentId, FrameworkId, Resources};
 use wasmos_proto::v1;
@@ -109,7 +112,8 @@ fn run_seed(seed: u64) {
             78..=79 => sim.change_role(),
             80..=84 => sim.reconcile(),
             85..=86 => sim.restart_master(),
-            90..=91 => sim.crash_with_commits_outstanding(),
+            90 => sim.crash_with_commits_outstanding(Landed::None),
+            91 => sim.crash_with_commits_outstanding(Landed::Part),
             87..=89 => sim.replay_update(),
             92..=94 => sim.confirm_synced(),
             _ => sim.pass_time(),
@@ -657,10 +661,20 @@ impl Sim {
     /// were sent and what they said: the tasks they run (with each launch's
     /// spec and MAC) and the ends not yet acknowledged, which they report
     /// when they re-register.
-    fn crash_with_commits_outstanding(&mut self) {
+    fn crash_with_commits_outstanding(&mut self, landed: Landed) {
         self.h.hold_commits = true;
-        self.use_offers();
-        self.progress_tasks();
+        // Several turns' worth when part of them lands: more to cut.
+        let turns = match landed {
+            Landed::None => 1,
+            Landed::Part => self.rng.random_range(1..=3),
+        };
+        for _ in 0..turns {
+            self.use_offers();
+            self.progress_tasks();
+        }
+        if landed == Landed::Part {
+            self.land_part();
+        }
         let key = self.h.config.launch_key.clone();
         // Launches the crash loses were made by the master now running.
         let epoch = self.h.core.config().master_epoch;
@@ -693,6 +707,26 @@ impl Sim {
         for framework in &mut self.frameworks {
             framework.2 = false;
         }
+    }
+
+    /// Some of the outstanding writes land before the crash, as when a
+    /// registry cuts commits into transactions (etcd: at most 128
+    /// operations each, no key twice) sent one after another: the commits
+    /// before a random point whole, then, of the one in flight, a prefix of
+    /// its chunks. Each key is written once, its last value at its first
+    /// place (see `Write::once_each`), so every prefix is a registry the
+    /// master can start on.
+    fn land_part(&mut self) {
+        let writes = self.h.uncommitted.clone();
+        let cut = self.rng.random_range(0..=writes.len());
+        let (whole, in_flight) = writes.split_at(cut);
+        let in_flight = Write::once_each(in_flight);
+        let chunk = self.rng.random_range(1..=4);
+        let chunks = in_flight.len().div_ceil(chunk);
+        let applied = self.rng.random_range(0..=chunks);
+        let mut landed = whole.to_vec();
+        landed.extend(in_flight.into_iter().take(applied * chunk));
+        self.h.store.commit(&landed).expect("memory store");
     }
 
     /// Live, connected agents say their updates so far are durable.
@@ -758,6 +792,13 @@ impl Sim {
         let known: Vec<FrameworkId> = self.h.core.frameworks().into_iter().map(|f| f.id).collect();
         self.frameworks.retain(|f| known.contains(&f.0));
     }
+}
+
+/// How much of the outstanding commits lands before a crash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Landed {
+    None,
+    Part,
 }
 
 fn is_terminal(state: v1::TaskState) -> bool {

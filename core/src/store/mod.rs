@@ -254,6 +254,29 @@ pub enum Write {
 }
 
 impl Write {
+    /// `writes` with each key written once: its last value, at the place
+    /// of its first write. For a store that cannot take a key twice in one
+    /// transaction and may apply a commit's transactions only in part (in
+    /// order): every prefix of the result is a registry a master can start
+    /// on, since a record's last value is never further from the end than
+    /// its first (a task that ended frees what it held before any later
+    /// launch is placed; nothing goes back from ended to running).
+    pub fn once_each(writes: &[Write]) -> Vec<Write> {
+        let mut place: std::collections::HashMap<(Table, String), usize> =
+            std::collections::HashMap::with_capacity(writes.len());
+        let mut once: Vec<Write> = Vec::with_capacity(writes.len());
+        for write in writes {
+            match place.entry(write.target()) {
+                std::collections::hash_map::Entry::Occupied(at) => once[*at.get()] = write.clone(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(once.len());
+                    once.push(write.clone());
+                }
+            }
+        }
+        once
+    }
+
     /// The table and key the write touches.
     pub fn target(&self) -> (Table, String) {
         match self {

@@ -75,6 +75,7 @@ impl Masters {
             Ok(masters) => masters
                 .into_iter()
                 .filter(|m| m.master_id != self.master_id)
+                .filter(|m| super::artifacts::reachable(&m.grpc_url))
                 .filter_map(|m| Some(m.grpc_url.split_once("://")?.1.to_string()))
                 .collect(),
             Err(e) => {

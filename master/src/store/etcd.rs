@@ -12,12 +12,13 @@
 //!
 //! **etcd's limits.** A transaction holds at most 128 operations and 1.5
 //! MiB by default, and no key twice: a commit's writes are de-duplicated
-//! (the last write of a key wins) and sent in chunks of at most
-//! [`MAX_TXN_OPS`] operations and [`MAX_TXN_BYTES`], each fenced, sent side
-//! by side. A turn larger than one chunk is not atomic: a master that dies
-//! while they are in flight may leave some applied and not others (the
-//! registry then holds part of a turn, as after a crash mid-turn whose
-//! launches were adopted).
+//! (a key's last value, at the place of its first write) and sent in chunks
+//! of at most [`MAX_TXN_OPS`] operations and [`MAX_TXN_BYTES`], each
+//! fenced, one after another. A turn larger than one chunk is not atomic: a
+//! master that dies while they are in flight leaves a prefix of them
+//! applied, which is a registry it can start on (launches not applied are
+//! adopted from their agents; the seeded simulation crashes between
+//! chunks).
 //!
 //! **Reads at one revision.** [`Store::load`] reads the registry a page at a
 //! time, every page at the revision of the first, so a start sees one
@@ -31,7 +32,6 @@
 //! store can be called from the actor's blocking commits and from async
 //! code alike, as redb is.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
@@ -226,18 +226,6 @@ impl EtcdStore {
     }
 }
 
-/// A commit's writes with each key's last write only, in the order of
-/// those last writes.
-fn last_writes(writes: &[Write]) -> Vec<&Write> {
-    let mut last: HashMap<(Table, String), usize> = HashMap::with_capacity(writes.len());
-    for (i, write) in writes.iter().enumerate() {
-        last.insert(write.target(), i);
-    }
-    let mut kept: Vec<usize> = last.into_values().collect();
-    kept.sort_unstable();
-    kept.into_iter().map(|i| &writes[i]).collect()
-}
-
 /// Cuts `ops` (with their sizes) into transactions within etcd's limits.
 fn chunks(ops: Vec<(RequestOp, usize)>) -> Vec<Vec<RequestOp>> {
     let mut chunks = Vec::new();
@@ -335,8 +323,8 @@ impl Store for EtcdStore {
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let ops: Vec<(RequestOp, usize)> = last_writes(writes)
-            .into_iter()
+        let ops: Vec<(RequestOp, usize)> = Write::once_each(writes)
+            .iter()
             .map(|write| match write {
                 Write::Put(record) => {
                     let key = self.keys.record(record.table(), &record.key());
@@ -368,16 +356,24 @@ impl Store for EtcdStore {
                 failure: Vec::new(),
             })
             .collect();
-        // The chunks touch distinct keys: they go side by side, and etcd
-        // applies concurrent transactions in one of its own commits.
+        // One after another: a master that dies meanwhile leaves a prefix
+        // of them applied, and every prefix is a registry it can start on
+        // (see `Write::once_each`). Side by side, any subset could land:
+        // the seeded simulation found a launch applied without the end
+        // that freed its resources.
         let answers = self.call("write", move |kv| {
             let requests = requests.clone();
             async move {
-                let sent = requests.into_iter().map(|request| {
-                    let mut kv = kv.clone();
-                    async move { kv.txn(request).await.map(|a| a.into_inner()) }
-                });
-                futures::future::try_join_all(sent).await
+                let mut answers = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let answer = kv.clone().txn(request).await?.into_inner();
+                    let fenced = !answer.succeeded;
+                    answers.push(answer);
+                    if fenced {
+                        break;
+                    }
+                }
+                Ok(answers)
             }
         })?;
         if answers.iter().any(|answer| !answer.succeeded) {
@@ -413,15 +409,17 @@ mod tests {
     }
 
     #[test]
-    fn the_last_write_of_a_key_wins() {
+    fn each_key_is_written_once_with_its_last_value_at_its_first_place() {
         let writes = vec![
             role("a", 1.0),
             role("b", 1.0),
             Write::Delete(Table::Roles, "a".into()),
             role("b", 2.0),
         ];
-        let kept = last_writes(&writes);
-        assert_eq!(kept, vec![&writes[2], &writes[3]]);
+        assert_eq!(
+            Write::once_each(&writes),
+            vec![writes[2].clone(), writes[3].clone()]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use wasmos_proto::v1;
 
 pub use intake::{MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, Refused, UploadState};
 pub use limits::{MinRate, StoreLimits};
-pub use peers::{BlobService, PeerCerts, PeerLink};
+pub use peers::{BlobService, PeerCerts, PeerLink, reachable};
 pub use service::ArtifactsService;
 
 use crate::access::Principal;

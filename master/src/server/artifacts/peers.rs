@@ -217,7 +217,7 @@ impl PeerLink {
         match crate::etcd::leadership::masters(&self.peers.etcd, &self.peers.keys).await {
             Ok(masters) => masters
                 .into_iter()
-                .filter(|m| m.master_id != self.me && !m.grpc_url.is_empty())
+                .filter(|m| m.master_id != self.me && reachable(&m.grpc_url))
                 .map(|m| m.grpc_url)
                 .collect(),
             Err(e) => {
@@ -322,6 +322,13 @@ impl PeerLink {
         }
         false
     }
+}
+
+/// Can another master be reached at `url`? Not at an empty one, nor at
+/// port 0 (a master told to listen on any free port says so until it
+/// serves).
+pub fn reachable(url: &str) -> bool {
+    !url.is_empty() && !url.ends_with(":0")
 }
 
 /// Sends the file at `path` to one master's `Hold`.
