@@ -11,8 +11,8 @@ use std::time::Duration;
 use wasmos_master::etcd::compaction;
 use wasmos_master::etcd::leadership::{self, Lease};
 use wasmos_master::etcd::{self, Etcd, Keys};
-use wasmos_master::server::BlobService;
 use wasmos_master::server::standby::Standby;
+use wasmos_master::server::{BlobService, sweep_unindexed};
 use wasmos_master::server::{Master, MasterConfig, Transport};
 use wasmos_master::store::EtcdStore;
 use wasmos_master::store::{Record, Store, Table};
@@ -174,6 +174,7 @@ async fn stand_by(
 ) -> Option<std::time::Instant> {
     let registry = Arc::new(registry);
     let mut last_seen_leader = None;
+    let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
     let mut serving: Option<Standby> = None;
     let mut told = false;
@@ -250,6 +251,10 @@ async fn stand_by(
                 }
             }
         }
+        if std::time::Instant::now() >= next_sweep {
+            next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+            sweep_expired_artifacts(&registry, &config.work_dir.join("artifacts")).await;
+        }
         tokio::select! {
             _ = tokio::time::sleep(LEADER_POLL) => {}
             _ = &mut stop => break,
@@ -259,6 +264,41 @@ async fn stand_by(
         standby.stop().await;
     }
     last_seen_leader
+}
+
+/// How often a standby deletes the artifacts the leader expired.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes the files of `dir` (a standby's artifacts) that the registry no
+/// longer indexes: the leader expired them. Files younger than ten minutes
+/// stay (one handed over just before its record was read).
+async fn sweep_expired_artifacts(registry: &Arc<EtcdStore>, dir: &std::path::Path) {
+    let registry = registry.clone();
+    let indexed = tokio::task::spawn_blocking(move || {
+        let mut digests = std::collections::HashSet::new();
+        wasmos_master::store::scan(&*registry, Table::Artifacts, "", None, &mut |record| {
+            if let Record::Artifact(artifact) = record {
+                digests.insert(artifact.digest);
+            }
+        })
+        .map(|()| digests)
+    })
+    .await;
+    let indexed = match indexed {
+        Ok(Ok(indexed)) => indexed,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot read the artifact index to sweep: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let known = |digest: &str| indexed.contains(digest);
+    match sweep_unindexed(dir, &known, Duration::from_secs(600)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "deleted artifacts the leader expired"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("sweeping expired artifacts: {e}"),
+    }
 }
 
 /// How often a standby asks etcd who leads.

@@ -46,7 +46,7 @@ use wasmos_proto::v1::scheduler_server::SchedulerServer;
 pub use actor::ActorConfig;
 pub use artifacts::{
     ArtifactStore, BlobService, MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, MinRate, Refused,
-    StoreLimits, UploadState,
+    StoreLimits, UploadState, sweep_unindexed,
 };
 pub use audit::{AUDIT_LOG_BYTES, AUDIT_LOG_FILES};
 pub use connections::ConnectionLimits;

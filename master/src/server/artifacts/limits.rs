@@ -350,6 +350,7 @@ mod tests {
             size,
             stored_ms: 0,
             owners: owners.iter().map(|o| o.to_string()).collect(),
+            last_used_ms: 0,
         }
     }
 

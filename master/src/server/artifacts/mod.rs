@@ -23,6 +23,7 @@ use wasmos_proto::v1;
 pub use intake::{MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, Refused, UploadState};
 pub use limits::{MinRate, StoreLimits};
 pub use peers::{BlobService, PeerCerts, PeerLink, reachable};
+
 pub use service::ArtifactsService;
 
 use crate::access::Principal;
@@ -143,6 +144,7 @@ impl ArtifactStore {
                 size,
                 stored_ms: wall_ms(),
                 owners: Vec::new(),
+                last_used_ms: 0,
             };
             writes.push(Write::Put(Record::Artifact(record.clone())));
             index.insert(record);
@@ -246,6 +248,34 @@ impl ArtifactStore {
         Ok(self.dir.join(digest))
     }
 
+    /// Notes a use of `digest` in its record, at most once a
+    /// [`LAST_USE_RESOLUTION`] (the file's modification time says it
+    /// exactly, but only on this master's disk). Written in the background:
+    /// a use waits for no commit.
+    fn note_use(&self, digest: &str) {
+        let now = wall_ms();
+        let record = {
+            let mut index = self.index.lock().expect("not poisoned");
+            let Some(record) = index.artifacts.get(digest) else {
+                return;
+            };
+            let last = record.last_used_ms.max(record.stored_ms);
+            if now.saturating_sub(last) < LAST_USE_RESOLUTION.as_millis() as u64 {
+                return;
+            }
+            let mut record = record.clone();
+            record.last_used_ms = now;
+            index.insert(record.clone());
+            record
+        };
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.commit(Write::Put(Record::Artifact(record))).await {
+                tracing::warn!("cannot note an artifact's use in the registry: {e}");
+            }
+        });
+    }
+
     /// Size of a stored artifact, if present. Counts as a use (see
     /// [`ArtifactStore::expire`]).
     pub async fn stat(&self, digest: &str) -> Result<Option<u64>, Status> {
@@ -254,6 +284,7 @@ impl ArtifactStore {
         match tokio::fs::metadata(&path).await {
             Ok(meta) => {
                 touch(&path).await;
+                self.note_use(digest);
                 Ok(Some(meta.len()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -266,36 +297,54 @@ impl ArtifactStore {
     /// that has not ended: a held job, or one waiting for its dependencies,
     /// may go long without starting a task). A job in progress keeps using
     /// its artifacts, so only those no framework or agent has wanted for
-    /// that long go. Returns how many.
+    /// that long go. The last use is the later of the record's (any
+    /// master's, to the minute) and this disk's file time (exact); an
+    /// indexed artifact whose file is elsewhere expires too. Files nobody
+    /// indexed go once as old. Returns how many artifacts expired.
     pub async fn expire(
         &self,
         ttl: std::time::Duration,
         pinned: &std::collections::HashSet<String>,
     ) -> std::io::Result<usize> {
-        let now = std::time::SystemTime::now();
+        let now = wall_ms();
+        let ttl_ms = ttl.as_millis() as u64;
+        let records: Vec<v1::StoredArtifact> = {
+            let index = self.index.lock().expect("not poisoned");
+            index.artifacts.values().cloned().collect()
+        };
         let mut removed = 0;
-        let mut entries = tokio::fs::read_dir(&self.dir).await?;
-        while let Some(entry) = entries.next_entry().await? {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if validate_digest(name).is_err() || pinned.contains(name) {
-                continue; // tmp/ and anything not ours, or a live job's
+        for record in records {
+            if pinned.contains(&record.digest) {
+                continue;
             }
-            let meta = entry.metadata().await?;
-            let idle = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok());
-            if idle.is_some_and(|idle| idle > ttl) {
-                self.commit(Write::Delete(Table::Artifacts, name.to_string()))
-                    .await
-                    .map_err(std::io::Error::other)?;
-                self.index.lock().expect("not poisoned").remove(name);
-                tokio::fs::remove_file(entry.path()).await?;
-                tracing::info!(digest = name, "artifact expired");
-                removed += 1;
+            let path = self.dir.join(&record.digest);
+            let touched = match tokio::fs::metadata(&path).await {
+                Ok(meta) => meta.modified().ok().map_or(0, |m| {
+                    m.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+                }),
+                Err(_) => 0,
+            };
+            let last_use = record.last_used_ms.max(record.stored_ms).max(touched);
+            if now.saturating_sub(last_use) <= ttl_ms {
+                continue;
             }
+            self.commit(Write::Delete(Table::Artifacts, record.digest.clone()))
+                .await
+                .map_err(std::io::Error::other)?;
+            self.index
+                .lock()
+                .expect("not poisoned")
+                .remove(&record.digest);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            tracing::info!(digest = %record.digest, "artifact expired");
+            removed += 1;
         }
+        let indexed = |digest: &str| self.contains(digest);
+        sweep_unindexed(&self.dir, &indexed, ttl).await?;
         Ok(removed)
     }
 
@@ -376,7 +425,10 @@ impl ArtifactStore {
                 size,
                 stored_ms: wall_ms(),
                 owners: Vec::new(),
+                last_used_ms: 0,
             });
+            // Uploaded again: a use.
+            record.last_used_ms = wall_ms();
             if !record.owners.contains(&owner.name) {
                 record.owners.push(owner.name.clone());
             }
@@ -411,6 +463,7 @@ impl ArtifactStore {
         let path = self.path(digest)?;
         self.ensure_local(&path, digest).await;
         touch(&path).await;
+        self.note_use(digest);
         tokio::fs::File::open(&path)
             .await
             .map_err(|e| match e.kind() {
@@ -420,6 +473,44 @@ impl ArtifactStore {
                 _ => Status::internal(format!("artifact store: {e}")),
             })
     }
+}
+
+/// How often, at most, a use of an artifact is written into its record.
+pub const LAST_USE_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes the files in `dir` named by a digest `indexed` does not know
+/// and unchanged for `grace`: expired by the leader, or (on a lone master)
+/// stored by an upload whose record never landed. Every master sweeps its
+/// own disk, standbys included. Returns how many went.
+pub async fn sweep_unindexed(
+    dir: &Path,
+    indexed: &(dyn Fn(&str) -> bool + Sync),
+    grace: std::time::Duration,
+) -> std::io::Result<usize> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if validate_digest(name).is_err() || indexed(name) {
+            continue; // tmp/ and anything not ours, or an indexed one
+        }
+        let meta = entry.metadata().await?;
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok());
+        if idle.is_some_and(|idle| idle > grace) {
+            match tokio::fs::remove_file(entry.path()).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            tracing::info!(digest = name, "deleted an artifact no longer indexed");
+        }
+    }
+    Ok(removed)
 }
 
 fn wall_ms() -> u64 {
@@ -440,3 +531,6 @@ async fn touch(path: &Path) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests;
