@@ -13,12 +13,14 @@
 #[path = "../tests/support/etcd.rs"]
 #[allow(dead_code)]
 mod etcd;
+#[path = "support/spawn.rs"]
+mod spawn;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use spawn::spawn_until;
 use wasmos_master::etcd::{Etcd, Keys, endpoints, leadership};
 
 const WASMOS: &str = env!("CARGO_BIN_EXE_wasmos");
@@ -29,26 +31,6 @@ struct Masters {
     dir: PathBuf,
     ports: Vec<u16>,
     children: Vec<Option<Child>>,
-}
-
-/// Starts `cmd` and waits (60 s at most) for a stdout line with `marker`;
-/// the rest of its output is dropped.
-fn spawn_until(mut cmd: Command, marker: &str) -> Child {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn wasmos");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = marker.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(&wanted) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("wasmos did not print {marker:?} within 60 s"));
-    child
 }
 
 impl Masters {

@@ -15,42 +15,27 @@
 mod etcd;
 #[path = "../tests/support/sim_agents.rs"]
 mod sim_agents;
+#[path = "support/spawn.rs"]
+mod spawn;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Instant;
 
 use sim_agents::attach_all;
+use spawn::spawn_until;
 
 const WASMOS: &str = env!("CARGO_BIN_EXE_wasmos");
 
-/// Starts a master and waits (60 s at most) for a stdout line with
-/// `marker`; its other output is dropped.
+/// Starts a master on etcd, insecure, on `port`, and waits for `marker`.
 fn master(etcd: &str, lease: &str, port: u16, dir: &std::path::Path, marker: &str) -> Child {
-    let mut child = Command::new(WASMOS)
-        .arg("master")
+    let mut cmd = Command::new(WASMOS);
+    cmd.arg("master")
         .args(["--etcd", etcd, "--leader-lease", lease, "--insecure"])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--no-http"])
         .arg("--work-dir")
         .arg(dir)
-        .env("WASMOS_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn wasmos master");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = marker.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(&wanted) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("the master did not print {marker:?} within 60 s"));
-    child
+        .env("WASMOS_LOG", "error");
+    spawn_until(cmd, marker)
 }
 
 fn spread(times: &[Instant]) -> f64 {

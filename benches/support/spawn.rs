@@ -1,0 +1,26 @@
+//! Starting a `wasmos` process and waiting for it to say it is ready.
+//! Self-contained, so benches include it (`#[path]`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Starts `cmd` and waits (60 s at most) for a stdout line with `marker`;
+/// the rest of its output is dropped.
+pub fn spawn_until(mut cmd: Command, marker: &str) -> Child {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn wasmos");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = marker.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(&wanted) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("wasmos did not print {marker:?} within 60 s"));
+    child
+}
