@@ -328,7 +328,6 @@ impl Master {
             )
         })?;
 
-        let sweeper = store.clone();
         let ttl = config.artifact_ttl;
         let sweep_every = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
 
@@ -367,6 +366,10 @@ impl Master {
                 .with_jobs(driver)
                 .run(inbox),
         );
+        // From here on the artifact index is written in the actor's
+        // commits: one writer, one fence.
+        let store = store.with_actor(handle.clone());
+        let sweeper = store.clone();
         let job_service = jobs::JobsHandle::new(handle.clone());
         let pins = job_service.clone();
         let mut tasks = vec![tokio::spawn(async move {

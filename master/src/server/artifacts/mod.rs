@@ -4,7 +4,8 @@
 //! file while its hash is computed and renamed into place only when the
 //! digest matches: a torn or corrupt upload never becomes visible. The
 //! registry holds the index of stored artifacts (digest, size, when): an
-//! upload is answered once its file is synced and its record committed.
+//! upload is answered once its file is synced and its record committed, in
+//! the actor's commits like every other write of a running master.
 
 mod intake;
 pub mod limits;
@@ -23,7 +24,6 @@ use wasmos_proto::v1;
 pub use intake::{MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, Refused, UploadState};
 pub use limits::{MinRate, StoreLimits};
 pub use peers::{BlobService, PeerCerts, PeerLink, reachable};
-
 pub use service::ArtifactsService;
 
 use crate::access::Principal;
@@ -54,6 +54,13 @@ impl Index {
     }
 }
 
+/// Where the artifact index is written.
+#[derive(Clone)]
+enum Writer {
+    Registry(Arc<dyn Store>),
+    Actor(crate::server::handle::ActorHandle),
+}
+
 /// Artifacts on the master's disk.
 #[derive(Clone)]
 pub struct ArtifactStore {
@@ -63,7 +70,9 @@ pub struct ArtifactStore {
     quota: u64,
     /// The most artifacts, bytes and uploads, in all and per principal.
     limits: StoreLimits,
-    registry: Arc<dyn Store>,
+    /// Where the index is written: the registry at start, then the
+    /// actor's commits ([`ArtifactStore::with_actor`]).
+    writer: Writer,
     index: Arc<Mutex<Index>>,
     /// The uploads in progress.
     slots: Arc<Mutex<UploadSlots>>,
@@ -155,7 +164,7 @@ impl ArtifactStore {
             max_size,
             quota,
             limits,
-            registry,
+            writer: Writer::Registry(registry),
             index: Arc::new(Mutex::new(index)),
             slots: Arc::new(Mutex::new(UploadSlots::new(
                 limits.uploads,
@@ -166,6 +175,13 @@ impl ArtifactStore {
             fetching: Arc::default(),
             held_alone: Arc::default(),
         })
+    }
+
+    /// Writes the index in the turns of `actor` from now on: joined to its
+    /// commits, behind the same fence (on etcd), answered once durable.
+    pub fn with_actor(mut self, actor: crate::server::handle::ActorHandle) -> ArtifactStore {
+        self.writer = Writer::Actor(actor);
+        self
     }
 
     /// Copies every upload to the other masters `peers` names before it
@@ -237,10 +253,27 @@ impl ArtifactStore {
     }
 
     async fn commit(&self, write: Write) -> Result<(), StoreError> {
-        let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || registry.commit(&[write]))
-            .await
-            .map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))?
+        match &self.writer {
+            Writer::Registry(registry) => {
+                let registry = registry.clone();
+                tokio::task::spawn_blocking(move || registry.commit(&[write]))
+                    .await
+                    .map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))?
+            }
+            Writer::Actor(actor) => {
+                let stopped =
+                    || StoreError::Io("the master stopped before the write was durable".into());
+                let (reply, durable) = tokio::sync::oneshot::channel();
+                actor
+                    .send(crate::server::actor::Command::Persist {
+                        writes: vec![write],
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| stopped())?;
+                durable.await.map_err(|_| stopped())
+            }
+        }
     }
 
     fn path(&self, digest: &str) -> Result<PathBuf, Status> {
