@@ -26,6 +26,7 @@ pub mod standby;
 mod tls_listener;
 pub mod trust;
 mod ui;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -414,6 +415,8 @@ impl Master {
                     trust::Trust::open(registry, trust_records, settings, &names, &work_dir, clock)
                 })
                 .await??;
+                // Its writes from now on go in the actor's commits.
+                opened.trust.write_through(handle.clone());
                 Some((Arc::new(opened.trust), opened.new_admin_token))
             }
         };

@@ -28,6 +28,7 @@ pub use service::ArtifactsService;
 
 use crate::access::Principal;
 use crate::ids::validate_digest;
+use crate::server::writer::RegistryWriter;
 use crate::store::{Record, Store, StoreError, Table, Write};
 use limits::{Claim, Holdings, UploadSlots};
 
@@ -54,13 +55,6 @@ impl Index {
     }
 }
 
-/// Where the artifact index is written.
-#[derive(Clone)]
-enum Writer {
-    Registry(Arc<dyn Store>),
-    Actor(crate::server::handle::ActorHandle),
-}
-
 /// Artifacts on the master's disk.
 #[derive(Clone)]
 pub struct ArtifactStore {
@@ -72,7 +66,7 @@ pub struct ArtifactStore {
     limits: StoreLimits,
     /// Where the index is written: the registry at start, then the
     /// actor's commits ([`ArtifactStore::with_actor`]).
-    writer: Writer,
+    writer: RegistryWriter,
     index: Arc<Mutex<Index>>,
     /// The uploads in progress.
     slots: Arc<Mutex<UploadSlots>>,
@@ -164,7 +158,7 @@ impl ArtifactStore {
             max_size,
             quota,
             limits,
-            writer: Writer::Registry(registry),
+            writer: RegistryWriter::Registry(registry),
             index: Arc::new(Mutex::new(index)),
             slots: Arc::new(Mutex::new(UploadSlots::new(
                 limits.uploads,
@@ -180,7 +174,7 @@ impl ArtifactStore {
     /// Writes the index in the turns of `actor` from now on: joined to its
     /// commits, behind the same fence (on etcd), answered once durable.
     pub fn with_actor(mut self, actor: crate::server::handle::ActorHandle) -> ArtifactStore {
-        self.writer = Writer::Actor(actor);
+        self.writer = RegistryWriter::Actor(actor);
         self
     }
 
@@ -253,27 +247,7 @@ impl ArtifactStore {
     }
 
     async fn commit(&self, write: Write) -> Result<(), StoreError> {
-        match &self.writer {
-            Writer::Registry(registry) => {
-                let registry = registry.clone();
-                tokio::task::spawn_blocking(move || registry.commit(&[write]))
-                    .await
-                    .map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))?
-            }
-            Writer::Actor(actor) => {
-                let stopped =
-                    || StoreError::Io("the master stopped before the write was durable".into());
-                let (reply, durable) = tokio::sync::oneshot::channel();
-                actor
-                    .send(crate::server::actor::Command::Persist {
-                        writes: vec![write],
-                        reply,
-                    })
-                    .await
-                    .map_err(|_| stopped())?;
-                durable.await.map_err(|_| stopped())
-            }
-        }
+        self.writer.commit(vec![write]).await
     }
 
     fn path(&self, digest: &str) -> Result<PathBuf, Status> {

@@ -32,7 +32,7 @@ mod tokens;
 use super::WallClock;
 use crate::access::{Principal, takes_a_reserved_name};
 use crate::resources::Resources;
-use crate::store::{Record, Store, StoreError, Write};
+use crate::store::{Record, Store, Write};
 
 /// How the master's gRPC and HTTP ports speak.
 #[derive(Clone, Debug)]
@@ -103,6 +103,8 @@ pub struct Trust {
     clock: WallClock,
     state: Mutex<State>,
     admin_token_path: PathBuf,
+    /// Once set, where the trust tables are written (see `write_through`).
+    actor: std::sync::OnceLock<super::handle::ActorHandle>,
 }
 
 #[derive(Default)]
@@ -257,6 +259,7 @@ impl Trust {
                 clock,
                 state: Mutex::new(state),
                 admin_token_path,
+                actor: std::sync::OnceLock::new(),
             },
             new_admin_token,
         })
@@ -474,12 +477,20 @@ impl Trust {
             .insert(identity.agent_id.clone(), identity);
     }
 
+    /// Writes the trust tables in the turns of `actor` from now on (see
+    /// `server/writer.rs`): one writer, one fence.
+    pub fn write_through(&self, actor: super::handle::ActorHandle) {
+        let _ = self.actor.set(actor);
+    }
+
     async fn commit(&self, writes: Vec<Write>) -> Result<(), Status> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&writes))
+        let writer = match self.actor.get() {
+            Some(actor) => super::writer::RegistryWriter::Actor(actor.clone()),
+            None => super::writer::RegistryWriter::Registry(self.store.clone()),
+        };
+        writer
+            .commit(writes)
             .await
-            .map_err(|e| StoreError::Io(format!("the registry's writer failed: {e}")))
-            .and_then(|r| r)
             .map_err(|e| Status::unavailable(format!("registry: {e}")))
     }
 }
