@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use spawn::spawn_until;
+use spawn::{flag, spawn_until};
 use wasmos_master::etcd::{Etcd, Keys, endpoints, leadership};
 
 const WASMOS: &str = env!("CARGO_BIN_EXE_wasmos");
@@ -111,13 +111,6 @@ impl Drop for Masters {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_string())
-    };
     let kills: usize = flag("--kills", "5").parse().expect("--kills N");
     let lease = flag("--lease", "5s");
     let lease_s: f64 = lease.trim_end_matches('s').parse().expect("--lease Ns");

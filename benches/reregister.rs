@@ -22,7 +22,7 @@ use std::process::{Child, Command};
 use std::time::Instant;
 
 use sim_agents::attach_all;
-use spawn::spawn_until;
+use spawn::{flag, spawn_until};
 
 const WASMOS: &str = env!("CARGO_BIN_EXE_wasmos");
 
@@ -45,13 +45,6 @@ fn spread(times: &[Instant]) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_string())
-    };
     let n: usize = flag("--agents", "1000").parse().expect("--agents N");
     let lease = flag("--lease", "5s");
     let lease_s: f64 = lease.trim_end_matches('s').parse().expect("--lease Ns");

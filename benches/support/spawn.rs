@@ -1,4 +1,5 @@
-//! Starting a `wasmos` process and waiting for it to say it is ready.
+//! Starting a `wasmos` process and waiting for it to say it is ready, and
+//! reading a bench's flags.
 //! Self-contained, so benches include it (`#[path]`).
 
 use std::io::{BufRead, BufReader};
@@ -23,4 +24,13 @@ pub fn spawn_until(mut cmd: Command, marker: &str) -> Child {
     rx.recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("wasmos did not print {marker:?} within 60 s"));
     child
+}
+
+/// The value after `name` on the bench's command line, or `default`.
+pub fn flag(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
 }
