@@ -344,18 +344,7 @@ fn a_killed_leader_is_replaced_and_its_job_completes() {
     let epoch = ha.wait_leading(leader.0);
     assert!(epoch > old_epoch, "the new leader's epoch {epoch}");
 
-    let waited = ha.cli_eventually(&["job", "wait", &job]);
-    let _ = waited;
-    let results = json_lines(&ha.cli_ok(&["job", "results", &job, "--json"]));
-    assert_eq!(results.len(), 2000);
-    let mut retried = 0;
-    for (i, r) in results.iter().enumerate() {
-        assert_eq!(r["index"], i as u64, "{r}");
-        assert_eq!(r["state"], "SUCCEEDED", "{r}");
-        if r["attempts"] != 1 {
-            retried += 1;
-        }
-    }
+    let retried = wait_all_succeeded(&ha, &job, 2000);
     // Only launches in flight when the leader died may run again: at most
     // the slots of two agents of 2 cpus at 0.25 each.
     assert!(retried <= 16, "{retried} indices ran more than once");
@@ -533,6 +522,23 @@ fn an_sdk_framework_follows_the_new_leader() {
     assert!(gap > 0.0 && gap < LIMIT.as_secs_f64(), "{gap}");
 }
 
+/// Waits for `job` to end; asserts its `n` indices all SUCCEEDED, in
+/// order; how many ran more than once.
+fn wait_all_succeeded(ha: &Ha, job: &str, n: usize) -> usize {
+    ha.cli_eventually(&["job", "wait", job]);
+    let results = json_lines(&ha.cli_ok(&["job", "results", job, "--json"]));
+    assert_eq!(results.len(), n);
+    let mut retried = 0;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i as u64, "{r}");
+        assert_eq!(r["state"], "SUCCEEDED", "{r}");
+        if r["attempts"] != 1 {
+            retried += 1;
+        }
+    }
+    retried
+}
+
 /// How many indices of `job` succeeded so far (0 while no master answers).
 fn succeeded(ha: &Ha, job: &str) -> u64 {
     let Ok(out) = ha.cli().args(["job", "show", job, "--json"]).output() else {
@@ -606,17 +612,7 @@ fn a_job_outlives_three_leaders_killed_in_turn() {
             .expect("the killed master stands by");
         leader = next;
     }
-    ha.cli_eventually(&["job", "wait", &job]);
-    let results = json_lines(&ha.cli_ok(&["job", "results", &job, "--json"]));
-    assert_eq!(results.len(), 1500);
-    let mut retried = 0;
-    for (i, r) in results.iter().enumerate() {
-        assert_eq!(r["index"], i as u64, "{r}");
-        assert_eq!(r["state"], "SUCCEEDED", "{r}");
-        if r["attempts"] != 1 {
-            retried += 1;
-        }
-    }
+    let retried = wait_all_succeeded(&ha, &job, 1500);
     // At most the slots of two agents of 2 cpus at 0.25 each, per kill.
     assert!(retried <= 3 * 16, "{retried} indices ran more than once");
 }
