@@ -8,7 +8,7 @@
 //! of one agent, never two agents. Then tasks are taken from a queue while
 //! they fit, in one of two orders ([`Fill`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use wasmos_proto::v1;
 
@@ -61,15 +61,19 @@ impl AgentOffers {
 /// declining the pool returns it.
 pub fn by_agent(offers: impl IntoIterator<Item = v1::Offer>) -> Vec<AgentOffers> {
     let mut agents: Vec<AgentOffers> = Vec::new();
+    // Where each agent's pool is in `agents`: a full cycle offers a
+    // framework thousands of agents, and a search per offer was quadratic.
+    let mut index: HashMap<String, usize> = HashMap::new();
     for offer in offers {
         let offered = offer
             .resources
             .as_ref()
             .and_then(|r| Resources::try_from(r).ok())
             .unwrap_or_default();
-        let pool = match agents.iter().position(|a| a.agent_id == offer.agent_id) {
-            Some(i) => &mut agents[i],
+        let pool = match index.get(&offer.agent_id) {
+            Some(&i) => &mut agents[i],
             None => {
+                index.insert(offer.agent_id.clone(), agents.len());
                 agents.push(AgentOffers {
                     agent_id: offer.agent_id,
                     offer_ids: Vec::new(),

@@ -278,7 +278,13 @@ impl Core {
             task.master_update = None;
             self.bury(task);
         }
-        self.frameworks.remove(id);
+        if let Some(fw) = self.frameworks.remove(id) {
+            super::uncount_principal_tasks(
+                &mut self.principal_tasks,
+                &fw.info.principal,
+                fw.tasks.len(),
+            );
+        }
         self.schedule_framework(id);
         self.dirty_framework(id);
         self.allocator

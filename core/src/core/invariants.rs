@@ -20,6 +20,7 @@ impl Core {
         self.allocator.check_consistency()?;
         self.check_timers()?;
         self.check_known_tasks()?;
+        self.check_principal_tasks_count()?;
         // (agent, pool) -> offered + used, and framework -> the same.
         let mut per_pool: HashMap<(AgentId, Option<Role>), Resources> = HashMap::new();
         let mut per_framework: HashMap<FrameworkId, Resources> = HashMap::new();
@@ -130,6 +131,25 @@ impl Core {
                     fw.id
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The per-principal task counts agree with the frameworks' sets.
+    fn check_principal_tasks_count(&self) -> Result<(), String> {
+        let mut counted: HashMap<&str, usize> = HashMap::new();
+        for fw in self.frameworks.values().filter(|f| !f.tasks.is_empty()) {
+            *counted.entry(fw.info.principal.as_str()).or_default() += fw.tasks.len();
+        }
+        let kept: HashMap<&str, usize> = self
+            .principal_tasks
+            .iter()
+            .map(|(p, n)| (p.as_str(), *n))
+            .collect();
+        if counted != kept {
+            return Err(format!(
+                "tasks per principal: counted {counted:?}, kept {kept:?}"
+            ));
         }
         Ok(())
     }

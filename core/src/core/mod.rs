@@ -417,6 +417,10 @@ pub struct Core {
     /// Every task id of `tasks` and `graveyard`, in order, and their
     /// counts by state: what the paged views read.
     known: pages::KnownTasks,
+    /// Live tasks each principal's frameworks hold (their `tasks` summed),
+    /// kept as tasks come and go so that an `Accept` checks
+    /// `tasks_per_principal` without a pass over every framework.
+    principal_tasks: HashMap<String, usize>,
     next_id: u64,
     out: Outbox,
     /// What the current input changed, to persist.
@@ -437,6 +441,18 @@ pub struct Core {
     last_now: Time,
 }
 
+/// Takes `count` tasks off `principal`'s count in
+/// [`Core::principal_tasks`] (forgotten at zero). A free function so that
+/// it can run while one of the core's frameworks is borrowed.
+fn uncount_principal_tasks(counts: &mut HashMap<String, usize>, principal: &str, count: usize) {
+    if let Some(held) = counts.get_mut(principal) {
+        *held = held.saturating_sub(count);
+        if *held == 0 {
+            counts.remove(principal);
+        }
+    }
+}
+
 impl Core {
     pub fn new(config: CoreConfig) -> Core {
         Core {
@@ -449,6 +465,7 @@ impl Core {
             graveyard: HashMap::new(),
             graveyard_order: VecDeque::new(),
             known: pages::KnownTasks::default(),
+            principal_tasks: HashMap::new(),
             next_id: 0,
             out: Outbox::default(),
             dirty: persist::Dirty::default(),
@@ -613,14 +630,24 @@ impl Core {
             .expect("a task's agent is known")
             .tasks
             .insert(id.clone());
-        self.frameworks
-            .get_mut(&task.framework)
-            .expect("a task's framework is known")
-            .tasks
-            .insert(id.clone());
+        self.add_framework_task(&task.framework, &id);
         self.known.add(&id, task.status.state());
         self.tasks.insert(id.clone(), task);
         self.dirty_task(&id);
+    }
+
+    /// Enters a live task in its framework's set and its principal's count.
+    fn add_framework_task(&mut self, framework: &FrameworkId, id: &TaskId) {
+        let fw = self
+            .frameworks
+            .get_mut(framework)
+            .expect("a task's framework is known");
+        if fw.tasks.insert(id.clone()) {
+            *self
+                .principal_tasks
+                .entry(fw.info.principal.clone())
+                .or_default() += 1;
+        }
     }
 
     fn task_id_taken(&self, id: &TaskId) -> bool {

@@ -67,16 +67,10 @@ impl Core {
 
     /// Refuses `more` tasks for `framework` when its principal's
     /// frameworks would hold more than `tasks_per_principal` with them.
-    /// One pass over the frameworks per Accept, never per task.
     fn check_principal_tasks(&self, framework: &FrameworkId, more: usize) -> Result<(), CoreError> {
         let cap = self.config.caps.tasks_per_principal;
         let principal = &self.frameworks[framework].info.principal;
-        let held: usize = self
-            .frameworks
-            .values()
-            .filter(|f| f.info.principal == *principal)
-            .map(|f| f.tasks.len())
-            .sum();
+        let held = self.principal_tasks.get(principal).copied().unwrap_or(0);
         if held + more > cap {
             return Err(CoreError::Exhausted(format!(
                 "principal `{principal}` holds {held} tasks; {more} more would pass the limit of {cap} one principal may hold (--max-tasks-per-principal): acknowledge finished ones"

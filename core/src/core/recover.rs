@@ -188,11 +188,7 @@ impl Core {
             if let Some(a) = core.agents.get_mut(&agent) {
                 a.tasks.insert(id.clone());
             }
-            core.frameworks
-                .get_mut(&framework)
-                .expect("checked")
-                .tasks
-                .insert(id.clone());
+            core.add_framework_task(&framework, &id);
             let owner = core.frameworks[&framework].info.principal.clone();
             let role = core.frameworks[&framework].role.clone();
             // A settled end in the registry is counted (it was, in the

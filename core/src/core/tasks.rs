@@ -456,7 +456,9 @@ impl Core {
             .frameworks
             .get_mut(&framework)
             .expect("task's framework");
-        fw.tasks.remove(id);
+        if fw.tasks.remove(id) {
+            super::uncount_principal_tasks(&mut self.principal_tasks, &fw.info.principal, 1);
+        }
         fw.completed.push_back(id.clone());
         while fw.completed.len() > cap {
             let old = fw.completed.pop_front().expect("non-empty");
