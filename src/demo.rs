@@ -222,7 +222,7 @@ async fn wait_for_agents(
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = operator
-            .list_agents(v1::ListAgentsRequest {})
+            .list_agents(v1::ListAgentsRequest::default())
             .await
             .map_err(ops::grpc)?
             .into_inner();

@@ -12,6 +12,7 @@ mod local;
 mod master;
 mod master_ha;
 mod ops;
+mod paging;
 mod registry;
 mod run;
 mod shutdown;
@@ -75,13 +76,13 @@ enum Command {
     /// Print a file a task wrote.
     Cat(ops::CatArgs),
     /// List agents: resources, usage, state.
-    Agents(ops::ListArgs),
+    Agents(ops::PagedListArgs),
     /// List the masters: on etcd, the leader (with its epoch) and the
     /// standbys, each with where it serves and since when.
     Masters(ops::ListArgs),
     /// List frameworks: role, state, tasks, dominant share and the share DRF
     /// says each should hold.
-    Frameworks(ops::ListArgs),
+    Frameworks(ops::PagedListArgs),
     /// List roles with weights, quotas, dominant shares and the shares DRF
     /// says they should hold; `roles set` changes weights and quotas.
     Roles(ops::RolesArgs),

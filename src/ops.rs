@@ -13,6 +13,8 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::operator_client::OperatorClient;
 use wasmos_sdk::{Channel, Client, ConnectOptions, Profile};
 
+use crate::paging::Paging;
+
 /// Where the master is and how to reach it. Each comes from its flag,
 /// then its environment variable, then the profile `wasmos login` wrote.
 #[derive(clap::Args, Debug, Clone)]
@@ -101,19 +103,29 @@ pub struct PsArgs {
     /// Print one JSON object per task.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    paging: Paging,
 }
 
 pub async fn ps(args: PsArgs) -> anyhow::Result<()> {
     let mut client = args.master.operator().await?;
-    let tasks = client
-        .list_tasks(v1::ListTasksRequest {
-            task_ids: vec![],
-            framework_id: args.framework.unwrap_or_default(),
+    let framework_id = args.framework.unwrap_or_default();
+    let (tasks, matching) = args
+        .paging
+        .collect(async |page_size, page_token| {
+            let answer = client
+                .list_tasks(v1::ListTasksRequest {
+                    framework_id: framework_id.clone(),
+                    page_size,
+                    page_token,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((answer.tasks, answer.next_page_token, answer.matching))
         })
-        .await
-        .map_err(grpc)?
-        .into_inner()
-        .tasks;
+        .await?;
+    args.paging.note_left_out(tasks.len(), matching, "tasks");
     let mut out = std::io::stdout().lock();
     if args.json {
         for t in &tasks {
@@ -248,7 +260,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let listed = client
         .list_tasks(v1::ListTasksRequest {
             task_ids: vec![args.task.clone()],
-            framework_id: String::new(),
+            ..Default::default()
         })
         .await
         .map_err(grpc)?
@@ -432,14 +444,33 @@ pub struct ListArgs {
     json: bool,
 }
 
-pub async fn agents(args: ListArgs) -> anyhow::Result<()> {
+/// `agents` and `frameworks`: a listing that pages.
+#[derive(clap::Args, Debug)]
+pub struct PagedListArgs {
+    #[command(flatten)]
+    master: MasterArg,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    paging: Paging,
+}
+
+pub async fn agents(args: PagedListArgs) -> anyhow::Result<()> {
     let mut client = args.master.operator().await?;
-    let agents = client
-        .list_agents(v1::ListAgentsRequest {})
-        .await
-        .map_err(grpc)?
-        .into_inner()
-        .agents;
+    let (agents, matching) = args
+        .paging
+        .collect(async |page_size, page_token| {
+            let answer = client
+                .list_agents(v1::ListAgentsRequest {
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((answer.agents, answer.next_page_token, answer.matching))
+        })
+        .await?;
+    args.paging.note_left_out(agents.len(), matching, "agents");
     if !args.json {
         println!(
             "{:<22} {:<16} {:<14} {:<10} {:>6} {:>22} {:>22}",
@@ -488,14 +519,23 @@ pub async fn agents(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn frameworks(args: ListArgs) -> anyhow::Result<()> {
+pub async fn frameworks(args: PagedListArgs) -> anyhow::Result<()> {
     let mut client = args.master.operator().await?;
-    let frameworks = client
-        .list_frameworks(v1::ListFrameworksRequest {})
-        .await
-        .map_err(grpc)?
-        .into_inner()
-        .frameworks;
+    let (frameworks, matching) = args
+        .paging
+        .collect(async |page_size, page_token| {
+            let answer = client
+                .list_frameworks(v1::ListFrameworksRequest {
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((answer.frameworks, answer.next_page_token, answer.matching))
+        })
+        .await?;
+    args.paging
+        .note_left_out(frameworks.len(), matching, "frameworks");
     if !args.json {
         println!(
             "{:<20} {:<16} {:<10} {:<12} {:<10} {:>6} {:>7} {:>7}",

@@ -540,6 +540,24 @@ fn operator_commands_list_agents_frameworks_roles_and_task_files() {
         );
     }
     assert_eq!(table.matches(&platform).count(), 2, "{table}");
+    // A page at a time: the same agents in the same order, and --limit
+    // says what it left out.
+    let ids = |lines: &[Value]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let paged = json_lines(&cli_ok(url, &["agents", "--json", "--page-size", "1"]));
+    assert_eq!(ids(&paged), ids(&agents));
+    let limited = cli(url, &["agents", "--limit", "1"]);
+    assert!(limited.status.success(), "{}", stderr(&limited));
+    assert_eq!(stdout(&limited).lines().count(), 2, "{}", stdout(&limited));
+    assert!(
+        stderr(&limited).contains("1 of 2 agents shown (--limit 1)"),
+        "{}",
+        stderr(&limited)
+    );
 
     // A task that writes a file: `ls` and `cat` read it back.
     let o = run(
@@ -584,6 +602,14 @@ fn operator_commands_list_agents_frameworks_roles_and_task_files() {
         "{frameworks:?}"
     );
     assert!(cli_ok(url, &["frameworks"]).contains("analytics"));
+    let paged = json_lines(&cli_ok(url, &["frameworks", "--json", "--page-size", "1"]));
+    assert_eq!(ids(&paged), ids(&frameworks));
+    let tasks = json_lines(&cli_ok(url, &["ps", "--json"]));
+    assert!(tasks.len() >= 2, "{tasks:?}");
+    let paged = json_lines(&cli_ok(url, &["ps", "--json", "--page-size", "1"]));
+    assert_eq!(ids(&paged), ids(&tasks));
+    let one = json_lines(&cli_ok(url, &["ps", "--json", "--limit", "1"]));
+    assert_eq!(ids(&one), ids(&tasks[..1]));
 
     let set = cli_ok(url, &["roles", "set", "analytics", "--weight", "3"]);
     assert!(set.contains("analytics"), "{set}");

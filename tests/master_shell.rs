@@ -65,7 +65,7 @@ async fn wait_agents(url: &str, connected: usize) -> Vec<v1::AgentState> {
     for _ in 0..500 {
         let agents = operator(url)
             .await
-            .list_agents(v1::ListAgentsRequest {})
+            .list_agents(v1::ListAgentsRequest::default())
             .await
             .unwrap()
             .into_inner()

@@ -322,7 +322,7 @@ async fn a_principal_cannot_see_use_or_take_over_another_principals_framework_an
     let listed = operator
         .list_tasks(v1::ListTasksRequest {
             task_ids: vec![writer_id.clone()],
-            framework_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

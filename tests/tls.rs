@@ -241,7 +241,7 @@ async fn grpc_health_needs_no_token_and_every_other_call_does() {
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
     let refused = wasmos_proto::v1::operator_client::OperatorClient::new(channel.clone())
-        .list_agents(v1::ListAgentsRequest {})
+        .list_agents(v1::ListAgentsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");

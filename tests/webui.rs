@@ -452,6 +452,8 @@ async fn on_a_local_cluster(browser: &Browser, cluster: &Cluster) {
     let agents = browser.text("main table").await;
     assert_eq!(agents.matches("connected").count(), 2, "{agents}");
     assert!(agents.contains("os=linux"), "{agents}");
+    let counted = browser.text("main").await;
+    assert!(counted.contains("2 agents."), "{counted}");
     // (Today's date or, just past midnight, yesterday's.)
     let days = browser
         .run(

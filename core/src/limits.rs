@@ -29,6 +29,9 @@ pub const MAX_ENV_BYTES: usize = 256 * 1024;
 /// Ids one Kill, Reconcile, Acknowledge, Decline or operator kill may name
 /// (after removing repeats).
 pub const MAX_IDS_PER_CALL: usize = 50_000;
+/// Items one page of a list call (`ListTasks`, `ListAgents`,
+/// `ListFrameworks`) holds at most.
+pub const MAX_PAGE: usize = 5_000;
 /// Tasks one Accept may launch, and offers it may use.
 pub const MAX_TASKS_PER_ACCEPT: usize = 10_000;
 pub const MAX_OFFERS_PER_ACCEPT: usize = 1_000;

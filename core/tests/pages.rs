@@ -1,7 +1,7 @@
-//! The paged task views the web UI reads: a page holds the tasks after its
-//! cursor in id order, every task a filter matches appears on exactly one
-//! page, and nobody sees tasks they may not; each task keeps its last
-//! changes of state.
+//! The paged views the web UI and the list calls read: a page holds the
+//! tasks (agents, frameworks) after its cursor in id order, every one a
+//! filter matches appears on exactly one page, and nobody sees tasks or
+//! frameworks they may not; each task keeps its last changes of state.
 
 use wasmos_core::access::{Grant, Principal};
 use wasmos_core::core::{TaskFilter, TaskPage};
@@ -176,4 +176,76 @@ fn a_task_keeps_its_changes_of_state() {
             v1::TaskState::Finished
         ]
     );
+}
+
+/// Every page of agents, `limit` at a time, and the count each page gave.
+fn walk_agents(h: &Harness, limit: usize) -> (Vec<String>, Vec<usize>) {
+    let (mut seen, mut counts) = (Vec::new(), Vec::new());
+    let mut after: Option<String> = None;
+    loop {
+        let page = h.core.agent_page(after.as_deref(), limit);
+        assert!(page.items.len() <= limit);
+        counts.push(page.matching);
+        seen.extend(page.items.iter().map(|a| a.id.to_string()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return (seen, counts),
+        }
+    }
+}
+
+#[test]
+fn agent_pages_walk_every_agent_once_in_id_order() {
+    let mut h = thirty_tasks();
+    for _ in 0..9 {
+        h.add_agent(4.0, 8 * GIB);
+    }
+    let everyone: Vec<String> = h.core.agents().iter().map(|a| a.id.to_string()).collect();
+    assert_eq!(everyone.len(), 10);
+    for limit in [1, 3, 4, 10, 11] {
+        let (seen, counts) = walk_agents(&h, limit);
+        assert_eq!(seen, everyone, "pages of {limit}");
+        assert!(counts.iter().all(|&c| c == 10), "{counts:?}");
+    }
+    // A page's views are the same as the full list's: the agent with the
+    // tasks shows them.
+    let first = h.core.agent_page(None, 10);
+    let full = h.core.agents();
+    for (paged, listed) in first.items.iter().zip(&full) {
+        assert_eq!(paged.id, listed.id);
+        assert_eq!(paged.tasks, listed.tasks);
+        assert_eq!(paged.used, listed.used);
+    }
+    assert_eq!(first.items.iter().map(|a| a.tasks).sum::<usize>(), 30);
+    // Past the last id: an empty last page that still counts them all.
+    let last = everyone.last().unwrap();
+    let beyond = h.core.agent_page(Some(last), 5);
+    assert!(beyond.items.is_empty() && beyond.next.is_none());
+    assert_eq!(beyond.matching, 10);
+}
+
+#[test]
+fn framework_pages_show_each_only_the_frameworks_they_may_see() {
+    let h = thirty_tasks();
+    let walk = |who: &Principal, limit: usize| {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = h.core.framework_page(who, after.as_deref(), limit);
+            seen.extend(page.items.iter().map(|f| (f.name.clone(), page.matching)));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return seen,
+            }
+        }
+    };
+    assert_eq!(
+        walk(&admin(), 1),
+        [("a".to_string(), 2), ("b".to_string(), 2)]
+    );
+    assert_eq!(walk(&bob(), 1), [("b".to_string(), 1)]);
+    let page = h.core.framework_page(&admin(), None, 5);
+    let a = page.items.iter().find(|f| f.name == "a").unwrap();
+    // 25 launched, `a-07` finished but not acknowledged: all still held.
+    assert_eq!(a.active_tasks, 25);
 }

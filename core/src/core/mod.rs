@@ -62,7 +62,7 @@ pub use error::CoreError;
 pub use launch_key::LaunchKey;
 pub use ledger::HOUR_MS;
 use outbox::Outbox;
-pub use pages::{TaskFilter, TaskLine, TaskPage};
+pub use pages::{Page, TaskFilter, TaskLine, TaskPage};
 pub use persist::LAST_SEEN_EVERY;
 pub use recover::Recovered;
 pub use tasks::{is_terminal, progress};

@@ -7,6 +7,7 @@
 //! principal who sees only their own tasks, or filtered by state, reason,
 //! role, framework or agent, is one pass over the tasks (~10 ms).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Bound;
 
@@ -95,6 +96,46 @@ impl TaskFilter {
     }
 }
 
+/// A page of a listing in id order (agents, frameworks).
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// How many the listing matched in all.
+    pub matching: usize,
+    /// The id to ask the next page after; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Of `ids` (in any order), the `limit + 1` smallest past `after`, in
+/// order (one more than a page says a next page exists), and how many
+/// there were in all. One pass and a heap of `limit + 1`: no sort or copy
+/// of everything, whatever the listing's size.
+pub(super) fn first_after<'a, K>(
+    ids: impl Iterator<Item = &'a K>,
+    after: Option<&str>,
+    limit: usize,
+) -> (Vec<&'a K>, usize)
+where
+    K: Ord + Borrow<str> + 'a,
+{
+    // A max-heap whose top is the largest kept, so a smaller id replaces it.
+    let mut kept: BinaryHeap<&K> = BinaryHeap::with_capacity(limit + 2);
+    let mut matching = 0;
+    for id in ids {
+        matching += 1;
+        if after.is_some_and(|after| Borrow::<str>::borrow(id) <= after) {
+            continue;
+        }
+        if kept.len() <= limit {
+            kept.push(id);
+        } else if kept.peek().is_some_and(|top| id < *top) {
+            kept.pop();
+            kept.push(id);
+        }
+    }
+    (kept.into_sorted_vec(), matching)
+}
+
 /// One line of a page: what a table shows of a task.
 #[derive(Clone, Debug)]
 pub struct TaskLine {
@@ -134,27 +175,14 @@ impl Core {
         if who.sees_all() && filter.by_job_at_most() {
             return self.page_in_order(&filter.job, after, limit);
         }
-        let visible = |owner: &str| who.may_see(owner);
-        // The `limit + 1` smallest ids past `after`: a max-heap whose top
-        // is the largest kept, so a smaller id replaces it.
-        let mut kept: BinaryHeap<&TaskId> = BinaryHeap::with_capacity(limit + 2);
-        let mut matching = 0;
-        for task in self.tasks.values().chain(self.graveyard.values()) {
-            if !filter.matches(task) || !visible(&task.owner) {
-                continue;
-            }
-            matching += 1;
-            if after.is_some_and(|after| task.id.as_str() <= after) {
-                continue;
-            }
-            if kept.len() <= limit {
-                kept.push(&task.id);
-            } else if kept.peek().is_some_and(|top| &task.id < *top) {
-                kept.pop();
-                kept.push(&task.id);
-            }
-        }
-        self.page_of(kept.into_sorted_vec(), limit, matching)
+        let ids = self
+            .tasks
+            .values()
+            .chain(self.graveyard.values())
+            .filter(|t| filter.matches(t) && who.may_see(&t.owner))
+            .map(|t| &t.id);
+        let (ids, matching) = first_after(ids, after, limit);
+        self.page_of(ids, limit, matching)
     }
 
     /// The page of tasks of job `job` (of all tasks, if empty) after

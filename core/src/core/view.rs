@@ -1,9 +1,13 @@
 //! Read-only views of the core for operators, the HTTP `/state` and tests.
 
+use std::borrow::Borrow;
+
 use serde::Serialize;
 use wasmos_proto::v1;
 
-use super::Core;
+use super::pages::{Page, first_after};
+use super::{Agent, Core, Framework};
+use crate::access::Principal;
 use crate::ids::{AgentId, FrameworkId, Role, TaskId};
 use crate::resources::Resources;
 
@@ -106,37 +110,43 @@ impl Core {
 
     /// Every agent, in id order.
     pub fn agents(&self) -> Vec<AgentView> {
-        let mut agents: Vec<AgentView> = self
-            .agents
-            .values()
-            .map(|a| {
-                let offered = a
-                    .offers
-                    .iter()
-                    .map(|o| self.offers[o].resources)
-                    .fold(Resources::ZERO, |x, y| x + y);
-                let used = a
-                    .tasks
-                    .iter()
-                    .filter_map(|t| self.tasks.get(t))
-                    .filter(|t| !t.released)
-                    .map(|t| t.resources)
-                    .fold(Resources::ZERO, |x, y| x + y);
-                AgentView {
-                    id: a.id.clone(),
-                    hostname: a.info.hostname.clone(),
-                    total: a.total,
-                    offered,
-                    used,
-                    connected: a.connection.is_some(),
-                    draining: a.draining,
-                    tasks: a.tasks.len(),
-                    last_seen_ms: self.wall(a.last_seen),
-                }
-            })
-            .collect();
+        let mut agents: Vec<AgentView> = self.agents.values().map(|a| self.agent_view(a)).collect();
         agents.sort_by(|a, b| a.id.cmp(&b.id));
         agents
+    }
+
+    /// The first `limit` agents after `after`, in id order: one pass over
+    /// the agents' ids, views made of the page's alone.
+    pub fn agent_page(&self, after: Option<&str>, limit: usize) -> Page<AgentView> {
+        let limit = limit.max(1);
+        let (ids, matching) = first_after(self.agents.keys(), after, limit);
+        page(ids, limit, matching, |id| self.agent_view(&self.agents[id]))
+    }
+
+    fn agent_view(&self, a: &Agent) -> AgentView {
+        let offered = a
+            .offers
+            .iter()
+            .map(|o| self.offers[o].resources)
+            .fold(Resources::ZERO, |x, y| x + y);
+        let used = a
+            .tasks
+            .iter()
+            .filter_map(|t| self.tasks.get(t))
+            .filter(|t| !t.released)
+            .map(|t| t.resources)
+            .fold(Resources::ZERO, |x, y| x + y);
+        AgentView {
+            id: a.id.clone(),
+            hostname: a.info.hostname.clone(),
+            total: a.total,
+            offered,
+            used,
+            connected: a.connection.is_some(),
+            draining: a.draining,
+            tasks: a.tasks.len(),
+            last_seen_ms: self.wall(a.last_seen),
+        }
     }
 
     /// Every framework, in id order.
@@ -144,29 +154,53 @@ impl Core {
         let mut frameworks: Vec<FrameworkView> = self
             .frameworks
             .values()
-            .map(|f| FrameworkView {
-                id: f.id.clone(),
-                name: f.info.name.clone(),
-                role: f.role.clone(),
-                principal: f.info.principal.clone(),
-                connected: f.connection.is_some(),
-                suppressed: f.suppressed,
-                allocated: self
-                    .allocator
-                    .framework_allocation(&f.id)
-                    .unwrap_or_default(),
-                offered: f
-                    .offers
-                    .iter()
-                    .map(|o| self.offers[o].resources)
-                    .fold(Resources::ZERO, |x, y| x + y),
-                dominant_share: self.allocator.framework_share(&f.id).unwrap_or_default(),
-                offers: f.offers.len(),
-                active_tasks: f.tasks.len(),
-            })
+            .map(|f| self.framework_view(f))
             .collect();
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
         frameworks
+    }
+
+    /// The first `limit` frameworks `who` may see after `after`, in id
+    /// order.
+    pub fn framework_page(
+        &self,
+        who: &Principal,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Page<FrameworkView> {
+        let limit = limit.max(1);
+        let visible = self
+            .frameworks
+            .values()
+            .filter(|f| who.may_see(&f.info.principal))
+            .map(|f| &f.id);
+        let (ids, matching) = first_after(visible, after, limit);
+        page(ids, limit, matching, |id| {
+            self.framework_view(&self.frameworks[id])
+        })
+    }
+
+    fn framework_view(&self, f: &Framework) -> FrameworkView {
+        FrameworkView {
+            id: f.id.clone(),
+            name: f.info.name.clone(),
+            role: f.role.clone(),
+            principal: f.info.principal.clone(),
+            connected: f.connection.is_some(),
+            suppressed: f.suppressed,
+            allocated: self
+                .allocator
+                .framework_allocation(&f.id)
+                .unwrap_or_default(),
+            offered: f
+                .offers
+                .iter()
+                .map(|o| self.offers[o].resources)
+                .fold(Resources::ZERO, |x, y| x + y),
+            dominant_share: self.allocator.framework_share(&f.id).unwrap_or_default(),
+            offers: f.offers.len(),
+            active_tasks: f.tasks.len(),
+        }
     }
 
     /// What an agent said about itself when it registered.
@@ -205,5 +239,24 @@ impl Core {
     /// The reservations an agent registered with.
     pub fn agent_reservations(&self, id: &AgentId) -> Option<&[(Role, Resources)]> {
         self.agents.get(id).map(|a| a.reservations.as_slice())
+    }
+}
+
+/// The page of the first `limit` of `ids` (sorted; one more says a next
+/// page exists), each made into its view.
+fn page<K: Borrow<str>, T>(
+    ids: Vec<&K>,
+    limit: usize,
+    matching: usize,
+    view: impl Fn(&K) -> T,
+) -> Page<T> {
+    let more = ids.len() > limit;
+    let ids = &ids[..ids.len().min(limit)];
+    Page {
+        next: more
+            .then(|| ids.last().map(|id| Borrow::<str>::borrow(*id).to_string()))
+            .flatten(),
+        items: ids.iter().map(|id| view(id)).collect(),
+        matching,
     }
 }

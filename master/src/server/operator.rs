@@ -8,6 +8,8 @@ use tonic::{Request, Response, Status};
 use wasmos_proto::v1;
 use wasmos_proto::v1::operator_server::Operator;
 
+mod lists;
+
 use super::actor::Command;
 use super::audit::{Actor, Audit};
 use super::handle::ActorHandle;
@@ -123,59 +125,25 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let who = principal_of(&request)?;
         let request = request.into_inner();
-        let tasks = self
+        let answer = self
             .actor
-            .query(move |core, _| {
-                core.tasks()
-                    .into_iter()
-                    .filter(|t| who.may_see(&t.owner))
-                    .filter(|t| {
-                        request.task_ids.is_empty()
-                            || request.task_ids.iter().any(|id| id == t.id.as_str())
-                    })
-                    .filter(|t| {
-                        request.framework_id.is_empty()
-                            || request.framework_id == t.framework.as_str()
-                    })
-                    .map(|t| v1::TaskInfo {
-                        task_id: t.id.to_string(),
-                        framework_id: t.framework.to_string(),
-                        agent_id: t.agent.to_string(),
-                        name: t.spec.name.clone(),
-                        resources: wire(&t.resources),
-                        status: Some(t.status),
-                        principal: t.owner,
-                    })
-                    .collect()
-            })
+            .query(move |core, _| lists::tasks(core, &who, request))
             .await?;
-        Ok(Response::new(v1::ListTasksResponse { tasks }))
+        Ok(Response::new(answer))
     }
 
     async fn list_agents(
         &self,
-        _request: Request<v1::ListAgentsRequest>,
+        request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         // Capacity is no secret among the cluster's users: any principal
         // may list agents (and roles), to size its jobs.
-        let agents = self
+        let request = request.into_inner();
+        let answer = self
             .actor
-            .query(|core, _| {
-                core.agents()
-                    .into_iter()
-                    .map(|a| v1::AgentState {
-                        info: core.agent_info(&a.id).cloned(),
-                        used: wire(&a.used),
-                        offered: wire(&a.offered),
-                        connected: a.connected,
-                        draining: a.draining,
-                        tasks: a.tasks as u32,
-                        last_seen_ms: a.last_seen_ms,
-                    })
-                    .collect()
-            })
+            .query(move |core, _| lists::agents(core, request))
             .await?;
-        Ok(Response::new(v1::ListAgentsResponse { agents }))
+        Ok(Response::new(answer))
     }
 
     async fn list_frameworks(
@@ -183,33 +151,12 @@ impl Operator for OperatorService {
         request: Request<v1::ListFrameworksRequest>,
     ) -> Result<Response<v1::ListFrameworksResponse>, Status> {
         let who = principal_of(&request)?;
-        let frameworks = self
+        let request = request.into_inner();
+        let answer = self
             .actor
-            .query(move |core, _| {
-                let fair = core.allocator().fair_shares();
-                core.frameworks()
-                    .into_iter()
-                    .filter(|f| who.may_see(&f.principal))
-                    .map(|f| v1::FrameworkState {
-                        fair_share: fair.frameworks.get(&f.id).copied().unwrap_or(0.0),
-                        info: Some(v1::FrameworkInfo {
-                            framework_id: f.id.to_string(),
-                            name: f.name,
-                            role: f.role.to_string(),
-                            principal: f.principal,
-                            ..Default::default()
-                        }),
-                        connected: f.connected,
-                        suppressed: f.suppressed,
-                        used: wire(&f.allocated.saturating_sub(&f.offered)),
-                        offered: wire(&f.offered),
-                        dominant_share: f.dominant_share,
-                        active_tasks: f.active_tasks as u32,
-                    })
-                    .collect()
-            })
+            .query(move |core, _| lists::frameworks(core, &who, request))
             .await?;
-        Ok(Response::new(v1::ListFrameworksResponse { frameworks }))
+        Ok(Response::new(answer))
     }
 
     async fn list_roles(

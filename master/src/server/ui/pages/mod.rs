@@ -202,16 +202,36 @@ pub async fn roles(State(ui): Shared, headers: HeaderMap) -> Response {
     page("Roles", Some(&viewer), LIVE_MS, body).into_response()
 }
 
-pub async fn agents(State(ui): Shared, headers: HeaderMap) -> Response {
+/// The agents page's place: the agent id its page starts after.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AgentsQuery {
+    pub after: String,
+}
+
+/// Agents on one page of the agents page.
+const AGENT_ROWS: u32 = 100;
+
+pub async fn agents(
+    State(ui): Shared,
+    headers: HeaderMap,
+    Query(asked): Query<AgentsQuery>,
+) -> Response {
     let viewer = viewer_or_return!(ui, headers);
-    let agents = call_or_return!(
+    let listed = call_or_return!(
         viewer,
-        ui.operator
-            .list_agents(as_viewer(&viewer, v1::ListAgentsRequest {}))
-    )
-    .agents;
+        ui.operator.list_agents(as_viewer(
+            &viewer,
+            v1::ListAgentsRequest {
+                page_size: AGENT_ROWS,
+                page_token: asked.after.clone(),
+            }
+        ))
+    );
+    let agents = listed.agents;
     let admin = viewer.who.is_admin();
     let body = html! {
+        p { (listed.matching) " agents" @if !asked.after.is_empty() { ", after " (asked.after) } "." }
         table {
             tr {
                 th { "agent" } th { "host" } th { "attributes" } th { "resources" } th { "used" }
@@ -243,6 +263,14 @@ pub async fn agents(State(ui): Shared, headers: HeaderMap) -> Response {
                         }
                     }
                 }
+            }
+        }
+        nav.pages {
+            @if !asked.after.is_empty() {
+                a href="/ui/agents" { "First page" } " "
+            }
+            @if !listed.next_page_token.is_empty() {
+                a href={ "/ui/agents" (query(&[("after", listed.next_page_token.as_str())])) } { "Next page" }
             }
         }
     };
