@@ -14,6 +14,7 @@
 #[allow(dead_code)]
 mod etcd;
 #[path = "../tests/support/sim_agents.rs"]
+#[allow(dead_code)] // its working agents are for benches/agents.rs
 mod sim_agents;
 #[path = "support/spawn.rs"]
 mod spawn;

@@ -1,8 +1,12 @@
-//! Allocator benchmark: the cost of one full allocation cycle.
+//! Allocator benchmark: the cost of one full allocation cycle, and of an
+//! incremental one.
 //!
 //! Every agent has free resources and every framework wants them; shares are
 //! updated as grants are made (progressive filling), and the bench takes the
-//! grants back between cycles, untimed. Prints one JSON line per shape.
+//! grants back between cycles, untimed. Then, with every agent offered out,
+//! one agent's grant at a time is taken back (untimed) and a cycle over that
+//! agent alone is timed: what the master spends when a task ends. Prints one
+//! JSON line per shape.
 //!
 //! ```text
 //! cargo bench -p wasmos-core --bench allocator                      # the grid
@@ -103,6 +107,25 @@ fn bench_shape(agents: usize, frameworks: usize, demand_cpus: Option<f64>) {
         }
     }
     times.sort();
+
+    // Incremental: everything offered out, then one agent freed at a time.
+    let mut held = allocator.allocate(Time::ZERO, Scope::All);
+    let rounds = held.len().min(2_000);
+    let mut incremental = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let g = held[i].clone();
+        allocator
+            .recover(&g.framework, &g.agent, None, g.resources, None, Time::ZERO)
+            .unwrap();
+        let freed = [g.agent.clone()];
+        let start = Instant::now();
+        let again = allocator.allocate(Time::ZERO, Scope::Agents(&freed));
+        incremental.push(start.elapsed());
+        assert!(!again.is_empty(), "the freed agent is offered again");
+        held.extend(again);
+    }
+    incremental.sort();
+    let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "{}",
@@ -116,6 +139,9 @@ fn bench_shape(agents: usize, frameworks: usize, demand_cpus: Option<f64>) {
             "cycle_ms_median": (ms(times[cycles / 2]) * 1000.0).round() / 1000.0,
             "cycle_ms_min": (ms(times[0]) * 1000.0).round() / 1000.0,
             "cycle_ms_max": (ms(times[cycles - 1]) * 1000.0).round() / 1000.0,
+            "incremental_cycles": rounds,
+            "incremental_us_median": us(incremental[rounds / 2]),
+            "incremental_us_p99": us(incremental[rounds * 99 / 100]),
         })
     );
 }

@@ -13,8 +13,10 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::agent_link_client::AgentLinkClient;
 use wasmos_proto::v1::agent_message::Kind as ToMaster;
 
-/// Connections the simulated agents share (streams spread over them).
+/// Connections the simulated agents share (streams spread over them), at
+/// least; and the most streams one carries (a master takes 1,024).
 const CONNECTIONS: usize = 8;
+const STREAMS_PER_CONNECTION: usize = 500;
 
 /// An attached agent: what keeps its stream open.
 pub struct Attached {
@@ -62,16 +64,10 @@ async fn attach(channel: Channel, id: String) -> Result<Attached, tonic::Status>
 /// (`http://…`), each retrying every 20 ms (for 2 minutes at most); when
 /// each got in, and their streams.
 pub async fn attach_all(url: &str, n: usize) -> (Vec<Instant>, Vec<Attached>) {
-    let channels: Vec<Channel> = (0..CONNECTIONS)
-        .map(|_| {
-            tonic::transport::Endpoint::from_shared(url.to_string())
-                .unwrap()
-                .connect_lazy()
-        })
-        .collect();
+    let channels = channels(url, n);
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let channel = channels[i % CONNECTIONS].clone();
+            let channel = channels[i % channels.len()].clone();
             tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 loop {
@@ -94,4 +90,208 @@ pub async fn attach_all(url: &str, n: usize) -> (Vec<Instant>, Vec<Attached>) {
         attached.push(a);
     }
     (times, attached)
+}
+
+/// What simulated working agents have done, counted across all of them.
+#[derive(Default)]
+pub struct Counters {
+    /// Registrations the master answered (first ones and re-registrations).
+    pub registered: std::sync::atomic::AtomicU64,
+    /// Tasks given to run.
+    pub launched: std::sync::atomic::AtomicU64,
+    /// Ends reported (resends not counted).
+    pub finished: std::sync::atomic::AtomicU64,
+}
+
+/// A task a working agent holds: running until `ends`, then reported and
+/// kept until the master acknowledges its end.
+struct Held {
+    launch: v1::TaskLaunch,
+    ends: tokio::time::Instant,
+    reported: Option<v1::TaskStatus>,
+}
+
+/// Starts agent `sim-<i>` that runs what it is given as a real agent
+/// would, without wasm: each task "runs" for `run_for`, then reports
+/// FINISHED (exit 0) and resends it on every reconnect until acknowledged.
+/// It heartbeats at the interval the master asks and re-registers with
+/// the tasks it holds whenever its stream ends (a master restart), retrying
+/// every 50 ms. Runs until the runtime stops.
+pub fn spawn_worker(
+    channel: Channel,
+    i: usize,
+    cpus: f64,
+    run_for: Duration,
+    counters: std::sync::Arc<Counters>,
+) -> tokio::task::JoinHandle<()> {
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering::Relaxed;
+    use v1::master_message::Kind as FromMaster;
+
+    let id = format!("sim-{i}");
+    tokio::spawn(async move {
+        let mut held: HashMap<String, Held> = HashMap::new();
+        let mut next_uuid = (i as u64) << 32;
+        loop {
+            let (tx, rx) = mpsc::channel(64);
+            let tasks = held
+                .values()
+                .map(|h| v1::RunningTask {
+                    task_id: h
+                        .launch
+                        .spec
+                        .as_ref()
+                        .map(|s| s.task_id.clone())
+                        .unwrap_or_default(),
+                    framework_id: h.launch.framework_id.clone(),
+                    state: match h.reported {
+                        Some(_) => v1::TaskState::Finished,
+                        None => v1::TaskState::Running,
+                    } as i32,
+                    spec: h.launch.spec.clone(),
+                    launch_mac: h.launch.mac.clone(),
+                    launch_epoch: h.launch.master_epoch,
+                    ..Default::default()
+                })
+                .collect();
+            let register = v1::Register {
+                agent: Some(v1::AgentInfo {
+                    agent_id: id.clone(),
+                    hostname: id.clone(),
+                    resources: Some(v1::Resources {
+                        cpus,
+                        mem: 4 << 30,
+                        disk: 1 << 30,
+                    }),
+                    ..Default::default()
+                }),
+                tasks,
+            };
+            let _ = tx
+                .send(v1::AgentMessage {
+                    kind: Some(ToMaster::Register(register)),
+                })
+                .await;
+            let inbound = AgentLinkClient::new(channel.clone())
+                .attach(ReceiverStream::new(rx))
+                .await;
+            let Ok(inbound) = inbound else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let mut inbound = inbound.into_inner();
+            let interval = match inbound.next().await {
+                Some(Ok(v1::MasterMessage {
+                    kind: Some(FromMaster::Registered(r)),
+                })) => {
+                    for killed in &r.kill_task_ids {
+                        held.remove(killed);
+                    }
+                    Duration::from_millis(r.heartbeat_interval_ms.max(100))
+                }
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            counters.registered.fetch_add(1, Relaxed);
+            // Ends not yet acknowledged go again on the new stream.
+            let resend: Vec<v1::TaskStatus> =
+                held.values().filter_map(|h| h.reported.clone()).collect();
+            if !resend.is_empty() {
+                let _ = tx
+                    .send(v1::AgentMessage {
+                        kind: Some(ToMaster::Updates(v1::StatusUpdates {
+                            statuses: resend,
+                            unsynced: None,
+                        })),
+                    })
+                    .await;
+            }
+            let mut heartbeat = tokio::time::interval(interval);
+            loop {
+                let next_end = held
+                    .values()
+                    .filter(|h| h.reported.is_none())
+                    .map(|h| h.ends)
+                    .min();
+                let wake = next_end
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+                tokio::select! {
+                    message = inbound.next() => match message {
+                        Some(Ok(v1::MasterMessage { kind: Some(kind) })) => match kind {
+                            FromMaster::RunTasks(run) => {
+                                counters.launched.fetch_add(run.tasks.len() as u64, Relaxed);
+                                let ends = tokio::time::Instant::now() + run_for;
+                                for launch in run.tasks {
+                                    let task = launch.spec.as_ref().map(|s| s.task_id.clone()).unwrap_or_default();
+                                    held.insert(task, Held { launch, ends, reported: None });
+                                }
+                            }
+                            FromMaster::KillTasks(kill) => {
+                                for task in kill.task_ids {
+                                    held.remove(&task);
+                                }
+                            }
+                            FromMaster::AckUpdates(acks) => {
+                                for ack in acks.acks {
+                                    let acked = held.get(&ack.task_id).and_then(|h| h.reported.as_ref()).is_some_and(|s| s.uuid == ack.uuid);
+                                    if acked {
+                                        held.remove(&ack.task_id);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        },
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                    _ = heartbeat.tick() => {
+                        let beat = v1::AgentMessage { kind: Some(ToMaster::Heartbeat(v1::AgentHeartbeat {})) };
+                        if tx.send(beat).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(wake) => {
+                        let now = tokio::time::Instant::now();
+                        let mut statuses = Vec::new();
+                        for h in held.values_mut().filter(|h| h.reported.is_none() && h.ends <= now) {
+                            next_uuid += 1;
+                            let status = v1::TaskStatus {
+                                task_id: h.launch.spec.as_ref().map(|s| s.task_id.clone()).unwrap_or_default(),
+                                framework_id: h.launch.framework_id.clone(),
+                                agent_id: id.clone(),
+                                state: v1::TaskState::Finished as i32,
+                                exit_code: Some(0),
+                                uuid: next_uuid.to_be_bytes().to_vec(),
+                                source: v1::StatusSource::Agent as i32,
+                                ..Default::default()
+                            };
+                            h.reported = Some(status.clone());
+                            statuses.push(status);
+                        }
+                        counters.finished.fetch_add(statuses.len() as u64, Relaxed);
+                        let update = v1::AgentMessage {
+                            kind: Some(ToMaster::Updates(v1::StatusUpdates { statuses, unsynced: None })),
+                        };
+                        if tx.send(update).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// Lazy channels to the master at `url` for `agents` agents to share.
+pub fn channels(url: &str, agents: usize) -> Vec<Channel> {
+    (0..CONNECTIONS.max(agents.div_ceil(STREAMS_PER_CONNECTION)))
+        .map(|_| {
+            tonic::transport::Endpoint::from_shared(url.to_string())
+                .unwrap()
+                .connect_lazy()
+        })
+        .collect()
 }

@@ -127,9 +127,8 @@ impl Allocator {
         if self.dirty {
             self.rebuild();
         }
-        let mut grants = Vec::new();
         if self.role_order.is_empty() || self.agents.is_empty() {
-            return grants;
+            return Vec::new();
         }
         let slots: Vec<u32> = match scope {
             Scope::All => {
@@ -145,6 +144,9 @@ impl Allocator {
                 .filter_map(|id| self.agent_slots.get(id).copied())
                 .collect(),
         };
+        // About one grant an agent when frameworks take whole agents: sized
+        // once, not grown (and copied) a doubling at a time.
+        let mut grants = Vec::with_capacity(slots.len());
         if self.any_unmet_quota() {
             for &slot in &slots {
                 self.allocate_quota(slot, now, &mut grants);

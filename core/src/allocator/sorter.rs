@@ -40,10 +40,17 @@ impl Sorter {
 
     /// Moves a client from `old` to `new`.
     pub fn update(&mut self, old: Key, new: Key) {
-        if old != new {
-            self.remove(old);
-            self.insert(new);
+        if old == new {
+            return;
         }
+        // The usual move: the lowest share was just granted something. Its
+        // key is the first, taken off the tree's left edge with no search.
+        if self.order.first() == Some(&old) {
+            self.order.pop_first();
+        } else {
+            self.remove(old);
+        }
+        self.insert(new);
     }
 
     /// The client right after `key` in order.

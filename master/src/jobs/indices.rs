@@ -173,6 +173,29 @@ impl Indices {
         taken
     }
 
+    /// Takes up attempt `attempt` of a waiting index that runs without the
+    /// job having taken it: its launch reached an agent in a turn whose
+    /// commit a crash lost, and the agent brought the task back to the
+    /// restarted master (which adopted it). The index runs that attempt,
+    /// so no other starts beside it. False if the index is not waiting or
+    /// had that attempt already (a late update of an older attempt).
+    pub fn adopt(&mut self, index: u32, attempt: u32) -> bool {
+        if index >= self.count || self.running.contains_key(&index) {
+            return false;
+        }
+        let known = self.outcome(index);
+        if known.state != IndexState::Pending || attempt <= known.attempts {
+            return false;
+        }
+        // Left in the queue (or past `next_fresh`) if it is there: `take`
+        // skips an index that no longer waits.
+        let outcome = self.changed(index);
+        outcome.attempts = attempt;
+        outcome.state = IndexState::Running;
+        self.running.insert(index, attempt);
+        true
+    }
+
     /// Puts back an index whose launch never happened (its offers went
     /// away): it waits again, under the same attempt number next time.
     /// False if that attempt was not running (it ended meanwhile).

@@ -468,6 +468,12 @@ impl Jobs {
         let Some(job) = self.jobs.get_mut(&number) else {
             return effects;
         };
+        if job.loaded && job.indices.adopt(index, attempt) {
+            // A launch a crash took back from the registry, not from its
+            // agent: the index runs it (see `Indices::adopt`).
+            self.dirty.insert(number);
+            job.state = JobState::Running;
+        }
         if !job.loaded
             || !is_terminal(status.state())
             || job.indices.running_attempt(index) != Some(attempt)

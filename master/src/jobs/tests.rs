@@ -844,3 +844,34 @@ fn a_job_failed_by_its_dependency_is_not_run_again() {
     assert_eq!(jobs.retry_failed(&second, false), Some(0));
     assert_eq!(jobs.job(&second).unwrap().state, JobState::Failed);
 }
+
+/// A launch whose turn a crash took back from the registry but not from
+/// its agent: the restarted master adopts the task, and the job takes it
+/// up as that index's attempt when its update comes, instead of waiting
+/// for an index it would never start (the core refuses the same task id).
+#[test]
+fn an_attempt_a_crash_lost_but_its_agent_kept_is_taken_up_by_its_index() {
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(3));
+    // Index 1's first attempt ran, though the job never took it.
+    let adopted = format!("{id}-1-1");
+    jobs.update(&ended(&adopted, v1::TaskState::Running, None), Time(1));
+    let job = jobs.job(&id).unwrap();
+    assert_eq!(job.indices.running_attempt(1), Some(1));
+    assert_eq!(job.state, JobState::Running);
+    let placed: Vec<String> = place(&mut jobs, 4.0)
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(placed, [format!("{id}-0-1"), format!("{id}-2-1")]);
+    jobs.update(&ended(&adopted, v1::TaskState::Finished, Some(0)), Time(2));
+    for task in &placed {
+        jobs.update(&ended(task, v1::TaskState::Finished, Some(0)), Time(2));
+    }
+    let job = jobs.job(&id).unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.indices.outcome(1).attempts, 1);
+    // A late update of an attempt already ended adopts nothing.
+    jobs.update(&ended(&adopted, v1::TaskState::Lost, None), Time(3));
+    assert_eq!(jobs.job(&id).unwrap().indices.counts().succeeded, 3);
+}

@@ -484,15 +484,29 @@ impl Driver {
                         launch.tasks.iter().map(|t| t.task_id.clone()).collect();
                     let accept = Input::Accept(v1::AcceptRequest {
                         framework_id: framework.to_string(),
-                        offer_ids: launch.offer_ids,
+                        offer_ids: launch.offer_ids.clone(),
                         tasks: launch.tasks,
                         filters: Some(v1::Filters {
                             refuse_seconds: Some(0.0),
                         }),
                     });
                     if let Err(e) = host.apply(accept) {
+                        // Its indices wait again, and its offers go back
+                        // (on their own: some may be gone, and a decline
+                        // naming one refuses them all): kept, they would
+                        // sit unused until they time out.
                         tracing::debug!(error = %e, tasks = task_ids.len(), "a job's accept failed; its indices wait again");
                         effects.extend(self.jobs.not_launched(&task_ids, self.now()));
+                        notify(
+                            host,
+                            Input::Decline(v1::DeclineRequest {
+                                framework_id: framework.to_string(),
+                                offer_ids: launch.offer_ids,
+                                filters: Some(v1::Filters {
+                                    refuse_seconds: Some(REFUSE_WHILE_PENDING_S),
+                                }),
+                            }),
+                        );
                     }
                 }
                 if !placement.unused.is_empty() {
