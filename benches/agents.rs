@@ -9,12 +9,15 @@
 //! - `master_cpu_share` and `master_rss_per_agent_bytes`: the master at
 //!   steady heartbeats (1 s) for `--steady` seconds, its RSS less what it
 //!   held before any agent;
-//! - `tasks_per_s`: a job of `--tasks` indices (0.5 cpus each, 100 ms
-//!   each) from `wasmos submit` to its last index succeeded;
+//! - `tasks_per_s`: a job of `--tasks` indices (0.5 cpus each, each
+//!   "running" `--run-ms`) from `wasmos submit` to its end, and how many
+//!   attempts it took (`attempts`; an agent whose stream broke re-registers
+//!   without the launches it never read, and those are retried);
 //! - `reregister_s`: after a `kill -9` of the master, from its restart's
 //!   first word to every agent registered again.
 //!
-//! Flags: `--agents N` (10000), `--tasks N` (100000), `--steady S` (10).
+//! Flags: `--agents N` (10000), `--tasks N` (100000), `--steady S` (10),
+//! `--run-ms MS` (1000).
 //! Prints one JSON line, with the file limit the bench ran under.
 //!
 //! Not covered: the agents speak plaintext with ids of their own (an
@@ -135,6 +138,7 @@ fn main() {
     let n: usize = flag("--agents", "10000").parse().expect("--agents N");
     let tasks: u64 = flag("--tasks", "100000").parse().expect("--tasks N");
     let steady: u64 = flag("--steady", "10").parse().expect("--steady S");
+    let run_ms: u64 = flag("--run-ms", "1000").parse().expect("--run-ms MS");
     let limit = Duration::from_secs(600);
 
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +164,7 @@ fn main() {
                     channel,
                     i,
                     1.0,
-                    Duration::from_millis(100),
+                    Duration::from_millis(run_ms),
                     counters.clone(),
                 )
             })
@@ -187,18 +191,19 @@ fn main() {
         "0.5",
     ]);
     let job = job.trim().to_string();
-    let succeeded = || -> u64 {
+    let show = || -> serde_json::Value {
         let shown = master.cli(&["job", "show", &job, "--json"]);
-        serde_json::from_str::<serde_json::Value>(&shown)
-            .ok()
-            .and_then(|v| v["succeeded"].as_u64())
-            .unwrap_or(0)
+        serde_json::from_str(&shown).unwrap_or_default()
     };
+    let mut shown = serde_json::Value::Null;
     wait_until(limit, || {
         std::thread::sleep(Duration::from_millis(200));
-        succeeded() == tasks
+        shown = show();
+        shown["ended_ms"].as_u64().unwrap_or(0) > 0
     });
     let tasks_per_s = tasks as f64 / started.elapsed().as_secs_f64();
+    let succeeded = shown["succeeded"].as_u64().unwrap_or(0);
+    let attempts = shown["detail"]["attempts"].as_u64().unwrap_or(0);
 
     let _ = process.kill();
     let _ = process.wait();
@@ -225,6 +230,9 @@ fn main() {
             "master_rss_per_agent_bytes": per_agent,
             "tasks": tasks,
             "tasks_per_s": tasks_per_s.round(),
+            "succeeded": succeeded,
+            "attempts": attempts,
+            "run_ms": run_ms,
             "reregister_s": round(reregister_s),
             "file_limit_soft_hard": file_limit(),
         })
