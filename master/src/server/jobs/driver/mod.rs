@@ -497,16 +497,7 @@ impl Driver {
                         // sit unused until they time out.
                         tracing::debug!(error = %e, tasks = task_ids.len(), "a job's accept failed; its indices wait again");
                         effects.extend(self.jobs.not_launched(&task_ids, self.now()));
-                        notify(
-                            host,
-                            Input::Decline(v1::DeclineRequest {
-                                framework_id: framework.to_string(),
-                                offer_ids: launch.offer_ids,
-                                filters: Some(v1::Filters {
-                                    refuse_seconds: Some(REFUSE_WHILE_PENDING_S),
-                                }),
-                            }),
-                        );
+                        decline(host, &framework, launch.offer_ids, REFUSE_WHILE_PENDING_S);
                     }
                 }
                 if !placement.unused.is_empty() {
@@ -515,16 +506,7 @@ impl Driver {
                     } else {
                         3600.0
                     };
-                    notify(
-                        host,
-                        Input::Decline(v1::DeclineRequest {
-                            framework_id: framework.to_string(),
-                            offer_ids: placement.unused,
-                            filters: Some(v1::Filters {
-                                refuse_seconds: Some(refuse),
-                            }),
-                        }),
-                    );
+                    decline(host, &framework, placement.unused, refuse);
                 }
             }
             Some(EventKind::Updates(updates)) => {
@@ -647,6 +629,25 @@ impl Driver {
             host.persist(writes);
         }
     }
+}
+
+/// Gives offers back, held from the framework for `refuse_seconds`.
+fn decline(
+    host: &mut impl Host,
+    framework: &FrameworkId,
+    offer_ids: Vec<String>,
+    refuse_seconds: f64,
+) {
+    notify(
+        host,
+        Input::Decline(v1::DeclineRequest {
+            framework_id: framework.to_string(),
+            offer_ids,
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(refuse_seconds),
+            }),
+        }),
+    );
 }
 
 /// An input whose refusal is only worth a log line.
