@@ -222,7 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         launched,
         launched as f64 / simulated,
         match (per_agent, peak) {
-            (Some(a), Some(p)) => format!(", {a} bytes a idle agent, peak memory {} MiB", p >> 20),
+            (Some(a), Some(p)) => format!(", {a} bytes an idle agent, peak memory {} MiB", p >> 20),
             _ => String::new(),
         }
     );

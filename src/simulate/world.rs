@@ -191,15 +191,14 @@ impl World {
                 });
             }
             let count = tasks.len();
-            let reply = self.input(Input::Accept(v1::AcceptRequest {
+            self.input(Input::Accept(v1::AcceptRequest {
                 framework_id: fw.to_string(),
                 offer_ids: pool.offer_ids,
                 tasks,
                 filters: Some(v1::Filters {
                     refuse_seconds: Some(0.2),
                 }),
-            }));
-            reply?;
+            }))?;
             self.launched += count as u64;
             *self.running.entry(fw.clone()).or_default() += count;
         }

@@ -103,17 +103,20 @@ pub struct Counters {
     pub finished: std::sync::atomic::AtomicU64,
 }
 
-/// A task a working agent holds: running until `ends`, then reported and
-/// kept until the master acknowledges its end.
+/// A task a working agent holds: running until `ends` (FINISHED, or
+/// KILLED once the master asked), then reported and kept until the master
+/// acknowledges its end.
 struct Held {
     launch: v1::TaskLaunch,
     ends: tokio::time::Instant,
+    killed: bool,
     reported: Option<v1::TaskStatus>,
 }
 
 /// Starts agent `sim-<i>` that runs what it is given as a real agent
 /// would, without wasm: each task "runs" for `run_for`, then reports
-/// FINISHED (exit 0) and resends it on every reconnect until acknowledged.
+/// FINISHED (exit 0), or KILLED at once when the master kills it, and
+/// resends the end on every reconnect until acknowledged.
 /// It heartbeats at the interval the master asks and re-registers with
 /// the tasks it holds whenever its stream ends (a master restart), retrying
 /// every 50 ms. Runs until the runtime stops.
@@ -144,10 +147,10 @@ pub fn spawn_worker(
                         .map(|s| s.task_id.clone())
                         .unwrap_or_default(),
                     framework_id: h.launch.framework_id.clone(),
-                    state: match h.reported {
-                        Some(_) => v1::TaskState::Finished,
-                        None => v1::TaskState::Running,
-                    } as i32,
+                    state: h
+                        .reported
+                        .as_ref()
+                        .map_or(v1::TaskState::Running as i32, |s| s.state),
                     spec: h.launch.spec.clone(),
                     launch_mac: h.launch.mac.clone(),
                     launch_epoch: h.launch.master_epoch,
@@ -225,12 +228,16 @@ pub fn spawn_worker(
                                 let ends = tokio::time::Instant::now() + run_for;
                                 for launch in run.tasks {
                                     let task = launch.spec.as_ref().map(|s| s.task_id.clone()).unwrap_or_default();
-                                    held.insert(task, Held { launch, ends, reported: None });
+                                    held.insert(task, Held { launch, ends, killed: false, reported: None });
                                 }
                             }
                             FromMaster::KillTasks(kill) => {
+                                let now = tokio::time::Instant::now();
                                 for task in kill.task_ids {
-                                    held.remove(&task);
+                                    if let Some(h) = held.get_mut(&task).filter(|h| h.reported.is_none()) {
+                                        h.killed = true;
+                                        h.ends = now;
+                                    }
                                 }
                             }
                             FromMaster::AckUpdates(acks) => {
@@ -261,8 +268,8 @@ pub fn spawn_worker(
                                 task_id: h.launch.spec.as_ref().map(|s| s.task_id.clone()).unwrap_or_default(),
                                 framework_id: h.launch.framework_id.clone(),
                                 agent_id: id.clone(),
-                                state: v1::TaskState::Finished as i32,
-                                exit_code: Some(0),
+                                state: if h.killed { v1::TaskState::Killed } else { v1::TaskState::Finished } as i32,
+                                exit_code: (!h.killed).then_some(0),
                                 uuid: next_uuid.to_be_bytes().to_vec(),
                                 source: v1::StatusSource::Agent as i32,
                                 ..Default::default()
