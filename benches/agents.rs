@@ -58,7 +58,15 @@ impl Master {
             .args(["--agent-heartbeat", "1s", "--agent-timeout", "30s"])
             .arg("--work-dir")
             .arg(&self.dir)
-            .env("WASMOS_LOG", "error");
+            // Warnings (agent streams dropped, commits behind) go where
+            // WASMOS_BENCH_STDERR says, when it says.
+            .env(
+                "WASMOS_LOG",
+                match std::env::var_os("WASMOS_BENCH_STDERR") {
+                    Some(_) => "warn",
+                    None => "error",
+                },
+            );
         spawn_until(cmd, "listening on")
     }
 

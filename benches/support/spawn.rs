@@ -7,9 +7,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Starts `cmd` and waits (60 s at most) for a stdout line with `marker`;
-/// the rest of its output is dropped.
+/// the rest of its output is dropped, and its stderr too unless
+/// `WASMOS_BENCH_STDERR` names a file to append it to.
 pub fn spawn_until(mut cmd: Command, marker: &str) -> Child {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.stdout(Stdio::piped());
+    match std::env::var_os("WASMOS_BENCH_STDERR") {
+        Some(path) => cmd.stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open WASMOS_BENCH_STDERR"),
+        ),
+        None => cmd.stderr(Stdio::null()),
+    };
     let mut child = cmd.spawn().expect("spawn wasmos");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -161,7 +161,7 @@ impl Allocator {
             pool_share: pool.dominant_share(&self.total),
             weights: self
                 .role_order
-                .iter()
+                .unordered()
                 .map(|(_, r)| self.roles[r as usize].weight)
                 .sum(),
         };
@@ -245,7 +245,7 @@ impl Allocator {
         let headroom = self.required_headroom();
         let others_allowed =
             headroom.is_zero() || headroom.fits_in(&self.free_unreserved.saturating_sub(&free));
-        let mut given: Vec<(u32, Resources)> = Vec::new();
+        let mut given = std::mem::take(&mut self.given);
         while self.allocatable(&free) {
             let Some((fw, want)) = self.lowest_wanting(slot, now, others_allowed, &free) else {
                 break;
@@ -281,9 +281,10 @@ impl Allocator {
                 break;
             }
         }
-        for (fw, resources) in given {
+        for (fw, resources) in given.drain(..) {
             grants.push(self.allocation(fw, slot, None, resources));
         }
+        self.given = given;
     }
 
     /// The framework that should be offered next from `free` on agent

@@ -187,6 +187,8 @@ struct FrameworkEntry {
     filters: HashMap<u32, Filter>,
     /// Present iff the framework sits in its role's sorter (wants offers).
     key: Option<Key>,
+    /// Where it sits in that sorter, while it does.
+    position: u32,
     /// What it waits to launch, if it said.
     demand: Option<DemandState>,
 }
@@ -201,6 +203,8 @@ struct RoleEntry {
     members: u32,
     /// Present iff the role sits in the role sorter (has a wanting framework).
     key: Option<Key>,
+    /// Where it sits in the role sorter, while it does.
+    position: u32,
 }
 
 /// The hierarchical weighted DRF allocator. See the module docs.
@@ -226,6 +230,9 @@ pub struct Allocator {
     dirty: bool,
     next_generation: u32,
     rotation: usize,
+    /// What one agent's fair stage gave each framework: kept between
+    /// agents so a cycle does not allocate it once per agent.
+    given: Vec<(u32, Resources)>,
     audit: Option<Vec<String>>,
     /// When each filter ends, by (framework slot, agent slot): what
     /// [`Allocator::next_filter_expiry`] reads and a tick pops.
@@ -251,6 +258,7 @@ impl Allocator {
             dirty: false,
             next_generation: 0,
             rotation: 0,
+            given: Vec::new(),
             audit: None,
             filter_ends: Deadlines::default(),
         }
@@ -386,6 +394,7 @@ impl Allocator {
             suppressed: false,
             filters: HashMap::new(),
             key: None,
+            position: 0,
             demand: None,
         };
         let slot = match self.free_framework_slots.pop() {
@@ -575,15 +584,19 @@ impl Allocator {
         let fw = self.frameworks[slot as usize].as_mut().expect("slot");
         let wants = fw.connected && !fw.suppressed;
         let new_key = wants.then(|| sorter::key(fw.allocated.dominant_share(&total), slot));
-        let role = &mut self.roles[fw.role as usize];
-        match (fw.key, new_key) {
-            (Some(old), Some(new)) => role.frameworks.update(old, new),
-            (Some(old), None) => role.frameworks.remove(old),
-            (None, Some(new)) => role.frameworks.insert(new),
+        let (old_key, position, role) = (fw.key, fw.position, fw.role);
+        fw.key = new_key;
+        let frameworks = &mut self.frameworks;
+        let mut moved = |fw: u32, at: u32| {
+            frameworks[fw as usize].as_mut().expect("slot").position = at;
+        };
+        let sorter = &mut self.roles[role as usize].frameworks;
+        match (old_key, new_key) {
+            (Some(_), Some(new)) => sorter.update(position, new, &mut moved),
+            (Some(_), None) => sorter.remove(position, &mut moved),
+            (None, Some(new)) => sorter.insert(new, &mut moved),
             (None, None) => {}
         }
-        fw.key = new_key;
-        let role = fw.role;
         self.refresh_role(role);
     }
 
@@ -592,13 +605,16 @@ impl Allocator {
         let role = &mut self.roles[slot as usize];
         let new_key = (!role.frameworks.is_empty())
             .then(|| sorter::key(role.allocated.dominant_share(&total) / role.weight, slot));
-        match (role.key, new_key) {
-            (Some(old), Some(new)) => self.role_order.update(old, new),
-            (Some(old), None) => self.role_order.remove(old),
-            (None, Some(new)) => self.role_order.insert(new),
+        let (old_key, position) = (role.key, role.position);
+        role.key = new_key;
+        let roles = &mut self.roles;
+        let mut moved = |role: u32, at: u32| roles[role as usize].position = at;
+        match (old_key, new_key) {
+            (Some(_), Some(new)) => self.role_order.update(position, new, &mut moved),
+            (Some(_), None) => self.role_order.remove(position, &mut moved),
+            (None, Some(new)) => self.role_order.insert(new, &mut moved),
             (None, None) => {}
         }
-        role.key = new_key;
     }
 
     /// Recomputes every key after the cluster total changed.
@@ -634,6 +650,7 @@ impl Allocator {
             frameworks: Sorter::default(),
             members: 0,
             key: None,
+            position: 0,
         });
         self.role_slots.insert(role.clone(), slot);
         slot
