@@ -1,11 +1,12 @@
 //! `cargo bench --bench agents`: many agents on one real `wasmos master`.
-//! N simulated agents (`AgentLink` streams from this process, spread over
-//! a few HTTP/2 connections, speaking the agent protocol as real agents
-//! do: they heartbeat, "run" each task they are given for a set time
-//! without wasm, report its end and resend it until acknowledged) attach
-//! to a master (insecure, loopback). Measured:
+//! N simulated agents (`AgentLink` streams from this process, speaking the
+//! agent protocol as real agents do: each joins the TLS master with a join
+//! token and its own key, connects with its own certificate over a
+//! connection of its own, from one of several loopback source addresses;
+//! they heartbeat, "run" each task they are given for a set time without
+//! wasm, report its end and resend it until acknowledged). Measured:
 //!
-//! - `connect_s`: until every agent heard `Registered`;
+//! - `connect_s`: until every agent heard `Registered` (joins included);
 //! - `master_cpu_share` and `master_rss_per_agent_bytes`: the master at
 //!   steady heartbeats (1 s) for `--steady` seconds, its RSS less what it
 //!   held before any agent;
@@ -14,14 +15,13 @@
 //!   attempts it took (`attempts`; an agent whose stream broke re-registers
 //!   without the launches it never read, and those are retried);
 //! - `reregister_s`: after a `kill -9` of the master, from its restart's
-//!   first word to every agent registered again.
+//!   first word to every agent registered again (TLS handshakes included).
 //!
 //! Flags: `--agents N` (10000), `--tasks N` (100000), `--steady S` (10),
-//! `--run-ms MS` (1000).
-//! Prints one JSON line, with the file limit the bench ran under.
-//!
-//! Not covered: the agents speak plaintext with ids of their own (an
-//! insecure master), not TLS with join tokens and certificates.
+//! `--run-ms MS` (1000), `--sources N` (source addresses 127.0.0.2 up, 8).
+//! Prints one JSON line, with the file limit the bench ran under (raised to
+//! the hard limit first). `WASMOS_BENCH_STDERR=<file>` keeps the master's
+//! warnings.
 
 #[path = "../tests/support/etcd.rs"]
 #[allow(dead_code)]
@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use sim_agents::{Counters, channels, spawn_worker};
+use sim_agents::{Counters, Link, spawn_worker};
 use spawn::{flag, spawn_until};
 
 const WASMOS: &str = env!("CARGO_BIN_EXE_wasmos");
@@ -52,7 +52,6 @@ impl Master {
     fn start(&self) -> Child {
         let mut cmd = Command::new(WASMOS);
         cmd.arg("master")
-            .arg("--insecure")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--http", &format!("127.0.0.1:{}", self.http)])
             .args(["--agent-heartbeat", "1s", "--agent-timeout", "30s"])
@@ -71,13 +70,22 @@ impl Master {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ca.pem")).expect("the master's CA")
     }
 
     fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(WASMOS)
             .args(args)
             .env("WASMOS_MASTER", self.url())
+            .env("WASMOS_CA", self.dir.join("ca.pem"))
+            .env(
+                "WASMOS_TOKEN",
+                std::fs::read_to_string(self.dir.join("admin.token")).expect("the admin token"),
+            )
             .output()
             .expect("run wasmos");
         assert!(
@@ -147,6 +155,8 @@ fn main() {
     let tasks: u64 = flag("--tasks", "100000").parse().expect("--tasks N");
     let steady: u64 = flag("--steady", "10").parse().expect("--steady S");
     let run_ms: u64 = flag("--run-ms", "1000").parse().expect("--run-ms MS");
+    let sources: u8 = flag("--sources", "8").parse().expect("--sources N");
+    wasmos_platform::limits::raise_open_files();
     let limit = Duration::from_secs(600);
 
     let dir = tempfile::tempdir().unwrap();
@@ -160,16 +170,16 @@ fn main() {
     let rss_alone = status_bytes(process.id(), "VmRSS:");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let join = master.cli(&["token", "create", "--agent", "--uses", &n.to_string()]);
+    let link = Link::tls(&master.url(), &master.ca_pem(), join.trim(), sources);
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let workers: Vec<_> = {
         let _entered = runtime.enter();
-        let channels = channels(&master.url(), n);
         (0..n)
             .map(|i| {
-                let channel = channels[i % channels.len()].clone();
                 spawn_worker(
-                    channel,
+                    link.clone(),
                     i,
                     1.0,
                     Duration::from_millis(run_ms),

@@ -1,6 +1,8 @@
 //! Many agents on one master, as real gRPC streams on loopback: 2,000
 //! simulated agents (`support::sim_agents`: the agent protocol spoken from
-//! this process, each task "running" for a set time, no wasm) connect, a
+//! this process, each task "running" for a set time, no wasm) join a TLS
+//! master with a join token, each connects with its own certificate from
+//! one of eight loopback source addresses, a
 //! 20,000-index job runs across them, the master is killed mid-job and
 //! restarted, every agent re-registers with what it holds, and the job ends
 //! with every index succeeded.
@@ -12,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::sim_agents::{Counters, channels, spawn_worker};
+use support::sim_agents::{Counters, Link, spawn_worker};
 use support::{Cluster, guest, wait_for};
 use tokio::task::block_in_place;
 
@@ -66,19 +68,25 @@ fn succeeded(cluster: &Cluster, job: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_agents_run_a_job_and_all_come_back_after_a_master_restart() {
     let mut cluster = block_in_place(|| {
-        Cluster::start(
+        Cluster::start_tls(
             0,
             &["--agent-heartbeat", "1s", "--agent-timeout", "20s"],
             &[],
         )
     });
+    let join = block_in_place(|| {
+        cli_ok(
+            &cluster,
+            &["token", "create", "--agent", "--uses", &AGENTS.to_string()],
+        )
+    });
+    let tls = cluster.tls.as_ref().expect("a TLS cluster");
+    let link = Link::tls(&cluster.url, &tls.ca_pem, join.trim(), 8);
     let counters = Arc::new(Counters::default());
-    let channels = channels(&cluster.url, AGENTS);
     let workers: Vec<_> = (0..AGENTS)
         .map(|i| {
-            let channel = channels[i % channels.len()].clone();
             spawn_worker(
-                channel,
+                link.clone(),
                 i,
                 1.0,
                 Duration::from_millis(300),

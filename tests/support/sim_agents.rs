@@ -1,7 +1,9 @@
 //! Simulated agents: `AgentLink` streams opened from the test (or bench)
 //! process as real agents open them, for what would need hundreds of agent
-//! processes. Insecure masters only (agents name their own ids).
-//! Self-contained, so benches include it too (`#[path]`).
+//! processes. Attach-only agents (`attach_all`) need an insecure master
+//! (they name their own ids); working agents (`spawn_worker`) reach either
+//! kind through a [`Link`]. Self-contained, so benches include it too
+//! (`#[path]`).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,105 @@ use wasmos_proto::v1::agent_message::Kind as ToMaster;
 /// least; and the most streams one carries (a master takes 1,024).
 const CONNECTIONS: usize = 8;
 const STREAMS_PER_CONNECTION: usize = 500;
+
+/// How working agents reach the master.
+#[derive(Clone)]
+pub enum Link {
+    /// An insecure master: agents name their own ids (`sim-<i>`) and share
+    /// a few HTTP/2 connections.
+    Plain(Vec<Channel>),
+    /// A TLS master, reached as real agents reach it: each agent joins with
+    /// the join token (a key of its own, the CA's certificate for it) and
+    /// holds a connection of its own over mTLS, from a loopback source
+    /// address of its own among `127.0.0.2`.., so that no address comes
+    /// near the master's cap of connections per address.
+    Tls(std::sync::Arc<TlsLink>),
+}
+
+/// What agents need to join a TLS master.
+pub struct TlsLink {
+    /// `https://127.0.0.1:<port>`.
+    url: String,
+    ca_pem: String,
+    /// The join token (the secret part of a join string).
+    token: String,
+    /// Source addresses the agents are dealt to, from 127.0.0.2 up.
+    sources: u8,
+    /// Joins in flight at once: each is a handshake without a client
+    /// certificate, which a master sheds first when it has many.
+    joining: tokio::sync::Semaphore,
+}
+
+impl Link {
+    /// Agents on an insecure master at `url` (`http://…`).
+    pub fn plain(url: &str, agents: usize) -> Link {
+        Link::Plain(channels(url, agents))
+    }
+
+    /// Agents that join the TLS master at `url` (`https://…`) trusting
+    /// `ca_pem`, with the join string `join` (`wasmos token create
+    /// --agent`, with as many uses as agents); from `sources` source
+    /// addresses.
+    pub fn tls(url: &str, ca_pem: &str, join: &str, sources: u8) -> Link {
+        let token = wasmos_tls::JoinString::parse(join)
+            .expect("a join string")
+            .token
+            .to_string();
+        Link::Tls(std::sync::Arc::new(TlsLink {
+            url: url.to_string(),
+            ca_pem: ca_pem.to_string(),
+            token,
+            sources: sources.max(1),
+            joining: tokio::sync::Semaphore::new(64),
+        }))
+    }
+
+    /// Agent `i`'s id and its channel to the master: on a TLS master, once
+    /// it has joined.
+    async fn connect(&self, i: usize) -> Result<(String, Channel), String> {
+        match self {
+            Link::Plain(channels) => Ok((format!("sim-{i}"), channels[i % channels.len()].clone())),
+            Link::Tls(tls) => tls.join(i).await,
+        }
+    }
+}
+
+impl TlsLink {
+    async fn join(&self, i: usize) -> Result<(String, Channel), String> {
+        use wasmos_tls::{AgentKey, ClientTls};
+        let source = std::net::IpAddr::from([127, 0, 0, 2 + (i % self.sources as usize) as u8]);
+        let endpoint = |tls: ClientTls| {
+            tonic::transport::Endpoint::from_shared(self.url.clone())
+                .map_err(|e| e.to_string())?
+                .local_address(Some(source))
+                .connect_timeout(Duration::from_secs(10))
+                .tls_config(tls.tonic())
+                .map_err(|e| e.to_string())
+        };
+        let key = AgentKey::generate().map_err(|e| e.to_string())?;
+        let joined = {
+            let _turn = self.joining.acquire().await.expect("never closed");
+            let channel = endpoint(ClientTls::trusting(self.ca_pem.clone()))?
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            AgentLinkClient::new(channel)
+                .join(v1::JoinRequest {
+                    token: self.token.clone(),
+                    csr_pem: key.csr_pem().map_err(|e| e.to_string())?,
+                    hostname: format!("sim-{i}"),
+                })
+                .await
+                .map_err(|s| format!("join: {}", s.message()))?
+                .into_inner()
+        };
+        let tls = ClientTls {
+            ca_pem: self.ca_pem.clone(),
+            identity: Some((joined.cert_pem, key.key_pem())),
+        };
+        Ok((joined.agent_id, endpoint(tls)?.connect_lazy()))
+    }
+}
 
 /// An attached agent: what keeps its stream open.
 pub struct Attached {
@@ -113,15 +214,16 @@ struct Held {
     reported: Option<v1::TaskStatus>,
 }
 
-/// Starts agent `sim-<i>` that runs what it is given as a real agent
-/// would, without wasm: each task "runs" for `run_for`, then reports
+/// Starts agent `i` (`sim-<i>`, or the id it joined with) that runs what
+/// it is given as a real agent would, without wasm: each task "runs" for
+/// `run_for`, then reports
 /// FINISHED (exit 0), or KILLED at once when the master kills it, and
 /// resends the end on every reconnect until acknowledged.
 /// It heartbeats at the interval the master asks and re-registers with
 /// the tasks it holds whenever its stream ends (a master restart), retrying
 /// every 50 ms. Runs until the runtime stops.
 pub fn spawn_worker(
-    channel: Channel,
+    link: Link,
     i: usize,
     cpus: f64,
     run_for: Duration,
@@ -131,8 +233,13 @@ pub fn spawn_worker(
     use std::sync::atomic::Ordering::Relaxed;
     use v1::master_message::Kind as FromMaster;
 
-    let id = format!("sim-{i}");
     tokio::spawn(async move {
+        let (id, channel) = loop {
+            match link.connect(i).await {
+                Ok(connected) => break connected,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
         let mut held: HashMap<String, Held> = HashMap::new();
         let mut next_uuid = (i as u64) << 32;
         loop {
