@@ -67,11 +67,15 @@ pub enum Table {
     /// The jobs' specs, by job id: written once, so the job's record a
     /// turn rewrites stays small.
     JobSpecs,
+    /// The agents a job's indices ran on, in records of names under
+    /// `<job id>/<first place>`: read by range with its chunks, never by
+    /// [`Store::load`].
+    JobAgents,
 }
 
 impl Table {
     /// Every table, header first.
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Agents,
         Table::Frameworks,
@@ -86,14 +90,18 @@ impl Table {
         Table::JobOutputs,
         Table::Usage,
         Table::JobSpecs,
+        Table::JobAgents,
     ];
 
     /// Does [`Store::load`] read it? Every table but the jobs' chunks,
-    /// which may hold millions of indices, and the usage ledger, which
-    /// grows by the hour: the master reads those by range when it needs
-    /// them.
+    /// which may hold millions of indices (and their outputs and agents
+    /// with them), and the usage ledger, which grows by the hour: the
+    /// master reads those by range when it needs them.
     pub fn is_loaded(self) -> bool {
-        !matches!(self, Table::JobChunks | Table::JobOutputs | Table::Usage)
+        !matches!(
+            self,
+            Table::JobChunks | Table::JobOutputs | Table::Usage | Table::JobAgents
+        )
     }
 
     /// The table's name: a redb table, or an etcd key prefix.
@@ -113,6 +121,7 @@ impl Table {
             Table::JobOutputs => "job_outputs",
             Table::Usage => "usage",
             Table::JobSpecs => "job_specs",
+            Table::JobAgents => "job_agents",
         }
     }
 }
@@ -139,6 +148,7 @@ pub enum Record {
     Usage(v1::StoredUsage),
     JobOutput(v1::StoredJobOutput),
     JobSpec(Box<v1::StoredJobSpec>),
+    JobAgents(v1::StoredJobAgents),
 }
 
 impl Record {
@@ -159,6 +169,7 @@ impl Record {
             Record::Usage(_) => Table::Usage,
             Record::JobOutput(_) => Table::JobOutputs,
             Record::JobSpec(_) => Table::JobSpecs,
+            Record::JobAgents(_) => Table::JobAgents,
         }
     }
 
@@ -191,6 +202,7 @@ impl Record {
             Record::Usage(u) => usage_key(u),
             Record::JobOutput(o) => chunk_key(&o.job_id, o.index),
             Record::JobSpec(s) => s.job_id.clone(),
+            Record::JobAgents(a) => chunk_key(&a.job_id, a.first),
         }
     }
 
@@ -211,6 +223,7 @@ impl Record {
             Record::Usage(r) => r.encode_to_vec(),
             Record::JobOutput(r) => r.encode_to_vec(),
             Record::JobSpec(r) => r.encode_to_vec(),
+            Record::JobAgents(r) => r.encode_to_vec(),
         }
     }
 
@@ -241,6 +254,7 @@ impl Record {
             Table::Usage => Record::Usage(Message::decode(bytes)?),
             Table::JobOutputs => Record::JobOutput(Message::decode(bytes)?),
             Table::JobSpecs => Record::JobSpec(Box::new(Message::decode(bytes)?)),
+            Table::JobAgents => Record::JobAgents(Message::decode(bytes)?),
         })
     }
 }
@@ -342,7 +356,10 @@ impl Registry {
             Record::Identity(i) => self.identities.push(i),
             Record::Job(j) => self.jobs.push(*j),
             Record::JobSpec(s) => self.job_specs.push(*s),
-            Record::JobChunk(_) | Record::JobOutput(_) | Record::Usage(_) => {
+            Record::JobChunk(_)
+            | Record::JobOutput(_)
+            | Record::Usage(_)
+            | Record::JobAgents(_) => {
                 unreachable!("tables not loaded are skipped above")
             }
         }

@@ -19,6 +19,10 @@ pub const CHUNK: u32 = 4096;
 /// of this size the next time their job is written.
 pub const STORED_CHUNK: u32 = 64;
 
+/// Names per stored record of a job's agents (`StoredJobAgents`): a turn
+/// rewrites the last one and those it filled, never the whole list.
+pub const STORED_AGENTS: usize = 256;
+
 /// Bytes per stored outcome (the layout is `StoredJobChunk.outcomes`').
 const STORED_OUTCOME: usize = 44;
 
@@ -72,9 +76,12 @@ pub struct Indices {
     /// state at once (its job was told to stop): counted, not stored.
     unstarted_end: Option<(u32, IndexState)>,
     chunks: Vec<Option<Box<[Outcome]>>>,
-    /// Agents of last attempts, numbered by first appearance.
+    /// Agents of last attempts, numbered by first appearance (empty while
+    /// the job's outcomes are unloaded).
     agents: Vec<String>,
     agent_numbers: HashMap<String, u32>,
+    /// How many of `agents` the registry holds (`job_agents`).
+    agents_written: usize,
     counts: Counts,
     /// Stored chunks (numbered from 0, of [`STORED_CHUNK`] indices) one of
     /// whose outcomes changed since they were last taken.
@@ -99,6 +106,7 @@ impl Indices {
             chunks: (0..count.div_ceil(CHUNK)).map(|_| None).collect(),
             agents: Vec::new(),
             agent_numbers: HashMap::new(),
+            agents_written: 0,
             counts: Counts::default(),
             dirty: BTreeSet::new(),
             split: BTreeSet::new(),
@@ -362,15 +370,21 @@ impl Indices {
         self.chunks.shrink_to_fit();
         self.agents = Vec::new();
         self.agent_numbers = HashMap::new();
+        self.agents_written = 0;
         self.queue = VecDeque::new();
         self.running = HashMap::new();
     }
 
-    /// Drops every index's outcome from memory, the counts and the agents
-    /// kept: the registry holds them, and [`Indices::restore`] reads them
-    /// back. Only for indices that all ended and were all written.
+    /// Drops every index's outcome and the list of agents from memory, the
+    /// counts kept: the registry holds them, and [`Indices::restore`] and
+    /// [`Indices::restore_agents`] read them back. Only for indices that
+    /// all ended and were all written, agents included.
     pub fn unload(&mut self) {
         debug_assert!(self.running.is_empty() && self.dirty.is_empty());
+        debug_assert_eq!(self.agents_written, self.agents.len());
+        self.agents = Vec::new();
+        self.agent_numbers = HashMap::new();
+        self.agents_written = 0;
         self.chunks.iter_mut().for_each(|chunk| *chunk = None);
         self.queue = VecDeque::new();
         self.running = HashMap::new();
@@ -452,13 +466,13 @@ impl Indices {
     }
 }
 
-/// What a job's record keeps of its indices (the rest is in its chunks).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// What a job's record keeps of its indices (the rest is in its chunks,
+/// its agents in records of their own).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Kept {
     pub next_fresh: u32,
     pub unstarted_end: Option<(u32, IndexState)>,
     pub counts: Counts,
-    pub agents: Vec<String>,
 }
 
 impl Indices {
@@ -468,8 +482,47 @@ impl Indices {
             next_fresh: self.next_fresh,
             unstarted_end: self.unstarted_end,
             counts: self.counts,
-            agents: self.agents.clone(),
         }
+    }
+
+    /// The names added to the list of agents since the last call, as
+    /// stored records: (first place, names), the last record written
+    /// before rewritten whole with the names that joined it.
+    pub fn take_new_agents(&mut self) -> Vec<(u32, Vec<String>)> {
+        let len = self.agents.len();
+        if self.agents_written >= len {
+            return Vec::new();
+        }
+        let from = self.agents_written / STORED_AGENTS * STORED_AGENTS;
+        self.agents_written = len;
+        (from..len)
+            .step_by(STORED_AGENTS)
+            .map(|first| {
+                let end = (first + STORED_AGENTS).min(len);
+                (first as u32, self.agents[first..end].to_vec())
+            })
+            .collect()
+    }
+
+    /// Takes back the job's list of agents as read: `written` of them are
+    /// in the registry's records of agents (the rest are written with the
+    /// next turn).
+    pub fn restore_agents(&mut self, names: Vec<String>, written: usize) {
+        self.agent_numbers = names
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| (agent.clone(), i as u32 + 1))
+            .collect();
+        self.agents_written = written.min(names.len());
+        self.agents = names;
+    }
+
+    /// The job's list of agents and how many of them the registry holds,
+    /// taken out (for [`Indices::restore_agents`] of indices rebuilt).
+    pub fn take_agents(&mut self) -> (Vec<String>, usize) {
+        self.agent_numbers = HashMap::new();
+        let written = std::mem::take(&mut self.agents_written);
+        (std::mem::take(&mut self.agents), written)
     }
 
     /// The stored chunks changed since the last call: each one's first
@@ -510,13 +563,6 @@ impl Indices {
         indices.next_fresh = kept.next_fresh.min(count);
         indices.unstarted_end = kept.unstarted_end;
         indices.counts = kept.counts;
-        indices.agent_numbers = kept
-            .agents
-            .iter()
-            .enumerate()
-            .map(|(i, agent)| (agent.clone(), i as u32 + 1))
-            .collect();
-        indices.agents = kept.agents;
         let mut split = BTreeSet::new();
         for (first, bytes) in chunks {
             if bytes.len() % STORED_OUTCOME != 0 || first % STORED_CHUNK != 0 {

@@ -39,6 +39,13 @@ impl Jobs {
                     outcomes,
                 })));
             }
+            for (first, agents) in job.indices.take_new_agents() {
+                writes.push(Write::Put(Record::JobAgents(v1::StoredJobAgents {
+                    job_id: job.id.clone(),
+                    first,
+                    agents,
+                })));
+            }
             if !job.spec_written {
                 writes.push(Write::Put(Record::JobSpec(Box::new(v1::StoredJobSpec {
                     job_id: job.id.clone(),
@@ -130,7 +137,7 @@ impl Jobs {
     pub fn restore(
         epoch: u64,
         mut records: Vec<v1::StoredJob>,
-        mut chunks_of: impl FnMut(&str) -> Result<Vec<v1::StoredJobChunk>, String>,
+        mut chunks_of: impl FnMut(&str) -> Result<StoredOutcomes, String>,
         tasks: &[String],
     ) -> (Jobs, Vec<String>) {
         let mut jobs = Jobs::new(epoch);
@@ -183,7 +190,7 @@ impl Jobs {
     /// Takes in the stored chunks of job `id`, whose outcomes are only in
     /// the registry (it had ended). Ended jobs read this way stay in memory
     /// for the next pages of their results ([`Jobs::trim_read`]).
-    pub fn load(&mut self, id: &str, chunks: Vec<v1::StoredJobChunk>) -> Result<(), String> {
+    pub fn load(&mut self, id: &str, stored: StoredOutcomes) -> Result<(), String> {
         let Some(key) = self.number_of(id) else {
             return Ok(());
         };
@@ -193,15 +200,37 @@ impl Jobs {
         if job.loaded {
             return Ok(());
         }
-        let chunks = chunks.into_iter().map(|c| (c.first, c.outcomes)).collect();
-        job.indices = Indices::restore(
+        let chunks = stored
+            .chunks
+            .into_iter()
+            .map(|c| (c.first, c.outcomes))
+            .collect();
+        // Agents an older master's record held are still in memory;
+        // others are read back with the chunks.
+        let (names, written) = match job.indices.take_agents() {
+            (names, written) if !names.is_empty() => (names, written),
+            _ => {
+                let names = agents_from(stored.agents);
+                let written = names.len();
+                (names, written)
+            }
+        };
+        let mut indices = match Indices::restore(
             job.indices.count(),
             !job.spec.after_each.is_empty(),
             job.indices.kept(),
             chunks,
             &[],
             |_| false,
-        )?;
+        ) {
+            Ok(indices) => indices,
+            Err(e) => {
+                job.indices.restore_agents(names, written);
+                return Err(e);
+            }
+        };
+        indices.restore_agents(names, written);
+        job.indices = indices;
         job.loaded = true;
         self.read.retain(|k| *k != key);
         if job.indices.outcomes_in_memory() > 0 {
@@ -312,7 +341,8 @@ fn stored(job: &Job, framework_id: String) -> v1::StoredJob {
         succeeded: kept.counts.succeeded,
         failed: kept.counts.failed,
         cancelled: kept.counts.cancelled,
-        agents: kept.agents,
+        // In `job_agents`, each name written once.
+        agents: Vec::new(),
         framework_id,
         output_bytes: job.output_bytes,
         outputs_dropped: job.outputs_dropped,
@@ -329,7 +359,7 @@ fn restore_job<F>(
     running: &[(u32, u32)],
 ) -> Result<(Key, Job, String), String>
 where
-    F: FnMut(&str) -> Result<Vec<v1::StoredJobChunk>, String>,
+    F: FnMut(&str) -> Result<StoredOutcomes, String>,
 {
     let key = submit::parse_job_id(&record.job_id).ok_or("its id is not a job id")?;
     let spec = record.spec.clone().ok_or("it has no spec")?;
@@ -353,15 +383,25 @@ where
             failed: record.failed,
             cancelled: record.cancelled,
         },
-        agents: record.agents,
     };
     let loaded = record.expired || chunks_of.is_some();
-    let chunks = match chunks_of {
-        Some(chunks_of) if !record.expired => chunks_of(&record.job_id)?
-            .into_iter()
-            .map(|c| (c.first, c.outcomes))
-            .collect(),
-        _ => Vec::new(),
+    let stored = match chunks_of {
+        Some(chunks_of) if !record.expired => chunks_of(&record.job_id)?,
+        _ => StoredOutcomes::default(),
+    };
+    let chunks = stored
+        .chunks
+        .into_iter()
+        .map(|c| (c.first, c.outcomes))
+        .collect();
+    // A record of a master before `job_agents` holds the whole list: kept
+    // in memory, and written out with the job's next record.
+    let (names, written) = if record.agents.is_empty() {
+        let names = agents_from(stored.agents);
+        let written = names.len();
+        (names, written)
+    } else {
+        (record.agents, 0)
     };
     let counterpart = submit::parse_job_id(&spec.after_each).and_then(|k| jobs.jobs.get(&k));
     let ready = |index: u32| {
@@ -374,7 +414,7 @@ where
     } else {
         running
     };
-    let indices = Indices::restore(
+    let mut indices = Indices::restore(
         spec.count,
         !spec.after_each.is_empty(),
         kept,
@@ -382,6 +422,7 @@ where
         running,
         ready,
     )?;
+    indices.restore_agents(names, written);
     let ended_at = (record.ended_ms > 0).then_some(Time(record.ended_ms));
     let job = Job {
         id: record.job_id,
@@ -409,6 +450,26 @@ where
         outputs_dropped: record.outputs_dropped,
     };
     Ok((key, job, record.framework_id))
+}
+
+/// What the registry holds of a job beside its record and spec, read by
+/// range: its stored chunks of outcomes and its records of agents.
+#[derive(Debug, Default)]
+pub struct StoredOutcomes {
+    pub chunks: Vec<v1::StoredJobChunk>,
+    pub agents: Vec<v1::StoredJobAgents>,
+}
+
+/// A job's list of agents from its records, in order of place.
+fn agents_from(mut records: Vec<v1::StoredJobAgents>) -> Vec<String> {
+    records.sort_by_key(|r| r.first);
+    let mut names = Vec::new();
+    for record in records {
+        // A place no record names (a lost record) reads as no agent.
+        names.resize(record.first as usize, String::new());
+        names.extend(record.agents);
+    }
+    names
 }
 
 fn is_ended_state(state: i32) -> bool {

@@ -15,7 +15,7 @@ fn write(jobs: &mut Jobs, store: &MemoryStore) {
 /// known to its core.
 fn restart(store: &MemoryStore, epoch: u64, tasks: &[String]) -> Jobs {
     let records = store.load().expect("loads").take_jobs();
-    let (jobs, notes) = Jobs::restore(epoch, records, |job| Ok(stored_chunks(store, job)), tasks);
+    let (jobs, notes) = Jobs::restore(epoch, records, |job| Ok(stored_outcomes(store, job)), tasks);
     assert!(notes.is_empty(), "{notes:?}");
     jobs
 }
@@ -241,7 +241,7 @@ fn an_ended_job_keeps_its_outcomes_in_the_store_until_they_are_asked_for() {
     write(&mut jobs, &store);
     assert!(jobs.unloaded(&id), "written, they leave memory");
     assert_eq!(jobs.job(&id).unwrap().indices.counts().succeeded, 700);
-    jobs.load(&id, stored_chunks(&store, &id)).expect("loads");
+    jobs.load(&id, stored_outcomes(&store, &id)).expect("loads");
     assert_eq!(outcomes(&jobs, &id), before);
 
     let mut again = restart(&store, 2, &[]);
@@ -250,7 +250,9 @@ fn an_ended_job_keeps_its_outcomes_in_the_store_until_they_are_asked_for() {
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.indices.counts().succeeded, 700);
     assert!(!job.indices.has_pending(), "nothing of an ended job waits");
-    again.load(&id, stored_chunks(&store, &id)).expect("loads");
+    again
+        .load(&id, stored_outcomes(&store, &id))
+        .expect("loads");
     assert!(!again.unloaded(&id));
     assert_eq!(outcomes(&again, &id), before);
     assert!(again.writes().is_empty(), "reading writes nothing");
@@ -265,7 +267,7 @@ fn ended_jobs_read_stay_in_memory_within_a_bound_least_recently_read_first() {
     write(&mut jobs, &store);
     for id in &ids {
         assert!(jobs.unloaded(id));
-        jobs.load(id, stored_chunks(&store, id)).expect("loads");
+        jobs.load(id, stored_outcomes(&store, id)).expect("loads");
     }
     // Each holds one chunk of outcomes in memory; room for two: the
     // first read goes.
@@ -278,7 +280,7 @@ fn ended_jobs_read_stay_in_memory_within_a_bound_least_recently_read_first() {
     assert!(jobs.unloaded(&ids[0]));
     assert!(!jobs.unloaded(&ids[1]) && !jobs.unloaded(&ids[2]));
     // Read again, it is the newest; the next oldest goes.
-    jobs.load(&ids[0], stored_chunks(&store, &ids[0]))
+    jobs.load(&ids[0], stored_outcomes(&store, &ids[0]))
         .expect("loads");
     jobs.unload_read_beyond(2 * chunk);
     assert!(jobs.unloaded(&ids[1]));
@@ -313,7 +315,7 @@ fn an_ended_dependent_out_of_memory_is_not_rewritten_when_its_counterpart_runs_a
     assert_eq!((counts.succeeded, counts.failed), (3, 1));
 
     // The first job runs its failed index again, and it fails again.
-    jobs.load(&first, stored_chunks(&store, &first))
+    jobs.load(&first, stored_outcomes(&store, &first))
         .expect("loads");
     assert_eq!(jobs.retry_failed(&first, false), Some(1));
     run_out(&mut jobs, 50.0, |task| {
@@ -323,6 +325,25 @@ fn an_ended_dependent_out_of_memory_is_not_rewritten_when_its_counterpart_runs_a
     write(&mut jobs, &store);
     assert_eq!(stored_chunks(&store, &second), before, "what ended stays");
     assert_eq!(jobs.job(&second).unwrap().indices.counts(), counts);
+}
+
+/// What the registry holds of job `id` beside its record: chunks and
+/// records of agents.
+fn stored_outcomes(store: &MemoryStore, id: &str) -> persist::StoredOutcomes {
+    let (from, to) = persist::chunk_range(id);
+    let mut stored = persist::StoredOutcomes {
+        chunks: stored_chunks(store, id),
+        agents: Vec::new(),
+    };
+    for record in store
+        .range(Table::JobAgents, &from, to.as_deref(), usize::MAX)
+        .unwrap()
+    {
+        if let Record::JobAgents(a) = record {
+            stored.agents.push(a);
+        }
+    }
+    stored
 }
 
 /// The stored chunks of job `id`.
@@ -517,4 +538,110 @@ fn chunks_of_256_indices_as_older_masters_wrote_them_read_and_are_split_at_the_n
     let third = restart(&store, 3, &running[1..]);
     assert_eq!(outcomes(&third, &id), outcomes(&again, &id));
     assert_eq!(third.job(&id).unwrap().indices.counts().succeeded, 292);
+}
+
+/// Ends each of `tasks` (FINISHED) on an agent of its own, `agent-<n>`
+/// from `first` on.
+fn finish_on_own_agents(jobs: &mut Jobs, tasks: &[v1::TaskSpec], first: usize) {
+    for (n, task) in tasks.iter().enumerate() {
+        let mut status = finish(task);
+        status.agent_id = format!("agent-{}", first + n);
+        jobs.update(&status, Time(5));
+    }
+}
+
+/// The agent each index's last attempt ran on.
+fn agents_of(jobs: &Jobs, id: &str) -> Vec<String> {
+    let job = jobs.job(id).expect("known");
+    (0..job.indices.count())
+        .map(|i| job.indices.agent(&job.indices.outcome(i)).to_string())
+        .collect()
+}
+
+#[test]
+fn a_jobs_agents_are_written_once_in_records_of_their_own_and_read_back() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(700));
+    // Turns of 100 indices, each on agents never seen before.
+    let mut seen = 0;
+    let mut expected = Vec::new();
+    while seen < 700 {
+        let tasks = place(&mut jobs, 100.0);
+        finish_on_own_agents(&mut jobs, &tasks, seen);
+        seen += tasks.len();
+        // (Read before the write that ends the job unloads them.)
+        expected = agents_of(&jobs, &id);
+        let writes = jobs.writes();
+        let Record::Job(record) = &puts(&writes, Table::Jobs)[0] else {
+            unreachable!()
+        };
+        assert!(record.agents.is_empty(), "the record names no agent");
+        // Only the last record of names and those the turn filled.
+        let names: usize = puts(&writes, Table::JobAgents)
+            .iter()
+            .map(|r| match r {
+                Record::JobAgents(a) => a.agents.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(
+            names <= 100 + indices::STORED_AGENTS,
+            "{names} names written in a turn that added 100"
+        );
+        store.commit(&writes).unwrap();
+    }
+    assert_eq!(jobs.job(&id).unwrap().state, JobState::Succeeded);
+    assert!(
+        jobs.unloaded(&id),
+        "an ended job's outcomes and agents left memory"
+    );
+    assert_eq!(expected[699], "agent-699");
+
+    // A restarted master reads an ended job's agents back with its
+    // outcomes, when they are asked for.
+    let mut again = restart(&store, 2, &[]);
+    assert!(again.unloaded(&id));
+    again.load(&id, stored_outcomes(&store, &id)).unwrap();
+    assert_eq!(agents_of(&again, &id), expected);
+}
+
+#[test]
+fn a_record_that_holds_its_agents_as_older_masters_wrote_it_restores_and_moves_them_out() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(20));
+    let tasks = place(&mut jobs, 5.0);
+    finish_on_own_agents(&mut jobs, &tasks, 0);
+    let writes = jobs.writes();
+    // As a master before `job_agents` wrote it: the names in the record,
+    // no record of agents.
+    let Record::Job(mut old) = puts(&writes, Table::Jobs)[0].clone() else {
+        unreachable!()
+    };
+    old.agents = (0..5).map(|n| format!("agent-{n}")).collect();
+    let mut writes: Vec<_> = writes
+        .into_iter()
+        .filter(|w| !matches!(w, crate::store::Write::Put(r) if r.table() == Table::JobAgents))
+        .collect();
+    writes.push(crate::store::Write::Put(Record::Job(old)));
+    store.commit(&writes).unwrap();
+    let expected = agents_of(&jobs, &id);
+
+    let mut again = restart(&store, 2, &[]);
+    assert_eq!(agents_of(&again, &id), expected);
+    // Its next record goes without them, which go to `job_agents` in the
+    // same commit.
+    let more = place(&mut again, 1.0);
+    finish_on_own_agents(&mut again, &more, 5);
+    let next = again.writes();
+    let Record::Job(record) = &puts(&next, Table::Jobs)[0] else {
+        unreachable!()
+    };
+    assert!(record.agents.is_empty());
+    assert_eq!(puts(&next, Table::JobAgents).len(), 1);
+    store.commit(&next).unwrap();
+    let third = restart(&store, 3, &[]);
+    assert_eq!(agents_of(&third, &id), agents_of(&again, &id));
+    assert_eq!(agents_of(&third, &id)[5], "agent-5");
 }

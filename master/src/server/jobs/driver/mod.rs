@@ -63,7 +63,7 @@ pub type Read = Box<dyn FnOnce(&Jobs, &HashMap<Owner, FrameworkId>) -> Answer + 
 /// service for a call that needs them in memory.
 pub struct Loaded {
     pub job_id: String,
-    pub chunks: Vec<v1::StoredJobChunk>,
+    pub stored: crate::jobs::persist::StoredOutcomes,
 }
 
 /// A call of the `Jobs` service, as the driver takes it. Calls that read
@@ -340,8 +340,8 @@ impl Driver {
 
     /// Takes in outcomes the service read from the registry.
     fn load(&mut self, loaded: Vec<Loaded>) -> Result<(), Status> {
-        for Loaded { job_id, chunks } in loaded {
-            self.jobs.load(&job_id, chunks).map_err(|e| {
+        for Loaded { job_id, stored } in loaded {
+            self.jobs.load(&job_id, stored).map_err(|e| {
                 tracing::error!(job = %job_id, error = %e, "a job's results could not be read from the registry");
                 Status::internal(format!("the results of {job_id} could not be read: {e}"))
             })?;

@@ -11,26 +11,30 @@ use wasmos_proto::v1;
 use super::super::super::actor::Command;
 use super::super::super::handle::ActorHandle;
 use super::{Call, JobsHandle, Loaded};
-use crate::jobs::{Jobs, persist};
+use crate::jobs::Jobs;
+use crate::jobs::persist::{self, StoredOutcomes};
 use crate::store::{Record, Store, Table, Write, scan};
 
-/// Reads job `job_id`'s chunks from `store` (a blocking read).
-fn read_chunks(store: &dyn Store, job_id: &str) -> Result<Vec<v1::StoredJobChunk>, String> {
+/// Reads job `job_id`'s chunks and records of agents from `store` (a
+/// blocking read).
+fn read_outcomes(store: &dyn Store, job_id: &str) -> Result<StoredOutcomes, String> {
     let (from, to) = persist::chunk_range(job_id);
-    let mut chunks = Vec::new();
-    scan(
-        store,
-        Table::JobChunks,
-        &from,
-        to.as_deref(),
-        &mut |record| {
-            if let Record::JobChunk(c) = record {
-                chunks.push(c);
-            }
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(chunks)
+    let mut stored = StoredOutcomes::default();
+    for table in [Table::JobChunks, Table::JobAgents] {
+        scan(
+            store,
+            table,
+            &from,
+            to.as_deref(),
+            &mut |record| match record {
+                Record::JobChunk(c) => stored.chunks.push(c),
+                Record::JobAgents(a) => stored.agents.push(a),
+                _ => {}
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(stored)
 }
 
 /// Rebuilds the jobs of the registry (a blocking read, before the actor
@@ -47,7 +51,7 @@ pub fn restore(
         return Jobs::new(epoch);
     }
     let count = stored.len();
-    let (jobs, notes) = Jobs::restore(epoch, stored, |job| read_chunks(store, job), tasks);
+    let (jobs, notes) = Jobs::restore(epoch, stored, |job| read_outcomes(store, job), tasks);
     for note in &notes {
         tracing::warn!("registry: {note}");
     }
@@ -93,11 +97,11 @@ impl JobsHandle {
             unloaded
                 .into_iter()
                 .map(|job_id| {
-                    let chunks = read_chunks(&*store, &job_id).map_err(|e| {
+                    let stored = read_outcomes(&*store, &job_id).map_err(|e| {
                         tracing::error!(job = %job_id, error = %e, "a job's results could not be read from the registry");
                         Status::internal(format!("the results of {job_id} could not be read: {e}"))
                     })?;
-                    Ok(Loaded { job_id, chunks })
+                    Ok(Loaded { job_id, stored })
                 })
                 .collect()
         })
@@ -116,9 +120,10 @@ impl JobsHandle {
     }
 }
 
-/// Deletes the stdout heads of jobs past their retention, every `every`:
-/// their keys are read here, the deletes go to the actor a page per commit
-/// (a million-index job's heads must not make one commit huge).
+/// Deletes the stdout heads and the records of agents of jobs past their
+/// retention, every `every`: their keys are read here, the deletes go to
+/// the actor a page per commit (a million-index job's heads must not make
+/// one commit huge).
 pub async fn forget_outputs(
     jobs: JobsHandle,
     actor: ActorHandle,
@@ -136,14 +141,12 @@ pub async fn forget_outputs(
             let keys = tokio::task::spawn_blocking(move || {
                 let (from, to) = persist::chunk_range(&job);
                 let mut keys = Vec::new();
-                scan(
-                    &*store,
-                    Table::JobOutputs,
-                    &from,
-                    to.as_deref(),
-                    &mut |record| keys.push(record.key()),
-                )
-                .map(|()| keys)
+                for table in [Table::JobOutputs, Table::JobAgents] {
+                    scan(&*store, table, &from, to.as_deref(), &mut |record| {
+                        keys.push((table, record.key()))
+                    })?;
+                }
+                Ok::<_, crate::store::StoreError>(keys)
             })
             .await;
             let keys = match keys {
@@ -160,7 +163,7 @@ pub async fn forget_outputs(
             for page in keys.chunks(10_000) {
                 let writes = page
                     .iter()
-                    .map(|key| Write::Delete(Table::JobOutputs, key.clone()))
+                    .map(|(table, key)| Write::Delete(*table, key.clone()))
                     .collect();
                 let (reply, done) = oneshot::channel();
                 if actor
