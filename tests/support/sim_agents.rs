@@ -119,6 +119,11 @@ impl TlsLink {
     }
 }
 
+/// A working agent's first wait before it connects again, and its longest
+/// (those of `wasmos agent`).
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// An attached agent: what keeps its stream open.
 pub struct Attached {
     _tx: mpsc::Sender<v1::AgentMessage>,
@@ -220,8 +225,8 @@ struct Held {
 /// FINISHED (exit 0), or KILLED at once when the master kills it, and
 /// resends the end on every reconnect until acknowledged.
 /// It heartbeats at the interval the master asks and re-registers with
-/// the tasks it holds whenever its stream ends (a master restart), retrying
-/// every 50 ms. Runs until the runtime stops.
+/// the tasks it holds whenever its stream ends (a master restart), backing
+/// off as a real agent does. Runs until the runtime stops.
 pub fn spawn_worker(
     link: Link,
     i: usize,
@@ -241,6 +246,9 @@ pub fn spawn_worker(
             }
         };
         let mut held: HashMap<String, Held> = HashMap::new();
+        // As a real agent backs off: 100 ms, doubled per failure up to 5 s,
+        // from the start again once registered.
+        let mut backoff = MIN_BACKOFF;
         let mut next_uuid = (i as u64) << 32;
         loop {
             let (tx, rx) = mpsc::channel(64);
@@ -286,7 +294,8 @@ pub fn spawn_worker(
                 .attach(ReceiverStream::new(rx))
                 .await;
             let Ok(inbound) = inbound else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
             let mut inbound = inbound.into_inner();
@@ -300,11 +309,13 @@ pub fn spawn_worker(
                     Duration::from_millis(r.heartbeat_interval_ms.max(100))
                 }
                 _ => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
             counters.registered.fetch_add(1, Relaxed);
+            backoff = MIN_BACKOFF;
             // Ends not yet acknowledged go again on the new stream.
             let resend: Vec<v1::TaskStatus> =
                 held.values().filter_map(|h| h.reported.clone()).collect();
@@ -394,7 +405,8 @@ pub fn spawn_worker(
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     })
 }
