@@ -32,7 +32,10 @@ impl Paging {
         let mut token = String::new();
         let mut matching = 0;
         loop {
-            let left = self.limit.map_or(usize::MAX, |l| l - rows.len());
+            // A master that answered more than asked leaves nothing left.
+            let left = self
+                .limit
+                .map_or(usize::MAX, |l| l.saturating_sub(rows.len()));
             let size = left.min(self.page_size as usize);
             if size == 0 {
                 break;
@@ -44,6 +47,9 @@ impl Paging {
                 break;
             }
             token = next;
+        }
+        if let Some(limit) = self.limit {
+            rows.truncate(limit);
         }
         Ok((rows, matching))
     }

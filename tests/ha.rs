@@ -192,6 +192,25 @@ impl Ha {
         cmd
     }
 
+    /// Submits a job of `n` sleepers of a quarter cpu, each sleeping
+    /// `ms` milliseconds; its id.
+    fn submit_sleepers(&self, n: u32, ms: u32) -> String {
+        let sleeper = guest("sleeper");
+        self.cli_ok(&[
+            "submit",
+            sleeper.to_str().unwrap(),
+            "-n",
+            &n.to_string(),
+            "--cpus",
+            "0.25",
+            "--",
+            &ms.to_string(),
+            "i{i}",
+        ])
+        .trim()
+        .to_string()
+    }
+
     fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli().args(args).output().expect("run wasmos");
         assert!(
@@ -306,21 +325,7 @@ fn a_killed_leader_is_replaced_and_its_job_completes() {
             "{identity}"
         );
     }
-    let sleeper = guest("sleeper");
-    let job = ha
-        .cli_ok(&[
-            "submit",
-            sleeper.to_str().unwrap(),
-            "-n",
-            "2000",
-            "--cpus",
-            "0.25",
-            "--",
-            "20",
-            "i{i}",
-        ])
-        .trim()
-        .to_string();
+    let job = ha.submit_sleepers(2000, 20);
     wait_for(LIMIT, || (succeeded(&ha, &job) >= 200).then_some(()))
         .expect("the job never got going");
 
@@ -560,21 +565,7 @@ fn a_job_outlives_three_leaders_killed_in_turn() {
     ha.add_agent();
     ha.add_agent();
     ha.wait_agents(2);
-    let sleeper = guest("sleeper");
-    let job = ha
-        .cli_ok(&[
-            "submit",
-            sleeper.to_str().unwrap(),
-            "-n",
-            "1500",
-            "--cpus",
-            "0.25",
-            "--",
-            "200",
-            "i{i}",
-        ])
-        .trim()
-        .to_string();
+    let job = ha.submit_sleepers(1500, 200);
     let (mut leader, mut epoch) = (0, 1);
     for round in 1..=3u64 {
         wait_for(LIMIT, || {
