@@ -61,7 +61,8 @@ pub struct Args {
     #[command(flatten)]
     etcd_tls: crate::etcd_tls::EtcdTlsArgs,
     /// While FILE exists, registry commits wait (tests: to kill the master
-    /// between sending a launch and making it durable).
+    /// between sending a launch and making it durable); if it says
+    /// `launches`, only those that launch tasks.
     #[arg(long, hide = true, value_name = "FILE")]
     hold_commits_while: Option<PathBuf>,
     /// After a restart, how long an agent has to re-register before it is

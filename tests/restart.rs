@@ -339,33 +339,22 @@ fn launches_before_their_commit_survive(restart_agents: bool) {
     );
 }
 
-/// Puts up `gate` until the commit it holds launches tasks; returns them.
-///
-/// What a held commit holds depends on what the master was doing: its
-/// launches, or only ends and acknowledgements, and then `wasmos run` may
-/// be waiting for the answer of a call behind it and launch nothing more.
-/// The master lists a held commit's launches (`<gate>.launches`); with none
-/// there, the gate comes down and goes up again a little later.
+/// Puts up `gate` for the first commit that launches tasks (commits that
+/// launch nothing go through); returns the tasks it launches, as the
+/// master lists them in `<gate>.launches` while it holds the commit.
 fn hold_a_commit_with_launches(gate: &std::path::Path) -> Vec<String> {
     let listing = std::path::PathBuf::from(format!("{}.launches", gate.display()));
-    for _ in 0..50 {
-        std::fs::write(gate, b"").unwrap();
-        let held = wait_for(Duration::from_secs(30), || {
-            std::fs::read_to_string(&listing).ok()
-        })
-        .expect("no commit was held within 30 s of the gate going up");
-        let launches: Vec<String> = held.lines().map(str::to_string).collect();
-        if !launches.is_empty() {
-            return launches;
-        }
-        std::fs::remove_file(gate).unwrap();
-        wait_for(Duration::from_secs(30), || {
-            (!listing.exists()).then_some(())
-        })
-        .expect("the held commit went on when the gate came down");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("50 commits held in a row launched nothing");
+    // Whole or not at all: a gate read half-written would hold any commit.
+    let aside = gate.with_extension("tmp");
+    std::fs::write(&aside, b"launches").unwrap();
+    std::fs::rename(&aside, gate).unwrap();
+    let held = wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(&listing)
+            .ok()
+            .filter(|l| !l.is_empty())
+    })
+    .expect("no commit launched tasks within 60 s of the gate going up");
+    held.lines().map(str::to_string).collect()
 }
 
 /// A framework that saw epoch 3 refuses a master that comes back at epoch
