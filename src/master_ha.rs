@@ -241,7 +241,19 @@ async fn stand_by(
                     .await
                 };
                 match started.await {
-                    Ok(standby) => serving = Some(standby),
+                    Ok(standby) => {
+                        // What a standby's clients, agents and tests wait
+                        // for: its ports answer from here on.
+                        println!(
+                            "standby serving on {} (gRPC){}: calls are pointed to the leader",
+                            config.listen,
+                            config
+                                .http
+                                .map(|http| format!(" and {http} (HTTP)"))
+                                .unwrap_or_default()
+                        );
+                        serving = Some(standby);
+                    }
                     Err(e) => {
                         if !told {
                             eprintln!("wasmos master: {e:#}");

@@ -688,21 +688,22 @@ fn a_standby_points_clients_and_agents_to_the_leader() {
     let (standby_grpc, standby_http) = ha.ports[1];
     let (leader_grpc, leader_http) = ha.ports[0];
     let standby = format!("https://127.0.0.1:{standby_grpc}");
-    // The CLI given only the standby reaches the leader. (A standby says
-    // "standing by" once it campaigns; its ports open a moment later, once
-    // it has read the cluster's CA: hence the retries.)
-    let mut said = String::new();
-    let reached = wait_for(LIMIT, || {
-        let roles = ha
-            .cli()
-            .env("WASMOS_MASTER", &standby)
-            .args(["roles"])
-            .output()
-            .ok()?;
-        said = String::from_utf8_lossy(&roles.stderr).into_owned();
-        roles.status.success().then_some(())
-    });
-    assert!(reached.is_some(), "{said}");
+    // The CLI given only the standby reaches the leader, once the standby
+    // serves (it stands by first, then reads the cluster's CA to serve).
+    ha.master(1)
+        .wait_line("standby serving", LIMIT)
+        .expect("the standby serves");
+    let roles = ha
+        .cli()
+        .env("WASMOS_MASTER", &standby)
+        .args(["roles"])
+        .output()
+        .unwrap();
+    assert!(
+        roles.status.success(),
+        "{}",
+        String::from_utf8_lossy(&roles.stderr)
+    );
     // /health says standby and names the leader.
     let ca = std::fs::read_to_string(ha.work_dir(0).join("ca.pem")).unwrap();
     let health = support::https_get(
