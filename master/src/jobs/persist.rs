@@ -200,21 +200,9 @@ impl Jobs {
         if job.loaded {
             return Ok(());
         }
-        let chunks = stored
-            .chunks
-            .into_iter()
-            .map(|c| (c.first, c.outcomes))
-            .collect();
         // Agents an older master's record held are still in memory;
         // others are read back with the chunks.
-        let (names, written) = match job.indices.take_agents() {
-            (names, written) if !names.is_empty() => (names, written),
-            _ => {
-                let names = agents_from(stored.agents);
-                let written = names.len();
-                (names, written)
-            }
-        };
+        let (chunks, (names, written)) = stored.into_parts(job.indices.take_agents());
         let mut indices = match Indices::restore(
             job.indices.count(),
             !job.spec.after_each.is_empty(),
@@ -389,20 +377,9 @@ where
         Some(chunks_of) if !record.expired => chunks_of(&record.job_id)?,
         _ => StoredOutcomes::default(),
     };
-    let chunks = stored
-        .chunks
-        .into_iter()
-        .map(|c| (c.first, c.outcomes))
-        .collect();
     // A record of a master before `job_agents` holds the whole list: kept
     // in memory, and written out with the job's next record.
-    let (names, written) = if record.agents.is_empty() {
-        let names = agents_from(stored.agents);
-        let written = names.len();
-        (names, written)
-    } else {
-        (record.agents, 0)
-    };
+    let (chunks, (names, written)) = stored.into_parts((record.agents, 0));
     let counterpart = submit::parse_job_id(&spec.after_each).and_then(|k| jobs.jobs.get(&k));
     let ready = |index: u32| {
         counterpart.is_some_and(|other| other.indices.outcome(index).state == IndexState::Succeeded)
@@ -458,6 +435,31 @@ where
 pub struct StoredOutcomes {
     pub chunks: Vec<v1::StoredJobChunk>,
     pub agents: Vec<v1::StoredJobAgents>,
+}
+
+/// A job's list of agents and how many of them the registry holds.
+type AgentList = (Vec<String>, usize);
+
+impl StoredOutcomes {
+    /// Its chunks as (first index, outcome bytes), and the job's agents
+    /// with how many of them the registry holds: `held` (names in memory,
+    /// as a record of an older master held them, and how many of them are
+    /// written) if there are any, else those of its records of agents.
+    fn into_parts(self, held: AgentList) -> (Vec<(u32, Vec<u8>)>, AgentList) {
+        let chunks = self
+            .chunks
+            .into_iter()
+            .map(|c| (c.first, c.outcomes))
+            .collect();
+        let agents = if held.0.is_empty() {
+            let names = agents_from(self.agents);
+            let written = names.len();
+            (names, written)
+        } else {
+            held
+        };
+        (chunks, agents)
+    }
 }
 
 /// A job's list of agents from its records, in order of place.
