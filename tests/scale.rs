@@ -67,6 +67,8 @@ fn succeeded(cluster: &Cluster, job: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_agents_run_a_job_and_all_come_back_after_a_master_restart() {
+    // A connection an agent: more files than a default soft limit.
+    wasmos_platform::limits::raise_open_files();
     let mut cluster = block_in_place(|| {
         Cluster::start_tls(
             0,
@@ -77,7 +79,14 @@ async fn two_thousand_agents_run_a_job_and_all_come_back_after_a_master_restart(
     let join = block_in_place(|| {
         cli_ok(
             &cluster,
-            &["token", "create", "--agent", "--uses", &AGENTS.to_string()],
+            // Uses to spare: a join whose answer is lost is tried again.
+            &[
+                "token",
+                "create",
+                "--agent",
+                "--uses",
+                &(2 * AGENTS).to_string(),
+            ],
         )
     });
     let tls = cluster.tls.as_ref().expect("a TLS cluster");

@@ -56,8 +56,8 @@ impl Link {
 
     /// Agents that join the TLS master at `url` (`https://…`) trusting
     /// `ca_pem`, with the join string `join` (`wasmos token create
-    /// --agent`, with as many uses as agents); from `sources` source
-    /// addresses.
+    /// --agent`, with uses to spare: a join whose answer is lost is tried
+    /// again); from `sources` source addresses (at most 253).
     pub fn tls(url: &str, ca_pem: &str, join: &str, sources: u8) -> Link {
         let token = wasmos_tls::JoinString::parse(join)
             .expect("a join string")
@@ -67,7 +67,8 @@ impl Link {
             url: url.to_string(),
             ca_pem: ca_pem.to_string(),
             token,
-            sources: sources.max(1),
+            // 127.0.0.2 up to 127.0.0.254.
+            sources: sources.clamp(1, 253),
             joining: tokio::sync::Semaphore::new(64),
         }))
     }
@@ -239,16 +240,19 @@ pub fn spawn_worker(
     use v1::master_message::Kind as FromMaster;
 
     tokio::spawn(async move {
-        let (id, channel) = loop {
-            match link.connect(i).await {
-                Ok(connected) => break connected,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        let mut held: HashMap<String, Held> = HashMap::new();
         // As a real agent backs off: 100 ms, doubled per failure up to 5 s,
         // from the start again once registered.
         let mut backoff = MIN_BACKOFF;
+        let (id, channel) = loop {
+            match link.connect(i).await {
+                Ok(connected) => break connected,
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        let mut held: HashMap<String, Held> = HashMap::new();
         let mut next_uuid = (i as u64) << 32;
         loop {
             let (tx, rx) = mpsc::channel(64);

@@ -7,8 +7,9 @@ use crate::time::Time;
 
 impl Allocator {
     /// Checks the allocator's own sums: every pool's allocation fits in it,
-    /// shares in the sorters match the allocations, and the free unreserved
-    /// total matches the agents. For tests and simulations.
+    /// shares in the sorters match the allocations (and each framework and
+    /// role sits where it thinks it does), and the free unreserved total
+    /// matches the agents. For tests and simulations.
     pub fn check_consistency(&self) -> Result<(), String> {
         let mut free = Resources::ZERO;
         let mut total = Resources::ZERO;
@@ -38,6 +39,21 @@ impl Allocator {
             let wants = fw.connected && !fw.suppressed;
             if wants != fw.key.is_some() {
                 return Err(format!("framework {} sorter membership is wrong", fw.id));
+            }
+            if let Some(key) = fw.key
+                && self.roles[fw.role as usize].frameworks.at(fw.position) != Some(key)
+            {
+                return Err(format!("framework {} is not where its sorter says", fw.id));
+            }
+        }
+        for role in &self.roles {
+            if let Some(key) = role.key
+                && self.role_order.at(role.position) != Some(key)
+            {
+                return Err(format!(
+                    "role {} is not where the role sorter says",
+                    role.name
+                ));
             }
         }
         for (role, sum) in self.roles.iter().zip(by_role) {

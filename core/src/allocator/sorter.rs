@@ -63,6 +63,11 @@ impl Sorter {
         }
     }
 
+    /// The key at `position` (for consistency checks).
+    pub fn at(&self, position: u32) -> Option<Key> {
+        self.heap.get(position as usize).copied()
+    }
+
     /// The client right after `key` in order.
     pub fn next_after(&self, key: Key) -> Option<Key> {
         self.iter().find(|k| *k > key)

@@ -378,13 +378,15 @@ impl Indices {
     /// Drops every index's outcome and the list of agents from memory, the
     /// counts kept: the registry holds them, and [`Indices::restore`] and
     /// [`Indices::restore_agents`] read them back. Only for indices that
-    /// all ended and were all written, agents included.
+    /// all ended and were all written. Names not yet written (an older
+    /// master's record held them) stay until they are.
     pub fn unload(&mut self) {
         debug_assert!(self.running.is_empty() && self.dirty.is_empty());
-        debug_assert_eq!(self.agents_written, self.agents.len());
-        self.agents = Vec::new();
-        self.agent_numbers = HashMap::new();
-        self.agents_written = 0;
+        if self.agents_written == self.agents.len() {
+            self.agents = Vec::new();
+            self.agent_numbers = HashMap::new();
+            self.agents_written = 0;
+        }
         self.chunks.iter_mut().for_each(|chunk| *chunk = None);
         self.queue = VecDeque::new();
         self.running = HashMap::new();

@@ -32,18 +32,21 @@ impl Jobs {
             let Some(job) = self.jobs.get_mut(&key) else {
                 continue;
             };
-            for (first, outcomes) in job.indices.take_changed_chunks() {
-                writes.push(Write::Put(Record::JobChunk(v1::StoredJobChunk {
-                    job_id: job.id.clone(),
-                    first,
-                    outcomes,
-                })));
-            }
+            // Names before the chunks that number them: a store that
+            // applies a commit in parts never holds a number without its
+            // name.
             for (first, agents) in job.indices.take_new_agents() {
                 writes.push(Write::Put(Record::JobAgents(v1::StoredJobAgents {
                     job_id: job.id.clone(),
                     first,
                     agents,
+                })));
+            }
+            for (first, outcomes) in job.indices.take_changed_chunks() {
+                writes.push(Write::Put(Record::JobChunk(v1::StoredJobChunk {
+                    job_id: job.id.clone(),
+                    first,
+                    outcomes,
                 })));
             }
             if !job.spec_written {

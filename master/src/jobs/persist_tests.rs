@@ -550,6 +550,24 @@ fn finish_on_own_agents(jobs: &mut Jobs, tasks: &[v1::TaskSpec], first: usize) {
     }
 }
 
+/// `writes` (of one job) as a master before `job_agents` wrote them: its
+/// `count` agents' names in the job's record, no record of agents.
+fn as_older_masters_wrote(
+    writes: Vec<crate::store::Write>,
+    count: usize,
+) -> Vec<crate::store::Write> {
+    let Record::Job(mut old) = puts(&writes, Table::Jobs)[0].clone() else {
+        unreachable!()
+    };
+    old.agents = (0..count).map(|n| format!("agent-{n}")).collect();
+    let mut writes: Vec<_> = writes
+        .into_iter()
+        .filter(|w| !matches!(w, crate::store::Write::Put(r) if r.table() == Table::JobAgents))
+        .collect();
+    writes.push(crate::store::Write::Put(Record::Job(old)));
+    writes
+}
+
 /// The agent each index's last attempt ran on.
 fn agents_of(jobs: &Jobs, id: &str) -> Vec<String> {
     let job = jobs.job(id).expect("known");
@@ -613,20 +631,10 @@ fn a_record_that_holds_its_agents_as_older_masters_wrote_it_restores_and_moves_t
     let id = submit(&mut jobs, job_spec(20));
     let tasks = place(&mut jobs, 5.0);
     finish_on_own_agents(&mut jobs, &tasks, 0);
-    let writes = jobs.writes();
-    // As a master before `job_agents` wrote it: the names in the record,
-    // no record of agents.
-    let Record::Job(mut old) = puts(&writes, Table::Jobs)[0].clone() else {
-        unreachable!()
-    };
-    old.agents = (0..5).map(|n| format!("agent-{n}")).collect();
-    let mut writes: Vec<_> = writes
-        .into_iter()
-        .filter(|w| !matches!(w, crate::store::Write::Put(r) if r.table() == Table::JobAgents))
-        .collect();
-    writes.push(crate::store::Write::Put(Record::Job(old)));
-    store.commit(&writes).unwrap();
     let expected = agents_of(&jobs, &id);
+    store
+        .commit(&as_older_masters_wrote(jobs.writes(), 5))
+        .unwrap();
 
     let mut again = restart(&store, 2, &[]);
     assert_eq!(agents_of(&again, &id), expected);
@@ -644,4 +652,32 @@ fn a_record_that_holds_its_agents_as_older_masters_wrote_it_restores_and_moves_t
     let third = restart(&store, 3, &[]);
     assert_eq!(agents_of(&third, &id), agents_of(&again, &id));
     assert_eq!(agents_of(&third, &id)[5], "agent-5");
+}
+
+#[test]
+fn an_older_masters_names_stay_in_memory_when_its_ended_job_leaves_it() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let old = submit(&mut jobs, job_spec(5));
+    let tasks = place(&mut jobs, 5.0);
+    finish_on_own_agents(&mut jobs, &tasks, 0);
+    assert_eq!(jobs.job(&old).unwrap().state, JobState::Succeeded);
+    let expected = agents_of(&jobs, &old);
+    store
+        .commit(&as_older_masters_wrote(jobs.writes(), 5))
+        .unwrap();
+    let newer = submit(&mut jobs, job_spec(5));
+    run_out(&mut jobs, 5.0, finish);
+    write(&mut jobs, &store);
+
+    // Both ended: read back, then the older one leaves memory for the
+    // newer one. Its names were never written to `job_agents`: they stay.
+    let mut again = restart(&store, 2, &[]);
+    again.load(&old, stored_outcomes(&store, &old)).unwrap();
+    assert_eq!(agents_of(&again, &old), expected);
+    again.load(&newer, stored_outcomes(&store, &newer)).unwrap();
+    again.unload_read_beyond(0);
+    assert!(again.unloaded(&old));
+    again.load(&old, stored_outcomes(&store, &old)).unwrap();
+    assert_eq!(agents_of(&again, &old), expected);
 }
