@@ -1,8 +1,8 @@
 //! Simulated agents: `AgentLink` streams opened from the test (or bench)
 //! process as real agents open them, for what would need hundreds of agent
 //! processes. Attach-only agents (`attach_all`) need an insecure master
-//! (they name their own ids); working agents (`spawn_worker`) reach either
-//! kind through a [`Link`]. Self-contained, so benches include it too
+//! (they name their own ids); working agents (`spawn_worker`) join a TLS
+//! master through a [`Link`]. Self-contained, so benches include it too
 //! (`#[path]`).
 
 use std::time::{Duration, Instant};
@@ -20,19 +20,13 @@ use wasmos_proto::v1::agent_message::Kind as ToMaster;
 const CONNECTIONS: usize = 8;
 const STREAMS_PER_CONNECTION: usize = 500;
 
-/// How working agents reach the master.
+/// How working agents reach a TLS master, as real agents reach it: each
+/// agent joins with the join token (a key of its own, the CA's certificate
+/// for it) and holds a connection of its own over mTLS, from a loopback
+/// source address of its own among `127.0.0.2`.., so that no address comes
+/// near the master's cap of connections per address.
 #[derive(Clone)]
-pub enum Link {
-    /// An insecure master: agents name their own ids (`sim-<i>`) and share
-    /// a few HTTP/2 connections.
-    Plain(Vec<Channel>),
-    /// A TLS master, reached as real agents reach it: each agent joins with
-    /// the join token (a key of its own, the CA's certificate for it) and
-    /// holds a connection of its own over mTLS, from a loopback source
-    /// address of its own among `127.0.0.2`.., so that no address comes
-    /// near the master's cap of connections per address.
-    Tls(std::sync::Arc<TlsLink>),
-}
+pub struct Link(std::sync::Arc<TlsLink>);
 
 /// What agents need to join a TLS master.
 pub struct TlsLink {
@@ -49,11 +43,6 @@ pub struct TlsLink {
 }
 
 impl Link {
-    /// Agents on an insecure master at `url` (`http://…`).
-    pub fn plain(url: &str, agents: usize) -> Link {
-        Link::Plain(channels(url, agents))
-    }
-
     /// Agents that join the TLS master at `url` (`https://…`) trusting
     /// `ca_pem`, with the join string `join` (`wasmos token create
     /// --agent`, with uses to spare: a join whose answer is lost is tried
@@ -63,7 +52,7 @@ impl Link {
             .expect("a join string")
             .token
             .to_string();
-        Link::Tls(std::sync::Arc::new(TlsLink {
+        Link(std::sync::Arc::new(TlsLink {
             url: url.to_string(),
             ca_pem: ca_pem.to_string(),
             token,
@@ -73,13 +62,9 @@ impl Link {
         }))
     }
 
-    /// Agent `i`'s id and its channel to the master: on a TLS master, once
-    /// it has joined.
+    /// Agent `i`'s id and its channel to the master, once it has joined.
     async fn connect(&self, i: usize) -> Result<(String, Channel), String> {
-        match self {
-            Link::Plain(channels) => Ok((format!("sim-{i}"), channels[i % channels.len()].clone())),
-            Link::Tls(tls) => tls.join(i).await,
-        }
+        self.0.join(i).await
     }
 }
 
@@ -220,7 +205,7 @@ struct Held {
     reported: Option<v1::TaskStatus>,
 }
 
-/// Starts agent `i` (`sim-<i>`, or the id it joined with) that runs what
+/// Starts agent `i` (under the id it joined with) that runs what
 /// it is given as a real agent would, without wasm: each task "runs" for
 /// `run_for`, then reports
 /// FINISHED (exit 0), or KILLED at once when the master kills it, and
