@@ -14,7 +14,7 @@ use wasmos_proto::v1::{self, IndexState, JobState};
 
 use super::indices::{Counts, Indices, Kept};
 use super::{Effect, Job, Jobs, Key, Owner, submit};
-use crate::store::{Record, Table, Write, chunk_key, prefix_end};
+use crate::store::{Record, Store, Table, Write, chunk_key, prefix_end, scan};
 use crate::{Time, retry};
 
 /// Outcomes of ended jobs kept in memory after a read (a job's results are
@@ -438,6 +438,28 @@ where
 pub struct StoredOutcomes {
     pub chunks: Vec<v1::StoredJobChunk>,
     pub agents: Vec<v1::StoredJobAgents>,
+}
+
+/// Reads job `job_id`'s chunks and records of agents from `store` (a
+/// blocking read).
+pub fn read_outcomes(store: &dyn Store, job_id: &str) -> Result<StoredOutcomes, String> {
+    let (from, to) = chunk_range(job_id);
+    let mut stored = StoredOutcomes::default();
+    for table in [Table::JobChunks, Table::JobAgents] {
+        scan(
+            store,
+            table,
+            &from,
+            to.as_deref(),
+            &mut |record| match record {
+                Record::JobChunk(c) => stored.chunks.push(c),
+                Record::JobAgents(a) => stored.agents.push(a),
+                _ => {}
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(stored)
 }
 
 /// A job's list of agents and how many of them the registry holds.

@@ -330,34 +330,12 @@ fn an_ended_dependent_out_of_memory_is_not_rewritten_when_its_counterpart_runs_a
 /// What the registry holds of job `id` beside its record: chunks and
 /// records of agents.
 fn stored_outcomes(store: &MemoryStore, id: &str) -> persist::StoredOutcomes {
-    let (from, to) = persist::chunk_range(id);
-    let mut stored = persist::StoredOutcomes {
-        chunks: stored_chunks(store, id),
-        agents: Vec::new(),
-    };
-    for record in store
-        .range(Table::JobAgents, &from, to.as_deref(), usize::MAX)
-        .unwrap()
-    {
-        if let Record::JobAgents(a) = record {
-            stored.agents.push(a);
-        }
-    }
-    stored
+    persist::read_outcomes(store, id).expect("read")
 }
 
 /// The stored chunks of job `id`.
 fn stored_chunks(store: &MemoryStore, id: &str) -> Vec<v1::StoredJobChunk> {
-    let (from, to) = persist::chunk_range(id);
-    store
-        .range(Table::JobChunks, &from, to.as_deref(), usize::MAX)
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::JobChunk(c) => Some(c),
-            _ => None,
-        })
-        .collect()
+    stored_outcomes(store, id).chunks
 }
 
 #[test]

@@ -12,30 +12,8 @@ use super::super::super::actor::Command;
 use super::super::super::handle::ActorHandle;
 use super::{Call, JobsHandle, Loaded};
 use crate::jobs::Jobs;
-use crate::jobs::persist::{self, StoredOutcomes};
-use crate::store::{Record, Store, Table, Write, scan};
-
-/// Reads job `job_id`'s chunks and records of agents from `store` (a
-/// blocking read).
-fn read_outcomes(store: &dyn Store, job_id: &str) -> Result<StoredOutcomes, String> {
-    let (from, to) = persist::chunk_range(job_id);
-    let mut stored = StoredOutcomes::default();
-    for table in [Table::JobChunks, Table::JobAgents] {
-        scan(
-            store,
-            table,
-            &from,
-            to.as_deref(),
-            &mut |record| match record {
-                Record::JobChunk(c) => stored.chunks.push(c),
-                Record::JobAgents(a) => stored.agents.push(a),
-                _ => {}
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(stored)
-}
+use crate::jobs::persist;
+use crate::store::{Store, Table, Write, scan};
 
 /// Rebuilds the jobs of the registry (a blocking read, before the actor
 /// starts): the tasks of their owners' frameworks the core recovered
@@ -51,7 +29,12 @@ pub fn restore(
         return Jobs::new(epoch);
     }
     let count = stored.len();
-    let (jobs, notes) = Jobs::restore(epoch, stored, |job| read_outcomes(store, job), tasks);
+    let (jobs, notes) = Jobs::restore(
+        epoch,
+        stored,
+        |job| persist::read_outcomes(store, job),
+        tasks,
+    );
     for note in &notes {
         tracing::warn!("registry: {note}");
     }
@@ -97,7 +80,7 @@ impl JobsHandle {
             unloaded
                 .into_iter()
                 .map(|job_id| {
-                    let stored = read_outcomes(&*store, &job_id).map_err(|e| {
+                    let stored = persist::read_outcomes(&*store, &job_id).map_err(|e| {
                         tracing::error!(job = %job_id, error = %e, "a job's results could not be read from the registry");
                         Status::internal(format!("the results of {job_id} could not be read: {e}"))
                     })?;
