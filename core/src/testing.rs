@@ -152,8 +152,8 @@ impl Harness {
         }
     }
 
-    /// The registry equals the core's records (last-seen times aside, which
-    /// are written at most once a minute).
+    /// The registry equals the core's records (last-seen times aside,
+    /// which heartbeats move in memory only).
     pub fn check_registry(&self) {
         let persisted = records_by_key(self.store.load().expect("memory store").records());
         let expected = records_by_key(self.core.registry_records());

@@ -197,3 +197,25 @@ fn a_tick_before_the_next_timeout_changes_nothing() {
     assert_eq!(h.take_offers(&fw).len(), 1);
     h.heartbeat(&agent);
 }
+
+#[test]
+fn heartbeats_write_nothing_to_the_registry() {
+    let mut h = Harness::with_config(config());
+    let agent = h.add_agent(4.0, 8 * GIB);
+    // Ten minutes of heartbeats, one a second: each moves the agent's
+    // deadline and none becomes a write, so a cluster's heartbeats cost
+    // no commits however many agents send them.
+    for _ in 0..600 {
+        h.now = Time(h.now.0 + 1_000);
+        let out = h.core.handle(
+            Input::AgentHeartbeat {
+                agent: agent.clone(),
+            },
+            h.now,
+        );
+        out.reply.expect("heartbeat");
+        assert!(out.writes.is_empty(), "a heartbeat wrote {:?}", out.writes);
+        assert_eq!(h.core.next_timeout(), Some(Time(h.now.0 + 3_001)));
+    }
+    assert_eq!(h.core.agents().len(), 1);
+}

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use wasmos_agent::link::Backoff;
 use wasmos_proto::v1;
 use wasmos_proto::v1::agent_link_client::AgentLinkClient;
 use wasmos_proto::v1::agent_message::Kind as ToMaster;
@@ -104,11 +105,6 @@ impl TlsLink {
         Ok((joined.agent_id, endpoint(tls)?.connect_lazy()))
     }
 }
-
-/// A working agent's first wait before it connects again, and its longest
-/// (those of `wasmos agent`).
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// An attached agent: what keeps its stream open.
 pub struct Attached {
@@ -226,14 +222,14 @@ pub fn spawn_worker(
 
     tokio::spawn(async move {
         // As a real agent backs off: 100 ms, doubled per failure up to 5 s,
-        // from the start again once registered.
-        let mut backoff = MIN_BACKOFF;
+        // each wait drawn from the upper half of its step, from the start
+        // again once registered.
+        let mut backoff = Backoff::default();
         let (id, channel) = loop {
             match link.connect(i).await {
                 Ok(connected) => break connected,
                 Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.wait()).await;
                 }
             }
         };
@@ -283,8 +279,7 @@ pub fn spawn_worker(
                 .attach(ReceiverStream::new(rx))
                 .await;
             let Ok(inbound) = inbound else {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.wait()).await;
                 continue;
             };
             let mut inbound = inbound.into_inner();
@@ -298,13 +293,12 @@ pub fn spawn_worker(
                     Duration::from_millis(r.heartbeat_interval_ms.max(100))
                 }
                 _ => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.wait()).await;
                     continue;
                 }
             };
             counters.registered.fetch_add(1, Relaxed);
-            backoff = MIN_BACKOFF;
+            backoff.reset();
             // Ends not yet acknowledged go again on the new stream.
             let resend: Vec<v1::TaskStatus> =
                 held.values().filter_map(|h| h.reported.clone()).collect();
@@ -394,8 +388,7 @@ pub fn spawn_worker(
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.wait()).await;
         }
     })
 }

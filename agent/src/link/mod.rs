@@ -17,7 +17,10 @@
 //! only part of the crate that uses tonic (the `link` feature).
 
 mod artifacts;
+mod backoff;
 pub mod identity;
+
+pub use backoff::{Backoff, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,7 +59,8 @@ pub struct AgentConfig {
     pub info: v1::AgentInfo,
     /// How tasks are run; its `work_dir` also holds the agent id.
     pub executor: ExecutorConfig,
-    /// First reconnect delay, doubled on each failure up to `max_backoff`.
+    /// First reconnect delay, doubled on each failure up to `max_backoff`;
+    /// each wait is drawn from the upper half of its step ([`Backoff`]).
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     /// Unacknowledged updates are sent again this often. Default 2 s.
@@ -83,8 +87,8 @@ impl AgentConfig {
             master,
             info,
             executor,
-            min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
+            min_backoff: DEFAULT_MIN_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
             resend_interval: Duration::from_secs(2),
             identity: None,
             mode: Mode::InProcess,
@@ -264,12 +268,17 @@ impl Agent {
                 None => anyhow::bail!("the executor could not be started"),
             }
         }
-        let mut backoff = self.config.min_backoff;
+        let mut backoff = Backoff::new(self.config.min_backoff, self.config.max_backoff);
+        // Of several masters one leads again within a lease: look for it
+        // at least every second.
+        if self.config.masters().len() > 1 {
+            backoff.cap(Duration::from_secs(1));
+        }
         loop {
             match self.session().await {
                 Ok(()) => {
                     tracing::warn!("the master closed the stream; reconnecting");
-                    backoff = self.config.min_backoff;
+                    backoff.reset();
                     // A master that leaves may have lost its leadership:
                     // the next one is tried at once.
                     if self.next_master() {
@@ -319,24 +328,19 @@ impl Agent {
                             continue;
                         }
                         tracing::warn!(
-                            "no master answered (the last: {e:#}); retrying in {backoff:?}"
+                            "no master answered (the last: {e:#}); retrying within {:?}",
+                            backoff.step()
                         );
                     } else {
                         tracing::warn!(
-                            "link to {} failed: {e:#}; retrying in {backoff:?}",
-                            self.master_url()
+                            "link to {} failed: {e:#}; retrying within {:?}",
+                            self.master_url(),
+                            backoff.step()
                         );
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            // Of several masters one leads again within a lease: look for
-            // it at least every second.
-            let max_backoff = match self.config.masters().len() {
-                1 => self.config.max_backoff,
-                _ => self.config.max_backoff.min(Duration::from_secs(1)),
-            };
-            backoff = (backoff * 2).min(max_backoff);
+            tokio::time::sleep(backoff.wait()).await;
         }
     }
 

@@ -193,7 +193,6 @@ impl Core {
                     reservations,
                     connection: Some(connection),
                     last_seen: now,
-                    last_seen_written: now,
                     recovering_until: None,
                     draining: false,
                     offers: HashSet::new(),

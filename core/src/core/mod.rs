@@ -63,7 +63,6 @@ pub use launch_key::LaunchKey;
 pub use ledger::HOUR_MS;
 use outbox::Outbox;
 pub use pages::{Page, TaskFilter, TaskLine, TaskPage};
-pub use persist::LAST_SEEN_EVERY;
 pub use recover::Recovered;
 pub use tasks::{is_terminal, progress};
 pub use transitions::Transition;
@@ -314,9 +313,9 @@ struct Agent {
     total: Resources,
     reservations: Vec<(Role, Resources)>,
     connection: Option<ConnectionId>,
+    /// Kept in memory only; its record holds the time it was last written
+    /// for another reason (registration, draining).
     last_seen: Time,
-    /// When `last_seen` was last persisted.
-    last_seen_written: Time,
     /// Set for an agent recovered from the registry that has not yet
     /// re-registered: it is removed (its tasks `LOST`) at this time.
     recovering_until: Option<Time>,

@@ -8,7 +8,6 @@
 //! sends anything the turn produced.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use wasmos_proto::v1;
 
@@ -17,9 +16,6 @@ use crate::ids::{AgentId, FrameworkId, Role, TaskId};
 use crate::resources::Resources;
 use crate::store::{Record, Table, Write};
 use crate::time::Time;
-
-/// How often an agent's last-seen time is written: not per heartbeat.
-pub const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 
 /// Keys changed by the current input.
 #[derive(Default)]

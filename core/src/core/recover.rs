@@ -85,7 +85,6 @@ impl Core {
                     reservations,
                     connection: None,
                     last_seen: now,
-                    last_seen_written: now,
                     recovering_until: Some(reregister_by),
                     draining: stored.draining,
                     offers: HashSet::new(),

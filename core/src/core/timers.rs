@@ -18,7 +18,6 @@ use crate::deadlines::Deadlines;
 use crate::ids::{AgentId, FrameworkId, OfferId};
 use crate::time::Time;
 
-use super::persist::LAST_SEEN_EVERY;
 use super::{Agent, Core, CoreError, Reply};
 
 /// The core's timers, and the agents whose resources came back during the
@@ -89,19 +88,15 @@ impl Core {
         self.allocate(now, Scope::Agents(&freed));
     }
 
-    /// The agent showed a sign of life: its timeout moves, and its
-    /// last-seen time is written once a [`LAST_SEEN_EVERY`].
+    /// The agent showed a sign of life: its timeout moves. Nothing is
+    /// written: recovery never reads a last-seen time (a restarted master
+    /// gives every agent its re-registration window from its own start),
+    /// so a heartbeat costs no commit, however many agents send them.
     pub(super) fn agent_seen(&mut self, id: &AgentId, now: Time) {
         let Some(agent) = self.agents.get_mut(id) else {
             return;
         };
         agent.last_seen = now;
-        let write = agent.connection.is_some()
-            && agent.last_seen.since(agent.last_seen_written) >= LAST_SEEN_EVERY;
-        if write {
-            agent.last_seen_written = now;
-            self.dirty_agent(id);
-        }
         self.schedule_agent(id);
     }
 
