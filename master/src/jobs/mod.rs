@@ -75,6 +75,8 @@ pub struct Job {
     pub ended_at: Option<Time>,
     /// Ended past its retention: its per-index outcomes are gone.
     pub expired: bool,
+    /// Expired, and its stdout heads and agent records deleted.
+    pub outputs_swept: bool,
     /// Bytes of stdout heads kept for it, and indices whose head was not
     /// (past [`submit::MAX_OUTPUT_BYTES_PER_JOB`]).
     pub output_bytes: u64,
@@ -315,6 +317,7 @@ impl Jobs {
             stopping: None,
             ended_at: None,
             expired: false,
+            outputs_swept: false,
             loaded: true,
             spec_written: false,
             output_bytes: 0,

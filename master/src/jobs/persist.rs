@@ -93,10 +93,28 @@ impl Jobs {
         std::mem::take(&mut self.unloaded)
     }
 
-    /// Jobs past their retention since the last call, whose stdout heads
-    /// the shell deletes (it reads which there are).
+    /// Jobs past their retention since the last call (or since the
+    /// start, of those whose deletes a stopped master left undone), whose
+    /// stdout heads and agent records the shell deletes (it reads which
+    /// there are), then says so with [`Jobs::outputs_swept`].
     pub fn take_forgotten_outputs(&mut self) -> Vec<String> {
         std::mem::take(&mut self.forgotten_outputs)
+    }
+
+    /// Job `id`'s stdout heads and agent records are deleted (durably):
+    /// its record says so with its next write, and no later start deletes
+    /// them again.
+    pub fn outputs_swept(&mut self, id: &str) {
+        let Some(key) = submit::parse_job_id(id) else {
+            return;
+        };
+        if let Some(job) = self.jobs.get_mut(&key)
+            && job.expired
+            && !job.outputs_swept
+        {
+            job.outputs_swept = true;
+            self.dirty.insert(key);
+        }
     }
 
     /// Says which framework `owner`'s jobs run in (their records name it,
@@ -283,6 +301,11 @@ impl Jobs {
 
     /// Takes in a restored job.
     fn take_in(&mut self, key: Key, job: Job, framework: String) {
+        // Expired before its stdout heads and agents were deleted: the
+        // shell deletes them now.
+        if job.expired && !job.outputs_swept {
+            self.forgotten_outputs.push(job.id.clone());
+        }
         if !job.spec.idempotency_key.is_empty() {
             self.keys
                 .insert((job.owner.clone(), job.spec.idempotency_key.clone()), key);
@@ -337,6 +360,7 @@ fn stored(job: &Job, framework_id: String) -> v1::StoredJob {
         framework_id,
         output_bytes: job.output_bytes,
         outputs_dropped: job.outputs_dropped,
+        outputs_swept: job.outputs_swept,
     }
 }
 
@@ -428,6 +452,7 @@ where
         spec_written: false,
         output_bytes: record.output_bytes,
         outputs_dropped: record.outputs_dropped,
+        outputs_swept: record.outputs_swept,
     };
     Ok((key, job, record.framework_id))
 }

@@ -198,11 +198,38 @@ fn a_job_past_its_retention_loses_its_stored_chunks_and_keeps_its_summary() {
     assert_eq!(jobs.take_forgotten_outputs(), std::slice::from_ref(&id));
     write(&mut jobs, &store);
     assert_eq!(stored(&store), 0);
-    let again = restart(&store, 2, &[]);
+    let mut again = restart(&store, 2, &[]);
     let job = again.job(&id).expect("its summary stays");
     assert!(job.expired);
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.indices.counts().succeeded, 1000);
+
+    // The master stopped before its stdout heads and agent records were
+    // deleted: the restarted one lists the job for deleting again, until
+    // its record says they are gone.
+    assert_eq!(again.take_forgotten_outputs(), std::slice::from_ref(&id));
+    write(&mut again, &store);
+    let mut third = restart(&store, 3, &[]);
+    assert_eq!(third.take_forgotten_outputs(), std::slice::from_ref(&id));
+    third.outputs_swept(&id);
+    write(&mut third, &store);
+    let mut fourth = restart(&store, 4, &[]);
+    assert!(fourth.job(&id).unwrap().outputs_swept);
+    assert!(fourth.take_forgotten_outputs().is_empty());
+}
+
+#[test]
+fn only_an_expired_job_is_marked_swept() {
+    let store = MemoryStore::new();
+    let mut jobs = Jobs::new(1);
+    let id = submit(&mut jobs, job_spec(10));
+    run_out(&mut jobs, 100.0, finish);
+    jobs.outputs_swept(&id);
+    jobs.outputs_swept("j-not-a-job");
+    write(&mut jobs, &store);
+    let mut again = restart(&store, 2, &[]);
+    assert!(!again.job(&id).unwrap().outputs_swept);
+    assert!(again.take_forgotten_outputs().is_empty());
 }
 
 #[test]

@@ -113,6 +113,12 @@ pub enum Call {
     /// Jobs past their retention since the last call, whose stdout heads
     /// are to be deleted.
     TakeForgottenOutputs { reply: oneshot::Sender<Vec<String>> },
+    /// A job's stdout heads and agent records are deleted: its record
+    /// says so (answered once durable).
+    OutputsSwept {
+        id: String,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// What the driver needs of the actor, within a turn.
@@ -319,6 +325,10 @@ impl Driver {
             }
             Call::TakeForgottenOutputs { reply } => {
                 let _ = reply.send(self.jobs.take_forgotten_outputs());
+            }
+            Call::OutputsSwept { id, reply } => {
+                self.jobs.outputs_swept(&id);
+                self.answer_durable(reply, (), host);
             }
         }
         // Only between calls: what one call loaded stays for all of it.

@@ -106,7 +106,9 @@ impl JobsHandle {
 /// Deletes the stdout heads and the records of agents of jobs past their
 /// retention, every `every`: their keys are read here, the deletes go to
 /// the actor a page per commit (a million-index job's heads must not make
-/// one commit huge).
+/// one commit huge). Once they are durable the job's record says so; a
+/// master stopped before that deletes them again after its next start
+/// (the job service lists such jobs at once).
 pub async fn forget_outputs(
     jobs: JobsHandle,
     actor: ActorHandle,
@@ -121,8 +123,8 @@ pub async fn forget_outputs(
         };
         for job in forgotten {
             let store = store.clone();
+            let (from, to) = persist::chunk_range(&job);
             let keys = tokio::task::spawn_blocking(move || {
-                let (from, to) = persist::chunk_range(&job);
                 let mut keys = Vec::new();
                 for table in [Table::JobOutputs, Table::JobAgents] {
                     scan(&*store, table, &from, to.as_deref(), &mut |record| {
@@ -156,7 +158,16 @@ pub async fn forget_outputs(
                 {
                     return;
                 }
-                let _ = done.await;
+                if done.await.is_err() {
+                    return;
+                }
+            }
+            if jobs
+                .ask(|reply| Call::OutputsSwept { id: job, reply })
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     }
