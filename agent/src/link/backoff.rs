@@ -6,8 +6,9 @@
 //! knock again in the same instants (100 ms, 200 ms, ... 5 s later) for as
 //! long as the master is away: ten thousand TLS handshakes at once, of
 //! which those that time out start over at the cap. With it, the knocks of
-//! one step spread over half of it, and no wait is shorter than half the
-//! step, so a master that is down is not asked more often than before.
+//! one step spread over half of it. No wait is shorter than half its step
+//! (on average three quarters of it), and the steps still double, so a
+//! master that is down is asked at most twice as often as without the draw.
 
 use std::time::Duration;
 
@@ -35,8 +36,10 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// Starts at `min`, doubles up to `max` (at least `min`).
+    /// Starts at `min` (at least a millisecond: a zero step would retry
+    /// in a busy loop), doubles up to `max` (at least `min`).
     pub fn new(min: Duration, max: Duration) -> Backoff {
+        let min = min.max(Duration::from_millis(1));
         Backoff {
             min,
             max: max.max(min),
@@ -48,7 +51,7 @@ impl Backoff {
     /// step itself. The step then doubles, up to the cap.
     pub fn wait(&mut self) -> Duration {
         let wait = jittered(self.step, &mut rand::rng());
-        self.step = (self.step * 2).min(self.max);
+        self.step = self.step.saturating_mul(2).min(self.max);
         wait
     }
 
@@ -63,9 +66,10 @@ impl Backoff {
     }
 
     /// Lowers the cap (e.g. to look for a new leader at least every
-    /// second), the current step with it.
+    /// second), the current step with it; never raises it, nor puts it
+    /// under the first step.
     pub fn cap(&mut self, max: Duration) {
-        self.max = max.max(self.min);
+        self.max = self.max.min(max).max(self.min);
         self.step = self.step.min(self.max);
     }
 }
@@ -73,7 +77,7 @@ impl Backoff {
 /// A wait drawn uniformly from `[step / 2, step]`.
 fn jittered(step: Duration, rng: &mut impl Rng) -> Duration {
     let half = step / 2;
-    let spread = (step - half).as_micros() as u64;
+    let spread = u64::try_from((step - half).as_micros()).unwrap_or(u64::MAX);
     half + Duration::from_micros(rng.random_range(0..=spread))
 }
 
@@ -103,6 +107,31 @@ mod tests {
             Duration::from_millis(100),
             "never below min"
         );
+    }
+
+    #[test]
+    fn a_cap_only_lowers_the_longest_step() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        backoff.cap(Duration::from_secs(1));
+        for _ in 0..5 {
+            backoff.wait();
+        }
+        assert_eq!(backoff.step(), Duration::from_millis(400), "not raised");
+        backoff.cap(Duration::from_millis(200));
+        assert_eq!(backoff.step(), Duration::from_millis(200), "lowered");
+        backoff.wait();
+        assert_eq!(backoff.step(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn no_step_is_zero_and_none_overflows() {
+        let mut backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
+        assert!(backoff.wait() >= Duration::from_micros(500));
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::MAX);
+        for _ in 0..80 {
+            backoff.wait();
+        }
+        assert_eq!(backoff.step(), Duration::MAX);
     }
 
     #[test]

@@ -185,6 +185,9 @@ pub struct Agent {
     artifact_client: Arc<std::sync::RwLock<ArtifactsClient<Channel>>>,
     /// Tasks running (as the agent last heard), for its HTTP port.
     running: Arc<std::sync::atomic::AtomicUsize>,
+    /// How long to wait before dialling again: from the first step once a
+    /// master registered the agent, however its stream ended after.
+    backoff: Backoff,
     /// `<work_dir>/agent.lock`, held while the agent lives.
     _lock: std::fs::File,
 }
@@ -228,6 +231,12 @@ impl Agent {
             orphan_timeout: Some(config.orphan_timeout),
         };
         let (executor, events) = handle::start(config.mode.clone(), service, agent_id.clone())?;
+        let mut backoff = Backoff::new(config.min_backoff, config.max_backoff);
+        // Of several masters one leads again within a lease: look for it
+        // at least every second.
+        if config.masters().len() > 1 {
+            backoff.cap(Duration::from_secs(1));
+        }
         Ok(Agent {
             config,
             executor,
@@ -245,6 +254,7 @@ impl Agent {
             artifacts: Arc::new(MasterArtifacts::new(artifact_client.clone())),
             artifact_client,
             running: Arc::default(),
+            backoff,
             _lock: lock,
         })
     }
@@ -268,17 +278,10 @@ impl Agent {
                 None => anyhow::bail!("the executor could not be started"),
             }
         }
-        let mut backoff = Backoff::new(self.config.min_backoff, self.config.max_backoff);
-        // Of several masters one leads again within a lease: look for it
-        // at least every second.
-        if self.config.masters().len() > 1 {
-            backoff.cap(Duration::from_secs(1));
-        }
         loop {
             match self.session().await {
                 Ok(()) => {
                     tracing::warn!("the master closed the stream; reconnecting");
-                    backoff.reset();
                     // A master that leaves may have lost its leadership:
                     // the next one is tried at once.
                     if self.next_master() {
@@ -329,18 +332,18 @@ impl Agent {
                         }
                         tracing::warn!(
                             "no master answered (the last: {e:#}); retrying within {:?}",
-                            backoff.step()
+                            self.backoff.step()
                         );
                     } else {
                         tracing::warn!(
                             "link to {} failed: {e:#}; retrying within {:?}",
                             self.master_url(),
-                            backoff.step()
+                            self.backoff.step()
                         );
                     }
                 }
             }
-            tokio::time::sleep(backoff.wait()).await;
+            tokio::time::sleep(self.backoff.wait()).await;
         }
     }
 
@@ -416,6 +419,9 @@ impl Agent {
         };
         self.registered(registered)?;
         tracing::info!(agent = %self.agent_id, master = %url, "registered");
+        // A master that goes away from here (killed, or a lost leader) is
+        // dialled again after the shortest wait, not the last one.
+        self.backoff.reset();
         self.resend(&outbound, Duration::ZERO).await?;
 
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);

@@ -405,8 +405,14 @@ where
         _ => StoredOutcomes::default(),
     };
     // A record of a master before `job_agents` holds the whole list: kept
-    // in memory, and written out with the job's next record.
-    let (chunks, (names, written)) = stored.into_parts((record.agents, 0));
+    // in memory, and written out with the job's next record (unless the
+    // job expired: its agents are deleted, not written again).
+    let old_names = if record.expired {
+        Vec::new()
+    } else {
+        record.agents
+    };
+    let (chunks, (names, written)) = stored.into_parts((old_names, 0));
     let counterpart = submit::parse_job_id(&spec.after_each).and_then(|k| jobs.jobs.get(&k));
     let ready = |index: u32| {
         counterpart.is_some_and(|other| other.indices.outcome(index).state == IndexState::Succeeded)

@@ -113,10 +113,10 @@ pub enum Call {
     /// Jobs past their retention since the last call, whose stdout heads
     /// are to be deleted.
     TakeForgottenOutputs { reply: oneshot::Sender<Vec<String>> },
-    /// A job's stdout heads and agent records are deleted: its record
-    /// says so (answered once durable).
+    /// These jobs' stdout heads and agent records are deleted: their
+    /// records say so (answered once durable).
     OutputsSwept {
-        id: String,
+        ids: Vec<String>,
         reply: oneshot::Sender<()>,
     },
 }
@@ -324,10 +324,17 @@ impl Driver {
                 self.carry_out(effects.unwrap_or_default(), host);
             }
             Call::TakeForgottenOutputs { reply } => {
-                let _ = reply.send(self.jobs.take_forgotten_outputs());
+                // Once what the jobs wrote so far is durable, so that the
+                // sweeper's read finds every stdout head they wrote.
+                let forgotten = self.jobs.take_forgotten_outputs();
+                host.when_durable(Box::new(move || {
+                    let _ = reply.send(forgotten);
+                }));
             }
-            Call::OutputsSwept { id, reply } => {
-                self.jobs.outputs_swept(&id);
+            Call::OutputsSwept { ids, reply } => {
+                for id in &ids {
+                    self.jobs.outputs_swept(id);
+                }
                 self.answer_durable(reply, (), host);
             }
         }

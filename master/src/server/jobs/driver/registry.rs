@@ -121,6 +121,7 @@ pub async fn forget_outputs(
         let Ok(forgotten) = jobs.ask(|reply| Call::TakeForgottenOutputs { reply }).await else {
             return;
         };
+        let mut swept = Vec::with_capacity(forgotten.len());
         for job in forgotten {
             let store = store.clone();
             let (from, to) = persist::chunk_range(&job);
@@ -162,13 +163,17 @@ pub async fn forget_outputs(
                     return;
                 }
             }
-            if jobs
-                .ask(|reply| Call::OutputsSwept { id: job, reply })
+            swept.push(job);
+        }
+        // One write for the batch: a first start after an upgrade lists
+        // every expired job of the registry.
+        if !swept.is_empty()
+            && jobs
+                .ask(|reply| Call::OutputsSwept { ids: swept, reply })
                 .await
                 .is_err()
-            {
-                return;
-            }
+        {
+            return;
         }
     }
 }
