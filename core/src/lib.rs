@@ -9,8 +9,10 @@
 //!   `Core::handle(input, now) -> outputs`.
 //! - [`store`]: the registry's records and writes (what the core asks the
 //!   shell to persist), the `Store` trait and an in-memory store.
-//! - [`access`], [`limits`], [`sandbox_read`]: the rules the shell applies
-//!   to callers, as pure functions.
+//! - [`access`], [`limits`], [`sandbox_read`]: the rules for callers, as
+//!   pure functions; the core applies those that need its records
+//!   (`Core::authorize`, `Core::authorize_sandbox_read`) and the shell the
+//!   rest.
 //! - [`packing`]: how a framework fills its offers, and [`retry`]: which
 //!   failed tasks run again; for every scheduler (the SDK, the CLI, the
 //!   job service, simulations, benches) to share.

@@ -2093,6 +2093,21 @@ fn only_the_owning_principal_or_an_admin_may_use_a_framework_and_ownership_survi
             "{input:?}"
         );
     }
+    // Its sandbox: read by its owner (on the agent it ran on) and admins,
+    // refused to bob, in the core's own records.
+    let read = v1::ReadSandboxRequest {
+        task_id: "t1".into(),
+        target: v1::SandboxTarget::Stdout.into(),
+        ..Default::default()
+    };
+    let checked = h.core.authorize_sandbox_read(&alice, &read).unwrap();
+    assert_eq!(checked.agent, agent);
+    assert!(matches!(
+        h.core.authorize_sandbox_read(&bob, &read),
+        Err(wasmos_core::sandbox_read::Refused::Denied(why)) if why.contains("alice")
+    ));
+    let local = wasmos_core::access::Principal::local();
+    assert!(h.core.authorize_sandbox_read(&local, &read).is_ok());
     // A re-subscription does not change the owner, whoever makes it.
     let mut h2 = h;
     h2.restart();

@@ -3,9 +3,12 @@
 //! Checked against the core's own state before the input is applied, in the
 //! same actor turn, so ownership cannot change between check and use.
 
+use wasmos_proto::v1;
+
 use super::{Core, CoreError, Input};
 use crate::access::{Denied, Principal};
 use crate::ids::{DEFAULT_ROLE, FrameworkId, TaskId};
+use crate::sandbox_read::{self, Checked, Listed, Refused};
 
 impl Core {
     /// Refuses `input` with [`CoreError::PermissionDenied`] unless `who`
@@ -65,6 +68,27 @@ impl Core {
             )),
         };
         checked.map_err(|Denied(why)| CoreError::PermissionDenied(why))
+    }
+
+    /// Checks a read of a task's sandbox by `who` against the task as the
+    /// core lists it (live or of a removed framework): the rules of
+    /// [`sandbox_read::check`], applied to the core's own records in the
+    /// turn that sends the read, so the owner cannot change in between.
+    /// The answer says which agent to ask and what.
+    pub fn authorize_sandbox_read(
+        &self,
+        who: &Principal,
+        request: &v1::ReadSandboxRequest,
+    ) -> Result<Checked, Refused> {
+        let task = self
+            .tasks
+            .get(request.task_id.as_str())
+            .or_else(|| self.graveyard.get(request.task_id.as_str()));
+        let listed = task.map(|task| Listed {
+            owner: &task.owner,
+            agent: &task.agent,
+        });
+        sandbox_read::check(who, request, listed)
     }
 
     /// The principal owning a task the core lists (live or of a removed

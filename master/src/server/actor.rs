@@ -70,7 +70,7 @@ use super::metrics::Metrics;
 use crate::access::Principal;
 use crate::core::{Adoptions, ConnectionId, Core, CoreError, Input, Output, Reply, is_terminal};
 use crate::ids::{AgentId, FrameworkId};
-use crate::sandbox_read::{self, Refused};
+use crate::sandbox_read::Refused;
 use crate::store::{Store, StoreError, Write};
 use crate::time::Time;
 
@@ -835,12 +835,7 @@ impl Actor {
         // A task the master forgot (acknowledged before a restart, or
         // archived past the cap) is read where the caller says it ran: the
         // agent keeps its sandbox and answers from disk.
-        let task = self.core.task(&request.task_id);
-        let listed = task.as_ref().map(|task| sandbox_read::Listed {
-            owner: &task.owner,
-            agent: &task.agent,
-        });
-        let read = match sandbox_read::check(&who, &request, listed) {
+        let read = match self.core.authorize_sandbox_read(&who, &request) {
             Ok(read) => read,
             Err(refused) => {
                 let _ = reply.send(Err(match refused {
