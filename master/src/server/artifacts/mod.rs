@@ -520,6 +520,20 @@ pub async fn sweep_unindexed(
     Ok(removed)
 }
 
+/// A stored file's bytes in chunks of at most `chunk` bytes, read only as
+/// fast as they are taken (what `Fetch` sends and peers trade); a read
+/// error is the last item.
+pub fn file_chunks(
+    file: tokio::fs::File,
+    chunk: usize,
+) -> impl Stream<Item = Result<Vec<u8>, Status>> + Send + 'static {
+    use tokio_stream::StreamExt;
+    tokio_util::io::ReaderStream::with_capacity(file, chunk).map(|read| {
+        read.map(Vec::from)
+            .map_err(|e| Status::internal(format!("artifact read: {e}")))
+    })
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

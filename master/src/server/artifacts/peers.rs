@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -139,7 +138,8 @@ impl MasterPeers for BlobService {
                 }
                 _ => Status::internal(format!("artifact store: {e}")),
             })?;
-        let chunks = read_chunks(file).map(|chunk| chunk.map(|data| v1::FetchChunk { data }));
+        let chunks =
+            super::file_chunks(file, CHUNK).map(|chunk| chunk.map(|data| v1::FetchChunk { data }));
         Ok(Response::new(Box::pin(chunks)))
     }
 }
@@ -159,32 +159,6 @@ async fn place(received: Received, dir: &Path) -> Result<(), Status> {
         .map_err(|e| Status::internal(format!("artifact store: {e}")))?;
     tmp.stored();
     Ok(())
-}
-
-/// A file's bytes as a stream of chunks (read only as fast as they are
-/// taken).
-fn read_chunks(
-    mut file: tokio::fs::File,
-) -> impl Stream<Item = Result<Vec<u8>, Status>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(async move {
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let read = match file.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Ok(buf)
-                }
-                Err(e) => Err(Status::internal(format!("artifact read: {e}"))),
-            };
-            let failed = read.is_err();
-            if tx.send(read).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// How a master reaches the other masters of its cluster.
@@ -342,13 +316,14 @@ async fn hold(
         .map_err(|e| Status::internal(format!("artifact read: {e}")))?;
     // The digest goes first, alone; a read error ends the stream early,
     // and the peer's digest check fails.
-    let chunks =
-        tokio_stream::once(named(digest)).chain(read_chunks(file).map_while(Result::ok).map(
-            |data| v1::UploadChunk {
+    let chunks = tokio_stream::once(named(digest)).chain(
+        super::file_chunks(file, CHUNK)
+            .map_while(Result::ok)
+            .map(|data| v1::UploadChunk {
                 digest: String::new(),
                 data,
-            },
-        ));
+            }),
+    );
     client.hold(chunks).await.map(|_| ())
 }
 

@@ -4,8 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use wasmos_proto::v1;
 use wasmos_proto::v1::artifacts_server::Artifacts;
@@ -128,33 +127,10 @@ impl Artifacts for ArtifactsService {
     ) -> Result<Response<FetchStream>, Status> {
         self.require_read(&request, &request.get_ref().digest)
             .await?;
-        let mut file = self.store.open_file(&request.into_inner().digest).await?;
-        let stream = async_stream(move |tx| async move {
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                match file.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx
-                            .send(Ok(v1::FetchChunk {
-                                data: buf[..n].to_vec(),
-                            }))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("artifact read: {e}"))))
-                            .await;
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(stream))
+        let file = self.store.open_file(&request.into_inner().digest).await?;
+        let stream =
+            super::file_chunks(file, CHUNK).map(|chunk| chunk.map(|data| v1::FetchChunk { data }));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn stat(
@@ -169,16 +145,4 @@ impl Artifacts for ArtifactsService {
             None => Err(Status::not_found(format!("no artifact {digest}"))),
         }
     }
-}
-
-/// A stream fed by a spawned task through a small channel (back-pressure:
-/// the task reads the file only as fast as the client takes chunks).
-fn async_stream<F, Fut>(produce: F) -> FetchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<v1::FetchChunk, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(produce(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
