@@ -369,7 +369,7 @@ impl Master {
         );
         // From here on the artifact index is written in the actor's
         // commits: one writer, one fence.
-        let store = store.with_actor(handle.clone());
+        store.write_through(handle.clone());
         let sweeper = store.clone();
         let job_service = jobs::JobsHandle::new(handle.clone());
         let pins = job_service.clone();

@@ -65,7 +65,7 @@ pub struct ArtifactStore {
     /// The most artifacts, bytes and uploads, in all and per principal.
     limits: StoreLimits,
     /// Where the index is written: the registry at start, then the
-    /// actor's commits ([`ArtifactStore::with_actor`]).
+    /// actor's commits ([`ArtifactStore::write_through`]).
     writer: RegistryWriter,
     index: Arc<Mutex<Index>>,
     /// The uploads in progress.
@@ -158,7 +158,7 @@ impl ArtifactStore {
             max_size,
             quota,
             limits,
-            writer: RegistryWriter::Registry(registry),
+            writer: RegistryWriter::new(registry),
             index: Arc::new(Mutex::new(index)),
             slots: Arc::new(Mutex::new(UploadSlots::new(
                 limits.uploads,
@@ -171,11 +171,11 @@ impl ArtifactStore {
         })
     }
 
-    /// Writes the index in the turns of `actor` from now on: joined to its
-    /// commits, behind the same fence (on etcd), answered once durable.
-    pub fn with_actor(mut self, actor: crate::server::handle::ActorHandle) -> ArtifactStore {
-        self.writer = RegistryWriter::Actor(actor);
-        self
+    /// Writes the index in the turns of `actor` from now on (this store
+    /// and every clone of it): joined to its commits, behind the same
+    /// fence (on etcd), answered once durable.
+    pub fn write_through(&self, actor: crate::server::handle::ActorHandle) {
+        self.writer.write_through(actor);
     }
 
     /// Copies every upload to the other masters `peers` names before it

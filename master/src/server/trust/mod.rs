@@ -99,12 +99,12 @@ pub struct Trust {
     /// PEM of every CA whose client certificates are accepted.
     client_roots: String,
     settings: TlsSettings,
-    store: Arc<dyn Store>,
     clock: WallClock,
     state: Mutex<State>,
     admin_token_path: PathBuf,
-    /// Once set, where the trust tables are written (see `write_through`).
-    actor: std::sync::OnceLock<super::handle::ActorHandle>,
+    /// Where the trust tables are written: the registry at start, then
+    /// the actor's commits (`write_through`).
+    writer: super::writer::RegistryWriter,
 }
 
 #[derive(Default)]
@@ -255,11 +255,10 @@ impl Trust {
                 server_pin,
                 client_roots,
                 settings,
-                store,
                 clock,
                 state: Mutex::new(state),
                 admin_token_path,
-                actor: std::sync::OnceLock::new(),
+                writer: super::writer::RegistryWriter::new(store),
             },
             new_admin_token,
         })
@@ -480,15 +479,11 @@ impl Trust {
     /// Writes the trust tables in the turns of `actor` from now on (see
     /// `server/writer.rs`): one writer, one fence.
     pub fn write_through(&self, actor: super::handle::ActorHandle) {
-        let _ = self.actor.set(actor);
+        self.writer.write_through(actor);
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), Status> {
-        let writer = match self.actor.get() {
-            Some(actor) => super::writer::RegistryWriter::Actor(actor.clone()),
-            None => super::writer::RegistryWriter::Registry(self.store.clone()),
-        };
-        writer
+        self.writer
             .commit(writes)
             .await
             .map_err(|e| Status::unavailable(format!("registry: {e}")))
