@@ -110,8 +110,9 @@ pub enum Call {
         loaded: Vec<Loaded>,
         reply: oneshot::Sender<Option<u32>>,
     },
-    /// Jobs past their retention since the last call, whose stdout heads
-    /// are to be deleted.
+    /// Jobs past their retention since the last call (or left unswept by
+    /// a stopped master), whose stdout heads and agent records are to be
+    /// deleted; answered once what the jobs wrote so far is durable.
     TakeForgottenOutputs { reply: oneshot::Sender<Vec<String>> },
     /// These jobs' stdout heads and agent records are deleted: their
     /// records say so (answered once durable).
