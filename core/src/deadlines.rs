@@ -13,7 +13,8 @@
 //! would compare their ids byte by byte on every insert and removal; here
 //! the tree holds times and each bucket is a hash set.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::maps::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use crate::time::Time;
@@ -28,7 +29,7 @@ impl<K> Default for Deadlines<K> {
     fn default() -> Self {
         Deadlines {
             by_time: BTreeMap::new(),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
         }
     }
 }

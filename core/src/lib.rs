@@ -17,7 +17,7 @@
 //!   failed tasks run again; for every scheduler (the SDK, the CLI, the
 //!   job service, simulations, benches) to share.
 //! - [`ids`], [`resources`], [`time`]: the types they share; `deadlines`,
-//!   the timer index both keep.
+//!   the timer index both keep; [`maps`], the hash maps they key by id.
 //! - `testing` (feature `testing`): the harness that drives the core as the
 //!   shell would, checking its invariants after every step.
 
@@ -27,6 +27,7 @@ pub mod core;
 mod deadlines;
 pub mod ids;
 pub mod limits;
+pub mod maps;
 pub mod packing;
 pub mod resources;
 pub mod retry;

@@ -6,7 +6,7 @@
 //! timeout), or answer one call with more bytes than any client accepts.
 //! Each refusal names the field and the limit.
 
-use std::collections::HashSet;
+use crate::maps::HashSet;
 use std::hash::Hash;
 
 /// Names people read: framework names and users, task names.
@@ -93,7 +93,7 @@ pub fn distinct<T: Clone + Eq + Hash>(
     ids: Vec<T>,
     max: usize,
 ) -> Result<Vec<T>, String> {
-    let mut seen = HashSet::with_capacity(ids.len().min(max + 1));
+    let mut seen = HashSet::with_capacity_and_hasher(ids.len().min(max + 1), Default::default());
     let mut out = Vec::with_capacity(ids.len().min(max + 1));
     for id in ids {
         if seen.insert(id.clone()) {

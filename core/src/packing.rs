@@ -8,7 +8,8 @@
 //! of one agent, never two agents. Then tasks are taken from a queue while
 //! they fit, in one of two orders ([`Fill`]).
 
-use std::collections::{HashMap, VecDeque};
+use crate::maps::HashMap;
+use std::collections::VecDeque;
 
 use wasmos_proto::v1;
 
@@ -63,7 +64,7 @@ pub fn by_agent(offers: impl IntoIterator<Item = v1::Offer>) -> Vec<AgentOffers>
     let mut agents: Vec<AgentOffers> = Vec::new();
     // Where each agent's pool is in `agents`: a full cycle offers a
     // framework thousands of agents, and a search per offer was quadratic.
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<String, usize> = HashMap::default();
     for offer in offers {
         let offered = offer
             .resources

@@ -18,7 +18,7 @@
 //! roles, or one role's frameworks); it runs when an operator or a scraper
 //! asks, never in the allocation cycle.
 
-use std::collections::HashMap;
+use crate::maps::HashMap;
 
 use super::Allocator;
 use crate::ids::{FrameworkId, Role};

@@ -46,7 +46,7 @@ mod demand;
 mod fairness;
 mod sorter;
 
-use std::collections::HashMap;
+use crate::maps::HashMap;
 
 use serde::Serialize;
 
@@ -245,12 +245,12 @@ impl Allocator {
             config,
             agents: Vec::new(),
             free_agent_slots: Vec::new(),
-            agent_slots: HashMap::new(),
+            agent_slots: HashMap::default(),
             frameworks: Vec::new(),
             free_framework_slots: Vec::new(),
-            framework_slots: HashMap::new(),
+            framework_slots: HashMap::default(),
             roles: Vec::new(),
-            role_slots: HashMap::new(),
+            role_slots: HashMap::default(),
             role_order: Sorter::default(),
             quota_roles: Vec::new(),
             total: Resources::ZERO,
@@ -392,7 +392,7 @@ impl Allocator {
             allocated: Resources::ZERO,
             connected: true,
             suppressed: false,
-            filters: HashMap::new(),
+            filters: HashMap::default(),
             key: None,
             position: 0,
             demand: None,

@@ -23,7 +23,7 @@ fn cluster(agents: usize, per_agent: Resources) -> Allocator {
 }
 
 fn count_by_framework(grants: &[Allocation]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
+    let mut counts = HashMap::default();
     for g in grants {
         *counts.entry(g.framework.to_string()).or_default() += 1;
     }

@@ -11,7 +11,7 @@
 //! re-register (and the two sides reconcile their tasks) or their
 //! `agent_reregister_timeout` passes.
 
-use std::collections::HashSet;
+use crate::maps::HashSet;
 
 use wasmos_proto::v1;
 use wasmos_proto::v1::event::Kind as EventKind;
@@ -104,7 +104,8 @@ impl Core {
             // with. Ends the agent reports are applied before anything is
             // adopted (`adopt.rs`), so an adopted task never finds its
             // resources still held by one that ended.
-            let mut reported_set: HashSet<TaskId> = HashSet::with_capacity(register.tasks.len());
+            let mut reported_set: HashSet<TaskId> =
+                HashSet::with_capacity_and_hasher(register.tasks.len(), Default::default());
             let mut unknown = Vec::new();
             for report in &register.tasks {
                 let task = TaskId::from(report.task_id.as_str());
@@ -195,8 +196,8 @@ impl Core {
                     last_seen: now,
                     recovering_until: None,
                     draining: false,
-                    offers: HashSet::new(),
-                    tasks: HashSet::new(),
+                    offers: HashSet::default(),
+                    tasks: HashSet::default(),
                     unsynced_ends: Vec::new(),
                 },
             );
@@ -292,7 +293,7 @@ impl Core {
         self.rescind_agent_offers(id, now);
         let agent = self.agents.get(id).expect("known agent");
         let tasks: Vec<TaskId> = agent.tasks.iter().cloned().collect();
-        let mut frameworks = HashSet::new();
+        let mut frameworks = HashSet::default();
         for task in &tasks {
             let t = &self.tasks[task];
             frameworks.insert(t.framework.clone());

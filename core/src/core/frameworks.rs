@@ -5,7 +5,8 @@
 //! any status updates it has not acknowledged). After the timeout, or on
 //! teardown, its tasks are killed and it is forgotten.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::maps::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use wasmos_proto::v1;
@@ -59,8 +60,8 @@ impl Core {
                     failover_timeout,
                     failover_deadline: None,
                     suppressed: false,
-                    offers: HashSet::new(),
-                    tasks: HashSet::new(),
+                    offers: HashSet::default(),
+                    tasks: HashSet::default(),
                     completed: VecDeque::new(),
                 },
             );
@@ -126,7 +127,7 @@ impl Core {
             .frameworks
             .values()
             .filter(|f| f.role == *role && f.holds_slot(caps.framework_slot_grace, now));
-        let (mut in_role, mut by_principal) = (0, HashMap::<&str, usize>::new());
+        let (mut in_role, mut by_principal) = (0, HashMap::<&str, usize>::default());
         for f in holding {
             in_role += 1;
             *by_principal.entry(f.info.principal.as_str()).or_default() += 1;

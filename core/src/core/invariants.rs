@@ -4,7 +4,7 @@
 //! and compare with the allocator's books, so a bookkeeping slip anywhere
 //! shows up at the step that caused it.
 
-use std::collections::HashMap;
+use crate::maps::HashMap;
 
 use super::Core;
 use super::tasks::is_terminal;
@@ -22,8 +22,8 @@ impl Core {
         self.check_known_tasks()?;
         self.check_principal_tasks_count()?;
         // (agent, pool) -> offered + used, and framework -> the same.
-        let mut per_pool: HashMap<(AgentId, Option<Role>), Resources> = HashMap::new();
-        let mut per_framework: HashMap<FrameworkId, Resources> = HashMap::new();
+        let mut per_pool: HashMap<(AgentId, Option<Role>), Resources> = HashMap::default();
+        let mut per_framework: HashMap<FrameworkId, Resources> = HashMap::default();
         for offer in self.offers.values() {
             let agent = self
                 .agents
@@ -137,7 +137,7 @@ impl Core {
 
     /// The per-principal task counts agree with the frameworks' sets.
     fn check_principal_tasks_count(&self) -> Result<(), String> {
-        let mut counted: HashMap<&str, usize> = HashMap::new();
+        let mut counted: HashMap<&str, usize> = HashMap::default();
         for fw in self.frameworks.values().filter(|f| !f.tasks.is_empty()) {
             *counted.entry(fw.info.principal.as_str()).or_default() += fw.tasks.len();
         }

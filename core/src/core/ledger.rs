@@ -13,7 +13,7 @@
 //! hour's are kept in memory (the shell reads them back at start), earlier
 //! ones are final and live only in the registry.
 
-use std::collections::{HashMap, HashSet};
+use crate::maps::{HashMap, HashSet};
 
 use wasmos_proto::v1;
 
@@ -46,7 +46,7 @@ impl Ledger {
                 .filter(|b| b.hour_ms == hour_ms)
                 .map(|b| ((b.role.clone(), b.principal.clone(), b.job.clone()), b))
                 .collect(),
-            changed: HashSet::new(),
+            changed: HashSet::default(),
         }
     }
 

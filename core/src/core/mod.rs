@@ -46,7 +46,8 @@ mod transitions;
 mod validate;
 mod view;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::maps::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use wasmos_proto::v1;
@@ -457,18 +458,18 @@ impl Core {
         Core {
             allocator: Allocator::new(config.allocator.clone()),
             config,
-            agents: HashMap::new(),
-            frameworks: HashMap::new(),
-            offers: HashMap::new(),
-            tasks: HashMap::new(),
-            graveyard: HashMap::new(),
+            agents: HashMap::default(),
+            frameworks: HashMap::default(),
+            offers: HashMap::default(),
+            tasks: HashMap::default(),
+            graveyard: HashMap::default(),
             graveyard_order: VecDeque::new(),
             known: pages::KnownTasks::default(),
-            principal_tasks: HashMap::new(),
+            principal_tasks: HashMap::default(),
             next_id: 0,
             out: Outbox::default(),
             dirty: persist::Dirty::default(),
-            role_settings: HashMap::new(),
+            role_settings: HashMap::default(),
             timers: timers::Timers::default(),
             adoptions: Adoptions::default(),
             held_reconciliations: Vec::new(),

@@ -7,7 +7,7 @@
 //! filter), and freed resources trigger an allocation for that agent without
 //! waiting for the next cycle.
 
-use std::collections::HashSet;
+use crate::maps::HashSet;
 use std::time::Duration;
 
 use wasmos_proto::v1;
@@ -97,7 +97,7 @@ impl Core {
         self.check_principal_tasks(&framework, req.tasks.len())?;
         // Validate every task before touching anything.
         let mut specs = Vec::with_capacity(req.tasks.len());
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         for spec in req.tasks {
             let resources = validate_task(&spec)?;
             let id = TaskId::from(spec.task_id.as_str());
@@ -227,7 +227,7 @@ impl Core {
         // An offer listed twice would be given back twice; a set keeps the
         // check cheap for a decline of thousands of offers.
         let mut offers = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         for id in &req.offer_ids {
             let id = self.check_offer(&framework, id)?;
             if !seen.insert(id.clone()) {

@@ -3,7 +3,7 @@
 //! `RunTasks` message, and so on. Batching is what keeps the per-task cost of
 //! the wire low (see DESIGN.md, "Cost of the wire").
 
-use std::collections::HashMap;
+use crate::maps::HashMap;
 use std::hash::Hash;
 
 use wasmos_proto::v1;
@@ -41,7 +41,7 @@ impl<K, T> Default for Batches<K, T> {
     fn default() -> Self {
         Batches {
             order: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! handler builds records itself. The shell commits a turn's writes before it
 //! sends anything the turn produced.
 
-use std::collections::HashSet;
+use crate::maps::HashSet;
 
 use wasmos_proto::v1;
 

@@ -8,7 +8,8 @@
 //! crash, its stored wall-clock deadline if it was already away. Offers are
 //! not persisted: they die with the process and are made anew.
 
-use std::collections::{HashSet, VecDeque};
+use crate::maps::HashSet;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use wasmos_proto::v1;
@@ -87,8 +88,8 @@ impl Core {
                     last_seen: now,
                     recovering_until: Some(reregister_by),
                     draining: stored.draining,
-                    offers: HashSet::new(),
-                    tasks: HashSet::new(),
+                    offers: HashSet::default(),
+                    tasks: HashSet::default(),
                     unsynced_ends: Vec::new(),
                 },
             );
@@ -137,8 +138,8 @@ impl Core {
                     failover_timeout,
                     failover_deadline: Some(deadline),
                     suppressed: stored.suppressed,
-                    offers: HashSet::new(),
-                    tasks: HashSet::new(),
+                    offers: HashSet::default(),
+                    tasks: HashSet::default(),
                     completed: VecDeque::new(),
                 },
             );
