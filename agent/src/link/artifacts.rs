@@ -3,6 +3,7 @@
 //! service (the executor checks every digest itself).
 
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
@@ -17,65 +18,110 @@ pub(super) fn client(endpoint: Endpoint) -> ArtifactsClient<Channel> {
     ArtifactsClient::new(endpoint.connect_lazy()).max_decoding_message_size(8 << 20)
 }
 
+/// How long a fetch keeps trying a master it lost.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+
 /// Fetches artifacts from the master's `Artifacts` service. The client is
 /// replaced when the agent's certificate is renewed.
 pub(super) struct MasterArtifacts {
     client: Arc<RwLock<ArtifactsClient<Channel>>>,
+    unreachable_for: Duration,
+}
+
+/// Why one try of a fetch ended without the artifact.
+enum Failed {
+    /// The master answered: its answer stands (no such artifact, not
+    /// allowed, too large for the task).
+    Final(std::io::Error),
+    /// The connection was lost, before or during the transfer: the master
+    /// may be restarting, so the whole fetch is tried again.
+    Lost(std::io::Error),
+}
+
+impl From<tonic::Status> for Failed {
+    /// A status the master sent is its answer, save `Unavailable`; one
+    /// the transport made (it has a source: a reset stream, a closed
+    /// connection, a refused dial) means the master went away.
+    fn from(status: tonic::Status) -> Self {
+        let lost = status.code() == tonic::Code::Unavailable
+            || std::error::Error::source(&status).is_some();
+        let error = std::io::Error::other(status.message().to_string());
+        if lost {
+            Self::Lost(error)
+        } else {
+            Self::Final(error)
+        }
+    }
+}
+
+impl From<std::io::Error> for Failed {
+    /// Local file errors (and the task's disk limit) are final.
+    fn from(error: std::io::Error) -> Self {
+        Self::Final(error)
+    }
 }
 
 impl MasterArtifacts {
     /// Fetches with whatever client `client` holds at the time.
     pub(super) fn new(client: Arc<RwLock<ArtifactsClient<Channel>>>) -> Self {
-        Self { client }
+        Self {
+            client,
+            unreachable_for: UNREACHABLE_FOR,
+        }
     }
 
-    /// The artifact's chunks as the master sends them. A master that
-    /// cannot be reached is tried again for [`UNREACHABLE_FOR`]: launches
-    /// reach agents before the master's commit, so a task may be asking for
-    /// its module while the master restarts.
-    async fn chunks(&self, digest: &str) -> std::io::Result<tonic::Streaming<v1::FetchChunk>> {
-        let give_up = std::time::Instant::now() + UNREACHABLE_FOR;
-        let mut pause = std::time::Duration::from_millis(50);
+    /// Runs `attempt` until it has the artifact, fails for good, or the
+    /// master has been gone for `unreachable_for`. Launches reach agents
+    /// before the master's commit, so a task may be asking for its module
+    /// while its master restarts; artifacts are content-addressed, so a
+    /// transfer cut short is simply started again.
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> std::io::Result<T>
+    where
+        F: FnMut(ArtifactsClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failed>>,
+    {
+        let give_up = Instant::now() + self.unreachable_for;
+        let mut pause = Duration::from_millis(50);
         loop {
-            let mut client = self.client.read().expect("not poisoned").clone();
-            let request = v1::FetchRequest {
-                digest: digest.to_string(),
-            };
-            match client.fetch(request).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable
-                        && std::time::Instant::now() + pause < give_up =>
-                {
+            let client = self.client.read().expect("not poisoned").clone();
+            match attempt(client).await {
+                Ok(value) => return Ok(value),
+                Err(Failed::Lost(e)) if Instant::now() + pause < give_up => {
+                    tracing::debug!(error = %e, "artifact fetch lost its master; trying again");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                Err(status) => return Err(io_error(status)),
+                Err(Failed::Lost(e) | Failed::Final(e)) => return Err(e),
             }
         }
     }
 }
 
-/// How long a fetch waits for an unreachable master.
-const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
-
-fn io_error(status: tonic::Status) -> std::io::Error {
-    std::io::Error::other(status.message().to_string())
+/// The chunks of the artifact named `digest`, as the master sends them.
+async fn chunks(
+    mut client: ArtifactsClient<Channel>,
+    digest: &str,
+) -> Result<tonic::Streaming<v1::FetchChunk>, Failed> {
+    let request = v1::FetchRequest {
+        digest: digest.to_string(),
+    };
+    Ok(client.fetch(request).await?.into_inner())
 }
 
 impl ArtifactSource for MasterArtifacts {
     fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
-        Box::pin(async move {
-            let mut stream = self.chunks(digest).await?;
+        Box::pin(self.with_retries(move |client| async move {
+            let mut stream = chunks(client, digest).await?;
             let mut bytes = Vec::new();
             while let Some(chunk) = stream.next().await {
-                bytes.extend_from_slice(&chunk.map_err(io_error)?.data);
+                bytes.extend_from_slice(&chunk?.data);
             }
             Ok(bytes)
-        })
+        }))
     }
 
-    /// Writes each chunk as it comes: one chunk in memory at a time.
+    /// Writes each chunk as it comes: one chunk in memory at a time. A
+    /// transfer cut short starts the file over.
     fn spool<'a>(
         &'a self,
         digest: &'a str,
@@ -83,18 +129,244 @@ impl ArtifactSource for MasterArtifacts {
         limit: u64,
     ) -> SpoolFuture<'a> {
         Box::pin(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut stream = self.chunks(digest).await?;
-            let mut file = create_new(dest).await?;
-            let mut size = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(io_error)?;
-                size = size.saturating_add(chunk.data.len() as u64);
-                check_limit(size, limit)?;
-                file.write_all(&chunk.data).await?;
-            }
-            file.flush().await?;
-            Ok(size)
+            let mut tried = false;
+            self.with_retries(|client| {
+                let again = std::mem::replace(&mut tried, true);
+                async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut stream = chunks(client, digest).await?;
+                    if again {
+                        // Only the file this fetch made is removed; any
+                        // other is refused by `create_new` below.
+                        tokio::fs::remove_file(dest)
+                            .await
+                            .or_else(not_found_is_fine)?;
+                    }
+                    let mut file = create_new(dest).await?;
+                    let mut size = 0u64;
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk?;
+                        size = size.saturating_add(chunk.data.len() as u64);
+                        check_limit(size, limit)?;
+                        file.write_all(&chunk.data).await?;
+                    }
+                    file.flush().await?;
+                    Ok(size)
+                }
+            })
+            .await
         })
+    }
+}
+
+fn not_found_is_fine(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A real gRPC server on loopback that dies mid-transfer, in its own
+    //! runtime so that dropping the runtime closes its connections.
+
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio_stream::Stream;
+    use tonic::{Request, Response, Status, Streaming};
+    use wasmos_proto::v1::artifacts_server::{Artifacts, ArtifactsServer};
+
+    use super::*;
+
+    const FIRST: &[u8] = b"the first chunk, ";
+    const REST: &[u8] = b"and the rest of the artifact";
+
+    #[derive(Clone, Copy)]
+    enum Serve {
+        /// Sends the first chunk, then nothing more, ever.
+        FirstChunkOnly,
+        /// Sends both chunks.
+        Whole,
+        /// Answers that there is no such artifact.
+        NotFound,
+    }
+
+    struct FakeMaster {
+        serve: Serve,
+        calls: Arc<AtomicUsize>,
+    }
+
+    type Chunks = Pin<Box<dyn Stream<Item = Result<v1::FetchChunk, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Artifacts for FakeMaster {
+        async fn upload(
+            &self,
+            _: Request<Streaming<v1::UploadChunk>>,
+        ) -> Result<Response<v1::ArtifactInfo>, Status> {
+            Err(Status::unimplemented("upload"))
+        }
+
+        type FetchStream = Chunks;
+
+        async fn fetch(&self, _: Request<v1::FetchRequest>) -> Result<Response<Chunks>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let chunk = |data: &[u8]| {
+                Ok(v1::FetchChunk {
+                    data: data.to_vec(),
+                })
+            };
+            let stream: Chunks = match self.serve {
+                Serve::FirstChunkOnly => {
+                    Box::pin(tokio_stream::iter(vec![chunk(FIRST)]).chain(tokio_stream::pending()))
+                }
+                Serve::Whole => Box::pin(tokio_stream::iter(vec![chunk(FIRST), chunk(REST)])),
+                Serve::NotFound => return Err(Status::not_found("no artifact")),
+            };
+            Ok(Response::new(stream))
+        }
+
+        async fn stat(
+            &self,
+            _: Request<v1::StatRequest>,
+        ) -> Result<Response<v1::ArtifactInfo>, Status> {
+            Err(Status::unimplemented("stat"))
+        }
+    }
+
+    /// A server on `listener` in a thread and runtime of its own, until
+    /// the returned sender is dropped.
+    fn serve(
+        listener: std::net::TcpListener,
+        serve: Serve,
+    ) -> (tokio::sync::oneshot::Sender<()>, Arc<AtomicUsize>) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let master = FakeMaster {
+            serve,
+            calls: calls.clone(),
+        };
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(ArtifactsServer::new(master))
+                        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                            listener,
+                        )),
+                );
+                let _ = stopped.await;
+            });
+            // The runtime drops here with every connection it served.
+        });
+        (stop, calls)
+    }
+
+    /// Binds the port again once the old server's socket is gone.
+    async fn rebind(addr: std::net::SocketAddr) -> std::net::TcpListener {
+        for _ in 0..200 {
+            if let Ok(listener) = std::net::TcpListener::bind(addr) {
+                return listener;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("cannot bind {addr} again");
+    }
+
+    fn source(addr: std::net::SocketAddr, unreachable_for: Duration) -> MasterArtifacts {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        MasterArtifacts {
+            client: Arc::new(RwLock::new(client(endpoint))),
+            unreachable_for,
+        }
+    }
+
+    fn whole() -> Vec<u8> {
+        [FIRST, REST].concat()
+    }
+
+    #[tokio::test]
+    async fn a_spool_cut_short_by_a_master_restart_starts_the_file_over() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, _) = serve(listener, Serve::FirstChunkOnly);
+        let artifacts = Arc::new(source(addr, UNREACHABLE_FOR));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("input");
+        let spool = tokio::spawn({
+            let (artifacts, dest) = (artifacts.clone(), dest.clone());
+            async move { artifacts.spool("digest", &dest, 1 << 20).await }
+        });
+        // The first chunk is on disk: the transfer is under way.
+        while std::fs::read(&dest).map(|b| b != FIRST).unwrap_or(true) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(stop);
+        let (_again, calls) = serve(rebind(addr).await, Serve::Whole);
+        let size = tokio::time::timeout(Duration::from_secs(20), spool)
+            .await
+            .expect("the spool waits no longer than its master")
+            .unwrap()
+            .expect("the second master sends it whole");
+        assert_eq!(size, whole().len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), whole());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_cut_short_by_a_master_restart_is_fetched_again_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, first_calls) = serve(listener, Serve::FirstChunkOnly);
+        let artifacts = Arc::new(source(addr, UNREACHABLE_FOR));
+        let fetch = tokio::spawn({
+            let artifacts = artifacts.clone();
+            async move { artifacts.fetch("digest").await }
+        });
+        while first_calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(stop);
+        let (_again, _) = serve(rebind(addr).await, Serve::Whole);
+        let bytes = tokio::time::timeout(Duration::from_secs(20), fetch)
+            .await
+            .expect("the fetch waits no longer than its master")
+            .unwrap()
+            .expect("the second master sends it whole");
+        assert_eq!(bytes, whole());
+    }
+
+    #[tokio::test]
+    async fn a_masters_answer_is_final() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, calls) = serve(listener, Serve::NotFound);
+        let artifacts = source(addr, UNREACHABLE_FOR);
+        let error = artifacts.fetch("digest").await.unwrap_err();
+        assert!(error.to_string().contains("no artifact"), "{error}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once, not again");
+    }
+
+    #[tokio::test]
+    async fn a_master_that_stays_away_fails_the_fetch_after_its_window() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // Nothing listens there any more.
+        let artifacts = source(addr, Duration::from_millis(300));
+        let fetched = tokio::time::timeout(Duration::from_secs(20), artifacts.fetch("digest"))
+            .await
+            .expect("the fetch gives up");
+        assert!(fetched.is_err());
     }
 }
