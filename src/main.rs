@@ -3,6 +3,7 @@
 
 mod access;
 mod agent;
+mod allocator;
 mod cli_args;
 mod demo;
 mod etcd_tls;
@@ -106,6 +107,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     let cli = Cli::parse();
     // Daemons say what they do; client commands only what goes wrong.
     // WASMOS_LOG (e.g. `debug`, `wasmos_master=debug`) overrides either.

@@ -1,10 +1,19 @@
 //! Gives memory the allocator holds free back to the system.
 
-/// glibc keeps the blocks of a large, long-lived structure (an ended job's
-/// per-index outcomes: tens of MiB for a million indices) for reuse once
-/// freed, so the master's resident set never shows them gone;
-/// `malloc_trim` returns every whole free page. Elsewhere, nothing to do.
+/// An ended job's per-index outcomes (tens of MiB for a million indices)
+/// are freed at once, and allocators keep freed pages for reuse: the
+/// master's resident set would never show them gone. This hands every
+/// whole free page back, to whichever allocator the process uses: mimalloc
+/// (the `wasmos` binary, feature `mimalloc`) purges its arenas at once
+/// instead of after its delay; glibc's `malloc_trim` returns its heaps'
+/// free pages. Elsewhere, nothing to do.
 pub fn return_free_memory() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: a forced collection of mimalloc's heap of this thread and of
+    // its arenas; callable from any thread at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages of glibc's own heaps; it
     // takes the allocator's locks like any malloc call.

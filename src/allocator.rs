@@ -1,0 +1,52 @@
+//! The process's memory allocator: mimalloc, for every role the binary
+//! plays. The master, agents and executors allocate and free small
+//! messages by the million; glibc's malloc spent about a third of the
+//! master's CPU on it (its consolidation of freed chunks most of all), and
+//! mimalloc's thread-local pages cut the master's CPU per task by a
+//! quarter (BENCHMARKS.md, "mimalloc").
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in `mimalloc.h`: its options keep their numbers
+/// across versions (retired ones stay as `deprecated_` placeholders), but
+/// `libmimalloc-sys` does not name this one.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long freed memory stays mapped before mimalloc hands it back:
+/// mimalloc 3 waits a second (ten for whole arenas), which made a master
+/// that just dropped a burst of large messages look 90 MiB bigger for that
+/// long; 10 ms, mimalloc 2's delay, returns it before anyone measures, at
+/// no cost measured in the jobs bench. `MIMALLOC_PURGE_DELAY` still wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// Sets the allocator's options; called first thing in `main`.
+pub fn configure() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's option values, which it reads
+        // atomically; any thread may at any time.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_option_set_is_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads an option's value.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        // mimalloc 3's purge delay is the one option that defaults to 1000.
+        assert_eq!(
+            get(),
+            1000,
+            "option {MI_OPTION_PURGE_DELAY} is not mimalloc 3's purge delay"
+        );
+        configure();
+        assert_eq!(get(), PURGE_DELAY_MS);
+    }
+}
