@@ -226,58 +226,56 @@ impl Collector {
         // in between is then seen running, never as an ended stray.
         let listed = list.then(|| list_dirs(&sandboxes_dir));
         let running: HashSet<String> = executor.running_tasks().into_iter().collect();
+        let running_use = |task: &String| SandboxUse {
+            task: task.clone(),
+            ended_at: SystemTime::now(),
+            retired_at: None,
+            bytes: crate::sandbox::disk_usage(&sandboxes_dir.join(task)),
+            running: true,
+        };
         let mut uses = Vec::new();
         {
             let mut ended = self.ended.lock().unwrap();
-            let dirs = match listed {
+            match listed {
                 Some(dirs) => {
                     let present: HashSet<&String> = dirs.iter().collect();
                     // A sandbox written behind its task may not be listed yet.
                     let recent = SystemTime::now() - WRITE_BEHIND_GRACE;
                     ended.retain(|task, e| present.contains(task) || e.at > recent);
-                    dirs
-                }
-                None => ended.keys().chain(&running).cloned().collect(),
-            };
-            uses.reserve(dirs.len());
-            for task in &dirs {
-                let dir = sandboxes_dir.join(task);
-                let is_running = running.contains(task)
-                    || executor.state(task).is_some_and(|s| !crate::is_terminal(s));
-                if is_running {
-                    uses.push(SandboxUse {
-                        task: task.clone(),
-                        ended_at: SystemTime::now(),
-                        retired_at: None,
-                        bytes: crate::sandbox::disk_usage(&dir),
-                        running: true,
-                    });
-                    continue;
-                }
-                // A sandbox the collector never heard of (an earlier run's):
-                // aged, and retired, from its last change.
-                let record = ended.entry(task.clone()).or_insert_with(|| {
-                    let at = last_modified(&dir);
-                    Ended {
-                        at,
-                        bytes: None,
-                        retired_at: Some(at),
+                    uses.reserve(dirs.len());
+                    for task in &dirs {
+                        let is_running = running.contains(task)
+                            || executor.state(task).is_some_and(|s| !crate::is_terminal(s));
+                        if is_running {
+                            uses.push(running_use(task));
+                            continue;
+                        }
+                        // A sandbox the collector never heard of (an earlier
+                        // run's): aged, and retired, from its last change.
+                        let record = ended.entry(task.clone()).or_insert_with(|| {
+                            let at = last_modified(&sandboxes_dir.join(task));
+                            Ended {
+                                at,
+                                bytes: None,
+                                retired_at: Some(at),
+                            }
+                        });
+                        uses.push(ended_use(task, record, &sandboxes_dir));
                     }
-                });
-                // A sandbox not written yet (a pass that did not list)
-                // is measured once it is.
-                let bytes = match record.bytes {
-                    Some(bytes) => bytes,
-                    None if dir.exists() => *record.bytes.insert(crate::sandbox::disk_usage(&dir)),
-                    None => 0,
-                };
-                uses.push(SandboxUse {
-                    task: task.clone(),
-                    ended_at: record.at,
-                    retired_at: record.retired_at,
-                    bytes,
-                    running: false,
-                });
+                }
+                // What the collector knows: the tasks its executor says
+                // ended, and those running. This pass runs after every
+                // second of ends, over up to `max_sandboxes` of them: one
+                // walk of the map, no lookup per task.
+                None => {
+                    uses.reserve(ended.len() + running.len());
+                    uses.extend(running.iter().map(running_use));
+                    for (task, record) in ended.iter_mut() {
+                        if !running.contains(task) {
+                            uses.push(ended_use(task, record, &sandboxes_dir));
+                        }
+                    }
+                }
             }
         }
         report.sandbox_bytes = uses.iter().map(|u| u.bytes).sum();
@@ -293,13 +291,11 @@ impl Collector {
             config.sandbox_retention,
             config.max_sandboxes,
         );
-        let gone: HashSet<&String> = old.iter().collect();
-        let rest: Vec<SandboxUse> = uses
-            .iter()
-            .filter(|u| !gone.contains(&u.task))
-            .cloned()
-            .collect();
-        let pressed = choose_victims(&rest, &pressure);
+        if !old.is_empty() {
+            let gone: HashSet<&String> = old.iter().collect();
+            uses.retain(|u| !gone.contains(&u.task));
+        }
+        let pressed = choose_victims(&uses, &pressure);
         let why = |i: usize| {
             if i < old.len() {
                 "retention time or sandbox count"
@@ -342,6 +338,29 @@ impl Collector {
 /// How long the collector remembers an ended task whose sandbox it has not
 /// seen on disk: sandboxes are written shortly after their task ends.
 const WRITE_BEHIND_GRACE: Duration = Duration::from_secs(60);
+
+/// How an ended task's sandbox counts in a pass. One not measured yet is
+/// measured once it is written (a sandbox written behind its task).
+fn ended_use(task: &str, record: &mut Ended, sandboxes_dir: &Path) -> SandboxUse {
+    let bytes = match record.bytes {
+        Some(bytes) => bytes,
+        None => {
+            let dir = sandboxes_dir.join(task);
+            if dir.exists() {
+                *record.bytes.insert(crate::sandbox::disk_usage(&dir))
+            } else {
+                0
+            }
+        }
+    };
+    SandboxUse {
+        task: task.to_owned(),
+        ended_at: record.at,
+        retired_at: record.retired_at,
+        bytes,
+        running: false,
+    }
+}
 
 /// Longest a pass asked for by a task's end waits after the previous pass
 /// (or the [`gc_interval`](ExecutorConfig::gc_interval), if shorter).
