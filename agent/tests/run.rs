@@ -467,10 +467,13 @@ fn output_is_readable_while_the_task_runs() {
     }
     assert_eq!(h.stdout("ticker"), "tick\n");
     assert_eq!(h.executor.running_tasks(), ["ticker"]);
+    assert_eq!(h.executor.running_count(), 1);
     assert_eq!(h.executor.state("ticker"), Some(TaskState::Running));
     h.executor.kill("ticker").unwrap();
     let end = collect(rx, Duration::from_secs(10)).pop().unwrap();
     assert_eq!(end.state(), TaskState::Killed);
+    assert_eq!(h.executor.running_count(), 0, "counted until its end");
+    assert!(h.executor.running_tasks().is_empty());
     assert_eq!(h.stdout("ticker"), "tick\n", "still readable after the end");
     assert!(h.executor.kill("ticker").is_err(), "already ended");
 }
@@ -501,7 +504,8 @@ fn a_failing_task_does_not_harm_its_neighbours() {
         };
         assert_eq!(end.reason(), expected, "{id}: {}", end.message);
     }
-    // The executor still works.
+    // The executor still works, and counts no task of them as running.
     let end = h.run(spec("after", &[]), fixture("hi")).pop().unwrap();
     assert_eq!(end.state(), TaskState::Finished);
+    assert_eq!(h.executor.running_count(), 0);
 }

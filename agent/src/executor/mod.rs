@@ -31,6 +31,7 @@ mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -105,6 +106,9 @@ struct Tasks {
 pub struct Executor {
     shared: Arc<Shared>,
     tasks: Mutex<Tasks>,
+    /// How many launched tasks have not ended: asked several times a
+    /// second, where counting them would walk every task still retained.
+    open: Arc<AtomicUsize>,
     workers: Workers,
     persister: Option<Persister>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -180,6 +184,7 @@ impl Executor {
                 launched: HashMap::new(),
                 on_disk,
             }),
+            open: Arc::default(),
             workers,
             persister: Some(persister),
             runtime: Some(runtime),
@@ -245,6 +250,7 @@ impl Executor {
                 return Err(LaunchError::Duplicate(spec.task_id));
             }
             tasks.launched.insert(spec.task_id.clone(), control.clone());
+            self.open.fetch_add(1, Ordering::AcqRel);
             tasks.on_disk.contains(&spec.task_id)
         };
         let reporter = Reporter::new(
@@ -253,7 +259,8 @@ impl Executor {
             framework_id.to_owned(),
             self.shared.config.agent_id.clone(),
             control.state.clone(),
-        );
+        )
+        .counted_in(self.open.clone());
         let sched = control.sched.clone();
         let launch = Launch {
             spec,
@@ -293,6 +300,11 @@ impl Executor {
     /// The module digest `task_id`'s spec names (empty for inline modules).
     pub fn artifact_of(&self, task_id: &str) -> Option<String> {
         self.control(task_id).ok().map(|c| c.artifact.clone())
+    }
+
+    /// How many tasks have not ended (without walking them).
+    pub fn running_count(&self) -> usize {
+        self.open.load(Ordering::Acquire)
     }
 
     /// Ids of the tasks that have not ended.

@@ -6,6 +6,7 @@
 /// The head of its stdout a task's terminal status carries.
 const STDOUT_HEAD_BYTES: usize = 4096;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -119,6 +120,8 @@ pub struct Reporter {
     latest: Arc<Mutex<TaskState>>,
     done: bool,
     write_behind: Option<WriteBehind>,
+    /// The executor's count of tasks not ended, less one at this end.
+    open: Option<Arc<AtomicUsize>>,
 }
 
 /// Where a task's files go when it ends, and whether its terminal status
@@ -146,7 +149,15 @@ impl Reporter {
             latest,
             done: false,
             write_behind: None,
+            open: None,
         }
+    }
+
+    /// Counts the task in `open` (already counted by the caller) until its
+    /// terminal status is sent.
+    pub fn counted_in(mut self, open: Arc<AtomicUsize>) -> Self {
+        self.open = Some(open);
+        self
     }
 
     /// Hands the task's files to the write-behind when the task ends,
@@ -189,6 +200,11 @@ impl Reporter {
         }
         self.done = is_terminal(state);
         *self.latest.lock().unwrap() = state;
+        if self.done
+            && let Some(open) = &self.open
+        {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
         if self.done {
             // Its STARTING and RUNNING, if still queued, say nothing the
             // end does not.

@@ -219,7 +219,7 @@ impl Service {
                     self.record(batch);
                 }
                 _ = tick.tick() => {
-                    idle_ticks = if self.executor.running_tasks().is_empty()
+                    idle_ticks = if self.executor.running_count() == 0
                         && self.statuses.is_empty()
                     {
                         idle_ticks + 1
@@ -381,7 +381,7 @@ impl Service {
             In::Drain(_) => {
                 if !self.draining {
                     tracing::info!(
-                        running = self.executor.running_tasks().len(),
+                        running = self.executor.running_count(),
                         "draining: no new tasks; exiting once the running ones end"
                     );
                 }
