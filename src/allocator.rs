@@ -14,17 +14,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long freed memory stays mapped before mimalloc hands it back:
-/// mimalloc 3 waits a second (ten for whole arenas), which made a master
-/// that just dropped a burst of large messages look 90 MiB bigger for that
-/// long; 10 ms, mimalloc 2's delay, returns it before anyone measures, at
-/// no cost measured in the jobs bench. `MIMALLOC_PURGE_DELAY` still wins.
+/// mimalloc 3 waits a second, which made a master that just dropped a
+/// burst of large messages look 90 MiB bigger for that long; 10 ms,
+/// mimalloc 2's delay, returns it before anyone measures, at no cost
+/// measured in the jobs bench. `MIMALLOC_PURGE_DELAY` (or its old name
+/// `MIMALLOC_RESET_DELAY`) still wins.
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
 
-/// Sets the allocator's options; called first thing in `main`.
+/// Sets the allocator's options. Call it first thing in `main`, before any
+/// other thread exists: mimalloc stores option values without atomics.
 pub fn configure() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's option values, which it reads
-        // atomically; any thread may at any time.
+    let set_by_user = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    if !set_by_user {
+        // SAFETY: a plain store into mimalloc's option table, made while
+        // no other thread can read it (see above).
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
     }
 }
@@ -35,7 +40,10 @@ mod tests {
 
     #[test]
     fn the_option_set_is_the_purge_delay() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some())
+        {
             return;
         }
         // SAFETY: reads an option's value.

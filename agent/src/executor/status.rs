@@ -203,7 +203,8 @@ impl Reporter {
         if self.done
             && let Some(open) = &self.open
         {
-            open.fetch_sub(1, Ordering::AcqRel);
+            let before = open.fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(before > 0, "a task ended that was never counted");
         }
         if self.done {
             // Its STARTING and RUNNING, if still queued, say nothing the

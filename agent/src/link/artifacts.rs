@@ -18,7 +18,8 @@ pub(super) fn client(endpoint: Endpoint) -> ArtifactsClient<Channel> {
     ArtifactsClient::new(endpoint.connect_lazy()).max_decoding_message_size(8 << 20)
 }
 
-/// How long a fetch keeps trying a master it lost.
+/// How long a fetch keeps trying a master it lost, counted from the loss
+/// (a transfer that reached the master starts the count over).
 const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
 /// Fetches artifacts from the master's `Artifacts` service. The client is
@@ -34,20 +35,47 @@ enum Failed {
     /// allowed, too large for the task).
     Final(std::io::Error),
     /// The connection was lost, before or during the transfer: the master
-    /// may be restarting, so the whole fetch is tried again.
-    Lost(std::io::Error),
+    /// may be restarting, so the whole fetch is tried again. `reached`:
+    /// the master had answered this try before it was lost.
+    Lost {
+        error: std::io::Error,
+        reached: bool,
+    },
+}
+
+impl Failed {
+    /// The status that cut a transfer the master had begun to answer.
+    fn mid_transfer(status: tonic::Status) -> Self {
+        match Self::from(status) {
+            Self::Lost { error, .. } => Self::Lost {
+                error,
+                reached: true,
+            },
+            last => last,
+        }
+    }
 }
 
 impl From<tonic::Status> for Failed {
-    /// A status the master sent is its answer, save `Unavailable`; one
-    /// the transport made (it has a source: a reset stream, a closed
-    /// connection, a refused dial) means the master went away.
+    /// A status the master sent is its answer, save `Unavailable`. One the
+    /// transport made (it has a source) with a code that says the stream
+    /// or connection broke (a refused dial, a reset stream, a closed
+    /// connection) means the master went away; load shedding and the
+    /// like stay answers.
     fn from(status: tonic::Status) -> Self {
-        let lost = status.code() == tonic::Code::Unavailable
-            || std::error::Error::source(&status).is_some();
+        use tonic::Code;
+        let made_here = std::error::Error::source(&status).is_some();
+        let lost = match status.code() {
+            Code::Unavailable => true,
+            Code::Internal | Code::Unknown | Code::Cancelled => made_here,
+            _ => false,
+        };
         let error = std::io::Error::other(status.message().to_string());
         if lost {
-            Self::Lost(error)
+            Self::Lost {
+                error,
+                reached: false,
+            }
         } else {
             Self::Final(error)
         }
@@ -71,27 +99,37 @@ impl MasterArtifacts {
     }
 
     /// Runs `attempt` until it has the artifact, fails for good, or the
-    /// master has been gone for `unreachable_for`. Launches reach agents
-    /// before the master's commit, so a task may be asking for its module
-    /// while its master restarts; artifacts are content-addressed, so a
-    /// transfer cut short is simply started again.
+    /// master has been gone for `unreachable_for` since it was lost.
+    /// Launches reach agents before the master's commit, so a task may be
+    /// asking for its module while its master restarts; artifacts are
+    /// content-addressed, so a transfer cut short is simply started again.
     async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> std::io::Result<T>
     where
         F: FnMut(ArtifactsClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failed>>,
     {
-        let give_up = Instant::now() + self.unreachable_for;
-        let mut pause = Duration::from_millis(50);
+        let first_pause = Duration::from_millis(50);
+        let mut pause = first_pause;
+        let mut lost_at: Option<Instant> = None;
         loop {
             let client = self.client.read().expect("not poisoned").clone();
             match attempt(client).await {
                 Ok(value) => return Ok(value),
-                Err(Failed::Lost(e)) if Instant::now() + pause < give_up => {
-                    tracing::debug!(error = %e, "artifact fetch lost its master; trying again");
+                Err(Failed::Final(error)) => return Err(error),
+                Err(Failed::Lost { error, reached }) => {
+                    let now = Instant::now();
+                    if reached {
+                        lost_at = None;
+                        pause = first_pause;
+                    }
+                    let since = *lost_at.get_or_insert(now);
+                    if now + pause >= since + self.unreachable_for {
+                        return Err(error);
+                    }
+                    tracing::debug!(%error, "artifact fetch lost its master; trying again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                Err(Failed::Lost(e) | Failed::Final(e)) => return Err(e),
             }
         }
     }
@@ -108,54 +146,59 @@ async fn chunks(
     Ok(client.fetch(request).await?.into_inner())
 }
 
+/// Writes the chunks of `stream` to `file`, refusing more than `limit`
+/// bytes in all; returns their size.
+async fn write_chunks(
+    stream: &mut tonic::Streaming<v1::FetchChunk>,
+    file: &mut tokio::fs::File,
+    limit: u64,
+) -> Result<u64, Failed> {
+    use tokio::io::AsyncWriteExt;
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(Failed::mid_transfer)?;
+        size = size.saturating_add(chunk.data.len() as u64);
+        check_limit(size, limit)?;
+        file.write_all(&chunk.data).await?;
+    }
+    file.flush().await?;
+    Ok(size)
+}
+
 impl ArtifactSource for MasterArtifacts {
     fn fetch<'a>(&'a self, digest: &'a str) -> FetchFuture<'a> {
         Box::pin(self.with_retries(move |client| async move {
             let mut stream = chunks(client, digest).await?;
             let mut bytes = Vec::new();
             while let Some(chunk) = stream.next().await {
-                bytes.extend_from_slice(&chunk?.data);
+                bytes.extend_from_slice(&chunk.map_err(Failed::mid_transfer)?.data);
             }
             Ok(bytes)
         }))
     }
 
     /// Writes each chunk as it comes: one chunk in memory at a time. A
-    /// transfer cut short starts the file over.
+    /// transfer cut short removes the file it made and starts over.
     fn spool<'a>(
         &'a self,
         digest: &'a str,
         dest: &'a std::path::Path,
         limit: u64,
     ) -> SpoolFuture<'a> {
-        Box::pin(async move {
-            let mut tried = false;
-            self.with_retries(|client| {
-                let again = std::mem::replace(&mut tried, true);
-                async move {
-                    use tokio::io::AsyncWriteExt;
-                    let mut stream = chunks(client, digest).await?;
-                    if again {
-                        // Only the file this fetch made is removed; any
-                        // other is refused by `create_new` below.
-                        tokio::fs::remove_file(dest)
-                            .await
-                            .or_else(not_found_is_fine)?;
-                    }
-                    let mut file = create_new(dest).await?;
-                    let mut size = 0u64;
-                    while let Some(chunk) = stream.next().await {
-                        let chunk = chunk?;
-                        size = size.saturating_add(chunk.data.len() as u64);
-                        check_limit(size, limit)?;
-                        file.write_all(&chunk.data).await?;
-                    }
-                    file.flush().await?;
-                    Ok(size)
-                }
-            })
-            .await
-        })
+        Box::pin(self.with_retries(move |client| async move {
+            let mut stream = chunks(client, digest).await?;
+            let mut file = create_new(dest).await?;
+            let written = write_chunks(&mut stream, &mut file, limit).await;
+            if let Err(Failed::Lost { .. }) = &written {
+                // Its writes done before the name goes (Windows refuses to
+                // remove a file still being written).
+                drop(file.into_std().await);
+                tokio::fs::remove_file(dest)
+                    .await
+                    .or_else(not_found_is_fine)?;
+            }
+            written
+        }))
     }
 }
 
@@ -290,6 +333,15 @@ mod tests {
         }
     }
 
+    /// Waits until `done`, failing the test after 20 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn whole() -> Vec<u8> {
         [FIRST, REST].concat()
     }
@@ -307,9 +359,10 @@ mod tests {
             async move { artifacts.spool("digest", &dest, 1 << 20).await }
         });
         // The first chunk is on disk: the transfer is under way.
-        while std::fs::read(&dest).map(|b| b != FIRST).unwrap_or(true) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("the first chunk is on disk", || {
+            std::fs::read(&dest).is_ok_and(|b| b == FIRST)
+        })
+        .await;
         drop(stop);
         let (_again, calls) = serve(rebind(addr).await, Serve::Whole);
         let size = tokio::time::timeout(Duration::from_secs(20), spool)
@@ -332,9 +385,10 @@ mod tests {
             let artifacts = artifacts.clone();
             async move { artifacts.fetch("digest").await }
         });
-        while first_calls.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("the first master is asked", || {
+            first_calls.load(Ordering::SeqCst) > 0
+        })
+        .await;
         drop(stop);
         let (_again, _) = serve(rebind(addr).await, Serve::Whole);
         let bytes = tokio::time::timeout(Duration::from_secs(20), fetch)
@@ -343,6 +397,22 @@ mod tests {
             .unwrap()
             .expect("the second master sends it whole");
         assert_eq!(bytes, whole());
+    }
+
+    #[tokio::test]
+    async fn a_spool_never_replaces_a_file_it_did_not_make() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, _) = serve(listener, Serve::Whole);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("input");
+        std::fs::write(&dest, "another input's").unwrap();
+        let error = source(addr, UNREACHABLE_FOR)
+            .spool("digest", &dest, 1 << 20)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists, "{error}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"another input's");
     }
 
     #[tokio::test]

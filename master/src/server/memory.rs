@@ -2,11 +2,12 @@
 
 /// An ended job's per-index outcomes (tens of MiB for a million indices)
 /// are freed at once, and allocators keep freed pages for reuse: the
-/// master's resident set would never show them gone. This hands every
-/// whole free page back, to whichever allocator the process uses: mimalloc
-/// (the `wasmos` binary, feature `mimalloc`) purges its arenas at once
-/// instead of after its delay; glibc's `malloc_trim` returns its heaps'
-/// free pages. Elsewhere, nothing to do.
+/// master's resident set would not show them gone. This asks whichever
+/// allocator the process uses to hand free pages back now: mimalloc (the
+/// `wasmos` binary, feature `mimalloc`) purges the free memory of its
+/// arenas at once rather than after its delay (pages a thread's own heap
+/// still caches stay); glibc's `malloc_trim` returns its heaps' whole free
+/// pages. Elsewhere, nothing to do.
 pub fn return_free_memory() {
     #[cfg(feature = "mimalloc")]
     // SAFETY: a forced collection of mimalloc's heap of this thread and of
