@@ -39,7 +39,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_option_set_is_the_purge_delay() {
+    fn the_option_set_is_mimallocs_purge_delay() {
         if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
             .iter()
             .any(|name| std::env::var_os(name).is_some())
@@ -49,12 +49,11 @@ mod tests {
         // SAFETY: reads an option's value.
         let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         // mimalloc 3's purge delay is the one option that defaults to 1000.
+        // (`configure` is not called: other tests' threads are running.)
         assert_eq!(
             get(),
             1000,
             "option {MI_OPTION_PURGE_DELAY} is not mimalloc 3's purge delay"
         );
-        configure();
-        assert_eq!(get(), PURGE_DELAY_MS);
     }
 }

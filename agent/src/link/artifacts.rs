@@ -22,6 +22,9 @@ pub(super) fn client(endpoint: Endpoint) -> ArtifactsClient<Channel> {
 /// (a transfer that reached the master starts the count over).
 const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
+/// How many transfers a fetch starts over after they were cut short.
+const MAX_CUT_SHORT: u32 = 5;
+
 /// Fetches artifacts from the master's `Artifacts` service. The client is
 /// replaced when the agent's certificate is renewed.
 pub(super) struct MasterArtifacts {
@@ -108,9 +111,9 @@ impl MasterArtifacts {
         F: FnMut(ArtifactsClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failed>>,
     {
-        let first_pause = Duration::from_millis(50);
-        let mut pause = first_pause;
+        let mut pause = Duration::from_millis(50);
         let mut lost_at: Option<Instant> = None;
+        let mut cut_short = 0;
         loop {
             let client = self.client.read().expect("not poisoned").clone();
             match attempt(client).await {
@@ -119,8 +122,13 @@ impl MasterArtifacts {
                 Err(Failed::Lost { error, reached }) => {
                     let now = Instant::now();
                     if reached {
+                        // A master that answers and then drops every
+                        // transfer is not restarting: give up on it.
+                        cut_short += 1;
+                        if cut_short > MAX_CUT_SHORT {
+                            return Err(error);
+                        }
                         lost_at = None;
-                        pause = first_pause;
                     }
                     let since = *lost_at.get_or_insert(now);
                     if now + pause >= since + self.unreachable_for {
@@ -235,6 +243,8 @@ mod tests {
         Whole,
         /// Answers that there is no such artifact.
         NotFound,
+        /// Sends the first chunk, then says it is unavailable.
+        FirstChunkThenUnavailable,
     }
 
     struct FakeMaster {
@@ -268,6 +278,10 @@ mod tests {
                 }
                 Serve::Whole => Box::pin(tokio_stream::iter(vec![chunk(FIRST), chunk(REST)])),
                 Serve::NotFound => return Err(Status::not_found("no artifact")),
+                Serve::FirstChunkThenUnavailable => Box::pin(tokio_stream::iter(vec![
+                    chunk(FIRST),
+                    Err(Status::unavailable("going away")),
+                ])),
             };
             Ok(Response::new(stream))
         }
@@ -413,6 +427,21 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists, "{error}");
         assert_eq!(std::fs::read(&dest).unwrap(), b"another input's");
+    }
+
+    #[tokio::test]
+    async fn a_master_that_cuts_every_transfer_short_is_given_up_on() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, calls) = serve(listener, Serve::FirstChunkThenUnavailable);
+        let fetched = tokio::time::timeout(
+            Duration::from_secs(20),
+            source(addr, UNREACHABLE_FOR).fetch("digest"),
+        )
+        .await
+        .expect("the fetch gives up");
+        assert!(fetched.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst) as u32, MAX_CUT_SHORT + 1);
     }
 
     #[tokio::test]
