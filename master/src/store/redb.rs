@@ -2,8 +2,10 @@
 //!
 //! One redb table per [`Table`], `&str` keys, protobuf values. A commit is
 //! one redb write transaction with its default durability (data and
-//! header synced before `commit` returns).
+//! header synced before `commit` returns), and writes each key once: its
+//! last write in the commit.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ::redb::{
@@ -11,6 +13,7 @@ use ::redb::{
     ReadableTableMetadata, StorageBackend, TableDefinition, TableError,
 };
 use prost::Message;
+use wasmos_core::maps::HashSet;
 use wasmos_proto::v1;
 
 use super::{Record, Registry, Store, StoreError, Table, Write};
@@ -190,37 +193,49 @@ impl Store for RedbStore {
         if writes.is_empty() {
             return Ok(());
         }
+        // A busy master's commit gathers many turns, and a record changed
+        // in several of them (a job's chunk of outcomes, a task launched,
+        // running, ended and archived) would be written once per turn. The
+        // transaction is atomic, so only each key's last write counts:
+        // walking back from the end, earlier writes of a key are skipped.
+        let targets: Vec<(Table, Cow<'_, str>)> = writes
+            .iter()
+            .map(|write| match write {
+                Write::Put(record) => (record.table(), Cow::Owned(record.key())),
+                Write::Delete(table, key) => (*table, Cow::Borrowed(key.as_str())),
+            })
+            .collect();
+        let mut written: HashSet<(Table, &str)> =
+            HashSet::with_capacity_and_hasher(writes.len(), Default::default());
         let txn = self.db.begin_write().map_err(|e| self.io("write", e))?;
         {
-            // Tables opened once per commit, in the order first touched.
+            // Tables opened once per commit, as first needed.
             let mut open: Vec<(Table, ::redb::Table<&str, &[u8]>)> = Vec::with_capacity(3);
-            for write in writes {
-                let table = match write {
-                    Write::Put(record) => record.table(),
-                    Write::Delete(table, _) => *table,
-                };
-                let index = match open.iter().position(|(t, _)| *t == table) {
+            for (write, (table, key)) in writes.iter().zip(&targets).rev() {
+                if !written.insert((*table, key)) {
+                    continue;
+                }
+                let index = match open.iter().position(|(t, _)| t == table) {
                     Some(i) => i,
                     None => {
                         let handle = txn
-                            .open_table(definition(table))
+                            .open_table(definition(*table))
                             .map_err(|e| self.io("write", e))?;
-                        open.push((table, handle));
+                        open.push((*table, handle));
                         open.len() - 1
                     }
                 };
                 let handle = &mut open[index].1;
                 match write {
                     Write::Put(record) => {
-                        let key = record.key();
                         let bytes = record.encode();
                         handle
-                            .insert(key.as_str(), bytes.as_slice())
+                            .insert(key.as_ref(), bytes.as_slice())
                             .map_err(|e| self.io("write", e))?;
                     }
-                    Write::Delete(_, key) => {
+                    Write::Delete(..) => {
                         handle
-                            .remove(key.as_str())
+                            .remove(key.as_ref())
                             .map_err(|e| self.io("write", e))?;
                     }
                 }

@@ -366,6 +366,46 @@ fn every_backend_scans_across_pages() {
     on_every_backend(scans_across_pages);
 }
 
+/// A commit that writes a key several times leaves its last write: a
+/// record put and then deleted is gone, one deleted and put again holds
+/// its new value, and the other keys of the commit are all applied.
+fn a_keys_last_write_in_a_commit_wins(store: &dyn Store) {
+    open(store).unwrap();
+    store
+        .commit(&[
+            Write::Put(task("t-kept", "a0")),
+            Write::Put(task("t-gone", "a0")),
+        ])
+        .unwrap();
+    store
+        .commit(&[
+            Write::Put(task("t-new", "a1")),
+            Write::Put(task("t-kept", "a1")),
+            Write::Delete(Table::Tasks, "t-kept".into()),
+            Write::Put(task("t-kept", "a2")),
+            Write::Put(task("t-gone", "a1")),
+            Write::Delete(Table::Tasks, "t-gone".into()),
+            Write::Put(task("t-brief", "a1")),
+            Write::Delete(Table::Tasks, "t-brief".into()),
+            Write::Put(task("t-new", "a3")),
+        ])
+        .unwrap();
+    let agent_of = |id: &str| match store.get(Table::Tasks, id).unwrap() {
+        Some(Record::Task(t)) => Some(t.agent_id.clone()),
+        _ => None,
+    };
+    assert_eq!(agent_of("t-kept").as_deref(), Some("a2"));
+    assert_eq!(agent_of("t-new").as_deref(), Some("a3"));
+    assert_eq!(agent_of("t-gone"), None);
+    assert_eq!(agent_of("t-brief"), None);
+    assert_eq!(task_ids(&store.load().unwrap()), ["t-kept", "t-new"]);
+}
+
+#[test]
+fn on_every_backend_a_keys_last_write_in_a_commit_wins() {
+    on_every_backend(a_keys_last_write_in_a_commit_wins);
+}
+
 #[test]
 fn a_keyed_read_after_power_loss_sees_every_commit() {
     let disk = PowerLossDisk::new();
