@@ -267,20 +267,28 @@ impl Checkpoint {
     /// Applies `writes` as one batch, synced to the disk when `durable`
     /// (also with no writes: everything before is then synced).
     pub fn commit(&mut self, writes: Vec<Write>, durable: bool) -> anyhow::Result<()> {
+        self.commit_lists(vec![writes], durable)
+    }
+
+    /// Applies several lists of writes, in order, as one batch: what a
+    /// writer gathered from many senders, without first moving them all
+    /// into one list (a busy executor's batch holds thousands of writes,
+    /// and a list that large is a fresh mapping of memory each time).
+    pub fn commit_lists(&mut self, writes: Vec<Vec<Write>>, durable: bool) -> anyhow::Result<()> {
         if durable && let Some(gate) = &self.hold_syncs_while {
             while gate.exists() {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         }
         self.buf.clear();
-        if !writes.is_empty() {
+        if writes.iter().any(|list| !list.is_empty()) {
             frames::push_with(&mut self.buf, |body| {
-                for write in &writes {
+                for write in writes.iter().flatten() {
                     record::encode(body, write);
                 }
             });
         }
-        for write in writes {
+        for write in writes.into_iter().flatten() {
             self.live.apply(write);
         }
         let grown = self.len + self.unsynced.len() as u64 - self.snapshot_len;

@@ -72,6 +72,36 @@ fn what_is_committed_is_loaded_again() {
     assert_eq!(loaded.updates[&2].state(), v1::TaskState::Finished);
 }
 
+/// Lists committed together are one batch, applied in their order: a
+/// later list's forget wins over an earlier list's write.
+#[test]
+fn lists_committed_together_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = Checkpoint::open(dir.path(), Backend::File).unwrap();
+    let running = state(v1::TaskState::Running);
+    c.commit_lists(
+        vec![
+            vec![
+                Write::Task("t1".into(), running.clone()),
+                Write::Update(1, status("t1", v1::TaskState::Running)),
+            ],
+            Vec::new(),
+            vec![
+                Write::Task("t2".into(), running.clone()),
+                Write::ForgetTask("t1".into()),
+                Write::ForgetUpdate(1),
+                Write::Update(2, status("t2", v1::TaskState::Finished)),
+            ],
+        ],
+        true,
+    )
+    .unwrap();
+    drop(c);
+    let loaded = reopen(dir.path(), Backend::File);
+    assert_eq!(loaded.tasks.keys().collect::<Vec<_>>(), ["t2"]);
+    assert_eq!(update_tasks(&loaded), ["t2"]);
+}
+
 #[test]
 fn a_launch_is_written_once_and_comes_back_with_its_task() {
     let dir = tempfile::tempdir().unwrap();

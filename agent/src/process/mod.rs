@@ -18,6 +18,7 @@
 
 pub mod artifacts;
 pub mod handle;
+mod regroup;
 #[cfg(unix)]
 pub mod server;
 pub mod service;

@@ -584,6 +584,9 @@ fn state_of(task: &v1::CheckpointTask) -> v1::CheckpointTask {
     }
 }
 
+/// The most status updates the checkpoint writer sends in one message.
+const MAX_UPDATES_A_MESSAGE: usize = 4096;
+
 /// The updates of a batch for the checkpoint writer.
 struct Delivered {
     /// The highest sequence number in it.
@@ -618,7 +621,7 @@ impl Writer {
             .name("wasmos-checkpoint".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut writes = Vec::new();
+                    let mut writes: Vec<Vec<Write>> = Vec::new();
                     let mut durable = false;
                     let mut deliver = Vec::new();
                     let mut flushed = Vec::new();
@@ -631,14 +634,16 @@ impl Writer {
                                 durable: d,
                                 deliver: batch,
                             } => {
-                                writes.extend(w);
+                                if !w.is_empty() {
+                                    writes.push(w);
+                                }
                                 durable |= d;
                                 if let Some(batch) = batch {
                                     upto = batch.upto;
                                     if batch.sent {
                                         synced = Some(batch.upto);
-                                    } else {
-                                        deliver.extend(batch.statuses);
+                                    } else if !batch.statuses.is_empty() {
+                                        deliver.push(batch.statuses);
                                     }
                                 }
                             }
@@ -651,7 +656,7 @@ impl Writer {
                     let started = Instant::now();
                     let mut committed = true;
                     if (!writes.is_empty() || !flushed.is_empty())
-                        && let Err(e) = checkpoint.commit(writes, synced_commit)
+                        && let Err(e) = checkpoint.commit_lists(writes, synced_commit)
                     {
                         // The updates still go: holding them would stall
                         // every task; a restart may then lose them. But no
@@ -663,10 +668,10 @@ impl Writer {
                     let mut delivery = delivery.lock().unwrap();
                     delivery.committed = delivery.committed.max(upto);
                     if let Some((_, agent)) = &delivery.agent {
-                        for chunk in deliver.chunks(4096) {
+                        for statuses in super::regroup::regroup(deliver, MAX_UPDATES_A_MESSAGE) {
                             let _ = agent.send(v1::FromExecutor {
                                 kind: Some(Out::Updates(v1::StatusUpdates {
-                                    statuses: chunk.to_vec(),
+                                    statuses,
                                     unsynced: None,
                                 })),
                             });
