@@ -359,10 +359,16 @@ impl Args {
     /// The gRPC URL clients reach this master by, before it has bound
     /// (`--advertise`, else `--listen`).
     pub fn grpc_url(&self) -> String {
+        self.grpc_url_bound(None)
+    }
+
+    /// The gRPC URL clients reach this master by once its port is `bound`
+    /// (`--listen` with port 0 resolved), unless `--advertise` says.
+    pub fn grpc_url_bound(&self, bound: Option<std::net::SocketAddr>) -> String {
         let scheme = if self.insecure { "http" } else { "https" };
         match self.advertise.first() {
             Some(host_port) => format!("{scheme}://{host_port}"),
-            None => format!("{scheme}://{}", self.listen),
+            None => format!("{scheme}://{}", bound.unwrap_or(self.listen)),
         }
     }
 }

@@ -38,6 +38,9 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     // While standing by, the master's ports tell clients where the leader
     // is (see `standby`).
     let (stop_standing_by, standing_by) = tokio::sync::oneshot::channel();
+    // Where the standby's gRPC port was bound: with `--listen` on port 0,
+    // only known once it serves, and registered again then.
+    let (bound_tx, mut bound) = tokio::sync::watch::channel(None);
     let standby = tokio::spawn(stand_by(
         client.clone(),
         keys.clone(),
@@ -45,6 +48,7 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
         config.clone(),
         args.leader_lease(),
         standing_by,
+        bound_tx,
     ));
     let shutdown = crate::shutdown::requested();
     tokio::pin!(shutdown);
@@ -83,19 +87,43 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
             ),
             _ => println!("standing by under {} on etcd: no leader yet", keys.prefix()),
         }
-        tokio::select! {
-            won = leadership::campaign(&client, &keys, &lease, &info) => match won {
-                Ok(leader) => break (lease, leader),
-                Err(e) => {
-                    eprintln!("wasmos master: campaign failed ({}); trying again", e.message());
-                    lease.revoke().await;
-                    tokio::time::sleep(RETRY).await;
+        // The campaign waits while another master leads; meanwhile the
+        // standby may learn the port it was given, and says so.
+        let outcome = {
+            let campaigning = info.clone();
+            let campaign = leadership::campaign(&client, &keys, &lease, &campaigning);
+            tokio::pin!(campaign);
+            loop {
+                tokio::select! {
+                    won = &mut campaign => break Campaign::Ended(won),
+                    why = lease.until_lost() => break Campaign::LeaseLost(why),
+                    why = &mut shutdown => break Campaign::Stop(why),
+                    Ok(()) = bound.changed() => {
+                        let url = args.grpc_url_bound(*bound.borrow_and_update());
+                        if url != info.grpc_url {
+                            info.grpc_url = url;
+                            if let Err(e) = leadership::register(&client, &keys, &lease, &info).await {
+                                tracing::warn!("cannot say where this master is: {}", e.message());
+                            }
+                        }
+                    }
                 }
-            },
-            why = lease.until_lost() => {
+            }
+        };
+        match outcome {
+            Campaign::Ended(Ok(leader)) => break (lease, leader),
+            Campaign::Ended(Err(e)) => {
+                eprintln!(
+                    "wasmos master: campaign failed ({}); trying again",
+                    e.message()
+                );
+                lease.revoke().await;
+                tokio::time::sleep(RETRY).await;
+            }
+            Campaign::LeaseLost(why) => {
                 eprintln!("wasmos master: lost the standby lease ({why}); campaigning again");
             }
-            why = &mut shutdown => {
+            Campaign::Stop(why) => {
                 println!("stopping ({why})");
                 lease.revoke().await;
                 return Ok(());
@@ -154,6 +182,16 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How a standby's campaign ended.
+enum Campaign {
+    /// It won (the leader's key), or failed.
+    Ended(Result<leadership::Leader, tonic::Status>),
+    /// Its lease ended first.
+    LeaseLost(String),
+    /// The master was told to stop (by what).
+    Stop(&'static str),
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -171,6 +209,7 @@ async fn stand_by(
     config: MasterConfig,
     lease: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
+    bound: tokio::sync::watch::Sender<Option<std::net::SocketAddr>>,
 ) -> Option<std::time::Instant> {
     let registry = Arc::new(registry);
     let mut last_seen_leader = None;
@@ -246,12 +285,13 @@ async fn stand_by(
                         // for: its ports answer from here on.
                         println!(
                             "standby serving on {} (gRPC){}: calls are pointed to the leader",
-                            config.listen,
-                            config
-                                .http
+                            standby.grpc_addr(),
+                            standby
+                                .http_addr()
                                 .map(|http| format!(" and {http} (HTTP)"))
                                 .unwrap_or_default()
                         );
+                        bound.send_replace(Some(standby.grpc_addr()));
                         serving = Some(standby);
                     }
                     Err(e) => {

@@ -123,12 +123,21 @@ impl Ha {
 
     fn spawn(&mut self, i: usize) {
         let (grpc, http) = self.ports[i];
+        self.spawn_listening(
+            i,
+            &format!("127.0.0.1:{grpc}"),
+            &format!("127.0.0.1:{http}"),
+        );
+    }
+
+    /// Starts master `i` on the given addresses instead of its ports.
+    fn spawn_listening(&mut self, i: usize, grpc: &str, http: &str) {
         let mut cmd = wasmos();
         cmd.arg("master")
             .args(["--etcd", &self.etcd.url, "--etcd-prefix", PREFIX])
             .args(["--leader-lease", LEASE, "--etcd-compact-every", "1s"])
-            .args(["--listen", &format!("127.0.0.1:{grpc}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--listen", grpc])
+            .args(["--http", http])
             .arg("--work-dir")
             .arg(self.work_dir(i))
             .args(FAST_MASTER)
@@ -680,6 +689,43 @@ fn a_master_reaches_etcd_over_tls_with_a_client_certificate() {
     // etcd admits no client without a certificate of its CA.
     let anonymous = wasmos_tls::ClientTls::trusting(ca.cert_pem());
     assert!(newest(anonymous).is_err());
+}
+
+/// A standby told to listen on any free port registers the port it was
+/// given once it serves, so other masters can reach it (they skip a `:0`).
+#[test]
+fn a_standby_on_any_free_port_registers_the_port_it_was_given() {
+    let mut ha = Ha::new(2);
+    ha.spawn(0);
+    ha.wait_leading(0);
+    ha.spawn_listening(1, "127.0.0.1:0", "127.0.0.1:0");
+    let line = ha
+        .master(1)
+        .wait_line("standby serving on", LIMIT)
+        .expect("the standby serves");
+    let bound = line
+        .split("standby serving on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the address it serves on")
+        .to_string();
+    assert!(!bound.ends_with(":0"), "{line}");
+    let url = format!("https://{bound}");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let masters = json_lines(&ha.cli_ok(&["masters", "--json"]));
+        if masters
+            .iter()
+            .any(|m| m["role"] == "standby" && m["grpc"] == url.as_str())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby at {url} is not listed there: {masters:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -40,6 +40,8 @@ pub use wasmos_proto::{LEADER_METADATA, RETRY_METADATA};
 pub struct Standby {
     stop: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
+    grpc: SocketAddr,
+    http: Option<SocketAddr>,
 }
 
 #[derive(Clone)]
@@ -73,15 +75,38 @@ impl Standby {
             Some(tls) => (Some(tls.grpc), Some(tls.http)),
             None => (None, None),
         };
-        let mut servers = vec![serve(grpc, grpc_router, grpc_tls, &keeper, stopped.clone()).await?];
-        if let Some(http) = http {
-            let http_router = Router::new()
-                .route("/health", axum::routing::get(health))
-                .fallback(to_leader)
-                .with_state(answers);
-            servers.push(serve(http, http_router, http_tls, &keeper, stopped).await?);
-        }
-        Ok(Standby { stop, servers })
+        let (grpc_server, grpc) =
+            serve(grpc, grpc_router, grpc_tls, &keeper, stopped.clone()).await?;
+        let mut servers = vec![grpc_server];
+        let http = match http {
+            Some(http) => {
+                let http_router = Router::new()
+                    .route("/health", axum::routing::get(health))
+                    .fallback(to_leader)
+                    .with_state(answers);
+                let (http_server, http) =
+                    serve(http, http_router, http_tls, &keeper, stopped).await?;
+                servers.push(http_server);
+                Some(http)
+            }
+            None => None,
+        };
+        Ok(Standby {
+            stop,
+            servers,
+            grpc,
+            http,
+        })
+    }
+
+    /// The address the gRPC port is bound to (port 0 resolved).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    /// The address the HTTP port is bound to, if it serves one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// Stops serving and frees the ports (for the master to bind them):
@@ -151,22 +176,24 @@ impl Connected<IncomingStream<'_, GatedListener>> for PeerCerts {
     }
 }
 
-/// Binds `addr` and serves `router` on it until `stopped` says so.
+/// Binds `addr` and serves `router` on it until `stopped` says so; also
+/// returns the address bound (`addr` with port 0 resolved).
 async fn serve(
     addr: SocketAddr,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     keeper: &Arc<Gatekeeper>,
     mut stopped: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} while standing by: {e}"))?;
+    let bound = listener.local_addr()?;
     let gated = GatedListener::new(listener, keeper.clone())?;
     let until_stopped = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    Ok(match tls {
+    let server = match tls {
         Some(config) => {
             let listener = TlsListener::new(gated, config);
             let app = router.into_make_service_with_connect_info::<PeerCerts>();
@@ -184,7 +211,8 @@ async fn serve(
                     .await;
             })
         }
-    })
+    };
+    Ok((server, bound))
 }
 
 /// A gRPC answer with no message: `UNAVAILABLE`, and where to go.
