@@ -75,7 +75,9 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
                 continue;
             }
         };
-        if let Err(e) = leadership::register(&client, &keys, &lease, &info).await {
+        info.grpc_url = args.grpc_url_bound(*bound.borrow_and_update());
+        let mut registered = leadership::register(&client, &keys, &lease, &info).await;
+        if let Err(e) = &registered {
             tracing::warn!("cannot say where this master is: {}", e.message());
         }
         match leadership::current_leader(&client, &keys).await {
@@ -88,7 +90,8 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
             _ => println!("standing by under {} on etcd: no leader yet", keys.prefix()),
         }
         // The campaign waits while another master leads; meanwhile the
-        // standby may learn the port it was given, and says so.
+        // standby may learn the port it was given (`--listen` on port 0),
+        // and says so, trying again until etcd has taken it.
         let outcome = {
             let campaigning = info.clone();
             let campaign = leadership::campaign(&client, &keys, &lease, &campaigning);
@@ -100,13 +103,16 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
                     why = &mut shutdown => break Campaign::Stop(why),
                     Ok(()) = bound.changed() => {
                         let url = args.grpc_url_bound(*bound.borrow_and_update());
-                        if url != info.grpc_url {
-                            info.grpc_url = url;
-                            if let Err(e) = leadership::register(&client, &keys, &lease, &info).await {
-                                tracing::warn!("cannot say where this master is: {}", e.message());
-                            }
+                        if url == info.grpc_url && registered.is_ok() {
+                            continue;
                         }
+                        info.grpc_url = url;
                     }
+                    _ = tokio::time::sleep(RETRY), if registered.is_err() => {}
+                }
+                registered = leadership::register(&client, &keys, &lease, &info).await;
+                if let Err(e) = &registered {
+                    tracing::warn!("cannot say where this master is: {}", e.message());
                 }
             }
         };

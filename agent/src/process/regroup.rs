@@ -3,7 +3,8 @@
 //! many batches and sends them to the agent in messages of a bounded size.
 
 /// `lists`, in order, as lists of at most `max` items: the one list as it
-/// is when it fits, else each item moved once (never cloned).
+/// is when it fits, else each item moved once (never cloned). `max` is
+/// above 0.
 pub fn regroup<T>(mut lists: Vec<Vec<T>>, max: usize) -> Vec<Vec<T>> {
     if lists.len() == 1 && !lists[0].is_empty() && lists[0].len() <= max {
         return lists;
