@@ -356,6 +356,11 @@ impl Args {
         self.etcd_compact_every
     }
 
+    /// Does it serve plaintext (`--insecure`)?
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+
     /// The gRPC URL clients reach this master by, before it has bound
     /// (`--advertise`, else `--listen`).
     pub fn grpc_url(&self) -> String {

@@ -38,7 +38,7 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     // While standing by, the master's ports tell clients where the leader
     // is (see `standby`).
     let (stop_standing_by, standing_by) = tokio::sync::oneshot::channel();
-    // Where the standby's gRPC port was bound: with `--listen` on port 0,
+    // Where the standby's ports were bound: with `--listen` on port 0,
     // only known once it serves, and registered again then.
     let (bound_tx, mut bound) = tokio::sync::watch::channel(None);
     let standby = tokio::spawn(stand_by(
@@ -75,7 +75,7 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
                 continue;
             }
         };
-        info.grpc_url = args.grpc_url_bound(*bound.borrow_and_update());
+        (info.grpc_url, info.http_url) = standby_urls(args, *bound.borrow_and_update());
         let mut registered = leadership::register(&client, &keys, &lease, &info).await;
         if let Err(e) = &registered {
             tracing::warn!("cannot say where this master is: {}", e.message());
@@ -93,7 +93,12 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
         // standby may learn the port it was given (`--listen` on port 0),
         // and says so, trying again until etcd has taken it.
         let outcome = {
-            let campaigning = info.clone();
+            // What standbys read of the leader until it proclaims where it
+            // serves: no HTTP yet (its standby's port closes as it starts).
+            let campaigning = MasterInfo {
+                http_url: String::new(),
+                ..info.clone()
+            };
             let campaign = leadership::campaign(&client, &keys, &lease, &campaigning);
             tokio::pin!(campaign);
             loop {
@@ -102,11 +107,11 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
                     why = lease.until_lost() => break Campaign::LeaseLost(why),
                     why = &mut shutdown => break Campaign::Stop(why),
                     Ok(()) = bound.changed() => {
-                        let url = args.grpc_url_bound(*bound.borrow_and_update());
-                        if url == info.grpc_url && registered.is_ok() {
+                        let urls = standby_urls(args, *bound.borrow_and_update());
+                        if urls == (info.grpc_url.clone(), info.http_url.clone()) && registered.is_ok() {
                             continue;
                         }
-                        info.grpc_url = url;
+                        (info.grpc_url, info.http_url) = urls;
                     }
                     _ = tokio::time::sleep(RETRY), if registered.is_err() => {}
                 }
@@ -188,6 +193,20 @@ pub async fn run(args: &Args, etcd_urls: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a standby's gRPC and HTTP ports were bound.
+type Bound = (std::net::SocketAddr, Option<std::net::SocketAddr>);
+
+/// The gRPC and HTTP URLs a standby registers: before its ports are bound,
+/// its `--advertise` or `--listen` address and no HTTP.
+fn standby_urls(args: &Args, bound: Option<Bound>) -> (String, String) {
+    let scheme = if args.insecure() { "http" } else { "https" };
+    let http = bound
+        .and_then(|(_, http)| http)
+        .map(|http| format!("{scheme}://{http}"))
+        .unwrap_or_default();
+    (args.grpc_url_bound(bound.map(|(grpc, _)| grpc)), http)
+}
+
 /// How a standby's campaign ended.
 enum Campaign {
     /// It won (the leader's key), or failed.
@@ -215,7 +234,7 @@ async fn stand_by(
     config: MasterConfig,
     lease: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-    bound: tokio::sync::watch::Sender<Option<std::net::SocketAddr>>,
+    bound: tokio::sync::watch::Sender<Option<Bound>>,
 ) -> Option<std::time::Instant> {
     let registry = Arc::new(registry);
     let mut last_seen_leader = None;
@@ -297,7 +316,7 @@ async fn stand_by(
                                 .map(|http| format!(" and {http} (HTTP)"))
                                 .unwrap_or_default()
                         );
-                        bound.send_replace(Some(standby.grpc_addr()));
+                        bound.send_replace(Some((standby.grpc_addr(), standby.http_addr())));
                         serving = Some(standby);
                     }
                     Err(e) => {

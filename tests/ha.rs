@@ -691,7 +691,7 @@ fn a_master_reaches_etcd_over_tls_with_a_client_certificate() {
     assert!(newest(anonymous).is_err());
 }
 
-/// A standby told to listen on any free port registers the port it was
+/// A standby told to listen on any free ports registers the ports it was
 /// given once it serves, so other masters can reach it (they skip a `:0`).
 #[test]
 fn a_standby_on_any_free_port_registers_the_port_it_was_given() {
@@ -714,10 +714,15 @@ fn a_standby_on_any_free_port_registers_the_port_it_was_given() {
     let deadline = Instant::now() + LIMIT;
     loop {
         let masters = json_lines(&ha.cli_ok(&["masters", "--json"]));
-        if masters
+        if let Some(standby) = masters
             .iter()
-            .any(|m| m["role"] == "standby" && m["grpc"] == url.as_str())
+            .find(|m| m["role"] == "standby" && m["grpc"] == url.as_str())
         {
+            let http = standby["http"].as_str().unwrap_or_default();
+            assert!(
+                http.starts_with("https://127.0.0.1:") && !http.ends_with(":0"),
+                "{standby}"
+            );
             break;
         }
         assert!(
