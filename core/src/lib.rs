@@ -13,6 +13,8 @@
 //!   pure functions; the core applies those that need its records
 //!   (`Core::authorize`, `Core::authorize_sandbox_read`) and the shell the
 //!   rest.
+//! - [`artifact_limits`]: the artifact store's bounds (who holds how many
+//!   artifacts and bytes, who may store one more, uploads at once).
 //! - [`packing`]: how a framework fills its offers, and [`retry`]: which
 //!   failed tasks run again; for every scheduler (the SDK, the CLI, the
 //!   job service, simulations, benches) to share.
@@ -23,6 +25,7 @@
 
 pub mod access;
 pub mod allocator;
+pub mod artifact_limits;
 pub mod core;
 mod deadlines;
 pub mod ids;

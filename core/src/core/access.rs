@@ -38,7 +38,11 @@ impl Core {
                     }
                 })
             }
-            Input::Accept(r) => framework(&r.framework_id, "accepting offers of"),
+            Input::Accept(r) => framework(&r.framework_id, "accepting offers of").and_then(|()| {
+                r.tasks
+                    .iter()
+                    .try_for_each(|task| self.require_task_artifacts(who, task))
+            }),
             Input::Decline(r) => framework(&r.framework_id, "declining offers of"),
             Input::Kill(r) => framework(&r.framework_id, "killing tasks of"),
             Input::Acknowledge(r) => framework(&r.framework_id, "acknowledging updates of"),
@@ -63,7 +67,10 @@ impl Core {
             | Input::AgentSynced { .. }
             | Input::AgentDisconnected { .. }
             | Input::FrameworkDisconnected { .. }
-            | Input::Tick => Err(Denied(
+            | Input::Tick
+            | Input::StoreArtifact { .. }
+            | Input::ArtifactUsed { .. }
+            | Input::ExpireArtifacts { .. } => Err(Denied(
                 "only agents and the master itself make this input".into(),
             )),
         };

@@ -29,6 +29,7 @@
 mod access;
 mod adopt;
 mod agents;
+mod artifacts;
 mod bounds;
 mod error;
 mod frameworks;
@@ -52,12 +53,14 @@ use std::time::Duration;
 
 use wasmos_proto::v1;
 
+use crate::access::Principal;
 use crate::allocator::{Allocator, AllocatorConfig, Scope};
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::resources::Resources;
 use crate::store::Write;
 use crate::time::Time;
 pub use adopt::{Adoptions, RefusedAdoption};
+pub use artifacts::{ArtifactRules, FilesToRemove, LAST_USE_RESOLUTION};
 pub use bounds::bound;
 pub use error::CoreError;
 pub use launch_key::LaunchKey;
@@ -118,6 +121,8 @@ pub struct CoreConfig {
     pub launch_key: LaunchKey,
     /// Capacity caps (`wasmos master --max-…`): see [`Caps`].
     pub caps: Caps,
+    /// The artifact store's limits, quota and TTL.
+    pub artifacts: ArtifactRules,
 }
 
 /// How much the master takes on, so that no client can make it hold
@@ -184,6 +189,7 @@ impl Default for CoreConfig {
             master_epoch: 0,
             launch_key: LaunchKey::default(),
             caps: Caps::default(),
+            artifacts: ArtifactRules::default(),
         }
     }
 }
@@ -270,6 +276,24 @@ pub enum Input {
     /// filters) and offer what that freed. The shell sends it when
     /// [`Core::next_timeout`] comes; earlier, it changes nothing.
     Tick,
+    /// An upload's bytes arrived whole: index them for `owner`, if the
+    /// artifact store's limits let it (`artifacts.rs`).
+    StoreArtifact {
+        owner: Principal,
+        digest: String,
+        size: u64,
+    },
+    /// An artifact was fetched or asked about: a use.
+    ArtifactUsed {
+        digest: String,
+    },
+    /// Expire artifacts unused for the TTL, but none `pinned`; `touched`
+    /// holds this master's file times (wall ms) by digest. Answered with
+    /// [`Reply::Expired`].
+    ExpireArtifacts {
+        pinned: std::collections::HashSet<String>,
+        touched: std::collections::HashMap<String, u64>,
+    },
 }
 
 /// The answer to one input.
@@ -283,6 +307,8 @@ pub enum Reply {
     Subscribed(FrameworkId),
     /// The tasks an accept launched.
     Launched(Vec<TaskId>),
+    /// The artifacts that expired, whose files may go.
+    Expired(Vec<String>),
 }
 
 /// A message for the shell to deliver.
@@ -439,6 +465,8 @@ pub struct Core {
     ledger: ledger::Ledger,
     /// The time of the input being handled (the ledger's clock).
     last_now: Time,
+    /// The artifact index (`artifacts.rs`).
+    artifacts: artifacts::ArtifactIndex,
 }
 
 /// Takes `count` tasks off `principal`'s count in
@@ -475,6 +503,7 @@ impl Core {
             held_reconciliations: Vec::new(),
             ledger: ledger::Ledger::default(),
             last_now: Time::ZERO,
+            artifacts: artifacts::ArtifactIndex::default(),
         }
     }
 
@@ -565,6 +594,15 @@ impl Core {
             }
             Input::OperatorKill { task_ids } => self.operator_kill(task_ids, now),
             Input::Tick => self.tick(now),
+            Input::StoreArtifact {
+                owner,
+                digest,
+                size,
+            } => self.store_artifact(&owner, digest, size, now),
+            Input::ArtifactUsed { digest } => self.note_artifact_use(&digest, now),
+            Input::ExpireArtifacts { pinned, touched } => {
+                self.expire_artifacts(&pinned, &touched, now)
+            }
         };
         self.offer_freed(now);
         Outputs {

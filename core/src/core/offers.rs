@@ -100,6 +100,7 @@ impl Core {
         let mut seen = HashSet::default();
         for spec in req.tasks {
             let resources = validate_task(&spec)?;
+            self.check_input_bytes(&spec)?;
             let id = TaskId::from(spec.task_id.as_str());
             if self.task_id_taken(&id) || !seen.insert(id.clone()) {
                 return Err(CoreError::DuplicateTask(id));

@@ -88,6 +88,7 @@ impl Core {
             });
         }
         writes.extend(self.ledger_writes());
+        writes.extend(self.artifacts.take_writes());
         writes
     }
 
@@ -118,6 +119,7 @@ impl Core {
                 .filter(|t| !t.archived)
                 .map(|t| Record::Task(Box::new(stored_task(t)))),
         );
+        records.extend(self.artifacts.records().cloned().map(Record::Artifact));
         records
     }
 

@@ -39,13 +39,15 @@ impl Core {
     /// a registry the master cannot read must not be half-used.
     pub fn recover(
         config: CoreConfig,
-        registry: Registry,
+        mut registry: Registry,
         now: Time,
     ) -> Result<(Core, Recovered), String> {
         let mut core = Core::new(config);
         let mut report = Recovered::default();
         core.last_now = now;
         core.ledger = super::ledger::Ledger::recover(registry.usage.clone());
+        core.artifacts =
+            super::artifacts::ArtifactIndex::recover(std::mem::take(&mut registry.artifacts));
 
         for role in &registry.roles {
             let name = Role::from(role.name.as_str());

@@ -262,7 +262,11 @@ impl Master {
         core_config.master_epoch = opened.epoch;
         core_config.launch_key = opened.launch_key.clone();
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
-        let artifacts = std::mem::take(&mut opened.registry.artifacts);
+        core_config.artifacts = crate::core::ArtifactRules {
+            limits: config.artifact_limits,
+            quota: config.artifact_quota,
+            ttl: config.artifact_ttl,
+        };
         let trust_records = trust::Records::take(&mut opened.registry);
         let stored_jobs = opened.registry.take_jobs();
         // The usage ledger's current hour, which the core adds to.
@@ -313,21 +317,20 @@ impl Master {
                 .map_err(|e| anyhow::anyhow!("--quota {role}: {e}"))?;
             writes.extend(out.writes);
         }
-        registry.commit(&writes)?;
-        let store = ArtifactStore::open(
-            &config.work_dir.join("artifacts"),
-            config.max_artifact_size,
-            config.artifact_quota,
-            config.artifact_limits,
-            registry.clone(),
-            &artifacts,
-        )
-        .with_context(|| {
+        // The artifact index is the core's; the files are this disk's.
+        let artifacts_dir = config.work_dir.join("artifacts");
+        let cannot_open = || {
             format!(
                 "cannot open the artifact store under {}",
-                config.work_dir.display()
+                artifacts_dir.display()
             )
-        })?;
+        };
+        let on_disk = artifacts::files_in(&artifacts_dir).with_context(cannot_open)?;
+        let expired_files =
+            core.reconcile_artifact_files(on_disk, registry.is_shared(), clock.now());
+        writes.extend(core.take_writes());
+        registry.commit(&writes)?;
+        artifacts::remove_files(&artifacts_dir, &expired_files.0).with_context(cannot_open)?;
 
         let ttl = config.artifact_ttl;
         let sweep_every = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
@@ -360,6 +363,12 @@ impl Master {
             jobs::driver::Driver::new(restored, config.job_retention, move || wall_clock.now_ms());
         let (commands, inbox) = mpsc::channel(65_536);
         let handle = handle::ActorHandle::new(commands);
+        let store = ArtifactStore::new(
+            &artifacts_dir,
+            config.max_artifact_size,
+            config.artifact_limits,
+            handle.clone(),
+        );
         let actor = tokio::spawn(
             actor::Actor::new(core, config.actor.clone(), clock, registry.clone())
                 .with_connections_shed(gatekeeper.shed_counter())
@@ -367,9 +376,6 @@ impl Master {
                 .with_jobs(driver)
                 .run(inbox),
         );
-        // From here on the artifact index is written in the actor's
-        // commits: one writer, one fence.
-        store.write_through(handle.clone());
         let sweeper = store.clone();
         let job_service = jobs::JobsHandle::new(handle.clone());
         let pins = job_service.clone();
@@ -381,7 +387,7 @@ impl Master {
                 let Ok(pinned) = pins.pinned_artifacts().await else {
                     continue;
                 };
-                if let Err(e) = sweeper.expire(ttl, &pinned).await {
+                if let Err(e) = sweeper.expire(ttl, pinned).await {
                     tracing::warn!("expiring artifacts: {e}");
                 }
             }
@@ -532,7 +538,6 @@ impl Master {
                     actor: handle.clone(),
                     trust: trust.clone(),
                     audit: audit.clone(),
-                    artifacts: store.clone(),
                     max_stream_bytes: config.max_stream_bytes,
                 }),
                 gate(false, "Scheduler"),

@@ -12,7 +12,6 @@ use wasmos_proto::v1;
 use wasmos_proto::v1::scheduler_server::Scheduler;
 
 use super::actor::Command;
-use super::artifacts::ArtifactStore;
 use super::audit::{self, Actor, Audit};
 use super::event_queue::{self, EventReceiver};
 use super::handle::{ActorHandle, status_of};
@@ -26,8 +25,6 @@ pub struct SchedulerService {
     /// `None` on an insecure master.
     pub trust: Option<Arc<Trust>>,
     pub audit: Arc<Audit>,
-    /// To check that a launch uses only artifacts its principal may read.
-    pub artifacts: ArtifactStore,
     /// The most bytes of events queued for one framework.
     pub max_stream_bytes: usize,
 }
@@ -158,35 +155,8 @@ impl Scheduler for SchedulerService {
         request: Request<v1::AcceptRequest>,
     ) -> Result<Response<v1::AcceptResponse>, Status> {
         let who = principal_of(&request)?;
-        let readable = request.get_ref().tasks.iter().try_for_each(|task| {
-            std::iter::once(task.artifact.as_str())
-                .chain(task.inputs.iter().map(|i| i.artifact.as_str()))
-                .try_for_each(|digest| self.artifacts.require_readable(&who, digest))
-        });
-        // Inputs count against a task's disk: refuse a task whose inputs
-        // alone pass it before an agent fetches a byte.
-        let sized = request.get_ref().tasks.iter().try_for_each(|task| {
-            let inputs = self.artifacts.file_input_bytes(task);
-            let disk = task.resources.map_or(0, |r| r.disk);
-            if inputs > disk {
-                return Err(Status::invalid_argument(format!(
-                    "task {}: its inputs are {inputs} bytes, more than its disk of {disk} bytes (inputs count against disk)",
-                    task.task_id
-                )));
-            }
-            Ok(())
-        });
-        sized?;
-        if let Err(refused) = readable {
-            let refused = Err(refused);
-            self.audit.refusal(
-                Actor::Principal(&who),
-                "Scheduler.Accept",
-                serde_json::json!({"framework_id": request.get_ref().framework_id}),
-                &refused,
-            );
-            return refused;
-        }
+        // Whose artifacts a task may run, and whether its inputs fit its
+        // disk, the core checks in the turn that launches it.
         let input = Input::Accept(request.into_inner());
         match self
             .call(

@@ -1,5 +1,5 @@
 //! Where the parts of a running master outside the core write the registry
-//! (the artifact index, the trust tables): straight into it while the
+//! (the trust tables): straight into it while the
 //! master starts, then in the actor's commits, so that every write of a
 //! running master goes through one commit, behind one fence (on etcd).
 

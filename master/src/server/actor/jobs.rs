@@ -6,7 +6,7 @@ use wasmos_proto::v1;
 
 use super::{Actor, Stream};
 use crate::access::Principal;
-use crate::core::{CoreError, Input, Reply};
+use crate::core::{Core, CoreError, Input, Reply};
 use crate::ids::FrameworkId;
 use crate::jobs::Owner;
 use crate::server::jobs::driver::{Answer, Driver, Host};
@@ -41,6 +41,10 @@ impl Actor {
 }
 
 impl Host for Actor {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
     fn apply(&mut self, input: Input) -> Result<Reply, CoreError> {
         Actor::apply(self, input)
     }

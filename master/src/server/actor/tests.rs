@@ -281,3 +281,88 @@ async fn the_job_service_runs_inside_the_actors_turns_and_an_end_costs_it_no_com
     assert_eq!(record.succeeded, 1);
     running.abort();
 }
+
+/// A job is checked against the artifact index as a launch is: a principal
+/// cannot run another's artifact by naming its digest in a job, nor a task
+/// whose inputs pass its disk.
+#[tokio::test]
+async fn a_job_naming_another_principals_artifact_is_refused_at_submit() {
+    use crate::access::Grant;
+    use crate::jobs::{Jobs, tests::job_spec};
+    use crate::server::jobs::driver::{Call, Driver};
+
+    let memory = Arc::new(MemoryStore::new());
+    let driver = Driver::new(Jobs::new(1), Duration::from_secs(3600), || 1_000);
+    let actor = Actor::new(
+        Core::new(CoreConfig::default()),
+        ActorConfig {
+            min_tick_interval: Duration::from_millis(50),
+            max_backlog: MAX_BACKLOG,
+        },
+        Clock::start(),
+        memory.clone(),
+    )
+    .with_jobs(driver);
+    let (commands, inbox) = mpsc::channel(64);
+    let running = tokio::spawn(actor.run(inbox));
+    let handle = crate::server::handle::ActorHandle::new(commands.clone());
+    let principal = |name: &str| Principal {
+        name: name.into(),
+        accessor: format!("acc-{name}"),
+        grant: Grant::Roles(vec!["default".into()]),
+    };
+    let (alice, bob) = (principal("alice"), principal("bob"));
+    let (module, input) = ("ab".repeat(32), "cd".repeat(32));
+    for (digest, size) in [(&module, 10), (&input, 5000)] {
+        handle
+            .call(Input::StoreArtifact {
+                owner: alice.clone(),
+                digest: digest.clone(),
+                size,
+            })
+            .await
+            .unwrap();
+    }
+    let submit = |who: &Principal, spec: v1::JobSpec| {
+        let commands = commands.clone();
+        let who = who.clone();
+        async move {
+            let (reply, submitted) = oneshot::channel();
+            commands
+                .send(Command::Jobs(Call::Submit {
+                    who,
+                    spec: Box::new(spec),
+                    loaded: Vec::new(),
+                    reply,
+                }))
+                .await
+                .unwrap();
+            submitted.await.unwrap()
+        }
+    };
+    let refused = submit(&bob, job_spec(1)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+    assert!(refused.message().contains("not uploaded by"), "{refused}");
+
+    let mut spec = job_spec(1);
+    let task = spec.task.as_mut().unwrap();
+    task.inputs.push(v1::Input {
+        path: "data".into(),
+        artifact: input.clone(),
+        kind: v1::InputKind::File as i32,
+    });
+    task.resources.as_mut().unwrap().disk = 4096;
+    let refused = submit(&alice, spec.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(
+        refused.message().contains("its inputs are 5000 bytes"),
+        "{refused}"
+    );
+    spec.task.as_mut().unwrap().resources.as_mut().unwrap().disk = 5000;
+    submit(&alice, spec).await.expect("alice's own artifacts");
+    assert!(
+        memory.load().unwrap().jobs.len() == 1,
+        "the refused left nothing"
+    );
+    running.abort();
+}

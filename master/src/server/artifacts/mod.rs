@@ -1,18 +1,18 @@
 //! Content-addressed artifact storage and the `Artifacts` service.
 //!
 //! An artifact is stored once, as `<dir>/<sha256>`, written to a temporary
-//! file while its hash is computed and renamed into place only when the
-//! digest matches: a torn or corrupt upload never becomes visible. The
-//! registry holds the index of stored artifacts (digest, size, when): an
-//! upload is answered once its file is synced and its record committed, in
-//! the actor's commits like every other write of a running master.
+//! file while its hash is computed and renamed into place only once the
+//! digest matches and its record is committed: a torn or corrupt upload
+//! never becomes visible. The index of stored artifacts (digest, size,
+//! owners, last use) is core state (`wasmos_core`'s `core/artifacts.rs`):
+//! this store asks the actor to change it, so each change is one input of
+//! the actor's turn, in its commit, behind its fence, on its clock.
 
 mod intake;
-pub mod limits;
 mod peers;
 mod service;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,55 +25,25 @@ pub use intake::{MAX_UPLOAD_CHUNK, MAX_UPLOAD_MESSAGE, Refused, UploadState};
 pub use limits::{MinRate, StoreLimits};
 pub use peers::{BlobService, PeerCerts, PeerLink, reachable};
 pub use service::ArtifactsService;
+pub use wasmos_core::artifact_limits as limits;
 
 use crate::access::Principal;
+use crate::core::{Input, Reply};
 use crate::ids::validate_digest;
-use crate::server::writer::RegistryWriter;
-use crate::store::{Record, Store, StoreError, Table, Write};
-use limits::{Claim, Holdings, UploadSlots};
-
-/// What the registry holds, by digest, and what each principal holds: kept
-/// together so they never disagree.
-#[derive(Default)]
-struct Index {
-    artifacts: HashMap<String, v1::StoredArtifact>,
-    holdings: Holdings,
-}
-
-impl Index {
-    fn insert(&mut self, record: v1::StoredArtifact) {
-        self.holdings.add(&record);
-        if let Some(old) = self.artifacts.insert(record.digest.clone(), record) {
-            self.holdings.remove(&old);
-        }
-    }
-
-    fn remove(&mut self, digest: &str) {
-        if let Some(old) = self.artifacts.remove(digest) {
-            self.holdings.remove(&old);
-        }
-    }
-}
+use crate::server::handle::ActorHandle;
+use limits::UploadSlots;
 
 /// Artifacts on the master's disk.
 #[derive(Clone)]
 pub struct ArtifactStore {
     dir: PathBuf,
     max_size: u64,
-    /// The most bytes one principal (not an admin) may have stored.
-    quota: u64,
-    /// The most artifacts, bytes and uploads, in all and per principal.
+    /// The most uploads at once, and the slowest an upload may be.
     limits: StoreLimits,
-    /// Where the index is written: the registry at start, then the
-    /// actor's commits ([`ArtifactStore::write_through`]).
-    writer: RegistryWriter,
-    index: Arc<Mutex<Index>>,
+    /// Where the index lives: the core, behind the actor.
+    actor: ActorHandle,
     /// The uploads in progress.
     slots: Arc<Mutex<UploadSlots>>,
-    /// Held from an upload's check against the limits until its record is
-    /// indexed: uploads finishing together cannot each pass a limit that
-    /// only one of them fits.
-    storing: Arc<tokio::sync::Mutex<()>>,
     /// The other masters of a cluster on etcd: they hold a copy of every
     /// artifact, and give this master what it lacks.
     peers: Option<Arc<PeerLink>>,
@@ -97,85 +67,58 @@ impl Drop for Slot {
     }
 }
 
+/// The artifact files under `dir` (creating it), as (digest, size): what
+/// the core reconciles its index with as a master starts
+/// (`Core::reconcile_artifact_files`).
+pub fn files_in(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(name) = entry.file_name().to_str()
+            && validate_digest(name).is_ok()
+        {
+            files.push((name.to_string(), entry.metadata()?.len()));
+        }
+    }
+    Ok(files)
+}
+
+/// Deletes the files of `digests` under `dir`: those the index, shared by
+/// the masters of a cluster, no longer holds (expired meanwhile).
+pub fn remove_files(dir: &Path, digests: &[String]) -> std::io::Result<()> {
+    for digest in digests {
+        match std::fs::remove_file(dir.join(digest)) {
+            Ok(()) => tracing::info!(%digest, "artifact expired (no longer indexed)"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl ArtifactStore {
-    /// Opens (creating) the store under `dir`, with its index in `registry`
-    /// (as loaded: `indexed`). Files and index are reconciled: a file the
-    /// index lacks (stored just before a crash) is indexed, a record whose
-    /// file is gone is dropped. On a registry masters share the index is
-    /// not this disk's: a record whose file is missing here stays (another
-    /// master holds the bytes), and a file without a record (expired
-    /// meanwhile) goes. Uploads larger than `max_size` bytes are refused.
-    pub fn open(
+    /// The store under `dir` (see [`files_in`]), its index in the core
+    /// behind `actor`. Uploads larger than `max_size` bytes are refused.
+    pub fn new(
         dir: &Path,
         max_size: u64,
-        quota: u64,
         limits: StoreLimits,
-        registry: Arc<dyn Store>,
-        indexed: &[v1::StoredArtifact],
-    ) -> anyhow::Result<ArtifactStore> {
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        let mut on_disk = std::collections::HashMap::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            if let Some(name) = entry.file_name().to_str()
-                && validate_digest(name).is_ok()
-            {
-                on_disk.insert(name.to_string(), entry.metadata()?.len());
-            }
-        }
-        let shared = registry.is_shared();
-        let mut writes = Vec::new();
-        let mut index = Index::default();
-        for record in indexed {
-            if on_disk.remove(&record.digest).is_none() && !shared {
-                writes.push(Write::Delete(Table::Artifacts, record.digest.clone()));
-            } else {
-                index.insert(record.clone());
-            }
-        }
-        if shared {
-            for digest in std::mem::take(&mut on_disk).into_keys() {
-                std::fs::remove_file(dir.join(&digest))?;
-                tracing::info!(%digest, "artifact expired (no longer indexed)");
-            }
-        }
-        for (digest, size) in on_disk {
-            // Stored just before a crash, before its record: whoever
-            // uploaded it uploads it again to own it.
-            let record = v1::StoredArtifact {
-                digest: digest.clone(),
-                size,
-                stored_ms: wall_ms(),
-                owners: Vec::new(),
-                last_used_ms: 0,
-            };
-            writes.push(Write::Put(Record::Artifact(record.clone())));
-            index.insert(record);
-        }
-        registry.commit(&writes)?;
-        Ok(ArtifactStore {
+        actor: ActorHandle,
+    ) -> ArtifactStore {
+        ArtifactStore {
             dir: dir.to_path_buf(),
             max_size,
-            quota,
             limits,
-            writer: RegistryWriter::new(registry),
-            index: Arc::new(Mutex::new(index)),
+            actor,
             slots: Arc::new(Mutex::new(UploadSlots::new(
                 limits.uploads,
                 limits.uploads_per_principal,
             ))),
-            storing: Arc::new(tokio::sync::Mutex::new(())),
             peers: None,
             fetching: Arc::default(),
             held_alone: Arc::default(),
-        })
-    }
-
-    /// Writes the index in the turns of `actor` from now on (this store
-    /// and every clone of it): joined to its commits, behind the same
-    /// fence (on etcd), answered once durable.
-    pub fn write_through(&self, actor: crate::server::handle::ActorHandle) {
-        self.writer.write_through(actor);
+        }
     }
 
     /// Copies every upload to the other masters `peers` names before it
@@ -188,10 +131,12 @@ impl ArtifactStore {
     /// Makes sure `digest`'s file is here if the index has it: fetched
     /// from another master when missing (this master leads since the one
     /// that stored it stopped).
-    async fn ensure_local(&self, path: &Path, digest: &str) {
-        let Some(peers) = &self.peers else { return };
-        if !self.contains(digest) || tokio::fs::try_exists(path).await.unwrap_or(true) {
-            return;
+    async fn ensure_local(&self, path: &Path, digest: &str) -> Result<(), Status> {
+        let Some(peers) = &self.peers else {
+            return Ok(());
+        };
+        if tokio::fs::try_exists(path).await.unwrap_or(true) || !self.contains(digest).await? {
+            return Ok(());
         }
         // One fetch at a time per store: a digest asked for by many
         // agents at once is fetched once.
@@ -199,55 +144,24 @@ impl ArtifactStore {
         if !tokio::fs::try_exists(path).await.unwrap_or(true) {
             peers.fetch(digest, &self.dir, self.max_size).await;
         }
+        Ok(())
     }
 
-    /// Refuses a principal an artifact it did not upload (admins and
-    /// read-only operators read all). An artifact nobody stored passes:
-    /// a task using it fails to fetch it, as it would for anyone.
-    pub fn require_readable(&self, who: &Principal, digest: &str) -> Result<(), Status> {
-        if who.sees_all() {
-            return Ok(());
-        }
-        let index = self.index.lock().expect("not poisoned");
-        match index.artifacts.get(digest) {
-            Some(a) if !a.owners.contains(&who.name) => Err(Status::permission_denied(format!(
-                "artifact {digest} was not uploaded by {}; upload it yourself (the same bytes are stored once)",
-                who.describe()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// May `who` read `digest`? Unlike [`ArtifactStore::require_readable`],
-    /// false for an artifact nobody stored.
-    fn readable(&self, who: &Principal, digest: &str) -> bool {
-        let index = self.index.lock().expect("not poisoned");
-        index
-            .artifacts
-            .get(digest)
-            .is_some_and(|a| who.sees_all() || a.owners.contains(&who.name))
-    }
-
-    /// Bytes the file inputs of `spec` place in its sandbox, as far as the
-    /// store knows their sizes (tar inputs are checked by the agent as they
-    /// unpack).
-    pub fn file_input_bytes(&self, spec: &v1::TaskSpec) -> u64 {
-        let index = self.index.lock().expect("not poisoned");
-        spec.inputs
-            .iter()
-            .filter(|i| i.kind() == v1::InputKind::File)
-            .filter_map(|i| index.artifacts.get(&i.artifact).map(|a| a.size))
-            .fold(0u64, u64::saturating_add)
+    /// May `who` read `digest`: did they upload it (admins and read-only
+    /// operators read all)? False for an artifact nobody stored.
+    async fn readable(&self, who: &Principal, digest: &str) -> Result<bool, Status> {
+        let (who, digest) = (who.clone(), digest.to_string());
+        self.actor
+            .query(move |core, _| core.artifact_readable(&who, &digest))
+            .await
     }
 
     /// Is `digest` stored (whoever may read it)?
-    fn contains(&self, digest: &str) -> bool {
-        let index = self.index.lock().expect("not poisoned");
-        index.artifacts.contains_key(digest)
-    }
-
-    async fn commit(&self, write: Write) -> Result<(), StoreError> {
-        self.writer.commit(vec![write]).await
+    async fn contains(&self, digest: &str) -> Result<bool, Status> {
+        let digest = digest.to_string();
+        self.actor
+            .query(move |core, _| core.artifact_indexed(&digest))
+            .await
     }
 
     fn path(&self, digest: &str) -> Result<PathBuf, Status> {
@@ -255,29 +169,15 @@ impl ArtifactStore {
         Ok(self.dir.join(digest))
     }
 
-    /// Notes a use of `digest` in its record, at most once a
-    /// [`LAST_USE_RESOLUTION`] (the file's modification time says it
-    /// exactly, but only on this master's disk). Written in the background:
-    /// a use waits for no commit.
+    /// Notes a use of `digest` in its record (the core writes one at most
+    /// once a [`crate::core::LAST_USE_RESOLUTION`]; the file's modification
+    /// time says it exactly, but only on this master's disk). Sent in the
+    /// background: a use waits for no commit.
     fn note_use(&self, digest: &str) {
-        let now = wall_ms();
-        let record = {
-            let mut index = self.index.lock().expect("not poisoned");
-            let Some(record) = index.artifacts.get(digest) else {
-                return;
-            };
-            let last = record.last_used_ms.max(record.stored_ms);
-            if now.saturating_sub(last) < LAST_USE_RESOLUTION.as_millis() as u64 {
-                return;
-            }
-            let mut record = record.clone();
-            record.last_used_ms = now;
-            index.insert(record.clone());
-            record
-        };
-        let store = self.clone();
+        let actor = self.actor.clone();
+        let digest = digest.to_string();
         tokio::spawn(async move {
-            if let Err(e) = store.commit(Write::Put(Record::Artifact(record))).await {
+            if let Err(e) = actor.call(Input::ArtifactUsed { digest }).await {
                 tracing::warn!("cannot note an artifact's use in the registry: {e}");
             }
         });
@@ -287,7 +187,7 @@ impl ArtifactStore {
     /// [`ArtifactStore::expire`]).
     pub async fn stat(&self, digest: &str) -> Result<Option<u64>, Status> {
         let path = self.path(digest)?;
-        self.ensure_local(&path, digest).await;
+        self.ensure_local(&path, digest).await?;
         match tokio::fs::metadata(&path).await {
             Ok(meta) => {
                 touch(&path).await;
@@ -299,60 +199,60 @@ impl ArtifactStore {
         }
     }
 
-    /// Deletes artifacts unused (not uploaded, fetched or asked about) for
-    /// `ttl`, but never those `pinned` (named by a job of the job service
-    /// that has not ended: a held job, or one waiting for its dependencies,
-    /// may go long without starting a task). A job in progress keeps using
-    /// its artifacts, so only those no framework or agent has wanted for
-    /// that long go. The last use is the later of the record's (any
-    /// master's, to the minute) and this disk's file time (exact); an
-    /// indexed artifact whose file is elsewhere expires too. Files nobody
-    /// indexed go once as old. Returns how many artifacts expired.
+    /// Expires artifacts unused (not uploaded, fetched or asked about) for
+    /// the core's TTL, but never those `pinned` (named by a job of the job
+    /// service that has not ended: a held job, or one waiting for its
+    /// dependencies, may go long without starting a task). The core
+    /// decides, on its clock, from the later of the record's last use (any
+    /// master's, to the minute) and this disk's file time (exact), which
+    /// this store reads and hands it; an indexed artifact whose file is
+    /// elsewhere expires too. Then the files of expired artifacts go, and
+    /// files nobody indexed once unchanged for `grace`. Returns how many
+    /// artifacts expired.
     pub async fn expire(
         &self,
-        ttl: std::time::Duration,
-        pinned: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+        pinned: HashSet<String>,
     ) -> std::io::Result<usize> {
-        let now = wall_ms();
-        let ttl_ms = ttl.as_millis() as u64;
-        let records: Vec<v1::StoredArtifact> = {
-            let index = self.index.lock().expect("not poisoned");
-            index.artifacts.values().cloned().collect()
+        let unavailable = |e: Status| std::io::Error::other(e.message().to_string());
+        let indexed = self
+            .actor
+            .query(|core, _| core.indexed_artifacts())
+            .await
+            .map_err(unavailable)?;
+        let mut touched = HashMap::new();
+        for digest in indexed {
+            if let Ok(meta) = tokio::fs::metadata(self.dir.join(&digest)).await
+                && let Ok(modified) = meta.modified()
+            {
+                let at = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+                touched.insert(digest, at.as_millis() as u64);
+            }
+        }
+        let expired = match self
+            .actor
+            .call(Input::ExpireArtifacts { pinned, touched })
+            .await
+            .map_err(unavailable)?
+        {
+            Reply::Expired(expired) => expired,
+            other => unreachable!("expiry answered {other:?}"),
         };
-        let mut removed = 0;
-        for record in records {
-            if pinned.contains(&record.digest) {
-                continue;
-            }
-            let path = self.dir.join(&record.digest);
-            let touched = match tokio::fs::metadata(&path).await {
-                Ok(meta) => meta.modified().ok().map_or(0, |m| {
-                    m.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-                }),
-                Err(_) => 0,
-            };
-            let last_use = record.last_used_ms.max(record.stored_ms).max(touched);
-            if now.saturating_sub(last_use) <= ttl_ms {
-                continue;
-            }
-            self.commit(Write::Delete(Table::Artifacts, record.digest.clone()))
-                .await
-                .map_err(std::io::Error::other)?;
-            self.index
-                .lock()
-                .expect("not poisoned")
-                .remove(&record.digest);
-            match tokio::fs::remove_file(&path).await {
+        for digest in &expired {
+            match tokio::fs::remove_file(self.dir.join(digest)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            tracing::info!(digest = %record.digest, "artifact expired");
-            removed += 1;
+            tracing::info!(%digest, "artifact expired");
         }
-        let indexed = |digest: &str| self.contains(digest);
-        sweep_unindexed(&self.dir, &indexed, ttl).await?;
-        Ok(removed)
+        let indexed = self
+            .actor
+            .query(|core, _| core.indexed_artifacts())
+            .await
+            .map_err(unavailable)?;
+        sweep_unindexed(&self.dir, &|digest| indexed.contains(digest), grace).await?;
+        Ok(expired.len())
     }
 
     /// Stores an upload's `chunks` for `owner`, as they arrive (see
@@ -384,7 +284,7 @@ impl ArtifactStore {
         };
         drop(slot);
         // Received whole: stored even if the caller goes away meanwhile, so
-        // a file is never renamed into place without its record.
+        // a record is never committed without its file renamed into place.
         let store = self.clone();
         let owner = owner.clone();
         tokio::spawn(async move { store.store(&owner, received).await })
@@ -406,41 +306,24 @@ impl ArtifactStore {
         })
     }
 
-    /// Moves a received upload into place for `owner`, if the store's
-    /// limits let it, and indexes it.
+    /// Indexes a received upload for `owner`, if the store's limits let it
+    /// (the core decides, in the turn that commits the record), then moves
+    /// it into place. A crash in between leaves a record without its file,
+    /// which the next start drops (or, on a shared registry, fetches from
+    /// a peer): the uploader was never answered.
     async fn store(
         &self,
         owner: &Principal,
         received: intake::Received,
     ) -> Result<v1::ArtifactInfo, Status> {
         let intake::Received { tmp, digest, size } = received;
-        let storing = self.storing.lock().await;
-        let record = {
-            let index = self.index.lock().expect("not poisoned");
-            let existing = index.artifacts.get(&digest);
-            let claim = Claim {
-                principal: &owner.name,
-                admin: owner.is_admin(),
-                size,
-                new: existing.is_none(),
-                owned: existing.is_some_and(|a| a.owners.contains(&owner.name)),
-            };
-            limits::admit(&index.holdings, &self.limits, self.quota, claim)
-                .map_err(Status::resource_exhausted)?;
-            let mut record = existing.cloned().unwrap_or(v1::StoredArtifact {
+        self.actor
+            .call(Input::StoreArtifact {
+                owner: owner.clone(),
                 digest: digest.clone(),
                 size,
-                stored_ms: wall_ms(),
-                owners: Vec::new(),
-                last_used_ms: 0,
-            });
-            // Uploaded again: a use.
-            record.last_used_ms = wall_ms();
-            if !record.owners.contains(&owner.name) {
-                record.owners.push(owner.name.clone());
-            }
-            record
-        };
+            })
+            .await?;
         let internal = |e: std::io::Error| Status::internal(format!("artifact store: {e}"));
         let path = self.dir.join(&digest);
         tokio::fs::rename(tmp.path(), &path)
@@ -448,11 +331,6 @@ impl ArtifactStore {
             .map_err(internal)?;
         tmp.stored();
         touch(&path).await;
-        self.commit(Write::Put(Record::Artifact(record.clone())))
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot index the artifact: {e}")))?;
-        self.index.lock().expect("not poisoned").insert(record);
-        drop(storing);
         if let Some(peers) = &self.peers
             && !peers.hand_out(&path, &digest).await
         {
@@ -468,7 +346,7 @@ impl ArtifactStore {
     /// Opens a stored artifact for reading (a use, see [`ArtifactStore::expire`]).
     pub async fn open_file(&self, digest: &str) -> Result<tokio::fs::File, Status> {
         let path = self.path(digest)?;
-        self.ensure_local(&path, digest).await;
+        self.ensure_local(&path, digest).await?;
         touch(&path).await;
         self.note_use(digest);
         tokio::fs::File::open(&path)
@@ -481,9 +359,6 @@ impl ArtifactStore {
             })
     }
 }
-
-/// How often, at most, a use of an artifact is written into its record.
-pub const LAST_USE_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Deletes the files in `dir` named by a digest `indexed` does not know
 /// and unchanged for `grace`: expired by the leader, or (on a lone master)
@@ -532,13 +407,6 @@ pub fn file_chunks(
         read.map(Vec::from)
             .map_err(|e| Status::internal(format!("artifact read: {e}")))
     })
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// Marks an artifact as used now: its modification time is its last use.

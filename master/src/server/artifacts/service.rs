@@ -35,7 +35,7 @@ impl ArtifactsService {
         validate_digest(digest).map_err(Status::invalid_argument)?;
         let caller = caller_of(request)?;
         let allowed = match &caller {
-            Caller::Principal(who) => self.store.readable(who, digest),
+            Caller::Principal(who) => self.store.readable(who, digest).await?,
             Caller::Agent(agent) => {
                 let agent = AgentId::from(agent.as_str());
                 let digest = digest.to_string();
@@ -50,7 +50,7 @@ impl ArtifactsService {
         let refused = Err(Status::not_found(format!(
             "no artifact {digest} you may read: upload it first"
         )));
-        if self.store.contains(digest) {
+        if self.store.contains(digest).await? {
             let who = match &caller {
                 Caller::Principal(p) => Actor::Principal(p),
                 Caller::Agent(a) => Actor::Agent(a),

@@ -1,17 +1,29 @@
-//! Expiry: the last use is the later of the record's and the file's.
+//! Expiry: the core decides on its clock, from the later of the record's
+//! last use and this disk's file time; the store deletes the files.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc;
 use wasmos_proto::v1;
 
-use super::{ArtifactStore, StoreLimits, wall_ms};
-use crate::store::{MemoryStore, Record, Store, Table};
+use super::{ArtifactStore, StoreLimits};
+use crate::core::{ArtifactRules, Core, CoreConfig};
+use crate::server::actor::{Actor, ActorConfig, Clock, MAX_BACKLOG};
+use crate::server::handle::ActorHandle;
+use crate::store::{MemoryStore, Record, Store, Table, Write};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn digest(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Writes artifact `digest`'s file, last modified `age` ago.
@@ -39,26 +51,38 @@ async fn the_last_use_in_the_record_keeps_an_artifact_whose_file_looks_idle() {
     // another master (its record says so).
     file(dir.path(), &recent, 2 * HOUR);
     file(dir.path(), &idle, 2 * HOUR);
-    let indexed = [record(&recent, wall_ms() - 60_000), record(&idle, 0)];
-    let puts: Vec<_> = indexed
-        .iter()
-        .map(|r| crate::store::Write::Put(Record::Artifact(r.clone())))
+    let puts: Vec<_> = [record(&recent, wall_ms() - 60_000), record(&idle, 0)]
+        .into_iter()
+        .map(|r| Write::Put(Record::Artifact(r)))
         .collect();
     registry.commit(&puts).unwrap();
-    let store = ArtifactStore::open(
+    let config = CoreConfig {
+        wall_clock_origin_ms: wall_ms(),
+        artifacts: ArtifactRules {
+            ttl: HOUR,
+            ..ArtifactRules::default()
+        },
+        ..CoreConfig::default()
+    };
+    let clock = Clock::start();
+    let (core, _) = Core::recover(config, registry.load().unwrap(), clock.now()).unwrap();
+    let (commands, inbox) = mpsc::channel(16);
+    let timing = ActorConfig {
+        min_tick_interval: Duration::from_millis(50),
+        max_backlog: MAX_BACKLOG,
+    };
+    tokio::spawn(Actor::new(core, timing, clock, registry.clone()).run(inbox));
+    let store = ArtifactStore::new(
         dir.path(),
         1 << 20,
-        1 << 30,
         StoreLimits::new(100, 1 << 30),
-        registry.clone(),
-        &indexed,
-    )
-    .unwrap();
+        ActorHandle::new(commands),
+    );
     // Files nobody indexes: one long idle, one just handed over.
     file(dir.path(), &orphan, 2 * HOUR);
     file(dir.path(), &fresh, Duration::ZERO);
 
-    let expired = store.expire(HOUR, &Default::default()).await.unwrap();
+    let expired = store.expire(HOUR, Default::default()).await.unwrap();
     assert_eq!(expired, 1);
     assert!(dir.path().join(&recent).exists());
     assert!(!dir.path().join(&idle).exists());

@@ -4,7 +4,7 @@
 //! State here is small and changes rarely (a join, a token, a revocation),
 //! so it lives beside the actor rather than in the core: each change is
 //! committed to the registry (tables `trust`, `tokens`, `identities`) before
-//! it is answered, like the artifact index. The core learns only what it
+//! it is answered, in the actor's commits. The core learns only what it
 //! must act on: a revoked agent is removed through [`crate::core::Input`].
 //!
 //! Rules (see `SECURITY.md`):

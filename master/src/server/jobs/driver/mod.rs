@@ -31,7 +31,7 @@ use wasmos_proto::v1::event::Kind as EventKind;
 
 use super::super::handle::{ActorHandle, status_of};
 use crate::access::{Grant, Principal};
-use crate::core::{CoreError, Input, Reply};
+use crate::core::{Core, CoreError, Input, Reply};
 use crate::ids::FrameworkId;
 use crate::jobs::{Effect, Jobs, Owner};
 use crate::store::Write;
@@ -124,6 +124,8 @@ pub enum Call {
 
 /// What the driver needs of the actor, within a turn.
 pub trait Host {
+    /// The core as it is in this turn, to read.
+    fn core(&self) -> &Core;
     /// Feeds an input to the core.
     fn apply(&mut self, input: Input) -> Result<Reply, CoreError>;
     /// Subscribes a framework for `who` whose events come to the driver
@@ -404,6 +406,19 @@ impl Driver {
         // Checked before its framework is made, and the framework made
         // before the job is taken in: a job nothing can run never is.
         crate::jobs::submit::check(&spec).map_err(Status::invalid_argument)?;
+        // The rules of the core's `Accept`, checked now: a job whose
+        // launches would all be refused is refused itself.
+        if let Some(task) = &spec.task {
+            host.core()
+                .require_task_artifacts(&who, task)
+                .map_err(|denied| Status::permission_denied(denied.0))?;
+            host.core().check_input_bytes(task).map_err(|e| match e {
+                CoreError::InvalidTask { message, .. } => {
+                    Status::invalid_argument(format!("its task: {message}"))
+                }
+                other => status_of(other),
+            })?;
+        }
         let existing = self.jobs.by_key(&owner, &spec.idempotency_key).is_some();
         self.principals.insert(owner.clone(), who);
         self.framework_of(&owner, host).map_err(status_of)?;
