@@ -11,7 +11,8 @@
 //!   shell to persist), the `Store` trait and an in-memory store.
 //! - [`access`], [`limits`], [`sandbox_read`]: the rules for callers, as
 //!   pure functions; the core applies those that need its records
-//!   (`Core::authorize`, `Core::authorize_sandbox_read`) and the shell the
+//!   (`Core::authorize`, and `Input::ReadSandbox`, which checks a read
+//!   and sends it to its agent) and the shell the
 //!   rest.
 //! - [`artifact_limits`]: the artifact store's bounds (who holds how many
 //!   artifacts and bytes, who may store one more, uploads at once).

@@ -2108,6 +2108,51 @@ fn only_the_owning_principal_or_an_admin_may_use_a_framework_and_ownership_survi
     ));
     let local = wasmos_core::access::Principal::local();
     assert!(h.core.authorize_sandbox_read(&local, &read).is_ok());
+    // As an input: refused to bob with nothing sent; for alice, numbered
+    // and sent to the agent that holds the sandbox.
+    h.take_agent_messages(&agent);
+    let refused = h.refused(Input::ReadSandbox {
+        who: bob.clone(),
+        request: read.clone(),
+    });
+    assert!(
+        matches!(refused, CoreError::PermissionDenied(_)),
+        "{refused}"
+    );
+    let Ok(Reply::SandboxRead {
+        request_id,
+        agent: to,
+    }) = h.handle(Input::ReadSandbox {
+        who: alice.clone(),
+        request: read.clone(),
+    })
+    else {
+        panic!("alice reads her own task's sandbox")
+    };
+    assert_eq!(to, agent);
+    let sent = h.take_agent_messages(&agent);
+    assert!(
+        matches!(
+            sent.as_slice(),
+            [v1::MasterMessage { kind: Some(v1::master_message::Kind::SandboxRead(r)) }]
+                if r.request_id == request_id && r.task_id == "t1"
+        ),
+        "{sent:?}"
+    );
+    let unknown = h.refused(Input::ReadSandbox {
+        who: alice.clone(),
+        request: v1::ReadSandboxRequest {
+            task_id: "nope".into(),
+            ..read.clone()
+        },
+    });
+    assert!(matches!(unknown, CoreError::NotFound(_)), "{unknown}");
+    h.disconnect_agent(&agent);
+    let away = h.refused(Input::ReadSandbox {
+        who: alice.clone(),
+        request: read.clone(),
+    });
+    assert!(matches!(away, CoreError::Unavailable(_)), "{away}");
     // A re-subscription does not change the owner, whoever makes it.
     let mut h2 = h;
     h2.restart();

@@ -56,4 +56,11 @@ pub enum CoreError {
     PermissionDenied(String),
     #[error("{0}")]
     Exhausted(String),
+    /// What the call names is not there (its message says what).
+    #[error("{0}")]
+    NotFound(String),
+    /// What the call needs is out of reach for now (an agent not
+    /// connected); trying again later may work.
+    #[error("{0}")]
+    Unavailable(String),
 }

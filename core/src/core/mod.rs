@@ -294,6 +294,14 @@ pub enum Input {
         pinned: std::collections::HashSet<String>,
         touched: std::collections::HashMap<String, u64>,
     },
+    /// `who` reads a task's sandbox: checked against the task as the core
+    /// lists it ([`crate::sandbox_read::check`]), then sent to the agent
+    /// that holds it; answered with [`Reply::SandboxRead`], whose id the
+    /// agent's answer carries.
+    ReadSandbox {
+        who: Principal,
+        request: v1::ReadSandboxRequest,
+    },
 }
 
 /// The answer to one input.
@@ -309,6 +317,8 @@ pub enum Reply {
     Launched(Vec<TaskId>),
     /// The artifacts that expired, whose files may go.
     Expired(Vec<String>),
+    /// A sandbox read went to `agent` as request `request_id`.
+    SandboxRead { request_id: u64, agent: AgentId },
 }
 
 /// A message for the shell to deliver.
@@ -603,6 +613,7 @@ impl Core {
             Input::ExpireArtifacts { pinned, touched } => {
                 self.expire_artifacts(&pinned, &touched, now)
             }
+            Input::ReadSandbox { who, request } => self.read_sandbox(&who, request),
         };
         self.offer_freed(now);
         Outputs {

@@ -70,7 +70,7 @@ use super::metrics::Metrics;
 use crate::access::Principal;
 use crate::core::{Adoptions, ConnectionId, Core, CoreError, Input, Output, Reply, is_terminal};
 use crate::ids::{AgentId, FrameworkId};
-use crate::sandbox_read::Refused;
+use crate::server::handle::status_of;
 use crate::store::{Store, StoreError, Write};
 use crate::time::Time;
 
@@ -252,7 +252,6 @@ pub struct Actor {
     agents: HashMap<AgentId, (ConnectionId, AgentSender)>,
     sandbox_reads: HashMap<u64, oneshot::Sender<Result<v1::SandboxReadReply, Status>>>,
     next_connection: ConnectionId,
-    next_request: u64,
     metrics: Metrics,
     /// Streams cut off while routing; the core hears of it after routing.
     dropped: Vec<Input>,
@@ -300,7 +299,6 @@ impl Actor {
             agents: HashMap::new(),
             sandbox_reads: HashMap::new(),
             next_connection: 0,
-            next_request: 0,
             metrics: Metrics::default(),
             dropped: Vec::new(),
             last_backlog_warning: None,
@@ -832,47 +830,18 @@ impl Actor {
         request: v1::ReadSandboxRequest,
         reply: oneshot::Sender<Result<v1::SandboxReadReply, Status>>,
     ) {
-        // A task the master forgot (acknowledged before a restart, or
-        // archived past the cap) is read where the caller says it ran: the
-        // agent keeps its sandbox and answers from disk.
-        let read = match self.core.authorize_sandbox_read(&who, &request) {
-            Ok(read) => read,
-            Err(refused) => {
-                let _ = reply.send(Err(match refused {
-                    Refused::Invalid(why) => Status::invalid_argument(why),
-                    Refused::Denied(why) => Status::permission_denied(why),
-                    Refused::Unknown(why) => Status::not_found(why),
-                }));
-                return;
+        // The core checks the read and sends it to the agent; the agent's
+        // answer comes back here under the read's id.
+        match self.apply(Input::ReadSandbox { who, request }) {
+            Ok(Reply::SandboxRead { request_id, .. }) => {
+                self.sandbox_reads.retain(|_, waiter| !waiter.is_closed());
+                self.sandbox_reads.insert(request_id, reply);
             }
-        };
-        let agent = read.agent;
-        let Some((_, sender)) = self.agents.get(&agent) else {
-            let _ = reply.send(Err(Status::unavailable(format!(
-                "agent {agent} of task {} is not connected",
-                read.task_id
-            ))));
-            return;
-        };
-        self.sandbox_reads.retain(|_, waiter| !waiter.is_closed());
-        self.next_request += 1;
-        let message = v1::MasterMessage {
-            kind: Some(AgentKind::SandboxRead(v1::SandboxRead {
-                request_id: self.next_request,
-                task_id: read.task_id,
-                target: read.target.into(),
-                path: read.path,
-                offset: request.offset,
-                length: request.length,
-            })),
-        };
-        if sender.try_send(Ok(message)).is_err() {
-            let _ = reply.send(Err(Status::unavailable(
-                "the agent's stream is full or closed",
-            )));
-            return;
+            Ok(other) => unreachable!("a sandbox read answered {other:?}"),
+            Err(refused) => {
+                let _ = reply.send(Err(status_of(refused)));
+            }
         }
-        self.sandbox_reads.insert(self.next_request, reply);
     }
 
     /// An input nobody waits on: a refusal is only worth a log line.

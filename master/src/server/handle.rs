@@ -87,7 +87,9 @@ pub fn status_of(error: CoreError) -> Status {
         CoreError::UnknownFramework(_)
         | CoreError::UnknownOffer(_)
         | CoreError::UnknownTask(_)
-        | CoreError::UnknownAgent(_) => Status::not_found(message),
+        | CoreError::UnknownAgent(_)
+        | CoreError::NotFound(_) => Status::not_found(message),
+        CoreError::Unavailable(_) => Status::unavailable(message),
         CoreError::ForeignOffer { .. }
         | CoreError::ForeignTask { .. }
         | CoreError::PermissionDenied(_) => Status::permission_denied(message),
