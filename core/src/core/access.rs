@@ -62,7 +62,6 @@ impl Core {
             Input::ReadSandbox { .. } => Ok(()),
             Input::DrainAgent { .. } => who.require_admin("draining an agent"),
             Input::UndrainAgent { .. } => who.require_admin("undraining an agent"),
-            Input::RemoveAgent { .. } => who.require_admin("revoking an agent"),
             Input::AgentRegister { .. }
             | Input::AgentHeartbeat { .. }
             | Input::AgentUpdates { .. }
@@ -72,7 +71,12 @@ impl Core {
             | Input::Tick
             | Input::StoreArtifact { .. }
             | Input::ArtifactUsed { .. }
-            | Input::ExpireArtifacts { .. } => Err(Denied(
+            | Input::ExpireArtifacts { .. }
+            | Input::CreateToken { .. }
+            | Input::RevokeToken { .. }
+            | Input::Join { .. }
+            | Input::RenewIdentity { .. }
+            | Input::RevokeIdentity { .. } => Err(Denied(
                 "only agents and the master itself make this input".into(),
             )),
         };

@@ -44,6 +44,7 @@ mod recover;
 mod tasks;
 mod timers;
 mod transitions;
+mod trust;
 mod validate;
 mod view;
 
@@ -70,6 +71,7 @@ pub use pages::{Page, TaskFilter, TaskLine, TaskPage};
 pub use recover::Recovered;
 pub use tasks::{is_terminal, progress};
 pub use transitions::Transition;
+pub use trust::token_expired;
 pub use validate::validate_task;
 pub use view::{AgentView, FrameworkView, TaskView};
 
@@ -265,13 +267,6 @@ pub enum Input {
     UndrainAgent {
         agent: AgentId,
     },
-    /// An agent may never come back (its certificate was revoked): its
-    /// stream is closed and its tasks are `LOST` now. Done for an agent the
-    /// core does not know (it may have been lost already).
-    RemoveAgent {
-        agent: AgentId,
-        why: String,
-    },
     /// Time passed: expire what is due (offers, agents, frameworks,
     /// filters) and offer what that freed. The shell sends it when
     /// [`Core::next_timeout`] comes; earlier, it changes nothing.
@@ -302,6 +297,35 @@ pub enum Input {
         who: Principal,
         request: v1::ReadSandboxRequest,
     },
+    /// A token the shell made (`token` holds its secret's hash), stamped
+    /// now by the core and expiring `ttl_ms` later (0: never). Answered
+    /// with [`Reply::Token`] (`trust.rs`).
+    CreateToken {
+        token: v1::StoredToken,
+        ttl_ms: u64,
+    },
+    /// Delete a token; answered with its record as it was.
+    RevokeToken {
+        accessor: String,
+    },
+    /// Spend one use of join token `accessor` on a new agent's identity;
+    /// answered with [`Reply::Identity`].
+    Join {
+        accessor: String,
+        secret_sha256: String,
+        identity: v1::StoredIdentity,
+    },
+    /// An agent's certificate was renewed.
+    RenewIdentity {
+        agent: String,
+        not_after_ms: u64,
+    },
+    /// End an agent's identity for good (its certificate was revoked) and
+    /// remove the agent: its stream is closed and its tasks are `LOST`
+    /// now, for it may never come back.
+    RevokeIdentity {
+        agent: String,
+    },
 }
 
 /// The answer to one input.
@@ -319,6 +343,10 @@ pub enum Reply {
     Expired(Vec<String>),
     /// A sandbox read went to `agent` as request `request_id`.
     SandboxRead { request_id: u64, agent: AgentId },
+    /// A token's record as stored (made) or as it was (revoked).
+    Token(Box<v1::StoredToken>),
+    /// An agent identity's record as stored.
+    Identity(Box<v1::StoredIdentity>),
 }
 
 /// A message for the shell to deliver.
@@ -477,6 +505,8 @@ pub struct Core {
     last_now: Time,
     /// The artifact index (`artifacts.rs`).
     artifacts: artifacts::ArtifactIndex,
+    /// Tokens and agent identities (`trust.rs`).
+    trust: trust::TrustTables,
 }
 
 /// Takes `count` tasks off `principal`'s count in
@@ -514,6 +544,7 @@ impl Core {
             ledger: ledger::Ledger::default(),
             last_now: Time::ZERO,
             artifacts: artifacts::ArtifactIndex::default(),
+            trust: trust::TrustTables::default(),
         }
     }
 
@@ -596,12 +627,6 @@ impl Core {
             } => self.update_role(&role, weight, quota, now),
             Input::DrainAgent { agent } => self.drain_agent(&agent),
             Input::UndrainAgent { agent } => self.undrain_agent(&agent, now),
-            Input::RemoveAgent { agent, why } => {
-                if self.agents.contains_key(&agent) {
-                    self.remove_agent(&agent, &why, now);
-                }
-                Ok(Reply::Done)
-            }
             Input::OperatorKill { task_ids } => self.operator_kill(task_ids, now),
             Input::Tick => self.tick(now),
             Input::StoreArtifact {
@@ -614,6 +639,18 @@ impl Core {
                 self.expire_artifacts(&pinned, &touched, now)
             }
             Input::ReadSandbox { who, request } => self.read_sandbox(&who, request),
+            Input::CreateToken { token, ttl_ms } => self.create_token(token, ttl_ms, now),
+            Input::RevokeToken { accessor } => self.revoke_token(&accessor),
+            Input::Join {
+                accessor,
+                secret_sha256,
+                identity,
+            } => self.join(&accessor, &secret_sha256, identity, now),
+            Input::RenewIdentity {
+                agent,
+                not_after_ms,
+            } => self.renew_identity(&agent, not_after_ms),
+            Input::RevokeIdentity { agent } => self.revoke_identity(&agent, now),
         };
         self.offer_freed(now);
         Outputs {

@@ -89,6 +89,7 @@ impl Core {
         }
         writes.extend(self.ledger_writes());
         writes.extend(self.artifacts.take_writes());
+        writes.extend(self.trust.take_writes());
         writes
     }
 
@@ -120,6 +121,7 @@ impl Core {
                 .map(|t| Record::Task(Box::new(stored_task(t)))),
         );
         records.extend(self.artifacts.records().cloned().map(Record::Artifact));
+        records.extend(self.trust.records());
         records
     }
 

@@ -48,6 +48,10 @@ impl Core {
         core.ledger = super::ledger::Ledger::recover(registry.usage.clone());
         core.artifacts =
             super::artifacts::ArtifactIndex::recover(std::mem::take(&mut registry.artifacts));
+        core.trust = super::trust::TrustTables::recover(
+            std::mem::take(&mut registry.tokens),
+            std::mem::take(&mut registry.identities),
+        );
 
         for role in &registry.roles {
             let name = Role::from(role.name.as_str());

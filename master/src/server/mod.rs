@@ -26,7 +26,6 @@ pub mod standby;
 mod tls_listener;
 pub mod trust;
 mod ui;
-mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -417,13 +416,21 @@ impl Master {
                 let registry = registry.clone();
                 let work_dir = config.work_dir.clone();
                 let clock = config.wall_clock.clone();
-                let opened = tokio::task::spawn_blocking(move || {
-                    trust::Trust::open(registry, trust_records, settings, &names, &work_dir, clock)
+                let actor = handle.clone();
+                let trust = tokio::task::spawn_blocking(move || {
+                    trust::Trust::open(
+                        registry,
+                        trust_records,
+                        settings,
+                        &names,
+                        &work_dir,
+                        clock,
+                        actor,
+                    )
                 })
                 .await??;
-                // Its writes from now on go in the actor's commits.
-                opened.trust.write_through(handle.clone());
-                Some((Arc::new(opened.trust), opened.new_admin_token))
+                let new_admin_token = trust.make_admin_token().await?;
+                Some((Arc::new(trust), new_admin_token))
             }
         };
         let (trust, new_admin_token) = match trust {

@@ -344,27 +344,19 @@ impl Operator for OperatorService {
                 "revoking an agent",
                 args,
                 async {
-                    // Revoked first: from here the agent cannot attach again, so
-                    // the removal below is final.
-                    self.trust()?.revoke(&agent_id).await?;
                     let agent = crate::ids::AgentId::from(agent_id.as_str());
-                    let tasks_lost = {
-                        let agent = agent.clone();
-                        self.actor
-                            .query(move |core, _| {
-                                core.agents()
-                                    .into_iter()
-                                    .find(|a| a.id == agent)
-                                    .map_or(0, |a| a.tasks as u32)
-                            })
-                            .await?
-                    };
-                    self.actor
-                        .call(Input::RemoveAgent {
-                            agent,
-                            why: "the agent's certificate was revoked".into(),
+                    let tasks_lost = self
+                        .actor
+                        .query(move |core, _| {
+                            core.agents()
+                                .into_iter()
+                                .find(|a| a.id == agent)
+                                .map_or(0, |a| a.tasks as u32)
                         })
                         .await?;
+                    // The core revokes the identity and removes the agent
+                    // (its tasks `LOST`) in one turn: it cannot attach again.
+                    self.trust()?.revoke(&agent_id).await?;
                     Ok(tasks_lost)
                 },
             )

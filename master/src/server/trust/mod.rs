@@ -1,11 +1,12 @@
 //! Who may call the master: the cluster's CA, the tokens it issued and the
 //! agents that joined with them.
 //!
-//! State here is small and changes rarely (a join, a token, a revocation),
-//! so it lives beside the actor rather than in the core: each change is
-//! committed to the registry (tables `trust`, `tokens`, `identities`) before
-//! it is answered, in the actor's commits. The core learns only what it
-//! must act on: a revoked agent is removed through [`crate::core::Input`].
+//! The tokens and identities are core state (`wasmos_core`'s
+//! `core/trust.rs`): every change is a core input, committed in the
+//! actor's turn before it is answered. What stays here is what is secret
+//! or slow (the CA's key, signing certificates, the admin token's file)
+//! and a copy of the tables, refreshed from the records those inputs
+//! answer, so that every call's credentials are checked without a turn.
 //!
 //! Rules (see `SECURITY.md`):
 //! - every call but health and reflection carries a token (admin,
@@ -30,7 +31,9 @@ use wasmos_tls::{Ca, Secret, ServerIdentity};
 mod tokens;
 
 use super::WallClock;
+use super::handle::ActorHandle;
 use crate::access::{Principal, takes_a_reserved_name};
+use crate::core::{Input, Reply};
 use crate::resources::Resources;
 use crate::store::{Record, Store, Write};
 
@@ -100,11 +103,13 @@ pub struct Trust {
     client_roots: String,
     settings: TlsSettings,
     clock: WallClock,
+    /// A copy of the core's tables, for reading credentials.
     state: Mutex<State>,
     admin_token_path: PathBuf,
-    /// Where the trust tables are written: the registry at start, then
-    /// the actor's commits (`write_through`).
-    writer: super::writer::RegistryWriter,
+    /// A new admin token is to be made ([`Trust::make_admin_token`]).
+    needs_admin_token: bool,
+    /// Where the tables live: the core, behind the actor.
+    actor: ActorHandle,
 }
 
 #[derive(Default)]
@@ -124,21 +129,15 @@ pub struct Records {
 }
 
 impl Records {
-    /// Takes them out of a loaded registry (the core has no use for them).
+    /// The CA out of a loaded registry, and a copy of its tokens and
+    /// identities (the core recovers those as its own).
     pub fn take(registry: &mut crate::store::Registry) -> Records {
         Records {
             ca: registry.ca.take(),
-            tokens: std::mem::take(&mut registry.tokens),
-            identities: std::mem::take(&mut registry.identities),
+            tokens: registry.tokens.clone(),
+            identities: registry.identities.clone(),
         }
     }
-}
-
-/// What [`Trust::open`] found or made, for the master's log.
-pub struct Opened {
-    pub trust: Trust,
-    /// A new admin token was written to this file.
-    pub new_admin_token: Option<PathBuf>,
 }
 
 impl Trust {
@@ -153,22 +152,24 @@ impl Trust {
         names: &[String],
         work_dir: &Path,
         clock: WallClock,
-    ) -> anyhow::Result<Opened> {
+        actor: ActorHandle,
+    ) -> anyhow::Result<Trust> {
         let Records {
             ca: registry_ca,
             tokens,
             identities,
         } = records;
-        let mut writes = Vec::new();
         let ca = match registry_ca {
             Some(stored) => Ca::from_pem(&stored.cert_pem, &stored.key_pem)
                 .map_err(|e| anyhow::anyhow!("the CA in {}: {e}", store.describe()))?,
             None => {
+                // The one write outside the core: the CA is made once, as
+                // the registry's first record, before any master serves.
                 let ca = Ca::generate(&format!("{:08x}", rand::random::<u32>()))?;
-                writes.push(Write::Put(Record::Ca(v1::StoredCa {
+                store.commit(&[Write::Put(Record::Ca(v1::StoredCa {
                     cert_pem: ca.cert_pem().to_string(),
                     key_pem: ca.key_pem().to_string(),
-                })));
+                }))])?;
                 tracing::info!(pin = ca.pin(), "made the cluster's CA");
                 ca
             }
@@ -186,7 +187,7 @@ impl Trust {
         if let Some(extra) = &settings.client_ca_pem {
             client_roots.push_str(extra);
         }
-        let mut state = State {
+        let state = State {
             tokens: tokens
                 .into_iter()
                 .map(|t| (t.accessor.clone(), t))
@@ -224,44 +225,67 @@ impl Trust {
                 .tokens
                 .values()
                 .any(|t| t.kind() == v1::TokenKind::Admin);
-        let mut new_admin_token = None;
-        if current.is_none() && !shared_has_admin {
-            let token = Secret::generate();
-            let stored = v1::StoredToken {
-                accessor: token.accessor.clone(),
-                secret_sha256: token.hash(),
-                kind: v1::TokenKind::Admin as i32,
-                created_ms: clock.now_ms(),
-                principal: "admin".into(),
-                ..Default::default()
-            };
-            writes.push(Write::Put(Record::Token(stored.clone())));
-            state.tokens.insert(stored.accessor.clone(), stored);
-            store.commit(&writes)?;
-            wasmos_tls::write_file(&admin_token_path, format!("{token}\n").as_bytes(), true)
-                .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
-            new_admin_token = Some(admin_token_path.clone());
-        } else if !writes.is_empty() {
-            store.commit(&writes)?;
-        }
+        let needs_admin_token = current.is_none() && !shared_has_admin;
         // The CA certificate is public: clients need it (`--ca`).
         std::fs::write(work_dir.join("ca.pem"), &server_ca_pem)
             .with_context(|| format!("cannot write {}", work_dir.join("ca.pem").display()))?;
-        Ok(Opened {
-            trust: Trust {
-                ca,
-                identity,
-                server_ca_pem,
-                server_pin,
-                client_roots,
-                settings,
-                clock,
-                state: Mutex::new(state),
-                admin_token_path,
-                writer: super::writer::RegistryWriter::new(store),
-            },
-            new_admin_token,
+        Ok(Trust {
+            ca,
+            identity,
+            server_ca_pem,
+            server_pin,
+            client_roots,
+            settings,
+            clock,
+            state: Mutex::new(state),
+            admin_token_path,
+            needs_admin_token,
+            actor,
         })
+    }
+
+    /// Makes an admin token and writes it to `<work_dir>/admin.token` if
+    /// [`Trust::open`] found none that works (on a shared registry, only
+    /// when it holds no admin token at all: every failover would add one).
+    /// Returns the file when it made one.
+    pub async fn make_admin_token(&self) -> anyhow::Result<Option<PathBuf>> {
+        if !self.needs_admin_token {
+            return Ok(None);
+        }
+        let token = Secret::generate();
+        let stored = v1::StoredToken {
+            accessor: token.accessor.clone(),
+            secret_sha256: token.hash(),
+            kind: v1::TokenKind::Admin as i32,
+            principal: "admin".into(),
+            ..Default::default()
+        };
+        self.create(stored, 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot make the admin token: {}", e.message()))?;
+        let path = &self.admin_token_path;
+        wasmos_tls::write_file(path, format!("{token}\n").as_bytes(), true)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Some(path.clone()))
+    }
+
+    /// Takes a token into the core's tables (stamped and given its expiry
+    /// there) and this copy; answers the record as stored.
+    async fn create(&self, token: v1::StoredToken, ttl_ms: u64) -> Result<v1::StoredToken, Status> {
+        let stored = match self
+            .actor
+            .call(Input::CreateToken { token, ttl_ms })
+            .await?
+        {
+            Reply::Token(stored) => *stored,
+            other => unreachable!("a token's creation answered {other:?}"),
+        };
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .tokens
+            .insert(stored.accessor.clone(), stored.clone());
+        Ok(stored)
     }
 
     /// The chain and key the master serves.
@@ -357,74 +381,64 @@ impl Trust {
         if request.hostname.len() > 255 {
             return Err(Status::invalid_argument("hostname longer than 255 bytes"));
         }
-        let now = self.clock.now_ms();
-        // Take the use first (under the lock) so two joins cannot both
-        // spend a token's last use; give it back if the rest fails.
-        let (spent, agent_id) = {
-            let mut state = self.state.lock().expect("not poisoned");
-            let stored = state
+        // Checked here first (the secret, in constant time), so a bad
+        // token costs no signature; the core checks again as it spends
+        // the use, in the one turn that can.
+        let agent_id = {
+            let state = self.state.lock().expect("not poisoned");
+            state
                 .tokens
-                .get_mut(&token.accessor)
+                .get(&token.accessor)
                 .filter(|t| {
                     t.kind() == v1::TokenKind::AgentJoin
                         && token.matches(&t.secret_sha256)
-                        && !expired(t, now)
+                        && !expired(t, self.clock.now_ms())
                         && t.uses_left > 0
                 })
                 .ok_or_else(denied)?;
-            stored.uses_left -= 1;
-            let spent = stored.clone();
-            let agent_id = loop {
+            loop {
                 let id = format!("A{}", hex::encode(rand::random::<[u8; 6]>()));
                 if !state.identities.contains_key(&id) {
                     break id;
                 }
-            };
-            (spent, agent_id)
-        };
-        let give_back = |status: Status| {
-            if let Some(t) = self
-                .state
-                .lock()
-                .expect("not poisoned")
-                .tokens
-                .get_mut(&spent.accessor)
-            {
-                t.uses_left += 1;
             }
-            status
         };
         let issued = self
             .ca
             .sign_agent(&request.csr_pem, &agent_id, self.settings.agent_cert_ttl)
-            .map_err(|e| give_back(Status::invalid_argument(e.to_string())))?;
-        let identity = v1::StoredIdentity {
-            agent_id: agent_id.clone(),
-            token_accessor: spent.accessor.clone(),
-            max_resources: spent.max_resources,
-            not_after_ms: issued.not_after_ms,
-            revoked: false,
-            joined_ms: now,
-            hostname: request.hostname.clone(),
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let identity = match self
+            .actor
+            .call(Input::Join {
+                accessor: token.accessor.clone(),
+                secret_sha256: token.hash(),
+                identity: v1::StoredIdentity {
+                    agent_id: agent_id.clone(),
+                    not_after_ms: issued.not_after_ms,
+                    hostname: request.hostname.clone(),
+                    ..Default::default()
+                },
+            })
+            .await?
+        {
+            Reply::Identity(identity) => *identity,
+            other => unreachable!("a join answered {other:?}"),
         };
-        self.commit(vec![
-            Write::Put(Record::Token(spent.clone())),
-            Write::Put(Record::Identity(identity.clone())),
-        ])
-        .await
-        .map_err(give_back)?;
-        self.state
-            .lock()
-            .expect("not poisoned")
-            .identities
-            .insert(agent_id.clone(), identity);
-        tracing::info!(agent = %agent_id, hostname = %request.hostname, token = %spent.accessor, "agent joined");
+        let max_resources = identity.max_resources;
+        {
+            let mut state = self.state.lock().expect("not poisoned");
+            if let Some(spent) = state.tokens.get_mut(&token.accessor) {
+                spent.uses_left = spent.uses_left.saturating_sub(1);
+            }
+            state.identities.insert(agent_id.clone(), identity);
+        }
+        tracing::info!(agent = %agent_id, hostname = %request.hostname, token = %token.accessor, "agent joined");
         Ok(v1::JoinResponse {
             agent_id,
             cert_pem: issued.cert_pem,
             ca_pem: self.server_ca_pem.clone(),
             not_after_ms: issued.not_after_ms,
-            max_resources: spent.max_resources,
+            max_resources,
         })
     }
 
@@ -435,11 +449,11 @@ impl Trust {
             .ca
             .sign_agent(csr_pem, agent, self.settings.agent_cert_ttl)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut identity = self.identity(agent)?;
-        identity.not_after_ms = issued.not_after_ms;
-        self.commit(vec![Write::Put(Record::Identity(identity.clone()))])
-            .await?;
-        self.store_identity(identity);
+        self.change_identity(Input::RenewIdentity {
+            agent: agent.to_string(),
+            not_after_ms: issued.not_after_ms,
+        })
+        .await?;
         tracing::info!(%agent, "agent certificate renewed");
         Ok(v1::RenewResponse {
             cert_pem: issued.cert_pem,
@@ -447,52 +461,33 @@ impl Trust {
         })
     }
 
-    /// Ends an agent's identity for good.
+    /// Ends an agent's identity for good; the core removes the agent (its
+    /// tasks `LOST`) in the same turn.
     pub async fn revoke(&self, agent: &str) -> Result<(), Status> {
-        let mut identity = self.identity(agent)?;
-        identity.revoked = true;
-        self.commit(vec![Write::Put(Record::Identity(identity.clone()))])
-            .await?;
-        self.store_identity(identity);
+        self.change_identity(Input::RevokeIdentity {
+            agent: agent.to_string(),
+        })
+        .await?;
         tracing::warn!(%agent, "agent revoked");
         Ok(())
     }
 
-    fn identity(&self, agent: &str) -> Result<v1::StoredIdentity, Status> {
-        self.state
-            .lock()
-            .expect("not poisoned")
-            .identities
-            .get(agent)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("agent {agent} never joined")))
-    }
-
-    fn store_identity(&self, identity: v1::StoredIdentity) {
+    /// Changes an identity in the core, then in this copy.
+    async fn change_identity(&self, input: Input) -> Result<(), Status> {
+        let identity = match self.actor.call(input).await? {
+            Reply::Identity(identity) => *identity,
+            other => unreachable!("an identity's change answered {other:?}"),
+        };
         self.state
             .lock()
             .expect("not poisoned")
             .identities
             .insert(identity.agent_id.clone(), identity);
-    }
-
-    /// Writes the trust tables in the turns of `actor` from now on (see
-    /// `server/writer.rs`): one writer, one fence.
-    pub fn write_through(&self, actor: super::handle::ActorHandle) {
-        self.writer.write_through(actor);
-    }
-
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), Status> {
-        self.writer
-            .commit(writes)
-            .await
-            .map_err(|e| Status::unavailable(format!("registry: {e}")))
+        Ok(())
     }
 }
 
-fn expired(token: &v1::StoredToken, now_ms: u64) -> bool {
-    token.expires_ms != 0 && now_ms >= token.expires_ms
-}
+use crate::core::token_expired as expired;
 
 /// The gate in front of a gRPC service: checks the caller before the call
 /// and hands it to the handler in the request's extensions (see

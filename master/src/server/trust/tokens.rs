@@ -10,8 +10,8 @@ use wasmos_tls::{JoinString, Secret};
 
 use super::{Trust, expired};
 use crate::access::{Grant, Principal, takes_a_reserved_name, validate_principal};
+use crate::core::{Input, Reply};
 use crate::resources::Resources;
-use crate::store::{Record, Table, Write};
 
 impl Trust {
     /// The principal behind an `authorization` header's value, `Bearer
@@ -155,34 +155,30 @@ impl Trust {
             Resources::try_from(max)
                 .map_err(|e| Status::invalid_argument(format!("max_resources: {e}")))?;
         }
-        let now = self.clock.now_ms();
         let ttl = match (kind, request.ttl_ms) {
             (v1::TokenKind::AgentJoin, 0) => 3600 * 1000,
             (_, ttl) => ttl,
         };
         let token = Secret::generate();
-        let stored = v1::StoredToken {
-            accessor: token.accessor.clone(),
-            secret_sha256: token.hash(),
-            kind: kind as i32,
-            created_ms: now,
-            expires_ms: if ttl == 0 { 0 } else { now.saturating_add(ttl) },
-            uses_left: if kind == v1::TokenKind::AgentJoin {
-                request.uses.max(1)
-            } else {
-                0
-            },
-            max_resources: request.max_resources,
-            principal,
-            roles,
-        };
-        self.commit(vec![Write::Put(Record::Token(stored.clone()))])
+        let stored = self
+            .create(
+                v1::StoredToken {
+                    accessor: token.accessor.clone(),
+                    secret_sha256: token.hash(),
+                    kind: kind as i32,
+                    uses_left: if kind == v1::TokenKind::AgentJoin {
+                        request.uses.max(1)
+                    } else {
+                        0
+                    },
+                    max_resources: request.max_resources,
+                    principal,
+                    roles,
+                    ..Default::default()
+                },
+                ttl,
+            )
             .await?;
-        self.state
-            .lock()
-            .expect("not poisoned")
-            .tokens
-            .insert(stored.accessor.clone(), stored.clone());
         tracing::info!(accessor = %token.accessor, ?kind, principal = %stored.principal, "token created");
         let join = if kind == v1::TokenKind::AgentJoin {
             JoinString {
@@ -211,19 +207,7 @@ impl Trust {
     /// Every token, without secrets, by accessor.
     pub fn list_tokens(&self) -> Vec<v1::TokenInfo> {
         let state = self.state.lock().expect("not poisoned");
-        let mut tokens: Vec<v1::TokenInfo> = state
-            .tokens
-            .values()
-            .map(|t| v1::TokenInfo {
-                accessor: t.accessor.clone(),
-                kind: t.kind,
-                principal: t.principal.clone(),
-                roles: t.roles.clone(),
-                created_ms: t.created_ms,
-                expires_ms: t.expires_ms,
-                uses_left: t.uses_left,
-            })
-            .collect();
+        let mut tokens: Vec<v1::TokenInfo> = state.tokens.values().map(info_of).collect();
         tokens.sort_by(|a, b| a.accessor.cmp(&b.accessor));
         tokens
     }
@@ -231,13 +215,17 @@ impl Trust {
     /// Ends a token: it is deleted from the registry, and the streams it
     /// opened are told to close.
     pub async fn revoke_token(&self, accessor: &str) -> Result<v1::TokenInfo, Status> {
-        let info = self
-            .list_tokens()
-            .into_iter()
-            .find(|t| t.accessor == accessor)
-            .ok_or_else(|| Status::not_found(format!("no token {accessor}")))?;
-        self.commit(vec![Write::Delete(Table::Tokens, accessor.to_string())])
-            .await?;
+        let revoked = match self
+            .actor
+            .call(Input::RevokeToken {
+                accessor: accessor.to_string(),
+            })
+            .await?
+        {
+            Reply::Token(revoked) => *revoked,
+            other => unreachable!("a token's revocation answered {other:?}"),
+        };
+        let info = info_of(&revoked);
         let mut state = self.state.lock().expect("not poisoned");
         state.tokens.remove(accessor);
         if let Some(revoked) = state.revocations.remove(accessor) {
@@ -245,6 +233,19 @@ impl Trust {
         }
         tracing::warn!(%accessor, "token revoked");
         Ok(info)
+    }
+}
+
+/// A token as listed: all but its secret's hash.
+fn info_of(t: &v1::StoredToken) -> v1::TokenInfo {
+    v1::TokenInfo {
+        accessor: t.accessor.clone(),
+        kind: t.kind,
+        principal: t.principal.clone(),
+        roles: t.roles.clone(),
+        created_ms: t.created_ms,
+        expires_ms: t.expires_ms,
+        uses_left: t.uses_left,
     }
 }
 
