@@ -2108,9 +2108,8 @@ fn only_the_owning_principal_or_an_admin_may_use_a_framework_and_ownership_survi
     ));
     let local = wasmos_core::access::Principal::local();
     assert!(h.core.authorize_sandbox_read(&local, &read).is_ok());
-    // As an input: refused to bob with nothing sent; for alice, numbered
-    // and sent to the agent that holds the sandbox.
-    h.take_agent_messages(&agent);
+    // As an input: refused to bob; for alice, numbered and addressed to
+    // the agent that holds the sandbox.
     let refused = h.refused(Input::ReadSandbox {
         who: bob.clone(),
         request: read.clone(),
@@ -2120,8 +2119,8 @@ fn only_the_owning_principal_or_an_admin_may_use_a_framework_and_ownership_survi
         "{refused}"
     );
     let Ok(Reply::SandboxRead {
-        request_id,
         agent: to,
+        read: first,
     }) = h.handle(Input::ReadSandbox {
         who: alice.clone(),
         request: read.clone(),
@@ -2129,15 +2128,25 @@ fn only_the_owning_principal_or_an_admin_may_use_a_framework_and_ownership_survi
     else {
         panic!("alice reads her own task's sandbox")
     };
-    assert_eq!(to, agent);
-    let sent = h.take_agent_messages(&agent);
+    assert_eq!((to, first.task_id.as_str()), (agent.clone(), "t1"));
+    let Ok(Reply::SandboxRead { read: second, .. }) = h.handle(Input::ReadSandbox {
+        who: alice.clone(),
+        request: read.clone(),
+    }) else {
+        panic!("read again")
+    };
+    assert_ne!(first.request_id, second.request_id, "each read its own id");
     assert!(
-        matches!(
-            sent.as_slice(),
-            [v1::MasterMessage { kind: Some(v1::master_message::Kind::SandboxRead(r)) }]
-                if r.request_id == request_id && r.task_id == "t1"
-        ),
-        "{sent:?}"
+        h.core
+            .authorize(
+                &bob,
+                &Input::ReadSandbox {
+                    who: alice.clone(),
+                    request: read.clone(),
+                }
+            )
+            .is_err(),
+        "nobody reads as another"
     );
     let unknown = h.refused(Input::ReadSandbox {
         who: alice.clone(),

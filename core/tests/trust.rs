@@ -117,7 +117,11 @@ fn a_join_spends_one_use_and_a_refused_one_spends_nothing() {
     // Expiry is the core's clock's.
     create(&mut h, join_token("j2", 5), 1_000);
     h.advance(1_000);
-    h.refused(join("j2", "hash-of-j2", "A4"));
+    let expired = h.refused(join("j2", "hash-of-j2", "A4"));
+    assert!(
+        matches!(expired, CoreError::PermissionDenied(_)),
+        "{expired}"
+    );
     h.restart();
     assert_eq!(h.core.identities().count(), 2);
 }
@@ -157,6 +161,13 @@ fn a_revoked_identity_removes_its_agent_and_cannot_renew() {
     assert!(
         matches!(refused, CoreError::PermissionDenied(_)),
         "{refused}"
+    );
+    let mut info = Harness::agent_info(2.0, 2 * GIB);
+    info.agent_id = "A1".into();
+    let back = h.register_agent(info, vec![]).unwrap_err();
+    assert!(
+        matches!(&back, CoreError::PermissionDenied(m) if m.contains("revoked")),
+        "{back}"
     );
     let never = h.refused(Input::RevokeIdentity { agent: "A9".into() });
     assert!(matches!(never, CoreError::NotFound(_)), "{never}");

@@ -58,8 +58,19 @@ impl Core {
                 }
             }),
             Input::UpdateRole { .. } => who.require_admin("changing a role's weight or quota"),
-            // Checked as it is handled, against the principal it names.
-            Input::ReadSandbox { .. } => Ok(()),
+            // Checked as it is handled, against the principal it names,
+            // which must be the caller.
+            Input::ReadSandbox { who: reader, .. } => {
+                if reader == who {
+                    Ok(())
+                } else {
+                    Err(Denied(format!(
+                        "{} may not read a sandbox as {}",
+                        who.describe(),
+                        reader.describe()
+                    )))
+                }
+            }
             Input::DrainAgent { .. } => who.require_admin("draining an agent"),
             Input::UndrainAgent { .. } => who.require_admin("undraining an agent"),
             Input::AgentRegister { .. }
@@ -104,49 +115,45 @@ impl Core {
         sandbox_read::check(who, request, listed)
     }
 
-    /// Checks a sandbox read ([`Core::authorize_sandbox_read`]) and sends
-    /// it to the agent that holds the sandbox, numbered so that its answer
-    /// finds the caller. A task the master forgot (acknowledged before a
-    /// restart, or archived past the cap) is read where the caller says it
-    /// ran: the agent keeps its sandbox and answers from disk.
+    /// Checks a sandbox read ([`Core::authorize_sandbox_read`]) and says
+    /// what to send to the agent that holds the sandbox, numbered so that
+    /// its answer finds the caller. A task the master forgot (acknowledged
+    /// before a restart, or archived past the cap) is read where the
+    /// caller says it ran: the agent keeps its sandbox and answers from
+    /// disk.
     pub(super) fn read_sandbox(
         &mut self,
         who: &Principal,
         request: v1::ReadSandboxRequest,
     ) -> Result<super::Reply, CoreError> {
-        let read = self
-            .authorize_sandbox_read(who, &request)
-            .map_err(|refused| match refused {
-                Refused::Invalid(why) => CoreError::InvalidArgument(why),
-                Refused::Denied(why) => CoreError::PermissionDenied(why),
-                Refused::Unknown(why) => CoreError::NotFound(why),
-            })?;
+        let checked =
+            self.authorize_sandbox_read(who, &request)
+                .map_err(|refused| match refused {
+                    Refused::Invalid(why) => CoreError::InvalidArgument(why),
+                    Refused::Denied(why) => CoreError::PermissionDenied(why),
+                    Refused::Unknown(why) => CoreError::NotFound(why),
+                })?;
         if self
             .agents
-            .get(&read.agent)
+            .get(&checked.agent)
             .is_none_or(|a| a.connection.is_none())
         {
             return Err(CoreError::Unavailable(format!(
                 "agent {} of task {} is not connected",
-                read.agent, read.task_id
+                checked.agent, checked.task_id
             )));
         }
         self.next_id += 1;
-        let request_id = self.next_id;
-        self.out.agent_message(
-            &read.agent,
-            v1::master_message::Kind::SandboxRead(v1::SandboxRead {
-                request_id,
-                task_id: read.task_id,
-                target: read.target.into(),
-                path: read.path,
+        Ok(super::Reply::SandboxRead {
+            agent: checked.agent,
+            read: v1::SandboxRead {
+                request_id: self.next_id,
+                task_id: checked.task_id,
+                target: checked.target.into(),
+                path: checked.path,
                 offset: request.offset,
                 length: request.length,
-            }),
-        );
-        Ok(super::Reply::SandboxRead {
-            request_id,
-            agent: read.agent,
+            },
         })
     }
 

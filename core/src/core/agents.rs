@@ -52,6 +52,13 @@ impl Core {
         } else {
             AgentId::from(info.agent_id.as_str())
         };
+        // The shell checks the certificate against its copy of the
+        // identities; this is the check no copy can get wrong.
+        if self.identity_revoked(id.as_str()) {
+            return Err(CoreError::PermissionDenied(format!(
+                "agent {id} was revoked; join again with a new token"
+            )));
+        }
         let mut kill = Vec::new();
 
         if let Some(known) = self.agents.get(&id)

@@ -290,9 +290,8 @@ pub enum Input {
         touched: std::collections::HashMap<String, u64>,
     },
     /// `who` reads a task's sandbox: checked against the task as the core
-    /// lists it ([`crate::sandbox_read::check`]), then sent to the agent
-    /// that holds it; answered with [`Reply::SandboxRead`], whose id the
-    /// agent's answer carries.
+    /// lists it ([`crate::sandbox_read::check`]), and numbered; answered
+    /// with [`Reply::SandboxRead`]: what to send, and to which agent.
     ReadSandbox {
         who: Principal,
         request: v1::ReadSandboxRequest,
@@ -341,8 +340,14 @@ pub enum Reply {
     Launched(Vec<TaskId>),
     /// The artifacts that expired, whose files may go.
     Expired(Vec<String>),
-    /// A sandbox read went to `agent` as request `request_id`.
-    SandboxRead { request_id: u64, agent: AgentId },
+    /// A sandbox read passed: the shell sends `read` to `agent` (at once,
+    /// or refuses it if the agent's stream is full: a read must never cost
+    /// an agent its stream), and its answer comes back under
+    /// `read.request_id`.
+    SandboxRead {
+        agent: AgentId,
+        read: v1::SandboxRead,
+    },
     /// A token's record as stored (made) or as it was (revoked).
     Token(Box<v1::StoredToken>),
     /// An agent identity's record as stored.

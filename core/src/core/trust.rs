@@ -197,6 +197,11 @@ impl Core {
         Ok(Reply::Identity(Box::new(identity)))
     }
 
+    /// Was `agent`'s identity revoked (for good)?
+    pub fn identity_revoked(&self, agent: &str) -> bool {
+        self.trust.identities.get(agent).is_some_and(|i| i.revoked)
+    }
+
     fn identity(&self, agent: &str) -> Result<v1::StoredIdentity, CoreError> {
         self.trust
             .identities

@@ -584,6 +584,19 @@ impl Jobs {
         Some(effects)
     }
 
+    /// Fails job `id` for good, saying `why`: its task can never launch
+    /// (the core refused it as invalid, as it would every attempt).
+    pub fn fail(&mut self, id: &str, why: &str, now: Time) -> Option<Vec<Effect>> {
+        let number = self.number_of(id)?;
+        let job = self.jobs.get(&number)?;
+        let mut effects = Vec::new();
+        if !job.is_ended() {
+            self.stop(number, JobState::Failed, why.to_string(), &mut effects);
+            self.settle(number, now, &mut effects);
+        }
+        Some(effects)
+    }
+
     /// Runs a job's failed indices again, each as a new attempt (with
     /// `cancelled`, its cancelled ones too): an ended job opens again. How
     /// many indices wait again; `None` for no such job, or one still

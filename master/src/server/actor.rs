@@ -830,18 +830,37 @@ impl Actor {
         request: v1::ReadSandboxRequest,
         reply: oneshot::Sender<Result<v1::SandboxReadReply, Status>>,
     ) {
-        // The core checks the read and sends it to the agent; the agent's
-        // answer comes back here under the read's id.
-        match self.apply(Input::ReadSandbox { who, request }) {
-            Ok(Reply::SandboxRead { request_id, .. }) => {
-                self.sandbox_reads.retain(|_, waiter| !waiter.is_closed());
-                self.sandbox_reads.insert(request_id, reply);
-            }
+        // The core checks the read and numbers it; the agent's answer
+        // comes back here under that number.
+        let (agent, read) = match self.apply(Input::ReadSandbox { who, request }) {
+            Ok(Reply::SandboxRead { agent, read }) => (agent, read),
             Ok(other) => unreachable!("a sandbox read answered {other:?}"),
             Err(refused) => {
                 let _ = reply.send(Err(status_of(refused)));
+                return;
             }
+        };
+        let Some((_, sender)) = self.agents.get(&agent) else {
+            let _ = reply.send(Err(Status::unavailable(format!(
+                "agent {agent} of task {} is not connected",
+                read.task_id
+            ))));
+            return;
+        };
+        let request_id = read.request_id;
+        let message = v1::MasterMessage {
+            kind: Some(AgentKind::SandboxRead(read)),
+        };
+        // Not through the turn's delivery, which cuts a full stream: a
+        // read must never cost an agent its stream.
+        if sender.try_send(Ok(message)).is_err() {
+            let _ = reply.send(Err(Status::unavailable(
+                "the agent's stream is full or closed",
+            )));
+            return;
         }
+        self.sandbox_reads.retain(|_, waiter| !waiter.is_closed());
+        self.sandbox_reads.insert(request_id, reply);
     }
 
     /// An input nobody waits on: a refusal is only worth a log line.

@@ -261,6 +261,13 @@ impl Master {
         core_config.master_epoch = opened.epoch;
         core_config.launch_key = opened.launch_key.clone();
         core_config.wall_clock_origin_ms = config.wall_clock.now_ms();
+        // The core's wall time (its origin plus its monotonic clock), for
+        // the shell's checks of what the core stamps (a token's expiry):
+        // one clock, not two that drift apart.
+        let core_wall_clock = {
+            let origin = core_config.wall_clock_origin_ms;
+            WallClock(Arc::new(move || origin + clock.now().millis()))
+        };
         core_config.artifacts = crate::core::ArtifactRules {
             limits: config.artifact_limits,
             quota: config.artifact_quota,
@@ -415,7 +422,7 @@ impl Master {
                 let names = server_names(grpc_addr, &settings);
                 let registry = registry.clone();
                 let work_dir = config.work_dir.clone();
-                let clock = config.wall_clock.clone();
+                let clock = core_wall_clock.clone();
                 let actor = handle.clone();
                 let trust = tokio::task::spawn_blocking(move || {
                     trust::Trust::open(

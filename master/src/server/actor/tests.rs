@@ -366,3 +366,105 @@ async fn a_job_naming_another_principals_artifact_is_refused_at_submit() {
     );
     running.abort();
 }
+
+/// A job whose task the core refuses as invalid at every launch (an input
+/// uploaded after the submit, larger than the task's disk) fails, saying
+/// why, instead of waiting for offers for ever.
+#[tokio::test]
+async fn a_job_whose_task_can_never_launch_fails_saying_why() {
+    use crate::jobs::{Jobs, tests::job_spec};
+    use crate::server::jobs::driver::{Call, Driver};
+
+    let memory = Arc::new(MemoryStore::new());
+    let driver = Driver::new(Jobs::new(1), Duration::from_secs(3600), || 1_000);
+    let actor = Actor::new(
+        Core::new(CoreConfig::default()),
+        ActorConfig {
+            min_tick_interval: Duration::from_millis(50),
+            max_backlog: MAX_BACKLOG,
+        },
+        Clock::start(),
+        memory.clone(),
+    )
+    .with_jobs(driver);
+    let (commands, inbox) = mpsc::channel(64);
+    let running = tokio::spawn(actor.run(inbox));
+    let handle = crate::server::handle::ActorHandle::new(commands.clone());
+
+    // Submitted while nobody stores its input: it passes.
+    let input = "cd".repeat(32);
+    let mut spec = job_spec(3);
+    let task = spec.task.as_mut().unwrap();
+    task.inputs.push(v1::Input {
+        path: "data".into(),
+        artifact: input.clone(),
+        kind: v1::InputKind::File as i32,
+    });
+    task.resources.as_mut().unwrap().disk = 100;
+    let (reply, submitted) = oneshot::channel();
+    commands
+        .send(Command::Jobs(Call::Submit {
+            who: Principal::local(),
+            spec: Box::new(spec),
+            loaded: Vec::new(),
+            reply,
+        }))
+        .await
+        .unwrap();
+    let job = submitted.await.unwrap().unwrap().job_id;
+    handle
+        .call(Input::StoreArtifact {
+            owner: Principal::local(),
+            digest: input,
+            size: 5000,
+        })
+        .await
+        .unwrap();
+
+    // An agent comes: its offer is taken, the accept refused.
+    let (agent_tx, _agent_rx) = mpsc::channel(64);
+    let (reply, attached) = oneshot::channel();
+    commands
+        .send(Command::AttachAgent {
+            register: v1::Register {
+                agent: Some(v1::AgentInfo {
+                    hostname: "host".into(),
+                    resources: Some(v1::Resources {
+                        cpus: 4.0,
+                        mem: 8 << 30,
+                        disk: 1 << 30,
+                    }),
+                    ..Default::default()
+                }),
+                tasks: vec![],
+            },
+            messages: agent_tx,
+            reply,
+        })
+        .await
+        .unwrap();
+    attached.await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let stored = memory.load().unwrap();
+        if let Some(record) = stored
+            .jobs
+            .iter()
+            .find(|j| j.job_id == job && j.state() == v1::JobState::Failed)
+        {
+            break record.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never failed: {:?}",
+            stored.jobs
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        record.reason.contains("its inputs are 5000 bytes"),
+        "{}",
+        record.reason
+    );
+    running.abort();
+}

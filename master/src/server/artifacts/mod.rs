@@ -44,6 +44,13 @@ pub struct ArtifactStore {
     actor: ActorHandle,
     /// The uploads in progress.
     slots: Arc<Mutex<UploadSlots>>,
+    /// Held by an upload from its file's move into place until the core
+    /// answered its record: a refused upload's file is deleted only if no
+    /// other upload stored the same bytes meanwhile.
+    storing: Arc<tokio::sync::Mutex<()>>,
+    /// When this master last told the core of each artifact's use: a
+    /// busy artifact costs a turn a minute, not one a fetch.
+    uses_told: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// The other masters of a cluster on etcd: they hold a copy of every
     /// artifact, and give this master what it lacks.
     peers: Option<Arc<PeerLink>>,
@@ -115,6 +122,8 @@ impl ArtifactStore {
                 limits.uploads,
                 limits.uploads_per_principal,
             ))),
+            storing: Arc::default(),
+            uses_told: Arc::default(),
             peers: None,
             fetching: Arc::default(),
             held_alone: Arc::default(),
@@ -169,11 +178,27 @@ impl ArtifactStore {
         Ok(self.dir.join(digest))
     }
 
-    /// Notes a use of `digest` in its record (the core writes one at most
-    /// once a [`crate::core::LAST_USE_RESOLUTION`]; the file's modification
-    /// time says it exactly, but only on this master's disk). Sent in the
+    /// Notes a use of `digest` in its record, at most once a
+    /// [`crate::core::LAST_USE_RESOLUTION`] (the file's modification time
+    /// says it exactly, but only on this master's disk). Sent in the
     /// background: a use waits for no commit.
     fn note_use(&self, digest: &str) {
+        let now = std::time::Instant::now();
+        {
+            let mut told = self.uses_told.lock().expect("not poisoned");
+            if told
+                .get(digest)
+                .is_some_and(|at| now.duration_since(*at) < crate::core::LAST_USE_RESOLUTION)
+            {
+                return;
+            }
+            // Bounded by the index's own cap; forget the stale rather
+            // than grow with every digest ever fetched.
+            if told.len() >= 4 * self.limits.count.max(1) {
+                told.retain(|_, at| now.duration_since(*at) < crate::core::LAST_USE_RESOLUTION);
+            }
+            told.insert(digest.to_string(), now);
+        }
         let actor = self.actor.clone();
         let digest = digest.to_string();
         tokio::spawn(async move {
@@ -215,18 +240,18 @@ impl ArtifactStore {
         pinned: HashSet<String>,
     ) -> std::io::Result<usize> {
         let unavailable = |e: Status| std::io::Error::other(e.message().to_string());
-        let indexed = self
+        let mut indexed = self
             .actor
             .query(|core, _| core.indexed_artifacts())
             .await
             .map_err(unavailable)?;
         let mut touched = HashMap::new();
-        for digest in indexed {
-            if let Ok(meta) = tokio::fs::metadata(self.dir.join(&digest)).await
+        for digest in &indexed {
+            if let Ok(meta) = tokio::fs::metadata(self.dir.join(digest)).await
                 && let Ok(modified) = meta.modified()
             {
                 let at = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
-                touched.insert(digest, at.as_millis() as u64);
+                touched.insert(digest.clone(), at.as_millis() as u64);
             }
         }
         let expired = match self
@@ -245,12 +270,9 @@ impl ArtifactStore {
                 Err(e) => return Err(e),
             }
             tracing::info!(%digest, "artifact expired");
+            indexed.remove(digest);
         }
-        let indexed = self
-            .actor
-            .query(|core, _| core.indexed_artifacts())
-            .await
-            .map_err(unavailable)?;
+        // Uploaded since the list was taken: younger than `grace`, kept.
         sweep_unindexed(&self.dir, &|digest| indexed.contains(digest), grace).await?;
         Ok(expired.len())
     }
@@ -306,31 +328,41 @@ impl ArtifactStore {
         })
     }
 
-    /// Indexes a received upload for `owner`, if the store's limits let it
-    /// (the core decides, in the turn that commits the record), then moves
-    /// it into place. A crash in between leaves a record without its file,
-    /// which the next start drops (or, on a shared registry, fetches from
-    /// a peer): the uploader was never answered.
+    /// Moves a received upload into place, then indexes it for `owner` if
+    /// the store's limits let it (the core decides, in the turn that
+    /// commits the record). A crash in between leaves a file without its
+    /// record, which the next start indexes with no owner (or, on a shared
+    /// registry, deletes): the uploader was never answered, and uploads
+    /// again. A refused upload's file goes, unless its bytes are indexed.
     async fn store(
         &self,
         owner: &Principal,
         received: intake::Received,
     ) -> Result<v1::ArtifactInfo, Status> {
         let intake::Received { tmp, digest, size } = received;
-        self.actor
-            .call(Input::StoreArtifact {
-                owner: owner.clone(),
-                digest: digest.clone(),
-                size,
-            })
-            .await?;
         let internal = |e: std::io::Error| Status::internal(format!("artifact store: {e}"));
         let path = self.dir.join(&digest);
+        let storing = self.storing.lock().await;
         tokio::fs::rename(tmp.path(), &path)
             .await
             .map_err(internal)?;
         tmp.stored();
         touch(&path).await;
+        let indexed = self
+            .actor
+            .call(Input::StoreArtifact {
+                owner: owner.clone(),
+                digest: digest.clone(),
+                size,
+            })
+            .await;
+        if let Err(refused) = indexed {
+            if !self.contains(&digest).await.unwrap_or(true) {
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+            return Err(refused);
+        }
+        drop(storing);
         if let Some(peers) = &self.peers
             && !peers.hand_out(&path, &digest).await
         {

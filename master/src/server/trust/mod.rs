@@ -472,17 +472,19 @@ impl Trust {
         Ok(())
     }
 
-    /// Changes an identity in the core, then in this copy.
+    /// Changes an identity in the core, then in this copy. Answers to
+    /// changes made together may arrive in either order: a revocation is
+    /// for good, so no answer clears it from the copy.
     async fn change_identity(&self, input: Input) -> Result<(), Status> {
-        let identity = match self.actor.call(input).await? {
+        let mut identity = match self.actor.call(input).await? {
             Reply::Identity(identity) => *identity,
             other => unreachable!("an identity's change answered {other:?}"),
         };
-        self.state
-            .lock()
-            .expect("not poisoned")
-            .identities
-            .insert(identity.agent_id.clone(), identity);
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(known) = state.identities.get(&identity.agent_id) {
+            identity.revoked |= known.revoked;
+        }
+        state.identities.insert(identity.agent_id.clone(), identity);
         Ok(())
     }
 }

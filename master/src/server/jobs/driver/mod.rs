@@ -531,6 +531,23 @@ impl Driver {
                         tracing::debug!(error = %e, tasks = task_ids.len(), "a job's accept failed; its indices wait again");
                         effects.extend(self.jobs.not_launched(&task_ids, self.now()));
                         decline(host, &framework, launch.offer_ids, REFUSE_WHILE_PENDING_S);
+                        // A task the core refuses as invalid (an input
+                        // uploaded since, larger than its disk) is refused
+                        // at every attempt: its job fails, saying why.
+                        if let CoreError::InvalidTask { message, .. } = &e {
+                            let jobs: std::collections::BTreeSet<&str> = task_ids
+                                .iter()
+                                .filter_map(|t| crate::jobs::submit::parse_task_id(t))
+                                .map(|(job, _, _)| job)
+                                .collect();
+                            for job in jobs {
+                                let why = format!("its task cannot launch: {message}");
+                                tracing::warn!(%job, "{why}");
+                                effects.extend(
+                                    self.jobs.fail(job, &why, self.now()).unwrap_or_default(),
+                                );
+                            }
+                        }
                     }
                 }
                 if !placement.unused.is_empty() {
