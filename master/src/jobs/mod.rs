@@ -574,24 +574,29 @@ impl Jobs {
     /// `CANCELLED` once its kills are heard. `None` if there is no such
     /// job; no effect on one that ended.
     pub fn cancel(&mut self, id: &str, why: &str, now: Time) -> Option<Vec<Effect>> {
-        let number = self.number_of(id)?;
-        let job = self.jobs.get(&number)?;
-        let mut effects = Vec::new();
-        if !job.is_ended() {
-            self.stop(number, JobState::Cancelled, why.to_string(), &mut effects);
-            self.settle(number, now, &mut effects);
-        }
-        Some(effects)
+        self.end_early(id, JobState::Cancelled, why, now)
     }
 
     /// Fails job `id` for good, saying `why`: its task can never launch
     /// (the core refused it as invalid, as it would every attempt).
     pub fn fail(&mut self, id: &str, why: &str, now: Time) -> Option<Vec<Effect>> {
+        self.end_early(id, JobState::Failed, why, now)
+    }
+
+    /// Stops job `id` (unless it ended) as `state`, saying `why`: what
+    /// runs is killed, what has not started never will.
+    fn end_early(
+        &mut self,
+        id: &str,
+        state: JobState,
+        why: &str,
+        now: Time,
+    ) -> Option<Vec<Effect>> {
         let number = self.number_of(id)?;
         let job = self.jobs.get(&number)?;
         let mut effects = Vec::new();
         if !job.is_ended() {
-            self.stop(number, JobState::Failed, why.to_string(), &mut effects);
+            self.stop(number, state, why.to_string(), &mut effects);
             self.settle(number, now, &mut effects);
         }
         Some(effects)

@@ -125,15 +125,15 @@ fn report(agent: &AgentId, task: &str, state: v1::TaskState) -> Command {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_job_service_runs_inside_the_actors_turns_and_an_end_costs_it_no_commit() {
-    use crate::jobs::{Jobs, tests::job_spec};
-    use crate::server::jobs::driver::{Call, Driver};
-
-    let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("hold");
-    let memory = Arc::new(MemoryStore::new());
-    let store = Arc::new(GatedStore::new(memory.clone(), gate.clone()));
+/// An actor running the job service on `store`, and its command queue.
+fn actor_with_jobs(
+    store: Arc<dyn Store>,
+) -> (
+    mpsc::Sender<Command>,
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+) {
+    use crate::jobs::Jobs;
+    use crate::server::jobs::driver::Driver;
     let driver = Driver::new(Jobs::new(1), Duration::from_secs(3600), || 1_000);
     let actor = Actor::new(
         Core::new(CoreConfig::default()),
@@ -146,7 +146,19 @@ async fn the_job_service_runs_inside_the_actors_turns_and_an_end_costs_it_no_com
     )
     .with_jobs(driver);
     let (commands, inbox) = mpsc::channel(64);
-    let running = tokio::spawn(actor.run(inbox));
+    (commands, tokio::spawn(actor.run(inbox)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_service_runs_inside_the_actors_turns_and_an_end_costs_it_no_commit() {
+    use crate::jobs::tests::job_spec;
+    use crate::server::jobs::driver::Call;
+
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("hold");
+    let memory = Arc::new(MemoryStore::new());
+    let store = Arc::new(GatedStore::new(memory.clone(), gate.clone()));
+    let (commands, running) = actor_with_jobs(store);
 
     // An agent with room for one index at a time.
     let (agent_tx, mut agent_rx) = mpsc::channel(64);
@@ -288,23 +300,11 @@ async fn the_job_service_runs_inside_the_actors_turns_and_an_end_costs_it_no_com
 #[tokio::test]
 async fn a_job_naming_another_principals_artifact_is_refused_at_submit() {
     use crate::access::Grant;
-    use crate::jobs::{Jobs, tests::job_spec};
-    use crate::server::jobs::driver::{Call, Driver};
+    use crate::jobs::tests::job_spec;
+    use crate::server::jobs::driver::Call;
 
     let memory = Arc::new(MemoryStore::new());
-    let driver = Driver::new(Jobs::new(1), Duration::from_secs(3600), || 1_000);
-    let actor = Actor::new(
-        Core::new(CoreConfig::default()),
-        ActorConfig {
-            min_tick_interval: Duration::from_millis(50),
-            max_backlog: MAX_BACKLOG,
-        },
-        Clock::start(),
-        memory.clone(),
-    )
-    .with_jobs(driver);
-    let (commands, inbox) = mpsc::channel(64);
-    let running = tokio::spawn(actor.run(inbox));
+    let (commands, running) = actor_with_jobs(memory.clone());
     let handle = crate::server::handle::ActorHandle::new(commands.clone());
     let principal = |name: &str| Principal {
         name: name.into(),
@@ -372,23 +372,11 @@ async fn a_job_naming_another_principals_artifact_is_refused_at_submit() {
 /// why, instead of waiting for offers for ever.
 #[tokio::test]
 async fn a_job_whose_task_can_never_launch_fails_saying_why() {
-    use crate::jobs::{Jobs, tests::job_spec};
-    use crate::server::jobs::driver::{Call, Driver};
+    use crate::jobs::tests::job_spec;
+    use crate::server::jobs::driver::Call;
 
     let memory = Arc::new(MemoryStore::new());
-    let driver = Driver::new(Jobs::new(1), Duration::from_secs(3600), || 1_000);
-    let actor = Actor::new(
-        Core::new(CoreConfig::default()),
-        ActorConfig {
-            min_tick_interval: Duration::from_millis(50),
-            max_backlog: MAX_BACKLOG,
-        },
-        Clock::start(),
-        memory.clone(),
-    )
-    .with_jobs(driver);
-    let (commands, inbox) = mpsc::channel(64);
-    let running = tokio::spawn(actor.run(inbox));
+    let (commands, running) = actor_with_jobs(memory.clone());
     let handle = crate::server::handle::ActorHandle::new(commands.clone());
 
     // Submitted while nobody stores its input: it passes.
